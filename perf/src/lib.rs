@@ -1,1 +1,9 @@
-//! placeholder
+//! metalcast's benchmarks: each compares metalcast with the tool people use
+//! today, side by side in one run, and reports ratios with the command that
+//! produced them (see `perf/RESULTS.md`).
+//!
+//! - [`stats`]: repetitions, medians and spread;
+//! - [`image_build`]: bundle build throughput versus `zstd -T1 | b3sum`.
+
+pub mod image_build;
+pub mod stats;

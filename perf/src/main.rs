@@ -1,1 +1,50 @@
-fn main() {}
+//! `metalcast-bench`: reproducible imaging benchmarks (see perf/README.md).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "metalcast-bench", version, about = "Reproducible metalcast benchmarks, side by side with today's tools")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bundle build throughput vs `zstd -T1 | b3sum` on the same 1 GiB inputs.
+    ImageBuild {
+        /// Repetitions per contender (alternating).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Scratch directory (needs about 3 GiB free).
+        #[arg(long, default_value = "/var/tmp")]
+        scratch: PathBuf,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating metalcast-bench")?;
+    let p = me.with_file_name(name);
+    anyhow::ensure!(p.exists(), "{} not found: build it first (cargo build --release --workspace)", p.display());
+    Ok(p)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::ImageBuild { reps, scratch, json } => {
+            let dir = tempfile::tempdir_in(&scratch).with_context(|| format!("scratch dir in {}", scratch.display()))?;
+            let rows = metalcast_bench::image_build::run(&sibling("metalcast-image")?, dir.path(), reps)?;
+            println!("{}", metalcast_bench::image_build::markdown(&rows));
+            if let Some(j) = json {
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
