@@ -1,1 +1,30 @@
-//! placeholder
+//! RaptorQ-coded, authenticated UDP multicast for image bundles.
+//!
+//! One sender streams a bundle's stored chunks, one RaptorQ source block
+//! each, to a multicast group: first every block's source symbols (a receiver
+//! that lost nothing never runs the decoder), then fresh repair symbols sized
+//! to the largest per-block deficit any receiver reports, so one repair
+//! symbol fixes different losses at different receivers. Every packet carries
+//! a MAC under a per-session key, and every decoded chunk is checked against
+//! the signed manifest before a byte of it is written. The protocol is
+//! specified in `docs/wire-protocol.md`.
+//!
+//! Parts:
+//! - [`session`]: what sender and receivers agree on out of band;
+//! - [`packet`]: packet formats and their authentication;
+//! - [`layout`]: chunks to source blocks;
+//! - [`sender`] and [`receiver`]: the two ends;
+//! - `sys`: sockets, GSO and `recvmmsg` (all the unsafe code).
+
+pub mod error;
+pub mod layout;
+pub mod packet;
+pub mod receiver;
+pub mod sender;
+pub mod session;
+mod sys;
+
+pub use error::TransportError;
+pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
+pub use sender::{ReceiverStatus, Sender, SenderConfig, SenderProgress, SenderSummary};
+pub use session::{SessionKey, SessionSpec};

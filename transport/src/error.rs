@@ -1,0 +1,55 @@
+//! The transport's error type.
+
+/// Errors of the sender and receiver.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad configuration or session spec.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The bundle or manifest is unusable.
+    #[error(transparent)]
+    Bundle(#[from] metalcast_image::BundleError),
+    /// Nothing authentic arrived for too long.
+    #[error("no data for {secs}s: giving up ({blocks_left} blocks still missing; {detail})")]
+    Timeout {
+        /// Seconds waited.
+        secs: u64,
+        /// Blocks not yet written.
+        blocks_left: usize,
+        /// The first missing block and what the receiver had of it.
+        detail: String,
+    },
+    /// The session took longer than its deadline.
+    #[error("session deadline of {secs}s passed with {receivers_left} receivers unfinished")]
+    Deadline {
+        /// The deadline.
+        secs: u64,
+        /// Receivers that had not reported done.
+        receivers_left: usize,
+    },
+    /// Writing decoded data failed.
+    #[error("writing chunk {chunk}: {source}")]
+    Sink {
+        /// Chunk index.
+        chunk: usize,
+        /// The sink's error.
+        #[source]
+        source: metalcast_image::BundleError,
+    },
+}
+
+impl TransportError {
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        TransportError::Io { what: what.into(), source }
+    }
+}

@@ -1,0 +1,309 @@
+//! Packet formats and their authentication (see `docs/wire-protocol.md`).
+//!
+//! Every packet, multicast or unicast, is
+//! `header (24 bytes) | body | MAC (16 bytes)`, where the MAC is keyed
+//! BLAKE3 under the session key over header and body, truncated to 16 bytes.
+//! Nothing in a packet is looked at beyond the fixed header before the MAC
+//! has been checked.
+
+use crate::session::SessionKey;
+
+/// First two bytes of every packet.
+pub const MAGIC: [u8; 2] = *b"MC";
+/// Wire protocol version.
+pub const VERSION: u8 = 1;
+/// Fixed header length.
+pub const HEADER_LEN: usize = 24;
+/// MAC length.
+pub const MAC_LEN: usize = 16;
+/// Bytes a packet adds around its body.
+pub const OVERHEAD: usize = HEADER_LEN + MAC_LEN;
+/// Largest ESI (RFC 6330 ESIs are 24 bits).
+pub const MAX_ESI: u32 = (1 << 24) - 1;
+
+/// Packet types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Multicast, sender to receivers: one encoding symbol of one block.
+    Symbol = 1,
+    /// Multicast, sender to receivers: status (first pass complete, asks for reports).
+    Poll = 2,
+    /// Unicast, receiver to sender: hello, needs per block, or done.
+    Report = 3,
+    /// Unicast, sender to one receiver: its done report was recorded.
+    Ack = 4,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Symbol,
+            2 => Kind::Poll,
+            3 => Kind::Report,
+            4 => Kind::Ack,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a packet was rejected. Each is counted separately by the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// Shorter than header + MAC, or not our magic/version.
+    #[error("malformed packet")]
+    Malformed,
+    /// Another session's packet (possibly a replay from an earlier session).
+    #[error("packet of another session")]
+    OtherSession,
+    /// MAC does not verify: forged or corrupted.
+    #[error("bad MAC")]
+    BadMac,
+    /// Authentic but semantically invalid (block out of range, wrong size...).
+    #[error("invalid contents")]
+    Invalid,
+}
+
+/// The fixed header.
+///
+/// ```text
+/// 0  magic "MC"   2  version   3  kind   4  session id (u64 LE)
+/// 12 sequence number (u64 LE)  20 a (u32 LE): block for Symbol, else kind-specific
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Packet type.
+    pub kind: Kind,
+    /// Session the packet belongs to.
+    pub session: u64,
+    /// Per-sender sequence number (gaps let receivers estimate loss).
+    pub seq: u64,
+    /// Kind-specific word: the block number for symbols.
+    pub a: u32,
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&MAGIC);
+        out[2] = VERSION;
+        out[3] = self.kind as u8;
+        out[4..12].copy_from_slice(&self.session.to_le_bytes());
+        out[12..20].copy_from_slice(&self.seq.to_le_bytes());
+        out[20..24].copy_from_slice(&self.a.to_le_bytes());
+    }
+
+    fn read(b: &[u8]) -> Result<Header, Reject> {
+        if b.len() < OVERHEAD || b[0..2] != MAGIC || b[2] != VERSION {
+            return Err(Reject::Malformed);
+        }
+        Ok(Header {
+            kind: Kind::from_u8(b[3]).ok_or(Reject::Malformed)?,
+            session: u64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
+            seq: u64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+            a: u32::from_le_bytes(b[20..24].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+fn mac(key: &SessionKey, data: &[u8]) -> [u8; MAC_LEN] {
+    let h = blake3::keyed_hash(&key.0, data);
+    h.as_bytes()[..MAC_LEN].try_into().expect("16 of 32 bytes")
+}
+
+/// Appends the MAC over `buf[..]` (header and body already written).
+pub fn seal(key: &SessionKey, buf: &mut Vec<u8>) {
+    let m = mac(key, buf);
+    buf.extend_from_slice(&m);
+}
+
+/// Seals a packet in place: `buf` holds header and body followed by
+/// [`MAC_LEN`] bytes of room for the MAC.
+pub fn seal_in_place(key: &SessionKey, buf: &mut [u8]) {
+    let n = buf.len() - MAC_LEN;
+    let m = mac(key, &buf[..n]);
+    buf[n..].copy_from_slice(&m);
+}
+
+/// Checks a packet: framing, session and MAC (constant-time compare).
+/// Returns the header and the authenticated body.
+pub fn open<'a>(key: &SessionKey, session: u64, pkt: &'a [u8]) -> Result<(Header, &'a [u8]), Reject> {
+    let h = Header::read(pkt)?;
+    if h.session != session {
+        return Err(Reject::OtherSession);
+    }
+    let (data, tag) = pkt.split_at(pkt.len() - MAC_LEN);
+    let want = blake3::keyed_hash(&key.0, data);
+    // blake3::Hash equality is constant time; compare the truncated tags the same way.
+    let mut diff = 0u8;
+    for (a, b) in want.as_bytes()[..MAC_LEN].iter().zip(tag) {
+        diff |= a ^ b;
+    }
+    if diff != 0 {
+        return Err(Reject::BadMac);
+    }
+    Ok((h, &data[HEADER_LEN..]))
+}
+
+/// Body of a [`Kind::Symbol`] packet: the ESI then the symbol bytes.
+/// (The block number travels in the header's `a` word.)
+pub fn symbol_body(body: &[u8]) -> Result<(u32, &[u8]), Reject> {
+    if body.len() < 4 {
+        return Err(Reject::Invalid);
+    }
+    let esi = u32::from_le_bytes(body[..4].try_into().expect("4 bytes"));
+    if esi > MAX_ESI {
+        return Err(Reject::Invalid);
+    }
+    Ok((esi, &body[4..]))
+}
+
+/// Receiver state carried in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReportState {
+    /// Joined, waiting for data.
+    Hello = 0,
+    /// Receiving; `needs` lists blocks it wants more symbols for.
+    Receiving = 1,
+    /// Every block decoded, verified and written.
+    Done = 2,
+    /// Gave up (write error, timeout); `needs` is empty.
+    Failed = 3,
+}
+
+/// A receiver's report (unicast to the sender).
+///
+/// Body: receiver id u64, state u8, reserved u8, need count u16, blocks done
+/// u32, packets received u64, packets rejected u64, highest sequence number
+/// processed u64, then per need: block u32, symbols wanted u32.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Stable receiver identity.
+    pub receiver: u64,
+    /// What the receiver is doing.
+    pub state: ReportState,
+    /// Blocks decoded and written so far.
+    pub blocks_done: u32,
+    /// Authentic packets received.
+    pub received: u64,
+    /// Packets rejected (malformed, other session, bad MAC, invalid).
+    pub rejected: u64,
+    /// Highest sender sequence number processed before this report: needs
+    /// are only current for bursts that ended before it.
+    pub max_seq: u64,
+    /// `(block, symbols wanted)`, lowest blocks first.
+    pub needs: Vec<(u32, u32)>,
+}
+
+/// Most needs one report can carry while staying under 1400 bytes.
+pub const MAX_NEEDS_PER_REPORT: usize = 160;
+const REPORT_FIXED: usize = 8 + 1 + 1 + 2 + 4 + 8 + 8 + 8;
+
+impl Report {
+    /// Encodes the body.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.receiver.to_le_bytes());
+        out.push(self.state as u8);
+        out.push(0);
+        let n = self.needs.len().min(MAX_NEEDS_PER_REPORT);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&self.blocks_done.to_le_bytes());
+        out.extend_from_slice(&self.received.to_le_bytes());
+        out.extend_from_slice(&self.rejected.to_le_bytes());
+        out.extend_from_slice(&self.max_seq.to_le_bytes());
+        for &(b, k) in &self.needs[..n] {
+            out.extend_from_slice(&b.to_le_bytes());
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+    }
+
+    /// Decodes a body (already authenticated).
+    pub fn decode(b: &[u8]) -> Result<Report, Reject> {
+        if b.len() < REPORT_FIXED {
+            return Err(Reject::Invalid);
+        }
+        let u32at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let state = match b[8] {
+            0 => ReportState::Hello,
+            1 => ReportState::Receiving,
+            2 => ReportState::Done,
+            3 => ReportState::Failed,
+            _ => return Err(Reject::Invalid),
+        };
+        let n = u16::from_le_bytes([b[10], b[11]]) as usize;
+        if n > MAX_NEEDS_PER_REPORT || b.len() != REPORT_FIXED + 8 * n {
+            return Err(Reject::Invalid);
+        }
+        let needs = (0..n).map(|i| (u32at(REPORT_FIXED + 8 * i), u32at(REPORT_FIXED + 8 * i + 4))).collect();
+        Ok(Report {
+            receiver: u64at(0),
+            state,
+            blocks_done: u32at(12),
+            received: u64at(16),
+            rejected: u64at(24),
+            max_seq: u64at(32),
+            needs,
+        })
+    }
+}
+
+/// Builds a complete sealed packet of `kind` with `body`.
+pub fn build(key: &SessionKey, kind: Kind, session: u64, seq: u64, a: u32, body: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN];
+    Header { kind, session, seq, a }.write(&mut buf);
+    buf.extend_from_slice(body);
+    seal(key, &mut buf);
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> SessionKey {
+        SessionKey([b; 32])
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_rejections() {
+        let p = build(&key(1), Kind::Symbol, 42, 7, 3, &[9, 0, 0, 0, 1, 2, 3]);
+        let (h, body) = open(&key(1), 42, &p).unwrap();
+        assert_eq!((h.kind, h.seq, h.a), (Kind::Symbol, 7, 3));
+        assert_eq!(symbol_body(body).unwrap(), (9, &[1u8, 2, 3][..]));
+        assert_eq!(open(&key(2), 42, &p), Err(Reject::BadMac));
+        assert_eq!(open(&key(1), 43, &p), Err(Reject::OtherSession));
+        assert_eq!(open(&key(1), 42, &p[..20]), Err(Reject::Malformed));
+        for i in 0..p.len() {
+            let mut q = p.clone();
+            q[i] ^= 0x10;
+            assert!(open(&key(1), 42, &q).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn report_round_trip_and_bounds() {
+        let r = Report {
+            receiver: 5,
+            state: ReportState::Receiving,
+            blocks_done: 3,
+            received: 100,
+            rejected: 2,
+            max_seq: 99,
+            needs: vec![(1, 10), (4, 700)],
+        };
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        assert_eq!(Report::decode(&b).unwrap(), r);
+        assert_eq!(Report::decode(&b[..b.len() - 1]), Err(Reject::Invalid));
+        let mut bad = b.clone();
+        bad[8] = 9;
+        assert_eq!(Report::decode(&bad), Err(Reject::Invalid));
+        let big = Report { needs: (0..1000).map(|i| (i, 1)).collect(), ..r };
+        let mut b = Vec::new();
+        big.encode(&mut b);
+        assert_eq!(Report::decode(&b).unwrap().needs.len(), MAX_NEEDS_PER_REPORT);
+        assert!(b.len() + OVERHEAD <= 1400);
+    }
+}

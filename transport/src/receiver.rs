@@ -1,0 +1,517 @@
+//! The receiver: collects authenticated symbols per block, decodes a block
+//! as soon as it can (no decoding at all when every source symbol arrived),
+//! checks the chunk against the signed manifest, hands it to a sink, and
+//! tells the sender what it still needs.
+
+use std::net::{SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use metalcast_image::{BundleError, Manifest, PartFiles};
+use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
+
+use crate::error::TransportError;
+use crate::layout::Layout;
+use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, OVERHEAD, Reject, Report, ReportState};
+use crate::session::SessionSpec;
+use crate::sys::{self, RecvBatch};
+
+/// Where verified chunks go.
+pub trait ChunkSink {
+    /// Writes chunk `index`, already decompressed and checked against the manifest.
+    fn write_chunk(&mut self, manifest: &Manifest, index: usize, data: &[u8]) -> Result<(), BundleError>;
+}
+
+impl ChunkSink for PartFiles {
+    fn write_chunk(&mut self, manifest: &Manifest, index: usize, data: &[u8]) -> Result<(), BundleError> {
+        PartFiles::write_chunk(self, manifest, index, data)
+    }
+}
+
+/// Parts held in memory (holes stay zero): the node runtime's memory target.
+#[derive(Debug)]
+pub struct MemorySink {
+    /// One buffer per part, in manifest order.
+    pub parts: Vec<Vec<u8>>,
+}
+
+impl MemorySink {
+    /// Zeroed buffers sized for every part.
+    pub fn new(m: &Manifest) -> Self {
+        MemorySink { parts: m.parts.iter().map(|p| vec![0u8; p.size as usize]).collect() }
+    }
+}
+
+impl ChunkSink for MemorySink {
+    fn write_chunk(&mut self, m: &Manifest, index: usize, data: &[u8]) -> Result<(), BundleError> {
+        let (part, off) =
+            m.locate(index).ok_or_else(|| BundleError::invalid(format!("chunks[{index}]"), "outside every part"))?;
+        let pi = m.parts.iter().position(|p| std::ptr::eq(p, part)).expect("part of this manifest");
+        self.parts[pi][off as usize..off as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Receiver tuning; every field has a default.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Stable identity reported to the sender (default: random).
+    pub id: u64,
+    /// Address of the interface to join the group on and report from (default 0.0.0.0).
+    pub iface: std::net::Ipv4Addr,
+    /// Give up when no authentic packet arrives for this long (default 30 s).
+    pub idle_timeout: Duration,
+    /// Interval between need reports while something is missing (default 5 ms).
+    pub report_interval: Duration,
+    /// Most blocks buffered at once; symbols of further blocks wait for the
+    /// carousel. Bounds memory to about this many chunks (default 64).
+    pub max_pending_blocks: usize,
+    /// How long to repeat the done report until the sender acknowledges it (default 2 s).
+    pub linger: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).expect("the OS random number generator is available");
+        ReceiverConfig {
+            id: u64::from_le_bytes(id),
+            iface: std::net::Ipv4Addr::UNSPECIFIED,
+            idle_timeout: Duration::from_secs(30),
+            report_interval: Duration::from_millis(5),
+            max_pending_blocks: 64,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counts of rejected packets, by reason.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Rejected {
+    /// Too short, wrong magic, version or kind.
+    pub malformed: u64,
+    /// Another session's packet.
+    pub other_session: u64,
+    /// MAC did not verify (forged or corrupted).
+    pub bad_mac: u64,
+    /// Authentic but invalid (block or symbol out of range).
+    pub invalid: u64,
+}
+
+impl Rejected {
+    /// All rejections.
+    pub fn total(&self) -> u64 {
+        self.malformed + self.other_session + self.bad_mac + self.invalid
+    }
+
+    fn count(&mut self, r: Reject) {
+        match r {
+            Reject::Malformed => self.malformed += 1,
+            Reject::OtherSession => self.other_session += 1,
+            Reject::BadMac => self.bad_mac += 1,
+            Reject::Invalid => self.invalid += 1,
+        }
+    }
+}
+
+/// Progress snapshot.
+#[derive(Debug, Clone)]
+pub struct ReceiverProgress {
+    /// Blocks written.
+    pub blocks_done: usize,
+    /// Blocks in the image.
+    pub total_blocks: usize,
+    /// Authentic packets so far.
+    pub received: u64,
+}
+
+/// What a finished receive reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReceiverSummary {
+    /// Receiver id.
+    pub id: u64,
+    /// Seconds from the first authentic packet to the last block written.
+    pub secs: f64,
+    /// Blocks (stored chunks) written.
+    pub blocks: usize,
+    /// Uncompressed bytes written.
+    pub bytes_written: u64,
+    /// Authentic packets received.
+    pub received: u64,
+    /// Symbols for blocks already complete.
+    pub redundant: u64,
+    /// Symbols dropped because too many blocks were buffered already.
+    pub deferred: u64,
+    /// Rejected packets, by reason.
+    pub rejected: Rejected,
+    /// Blocks that needed RaptorQ decoding (a source symbol was lost).
+    pub decoded_blocks: u64,
+    /// Decode attempts that needed one more symbol.
+    pub decode_retries: u64,
+    /// Decoded blocks whose chunk failed the manifest hash (never written; fetched again).
+    pub hash_failures: u64,
+    /// Loss rate estimated from sequence gaps.
+    pub loss_estimate: f64,
+    /// Whether the sender acknowledged the done report.
+    pub acked: bool,
+}
+
+struct Pend {
+    have: Vec<u64>,
+    n_src: u32,
+    buf: Vec<u8>,
+    repairs: Vec<(u32, Vec<u8>)>,
+    extra: u32,
+}
+
+enum Slot {
+    Idle,
+    Pending(Box<Pend>),
+    Done,
+}
+
+/// One receive of one session.
+pub struct Receiver<'a> {
+    spec: &'a SessionSpec,
+    manifest: &'a Manifest,
+    layout: Layout,
+    cfg: ReceiverConfig,
+    data: UdpSocket,
+    control: UdpSocket,
+}
+
+impl std::fmt::Debug for Receiver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("session", &self.spec.session_id).field("id", &self.cfg.id).finish()
+    }
+}
+
+impl<'a> Receiver<'a> {
+    /// Joins the group and opens the report socket. Call [`Receiver::run`] next.
+    pub fn new(spec: &'a SessionSpec, manifest: &'a Manifest, cfg: ReceiverConfig) -> Result<Self, TransportError> {
+        spec.validate()?;
+        if spec.root_hash != manifest.root_hash {
+            return Err(TransportError::Config("session spec is for another image (root hash differs)".into()));
+        }
+        let layout = Layout::new(manifest, spec.symbol_size);
+        let data = sys::receiver_socket(spec.group_addr(), cfg.iface)?;
+        let control = sys::control_socket(SocketAddrV4::new(cfg.iface, 0))?;
+        control.set_nonblocking(true).map_err(|e| TransportError::io("report socket", e))?;
+        Ok(Receiver { spec, manifest, layout, cfg, data, control })
+    }
+
+    fn send_report(&self, report: &Report) {
+        let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
+        report.encode(&mut body);
+        let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
+        // Reports are best effort: a lost one is repeated at the next interval.
+        let _ = self.control.send_to(&p, self.spec.sender);
+    }
+
+    /// Receives until every block is written to `sink`, or fails.
+    pub fn run(
+        self,
+        sink: &mut dyn ChunkSink,
+        progress: &mut dyn FnMut(&ReceiverProgress),
+    ) -> Result<ReceiverSummary, TransportError> {
+        let nblocks = self.layout.blocks.len();
+        let t = usize::from(self.spec.symbol_size);
+        let mut slots: Vec<Slot> = (0..nblocks).map(|_| Slot::Idle).collect();
+        let mut pending = 0usize;
+        let mut done = 0usize;
+        let mut first_not_done = 0usize;
+        let mut closed_upto = 0usize;
+        let mut rejected = Rejected::default();
+        let (mut received, mut redundant, mut deferred) = (0u64, 0u64, 0u64);
+        let (mut decoded_blocks, mut decode_retries, mut hash_failures) = (0u64, 0u64, 0u64);
+        let mut bytes_written = 0u64;
+        let mut seq_first: Option<u64> = None;
+        let mut seq_max = 0u64;
+        let mut batch = RecvBatch::new(64, OVERHEAD + 4 + t + 64);
+        let mut dec = zstd::bulk::Decompressor::new().map_err(|e| TransportError::io("zstd decompressor", e))?;
+        let mut chunk_out = Vec::new();
+        let mut last_report = Instant::now() - self.cfg.report_interval;
+        let mut last_packet = Instant::now();
+        let mut first_packet: Option<Instant> = None;
+        let mut last_progress = Instant::now();
+        let mut report_now = true;
+
+        let loss = |first: Option<u64>, max: u64, got: u64| -> f64 {
+            match first {
+                Some(f) if max > f => (1.0 - got as f64 / (max - f + 1) as f64).clamp(0.0, 0.9),
+                _ => 0.0,
+            }
+        };
+
+        while done < nblocks {
+            let n = batch.recv(&self.data, self.cfg.report_interval)?;
+            let now = Instant::now();
+            for i in 0..n {
+                let (h, body) = match packet::open(&self.spec.key, self.spec.session_id, batch.get(i)) {
+                    Ok(x) => x,
+                    Err(r) => {
+                        rejected.count(r);
+                        continue;
+                    }
+                };
+                received += 1;
+                last_packet = now;
+                first_packet.get_or_insert(now);
+                seq_first = Some(seq_first.map_or(h.seq, |f| f.min(h.seq)));
+                seq_max = seq_max.max(h.seq);
+                match h.kind {
+                    Kind::Poll => {
+                        if body.len() != 4 {
+                            rejected.invalid += 1;
+                            continue;
+                        }
+                        let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
+                        closed_upto = closed_upto.max(cursor.min(nblocks));
+                        report_now = true;
+                    }
+                    Kind::Symbol => {
+                        let b = h.a as usize;
+                        let Ok((esi, sym)) = packet::symbol_body(body) else {
+                            rejected.invalid += 1;
+                            continue;
+                        };
+                        if b >= nblocks || sym.len() != t {
+                            rejected.invalid += 1;
+                            continue;
+                        }
+                        let (k, kmax) = (self.layout.blocks[b].k, self.layout.k_max);
+                        if esi >= k && esi < kmax {
+                            // Implicit zero padding is never sent.
+                            rejected.invalid += 1;
+                            continue;
+                        }
+                        if esi < k {
+                            closed_upto = closed_upto.max(b);
+                        }
+                        if matches!(slots[b], Slot::Done) {
+                            redundant += 1;
+                            continue;
+                        }
+                        if matches!(slots[b], Slot::Idle) {
+                            if pending >= self.cfg.max_pending_blocks {
+                                deferred += 1;
+                                continue;
+                            }
+                            // Symbols past the block's data are zeros both ends know: count them as received.
+                            let mut have = vec![0u64; (kmax as usize).div_ceil(64)];
+                            for e in k..kmax {
+                                have[e as usize / 64] |= 1 << (e % 64);
+                            }
+                            slots[b] = Slot::Pending(Box::new(Pend {
+                                have,
+                                n_src: kmax - k,
+                                buf: vec![0u8; kmax as usize * t],
+                                repairs: Vec::new(),
+                                extra: 0,
+                            }));
+                            pending += 1;
+                        }
+                        let Slot::Pending(p) = &mut slots[b] else { unreachable!("made pending above") };
+                        if esi < kmax {
+                            let (w, bit) = (esi as usize / 64, 1u64 << (esi % 64));
+                            if p.have[w] & bit != 0 {
+                                redundant += 1;
+                                continue;
+                            }
+                            p.have[w] |= bit;
+                            p.n_src += 1;
+                            p.buf[esi as usize * t..(esi as usize + 1) * t].copy_from_slice(sym);
+                        } else {
+                            if p.repairs.iter().any(|(e, _)| *e == esi) {
+                                redundant += 1;
+                                continue;
+                            }
+                            p.repairs.push((esi, sym.to_vec()));
+                        }
+                        let have = p.n_src + p.repairs.len() as u32;
+                        if have < kmax + p.extra {
+                            continue;
+                        }
+                        // Enough symbols: take the block's bytes, decoding only if a source symbol is missing.
+                        let blk = self.layout.blocks[b];
+                        let bytes = if p.n_src == kmax {
+                            Some(std::mem::take(&mut p.buf))
+                        } else {
+                            decoded_blocks += 1;
+                            let mut d = SourceBlockDecoder::new(0, &self.layout.oti(), self.layout.padded_len() as u64);
+                            let src = (0..kmax).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) != 0).map(|e| {
+                                EncodingPacket::new(
+                                    PayloadId::new(0, e),
+                                    p.buf[e as usize * t..(e as usize + 1) * t].to_vec(),
+                                )
+                            });
+                            let rep =
+                                p.repairs.iter().map(|(e, s)| EncodingPacket::new(PayloadId::new(0, *e), s.clone()));
+                            let r = d.decode(src.chain(rep).collect::<Vec<_>>());
+                            if r.is_none() {
+                                decode_retries += 1;
+                                p.extra += 1;
+                            }
+                            r
+                        };
+                        let Some(mut bytes) = bytes else { continue };
+                        bytes.truncate(blk.len as usize);
+                        pending -= 1;
+                        match metalcast_image::decode_chunk(self.manifest, blk.chunk, &bytes, &mut dec, &mut chunk_out)
+                        {
+                            Ok(()) => {
+                                sink.write_chunk(self.manifest, blk.chunk, &chunk_out)
+                                    .map_err(|source| TransportError::Sink { chunk: blk.chunk, source })?;
+                                bytes_written += chunk_out.len() as u64;
+                                slots[b] = Slot::Done;
+                                done += 1;
+                                while first_not_done < nblocks && matches!(slots[first_not_done], Slot::Done) {
+                                    first_not_done += 1;
+                                }
+                            }
+                            Err(e) => {
+                                // Never written. Forget every symbol of the block and fetch it afresh.
+                                tracing::warn!("block {b}: {e}; discarding its symbols");
+                                hash_failures += 1;
+                                slots[b] = Slot::Idle;
+                                report_now = true;
+                            }
+                        }
+                    }
+                    _ => rejected.invalid += 1,
+                }
+            }
+
+            if now.duration_since(last_progress) >= Duration::from_millis(100) {
+                last_progress = now;
+                progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
+            }
+            if done == nblocks {
+                break;
+            }
+            if now.duration_since(last_packet) > self.cfg.idle_timeout {
+                let secs = self.cfg.idle_timeout.as_secs();
+                self.send_report(&Report {
+                    receiver: self.cfg.id,
+                    state: ReportState::Failed,
+                    blocks_done: done as u32,
+                    received,
+                    rejected: rejected.total(),
+                    max_seq: seq_max,
+                    needs: vec![],
+                });
+                let detail = match slots.get(first_not_done) {
+                    Some(Slot::Pending(p)) => format!(
+                        "first missing block {first_not_done}: {} source + {} repair of {} symbols, {} extra wanted, closed_upto {closed_upto}",
+                        p.n_src,
+                        p.repairs.len(),
+                        self.layout.k_max,
+                        p.extra
+                    ),
+                    _ => format!(
+                        "first missing block {first_not_done}: nothing received, closed_upto {closed_upto}, {pending} pending"
+                    ),
+                };
+                return Err(TransportError::Timeout { secs, blocks_left: nblocks - done, detail });
+            }
+            if report_now || now.duration_since(last_report) >= self.cfg.report_interval {
+                report_now = false;
+                last_report = now;
+                let p_loss = loss(seq_first, seq_max, received);
+                let inflate = |need: u32| need + ((f64::from(need) * p_loss / (1.0 - p_loss)).ceil() as u32);
+                let room = self.cfg.max_pending_blocks.saturating_sub(pending);
+                let needs = needs(&self.layout, &slots, first_not_done..closed_upto.min(nblocks), room, inflate);
+                let state = if first_packet.is_none() { ReportState::Hello } else { ReportState::Receiving };
+                self.send_report(&Report {
+                    receiver: self.cfg.id,
+                    state,
+                    blocks_done: done as u32,
+                    received,
+                    rejected: rejected.total(),
+                    max_seq: seq_max,
+                    needs,
+                });
+            }
+        }
+
+        let secs = first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
+        let acked = self.say_done(done as u32, received, rejected.total(), seq_max);
+        Ok(ReceiverSummary {
+            id: self.cfg.id,
+            secs,
+            blocks: done,
+            bytes_written,
+            received,
+            redundant,
+            deferred,
+            rejected,
+            decoded_blocks,
+            decode_retries,
+            hash_failures,
+            loss_estimate: loss(seq_first, seq_max, received),
+            acked,
+        })
+    }
+
+    /// Repeats the done report until the sender acknowledges it or `linger` passes.
+    fn say_done(&self, blocks: u32, received: u64, rejected: u64, max_seq: u64) -> bool {
+        let report = Report {
+            receiver: self.cfg.id,
+            state: ReportState::Done,
+            blocks_done: blocks,
+            received,
+            rejected,
+            max_seq,
+            needs: vec![],
+        };
+        let until = Instant::now() + self.cfg.linger;
+        let mut buf = [0u8; 256];
+        while Instant::now() < until {
+            self.send_report(&report);
+            sys::wait_readable(&self.control, Duration::from_millis(50));
+            while let Ok(n) = self.control.recv(&mut buf) {
+                if let Ok((h, body)) = packet::open(&self.spec.key, self.spec.session_id, &buf[..n])
+                    && h.kind == Kind::Ack
+                    && body == self.cfg.id.to_le_bytes()
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// The needs to report: for closed blocks not yet written, lowest first, how
+/// many more symbols each wants (inflated for the observed loss). Blocks with
+/// nothing buffered are asked for only while `room` allows, which keeps the
+/// receiver's memory bounded.
+fn needs(
+    layout: &Layout,
+    slots: &[Slot],
+    closed: std::ops::Range<usize>,
+    mut room: usize,
+    inflate: impl Fn(u32) -> u32,
+) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    let start = closed.start;
+    let closed_slots = slots.get(closed).unwrap_or_default();
+    for (b, slot) in closed_slots.iter().enumerate().map(|(i, s)| (i + start, s)) {
+        if out.len() == MAX_NEEDS_PER_REPORT {
+            break;
+        }
+        match slot {
+            Slot::Done => {}
+            Slot::Pending(p) => {
+                let have = p.n_src + p.repairs.len() as u32;
+                out.push((b as u32, inflate((layout.k_max + p.extra).saturating_sub(have).max(1))));
+            }
+            Slot::Idle if room > 0 => {
+                room -= 1;
+                out.push((b as u32, inflate(layout.blocks[b].k)));
+            }
+            Slot::Idle => {}
+        }
+    }
+    out
+}

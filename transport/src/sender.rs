@@ -1,0 +1,589 @@
+//! The sender: streams every block's source symbols once (the first pass),
+//! then answers receivers' per-block deficits with fresh repair symbols,
+//! sized for the neediest receiver, until every expected receiver is done.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use metalcast_image::Bundle;
+use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
+
+use crate::error::TransportError;
+use crate::layout::Layout;
+use crate::packet::{self, Kind, MAX_ESI, OVERHEAD, Report, ReportState};
+use crate::session::SessionSpec;
+use crate::sys;
+
+/// Sender tuning. Defaults suit a LAN; every field is documented with its default.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Local interface address to send from (default 0.0.0.0: the routing table decides).
+    pub local: Ipv4Addr,
+    /// Cap on UDP payload bytes per second (default none: as fast as the host can).
+    pub rate: Option<u64>,
+    /// Receivers that must report done before the session ends (default 1).
+    pub expected_receivers: usize,
+    /// How long to wait for `expected_receivers` hellos before the first pass starts anyway (default 10 s).
+    pub join_timeout: Duration,
+    /// A receiver silent this long is declared failed and no longer waited for (default 10 s).
+    pub receiver_timeout: Duration,
+    /// Hard limit on the whole session (default none).
+    pub deadline: Option<Duration>,
+    /// After the first need for a block arrives, wait this long for other receivers' needs
+    /// so that one burst serves them all (default 6 ms).
+    pub gather: Duration,
+    /// Interval of multicast polls once the first pass is over (default 50 ms).
+    pub poll_interval: Duration,
+    /// Send with UDP GSO, one system call per ~64 KB (default true; falls back when unsupported).
+    pub gso: bool,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            local: Ipv4Addr::UNSPECIFIED,
+            rate: None,
+            expected_receivers: 1,
+            join_timeout: Duration::from_secs(10),
+            receiver_timeout: Duration::from_secs(10),
+            deadline: None,
+            gather: Duration::from_millis(6),
+            poll_interval: Duration::from_millis(50),
+            gso: true,
+        }
+    }
+}
+
+/// What the sender knows about one receiver.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReceiverStatus {
+    /// Receiver id.
+    pub id: u64,
+    /// Address its reports come from.
+    pub addr: String,
+    /// Last reported state, or "timed-out".
+    pub state: String,
+    /// Blocks it has written.
+    pub blocks_done: u32,
+    /// Authentic packets it received.
+    pub received: u64,
+    /// Packets it rejected.
+    pub rejected: u64,
+    /// Seconds from the first pass start to its done report.
+    pub done_secs: Option<f64>,
+}
+
+/// A snapshot for progress displays.
+#[derive(Debug, Clone)]
+pub struct SenderProgress {
+    /// Blocks whose first pass is sent.
+    pub pass_blocks: usize,
+    /// Total blocks.
+    pub total_blocks: usize,
+    /// Receivers known so far.
+    pub receivers: Vec<ReceiverStatus>,
+    /// UDP payload bytes sent so far.
+    pub bytes_sent: u64,
+}
+
+/// The outcome of a session.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SenderSummary {
+    /// Session id.
+    pub session_id: u64,
+    /// Seconds from first pass start to the last receiver done.
+    pub secs: f64,
+    /// Stored (compressed) bytes of the image: what had to be delivered.
+    pub image_bytes: u64,
+    /// UDP payload bytes sent (headers, MACs and padding included).
+    pub wire_bytes: u64,
+    /// `wire_bytes / image_bytes`.
+    pub wire_ratio: f64,
+    /// Source symbols sent.
+    pub source_packets: u64,
+    /// Repair symbols sent.
+    pub repair_packets: u64,
+    /// Repair bursts sent.
+    pub bursts: u64,
+    /// Invalid or unauthentic control packets dropped.
+    pub rejected_reports: u64,
+    /// Per receiver.
+    pub receivers: Vec<ReceiverStatus>,
+}
+
+impl SenderSummary {
+    /// Receivers that finished.
+    pub fn done(&self) -> usize {
+        self.receivers.iter().filter(|r| r.state == "done").count()
+    }
+}
+
+struct Rx {
+    addr: SocketAddr,
+    last_seen: Instant,
+    report: Report,
+    done_at: Option<Instant>,
+    timed_out: bool,
+}
+
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u64, burst: u64) -> Self {
+        TokenBucket { rate: rate as f64, tokens: burst as f64, burst: burst as f64, last: Instant::now() }
+    }
+
+    /// Takes `n` bytes, sleeping until they are available.
+    fn take(&mut self, n: usize) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        self.tokens -= n as f64;
+        if self.tokens < 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(-self.tokens / self.rate));
+        }
+    }
+}
+
+/// A multicast sender for one bundle and one session.
+pub struct Sender<'a> {
+    spec: &'a SessionSpec,
+    bundle: &'a Bundle,
+    layout: Layout,
+    cfg: SenderConfig,
+    data: UdpSocket,
+    control: UdpSocket,
+    seq: u64,
+    gso_batch: usize,
+    encoders: VecDeque<(usize, SourceBlockEncoder)>,
+    block_buf: Vec<u8>,
+    out: Vec<u8>,
+    wire_bytes: u64,
+    plan: Option<Plan>,
+}
+
+/// The RaptorQ encoding plan for `k_max`, generated in the background at
+/// start so the first repair does not stall the stream.
+enum Plan {
+    Building(std::thread::JoinHandle<SourceBlockEncodingPlan>),
+    Ready(SourceBlockEncodingPlan),
+}
+
+impl std::fmt::Debug for Sender<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("session", &self.spec.session_id).finish()
+    }
+}
+
+const ENCODER_CACHE: usize = 16;
+
+impl<'a> Sender<'a> {
+    /// Binds the sockets. The control socket must be bindable at `spec.sender`.
+    pub fn new(spec: &'a SessionSpec, bundle: &'a Bundle, cfg: SenderConfig) -> Result<Self, TransportError> {
+        spec.validate()?;
+        if spec.root_hash != bundle.manifest.root_hash {
+            return Err(TransportError::Config("session spec is for another image (root hash differs)".into()));
+        }
+        let layout = Layout::new(&bundle.manifest, spec.symbol_size);
+        let data = sys::sender_socket(cfg.local)?;
+        let control = sys::control_socket(spec.sender)?;
+        control.set_nonblocking(true).map_err(|e| TransportError::io("control socket", e))?;
+        let pkt_len = OVERHEAD + 4 + usize::from(spec.symbol_size);
+        let mut gso_batch = 1;
+        if cfg.gso {
+            match sys::enable_gso(&data, pkt_len as u16) {
+                Ok(()) => gso_batch = (65_000 / pkt_len).clamp(1, 64),
+                Err(e) => tracing::warn!("UDP GSO unavailable, sending one datagram per call: {e}"),
+            }
+        }
+        let k_max = layout.k_max as u16;
+        let plan = Some(Plan::Building(std::thread::spawn(move || SourceBlockEncodingPlan::generate(k_max))));
+        Ok(Sender {
+            plan,
+            spec,
+            bundle,
+            layout,
+            cfg,
+            data,
+            control,
+            seq: 0,
+            gso_batch,
+            encoders: VecDeque::new(),
+            block_buf: Vec::new(),
+            out: Vec::new(),
+            wire_bytes: 0,
+        })
+    }
+
+    /// The local address of the control socket (useful when bound to port 0).
+    pub fn control_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.control.local_addr().map_err(|e| TransportError::io("control socket address", e))
+    }
+
+    fn read_block(&mut self, b: usize) -> Result<(), TransportError> {
+        let blk = self.layout.blocks[b];
+        self.block_buf.clear();
+        self.block_buf.resize(self.layout.padded_len(), 0);
+        self.bundle.read_data(blk.offset, &mut self.block_buf[..blk.len as usize])?;
+        Ok(())
+    }
+
+    fn push_symbol(&mut self, b: usize, esi: u32, sym: &[u8]) {
+        let start = self.out.len();
+        self.out.resize(start + packet::HEADER_LEN, 0);
+        packet::Header { kind: Kind::Symbol, session: self.spec.session_id, seq: self.seq, a: b as u32 }
+            .write(&mut self.out[start..]);
+        self.seq += 1;
+        self.out.extend_from_slice(&esi.to_le_bytes());
+        self.out.extend_from_slice(sym);
+        self.out.resize(self.out.len() + packet::MAC_LEN, 0);
+        packet::seal_in_place(&self.spec.key, &mut self.out[start..]);
+    }
+
+    /// Sends the packets accumulated in `out` (all of equal length `pkt_len`).
+    fn flush(&mut self, bucket: &mut Option<TokenBucket>) -> Result<(), TransportError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let pkt_len = OVERHEAD + 4 + usize::from(self.spec.symbol_size);
+        let dest = self.spec.group_addr();
+        let per_send = pkt_len * self.gso_batch;
+        let mut off = 0;
+        while off < self.out.len() {
+            let end = (off + per_send).min(self.out.len());
+            if let Some(b) = bucket.as_mut() {
+                b.take(end - off);
+            }
+            loop {
+                match self.data.send_to(&self.out[off..end], dest) {
+                    Ok(_) => break,
+                    // A full socket buffer (ENOBUFS on a saturated device): back off briefly.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) || e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(e) => return Err(TransportError::io(format!("sending to {dest}"), e)),
+                }
+            }
+            self.wire_bytes += (end - off) as u64;
+            off = end;
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    fn send_source(&mut self, b: usize, bucket: &mut Option<TokenBucket>) -> Result<u64, TransportError> {
+        self.read_block(b)?;
+        let t = usize::from(self.spec.symbol_size);
+        let k = self.layout.blocks[b].k as usize;
+        let buf = std::mem::take(&mut self.block_buf);
+        for esi in 0..k {
+            self.push_symbol(b, esi as u32, &buf[esi * t..(esi + 1) * t]);
+            if (esi + 1) % self.gso_batch == 0 {
+                self.flush(bucket)?;
+            }
+        }
+        self.block_buf = buf;
+        self.flush(bucket)?;
+        Ok(k as u64)
+    }
+
+    fn encoder(&mut self, b: usize) -> Result<usize, TransportError> {
+        if let Some(i) = self.encoders.iter().position(|(x, _)| *x == b) {
+            return Ok(i);
+        }
+        self.read_block(b)?;
+        let plan = match self.plan.take() {
+            Some(Plan::Building(h)) => h.join().expect("plan generation does not panic"),
+            Some(Plan::Ready(p)) => p,
+            None => unreachable!("the plan is put back after every use"),
+        };
+        let enc = SourceBlockEncoder::with_encoding_plan(0, &self.layout.oti(), &self.block_buf, &plan);
+        self.plan = Some(Plan::Ready(plan));
+        if self.encoders.len() == ENCODER_CACHE {
+            self.encoders.pop_front();
+        }
+        self.encoders.push_back((b, enc));
+        Ok(self.encoders.len() - 1)
+    }
+
+    fn send_repair(
+        &mut self,
+        b: usize,
+        first_id: u32,
+        n: u32,
+        bucket: &mut Option<TokenBucket>,
+    ) -> Result<(), TransportError> {
+        let i = self.encoder(b)?;
+        let pkts = self.encoders[i].1.repair_packets(first_id, n);
+        for (j, p) in pkts.iter().enumerate() {
+            self.push_symbol(b, p.payload_id().encoding_symbol_id(), p.data());
+            if (j + 1) % self.gso_batch == 0 {
+                self.flush(bucket)?;
+            }
+        }
+        self.flush(bucket)
+    }
+
+    fn send_poll(&mut self, pass_blocks: usize) -> Result<(), TransportError> {
+        let body = (pass_blocks as u32).to_le_bytes();
+        let p = packet::build(
+            &self.spec.key,
+            Kind::Poll,
+            self.spec.session_id,
+            self.seq,
+            self.layout.blocks.len() as u32,
+            &body,
+        );
+        self.seq += 1;
+        self.wire_bytes += p.len() as u64;
+        self.data.send_to(&p, self.spec.group_addr()).map_err(|e| TransportError::io("sending poll", e))?;
+        Ok(())
+    }
+
+    /// Runs the session to its end: every expected receiver done, or failed
+    /// (timed out), or the deadline. `progress` is called about every 100 ms.
+    pub fn run(mut self, progress: &mut dyn FnMut(&SenderProgress)) -> Result<SenderSummary, TransportError> {
+        let nblocks = self.layout.blocks.len();
+        let mut rxs: HashMap<u64, Rx> = HashMap::new();
+        let mut rejected_reports = 0u64;
+        let mut ctl_buf = vec![0u8; 2048];
+        let session_start = Instant::now();
+
+        // Join phase: poll the group until every expected receiver reports that
+        // it hears it (a hello only proves the unicast path; IGMP snooping may
+        // not forward the group to it yet), so the first pass is not wasted.
+        let join_deadline = Instant::now() + self.cfg.join_timeout;
+        let hearing = |rxs: &HashMap<u64, Rx>| rxs.values().filter(|r| r.report.state != ReportState::Hello).count();
+        while hearing(&rxs) < self.cfg.expected_receivers && Instant::now() < join_deadline {
+            self.send_poll(0)?;
+            self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _| {})?;
+            sys::wait_readable(&self.control, Duration::from_millis(10));
+        }
+        if hearing(&rxs) < self.cfg.expected_receivers {
+            tracing::warn!(
+                hearing = hearing(&rxs),
+                expected = self.cfg.expected_receivers,
+                "starting before every receiver hears the group"
+            );
+        }
+
+        let mut bucket =
+            self.cfg.rate.map(|r| TokenBucket::new(r, (OVERHEAD as u64 + 4 + u64::from(self.spec.symbol_size)) * 64));
+        let start = Instant::now();
+        let mut pass = 0usize;
+        let mut next_repair_id = vec![0u32; nblocks];
+        let mut owed = vec![0u32; nblocks];
+        let mut due: Vec<Option<Instant>> = vec![None; nblocks];
+        // Sequence number of the last packet sent for each block: a need is
+        // current only from a receiver that has processed past it (FIFO path).
+        let mut last_seq = vec![0u64; nblocks];
+        let (mut source_packets, mut repair_packets, mut bursts) = (0u64, 0u64, 0u64);
+        let mut last_poll = start;
+        let mut last_progress = start;
+        let mut prefer_repair = true;
+
+        loop {
+            let now = Instant::now();
+            {
+                let (owed, due, last_seq) = (&mut owed, &mut due, &last_seq);
+                let gather = self.cfg.gather;
+                self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |b, n, seen| {
+                    let b = b as usize;
+                    if b < nblocks && n > 0 && seen >= last_seq[b] {
+                        owed[b] = owed[b].max(n);
+                        due[b].get_or_insert(now + gather);
+                    }
+                })?;
+            }
+            for r in rxs.values_mut() {
+                let finished = matches!(r.report.state, ReportState::Done | ReportState::Failed);
+                if !finished && !r.timed_out && now.duration_since(r.last_seen) > self.cfg.receiver_timeout {
+                    tracing::warn!(receiver = r.report.receiver, "receiver silent too long: no longer waited for");
+                    r.timed_out = true;
+                }
+            }
+            let waiting = rxs
+                .values()
+                .filter(|r| !r.timed_out && !matches!(r.report.state, ReportState::Done | ReportState::Failed))
+                .count();
+            let finished = rxs.len() - waiting;
+            if now.duration_since(last_progress) >= Duration::from_millis(100) {
+                last_progress = now;
+                progress(&SenderProgress {
+                    pass_blocks: pass,
+                    total_blocks: nblocks,
+                    receivers: statuses(&rxs, start),
+                    bytes_sent: self.wire_bytes,
+                });
+            }
+            if pass == nblocks && waiting == 0 && finished >= self.cfg.expected_receivers {
+                break;
+            }
+            if let Some(d) = self.cfg.deadline
+                && now.duration_since(session_start) > d
+            {
+                return Err(TransportError::Deadline { secs: d.as_secs(), receivers_left: waiting });
+            }
+            if pass == nblocks && rxs.is_empty() && now.duration_since(start) > self.cfg.receiver_timeout {
+                return Err(TransportError::Deadline {
+                    secs: self.cfg.receiver_timeout.as_secs(),
+                    receivers_left: self.cfg.expected_receivers,
+                });
+            }
+            if pass == nblocks
+                && waiting == 0
+                && finished < self.cfg.expected_receivers
+                && now.duration_since(start) > self.cfg.receiver_timeout
+            {
+                break; // Everyone we heard of is finished; the rest never joined.
+            }
+
+            // Pick work: a due repair burst, or the next first-pass block; alternate when both.
+            let ready = (0..nblocks).find(|&b| due[b].is_some_and(|t| t <= now));
+            let do_repair = ready.is_some() && (prefer_repair || pass == nblocks);
+            if let (true, Some(b)) = (do_repair, ready) {
+                let n = owed[b].min(MAX_ESI - next_repair_id[b]);
+                owed[b] = 0;
+                due[b] = None;
+                self.send_repair(b, next_repair_id[b], n, &mut bucket)?;
+                last_seq[b] = self.seq - 1;
+                next_repair_id[b] += n;
+                repair_packets += u64::from(n);
+                bursts += 1;
+                prefer_repair = false;
+                continue;
+            }
+            prefer_repair = true;
+            if pass < nblocks {
+                source_packets += self.send_source(pass, &mut bucket)?;
+                last_seq[pass] = self.seq - 1;
+                pass += 1;
+                continue;
+            }
+            // Idle: poll receivers now and then, wait for reports.
+            if now.duration_since(last_poll) >= self.cfg.poll_interval {
+                self.send_poll(pass)?;
+                last_poll = now;
+            }
+            let next_due = due.iter().flatten().min().copied();
+            let wait = next_due
+                .map_or(Duration::from_millis(5), |t| t.saturating_duration_since(now))
+                .min(Duration::from_millis(5));
+            sys::wait_readable(&self.control, wait);
+        }
+        let secs = rxs
+            .values()
+            .filter_map(|r| r.done_at)
+            .max()
+            .map_or(start.elapsed(), |t| t.duration_since(start))
+            .as_secs_f64();
+        let image_bytes = self.bundle.manifest.data_len;
+        Ok(SenderSummary {
+            session_id: self.spec.session_id,
+            secs,
+            image_bytes,
+            wire_bytes: self.wire_bytes,
+            wire_ratio: self.wire_bytes as f64 / image_bytes.max(1) as f64,
+            source_packets,
+            repair_packets,
+            bursts,
+            rejected_reports,
+            receivers: statuses(&rxs, start),
+        })
+    }
+
+    /// Reads every pending control packet; records receivers, acks done
+    /// reports, and hands each `(block, need)` to `on_need`.
+    fn drain_control(
+        &mut self,
+        rxs: &mut HashMap<u64, Rx>,
+        buf: &mut [u8],
+        rejected: &mut u64,
+        on_need: &mut dyn FnMut(u32, u32, u64),
+    ) -> Result<(), TransportError> {
+        loop {
+            let (n, from) = match self.control.recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(TransportError::io("reading reports", e)),
+            };
+            let report = match packet::open(&self.spec.key, self.spec.session_id, &buf[..n]) {
+                Ok((h, body)) if h.kind == Kind::Report => Report::decode(body),
+                Ok(_) => Err(packet::Reject::Invalid),
+                Err(e) => Err(e),
+            };
+            let report = match report {
+                Ok(r) => r,
+                Err(reason) => {
+                    tracing::debug!(%from, %reason, len = n, "control packet rejected");
+                    *rejected += 1;
+                    continue;
+                }
+            };
+            tracing::trace!(receiver = report.receiver, state = ?report.state, needs = report.needs.len(), max_seq = report.max_seq, "report");
+            let now = Instant::now();
+            for &(b, k) in &report.needs {
+                on_need(b, k, report.max_seq);
+            }
+            if report.state == ReportState::Done {
+                let ack = packet::build(
+                    &self.spec.key,
+                    Kind::Ack,
+                    self.spec.session_id,
+                    0,
+                    0,
+                    &report.receiver.to_le_bytes(),
+                );
+                let _ = self.control.send_to(&ack, from);
+            }
+            let e = rxs.entry(report.receiver).or_insert_with(|| Rx {
+                addr: from,
+                last_seen: now,
+                report: report.clone(),
+                done_at: None,
+                timed_out: false,
+            });
+            e.last_seen = now;
+            e.addr = from;
+            e.timed_out = false;
+            if report.state == ReportState::Done && e.done_at.is_none() {
+                e.done_at = Some(now);
+            }
+            e.report = report;
+        }
+    }
+}
+
+fn statuses(rxs: &HashMap<u64, Rx>, start: Instant) -> Vec<ReceiverStatus> {
+    let mut v: Vec<_> = rxs
+        .values()
+        .map(|r| ReceiverStatus {
+            id: r.report.receiver,
+            addr: r.addr.to_string(),
+            state: if r.timed_out {
+                "timed-out".into()
+            } else {
+                match r.report.state {
+                    ReportState::Hello => "joined",
+                    ReportState::Receiving => "receiving",
+                    ReportState::Done => "done",
+                    ReportState::Failed => "failed",
+                }
+                .into()
+            },
+            blocks_done: r.report.blocks_done,
+            received: r.report.received,
+            rejected: r.report.rejected,
+            done_secs: r.done_at.map(|t| t.saturating_duration_since(start).as_secs_f64()),
+        })
+        .collect();
+    v.sort_by_key(|r| r.id);
+    v
+}

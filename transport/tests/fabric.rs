@@ -1,0 +1,278 @@
+//! The transport's acceptance tests on a real namespace fabric (root): one
+//! sender, eight receivers behind a Linux bridge with IGMP snooping, loss
+//! injected per link by the eBPF injector, and an attacker on the same bridge.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metalcast_fabric::{Fabric, Flow, GilbertElliott, LossConfig, skip_unless_root};
+use metalcast_image::{Bundle, Manifest, spec_from_inputs};
+use metalcast_transport::packet::{self, Kind};
+use metalcast_transport::{
+    MemorySink, Receiver, ReceiverConfig, ReceiverSummary, Sender, SenderConfig, SenderSummary, SessionKey, SessionSpec,
+};
+
+const MIB: usize = 1 << 20;
+
+/// A 64 MiB bundle: a "kernel" of mixed random and compressible data and a
+/// sparse 32 MiB disk. Returns the bundle path and the blake3 of each part.
+fn make_bundle(dir: &Path) -> (PathBuf, Vec<[u8; 32]>) {
+    let mut x = 0x243f_6a88_85a3_08d3u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let kernel: Vec<u8> =
+        (0..48 * MIB).map(|i| if (i / 8192) % 3 == 0 { (i / 8192) as u8 } else { next() as u8 }).collect();
+    std::fs::write(dir.join("kernel"), &kernel).unwrap();
+    let mut disk = vec![0u8; 32 * MIB];
+    for b in &mut disk[4 * MIB..12 * MIB] {
+        *b = next() as u8;
+    }
+    std::fs::write(dir.join("disk"), &disk).unwrap();
+    let spec =
+        spec_from_inputs("fabric", Some(dir.join("kernel")), vec![], "ro".into(), None, Some(dir.join("disk")), None)
+            .unwrap();
+    let out = dir.join("b.mcb");
+    metalcast_image::build(&spec, &out, None, &indicatif::ProgressBar::hidden()).unwrap();
+    (out, vec![*blake3::hash(&kernel).as_bytes(), *blake3::hash(&disk).as_bytes()])
+}
+
+/// Makes the sender's veth behave like a NIC: UDP GSO batches leave as
+/// individual datagrams, so the bridge and the loss injector see real packets.
+fn wire_like_offloads(f: &Fabric) {
+    let s = f.sender();
+    let out =
+        s.command("ethtool").args(["-K", s.ifname(), "tx-udp-segmentation", "off"]).output().expect("run ethtool");
+    assert!(out.status.success(), "ethtool: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+struct Outcome {
+    sender: SenderSummary,
+    receivers: Vec<ReceiverSummary>,
+}
+
+/// Runs one session from the fabric's sender to every receiver, checks
+/// every receiver's parts against `hashes`, and returns the summaries.
+/// `attack`, if set, runs on the attacker host during the session.
+fn run_session(
+    f: &Fabric,
+    bundle: &Path,
+    hashes: &[[u8; 32]],
+    attack: Option<Box<dyn FnOnce(SessionSpec) + Send>>,
+) -> Outcome {
+    let manifest: Arc<Manifest> = Arc::new(Bundle::open(bundle).unwrap().manifest);
+    let spec = SessionSpec {
+        session_id: 0x5eed_0000 + u64::from(std::process::id()),
+        group: Ipv4Addr::new(239, 77, 1, 1),
+        port: 47000,
+        sender: SocketAddrV4::new(f.sender().ipv4(), 47001),
+        key: SessionKey::generate(),
+        symbol_size: SessionSpec::symbol_size_for_mtu(1500).unwrap(),
+        root_hash: manifest.root_hash.clone(),
+    };
+    let n = f.receivers().len();
+    let rx_handles: Vec<_> = f
+        .receivers()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.to_vec());
+            h.spawn_in(move || {
+                let cfg = ReceiverConfig {
+                    id: i as u64 + 1,
+                    iface: ip,
+                    idle_timeout: Duration::from_secs(15),
+                    ..Default::default()
+                };
+                let rx = Receiver::new(&spec, &m, cfg).expect("receiver joins");
+                let mut sink = MemorySink::new(&m);
+                let s = rx.run(&mut sink, &mut |_| {}).expect("receive completes");
+                for (p, want) in sink.parts.iter().zip(&hashes) {
+                    assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
+                }
+                s
+            })
+            .unwrap()
+        })
+        .collect();
+    let attacker = attack.map(|a| {
+        let spec = spec.clone();
+        f.get_host("attacker").expect("fabric has an attacker host").spawn_in(move || a(spec)).unwrap()
+    });
+    let (bundle, ip) = (bundle.to_path_buf(), f.sender().ipv4());
+    let sender = f
+        .sender()
+        .spawn_in(move || {
+            let b = Bundle::open(&bundle).unwrap();
+            let cfg = SenderConfig {
+                local: ip,
+                rate: Some(50_000_000),
+                expected_receivers: n,
+                deadline: Some(Duration::from_secs(120)),
+                ..Default::default()
+            };
+            let mut last = std::time::Instant::now();
+            Sender::new(&spec, &b, cfg)
+                .unwrap()
+                .run(&mut |p| {
+                    if last.elapsed() > Duration::from_secs(5) {
+                        last = std::time::Instant::now();
+                        eprintln!(
+                            "sender: pass {}/{}, {:?}",
+                            p.pass_blocks,
+                            p.total_blocks,
+                            p.receivers.iter().map(|r| (r.id, r.state.as_str(), r.blocks_done)).collect::<Vec<_>>()
+                        );
+                    }
+                })
+                .unwrap()
+        })
+        .unwrap();
+    let receivers: Vec<_> = rx_handles.into_iter().map(|h| h.join().expect("receiver thread")).collect();
+    let sender = sender.join().expect("sender thread");
+    if let Some(a) = attacker {
+        a.join().expect("attacker thread");
+    }
+    assert_eq!(sender.done(), n, "not every receiver reported done: {:?}", sender.receivers);
+    Outcome { sender, receivers }
+}
+
+fn fabric(n: usize, attacker: bool) -> Fabric {
+    let mut b = Fabric::builder().receivers(n);
+    if attacker {
+        b = b.host("attacker");
+    }
+    let f = b.build().expect("build fabric");
+    wire_like_offloads(&f);
+    f
+}
+
+fn print(label: &str, o: &Outcome) {
+    let s = &o.sender;
+    eprintln!(
+        "{label}: {:.2}s, wire/image {:.3}, source {} repair {} bursts {}, decoded blocks {:?}, loss est {:?}",
+        s.secs,
+        s.wire_ratio,
+        s.source_packets,
+        s.repair_packets,
+        s.bursts,
+        o.receivers.iter().map(|r| r.decoded_blocks).collect::<Vec<_>>(),
+        o.receivers.iter().map(|r| (r.loss_estimate * 1000.0).round() / 10.0).collect::<Vec<_>>(),
+    );
+}
+
+/// Loss configuration of receiver `i`.
+type PerReceiverLoss = Box<dyn Fn(usize) -> LossConfig>;
+
+#[test]
+fn eight_receivers_under_random_bursty_and_uneven_loss() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(8, false);
+
+    let o = run_session(&f, &bundle, &hashes, None);
+    print("0% loss", &o);
+    assert_eq!(o.sender.repair_packets, 0, "no loss should need no repair");
+    assert!(o.receivers.iter().all(|r| r.decoded_blocks == 0), "decoder ran without loss");
+
+    let scenarios: Vec<(&str, PerReceiverLoss)> = vec![
+        ("1% random", Box::new(|_| LossConfig::random_drop_percent(1.0).udp_only())),
+        ("5% random", Box::new(|_| LossConfig::random_drop_percent(5.0).udp_only())),
+        ("bursty (Gilbert 0.5%/20%)", Box::new(|_| LossConfig::bursty(GilbertElliott::gilbert(0.5, 20.0)).udp_only())),
+        (
+            "one receiver at 20%",
+            Box::new(|i| LossConfig::random_drop_percent(if i == 3 { 20.0 } else { 1.0 }).udp_only()),
+        ),
+    ];
+    for (label, loss) in scenarios {
+        for (i, h) in f.receivers().iter().enumerate() {
+            h.set_loss(Flow::ToHost, loss(i)).unwrap();
+        }
+        let o = run_session(&f, &bundle, &hashes, None);
+        print(label, &o);
+        assert!(o.sender.repair_packets > 0, "{label}: loss but no repair");
+        let dropped: u64 = f.receivers().iter().map(|h| h.loss_stats(Flow::ToHost).unwrap().unwrap().dropped).sum();
+        assert!(dropped > 0, "{label}: the injector dropped nothing");
+    }
+    // One repair symbol serves many receivers: at 1% loss on every link the
+    // repair traffic stays near the loss rate, not 8x it.
+    for h in f.receivers() {
+        h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(1.0).udp_only()).unwrap();
+    }
+    let o = run_session(&f, &bundle, &hashes, None);
+    let repair_share = o.sender.repair_packets as f64 / o.sender.source_packets as f64;
+    assert!(repair_share < 0.04, "1% loss on 8 links cost {:.1}% repair symbols", repair_share * 100.0);
+}
+
+#[test]
+fn forged_and_replayed_packets_are_rejected_and_counted() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(4, true);
+    let attack = Box::new(|spec: SessionSpec| {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_multicast_ttl_v4(1).unwrap();
+        let old_key = SessionKey::generate();
+        let t = usize::from(spec.symbol_size);
+        let mut garbage = vec![0u8; t + 4];
+        for round in 0..3000u32 {
+            let block = round % 40;
+            // 1. Replay of another (earlier) session: valid MACs under that session's key.
+            let replay = packet::build(&old_key, Kind::Symbol, spec.session_id ^ 1, u64::from(round), block, &garbage);
+            // 2. Forgery for this session without the key: right header, wrong MAC.
+            garbage[..4].copy_from_slice(&(round % 700).to_le_bytes());
+            garbage[4 + (round as usize % t)] ^= 0x5a;
+            let forged = packet::build(&old_key, Kind::Symbol, spec.session_id, u64::from(round), block, &garbage);
+            // 3. Junk.
+            let junk = vec![round as u8; 100];
+            for p in [&replay, &forged, &junk] {
+                let _ = sock.send_to(p, spec.group_addr());
+            }
+            // 4. Forged reports to the sender: fake "done" and absurd needs.
+            let fake = packet::build(&old_key, Kind::Report, spec.session_id, 0, 0, &[0u8; 32]);
+            let _ = sock.send_to(&fake, spec.sender);
+            if round % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    for h in f.receivers() {
+        h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(2.0).udp_only()).unwrap();
+    }
+    let o = run_session(&f, &bundle, &hashes, Some(attack));
+    print("under attack", &o);
+    let other: u64 = o.receivers.iter().map(|r| r.rejected.other_session).sum();
+    let bad_mac: u64 = o.receivers.iter().map(|r| r.rejected.bad_mac).sum();
+    let malformed: u64 = o.receivers.iter().map(|r| r.rejected.malformed).sum();
+    assert!(other > 0 && bad_mac > 0 && malformed > 0, "rejections not counted: {other} {bad_mac} {malformed}");
+    assert!(o.sender.rejected_reports > 0, "forged reports were not counted");
+    assert!(o.receivers.iter().all(|r| r.hash_failures == 0), "a forged symbol reached the decoder");
+}
+
+#[test]
+#[ignore = "debugging aid: cargo test -p metalcast-transport --test fabric debug_small -- --ignored --nocapture"]
+fn debug_small() {
+    skip_unless_root!(bpf);
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(2, false);
+    for h in f.receivers() {
+        h.set_loss(
+            Flow::ToHost,
+            LossConfig::random_drop_percent(std::env::var("DBG_LOSS").map_or(1.0, |v| v.parse().unwrap())).udp_only(),
+        )
+        .unwrap();
+    }
+    let o = run_session(&f, &bundle, &hashes, None);
+    print("debug", &o);
+    eprintln!("{:#?}", o.sender);
+    eprintln!("{:#?}", o.receivers);
+}
