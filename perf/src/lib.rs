@@ -3,7 +3,9 @@
 //! produced them (see `perf/RESULTS.md`).
 //!
 //! - [`stats`]: repetitions, medians and spread;
-//! - [`image_build`]: bundle build throughput versus `zstd -T1 | b3sum`.
+//! - [`image_build`]: bundle build throughput versus `zstd -T1 | b3sum`;
+//! - [`multicast`]: one image to N receivers, metalcast versus udpcast.
 
 pub mod image_build;
+pub mod multicast;
 pub mod stats;

@@ -26,6 +26,30 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// One image to N namespace receivers: metalcast vs udpcast, same fabric, alternating (root).
+    Multicast {
+        /// Receivers.
+        #[arg(long, default_value_t = 8)]
+        receivers: usize,
+        /// Image size, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: usize,
+        /// Random loss per receiver link, percent (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "0,1")]
+        loss: Vec<f64>,
+        /// Repetitions per contender and loss rate.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// metalcast's send rate cap, Mbit/s (0: none).
+        #[arg(long, default_value_t = 0)]
+        rate_mbit: u64,
+        /// Scratch directory for the image.
+        #[arg(long, default_value = "/var/tmp")]
+        scratch: PathBuf,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -41,6 +65,14 @@ fn main() -> anyhow::Result<()> {
             let dir = tempfile::tempdir_in(&scratch).with_context(|| format!("scratch dir in {}", scratch.display()))?;
             let rows = metalcast_bench::image_build::run(&sibling("metalcast-image")?, dir.path(), reps)?;
             println!("{}", metalcast_bench::image_build::markdown(&rows));
+            if let Some(j) = json {
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
+            }
+        }
+        Cmd::Multicast { receivers, size_mib, loss, reps, rate_mbit, scratch, json } => {
+            let cfg = metalcast_bench::multicast::Config { receivers, size_mib, losses: loss, reps, rate_mbit, scratch };
+            let rows = metalcast_bench::multicast::run(&cfg)?;
+            println!("{}", metalcast_bench::multicast::markdown(&rows));
             if let Some(j) = json {
                 std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
             }

@@ -69,6 +69,24 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
+    /// A fresh session for an image: random session id and key, the largest
+    /// symbol that fits `mtu`.
+    pub fn new(root_hash: &str, group: SocketAddrV4, sender: SocketAddrV4, mtu: usize) -> Result<Self, TransportError> {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).expect("the OS random number generator is available");
+        let s = SessionSpec {
+            session_id: u64::from_le_bytes(id),
+            group: *group.ip(),
+            port: group.port(),
+            sender,
+            key: SessionKey::generate(),
+            symbol_size: Self::symbol_size_for_mtu(mtu)?,
+            root_hash: root_hash.to_string(),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
     /// The largest symbol size that fits `mtu` with IP, UDP and our headers.
     pub fn symbol_size_for_mtu(mtu: usize) -> Result<u16, TransportError> {
         let room = mtu

@@ -257,6 +257,99 @@ fn forged_and_replayed_packets_are_rejected_and_counted() {
 }
 
 #[test]
+fn late_joiner_catches_up_and_a_dead_receiver_is_given_up() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(4, true);
+    let manifest: Arc<Manifest> = Arc::new(Bundle::open(&bundle).unwrap().manifest);
+    let spec = SessionSpec::new(
+        &manifest.root_hash,
+        SocketAddrV4::new(Ipv4Addr::new(239, 77, 2, 2), 47100),
+        SocketAddrV4::new(f.sender().ipv4(), 47101),
+        1500,
+    )
+    .unwrap();
+    let start_receiver = |i: usize| {
+        let h = &f.receivers()[i];
+        let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.clone());
+        h.spawn_in(move || {
+            let cfg = ReceiverConfig { id: i as u64 + 1, iface: ip, ..Default::default() };
+            let mut sink = MemorySink::new(&m);
+            let s = Receiver::new(&spec, &m, cfg).unwrap().run(&mut sink, &mut |_| {}).unwrap();
+            for (p, want) in sink.parts.iter().zip(&hashes) {
+                assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
+            }
+            s
+        })
+        .unwrap()
+    };
+    // Receivers 0..3 start now; receiver 3 joins once the first pass is well under way.
+    let early: Vec<_> = (0..3).map(start_receiver).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (b, ip) = (bundle.clone(), f.sender().ipv4());
+    let sender_spec = spec.clone();
+    let sender = f
+        .sender()
+        .spawn_in(move || {
+            let b = Bundle::open(&b).unwrap();
+            let cfg = SenderConfig {
+                local: ip,
+                rate: Some(40_000_000),
+                expected_receivers: 4,
+                join_timeout: Duration::from_secs(3),
+                receiver_timeout: Duration::from_secs(3),
+                deadline: Some(Duration::from_secs(120)),
+                ..Default::default()
+            };
+            let mut signalled = false;
+            Sender::new(&sender_spec, &b, cfg)
+                .unwrap()
+                .run(&mut |p| {
+                    if !signalled && p.pass_blocks >= p.total_blocks / 2 {
+                        signalled = true;
+                        let _ = tx.send(());
+                    }
+                })
+                .unwrap()
+        })
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(60)).expect("first pass reached half way");
+    // A "receiver" on the attacker host that holds the key, says hello, then dies.
+    let dead_spec = spec.clone();
+    f.get_host("attacker")
+        .unwrap()
+        .run_in(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            let r = metalcast_transport::packet::Report {
+                receiver: 99,
+                state: metalcast_transport::packet::ReportState::Hello,
+                blocks_done: 0,
+                received: 0,
+                rejected: 0,
+                max_seq: 0,
+                needs: vec![],
+            };
+            let mut body = Vec::new();
+            r.encode(&mut body);
+            let p = packet::build(&dead_spec.key, Kind::Report, dead_spec.session_id, 0, 0, &body);
+            s.send_to(&p, dead_spec.sender).unwrap();
+        })
+        .unwrap();
+    let late = start_receiver(3);
+    let early: Vec<_> = early.into_iter().map(|h| h.join().unwrap()).collect();
+    let late = late.join().unwrap();
+    let s = sender.join().unwrap();
+    eprintln!("late joiner: {late:?}\nsender: {:?}", s.receivers);
+    assert_eq!(s.done(), 4, "all four real receivers finish: {:?}", s.receivers);
+    let dead = s.receivers.iter().find(|r| r.id == 99).expect("the dead receiver was seen");
+    assert_eq!(dead.state, "timed-out");
+    // The late joiner missed the first half of the first pass and got it from repair symbols.
+    assert!(late.decoded_blocks as usize >= manifest.stored_chunks().count() / 3, "{late:?}");
+    assert!(early.iter().all(|r| r.blocks == late.blocks));
+}
+
+#[test]
 #[ignore = "debugging aid: cargo test -p metalcast-transport --test fabric debug_small -- --ignored --nocapture"]
 fn debug_small() {
     skip_unless_root!(bpf);
