@@ -5,13 +5,14 @@
 #   clang, llvm, libbpf-dev, linux-libc-dev  ebpf/build.sh (--check): compile BPF C
 #   iproute2                                 ip / tc / bridge: fabric setup
 #   iputils-ping                             the fabric's ping test
+#   ethtool                                  NIC-like UDP segmentation on host veths
 #
 # The Rust workspace itself builds without any of these (BPF objects are
 # committed). The fabric/loss tests need root (CAP_SYS_ADMIN, CAP_NET_ADMIN,
 # CAP_BPF); as non-root they print "SKIP <test>: <reason>".
 set -euo pipefail
 
-packages=(clang llvm libbpf-dev linux-libc-dev iproute2 iputils-ping)
+packages=(clang llvm libbpf-dev linux-libc-dev iproute2 iputils-ping ethtool)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -486,6 +486,12 @@ mod tests {
     macro_rules! skip_unless_bpf {
         ($name:literal) => {
             if let Err(reason) = bpf_capable() {
+                // CI (root, METALCAST_REQUIRE_PRIVILEGED=1) must not skip.
+                assert!(
+                    std::env::var("METALCAST_REQUIRE_PRIVILEGED").map_or(true, |v| v != "1"),
+                    "{} cannot run: {reason}",
+                    $name
+                );
                 eprintln!("SKIP {}: {reason}", $name);
                 return;
             }

@@ -1,4 +1,4 @@
-//! Running iproute2 (`ip`, `tc`, `bridge`) setup commands.
+//! Running iproute2 (`ip`, `tc`, `bridge`) and `ethtool` setup commands.
 
 use std::process::Command;
 
@@ -50,4 +50,11 @@ pub(crate) fn tc<'a>(netns: &str, args: impl IntoIterator<Item = &'a str>) -> Re
 /// Runs `bridge -n netns args...`.
 pub(crate) fn bridge<'a>(netns: &str, args: impl IntoIterator<Item = &'a str>) -> Result<String, FabricError> {
     run(&mut tool("bridge", Some(netns), args))
+}
+
+/// Runs `ip netns exec netns ethtool args...`.
+pub(crate) fn ethtool<'a>(netns: &str, args: impl IntoIterator<Item = &'a str>) -> Result<String, FabricError> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "ethtool"]).args(args);
+    run(&mut cmd)
 }

@@ -386,6 +386,8 @@ pub struct FabricBuilder {
     rates: Vec<(String, Flow, Rate)>,
     losses: Vec<(String, Flow, LossConfig)>,
     taps: Vec<String>,
+    mtu: u32,
+    nic_segmentation: bool,
 }
 
 impl Default for FabricBuilder {
@@ -400,6 +402,8 @@ impl Default for FabricBuilder {
             rates: Vec::new(),
             losses: Vec::new(),
             taps: Vec::new(),
+            mtu: 1500,
+            nic_segmentation: true,
         }
     }
 }
@@ -459,6 +463,21 @@ impl FabricBuilder {
     /// Adds a tap device on the bridge, for a QEMU guest.
     pub fn tap(mut self, name: impl Into<String>) -> Self {
         self.taps.push(name.into());
+        self
+    }
+
+    /// MTU of every link and tap (default 1500; 9000 for jumbo frames).
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = mtu;
+        self
+    }
+
+    /// Make hosts' veths segment UDP GSO batches in software before they
+    /// leave the host, as a NIC does on the wire (default on): the bridge, the
+    /// loss injector and the receivers then see individual datagrams, not
+    /// 64 KB super-packets that would hide per-packet cost. Needs `ethtool`.
+    pub fn nic_segmentation(mut self, on: bool) -> Self {
+        self.nic_segmentation = on;
         self
     }
 
@@ -538,9 +557,15 @@ impl FabricBuilder {
             let ifname = format!("{prefix}h{i}");
             let port = format!("{prefix}p{i}");
             ip(sw, ["link", "add", &port, "type", "veth", "peer", "name", &ifname, "netns", h])?;
+            let mtu = self.mtu.to_string();
+            ip(sw, ["link", "set", &port, "mtu", &mtu])?;
+            ip(h, ["link", "set", &ifname, "mtu", &mtu])?;
             ip(sw, ["link", "set", &port, "master", &br, "up"])?;
             ip(h, ["link", "set", "lo", "up"])?;
             ip(h, ["link", "set", &ifname, "up"])?;
+            if self.nic_segmentation {
+                cmd::ethtool(h, ["-K", &ifname, "tx-udp-segmentation", "off"])?;
+            }
             let ipv4 = Ipv4Addr::new(a, b, c, u8::try_from(i + 1).expect("host_names caps hosts at 253"));
             ip(h, ["addr", "add", &format!("{ipv4}/24"), "brd", "+", "dev", &ifname])?;
             ip(h, ["route", "add", "239.0.0.0/8", "dev", &ifname])?;
@@ -572,6 +597,7 @@ impl FabricBuilder {
         for (i, name) in self.taps.iter().enumerate() {
             let ifname = format!("{prefix}t{i}");
             ip(sw, ["tuntap", "add", "dev", &ifname, "mode", "tap"])?;
+            ip(sw, ["link", "set", &ifname, "mtu", &self.mtu.to_string()])?;
             ip(sw, ["link", "set", &ifname, "master", &br, "up"])?;
             fabric.taps.push(Tap { name: name.clone(), ifname, netns: switch_netns.clone() });
         }

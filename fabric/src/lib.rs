@@ -64,8 +64,15 @@ pub fn bpf_capable() -> Result<(), FabricError> {
     Ok(())
 }
 
+/// True when `METALCAST_REQUIRE_PRIVILEGED=1`: CI sets it (as root, with
+/// every prerequisite installed), turning a would-be skip into a failure.
+pub fn require_privileged() -> bool {
+    std::env::var("METALCAST_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
 /// Returns early from a test (printing `SKIP <test>: <reason>` to stderr)
-/// when this process cannot build fabrics; never a silent pass.
+/// when this process cannot build fabrics; never a silent pass. With
+/// `METALCAST_REQUIRE_PRIVILEGED=1` it fails the test instead.
 ///
 /// `skip_unless_root!()` in a test returning `()`; `skip_unless_root!(Ok(()))`
 /// to return that value instead; `skip_unless_root!(bpf)` / `(bpf, value)`
@@ -86,6 +93,9 @@ macro_rules! skip_unless_root {
             fn __here() {}
             let name = ::std::any::type_name_of_val(&__here);
             let name = name.strip_suffix("::__here").unwrap_or(name);
+            if $crate::require_privileged() {
+                panic!("{name} cannot run ({reason}) but METALCAST_REQUIRE_PRIVILEGED is set");
+            }
             eprintln!("SKIP {name}: {reason}");
             return $ret;
         }

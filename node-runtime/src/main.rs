@@ -58,8 +58,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
-    let Cmd::Receive { manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, json, quiet } = Cli::parse().cmd;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let Cmd::Receive { manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, json, quiet } =
+        Cli::parse().cmd;
     let trusted: Result<Vec<_>, _> = keys.iter().map(|k| PublicKey::load(k)).collect();
     let trusted = match trusted {
         Ok(t) => t,
@@ -86,7 +90,11 @@ fn main() -> ExitCode {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(0);
-        b.set_style(ProgressStyle::with_template("receiving [{bar:40}] {pos}/{len} blocks {per_sec} eta {eta}").expect("static template").progress_chars("=> "));
+        b.set_style(
+            ProgressStyle::with_template("receiving [{bar:40}] {pos}/{len} blocks {per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
         b
     };
     let result = receive::run(&job, &mut |p| {

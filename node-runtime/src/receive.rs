@@ -72,7 +72,10 @@ fn read(path: &Path) -> Result<Vec<u8>, ReceiveError> {
 }
 
 /// Runs a receive job to completion.
-pub fn run(job: &ReceiveJob, progress: &mut dyn FnMut(&ReceiverProgress)) -> Result<(ReceiverSummary, Vec<PathBuf>), ReceiveError> {
+pub fn run(
+    job: &ReceiveJob,
+    progress: &mut dyn FnMut(&ReceiverProgress),
+) -> Result<(ReceiverSummary, Vec<PathBuf>), ReceiveError> {
     let sm = SignedManifest::from_bytes(&read(&job.manifest)?).map_err(ReceiveError::Untrusted)?;
     sm.verify_signature(&job.trusted, job.allow_unsigned).map_err(ReceiveError::Untrusted)?;
     let spec = SessionSpec::from_json(&read(&job.session)?).map_err(ReceiveError::Session)?;

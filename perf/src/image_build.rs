@@ -64,14 +64,22 @@ pub fn make_inputs(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let dense = dir.join("dense.raw");
     let f = std::fs::File::create(&dense)?;
     for i in 0..128u64 {
-        if i % 2 == 0 { fill_random(&mut buf, &mut seed) } else { fill_text(&mut buf, &mut seed) }
+        if i % 2 == 0 {
+            fill_random(&mut buf, &mut seed)
+        } else {
+            fill_text(&mut buf, &mut seed)
+        }
         f.write_all_at(&buf, i * 8 * MIB)?;
     }
     let sparse = dir.join("sparse.raw");
     let f = std::fs::File::create(&sparse)?;
     f.set_len(1024 * MIB)?;
     for i in 0..32u64 {
-        if i % 2 == 0 { fill_random(&mut buf, &mut seed) } else { fill_text(&mut buf, &mut seed) }
+        if i % 2 == 0 {
+            fill_random(&mut buf, &mut seed)
+        } else {
+            fill_text(&mut buf, &mut seed)
+        }
         f.write_all_at(&buf, i * 32 * MIB)?;
     }
     Ok(vec![("dense 1 GiB".into(), dense), ("sparse 1 GiB, 256 MiB data".into(), sparse)])
@@ -110,9 +118,18 @@ pub fn run(image_bin: &Path, dir: &Path, reps: usize) -> anyhow::Result<Vec<Row>
         let img = image_bin.display();
         let o = out.display();
         let contenders = [
-            ("zstd -T1 -3 | b3sum".to_string(), format!("zstd -q -T1 -3 -c {p} | tee {} | b3sum >/dev/null", zout.display())),
-            ("metalcast-image build --threads 1".to_string(), format!("{img} -q build --threads 1 --disk {p} -o {o} >/dev/null")),
-            ("metalcast-image build (1 thread/core)".to_string(), format!("{img} -q build --disk {p} -o {o} >/dev/null")),
+            (
+                "zstd -T1 -3 | b3sum".to_string(),
+                format!("zstd -q -T1 -3 -c {p} | tee {} | b3sum >/dev/null", zout.display()),
+            ),
+            (
+                "metalcast-image build --threads 1".to_string(),
+                format!("{img} -q build --threads 1 --disk {p} -o {o} >/dev/null"),
+            ),
+            (
+                "metalcast-image build (1 thread/core)".to_string(),
+                format!("{img} -q build --disk {p} -o {o} >/dev/null"),
+            ),
         ];
         // Warm the page cache so every contender reads from memory.
         sh(&format!("cat {p} >/dev/null"))?;

@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "metalcast-bench", version, about = "Reproducible metalcast benchmarks, side by side with today's tools")]
+#[command(
+    name = "metalcast-bench",
+    version,
+    about = "Reproducible metalcast benchmarks, side by side with today's tools"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -43,6 +47,9 @@ enum Cmd {
         /// metalcast's send rate cap, Mbit/s (0: none).
         #[arg(long, default_value_t = 0)]
         rate_mbit: u64,
+        /// Link MTU of the fabric (udpcast keeps its own packet size).
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
         /// Scratch directory for the image.
         #[arg(long, default_value = "/var/tmp")]
         scratch: PathBuf,
@@ -62,19 +69,23 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::ImageBuild { reps, scratch, json } => {
-            let dir = tempfile::tempdir_in(&scratch).with_context(|| format!("scratch dir in {}", scratch.display()))?;
+            let dir =
+                tempfile::tempdir_in(&scratch).with_context(|| format!("scratch dir in {}", scratch.display()))?;
             let rows = metalcast_bench::image_build::run(&sibling("metalcast-image")?, dir.path(), reps)?;
             println!("{}", metalcast_bench::image_build::markdown(&rows));
             if let Some(j) = json {
-                std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
+                    .with_context(|| format!("writing {}", j.display()))?;
             }
         }
-        Cmd::Multicast { receivers, size_mib, loss, reps, rate_mbit, scratch, json } => {
-            let cfg = metalcast_bench::multicast::Config { receivers, size_mib, losses: loss, reps, rate_mbit, scratch };
+        Cmd::Multicast { receivers, size_mib, loss, reps, rate_mbit, mtu, scratch, json } => {
+            let cfg =
+                metalcast_bench::multicast::Config { receivers, size_mib, losses: loss, reps, rate_mbit, scratch, mtu };
             let rows = metalcast_bench::multicast::run(&cfg)?;
             println!("{}", metalcast_bench::multicast::markdown(&rows));
             if let Some(j) = json {
-                std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
+                    .with_context(|| format!("writing {}", j.display()))?;
             }
         }
     }

@@ -38,6 +38,8 @@ pub struct Config {
     pub rate_mbit: u64,
     /// Scratch directory for the image.
     pub scratch: PathBuf,
+    /// Link MTU of the fabric (1500, or 9000 for jumbo frames).
+    pub mtu: u32,
 }
 
 /// One contender at one loss rate.
@@ -148,13 +150,13 @@ fn run_udpcast(f: &Fabric, bundle: &Path, port: u16) -> anyhow::Result<(f64, u64
     Ok((secs, tx_bytes(f)? - tx0))
 }
 
-fn run_metalcast(f: &Fabric, bundle: &Path, port: u16, rate_mbit: u64) -> anyhow::Result<(f64, u64)> {
+fn run_metalcast(f: &Fabric, bundle: &Path, port: u16, rate_mbit: u64, mtu: u32) -> anyhow::Result<(f64, u64)> {
     let manifest = Arc::new(metalcast_image::Bundle::open(bundle)?.manifest);
     let spec = SessionSpec::new(
         &manifest.root_hash,
         std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(239, 77, 9, 9), port),
         std::net::SocketAddrV4::new(f.sender().ipv4(), port + 1),
-        1500,
+        mtu as usize,
     )?;
     let rx: Vec<_> = f
         .receivers()
@@ -201,10 +203,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir_in(&cfg.scratch)?;
     let bundle = make_image(dir.path(), cfg.size_mib)?;
     let image_bytes = std::fs::metadata(&bundle)?.len();
-    let f = Fabric::builder().receivers(cfg.receivers).build()?;
-    let s = f.sender();
-    let out = s.command("ethtool").args(["-K", s.ifname(), "tx-udp-segmentation", "off"]).output()?;
-    anyhow::ensure!(out.status.success(), "ethtool: {}", String::from_utf8_lossy(&out.stderr));
+    // Hosts segment GSO batches in software like NICs (the fabric's default).
+    let f = Fabric::builder().receivers(cfg.receivers).mtu(cfg.mtu).build()?;
     let mut rows = Vec::new();
     for &loss in &cfg.losses {
         for h in f.receivers() {
@@ -217,7 +217,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             eprintln!("loss {loss}% rep {rep}: udpcast {t:.2}s wire {:.3}", w as f64 / image_bytes as f64);
             results[0].0.push(t);
             results[0].1.push(w as f64 / image_bytes as f64);
-            let (t, w) = run_metalcast(&f, &bundle, port + 4, cfg.rate_mbit)?;
+            let (t, w) = run_metalcast(&f, &bundle, port + 4, cfg.rate_mbit, cfg.mtu)?;
             eprintln!("loss {loss}% rep {rep}: metalcast {t:.2}s wire {:.3}", w as f64 / image_bytes as f64);
             results[1].0.push(t);
             results[1].1.push(w as f64 / image_bytes as f64);
