@@ -1,1 +1,165 @@
-fn main() {}
+//! `metalcast` binary: thin wrapper over `metalcast_control_plane`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser};
+use metalcast_control_plane::cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
+use metalcast_control_plane::{AppState, VlanPool, db};
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METALCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // METALCAST_LOG_FORMAT=json: one JSON object per event (for log shippers).
+    if std::env::var("METALCAST_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // The imaging commands run on their own threads, outside the async runtime.
+    match std::mem::replace(&mut cli.command, Command::Whoami) {
+        Command::Send(a) => {
+            let json = a.json;
+            return match metalcast_control_plane::send::run(a) {
+                Ok(s) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                    } else {
+                        metalcast_control_plane::send::print_summary(&s);
+                    }
+                    if s.done() == s.receivers.len() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Command::Demo(a) => {
+            return match metalcast_control_plane::demo::run(a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        other => cli.command = other,
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start tokio runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Serve { listen, db, vlan_range, tls_cert, tls_key } => {
+            let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+            report(serve(*listen, &db.database_url, *vlan_range, tls).await)
+        }
+        Command::Admin(AdminCmd::Bootstrap { db, admin_user, admin_password }) => {
+            report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "metalcast", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        _ => match run_client(&cli).await {
+            Ok(v) => {
+                let text = match cli.output {
+                    Output::Json => format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                    Output::Table => render_table(&v),
+                };
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e).and_then(std::error::Error::source);
+                while let Some(s) = src {
+                    msg = format!("{msg}: {s}");
+                    src = s.source();
+                }
+                eprintln!("error: {msg}");
+                ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            }
+        },
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(
+    listen: std::net::SocketAddr,
+    url: &str,
+    vlans: VlanPool,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<()> {
+    let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+    };
+    let state = AppState::new(db, vlans);
+    match tls {
+        Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
+            .await
+            .with_context(|| format!("serving HTTPS with {}", cert.display())),
+        None => metalcast_control_plane::serve(listener, state, shutdown).await.context("serving HTTP"),
+    }
+}
+
+async fn bootstrap(url: &str, user: &str, password: Option<String>) -> anyhow::Result<()> {
+    let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
+    let st = AppState::new(db, VlanPool::default());
+    let b = metalcast_control_plane::bootstrap::bootstrap_admin(&st, user, password)
+        .await
+        .context("creating the admin user")?;
+    println!("user:     {}", b.user);
+    println!("password: {}", b.password);
+    println!("token:    {}", b.token.token);
+    println!("# export METALCAST_TOKEN={}", b.token.token);
+    Ok(())
+}
+
+/// Hide a password in a database URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((u, _)) => format!("{}://{u}:***@{}", &url[..s], &url[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -44,8 +44,8 @@ enum Cmd {
         /// Repetitions per contender and loss rate.
         #[arg(long, default_value_t = 3)]
         reps: usize,
-        /// metalcast's send rate cap, Mbit/s (0: none).
-        #[arg(long, default_value_t = 0)]
+        /// metalcast's send rate cap, Mbit/s (0: none); the default is `metalcast send`'s.
+        #[arg(long, default_value_t = 800)]
         rate_mbit: u64,
         /// Link MTU of the fabric (udpcast keeps its own packet size).
         #[arg(long, default_value_t = 1500)]

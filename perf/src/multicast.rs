@@ -55,6 +55,8 @@ pub struct Row {
     pub aggregate_mb_s: f64,
     /// Sender veth bytes / image bytes, median.
     pub wire_ratio: f64,
+    /// Runs that failed (not counted in the times).
+    pub failures: usize,
 }
 
 /// Discards chunks after the receiver verified them; counts bytes.
@@ -210,19 +212,31 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         for h in f.receivers() {
             h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(loss).udp_only())?;
         }
-        let mut results: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+        let mut results: [(Vec<f64>, Vec<f64>, usize); 2] = Default::default();
         for rep in 0..cfg.reps {
             let port = 40000 + (rep as u16) * 10;
-            let (t, w) = run_udpcast(&f, &bundle, port)?;
-            eprintln!("loss {loss}% rep {rep}: udpcast {t:.2}s wire {:.3}", w as f64 / image_bytes as f64);
-            results[0].0.push(t);
-            results[0].1.push(w as f64 / image_bytes as f64);
-            let (t, w) = run_metalcast(&f, &bundle, port + 4, cfg.rate_mbit, cfg.mtu)?;
-            eprintln!("loss {loss}% rep {rep}: metalcast {t:.2}s wire {:.3}", w as f64 / image_bytes as f64);
-            results[1].0.push(t);
-            results[1].1.push(w as f64 / image_bytes as f64);
+            let runs: [(&str, Box<dyn Fn() -> anyhow::Result<(f64, u64)>>); 2] = [
+                ("udpcast", Box::new(|| run_udpcast(&f, &bundle, port))),
+                ("metalcast", Box::new(|| run_metalcast(&f, &bundle, port + 4, cfg.rate_mbit, cfg.mtu))),
+            ];
+            for (i, (name, run)) in runs.iter().enumerate() {
+                match run() {
+                    Ok((t, w)) => {
+                        eprintln!("loss {loss}% rep {rep}: {name} {t:.2}s wire {:.3}", w as f64 / image_bytes as f64);
+                        results[i].0.push(t);
+                        results[i].1.push(w as f64 / image_bytes as f64);
+                    }
+                    Err(e) => {
+                        eprintln!("loss {loss}% rep {rep}: {name} FAILED: {e:#}");
+                        results[i].2 += 1;
+                    }
+                }
+            }
         }
-        for (name, (secs, wire)) in ["udpcast", "metalcast"].iter().zip(results) {
+        for (name, (secs, wire, failures)) in ["udpcast", "metalcast"].iter().zip(results) {
+            if secs.is_empty() {
+                bail!("every {name} run failed at {loss}% loss");
+            }
             let secs = Summary::of(&secs);
             rows.push(Row {
                 contender: (*name).into(),
@@ -230,6 +244,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
                 aggregate_mb_s: cfg.receivers as f64 * image_bytes as f64 / secs.median / 1e6,
                 secs,
                 wire_ratio: Summary::of(&wire).median,
+                failures,
             });
         }
     }
@@ -239,7 +254,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 /// Markdown table with metalcast's ratio to udpcast at each loss rate.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| loss | contender | median s | spread | aggregate MB/s | vs udpcast | wire bytes / image |\n|---:|---|---:|---:|---:|---:|---:|\n",
+        "| loss | contender | median s | spread | aggregate MB/s | vs udpcast | wire bytes / image | failed runs |\n|---:|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let base = rows
@@ -247,14 +262,15 @@ pub fn markdown(rows: &[Row]) -> String {
             .find(|b| b.loss_percent == r.loss_percent && b.contender == "udpcast")
             .expect("every loss rate has a udpcast row");
         s += &format!(
-            "| {}% | {} | {:.2} | {:.0}% | {:.0} | {:.2}x | {:.3} |\n",
+            "| {}% | {} | {:.2} | {:.0}% | {:.0} | {:.2}x | {:.3} | {} |\n",
             r.loss_percent,
             r.contender,
             r.secs.median,
             r.secs.spread() * 100.0,
             r.aggregate_mb_s,
             r.aggregate_mb_s / base.aggregate_mb_s,
-            r.wire_ratio
+            r.wire_ratio,
+            r.failures
         );
     }
     s

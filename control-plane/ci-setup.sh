@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prerequisites for the metalcast-control-plane tests (idempotent).
+#
+# After this script, run the tests with
+#   METALCAST_TEST_PG_URL=postgres://metalcast:metalcast@127.0.0.1/metalcast_test \
+#     cargo test -p metalcast-control-plane
+# (this script also appends that line to /tmp/metalcast-ci.env, which .ci/run
+# sources). Without METALCAST_TEST_PG_URL the PostgreSQL variants print
+# "SKIP:" and return (or fail under METALCAST_REQUIRE_PRIVILEGED=1). The Linux-bridge test needs root (it creates its own netns); the
+# IPMI test needs ipmi_sim + ipmitool (installed here).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+for pkg in postgresql iproute2 openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    apt-get update
+    apt-get install -y --no-install-recommends "${need[@]}"
+fi
+
+# Start the first installed cluster (Debian: pg_ctlcluster <ver> main start).
+ver=$(ls /etc/postgresql | sort -V | tail -n1)
+pg_ctlcluster "$ver" main start 2>/dev/null || true
+for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 && break
+    sleep 0.5
+done
+pg_isready -h 127.0.0.1
+
+# Role with CREATEDB: every test creates (and drops) its own database.
+su postgres -c "psql -v ON_ERROR_STOP=1 -q" <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'metalcast') THEN
+    CREATE ROLE metalcast LOGIN PASSWORD 'metalcast' CREATEDB;
+  ELSE
+    ALTER ROLE metalcast LOGIN PASSWORD 'metalcast' CREATEDB;
+  END IF;
+END $$;
+SQL
+su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname = 'metalcast_test'\"" | grep -q 1 \
+    || su postgres -c "createdb -O metalcast metalcast_test"
+# Redfish emulator (sushy-tools >= 1.x has the in-memory "--fake" driver).
+if ! command -v sushy-emulator >/dev/null 2>&1; then
+    python3 -m pip install --quiet sushy-tools \
+        || python3 -m pip install --quiet --break-system-packages sushy-tools
+fi
+
+# .ci/run sources /tmp/metalcast-ci.env before the tests.
+pg_url=postgres://metalcast:metalcast@127.0.0.1/metalcast_test
+touch /tmp/metalcast-ci.env
+grep -q '^METALCAST_TEST_PG_URL=' /tmp/metalcast-ci.env \
+    || echo "METALCAST_TEST_PG_URL=$pg_url" >> /tmp/metalcast-ci.env
+echo "ready: METALCAST_TEST_PG_URL=$pg_url"

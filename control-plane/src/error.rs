@@ -1,0 +1,134 @@
+//! The one error type every HTTP handler returns.
+//!
+//! Client errors carry a message meant for the caller. Internal errors keep
+//! their cause for the log only; the response says "internal error" and
+//! nothing else, so database or driver details never leak.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Errors returned by the REST API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, unknown fields, illegal names or values.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or invalid credentials where credentials are required.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// Authenticated (or anonymous) caller lacks the required access.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A referenced object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object exists already, or is in use, or is busy.
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed request whose values are not acceptable (e.g. illegal channel).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A resource pool (VLAN ids) is exhausted.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The request body is larger than the server accepts.
+    #[error("request body too large")]
+    TooLarge,
+    /// A hardware driver (BMC, switch) failed; the cause is logged.
+    #[error("driver error")]
+    Driver(#[source] crate::drivers::DriverError),
+    /// Anything else; the cause is logged, never returned.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Driver(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// HIL-style error type name returned in the `type` field.
+    fn type_name(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "BadArgumentError",
+            ApiError::Unauthenticated => "AuthenticationError",
+            ApiError::Forbidden(_) => "AuthorizationError",
+            ApiError::NotFound(_) => "NotFoundError",
+            ApiError::Conflict(_) => "BlockedError",
+            ApiError::Unprocessable(_) => "BadArgumentError",
+            ApiError::Exhausted(_) => "AllocationError",
+            ApiError::TooLarge => "BadArgumentError",
+            ApiError::Driver(_) => "DriverError",
+            ApiError::Internal(_) => "ServerError",
+        }
+    }
+
+    /// Shorthand for a 404 naming the missing object.
+    pub fn not_found(kind: &str, name: &str) -> Self {
+        ApiError::NotFound(format!("{kind} {name:?} does not exist"))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error() {
+            use sqlx::error::ErrorKind;
+            match db.kind() {
+                ErrorKind::UniqueViolation => {
+                    tracing::debug!(error = %db, "unique violation");
+                    return ApiError::Conflict("object already exists or is in use".into());
+                }
+                ErrorKind::ForeignKeyViolation => {
+                    tracing::debug!(error = %db, "foreign key violation");
+                    return ApiError::Conflict("object is in use or references an object that does not exist".into());
+                }
+                ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
+                    tracing::debug!(error = %db, "constraint violation");
+                    return ApiError::Unprocessable("value violates a constraint".into());
+                }
+                _ => {}
+            }
+        }
+        ApiError::Internal(Box::new(e))
+    }
+}
+
+impl From<crate::drivers::DriverError> for ApiError {
+    fn from(e: crate::drivers::DriverError) -> Self {
+        ApiError::Driver(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, debug = ?cause, "internal error");
+            }
+            ApiError::Driver(cause) => {
+                tracing::warn!(error = %cause, "driver error");
+            }
+            _ => tracing::debug!(%status, error = %self, "client error"),
+        }
+        let msg = match &self {
+            ApiError::Driver(e) => format!("driver error: {}", e.public_message()),
+            _ => self.to_string(),
+        };
+        (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response()
+    }
+}

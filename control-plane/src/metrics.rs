@@ -1,0 +1,73 @@
+//! Prometheus text-format metrics, served at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::state::AppState;
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    auth_failures: AtomicU64,
+    actions: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Count a failed authentication.
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a finished networking action by final status.
+    pub fn action_finished(&self, status: &'static str) {
+        *self.actions.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1;
+    }
+
+    fn request(&self, method: &str, route: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// Render in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s.push_str("# HELP metalcast_http_requests_total HTTP requests by route and status.\n");
+        s.push_str("# TYPE metalcast_http_requests_total counter\n");
+        for ((m, r, st), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(s, "metalcast_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{st}\"}} {n}");
+        }
+        s.push_str("# HELP metalcast_auth_failures_total Rejected credentials.\n");
+        s.push_str("# TYPE metalcast_auth_failures_total counter\n");
+        let _ = writeln!(s, "metalcast_auth_failures_total {}", self.auth_failures.load(Ordering::Relaxed));
+        s.push_str("# HELP metalcast_network_actions_total Finished networking actions by status.\n");
+        s.push_str("# TYPE metalcast_network_actions_total counter\n");
+        for (st, n) in self.actions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(s, "metalcast_network_actions_total{{status=\"{st}\"}} {n}");
+        }
+        s
+    }
+}
+
+/// Middleware counting every request by method, matched route and status.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.metrics.request(&method, &route, status);
+    tracing::debug!(%method, %route, status, micros = start.elapsed().as_micros() as u64, "request");
+    resp
+}

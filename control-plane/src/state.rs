@@ -1,0 +1,62 @@
+//! Shared server state.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::AuthCache;
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// Range of VLAN ids the server allocates networks from (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanPool {
+    /// First id.
+    pub first: u16,
+    /// Last id.
+    pub last: u16,
+}
+
+impl Default for VlanPool {
+    fn default() -> Self {
+        VlanPool { first: 100, last: 3999 }
+    }
+}
+
+/// Everything handlers need; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// Database.
+    pub db: Db,
+    /// VLAN allocation pool.
+    pub vlans: VlanPool,
+    /// Prometheus counters.
+    pub metrics: Metrics,
+    /// Verified-credential cache.
+    pub auth_cache: AuthCache,
+    /// Notified whenever a networking action finishes (DONE or ERROR).
+    pub action_done: tokio::sync::Notify,
+}
+
+impl AppState {
+    /// Build the state from a connected database.
+    pub fn new(db: Db, vlans: VlanPool) -> Self {
+        AppState(Arc::new(Inner {
+            db,
+            vlans,
+            metrics: Metrics::default(),
+            auth_cache: AuthCache::default(),
+            action_done: tokio::sync::Notify::new(),
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

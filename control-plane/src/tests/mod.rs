@@ -1,0 +1,211 @@
+//! API tests: `app(state)` driven with tower `oneshot` against a fresh
+//! database per test. Every scenario runs on SQLite and, when
+//! `METALCAST_TEST_PG_URL` is set, on a fresh PostgreSQL database.
+
+mod api;
+mod bridge;
+mod ipmi;
+mod isolation;
+mod qmp;
+mod redfish;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use serde_json::Value;
+use sqlx::Row;
+use tower::ServiceExt;
+
+use crate::state::{AppState, VlanPool};
+
+/// Report that a test cannot run: prints `SKIP: <reason>` and returns, or
+/// panics when CI demands every prerequisite (`METALCAST_REQUIRE_PRIVILEGED=1`).
+pub fn skip(reason: &str) {
+    if std::env::var("METALCAST_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+        panic!("{reason}, but METALCAST_REQUIRE_PRIVILEGED=1 requires this test to run");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// Credentials used in requests.
+#[derive(Debug, Clone)]
+pub enum Who {
+    Anon,
+    Bearer(String),
+    Basic(String, String),
+}
+
+pub struct Harness {
+    pub app: Router,
+    pub st: AppState,
+    pub admin: Who,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl Harness {
+    pub async fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        Self::with_url(&url, Some(dir), None).await
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a SKIP line) when
+    /// `METALCAST_TEST_PG_URL` is unset.
+    pub async fn postgres() -> Option<Harness> {
+        let Ok(base) = std::env::var("METALCAST_TEST_PG_URL") else {
+            skip("METALCAST_TEST_PG_URL is not set; PostgreSQL variant not run");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(&base).await.expect("connect METALCAST_TEST_PG_URL");
+        let name = format!("mc_t_{}", crate::auth::random_hex(6));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("CREATE DATABASE (role needs CREATEDB)");
+        admin.close().await;
+        let (prefix, _) = base.rsplit_once('/').expect("database URL with /dbname");
+        let url = format!("{prefix}/{name}");
+        Some(Self::with_url(&url, None, Some((base, name))).await)
+    }
+
+    async fn with_url(url: &str, dir: Option<tempfile::TempDir>, pg: Option<(String, String)>) -> Harness {
+        let db = crate::db::connect(url).await.expect("connect test database");
+        let st = AppState::new(db, VlanPool { first: 100, last: 109 });
+        let b = crate::bootstrap::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
+        Harness { app: crate::app(st.clone()), st, admin: Who::Bearer(b.token.token), _dir: dir, pg }
+    }
+
+    /// Drop the per-test PostgreSQL database.
+    pub async fn finish(self) {
+        self.st.db.pool.close().await;
+        if let Some((base, name)) = self.pg {
+            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut rb = Request::builder().method(method).uri(path);
+        match who {
+            Who::Anon => {}
+            Who::Bearer(t) => rb = rb.header("authorization", format!("Bearer {t}")),
+            Who::Basic(u, p) => {
+                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                rb = rb.header("authorization", format!("Basic {enc}"));
+            }
+        }
+        let resp = self.app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, v)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(method, path, who, body).await
+    }
+
+    /// Call as admin and require success.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, &self.admin.clone(), body).await;
+        assert!(s.is_success(), "{method} {path} -> {s} {v}");
+        v
+    }
+
+    /// Create a user in the given projects; returns Basic credentials.
+    pub async fn user(&self, name: &str, projects: &[&str]) -> Who {
+        self.ok(
+            "PUT",
+            &format!("/v0/auth/basic/user/{name}"),
+            Some(serde_json::json!({"password": format!("{name}-pw")})),
+        )
+        .await;
+        for p in projects {
+            self.ok(
+                "POST",
+                &format!("/v0/auth/basic/user/{name}/add_project"),
+                Some(serde_json::json!({"project": p})),
+            )
+            .await;
+        }
+        Who::Basic(name.into(), format!("{name}-pw"))
+    }
+
+    /// Every row of every table, as text, to prove a request changed nothing.
+    pub async fn snapshot(&self) -> Vec<String> {
+        let queries = [
+            "SELECT name FROM projects ORDER BY 1",
+            "SELECT name || ':' || CAST(is_admin AS TEXT) FROM users ORDER BY 1",
+            "SELECT user_name || ':' || project FROM user_projects ORDER BY 1",
+            "SELECT id || ':' || user_name FROM api_tokens ORDER BY 1",
+            "SELECT name || ':' || COALESCE(project, '-') || ':' || obm FROM nodes ORDER BY 1",
+            "SELECT node || ':' || label || ':' || value FROM node_metadata ORDER BY 1",
+            "SELECT name || ':' || config FROM switches ORDER BY 1",
+            "SELECT switch || ':' || name FROM ports ORDER BY 1",
+            "SELECT node || ':' || name || ':' || macaddr || ':' || COALESCE(port_switch, '-') || ':' || COALESCE(port_name, '-') FROM nics ORDER BY 1",
+            "SELECT name || ':' || COALESCE(owner, '-') || ':' || CAST(vlan AS TEXT) FROM networks ORDER BY 1",
+            "SELECT network || ':' || project FROM network_access ORDER BY 1",
+            "SELECT node || ':' || nic || ':' || network || ':' || channel FROM attachments ORDER BY 1",
+            "SELECT id || ':' || status FROM network_actions ORDER BY 1",
+        ];
+        let mut out = Vec::new();
+        for q in queries {
+            for r in sqlx::query(q).fetch_all(&self.st.db.pool).await.unwrap() {
+                out.push(format!("{q}: {}", r.try_get::<String, _>(0).unwrap()));
+            }
+        }
+        out
+    }
+
+    /// Wait (bounded) until networking action `id` is no longer PENDING;
+    /// returns its final status.
+    pub async fn wait_action(&self, id: &str) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let notified = self.st.action_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (s, v) = self.call("GET", &format!("/v0/networking_action/{id}"), &self.admin.clone(), None).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let status = v["status"].as_str().unwrap().to_string();
+            if status != "PENDING" {
+                return status;
+            }
+            tokio::time::timeout_at(deadline, notified).await.expect("networking action did not finish in time");
+        }
+    }
+}
+
+/// Define `mod $name { sqlite, postgres }` tests running scenario `$name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let h = $crate::tests::Harness::sqlite().await;
+                super::$name(&h).await;
+                h.finish().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(h) = $crate::tests::Harness::postgres().await {
+                    super::$name(&h).await;
+                    h.finish().await;
+                }
+            }
+        }
+    };
+}
