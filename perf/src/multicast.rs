@@ -215,12 +215,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
         let mut results: [(Vec<f64>, Vec<f64>, usize); 2] = Default::default();
         for rep in 0..cfg.reps {
             let port = 40000 + (rep as u16) * 10;
-            let runs: [(&str, Box<dyn Fn() -> anyhow::Result<(f64, u64)>>); 2] = [
-                ("udpcast", Box::new(|| run_udpcast(&f, &bundle, port))),
-                ("metalcast", Box::new(|| run_metalcast(&f, &bundle, port + 4, cfg.rate_mbit, cfg.mtu))),
-            ];
-            for (i, (name, run)) in runs.iter().enumerate() {
-                match run() {
+            for (i, name) in ["udpcast", "metalcast"].into_iter().enumerate() {
+                let run = if i == 0 {
+                    run_udpcast(&f, &bundle, port)
+                } else {
+                    run_metalcast(&f, &bundle, port + 4, cfg.rate_mbit, cfg.mtu)
+                };
+                match run {
                     Ok((t, w)) => {
                         eprintln!("loss {loss}% rep {rep}: {name} {t:.2}s wire {:.3}", w as f64 / image_bytes as f64);
                         results[i].0.push(t);
