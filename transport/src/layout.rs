@@ -62,9 +62,4 @@ impl Layout {
     pub fn padded_len(&self) -> usize {
         self.k_max as usize * usize::from(self.symbol_size)
     }
-
-    /// Total source symbols over all blocks.
-    pub fn total_symbols(&self) -> u64 {
-        self.blocks.iter().map(|b| u64::from(b.k)).sum()
-    }
 }

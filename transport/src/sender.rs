@@ -221,11 +221,6 @@ impl<'a> Sender<'a> {
         })
     }
 
-    /// The local address of the control socket (useful when bound to port 0).
-    pub fn control_addr(&self) -> Result<SocketAddr, TransportError> {
-        self.control.local_addr().map_err(|e| TransportError::io("control socket address", e))
-    }
-
     fn read_block(&mut self, b: usize) -> Result<(), TransportError> {
         let blk = self.layout.blocks[b];
         self.block_buf.clear();

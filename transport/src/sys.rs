@@ -74,12 +74,13 @@ pub fn receiver_socket(group: SocketAddrV4, iface: Ipv4Addr) -> Result<UdpSocket
 pub struct RecvBatch {
     bufs: Vec<u8>,
     cap: usize,
-    iovs: Vec<libc::iovec>,
+    /// Never read: kept alive because every `hdrs[i].msg_iov` points into it.
+    _iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
-// SAFETY: the raw pointers inside `iovs`/`hdrs` point only into `bufs` and
-// `iovs`, heap allocations owned by the same value that move with it.
+// SAFETY: the raw pointers inside `_iovs`/`hdrs` point only into `bufs` and
+// `_iovs`, heap allocations owned by the same value that move with it.
 unsafe impl Send for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
@@ -109,7 +110,7 @@ impl RecvBatch {
                 h
             })
             .collect();
-        RecvBatch { bufs, cap, iovs, hdrs }
+        RecvBatch { bufs, cap, _iovs: iovs, hdrs }
     }
 
     /// Receives up to a batch of datagrams, waiting at most `timeout` for the
@@ -150,7 +151,6 @@ impl RecvBatch {
                 _ => Err(TransportError::io("recvmmsg", e)),
             };
         }
-        let _ = &self.iovs;
         Ok(n as usize)
     }
 
