@@ -192,8 +192,13 @@ async fn project_delete(State(st): State<AppState>, c: Caller, Path(project): Pa
     if count(&st, "SELECT COUNT(*) FROM network_access WHERE project = $1", &[p]).await? > 0 {
         return Err(ApiError::Conflict("project can still access networks".into()));
     }
+    if count(&st, "SELECT COUNT(*) FROM images WHERE owner = $1", &[p]).await? > 0 {
+        return Err(ApiError::Conflict("project still owns images".into()));
+    }
     let mut tx = st.db.pool.begin().await?;
     sqlx::query("DELETE FROM user_projects WHERE project = $1").bind(p).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM image_members WHERE project = $1").bind(p).execute(&mut *tx).await?;
+    sqlx::query("UPDATE keypairs SET project = NULL WHERE project = $1").bind(p).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM projects WHERE name = $1").bind(p).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(ok())
@@ -215,15 +220,21 @@ async fn project_connect_node(
     c.require_project(Some(&project))?;
     project_exists(&st, &project).await?;
     node_project(&st, &node).await?;
-    // One conditional UPDATE: of two racing projects exactly one matches.
+    // The project's row lock orders this against the project's other
+    // quota-counted changes; the conditional UPDATE makes exactly one of two
+    // projects racing for the node win.
+    let mut tx = st.db.pool.begin().await?;
+    crate::quotas::lock_project(&mut tx, st.db.backend, &project).await?;
+    crate::quotas::check_node(&mut tx, &project).await?;
     let res = sqlx::query("UPDATE nodes SET project = $1 WHERE name = $2 AND project IS NULL")
         .bind(&project)
         .bind(&node)
-        .execute(&st.db.pool)
+        .execute(&mut *tx)
         .await?;
     if res.rows_affected() == 0 {
         return Err(ApiError::Conflict(format!("node {node:?} is already owned by a project")));
     }
+    tx.commit().await?;
     tracing::info!(%project, %node, "node connected to project");
     Ok(ok())
 }

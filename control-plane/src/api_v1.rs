@@ -207,5 +207,9 @@ async fn token_delete(State(st): State<AppState>, c: Caller, Path(id): Path<Stri
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::images::ImagesDoc::openapi());
+    doc.merge(crate::keypairs::KeypairsDoc::openapi());
+    doc.merge(crate::quotas::QuotasDoc::openapi());
+    Json(doc)
 }

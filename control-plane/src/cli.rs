@@ -80,6 +80,16 @@ pub enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, env = "METALCAST_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
+        /// Directory for server data (the image registry's bundles).
+        #[arg(long, env = "METALCAST_DATA_DIR", default_value = "metalcast-data")]
+        data_dir: std::path::PathBuf,
+        /// Public key file (from `metalcast-image keygen`) whose signed bundles the
+        /// image registry accepts; repeat for several signers. Without any, uploads are refused.
+        #[arg(long = "trusted-key", value_name = "FILE")]
+        trusted_keys: Vec<std::path::PathBuf>,
+        /// Largest image bundle accepted in one upload, in MiB.
+        #[arg(long, default_value_t = crate::registry::DEFAULT_MAX_UPLOAD >> 20)]
+        max_image_mib: u64,
     },
     /// Server administration done directly on the database.
     #[command(subcommand)]

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use metalcast_control_plane::cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
+use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
+use metalcast_image::PublicKey;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -61,9 +63,13 @@ fn main() -> ExitCode {
 
 async fn async_main(cli: Cli) -> ExitCode {
     match &cli.command {
-        Command::Serve { listen, db, vlan_range, tls_cert, tls_key } => {
+        Command::Serve { listen, db, vlan_range, tls_cert, tls_key, data_dir, trusted_keys, max_image_mib } => {
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
-            report(serve(*listen, &db.database_url, *vlan_range, tls).await)
+            let registry = match registry(data_dir, trusted_keys, *max_image_mib) {
+                Ok(r) => r,
+                Err(e) => return report(Err(e)),
+            };
+            report(serve(*listen, &db.database_url, *vlan_range, tls, registry).await)
         }
         Command::Admin(AdminCmd::Bootstrap { db, admin_user, admin_password }) => {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
@@ -110,6 +116,7 @@ async fn serve(
     url: &str,
     vlans: VlanPool,
     tls: Option<(&std::path::Path, &std::path::Path)>,
+    registry: Registry,
 ) -> anyhow::Result<()> {
     let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -128,13 +135,28 @@ async fn serve(
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    let state = AppState::new(db, vlans);
+    let state = AppState::new(db, vlans).with_registry(registry);
     match tls {
         Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
             .await
             .with_context(|| format!("serving HTTPS with {}", cert.display())),
         None => metalcast_control_plane::serve(listener, state, shutdown).await.context("serving HTTP"),
     }
+}
+
+/// The image registry from `serve`'s flags; every trusted key must load.
+fn registry(dir: &std::path::Path, keys: &[std::path::PathBuf], max_mib: u64) -> anyhow::Result<Registry> {
+    let trusted = keys
+        .iter()
+        .map(|k| PublicKey::load(k).with_context(|| format!("loading trusted key {}", k.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut reg = Registry::new(dir, trusted);
+    reg.max_upload = max_mib.saturating_mul(1 << 20);
+    reg.ensure_dirs().with_context(|| format!("creating data directory {}", dir.display()))?;
+    if reg.trusted.is_empty() {
+        tracing::warn!("no --trusted-key given: image uploads will be refused");
+    }
+    Ok(reg)
 }
 
 async fn bootstrap(url: &str, user: &str, password: Option<String>) -> anyhow::Result<()> {

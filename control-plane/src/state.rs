@@ -39,6 +39,8 @@ pub struct Inner {
     pub auth_cache: AuthCache,
     /// Notified whenever a networking action finishes (DONE or ERROR).
     pub action_done: tokio::sync::Notify,
+    /// Image registry storage and trusted signers.
+    pub registry: crate::registry::Registry,
 }
 
 impl AppState {
@@ -50,7 +52,18 @@ impl AppState {
             metrics: Metrics::default(),
             auth_cache: AuthCache::default(),
             action_done: tokio::sync::Notify::new(),
+            registry: crate::registry::Registry::default(),
         }))
+    }
+
+    /// Replace the image registry configuration.
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_registry(self, registry: crate::registry::Registry) -> Self {
+        let mut inner = std::sync::Arc::try_unwrap(self.0).expect("with_registry before the state is shared");
+        inner.registry = registry;
+        AppState(std::sync::Arc::new(inner))
     }
 }
 

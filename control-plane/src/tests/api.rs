@@ -482,7 +482,7 @@ fn v_str(w: &Who) -> String {
 }
 
 /// Minimal join_all without pulling in the futures crate.
-async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+pub(super) async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));

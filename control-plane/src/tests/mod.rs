@@ -8,6 +8,7 @@ mod ipmi;
 mod isolation;
 mod qmp;
 mod redfish;
+mod registry;
 
 use axum::Router;
 use axum::body::Body;
@@ -40,6 +41,10 @@ pub struct Harness {
     pub app: Router,
     pub st: AppState,
     pub admin: Who,
+    /// Signs bundles the test registry trusts.
+    pub signer: metalcast_image::SecretKey,
+    /// The image registry's directory.
+    pub registry_dir: tempfile::TempDir,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
@@ -73,9 +78,20 @@ impl Harness {
 
     async fn with_url(url: &str, dir: Option<tempfile::TempDir>, pg: Option<(String, String)>) -> Harness {
         let db = crate::db::connect(url).await.expect("connect test database");
-        let st = AppState::new(db, VlanPool { first: 100, last: 109 });
+        let signer = metalcast_image::SecretKey::generate();
+        let registry_dir = tempfile::tempdir().unwrap();
+        let st = AppState::new(db, VlanPool { first: 100, last: 109 })
+            .with_registry(crate::registry::Registry::new(registry_dir.path(), vec![signer.public()]));
         let b = crate::bootstrap::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
-        Harness { app: crate::app(st.clone()), st, admin: Who::Bearer(b.token.token), _dir: dir, pg }
+        Harness {
+            app: crate::app(st.clone()),
+            st,
+            admin: Who::Bearer(b.token.token),
+            signer,
+            registry_dir,
+            _dir: dir,
+            pg,
+        }
     }
 
     /// Drop the per-test PostgreSQL database.
@@ -92,6 +108,17 @@ impl Harness {
     }
 
     pub async fn raw(&self, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Value) {
+        let (status, bytes) = self.raw_bytes(method, path, who, body).await;
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, v)
+    }
+
+    /// Like [`Harness::raw`], returning the response body as bytes.
+    pub async fn raw_bytes(&self, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         let mut rb = Request::builder().method(method).uri(path);
         match who {
             Who::Anon => {}
@@ -104,12 +131,7 @@ impl Harness {
         let resp = self.app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, v)
+        (status, bytes.to_vec())
     }
 
     pub async fn call(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, Value) {
@@ -159,6 +181,10 @@ impl Harness {
             "SELECT network || ':' || project FROM network_access ORDER BY 1",
             "SELECT node || ':' || nic || ':' || network || ':' || channel FROM attachments ORDER BY 1",
             "SELECT id || ':' || status FROM network_actions ORDER BY 1",
+            "SELECT name || ':' || COALESCE(owner, '-') || ':' || visibility FROM images ORDER BY 1",
+            "SELECT image || ':' || project FROM image_members ORDER BY 1",
+            "SELECT project || ':' || COALESCE(CAST(max_nodes AS TEXT), '-') || ':' || COALESCE(CAST(max_images AS TEXT), '-') FROM quotas ORDER BY 1",
+            "SELECT owner_user || ':' || name || ':' || COALESCE(project, '-') FROM keypairs ORDER BY 1",
         ];
         let mut out = Vec::new();
         for q in queries {
