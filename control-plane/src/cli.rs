@@ -124,6 +124,15 @@ pub enum Command {
     Token(TokenCmd),
     /// Show who the credentials belong to.
     Whoami,
+    /// Image registry: upload signed bundles, list, share, delete.
+    #[command(subcommand)]
+    Image(crate::cli_registry::ImageCmd),
+    /// SSH public keys for deployed operating systems.
+    #[command(subcommand)]
+    Keypair(crate::cli_registry::KeypairCmd),
+    /// Project quotas (nodes, images, image storage).
+    #[command(subcommand)]
+    Quota(crate::cli_registry::QuotaCmd),
     /// Stream a bundle by RaptorQ multicast until every expected receiver is done.
     Send(crate::send::SendArgs),
     /// The README's main job: a real multicast deploy to namespace nodes on this machine (root).
@@ -599,6 +608,11 @@ impl Client {
 
     /// Send a request; return the JSON body (`null` when empty).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        self.send(method, path, body.map(ReqBody::Json).unwrap_or(ReqBody::Empty)).await.map(|(v, _)| v)
+    }
+
+    /// Send a request with any body; returns the JSON answer (or `Null`) and the raw bytes.
+    pub async fn send(&self, method: &str, path: &str, body: ReqBody) -> Result<(Value, Vec<u8>), CliError> {
         let url = format!("{}{path}", self.url);
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| CliError::Input(format!("bad method {method}")))?;
@@ -608,24 +622,45 @@ impl Client {
         } else if let Some((u, p)) = &self.basic {
             rb = rb.basic_auth(u, p.as_ref());
         }
-        if let Some(b) = body {
-            rb = rb.json(&b);
+        match body {
+            ReqBody::Empty => {}
+            ReqBody::Json(b) => rb = rb.json(&b),
+            ReqBody::File(f, len) => {
+                rb = rb
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)))
+            }
         }
         let resp = rb.send().await.map_err(|source| CliError::Connect { url: self.url.clone(), source })?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|source| CliError::Connect { url: self.url.clone(), source })?;
+        let bytes = resp.bytes().await.map_err(|source| CliError::Connect { url: self.url.clone(), source })?;
+        let text = String::from_utf8_lossy(&bytes);
         let v: Value = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(text.into_owned()))
         };
         if status >= 400 {
             let msg = v.get("msg").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| v.to_string());
             return Err(CliError::Api { status, msg });
         }
-        Ok(v)
+        Ok((v, bytes.to_vec()))
     }
 }
+
+/// A request body for [`Client::send`].
+#[derive(Debug)]
+pub enum ReqBody {
+    /// No body.
+    Empty,
+    /// A JSON document.
+    Json(Value),
+    /// A file streamed as `application/octet-stream`, with its length.
+    File(tokio::fs::File, u64),
+}
+
+impl Client {}
 
 /// Run a client (REST) command; returns the JSON to print.
 pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
@@ -800,6 +835,9 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
                 .await
             }
         },
+        C::Image(i) => crate::cli_registry::run_image(&c, i).await,
+        C::Keypair(k) => crate::cli_registry::run_keypair(&c, k).await,
+        C::Quota(q) => crate::cli_registry::run_quota(&c, q).await,
         C::Token(t) => match t {
             TokenCmd::Create { description } => {
                 c.call("POST", "/v1/tokens", Some(json!({ "description": description }))).await
