@@ -447,6 +447,8 @@ impl<'a> Receiver<'a> {
 
         let secs = first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
         progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
+        // Before lingering: the fast path keeps dropping the session's symbols meanwhile.
+        let loss_estimate = loss(seq_first, seq_max, received + self.data.dropped_on_purpose());
         let acked = self.say_done(done as u32, received, rejected.total(), seq_max);
         Ok(ReceiverSummary {
             id: self.cfg.id,
@@ -460,7 +462,7 @@ impl<'a> Receiver<'a> {
             decoded_blocks,
             decode_retries,
             hash_failures,
-            loss_estimate: loss(seq_first, seq_max, received + self.data.dropped_on_purpose()),
+            loss_estimate,
             acked,
         })
     }
