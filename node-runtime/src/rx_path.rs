@@ -102,7 +102,6 @@ impl XdpSource {
                 spec.group
             )));
         }
-        capable()?;
         let cfg = XskConfig::default();
         // Ethernet + 2 VLAN tags + IPv6 + UDP + packet overhead + ESI + symbol.
         let frame = 14 + 8 + 40 + 8 + metalcast_transport::packet::OVERHEAD + 4 + usize::from(spec.symbol_size);
@@ -113,6 +112,7 @@ impl XdpSource {
                 cfg.max_frame()
             )));
         }
+        capable()?;
         let ifname = interface_for(iface)?;
         let mut xdp = XdpRx::load()?;
         let m = SessionMatch { group: IpAddr::V4(spec.group), port: spec.port, session_id: spec.session_id };
