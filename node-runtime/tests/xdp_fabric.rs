@@ -65,7 +65,8 @@ fn xdp_receivers_get_identical_images_and_drop_finished_blocks_in_the_kernel() {
     let (bundle, hashes) = make_bundle(dir.path());
     let manifest: Arc<Manifest> = Arc::new(Bundle::open(&bundle).unwrap().manifest);
     let f = Fabric::builder().receivers(3).build().expect("build fabric");
-    // r0: XDP (native if the driver has it: veth does), no loss. r1: generic XDP, 5% loss. r2: socket path, 20% loss, so the
+    // r0: the real `metalcast-node receive` (rx path auto: XDP, native since
+    // veth has it), no loss. r1: generic XDP (library), 5% loss. r2: socket path, 20% loss, so the
     // sender repairs every block and r0 keeps getting symbols of blocks it has.
     let plan = [(RxPath::Xdp, 0.0), (RxPath::Xdp, 5.0), (RxPath::Socket, 20.0)];
     for (h, (_, loss)) in f.receivers().iter().zip(plan) {
@@ -75,11 +76,33 @@ fn xdp_receivers_get_identical_images_and_drop_finished_blocks_in_the_kernel() {
     let nblocks = Layout::new(&manifest, spec.symbol_size).blocks.len() as u32;
     assert!(nblocks >= 8, "enough blocks to see early drops: {nblocks}");
 
+    // r0 as a process, with its manifest, session and output in a temp dir.
+    let files = tempfile::tempdir().unwrap();
+    let (mpath, spath, opath) = (files.path().join("m"), files.path().join("s.json"), files.path().join("out"));
+    std::fs::write(&mpath, Bundle::open(&bundle).unwrap().signed_manifest().to_bytes()).unwrap();
+    std::fs::write(&spath, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let r0 = &f.receivers()[0];
+    let node = r0
+        .command(env!("CARGO_BIN_EXE_metalcast-node"))
+        .args(["receive", "--allow-unsigned", "--json", "--quiet", "--timeout", "15", "--id", "1", "--iface-addr"])
+        .arg(r0.ipv4().to_string())
+        .arg("--manifest")
+        .arg(&mpath)
+        .arg("--session")
+        .arg(&spath)
+        .arg("--output")
+        .arg(&opath)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start metalcast-node");
+
     let rx: Vec<_> = f
         .receivers()
         .iter()
         .zip(plan)
         .enumerate()
+        .skip(1)
         .map(|(i, (h, (path, _)))| {
             let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.clone());
             h.spawn_in(move || -> (ReceiverSummary, RxReport) {
@@ -121,40 +144,60 @@ fn xdp_receivers_get_identical_images_and_drop_finished_blocks_in_the_kernel() {
             Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {}).unwrap()
         })
         .unwrap();
-    let results: Vec<_> = rx.into_iter().map(|h| h.join().expect("receiver thread")).collect();
+    let node = node.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&node.stderr);
+    assert!(node.status.success(), "metalcast-node failed: {stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&node.stdout).expect("--json output");
+    let results: Vec<(ReceiverSummary, RxReport)> =
+        rx.into_iter().map(|h| h.join().expect("receiver thread")).collect();
     let sender = sender.join().expect("sender thread");
     assert_eq!(sender.done(), n, "every receiver done: {:?}", sender.receivers);
     assert!(sender.repair_packets > 0, "20% loss on r2 needs repairs");
 
-    for (i, ((s, report), (path, loss))) in results.iter().zip(plan).enumerate() {
+    // r1 (generic XDP) and r2 (socket), through the library.
+    for ((s, report), (i, (path, loss))) in results.iter().zip(plan.into_iter().enumerate().skip(1)) {
         eprintln!(
             "r{i} {path:?} at {loss}%: received {} redundant {} loss est {:.3}: {report:?}",
             s.received, s.redundant, s.loss_estimate
         );
-        match path {
-            RxPath::Socket => assert_eq!(report.path, "socket"),
-            _ => {
-                assert_eq!(report.path, "xdp");
-                let x = report.xdp.as_ref().expect("XDP counters");
-                if i == 1 {
-                    assert_eq!(x.mode, "generic");
-                }
-                let c = x.session;
-                assert!(c.redirected > 0, "r{i}: nothing redirected to AF_XDP: {c:?}");
-                assert_eq!(c.seen, c.redirected + c.early_dropped + c.passed, "r{i}: counters add up");
-                assert_eq!(c.passed, 0, "r{i}: every rx queue has an AF_XDP socket, nothing should be passed");
-                assert!(s.received <= c.redirected, "r{i}: the receiver got its packets through AF_XDP");
-                assert_eq!(x.mark_errors, 0);
-                assert!(x.other.seen > 0 || x.other.passed == 0, "r{i}: other traffic counted consistently");
-            }
+        if path == RxPath::Socket {
+            assert_eq!(report.path, "socket");
+            continue;
         }
+        assert_eq!(report.path, "xdp");
+        let x = report.xdp.as_ref().expect("XDP counters");
+        assert_eq!(x.mode, "generic");
+        let c = x.session;
+        assert!(c.redirected > 0, "r{i}: nothing redirected to AF_XDP: {c:?}");
+        assert_eq!(c.seen, c.redirected + c.early_dropped + c.passed, "r{i}: counters add up");
+        assert_eq!(c.passed, 0, "r{i}: every rx queue has an AF_XDP socket, nothing should be passed");
+        assert!(s.received <= c.redirected, "r{i}: the receiver got its packets through AF_XDP");
+        assert_eq!(x.mark_errors, 0);
     }
-    // r0 lost nothing, so every repair symbol the sender sent for r1 and r2
-    // reached it after it had finished that block: dropped in the kernel.
-    let r0 = results[0].1.xdp.as_ref().unwrap().session;
-    assert!(r0.early_dropped > 0, "r0 early-dropped nothing: {r0:?}");
+
+    // r0, the real node runtime: parts byte for byte, and its JSON summary.
+    eprintln!("r0 (metalcast-node): {json}");
+    let written: Vec<PathBuf> =
+        json["files"].as_array().expect("files").iter().map(|p| PathBuf::from(p.as_str().unwrap())).collect();
+    assert_eq!(written.len(), hashes.len());
+    for (p, want) in written.iter().zip(&hashes) {
+        assert_eq!(blake3::hash(&std::fs::read(p).unwrap()).as_bytes(), want, "node r0: {} differs", p.display());
+    }
+    let rx_json = &json["rx_path"];
+    assert_eq!(rx_json["path"], "xdp", "r0 should take the XDP path as root: {stderr}");
+    assert_eq!(rx_json["xdp"]["mark_errors"], 0);
+    let c = |k: &str| rx_json["xdp"]["session"][k].as_u64().expect("counter");
+    let (seen, redirected, early_dropped, passed) = (c("seen"), c("redirected"), c("early_dropped"), c("passed"));
+    assert_eq!(seen, redirected + early_dropped + passed, "r0: counters add up");
+    assert_eq!(passed, 0, "r0: nothing passed to the stack");
+    let received = json["summary"]["received"].as_u64().unwrap();
+    assert!(received > 0 && received <= redirected, "r0 got its packets through AF_XDP: {received} of {redirected}");
+    // r0 lost nothing, so the repair symbols the sender sent for r1 and r2
+    // reached it after it had finished those blocks: dropped in the kernel.
+    assert!(early_dropped > 0, "r0 early-dropped nothing");
     // Early drops are not mistaken for loss.
-    assert!(results[0].0.loss_estimate < 0.02, "r0 loss estimate {}", results[0].0.loss_estimate);
+    let loss = json["summary"]["loss_estimate"].as_f64().unwrap();
+    assert!(loss < 0.02, "r0 loss estimate {loss}");
 }
 
 #[test]
