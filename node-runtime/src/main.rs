@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use metalcast_image::PublicKey;
-use metalcast_node::{exit, receive};
+use metalcast_node::{exit, receive, rx_path::RxPath};
 
 #[derive(Parser)]
 #[command(name = "metalcast-node", version, about = "metalcast node runtime")]
@@ -48,6 +48,10 @@ enum Cmd {
         /// Give up after this many seconds without data.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Receive path: XDP/AF_XDP fast path, plain UDP socket, or XDP when
+        /// available and the socket otherwise (the reason is logged).
+        #[arg(long, value_enum, default_value_t = RxPath::Auto)]
+        rx_path: RxPath,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -62,7 +66,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Cmd::Receive { manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, json, quiet } =
+    let Cmd::Receive { manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, rx_path, json, quiet } =
         Cli::parse().cmd;
     let trusted: Result<Vec<_>, _> = keys.iter().map(|k| PublicKey::load(k)).collect();
     let trusted = match trusted {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         iface: iface_addr,
         id: id.unwrap_or_else(|| metalcast_transport::ReceiverConfig::default().id),
         idle_timeout: Duration::from_secs(timeout),
+        rx_path,
     };
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -97,15 +102,15 @@ fn main() -> ExitCode {
         );
         b
     };
-    let result = receive::run(&job, &mut |p| {
+    let result = receive::run_with_rx_report(&job, &mut |p| {
         bar.set_length(p.total_blocks as u64);
         bar.set_position(p.blocks_done as u64);
     });
     bar.finish_and_clear();
     match result {
-        Ok((s, paths)) => {
+        Ok((s, paths, rx)) => {
             if json {
-                println!("{}", serde_json::json!({ "summary": s, "files": paths }));
+                println!("{}", serde_json::json!({ "summary": s, "files": paths, "rx_path": rx }));
             } else {
                 println!(
                     "received {} blocks ({:.1} MiB written) in {:.2}s: {} packets, {} redundant, {} rejected (bad MAC {}, other session {}, malformed {}), {} blocks decoded, loss ~{:.1}%",
@@ -121,6 +126,21 @@ fn main() -> ExitCode {
                     s.decoded_blocks,
                     s.loss_estimate * 100.0
                 );
+                match (&rx.xdp, &rx.fallback_reason) {
+                    (Some(x), _) => println!(
+                        "rx path: xdp ({} mode on {}, {} AF_XDP queues): {} seen, {} redirected, {} early-dropped in the kernel, {} passed to the stack, {} dropped at the AF_XDP socket",
+                        x.mode,
+                        x.ifname,
+                        x.queues,
+                        x.session.seen,
+                        x.session.redirected,
+                        x.session.early_dropped,
+                        x.session.passed,
+                        x.xsk.rx_dropped
+                    ),
+                    (None, Some(why)) => println!("rx path: socket (XDP unavailable: {why})"),
+                    (None, None) => println!("rx path: socket"),
+                }
                 for p in paths {
                     println!("{}", p.display());
                 }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use metalcast_image::{PartFiles, PublicKey, SignedManifest};
+use metalcast_transport::layout::Layout;
 use metalcast_transport::{Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, SessionSpec, TransportError};
+
+use crate::rx_path::{self, RxPath, RxPathError, RxReport};
 
 /// What can go wrong, grouped by what the control plane should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,9 @@ pub enum ReceiveError {
     /// The session spec is unusable.
     #[error("session: {0}")]
     Session(#[source] TransportError),
+    /// The receive path could not be set up (`--rx-path xdp` without XDP, or no socket).
+    #[error("receive path: {0}")]
+    RxPath(#[source] RxPathError),
     /// The transfer failed.
     #[error("receive: {0}")]
     Transport(#[source] TransportError),
@@ -65,6 +71,8 @@ pub struct ReceiveJob {
     pub id: u64,
     /// Give up after this long without data.
     pub idle_timeout: Duration,
+    /// XDP/AF_XDP fast path, plain socket, or XDP when available.
+    pub rx_path: RxPath,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ReceiveError> {
@@ -76,13 +84,24 @@ pub fn run(
     job: &ReceiveJob,
     progress: &mut dyn FnMut(&ReceiverProgress),
 ) -> Result<(ReceiverSummary, Vec<PathBuf>), ReceiveError> {
+    run_with_rx_report(job, progress).map(|(s, paths, _)| (s, paths))
+}
+
+/// Like [`run`], also reporting the receive path used and its counters.
+pub fn run_with_rx_report(
+    job: &ReceiveJob,
+    progress: &mut dyn FnMut(&ReceiverProgress),
+) -> Result<(ReceiverSummary, Vec<PathBuf>, RxReport), ReceiveError> {
     let sm = SignedManifest::from_bytes(&read(&job.manifest)?).map_err(ReceiveError::Untrusted)?;
     sm.verify_signature(&job.trusted, job.allow_unsigned).map_err(ReceiveError::Untrusted)?;
     let spec = SessionSpec::from_json(&read(&job.session)?).map_err(ReceiveError::Session)?;
     let cfg = ReceiverConfig { id: job.id, iface: job.iface, idle_timeout: job.idle_timeout, ..Default::default() };
-    let rx = Receiver::new(&spec, &sm.manifest, cfg).map_err(ReceiveError::Session)?;
+    spec.validate().map_err(ReceiveError::Session)?;
+    let nblocks = Layout::new(&sm.manifest, spec.symbol_size).blocks.len() as u32;
+    let mut source = rx_path::open(job.rx_path, &spec, nblocks, job.iface).map_err(ReceiveError::RxPath)?;
+    let rx = Receiver::with_source(&spec, &sm.manifest, cfg, Box::new(&mut source)).map_err(ReceiveError::Session)?;
     let mut files = PartFiles::create(&job.out, &sm.manifest, &[]).map_err(ReceiveError::Output)?;
     let summary = rx.run(&mut files, progress).map_err(ReceiveError::Transport)?;
     let paths = files.finish().map_err(ReceiveError::Output)?;
-    Ok((summary, paths))
+    Ok((summary, paths, source.report()))
 }

@@ -57,6 +57,24 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Receive CPU per GB and max packets/s: AF_XDP vs recvmmsg, one sender, one receiver (root).
+    RxPath {
+        /// Seconds of sending per run.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Offered load of the fixed-rate runs, kpps (1500-byte packets).
+        #[arg(long, default_value_t = 150)]
+        rate_kpps: u64,
+        /// Skip the unpaced (max packets/s) runs.
+        #[arg(long)]
+        no_max: bool,
+        /// Repetitions per path and load.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -83,6 +101,15 @@ fn main() -> anyhow::Result<()> {
                 metalcast_bench::multicast::Config { receivers, size_mib, losses: loss, reps, rate_mbit, scratch, mtu };
             let rows = metalcast_bench::multicast::run(&cfg)?;
             println!("{}", metalcast_bench::multicast::markdown(&rows));
+            if let Some(j) = json {
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
+                    .with_context(|| format!("writing {}", j.display()))?;
+            }
+        }
+        Cmd::RxPath { secs, rate_kpps, no_max, reps, json } => {
+            let cfg = metalcast_bench::rx_path::Config { secs, rate_kpps, max_rate: !no_max, reps };
+            let rows = metalcast_bench::rx_path::run(&cfg)?;
+            println!("{}", metalcast_bench::rx_path::markdown(&rows));
             if let Some(j) = json {
                 std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
                     .with_context(|| format!("writing {}", j.display()))?;

@@ -14,6 +14,7 @@
 //! - [`packet`]: packet formats and their authentication;
 //! - [`layout`]: chunks to source blocks;
 //! - [`sender`] and [`receiver`]: the two ends;
+//! - [`source`]: where the receiver's datagrams come from (socket or fast path);
 //! - `sys`: sockets, GSO and `recvmmsg` (all the unsafe code).
 
 pub mod error;
@@ -22,9 +23,11 @@ pub mod packet;
 pub mod receiver;
 pub mod sender;
 pub mod session;
+pub mod source;
 mod sys;
 
 pub use error::TransportError;
 pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
 pub use sender::{ReceiverStatus, Sender, SenderConfig, SenderProgress, SenderSummary};
 pub use session::{SessionKey, SessionSpec};
+pub use source::{PacketSource, SocketSource};

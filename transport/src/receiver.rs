@@ -11,9 +11,10 @@ use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 
 use crate::error::TransportError;
 use crate::layout::Layout;
-use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, OVERHEAD, Reject, Report, ReportState};
+use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
 use crate::session::SessionSpec;
-use crate::sys::{self, RecvBatch};
+use crate::source::{PacketSource, SocketSource};
+use crate::sys;
 
 /// Where verified chunks go.
 pub trait ChunkSink {
@@ -175,7 +176,7 @@ pub struct Receiver<'a> {
     manifest: &'a Manifest,
     layout: Layout,
     cfg: ReceiverConfig,
-    data: UdpSocket,
+    data: Box<dyn PacketSource + 'a>,
     control: UdpSocket,
 }
 
@@ -189,11 +190,22 @@ impl<'a> Receiver<'a> {
     /// Joins the group and opens the report socket. Call [`Receiver::run`] next.
     pub fn new(spec: &'a SessionSpec, manifest: &'a Manifest, cfg: ReceiverConfig) -> Result<Self, TransportError> {
         spec.validate()?;
+        let data = SocketSource::join(spec, cfg.iface)?;
+        Self::with_source(spec, manifest, cfg, Box::new(data))
+    }
+
+    /// Like [`Receiver::new`], with datagrams from `data` (which must deliver the group's packets).
+    pub fn with_source(
+        spec: &'a SessionSpec,
+        manifest: &'a Manifest,
+        cfg: ReceiverConfig,
+        data: Box<dyn PacketSource + 'a>,
+    ) -> Result<Self, TransportError> {
+        spec.validate()?;
         if spec.root_hash != manifest.root_hash {
             return Err(TransportError::Config("session spec is for another image (root hash differs)".into()));
         }
         let layout = Layout::new(manifest, spec.symbol_size);
-        let data = sys::receiver_socket(spec.group_addr(), cfg.iface)?;
         let control = sys::control_socket(SocketAddrV4::new(cfg.iface, 0))?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("report socket", e))?;
         Ok(Receiver { spec, manifest, layout, cfg, data, control })
@@ -209,7 +221,7 @@ impl<'a> Receiver<'a> {
 
     /// Receives until every block is written to `sink`, or fails.
     pub fn run(
-        self,
+        mut self,
         sink: &mut dyn ChunkSink,
         progress: &mut dyn FnMut(&ReceiverProgress),
     ) -> Result<ReceiverSummary, TransportError> {
@@ -226,7 +238,6 @@ impl<'a> Receiver<'a> {
         let mut bytes_written = 0u64;
         let mut seq_first: Option<u64> = None;
         let mut seq_max = 0u64;
-        let mut batch = RecvBatch::new(64, OVERHEAD + 4 + t + 64);
         let mut dec = zstd::bulk::Decompressor::new().map_err(|e| TransportError::io("zstd decompressor", e))?;
         let mut chunk_out = Vec::new();
         let mut last_report = Instant::now() - self.cfg.report_interval;
@@ -243,10 +254,10 @@ impl<'a> Receiver<'a> {
         };
 
         while done < nblocks {
-            let n = batch.recv(&self.data, self.cfg.report_interval)?;
+            let n = self.data.recv(self.cfg.report_interval)?;
             let now = Instant::now();
             for i in 0..n {
-                let (h, body) = match packet::open(&self.spec.key, self.spec.session_id, batch.get(i)) {
+                let (h, body) = match packet::open(&self.spec.key, self.spec.session_id, self.data.get(i)) {
                     Ok(x) => x,
                     Err(r) => {
                         rejected.count(r);
@@ -363,6 +374,7 @@ impl<'a> Receiver<'a> {
                                     .map_err(|source| TransportError::Sink { chunk: blk.chunk, source })?;
                                 bytes_written += chunk_out.len() as u64;
                                 slots[b] = Slot::Done;
+                                self.data.block_done(b as u32);
                                 done += 1;
                                 while first_not_done < nblocks && matches!(slots[first_not_done], Slot::Done) {
                                     first_not_done += 1;
@@ -416,7 +428,7 @@ impl<'a> Receiver<'a> {
             if report_now || now.duration_since(last_report) >= self.cfg.report_interval {
                 report_now = false;
                 last_report = now;
-                let p_loss = loss(seq_first, seq_max, received);
+                let p_loss = loss(seq_first, seq_max, received + self.data.dropped_on_purpose());
                 let inflate = |need: u32| need + ((f64::from(need) * p_loss / (1.0 - p_loss)).ceil() as u32);
                 let room = self.cfg.max_pending_blocks.saturating_sub(pending);
                 let needs = needs(&self.layout, &slots, first_not_done..closed_upto.min(nblocks), room, inflate);
@@ -435,6 +447,8 @@ impl<'a> Receiver<'a> {
 
         let secs = first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
         progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
+        // Before lingering: the fast path keeps dropping the session's symbols meanwhile.
+        let loss_estimate = loss(seq_first, seq_max, received + self.data.dropped_on_purpose());
         let acked = self.say_done(done as u32, received, rejected.total(), seq_max);
         Ok(ReceiverSummary {
             id: self.cfg.id,
@@ -448,7 +462,7 @@ impl<'a> Receiver<'a> {
             decoded_blocks,
             decode_retries,
             hash_failures,
-            loss_estimate: loss(seq_first, seq_max, received),
+            loss_estimate,
             acked,
         })
     }
