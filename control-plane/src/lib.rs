@@ -13,6 +13,7 @@ pub mod api_v1;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod drivers;

@@ -39,6 +39,8 @@ pub struct Inner {
     pub auth_cache: AuthCache,
     /// Notified whenever a networking action finishes (DONE or ERROR).
     pub action_done: tokio::sync::Notify,
+    /// Running console captures.
+    pub consoles: crate::console::Consoles,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             metrics: Metrics::default(),
             auth_cache: AuthCache::default(),
             action_done: tokio::sync::Notify::new(),
+            consoles: crate::console::Consoles::default(),
         }))
     }
 }

@@ -8,6 +8,7 @@ mod ipmi;
 mod isolation;
 mod qmp;
 mod redfish;
+mod vlan_isolation;
 
 use axum::Router;
 use axum::body::Body;
