@@ -314,9 +314,13 @@ impl ObmConfig {
             ObmConfig::Qmp { console: None, .. } => {
                 Err(DriverError::Unsupported("this qmp node has no console socket (obm.console) configured"))
             }
-            ObmConfig::Ipmi { .. } => Err(DriverError::Unsupported(
-                "the ipmi driver does not capture the console (IPMI serial-over-LAN is not implemented)",
-            )),
+            ObmConfig::Ipmi { .. } => {
+                // A session left active (e.g. by a crashed server) would make
+                // activate fail; end it first. Failure here is expected when
+                // no session is active.
+                let _ = self.ipmitool(&["sol", "deactivate"]).await;
+                self.sol_activate().await
+            }
             ObmConfig::Redfish { .. } => {
                 Err(DriverError::Unsupported("the redfish driver does not capture the console"))
             }
@@ -325,20 +329,80 @@ impl ObmConfig {
         }
     }
 
-    async fn ipmitool(&self, cmd: &[&str]) -> Result<String, DriverError> {
+    /// `ipmitool ... sol activate` as a child process whose stdout is the
+    /// console. Its stdin is a pipe that stays open and silent (EOF would end
+    /// the session); dropping the stream kills the process. Returns once
+    /// ipmitool reports the session operational (its banner line is not part
+    /// of the console), or fails if it exits first.
+    async fn sol_activate(&self) -> Result<ConsoleStream, DriverError> {
+        use tokio::io::AsyncBufReadExt;
+        let (args, password) = self.ipmitool_args(&["sol", "activate"]);
+        let mut child = Command::new("ipmitool")
+            .args(&args)
+            .env("IPMI_PASSWORD", password)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| DriverError::Spawn { program: "ipmitool".into(), source })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or_else(|| DriverError::Protocol("ipmitool: no stdout".into()))?;
+        let mut stdout = tokio::io::BufReader::new(stdout);
+        let mut banner = String::new();
+        let read = tokio::time::timeout(DRIVER_TIMEOUT, stdout.read_line(&mut banner))
+            .await
+            .map_err(|_| DriverError::Timeout)?
+            .map_err(|e| DriverError::Protocol(format!("ipmitool sol: {e}")))?;
+        if read == 0 || !banner.contains("SOL Session operational") {
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+            return Err(DriverError::Command {
+                program: "ipmitool".into(),
+                status,
+                stderr: format!("sol activate failed: {}", banner.trim()),
+            });
+        }
+        Ok(Box::new(ChildConsole { _child: child, _stdin: stdin, stdout }))
+    }
+
+    fn ipmitool_args(&self, cmd: &[&str]) -> (Vec<String>, String) {
         let ObmConfig::Ipmi { host, port, user, password, interface, cipher_suite } = self else {
             unreachable!("ipmitool called for a non-ipmi obm")
         };
         let port = port.unwrap_or(623).to_string();
         let iface = interface.as_deref().unwrap_or("lanplus");
-        let mut args = vec!["-I", iface, "-H", host, "-p", &port, "-U", user, "-E"];
-        let cs = cipher_suite.map(|c| c.to_string());
-        if let Some(cs) = &cs {
-            args.extend_from_slice(&["-C", cs]);
+        let mut args: Vec<String> =
+            ["-I", iface, "-H", host, "-p", &port, "-U", user, "-E"].iter().map(|s| s.to_string()).collect();
+        if let Some(cs) = cipher_suite {
+            args.extend(["-C".to_string(), cs.to_string()]);
         }
-        args.extend_from_slice(cmd);
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        (args, password.clone())
+    }
+
+    async fn ipmitool(&self, cmd: &[&str]) -> Result<String, DriverError> {
+        let (args, password) = self.ipmitool_args(cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // -E: password from IPMI_PASSWORD, so it never shows up in `ps`.
-        run("ipmitool", &args, &[("IPMI_PASSWORD", password)]).await
+        run("ipmitool", &args, &[("IPMI_PASSWORD", &password)]).await
+    }
+}
+
+/// A console read from a child process's stdout; the child is killed when
+/// this is dropped.
+struct ChildConsole {
+    _child: tokio::process::Child,
+    _stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl tokio::io::AsyncRead for ChildConsole {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stdout).poll_read(cx, buf)
     }
 }
 

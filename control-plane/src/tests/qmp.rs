@@ -198,11 +198,11 @@ async fn qmp_against_qemu() {
 #[tokio::test]
 async fn console_and_bootdev_limits_are_501() {
     let h = Harness::sqlite().await;
-    let ipmi = json!({"type": "ipmi", "host": "127.0.0.1", "port": 1, "user": "u", "password": "p"});
-    h.ok("PUT", "/v0/node/bmc1", Some(json!({ "obm": ipmi }))).await;
+    let redfish = json!({"type": "redfish", "url": "http://127.0.0.1:1"});
+    h.ok("PUT", "/v0/node/bmc1", Some(json!({ "obm": redfish }))).await;
     let (s, v) = h.call("PUT", "/v0/node/bmc1/console", &h.admin, None).await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("serial-over-LAN is not implemented"), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("redfish driver does not capture the console"), "{v}");
     h.ok("PUT", "/v0/node/vm2", Some(json!({"obm": {"type": "qmp", "socket": "/nonexistent/qmp.sock"}}))).await;
     let (s, v) = h.call("PUT", "/v0/node/vm2/console", &h.admin, None).await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
