@@ -7,12 +7,13 @@
 # (this script also appends that line to /tmp/metalcast-ci.env, which .ci/run
 # sources). Without METALCAST_TEST_PG_URL the PostgreSQL variants print
 # "SKIP:" and return (or fail under METALCAST_REQUIRE_PRIVILEGED=1). The Linux-bridge test needs root (it creates its own netns); the
-# IPMI test needs ipmi_sim + ipmitool (installed here).
+# IPMI test needs ipmi_sim + ipmitool (installed here); the fabric isolation test
+# needs ping (iputils-ping); the QMP test needs qemu-system-x86_64.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in postgresql iproute2 openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86; do
+for pkg in postgresql iproute2 iputils-ping openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

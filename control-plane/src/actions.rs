@@ -98,7 +98,7 @@ async fn execute(st: &AppState, id: &str) -> Result<(), ApiError> {
             for r in rows {
                 let ch: String = r.try_get(0)?;
                 if kind == "revert_port" || ch == channel {
-                    switch.del_vlan(&port, vlan_of(r.try_get(1)?)?).await?;
+                    switch.del_vlan(&port, vlan_of(r.try_get(1)?)?, ch == "vlan/native").await?;
                     removed.push(ch);
                 }
             }

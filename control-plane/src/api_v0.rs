@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/node/{node}/power_cycle", post(node_power_cycle))
         .route("/node/{node}/power_status", get(node_power_status))
         .route("/node/{node}/boot_device", put(node_set_bootdev))
+        .route("/node/{node}/console", get(node_show_console).put(node_start_console).delete(node_stop_console))
         .route("/node/{node}/nic/{nic}", put(node_register_nic).delete(node_delete_nic))
         .route("/node/{node}/nic/{nic}/connect_network", post(node_connect_network))
         .route("/node/{node}/nic/{nic}/detach_network", post(node_detach_network))
@@ -263,6 +264,8 @@ async fn project_detach_node(
     if res.rows_affected() == 0 {
         return Err(ApiError::Conflict("node is attached to networks or has pending network actions".into()));
     }
+    // Like HIL: the next tenant must not see this one's console output.
+    st.consoles.stop(&node);
     Ok(ok())
 }
 
@@ -366,6 +369,7 @@ async fn node_delete(State(st): State<AppState>, c: Caller, Path(node): Path<Str
     sqlx::query("DELETE FROM node_metadata WHERE node = $1").bind(&node).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM nodes WHERE name = $1 AND project IS NULL").bind(&node).execute(&mut *tx).await?;
     tx.commit().await?;
+    st.consoles.stop(&node);
     Ok(ok())
 }
 
@@ -494,6 +498,40 @@ async fn node_set_bootdev(
         return Err(ApiError::Unprocessable(format!("bootdev must be one of {BOOT_DEVICES:?}")));
     }
     obm.set_bootdev(&bootdev).await?;
+    Ok(ok())
+}
+
+/// `GET /node/<node>/console`: the captured console log as text (404 if
+/// no capture is running).
+async fn node_show_console(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Response> {
+    node_obm(&st, &c, &node).await?;
+    let log = st
+        .consoles
+        .show(&node)
+        .ok_or_else(|| ApiError::NotFound(format!("the console log for {node:?} does not exist")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+}
+
+/// `PUT /node/<node>/console`: start capturing the console (idempotent).
+async fn node_start_console(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(node): Path<String>,
+    Body(Empty {}): Body<Empty>,
+) -> R<Response> {
+    let obm = node_obm(&st, &c, &node).await?;
+    if !st.consoles.is_running(&node) {
+        let stream = obm.open_console().await?;
+        st.consoles.start(&node, stream);
+        tracing::info!(%node, user = ?c.user, "console capture started");
+    }
+    Ok(ok())
+}
+
+/// `DELETE /node/<node>/console`: stop capturing and delete the log.
+async fn node_stop_console(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Response> {
+    node_obm(&st, &c, &node).await?;
+    st.consoles.stop(&node);
     Ok(ok())
 }
 

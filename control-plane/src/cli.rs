@@ -226,6 +226,17 @@ pub enum PowerVerb {
     Status,
 }
 
+/// Console verbs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConsoleVerb {
+    /// Start capturing the console log.
+    Start,
+    /// Print the captured log.
+    Show,
+    /// Stop capturing and delete the log.
+    Stop,
+}
+
 /// `metalcast node ...`
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
@@ -259,6 +270,14 @@ pub enum NodeCmd {
         /// on, off, cycle or status.
         #[arg(value_enum)]
         verb: PowerVerb,
+        /// Node name.
+        node: String,
+    },
+    /// Console log: `start` capturing, `show` the log, `stop` (deletes it).
+    Console {
+        /// start, show or stop.
+        #[arg(value_enum)]
+        verb: ConsoleVerb,
         /// Node name.
         node: String,
     },
@@ -717,6 +736,14 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
                     PowerVerb::Status => ("GET", "power_status"),
                 };
                 c.call(m, &format!("/v0/node/{}/{p}", e(node)), None).await
+            }
+            NodeCmd::Console { verb, node } => {
+                let m = match verb {
+                    ConsoleVerb::Start => "PUT",
+                    ConsoleVerb::Show => "GET",
+                    ConsoleVerb::Stop => "DELETE",
+                };
+                c.call(m, &format!("/v0/node/{}/console", e(node)), None).await
             }
             NodeCmd::Bootdev { node, device } => {
                 c.call("PUT", &format!("/v0/node/{}/boot_device", e(node)), Some(json!({ "bootdev": device }))).await

@@ -49,10 +49,21 @@ pub struct Db {
 /// Default database URL: a SQLite file in the working directory.
 pub const DEFAULT_URL: &str = "sqlite://metalcast.db?mode=rwc";
 
+/// Connections in the SQLite pool (readers run in parallel in WAL mode;
+/// SQLite itself serializes writers).
+pub const SQLITE_POOL: u32 = 8;
+
+/// Connections in the PostgreSQL pool.
+pub const POSTGRES_POOL: u32 = 16;
+
 /// Connect to `url`, run pending migrations and return the pool.
 ///
-/// SQLite uses a single connection: SQLite serialises writers anyway, and one
-/// connection avoids `SQLITE_BUSY` on lock upgrades inside transactions.
+/// SQLite: the database is switched to WAL (persistent in the file) and
+/// migrated over one setup connection, then served by a pool of
+/// [`SQLITE_POOL`] connections (a single one for in-memory databases, which
+/// are per-connection). Every transaction in this crate starts with a write,
+/// so a connection waits for SQLite's write lock (sqlx's 5 s busy timeout)
+/// instead of failing a read-to-write lock upgrade with `SQLITE_BUSY`.
 pub async fn connect(url: &str) -> Result<Db, DbError> {
     sqlx::any::install_default_drivers();
     let backend = if url.starts_with("sqlite:") {
@@ -63,13 +74,56 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         return Err(DbError::UnsupportedUrl(url.into()));
     };
     let max = match backend {
-        Backend::Sqlite => 1,
-        Backend::Postgres => 16,
+        Backend::Sqlite if url.contains(":memory:") || url.contains("mode=memory") => 1,
+        Backend::Sqlite => {
+            let setup = AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(DbError::Connect)?;
+            setup.execute("PRAGMA journal_mode = WAL").await?;
+            MIGRATOR.run(&setup).await.map_err(DbError::Migrate)?;
+            setup.close().await;
+            SQLITE_POOL
+        }
+        Backend::Postgres => POSTGRES_POOL,
     };
     let pool = AnyPoolOptions::new().max_connections(max).connect(url).await.map_err(DbError::Connect)?;
-    if backend == Backend::Sqlite {
+    if max == 1 && backend == Backend::Sqlite {
         pool.execute("PRAGMA journal_mode = WAL").await?;
     }
     MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
     Ok(Db { pool, backend })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Acquire, Row};
+
+    /// The SQLite pool really has several connections: a write commits
+    /// while another connection holds an open read transaction (with one
+    /// connection this would wait for the pool and time out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_pool_is_wal_and_concurrent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+        let db = super::connect(&url).await.unwrap();
+        assert_eq!(db.pool.options().get_max_connections(), super::SQLITE_POOL);
+        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&db.pool).await.unwrap().try_get(0).unwrap();
+        assert_eq!(mode, "wal");
+
+        let mut held = db.pool.acquire().await.unwrap();
+        let mut reader = held.begin().await.unwrap();
+        let before: i64 =
+            sqlx::query("SELECT COUNT(*) FROM projects").fetch_one(&mut *reader).await.unwrap().try_get(0).unwrap();
+        let write = sqlx::query("INSERT INTO projects (name) VALUES ('p1')").execute(&db.pool);
+        tokio::time::timeout(std::time::Duration::from_secs(10), write)
+            .await
+            .expect("a write must not wait for the held connection")
+            .unwrap();
+        // The reader keeps its snapshot; a fresh read sees the write.
+        let still: i64 =
+            sqlx::query("SELECT COUNT(*) FROM projects").fetch_one(&mut *reader).await.unwrap().try_get(0).unwrap();
+        assert_eq!(still, before);
+        reader.rollback().await.unwrap();
+        let after: i64 =
+            sqlx::query("SELECT COUNT(*) FROM projects").fetch_one(&db.pool).await.unwrap().try_get(0).unwrap();
+        assert_eq!(after, before + 1);
+    }
 }

@@ -4,7 +4,10 @@
 //! * BMC: `ipmi` (runs `ipmitool` over IPMI-over-LAN), `redfish` (HTTP),
 //!   `qmp` (QEMU Machine Protocol on a unix socket, for VM nodes).
 //! * Switch: `linux-bridge` (a VLAN-filtering Linux bridge driven with
-//!   `bridge vlan add/del`, optionally inside a network namespace).
+//!   `bridge vlan add/del`, optionally inside a network namespace) and
+//!   `linux-vlan-bridges` (one plain Linux bridge per VLAN plus 802.1Q
+//!   sub-interfaces, inside a network namespace; works on kernels without
+//!   `CONFIG_BRIDGE_VLAN_FILTERING`).
 //!
 //! A `mock` BMC and switch exist only in unit tests.
 
@@ -132,6 +135,17 @@ pub enum ObmConfig {
     Qmp {
         /// Path of the QMP unix socket.
         socket: String,
+        /// Unix socket of the node's serial console (a QEMU
+        /// `-chardev socket,server=on,wait=off` behind `-serial`), for the
+        /// console log.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        console: Option<String>,
+        /// qdev id of the boot disk (`-device ...,id=<this>`), for `bootdev disk`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk_device: Option<String>,
+        /// qdev id of the network boot NIC, for `bootdev pxe`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pxe_device: Option<String>,
     },
     /// In-memory BMC for unit tests.
     #[cfg(test)]
@@ -178,9 +192,17 @@ impl ObmConfig {
                 }
                 Ok(())
             }
-            ObmConfig::Qmp { socket } => {
+            ObmConfig::Qmp { socket, console, disk_device, pxe_device } => {
                 if !socket.starts_with('/') {
                     return Err("obm.socket must be an absolute path".into());
+                }
+                if console.as_ref().is_some_and(|c| !c.starts_with('/')) {
+                    return Err("obm.console must be an absolute path".into());
+                }
+                for (field, id) in [("disk_device", disk_device), ("pxe_device", pxe_device)] {
+                    if id.as_ref().is_some_and(|i| !valid_qdev_id(i)) {
+                        return Err(format!("obm.{field} must be a qdev id (letter, then up to 63 of [A-Za-z0-9_.-])"));
+                    }
                 }
                 Ok(())
             }
@@ -218,7 +240,7 @@ impl ObmConfig {
                 };
                 redfish::reset(self, reset).await
             }
-            ObmConfig::Qmp { socket } => {
+            ObmConfig::Qmp { socket, .. } => {
                 let cmds: &[&str] = match op {
                     PowerOp::On => &["cont"],
                     PowerOp::Off => &["stop"],
@@ -248,7 +270,7 @@ impl ObmConfig {
                 parse_ipmi_power(&out)
             }
             ObmConfig::Redfish { .. } => redfish::power_state(self).await,
-            ObmConfig::Qmp { socket } => {
+            ObmConfig::Qmp { socket, .. } => {
                 let v = qmp::execute(socket, "query-status").await?;
                 Ok(v.get("running").and_then(|r| r.as_bool()).unwrap_or(false))
             }
@@ -269,7 +291,9 @@ impl ObmConfig {
                 };
                 redfish::set_boot(self, target).await
             }
-            ObmConfig::Qmp { .. } => Err(DriverError::Unsupported("the qmp driver cannot change the boot device")),
+            ObmConfig::Qmp { socket, disk_device, pxe_device, .. } => {
+                qmp::set_bootdev(socket, dev, disk_device.as_deref(), pxe_device.as_deref()).await
+            }
             #[cfg(test)]
             ObmConfig::Mock { id } => {
                 mock::with(id, |s| s.log.push(format!("bootdev {dev}")));
@@ -278,21 +302,118 @@ impl ObmConfig {
         }
     }
 
-    async fn ipmitool(&self, cmd: &[&str]) -> Result<String, DriverError> {
+    /// Open the node's serial console as a byte stream (read-only use).
+    pub async fn open_console(&self) -> Result<ConsoleStream, DriverError> {
+        match self {
+            ObmConfig::Qmp { console: Some(path), .. } => {
+                let s = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| DriverError::Protocol(format!("console socket {path}: {e}")))?;
+                Ok(Box::new(s))
+            }
+            ObmConfig::Qmp { console: None, .. } => {
+                Err(DriverError::Unsupported("this qmp node has no console socket (obm.console) configured"))
+            }
+            ObmConfig::Ipmi { .. } => {
+                // A session left active (e.g. by a crashed server) would make
+                // activate fail; end it first. Failure here is expected when
+                // no session is active.
+                let _ = self.ipmitool(&["sol", "deactivate"]).await;
+                self.sol_activate().await
+            }
+            ObmConfig::Redfish { .. } => {
+                Err(DriverError::Unsupported("the redfish driver does not capture the console"))
+            }
+            #[cfg(test)]
+            ObmConfig::Mock { .. } => Err(DriverError::Unsupported("the mock driver has no console")),
+        }
+    }
+
+    /// `ipmitool ... sol activate` as a child process whose stdout is the
+    /// console. Its stdin is a pipe that stays open and silent (EOF would end
+    /// the session); dropping the stream kills the process. Returns once
+    /// ipmitool reports the session operational (its banner line is not part
+    /// of the console), or fails if it exits first.
+    async fn sol_activate(&self) -> Result<ConsoleStream, DriverError> {
+        use tokio::io::AsyncBufReadExt;
+        let (args, password) = self.ipmitool_args(&["sol", "activate"]);
+        let mut child = Command::new("ipmitool")
+            .args(&args)
+            .env("IPMI_PASSWORD", password)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| DriverError::Spawn { program: "ipmitool".into(), source })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or_else(|| DriverError::Protocol("ipmitool: no stdout".into()))?;
+        let mut stdout = tokio::io::BufReader::new(stdout);
+        let mut banner = String::new();
+        let read = tokio::time::timeout(DRIVER_TIMEOUT, stdout.read_line(&mut banner))
+            .await
+            .map_err(|_| DriverError::Timeout)?
+            .map_err(|e| DriverError::Protocol(format!("ipmitool sol: {e}")))?;
+        if read == 0 || !banner.contains("SOL Session operational") {
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+            return Err(DriverError::Command {
+                program: "ipmitool".into(),
+                status,
+                stderr: format!("sol activate failed: {}", banner.trim()),
+            });
+        }
+        Ok(Box::new(ChildConsole { _child: child, _stdin: stdin, stdout }))
+    }
+
+    fn ipmitool_args(&self, cmd: &[&str]) -> (Vec<String>, String) {
         let ObmConfig::Ipmi { host, port, user, password, interface, cipher_suite } = self else {
             unreachable!("ipmitool called for a non-ipmi obm")
         };
         let port = port.unwrap_or(623).to_string();
         let iface = interface.as_deref().unwrap_or("lanplus");
-        let mut args = vec!["-I", iface, "-H", host, "-p", &port, "-U", user, "-E"];
-        let cs = cipher_suite.map(|c| c.to_string());
-        if let Some(cs) = &cs {
-            args.extend_from_slice(&["-C", cs]);
+        let mut args: Vec<String> =
+            ["-I", iface, "-H", host, "-p", &port, "-U", user, "-E"].iter().map(|s| s.to_string()).collect();
+        if let Some(cs) = cipher_suite {
+            args.extend(["-C".to_string(), cs.to_string()]);
         }
-        args.extend_from_slice(cmd);
-        // -E: password from IPMI_PASSWORD, so it never shows up in `ps`.
-        run("ipmitool", &args, &[("IPMI_PASSWORD", password)]).await
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        (args, password.clone())
     }
+
+    async fn ipmitool(&self, cmd: &[&str]) -> Result<String, DriverError> {
+        let (args, password) = self.ipmitool_args(cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // -E: password from IPMI_PASSWORD, so it never shows up in `ps`.
+        run("ipmitool", &args, &[("IPMI_PASSWORD", &password)]).await
+    }
+}
+
+/// A console read from a child process's stdout; the child is killed when
+/// this is dropped.
+struct ChildConsole {
+    _child: tokio::process::Child,
+    _stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl tokio::io::AsyncRead for ChildConsole {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stdout).poll_read(cx, buf)
+    }
+}
+
+/// A console byte stream returned by [`ObmConfig::open_console`].
+pub type ConsoleStream = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// True for a legal QEMU qdev id (and never an option-like string).
+pub fn valid_qdev_id(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn parse_ipmi_power(out: &str) -> Result<bool, DriverError> {
@@ -395,10 +516,17 @@ mod qmp {
     /// Open a QMP session, negotiate capabilities, run one command and return
     /// its `return` value.
     pub(super) async fn execute(socket: &str, command: &str) -> Result<Value, DriverError> {
-        tokio::time::timeout(DRIVER_TIMEOUT, execute_inner(socket, command)).await.map_err(|_| DriverError::Timeout)?
+        let mut r = session(socket, vec![json!({ "execute": command })]).await?;
+        Ok(r.pop().unwrap_or(Value::Null))
     }
 
-    async fn execute_inner(socket: &str, command: &str) -> Result<Value, DriverError> {
+    /// Run `commands` (full QMP messages) in one session, in order; return
+    /// each `return` value. Stops at the first error.
+    pub(super) async fn session(socket: &str, commands: Vec<Value>) -> Result<Vec<Value>, DriverError> {
+        tokio::time::timeout(DRIVER_TIMEOUT, session_inner(socket, commands)).await.map_err(|_| DriverError::Timeout)?
+    }
+
+    async fn session_inner(socket: &str, commands: Vec<Value>) -> Result<Vec<Value>, DriverError> {
         let proto = |e: std::io::Error| DriverError::Protocol(format!("qmp: {e}"));
         let stream = UnixStream::connect(socket).await.map_err(proto)?;
         let (r, mut w) = stream.into_split();
@@ -408,8 +536,10 @@ mod qmp {
         if !greeting.is_some_and(|g| g.contains("QMP")) {
             return Err(DriverError::Protocol("qmp: no greeting".into()));
         }
-        for cmd in ["qmp_capabilities", command] {
-            let mut msg = json!({ "execute": cmd }).to_string();
+        let mut results = Vec::new();
+        let all = std::iter::once(json!({ "execute": "qmp_capabilities" })).chain(commands);
+        for (i, cmd) in all.enumerate() {
+            let mut msg = cmd.to_string();
             msg.push('\n');
             w.write_all(msg.as_bytes()).await.map_err(proto)?;
             loop {
@@ -420,18 +550,92 @@ mod qmp {
                     .ok_or_else(|| DriverError::Protocol("qmp: connection closed".into()))?;
                 let v: Value = serde_json::from_str(&line).map_err(|e| DriverError::Protocol(format!("qmp: {e}")))?;
                 if let Some(ret) = v.get("return") {
-                    if cmd == command {
-                        return Ok(ret.clone());
+                    if i > 0 {
+                        results.push(ret.clone());
                     }
                     break;
                 }
                 if let Some(err) = v.get("error") {
-                    return Err(DriverError::Protocol(format!("qmp {cmd}: {err}")));
+                    return Err(DriverError::Protocol(format!("qmp {}: {err}", cmd["execute"])));
                 }
                 // Asynchronous events are skipped.
             }
         }
-        unreachable!("loop returns on the second command")
+        Ok(results)
+    }
+
+    fn path(id: &str) -> String {
+        format!("/machine/peripheral/{id}")
+    }
+
+    /// The wanted `bootindex` of (disk, nic) for a HIL boot device: the
+    /// chosen device first, the other one out of the boot order; `none`
+    /// takes both out (the firmware's default order applies).
+    pub(super) fn boot_indexes(dev: &str) -> (i64, i64) {
+        match dev {
+            "disk" => (1, -1),
+            "pxe" => (-1, 1),
+            _ => (-1, -1),
+        }
+    }
+
+    /// Set the boot device by changing the devices' `bootindex` properties
+    /// (QEMU rewrites the firmware boot order at the next reset), then read
+    /// them back to verify.
+    pub(super) async fn set_bootdev(
+        socket: &str,
+        dev: &str,
+        disk: Option<&str>,
+        nic: Option<&str>,
+    ) -> Result<(), DriverError> {
+        match (dev, disk, nic) {
+            ("disk", None, _) => {
+                return Err(DriverError::Unsupported("this qmp node has no obm.disk_device configured"));
+            }
+            ("pxe", _, None) => return Err(DriverError::Unsupported("this qmp node has no obm.pxe_device configured")),
+            (_, None, None) => {
+                return Err(DriverError::Unsupported(
+                    "this qmp node has neither obm.disk_device nor obm.pxe_device configured",
+                ));
+            }
+            _ => {}
+        }
+        let (disk_idx, nic_idx) = boot_indexes(dev);
+        let mut wanted: Vec<(&str, i64)> = Vec::new();
+        // Clear first: QEMU refuses two devices with the same bootindex.
+        for (id, idx) in [(disk, disk_idx), (nic, nic_idx)] {
+            if let Some(id) = id
+                && idx < 0
+            {
+                wanted.push((id, idx));
+            }
+        }
+        for (id, idx) in [(disk, disk_idx), (nic, nic_idx)] {
+            if let Some(id) = id
+                && idx >= 0
+            {
+                wanted.push((id, idx));
+            }
+        }
+        let mut cmds: Vec<Value> = wanted
+            .iter()
+            .map(|(id, idx)| {
+                json!({"execute": "qom-set", "arguments": {"path": path(id), "property": "bootindex", "value": idx}})
+            })
+            .collect();
+        cmds.extend(
+            wanted
+                .iter()
+                .map(|(id, _)| json!({"execute": "qom-get", "arguments": {"path": path(id), "property": "bootindex"}})),
+        );
+        let results = session(socket, cmds).await?;
+        let got = &results[wanted.len()..];
+        for ((id, idx), v) in wanted.iter().zip(got) {
+            if v.as_i64() != Some(*idx) {
+                return Err(DriverError::Protocol(format!("qmp: {id} bootindex is {v} after setting {idx}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -491,6 +695,15 @@ pub enum SwitchConfig {
         #[serde(default)]
         netns: Option<String>,
     },
+    /// One Linux bridge per VLAN inside network namespace `netns`: a native
+    /// network enslaves the port itself to the VLAN's bridge, a tagged one
+    /// enslaves the 802.1Q sub-interface `<port>.<vid>`. Needs no bridge VLAN
+    /// filtering in the kernel.
+    #[serde(rename = "linux-vlan-bridges")]
+    VlanBridges {
+        /// Network namespace holding the ports (e.g. a fabric's switch namespace).
+        netns: String,
+    },
     /// Switch that records operations, for unit tests.
     #[cfg(test)]
     #[serde(rename = "mock")]
@@ -529,6 +742,15 @@ impl SwitchConfig {
                 }
                 Ok(())
             }
+            SwitchConfig::VlanBridges { netns } => {
+                if !valid_ifname(netns) {
+                    return Err("netns is not a valid namespace name".into());
+                }
+                if !std::path::Path::new("/run/netns").join(netns).exists() {
+                    return Err(format!("network namespace {netns:?} does not exist"));
+                }
+                Ok(())
+            }
             #[cfg(test)]
             SwitchConfig::Mock { .. } => Ok(()),
         }
@@ -537,7 +759,7 @@ impl SwitchConfig {
     /// Check a port name for this switch type.
     pub fn validate_port(&self, port: &str) -> Result<(), String> {
         match self {
-            SwitchConfig::LinuxBridge { .. } => {
+            SwitchConfig::LinuxBridge { .. } | SwitchConfig::VlanBridges { .. } => {
                 if valid_ifname(port) {
                     Ok(())
                 } else {
@@ -552,7 +774,6 @@ impl SwitchConfig {
     async fn bridge_cmd(&self, args: &[&str]) -> Result<(), DriverError> {
         let netns = match self {
             SwitchConfig::LinuxBridge { netns, .. } => netns,
-            #[cfg(test)]
             _ => unreachable!("bridge command for a non linux-bridge switch"),
         };
         match netns {
@@ -579,6 +800,7 @@ impl SwitchConfig {
                     self.bridge_cmd(&["vlan", "add", "dev", port, "vid", &vid]).await
                 }
             }
+            SwitchConfig::VlanBridges { netns } => vlan_bridges::connect(netns, port, vlan, native).await,
             #[cfg(test)]
             SwitchConfig::Mock { key, fail, hold } => {
                 mock_op(key, *fail, *hold, format!("add {port} {vlan} native={native}")).await
@@ -586,16 +808,183 @@ impl SwitchConfig {
         }
     }
 
-    /// Remove `vlan` from `port`.
-    pub async fn del_vlan(&self, port: &str, vlan: u16) -> Result<(), DriverError> {
+    /// Remove `vlan` (attached untagged if `native`, else tagged) from `port`.
+    pub async fn del_vlan(&self, port: &str, vlan: u16, native: bool) -> Result<(), DriverError> {
         match self {
             SwitchConfig::LinuxBridge { .. } => {
                 let vid = vlan.to_string();
                 self.bridge_cmd(&["vlan", "del", "dev", port, "vid", &vid]).await
             }
+            SwitchConfig::VlanBridges { netns } => vlan_bridges::disconnect(netns, port, vlan, native).await,
             #[cfg(test)]
             SwitchConfig::Mock { key, fail, hold } => mock_op(key, *fail, *hold, format!("del {port} {vlan}")).await,
         }
+    }
+}
+
+/// The `linux-vlan-bridges` switch: per-VLAN bridges and 802.1Q
+/// sub-interfaces, all inside one network namespace, driven with `ip -n`.
+///
+/// * bridge of VLAN `N`: `mcvlanN` (created on first use, `stp_state 0`,
+///   deleted when its last member leaves);
+/// * `vlan/native`: the port itself is enslaved to the VLAN's bridge;
+/// * `vlan/N`: the sub-interface `<port>.N` (`ip link add ... type vlan id N`;
+///   `mcq<port ifindex>.N` when that name would exceed 15 characters) is
+///   enslaved to the VLAN's bridge;
+/// * the first connection takes the port off a bridge the driver does not
+///   manage (e.g. the fabric's default bridge), so an attached port never
+///   stays on the shared default segment;
+/// * detach removes exactly what connect created (port `nomaster`, or the
+///   sub-interface deleted), then garbage-collects an empty VLAN bridge.
+///
+/// Operations on one namespace are serialized (bridge creation and
+/// garbage collection would race otherwise).
+mod vlan_bridges {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use serde_json::Value;
+
+    use super::{DriverError, run};
+
+    const BRIDGE_PREFIX: &str = "mcvlan";
+
+    fn ns_lock(netns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+        let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(netns.to_string()).or_default().clone()
+    }
+
+    /// Name of VLAN `vlan`'s bridge.
+    pub(super) fn bridge_name(vlan: u16) -> String {
+        format!("{BRIDGE_PREFIX}{vlan}")
+    }
+
+    /// Name of the sub-interface carrying `vlan` tagged on `port`.
+    pub(super) fn subif_name(port: &str, ifindex: u64, vlan: u16) -> String {
+        let name = format!("{port}.{vlan}");
+        if name.len() <= 15 { name } else { format!("mcq{ifindex}.{vlan}") }
+    }
+
+    async fn ip(netns: &str, args: &[&str]) -> Result<String, DriverError> {
+        let mut a = vec!["-n", netns];
+        a.extend_from_slice(args);
+        run("ip", &a, &[]).await
+    }
+
+    /// `ip -d -j link show dev <dev>`, or `None` if there is no such device.
+    async fn link(netns: &str, dev: &str) -> Result<Option<Value>, DriverError> {
+        match ip(netns, &["-d", "-j", "link", "show", "dev", dev]).await {
+            Ok(out) => {
+                let v: Value = serde_json::from_str(&out)
+                    .map_err(|e| DriverError::Protocol(format!("ip -j link show {dev}: {e}")))?;
+                Ok(v.get(0).cloned())
+            }
+            Err(DriverError::Command { stderr, .. }) if stderr.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn require_port(netns: &str, port: &str) -> Result<Value, DriverError> {
+        link(netns, port).await?.ok_or_else(|| DriverError::Command {
+            program: "ip".into(),
+            status: "port check".into(),
+            stderr: format!("port {port} does not exist in netns {netns}"),
+        })
+    }
+
+    fn kind(link: &Value) -> Option<&str> {
+        link["linkinfo"]["info_kind"].as_str()
+    }
+
+    async fn ensure_bridge(netns: &str, vlan: u16) -> Result<String, DriverError> {
+        let br = bridge_name(vlan);
+        match link(netns, &br).await? {
+            Some(l) if kind(&l) == Some("bridge") => {}
+            Some(_) => {
+                return Err(DriverError::Protocol(format!("{br} exists in {netns} but is not a bridge")));
+            }
+            None => {
+                ip(netns, &["link", "add", &br, "type", "bridge", "stp_state", "0"]).await?;
+            }
+        }
+        ip(netns, &["link", "set", &br, "up"]).await?;
+        Ok(br)
+    }
+
+    /// Delete VLAN `vlan`'s bridge if it exists and has no members left.
+    async fn gc_bridge(netns: &str, vlan: u16) -> Result<(), DriverError> {
+        let br = bridge_name(vlan);
+        if link(netns, &br).await?.is_none() {
+            return Ok(());
+        }
+        let out = ip(netns, &["-j", "link", "show", "master", &br]).await?;
+        let members: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if members.as_array().is_none_or(|m| m.is_empty()) {
+            ip(netns, &["link", "del", &br]).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn connect(netns: &str, port: &str, vlan: u16, native: bool) -> Result<(), DriverError> {
+        let lock = ns_lock(netns);
+        let _guard = lock.lock().await;
+        let p = require_port(netns, port).await?;
+        ensure_bridge(netns, vlan).await?;
+        let res = enslave(netns, port, &p, vlan, native).await;
+        if res.is_err() {
+            // Leave nothing behind: a bridge created for this call goes again.
+            let _ = gc_bridge(netns, vlan).await;
+        }
+        res
+    }
+
+    async fn enslave(netns: &str, port: &str, p: &Value, vlan: u16, native: bool) -> Result<(), DriverError> {
+        let br = bridge_name(vlan);
+        if native {
+            // Moves the port off any previous master in one step.
+            ip(netns, &["link", "set", port, "master", &br]).await?;
+        } else {
+            let ifindex = p["ifindex"].as_u64().unwrap_or(0);
+            let sub = subif_name(port, ifindex, vlan);
+            if link(netns, &sub).await?.is_none() {
+                let vid = vlan.to_string();
+                match ip(netns, &["link", "add", "link", port, "name", &sub, "type", "vlan", "id", &vid]).await {
+                    Err(DriverError::Command { stderr, .. }) if stderr.contains("Unknown device type") => {
+                        return Err(DriverError::Unsupported(
+                            "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q): tagged channels are unavailable",
+                        ));
+                    }
+                    other => other.map(drop)?,
+                }
+            }
+            if p["master"].as_str().is_some_and(|m| !m.starts_with(BRIDGE_PREFIX)) {
+                ip(netns, &["link", "set", port, "nomaster"]).await?;
+            }
+            ip(netns, &["link", "set", &sub, "master", &br]).await?;
+            ip(netns, &["link", "set", &sub, "up"]).await?;
+        }
+        ip(netns, &["link", "set", port, "up"]).await.map(drop)
+    }
+
+    pub(super) async fn disconnect(netns: &str, port: &str, vlan: u16, native: bool) -> Result<(), DriverError> {
+        let lock = ns_lock(netns);
+        let _guard = lock.lock().await;
+        let p = require_port(netns, port).await?;
+        let br = bridge_name(vlan);
+        if native {
+            if p["master"].as_str() == Some(br.as_str()) {
+                ip(netns, &["link", "set", port, "nomaster"]).await?;
+            }
+        } else {
+            let sub = subif_name(port, p["ifindex"].as_u64().unwrap_or(0), vlan);
+            if let Some(l) = link(netns, &sub).await?
+                && kind(&l) == Some("vlan")
+            {
+                ip(netns, &["link", "del", &sub]).await?;
+            }
+        }
+        gc_bridge(netns, vlan).await
     }
 }
 
@@ -635,6 +1024,19 @@ mod tests {
         assert!(parse_ipmi_power("Chassis Power is on\n").unwrap());
         assert!(!parse_ipmi_power("Chassis Power is off").unwrap());
         assert!(parse_ipmi_power("garbage").is_err());
+    }
+
+    #[test]
+    fn vlan_bridges_names_fit_ifnamsiz() {
+        assert_eq!(vlan_bridges::bridge_name(4094), "mcvlan4094");
+        assert_eq!(vlan_bridges::subif_name("mc1234abp0", 7, 4094), "mc1234abp0.4094");
+        assert_eq!(vlan_bridges::subif_name("mc1234abp10", 123456, 4094), "mcq123456.4094");
+        let bad: Result<SwitchConfig, _> = serde_json::from_str(r#"{"type":"linux-vlan-bridges","netns":"-x"}"#);
+        assert!(bad.unwrap().validate().is_err());
+        let missing: SwitchConfig =
+            serde_json::from_str(r#"{"type":"linux-vlan-bridges","netns":"mcnoexist9"}"#).unwrap();
+        assert!(missing.validate().unwrap_err().contains("does not exist"));
+        assert!(serde_json::from_str::<SwitchConfig>(r#"{"type":"linux-vlan-bridges"}"#).is_err());
     }
 
     #[test]

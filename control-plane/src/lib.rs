@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod cli_registry;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod drivers;

@@ -2,9 +2,9 @@
 //!
 //! Every operation that can push a project over a limit runs in one
 //! transaction that first locks the project's row (`SELECT ... FOR UPDATE` on
-//! PostgreSQL; SQLite serialises writers), then counts, then changes. Two
-//! racing requests therefore see each other's effect: at most the quota is
-//! ever used, never one more.
+//! PostgreSQL, a no-op write that takes SQLite's write lock), then counts,
+//! then changes. Two racing requests therefore see each other's effect: at
+//! most the quota is ever used, never one more.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -61,13 +61,25 @@ pub fn routes() -> Router<AppState> {
 
 /// Lock `project`'s row for the rest of `tx` and fail with 404 when it does not exist.
 pub async fn lock_project(tx: &mut Transaction<'_, Any>, backend: Backend, project: &str) -> Result<(), ApiError> {
-    let sql = match backend {
-        Backend::Postgres => "SELECT name FROM projects WHERE name = $1 FOR UPDATE",
-        // SQLite has no row locks; its single writer serialises these transactions.
-        Backend::Sqlite => "SELECT name FROM projects WHERE name = $1",
+    let found = match backend {
+        Backend::Postgres => sqlx::query("SELECT name FROM projects WHERE name = $1 FOR UPDATE")
+            .bind(project)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some(),
+        // SQLite has no row locks: a no-op write takes the database's write
+        // lock now, so the transaction never has to upgrade a read lock later
+        // (which fails with SQLITE_BUSY under concurrent writers in WAL mode).
+        Backend::Sqlite => {
+            sqlx::query("UPDATE projects SET name = name WHERE name = $1")
+                .bind(project)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                == 1
+        }
     };
-    let row = sqlx::query(sql).bind(project).fetch_optional(&mut **tx).await?;
-    if row.is_none() {
+    if !found {
         return Err(ApiError::not_found("project", project));
     }
     Ok(())

@@ -41,6 +41,8 @@ pub struct Inner {
     pub action_done: tokio::sync::Notify,
     /// Image registry storage and trusted signers.
     pub registry: crate::registry::Registry,
+    /// Running console captures.
+    pub consoles: crate::console::Consoles,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             auth_cache: AuthCache::default(),
             action_done: tokio::sync::Notify::new(),
             registry: crate::registry::Registry::default(),
+            consoles: crate::console::Consoles::default(),
         }))
     }
 

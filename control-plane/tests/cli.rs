@@ -70,6 +70,12 @@ async fn cli_against_server() {
         // Documented exit codes.
         assert_eq!(run(&["project", "node", "add", "p1", "n1"]).status.code(), Some(6), "409");
         assert_eq!(run(&["node", "show", "ghost"]).status.code(), Some(5), "404");
+        assert_eq!(run(&["node", "console", "show", "n1"]).status.code(), Some(5), "no console log yet");
+        let rf = r#"{"type":"redfish","url":"http://127.0.0.1:1"}"#;
+        assert!(run(&["node", "register", "rf1", "--obm", rf]).status.success());
+        let o = run(&["node", "console", "start", "rf1"]);
+        assert_eq!(o.status.code(), Some(7), "redfish console capture is 501: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("redfish driver does not capture"), "{o:?}");
         assert_eq!(metalcast(&u, "mct_bad_token", &["project", "list"]).status.code(), Some(4), "401");
         assert_eq!(run(&["node", "register", "x", "--obm", "{"]).status.code(), Some(1), "bad local input");
         let o = run(&["node", "show", "n1"]);

@@ -27,11 +27,14 @@ fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// What the simulated serial port prints.
+const SOL_MESSAGE: &str = "metalcast-sol-line";
+
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn write_config(dir: &Path, port: u16) {
+fn write_config(dir: &Path, port: u16, serial_port: u16) {
     let chassis = dir.join("chassis.sh");
     // ipmi_sim runs this as `chassis.sh get <param>...` or
     // `chassis.sh set <param> <value>...`; state lives in files.
@@ -72,6 +75,7 @@ set_working_mc 0x20
     guid a123456789abcdefa123456789abcdef
   endlan
   chassis_control "{chassis}"
+  sol "tcp:127.0.0.1:{serial_port}" 115200
 user 2 true "admin" "s3cret" admin 10 none md2 md5 straight
 "#,
             chassis = chassis.display()
@@ -93,7 +97,25 @@ async fn ipmitool_against_ipmi_sim() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
-    write_config(dir.path(), port);
+    // The node's serial port: ipmi_sim connects here for serial-over-LAN;
+    // every connection gets a numbered line every 100 ms.
+    let serial = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let serial_port = serial.local_addr().unwrap().port();
+    let serial_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = serial.accept().await else { return };
+            tokio::spawn(async move {
+                for i in 0u64.. {
+                    let line = format!("{SOL_MESSAGE} {i}\r\n");
+                    if tokio::io::AsyncWriteExt::write_all(&mut conn, line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    write_config(dir.path(), port, serial_port);
     let _sim = Sim(Command::new("ipmi_sim")
         .arg("-c")
         .arg(dir.path().join("lan.conf"))
@@ -140,6 +162,29 @@ async fn ipmitool_against_ipmi_sim() {
     h.ok("PUT", "/v0/node/bm1/boot_device", Some(json!({"bootdev": "pxe"}))).await;
     let calls = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
     assert!(calls.contains("set boot pxe"), "{calls}");
+    // Console log over IPMI serial-over-LAN (ipmitool sol activate).
+    let (s, _) = h.call("GET", "/v0/node/bm1/console", &h.admin, None).await;
+    assert_eq!(s.as_u16(), 404);
+    for round in 0..2 {
+        // The second round restarts after a stop (the driver deactivates a
+        // session left behind first).
+        h.ok("PUT", "/v0/node/bm1/console", None).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = h.ok("GET", "/v0/node/bm1/console", None).await;
+            let log = log.as_str().unwrap_or_default().to_string();
+            if log.matches(SOL_MESSAGE).count() >= 3 {
+                assert!(!log.contains("SOL Session operational"), "ipmitool's banner is not console output: {log:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: no SOL output in the console log: {log:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        h.ok("DELETE", "/v0/node/bm1/console", None).await;
+        let (s, _) = h.call("GET", "/v0/node/bm1/console", &h.admin, None).await;
+        assert_eq!(s.as_u16(), 404);
+    }
+
     // The BMC password is never shown.
     let node = h.ok("GET", "/v0/node/bm1", None).await;
     assert!(!node.to_string().contains("s3cret"), "{node}");
@@ -156,4 +201,5 @@ async fn ipmitool_against_ipmi_sim() {
     assert_eq!(s.as_u16(), 502, "{v}");
     assert_eq!(v["msg"], "driver error: ipmitool reported failure");
     h.finish().await;
+    serial_task.abort();
 }

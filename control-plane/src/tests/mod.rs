@@ -9,6 +9,7 @@ mod isolation;
 mod qmp;
 mod redfish;
 mod registry;
+mod vlan_isolation;
 
 use axum::Router;
 use axum::body::Body;
