@@ -91,8 +91,26 @@ fn wait_all(procs: &mut [Proc], t0: Instant, limit: Duration) -> anyhow::Result<
     Ok(last)
 }
 
-fn quiet(c: &mut Command) -> &mut Command {
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null())
+/// stdin from /dev/null; stdout and stderr go to `<work>/<name>.log` (see [`log_tail`]).
+fn logged<'c>(c: &'c mut Command, work: &Path, name: &str) -> anyhow::Result<&'c mut Command> {
+    let f = std::fs::File::create(work.join(format!("{name}.log")))?;
+    Ok(c.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f))
+}
+
+/// The last lines of every `*.log` in `work`, for error messages.
+pub(crate) fn log_tail(work: &Path) -> String {
+    let mut out = String::new();
+    let mut logs: Vec<_> = std::fs::read_dir(work).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    logs.sort();
+    for p in logs.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if !lines.is_empty() {
+            let name = p.file_stem().unwrap_or_default().to_string_lossy();
+            out += &format!("\n  {name}: {}", lines[lines.len().saturating_sub(3)..].join(" / "));
+        }
+    }
+    out
 }
 
 /// Checks every receiver's file against `want`; `delivered` gets their sizes.
@@ -289,27 +307,28 @@ impl Contender for Udpcast {
         let f = env.fabric;
         let n = f.receivers().len();
         let port = env.port.to_string();
-        // Groups in 239/8 (udpcast would derive one in 232/8 from the sender's address).
-        let groups = ["--mcast-rdv-address", "239.77.9.12"];
+        // Control goes by broadcast on the fabric's subnet (udpcast's default); data to a group
+        // in 239/8 (udpcast would otherwise derive one in 232/8 from the sender's address).
         let files: Vec<PathBuf> = (0..n).map(|i| env.work.join(format!("r{i}.bin"))).collect();
         let mut rx = Vec::new();
         for (h, file) in f.receivers().iter().zip(&files) {
             let out = if env.verify { file.as_os_str() } else { "/dev/null".as_ref() };
             let mut c = h.command("udp-receiver");
             c.arg("--file").arg(out);
-            c.args(["--nokbd", "--interface", h.ifname(), "--portbase", &port]).args(groups);
-            rx.push(Proc::spawn(format!("udp-receiver on {}", h.name()), quiet(&mut c)).context("udp-receiver")?);
+            c.args(["--nokbd", "--interface", h.ifname(), "--portbase", &port]);
+            let log = format!("udp-receiver-{}", h.name());
+            rx.push(Proc::spawn(format!("udp-receiver on {}", h.name()), logged(&mut c, env.work, &log)?).context("udp-receiver")?);
         }
         let mut c = f.sender().command("udp-sender");
         c.arg("--file").arg(&env.image.bundle);
-        c.args(["--nokbd", "--interface", f.sender().ifname(), "--portbase", &port]).args(groups);
+        c.args(["--nokbd", "--interface", f.sender().ifname(), "--portbase", &port]);
         c.args(["--mcast-data-address", "239.77.9.11", "--blocksize", &udpcast_blocksize(env.mtu).to_string()]);
         c.args(["--min-receivers", &n.to_string(), "--max-wait", "60"]);
         if env.link_mbit > 0 {
             c.args(["--max-bitrate", &format!("{}m", env.link_mbit)]);
         }
         let t0 = Instant::now();
-        let mut sender = Proc::spawn("udp-sender", quiet(&mut c)).context("udp-sender")?;
+        let mut sender = Proc::spawn("udp-sender", logged(&mut c, env.work, "udp-sender")?).context("udp-sender")?;
         let secs = wait_all(&mut rx, t0, env.timeout)?;
         let s = sender.wait_for(Duration::from_secs(30))?.context("udp-sender did not exit after its receivers")?;
         anyhow::ensure!(s.success(), "udp-sender failed (wait status {:#x})", s.status);
@@ -378,7 +397,7 @@ impl Contender for Http {
         std::fs::write(&conf, nginx_conf(env.work, &env.image.dir, listen))?;
         let mut c = f.sender().command("nginx");
         c.arg("-p").arg(env.work).arg("-e").arg(env.work.join("nginx-error.log")).arg("-c").arg(&conf);
-        let mut server = Proc::spawn("nginx", quiet(&mut c)).context("starting nginx")?;
+        let mut server = Proc::spawn("nginx", logged(&mut c, env.work, "nginx")?).context("starting nginx")?;
         if let Err(e) = wait_listening(f.sender(), listen, "nginx") {
             let log = std::fs::read_to_string(env.work.join("nginx-error.log")).unwrap_or_default();
             return Err(e.context(format!("nginx error log: {}", log.trim())));
@@ -392,7 +411,8 @@ impl Contender for Http {
             let out = if env.verify { file.as_os_str() } else { "/dev/null".as_ref() };
             let mut c = h.command("curl");
             c.args(["-sS", "--fail", "--max-time", &env.timeout.as_secs().to_string(), "-o"]).arg(out).arg(&url);
-            rx.push(Proc::spawn(format!("curl on {}", h.name()), quiet(&mut c)).context("starting curl")?);
+            let log = format!("curl-{}", h.name());
+            rx.push(Proc::spawn(format!("curl on {}", h.name()), logged(&mut c, env.work, &log)?).context("starting curl")?);
         }
         let secs = wait_all(&mut rx, t0, env.timeout);
         let s = server.stop(Duration::from_secs(5))?;
@@ -432,12 +452,12 @@ fn aria2c(host: &metalcast_fabric::Host, dir: &Path, torrent: &Path) -> Command 
         "--bt-max-peers=0",
         "--file-allocation=none",
         "--check-integrity=false",
-        "--bt-hash-check-seed=false",
+        // The seeder's file is complete: seed it without hashing it first.
         "--bt-seed-unverified=true",
         "--allow-overwrite=true",
         "--auto-file-renaming=false",
         "--summary-interval=0",
-        "--console-log-level=error",
+        "--console-log-level=notice",
         "--listen-port=6881",
         "--max-overall-upload-limit=0",
     ]);
@@ -475,10 +495,19 @@ impl Contender for BitTorrent {
                 .context("running mktorrent")?;
             anyhow::ensure!(st.success(), "mktorrent failed");
         }
+        // Debian's opentracker serves only whitelisted torrents: list this one's info hash.
+        let show = Command::new("aria2c").arg("-S").arg(&torrent).output().context("aria2c -S")?;
+        let info_hash = String::from_utf8_lossy(&show.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Info Hash: ").map(|h| h.trim().to_owned()))
+            .context("no info hash in `aria2c -S` output")?;
+        std::fs::write(env.work.join("whitelist"), format!("{info_hash}\n"))?;
         let mut c = f.sender().command("opentracker");
+        c.current_dir(env.work).args(["-w", "whitelist"]);
         c.args(["-i", &tracker.ip().to_string(), "-p", &TRACKER_PORT.to_string(), "-P", &TRACKER_PORT.to_string()]);
-        c.arg("-d").arg(env.work).args(["-u", "root"]);
-        let mut side = vec![Proc::spawn("opentracker", quiet(&mut c)).context("starting opentracker")?];
+        // It chroots into -d and drops to user nobody (it refuses to run as root).
+        c.arg("-d").arg(env.work);
+        let mut side = vec![Proc::spawn("opentracker", logged(&mut c, env.work, "opentracker")?).context("starting opentracker")?];
         wait_listening(f.sender(), tracker, "opentracker")?;
         let name = env.image.bundle.file_name().expect("bundle has a name").to_owned();
         let mut rx = Vec::new();
@@ -492,14 +521,15 @@ impl Contender for BitTorrent {
             std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
             let mut c = aria2c(h, &dir, &torrent);
             c.arg(format!("--on-bt-download-complete={}", hook.display()));
-            rx.push(Proc::spawn(format!("aria2c on {}", h.name()), quiet(&mut c)).context("starting aria2c")?);
+            let log = format!("aria2c-{}", h.name());
+            rx.push(Proc::spawn(format!("aria2c on {}", h.name()), logged(&mut c, env.work, &log)?).context("starting aria2c")?);
             markers.push((marker, dir.join(&name)));
         }
         // Let the receivers announce (they find each other; the seeder connects to all of them).
         std::thread::sleep(Duration::from_millis(500));
         let t0 = Instant::now();
         let mut c = aria2c(f.sender(), &env.image.dir, &torrent);
-        side.push(Proc::spawn("aria2c seeder", quiet(&mut c)).context("starting the seeding aria2c")?);
+        side.push(Proc::spawn("aria2c seeder", logged(&mut c, env.work, "aria2c-seeder")?).context("starting the seeding aria2c")?);
         let mut secs = None;
         while t0.elapsed() < env.timeout {
             if markers.iter().all(|(m, _)| m.exists()) {

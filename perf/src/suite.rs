@@ -440,7 +440,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
                                 timeout: cfg.timeout,
                             };
                             port = port.wrapping_add(10).max(41000);
-                            let res = measure(&**c, &env);
+                            let res = measure(&**c, &env)
+                                .map_err(|e| anyhow::anyhow!("{e:#}{}", contenders::log_tail(&work)));
+                            keep_logs(&work, c.name());
                             let _ = std::fs::remove_dir_all(&work);
                             let tag = format!(
                                 "N={n} loss={} size={size_mib}MiB link={} rep {rep}: {}",
@@ -499,6 +501,18 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         unavailable,
         rows,
     })
+}
+
+/// With `METALCAST_BENCH_KEEP_LOGS=<dir>`, copies a run's `*.log` files to `<dir>/<run>-<contender>/`.
+fn keep_logs(work: &Path, contender: &str) {
+    let Some(dir) = std::env::var_os("METALCAST_BENCH_KEEP_LOGS") else { return };
+    let run = work.file_name().unwrap_or_default().to_string_lossy();
+    let to = Path::new(&dir).join(format!("{run}-{contender}"));
+    for e in std::fs::read_dir(work).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") && std::fs::create_dir_all(&to).is_ok() {
+            let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+        }
+    }
 }
 
 fn measure(c: &dyn Contender, env: &Env<'_>) -> anyhow::Result<Sample> {
