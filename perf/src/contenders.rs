@@ -317,7 +317,10 @@ impl Contender for Udpcast {
             c.arg("--file").arg(out);
             c.args(["--nokbd", "--interface", h.ifname(), "--portbase", &port]);
             let log = format!("udp-receiver-{}", h.name());
-            rx.push(Proc::spawn(format!("udp-receiver on {}", h.name()), logged(&mut c, env.work, &log)?).context("udp-receiver")?);
+            rx.push(
+                Proc::spawn(format!("udp-receiver on {}", h.name()), logged(&mut c, env.work, &log)?)
+                    .context("udp-receiver")?,
+            );
         }
         let mut c = f.sender().command("udp-sender");
         c.arg("--file").arg(&env.image.bundle);
@@ -412,7 +415,10 @@ impl Contender for Http {
             let mut c = h.command("curl");
             c.args(["-sS", "--fail", "--max-time", &env.timeout.as_secs().to_string(), "-o"]).arg(out).arg(&url);
             let log = format!("curl-{}", h.name());
-            rx.push(Proc::spawn(format!("curl on {}", h.name()), logged(&mut c, env.work, &log)?).context("starting curl")?);
+            rx.push(
+                Proc::spawn(format!("curl on {}", h.name()), logged(&mut c, env.work, &log)?)
+                    .context("starting curl")?,
+            );
         }
         let secs = wait_all(&mut rx, t0, env.timeout);
         let s = server.stop(Duration::from_secs(5))?;
@@ -507,7 +513,8 @@ impl Contender for BitTorrent {
         c.args(["-i", &tracker.ip().to_string(), "-p", &TRACKER_PORT.to_string(), "-P", &TRACKER_PORT.to_string()]);
         // It chroots into -d and drops to user nobody (it refuses to run as root).
         c.arg("-d").arg(env.work);
-        let mut side = vec![Proc::spawn("opentracker", logged(&mut c, env.work, "opentracker")?).context("starting opentracker")?];
+        let mut side =
+            vec![Proc::spawn("opentracker", logged(&mut c, env.work, "opentracker")?).context("starting opentracker")?];
         wait_listening(f.sender(), tracker, "opentracker")?;
         let name = env.image.bundle.file_name().expect("bundle has a name").to_owned();
         let mut rx = Vec::new();
@@ -522,14 +529,20 @@ impl Contender for BitTorrent {
             let mut c = aria2c(h, &dir, &torrent);
             c.arg(format!("--on-bt-download-complete={}", hook.display()));
             let log = format!("aria2c-{}", h.name());
-            rx.push(Proc::spawn(format!("aria2c on {}", h.name()), logged(&mut c, env.work, &log)?).context("starting aria2c")?);
+            rx.push(
+                Proc::spawn(format!("aria2c on {}", h.name()), logged(&mut c, env.work, &log)?)
+                    .context("starting aria2c")?,
+            );
             markers.push((marker, dir.join(&name)));
         }
         // Let the receivers announce (they find each other; the seeder connects to all of them).
         std::thread::sleep(Duration::from_millis(500));
         let t0 = Instant::now();
         let mut c = aria2c(f.sender(), &env.image.dir, &torrent);
-        side.push(Proc::spawn("aria2c seeder", logged(&mut c, env.work, "aria2c-seeder")?).context("starting the seeding aria2c")?);
+        side.push(
+            Proc::spawn("aria2c seeder", logged(&mut c, env.work, "aria2c-seeder")?)
+                .context("starting the seeding aria2c")?,
+        );
         let mut secs = None;
         while t0.elapsed() < env.timeout {
             if markers.iter().all(|(m, _)| m.exists()) {
