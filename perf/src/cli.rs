@@ -108,6 +108,9 @@ pub struct SimArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Sender and receivers share this many cores (a one-box fabric); default: each host has its own.
+    #[arg(long)]
+    shared_cores: Option<f64>,
     /// Also write the predictions as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -134,6 +137,7 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
         rate_mbit: a.rate_mbit as f64,
         rtt: a.rtt_us as f64 * 1e-6,
         seed: a.seed,
+        shared_cores: a.shared_cores,
         ..sim::Config::default()
     };
     if a.validate {

@@ -24,7 +24,10 @@
 //! Loss is per receiver and independent across receivers: random (Bernoulli)
 //! or bursty (Gilbert: lose everything in the bad state), like the fabric's
 //! eBPF injector. Time is driven by the sender's link: every packet takes its
-//! frame's time at the link rate (or at metalcast's payload rate cap).
+//! frame's time at the link rate (or at metalcast's payload rate cap). For
+//! metalcast, CPU bounds time too: per-packet and per-decode costs of each
+//! receiver (each on its own CPUs, or all sharing the cores of one box, as on
+//! the test fabric), plus a fixed start-up (join phase).
 
 use std::collections::BinaryHeap;
 
@@ -53,6 +56,16 @@ pub struct Config {
     pub slice: usize,
     /// Seed of the random stream (same seed, same result).
     pub seed: u64,
+    /// metalcast receiver CPU per packet received (recvmmsg share, MAC check, copy), seconds.
+    pub rx_packet_cpu: f64,
+    /// metalcast receiver CPU per block that needs a RaptorQ decode (1 MiB), seconds.
+    pub decode_cpu: f64,
+    /// metalcast sender CPU per packet sent (read, encode, MAC, GSO send), seconds.
+    pub tx_packet_cpu: f64,
+    /// `Some(c)`: sender and all receivers share `c` cores (a one-box fabric); `None`: each has its own.
+    pub shared_cores: Option<f64>,
+    /// Fixed start-up cost of a metalcast session (join phase), seconds.
+    pub startup: f64,
 }
 
 impl Default for Config {
@@ -68,6 +81,13 @@ impl Default for Config {
             ack_cost: 2e-6,
             slice: 1024,
             seed: 1,
+            // Measured on the 2-vCPU dev VM (smoke runs of `metalcast-bench suite`): about 3.2 CPU s
+            // per GB received at 0% loss, 6.2 at 1% (every block decoded), 3.0 per GB sent.
+            rx_packet_cpu: 4.5e-6,
+            decode_cpu: 3e-3,
+            tx_packet_cpu: 4.3e-6,
+            shared_cores: None,
+            startup: 0.03,
         }
     }
 }
@@ -246,6 +266,9 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     let mut extra = vec![vec![0u64; n]; blocks.len()];
     let mut done = vec![vec![false; n]; blocks.len()];
     let mut left = vec![n; blocks.len()];
+    // Per receiver: packets received and blocks decoded (for the CPU bound).
+    let mut rx_pkts = vec![0u64; n];
+    let mut decoded = vec![0u64; n];
     let mut repairs = BinaryHeap::new();
     // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
     let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
@@ -274,14 +297,19 @@ pub fn metalcast(cfg: &Config) -> Prediction {
             if done[b][i] {
                 continue;
             }
-            have[b][i] += chans[i].receive(count, &mut rng);
+            let got = chans[i].receive(count, &mut rng);
+            have[b][i] += got;
+            rx_pkts[i] += got;
             let k = blocks[b];
             if have[b][i] >= k + extra[b][i] {
                 // Everything arrived in the first pass: no decode. Otherwise decode, which rarely fails.
                 let clean = have[b][i] == k && count == k && extra[b][i] == 0;
-                if !clean && decode_fails(have[b][i] - k, &mut rng) {
-                    extra[b][i] = have[b][i] - k + 1;
-                    continue;
+                if !clean {
+                    decoded[i] += 1;
+                    if decode_fails(have[b][i] - k, &mut rng) {
+                        extra[b][i] = have[b][i] - k + 1;
+                        continue;
+                    }
                 }
                 done[b][i] = true;
                 left[b] -= 1;
@@ -294,7 +322,15 @@ pub fn metalcast(cfg: &Config) -> Prediction {
             repairs.push(Pending { ready: now + close + feedback, block: b });
         }
     }
-    let secs = last_done + cfg.rtt;
+    // The link bounds time; so does CPU: each host's own, or the shared cores of a one-box fabric.
+    let rx_cpu: Vec<f64> =
+        (0..n).map(|i| rx_pkts[i] as f64 * cfg.rx_packet_cpu + decoded[i] as f64 * cfg.decode_cpu).collect();
+    let tx_cpu = packets as f64 * cfg.tx_packet_cpu;
+    let cpu_bound = match cfg.shared_cores {
+        Some(c) => (rx_cpu.iter().sum::<f64>() + tx_cpu) / c,
+        None => rx_cpu.iter().copied().fold(tx_cpu, f64::max),
+    };
+    let secs = cfg.startup + (last_done + cfg.rtt).max(cpu_bound);
     // Reports: every receiver, every 5 ms, 108 IP bytes plus 8 per need (about one need).
     let feedback_bytes = n as f64 * (secs / REPORT_INTERVAL) * 116.0;
     let image = cfg.image_bytes as f64;
@@ -418,7 +454,7 @@ mod tests {
             assert_eq!(unicast(&c).packets, n as u64 * (64u64 << 20).div_ceil(1448));
             // Time is the packets at the link rate, plus the feedback latency of the end.
             let wire_time = p.packets as f64 * (1424.0 + 72.0 + 14.0) * 8.0 / 1e9;
-            assert!(p.secs >= wire_time && p.secs < wire_time + 0.01, "{} vs {wire_time}", p.secs);
+            assert!(p.secs >= wire_time && p.secs < wire_time + c.startup + 0.01, "{} vs {wire_time}", p.secs);
         }
     }
 
@@ -453,6 +489,15 @@ mod tests {
         assert!(m.secs < u.secs);
         // Repair bounded: well under 2x the source even at 1000 receivers.
         assert!(m.wire_ip < 1.2, "{m:?}");
+    }
+
+    #[test]
+    fn shared_cores_slow_a_one_box_fabric_down() {
+        let own = cfg(8, Loss::Random(1.0));
+        let shared = Config { shared_cores: Some(2.0), link_mbit: 10_000.0, ..own.clone() };
+        let fast_link = Config { link_mbit: 10_000.0, ..own.clone() };
+        assert!(metalcast(&shared).secs > metalcast(&fast_link).secs);
+        assert_eq!(metalcast(&shared).packets, metalcast(&fast_link).packets);
     }
 
     #[test]

@@ -650,7 +650,13 @@ pub fn validate(cfg: &Config, base: &crate::sim::Config) -> anyhow::Result<Vec<V
             let o = mc.run(&env)?;
             let (b1, p1) = f.sender().run_in(move || dev_tx(&dev))??;
             let w = (b1 - b0 - 14 * (p1 - p0)) as f64 / image.raw_bytes as f64;
-            eprintln!("validate N={n} loss {} rep {rep}: {:.2}s sender wire ip {w:.4}", loss.label(), o.secs);
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let load = load.split_whitespace().next().unwrap_or("?").to_owned();
+            eprintln!(
+                "validate N={n} loss {} rep {rep}: {:.2}s sender wire ip {w:.4} (load average {load})",
+                loss.label(),
+                o.secs
+            );
             secs.push(o.secs);
             wire.push(w);
         }
@@ -661,6 +667,8 @@ pub fn validate(cfg: &Config, base: &crate::sim::Config) -> anyhow::Result<Vec<V
             mtu: cfg.mtu as usize,
             link_mbit: link_mbit as f64,
             rate_mbit: cfg.rate_mbit as f64,
+            // Sender and receivers share this box's cores.
+            shared_cores: Some(std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64)),
             ..base.clone()
         };
         let p = crate::sim::metalcast(&sim);
