@@ -444,9 +444,8 @@ impl Contender for Http {
 #[derive(Debug)]
 pub struct BitTorrent;
 
-const TRACKER_PORT: u16 = 6969;
-
-fn aria2c(host: &metalcast_fabric::Host, dir: &Path, torrent: &Path) -> Command {
+/// aria2c with this run's tracker and listening port.
+fn aria2c(host: &metalcast_fabric::Host, dir: &Path, torrent: &Path, tracker: SocketAddrV4, port: u16) -> Command {
     let mut c = host.command("aria2c");
     c.args([
         "--no-conf=true",
@@ -464,9 +463,11 @@ fn aria2c(host: &metalcast_fabric::Host, dir: &Path, torrent: &Path) -> Command 
         "--auto-file-renaming=false",
         "--summary-interval=0",
         "--console-log-level=notice",
-        "--listen-port=6881",
         "--max-overall-upload-limit=0",
     ]);
+    // The torrent names no real tracker; every run has its own (fresh ports: no TIME_WAIT clashes).
+    c.arg("--bt-exclude-tracker=*").arg(format!("--bt-tracker=http://{tracker}/announce"));
+    c.arg(format!("--listen-port={port}"));
     c.arg(format!("--dir={}", dir.display())).arg(torrent);
     c
 }
@@ -488,12 +489,12 @@ impl Contender for BitTorrent {
 
     fn run(&self, env: &Env<'_>) -> anyhow::Result<Outcome> {
         let f = env.fabric;
-        let tracker = SocketAddrV4::new(f.sender().ipv4(), TRACKER_PORT);
-        // The torrent (SHA-1 of every piece) is made once per image and tracker address, outside the timing.
-        let torrent = env.image.dir.join(format!("image-{}.torrent", tracker.ip()));
+        let (tracker, peer_port) = (SocketAddrV4::new(f.sender().ipv4(), env.port), env.port + 1);
+        // The torrent (SHA-1 of every piece) is made once per image, outside the timing.
+        let torrent = env.image.dir.join("image.torrent");
         if !torrent.exists() {
             let st = Command::new("mktorrent")
-                .args(["-l", "20", "-a", &format!("http://{tracker}/announce"), "-o"])
+                .args(["-l", "20", "-a", "http://tracker.invalid/announce", "-o"])
                 .arg(&torrent)
                 .arg(&env.image.bundle)
                 .stdout(Stdio::null())
@@ -510,7 +511,7 @@ impl Contender for BitTorrent {
         std::fs::write(env.work.join("whitelist"), format!("{info_hash}\n"))?;
         let mut c = f.sender().command("opentracker");
         c.current_dir(env.work).args(["-w", "whitelist"]);
-        c.args(["-i", &tracker.ip().to_string(), "-p", &TRACKER_PORT.to_string(), "-P", &TRACKER_PORT.to_string()]);
+        c.args(["-i", &tracker.ip().to_string(), "-p", &env.port.to_string(), "-P", &env.port.to_string()]);
         // It chroots into -d and drops to user nobody (it refuses to run as root).
         c.arg("-d").arg(env.work);
         let mut side =
@@ -526,7 +527,7 @@ impl Contender for BitTorrent {
             let hook = env.work.join(format!("hook-r{i}.sh"));
             std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display()))?;
             std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-            let mut c = aria2c(h, &dir, &torrent);
+            let mut c = aria2c(h, &dir, &torrent, tracker, peer_port);
             c.arg(format!("--on-bt-download-complete={}", hook.display()));
             let log = format!("aria2c-{}", h.name());
             rx.push(
@@ -538,7 +539,7 @@ impl Contender for BitTorrent {
         // Let the receivers announce (they find each other; the seeder connects to all of them).
         std::thread::sleep(Duration::from_millis(500));
         let t0 = Instant::now();
-        let mut c = aria2c(f.sender(), &env.image.dir, &torrent);
+        let mut c = aria2c(f.sender(), &env.image.dir, &torrent, tracker, peer_port);
         side.push(
             Proc::spawn("aria2c seeder", logged(&mut c, env.work, "aria2c-seeder")?)
                 .context("starting the seeding aria2c")?,
