@@ -190,6 +190,16 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
         }
     }
     println!("{}", sim::markdown(&rows));
+    for r in rows.iter().filter(|r| r.scheme == "metalcast" && r.receivers == 10_000 && r.loss_percent == 1.0) {
+        let ok = |w: f64| if w <= 1.08 { "met" } else { "NOT met" };
+        println!(
+            "Target (issue 9): 10,000 receivers at 1% loss, wire/image <= 1.08: IP level {:.4} ({}), UDP payload level {:.4} ({})",
+            r.wire_ip,
+            ok(r.wire_ip),
+            r.wire_payload,
+            ok(r.wire_payload)
+        );
+    }
     if let Some(j) = a.json {
         std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
     }

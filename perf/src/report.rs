@@ -35,6 +35,12 @@ pub fn markdown(r: &Report) -> String {
     if !r.unavailable.is_empty() {
         s += "\n";
     }
+    let t = targets(r);
+    if !t.is_empty() {
+        s += "Targets of issue 9 (from this run's medians):\n\n";
+        s += &t;
+        s += "\n";
+    }
     s += "| N | loss | image | link | contender | median s | spread | aggregate MB/s | vs blaster | wire/image IP | wire/image payload | CPU s/GB send | CPU s/GB recv | delivered | failed |\n";
     s += "|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for row in &r.rows {
@@ -66,6 +72,81 @@ pub fn markdown(r: &Report) -> String {
             },
             row.failures,
         );
+    }
+    s
+}
+
+/// Issue 9's targets, checked against whatever rows the run has (a line per check it can make).
+pub fn targets(r: &Report) -> String {
+    let mut s = String::new();
+    let secs = |x: &Row| x.secs.as_ref().map(|s| s.median);
+    let find = |c: &str, n: usize, loss: &str, size: usize, link: u64| {
+        r.rows.iter().find(|x| {
+            x.contender == c
+                && x.scenario.receivers == n
+                && x.loss_label == loss
+                && x.scenario.size_mib == size
+                && x.scenario.link_mbit == link
+        })
+    };
+    let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut keys: Vec<(usize, u64)> = r.rows.iter().map(|x| (x.scenario.size_mib, x.scenario.link_mbit)).collect();
+    keys.sort();
+    keys.dedup();
+    let mut ns: Vec<usize> = r.rows.iter().map(|x| x.scenario.receivers).collect();
+    ns.sort();
+    ns.dedup();
+    for (size, link) in keys {
+        if link > 0 {
+            let ideal = size as f64 * (1 << 20) as f64 * 8.0 / (link as f64 * 1e6);
+            for &n in &ns {
+                if let Some(t) = find("metalcast", n, "1%", size, link).and_then(secs) {
+                    s += &format!(
+                        "- {size} MiB, link {link} Mbit/s, N={n}, 1% loss: metalcast {:.3}x image/link rate (target <= 1.10: {})\n",
+                        t / ideal,
+                        mark(t / ideal <= 1.10)
+                    );
+                }
+            }
+            let t = |n| find("metalcast", n, "1%", size, link).and_then(secs);
+            if let (Some(a), Some(b)) = (t(2), t(16)) {
+                s += &format!(
+                    "- {size} MiB, link {link} Mbit/s, 1% loss: metalcast T(16)/T(2) = {:.3} (target <= 1.10: {})\n",
+                    b / a,
+                    mark(b / a <= 1.10)
+                );
+            }
+            if let Some(&n) = ns.last()
+                && let Some(x) = find(crate::contenders::BLASTER, n, "0%", size, link)
+                && let Some(t) = secs(x)
+            {
+                // IP-level bytes on the sender's link per second (at most 1500/1514 of the link rate).
+                let ip_rate = x.wire_ip * size as f64 * (1 << 20) as f64 * 8.0 / t / 1e6;
+                s += &format!(
+                    "- {size} MiB, link {link} Mbit/s, N={n}, 0% loss: blaster puts {:.1}% of the link rate on the wire (IP level; want >= 98%, else the box is the bottleneck)\n",
+                    100.0 * ip_rate / link as f64
+                );
+            }
+        } else {
+            let mut losses: Vec<&str> = r.rows.iter().map(|x| x.loss_label.as_str()).collect();
+            losses.dedup();
+            for &n in &ns {
+                for loss in &losses {
+                    let agg =
+                        |c: &str| find(c, n, loss, size, 0).filter(|x| x.secs.is_some()).map(|x| x.aggregate_mb_s);
+                    let Some(m) = agg("metalcast") else { continue };
+                    for (other, want) in [("udpcast", 4.0), ("http", 2.0)] {
+                        if let Some(o) = agg(other) {
+                            s += &format!(
+                                "- {size} MiB, unthrottled, N={n}, loss {loss}: metalcast {:.2}x {other}'s aggregate (target >= {want}x: {})\n",
+                                m / o,
+                                mark(m / o >= want)
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
     s
 }
@@ -256,7 +337,7 @@ mod tests {
             scenario: Scenario { receivers: n, loss, size_mib: 8, link_mbit: 0 },
             loss_label: loss.label(),
             secs: Some(Summary::of(&[secs])),
-            aggregate_mb_s: 1.0,
+            aggregate_mb_s: 1.0 / secs,
             vs_limit: Some(0.5),
             wire_ip: 1.06,
             wire_payload: 1.01,
@@ -290,6 +371,7 @@ mod tests {
         let md = markdown(&r);
         assert!(md.contains("| 2 | bursty 1% (burst 5) | 8 MiB | none | udpcast | 3.00 |"), "{md}");
         assert!(md.contains("metalcast-xdp: not run (not wired)"));
+        assert!(md.contains("N=2, loss 0%: metalcast 2.27x udpcast's aggregate (target >= 4x: NOT met)"), "{md}");
         let dir = tempfile::tempdir().unwrap();
         let files = write(&r, dir.path()).unwrap();
         let svgs: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "svg")).collect();
