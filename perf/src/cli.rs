@@ -205,3 +205,14 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Re-renders a suite report from its JSON.
+pub fn plot(json: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read(json).with_context(|| format!("reading {}", json.display()))?;
+    let r: suite::Report = serde_json::from_slice(&text).with_context(|| format!("parsing {}", json.display()))?;
+    println!("{}", report::markdown(&r));
+    for f in report::write(&r, out)? {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -65,6 +65,14 @@ enum Cmd {
     Suite(SuiteArgs),
     /// Discrete-event simulation of 10 to 10,000 receivers: metalcast's repair vs NACK/ARQ vs unicast.
     Simulate(SimArgs),
+    /// Redraws the table and plots of a suite's report.json (e.g. one recorded earlier).
+    Plot {
+        /// A report.json written by `suite`.
+        json: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "bench-out")]
+        out: PathBuf,
+    },
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -98,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Suite(args) => cli::suite(args)?,
         Cmd::Simulate(args) => cli::simulate(args)?,
+        Cmd::Plot { json, out } => cli::plot(&json, &out)?,
     }
     Ok(())
 }

@@ -163,6 +163,17 @@ fn png_font() -> bool {
     })
 }
 
+/// Line colours (ColorBrewer Set1, then black), readable on white.
+const COLORS: [RGBColor; 7] = [
+    RGBColor(228, 26, 28),
+    RGBColor(55, 126, 184),
+    RGBColor(77, 175, 74),
+    RGBColor(152, 78, 163),
+    RGBColor(255, 127, 0),
+    RGBColor(0, 0, 0),
+    RGBColor(166, 86, 40),
+];
+
 /// One chart: a line per contender over x points (with labels for categorical x).
 struct Chart {
     title: String,
@@ -199,7 +210,8 @@ where
             l.get(x.round() as usize).cloned().unwrap_or_default()
         }
         Some(_) => String::new(),
-        None => format!("{x}"),
+        None if (x - x.round()).abs() < 1e-6 => format!("{}", x.round()),
+        None => String::new(),
     };
     chart
         .configure_mesh()
@@ -210,7 +222,7 @@ where
         .draw()
         .map_err(err)?;
     for (i, (name, points)) in c.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
             .map_err(err)?
@@ -298,8 +310,12 @@ fn charts(r: &Report) -> Vec<(String, Chart)> {
     out
 }
 
+/// File-name form of a label: `bursty 1% (burst 5)` -> `bursty-1pct-burst-5`.
 fn slug(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect()
+    let s = s.replace('%', "pct");
+    let words: Vec<&str> =
+        s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.')).filter(|w| !w.is_empty()).collect();
+    words.join("-")
 }
 
 /// Writes `report.md`, `report.json` and the plots into `dir`; returns the files written.
@@ -372,17 +388,25 @@ mod tests {
         assert!(md.contains("| 2 | bursty 1% (burst 5) | 8 MiB | none | udpcast | 3.00 |"), "{md}");
         assert!(md.contains("metalcast-xdp: not run (not wired)"));
         assert!(md.contains("N=2, loss 0%: metalcast 2.27x udpcast's aggregate (target >= 4x: NOT met)"), "{md}");
+        assert_eq!(slug("bursty 1% (burst 5)*"), "bursty-1pct-burst-5");
         let dir = tempfile::tempdir().unwrap();
         let files = write(&r, dir.path()).unwrap();
         let svgs: Vec<_> = files.iter().filter(|f| f.extension().is_some_and(|e| e == "svg")).collect();
         // Time vs N for two losses, time vs loss for two N.
         assert_eq!(svgs.len(), 4, "{files:?}");
-        let svg = std::fs::read_to_string(dir.path().join("time-vs-n_8mib_link-0_loss-0-.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("time-vs-n_8mib_link-0_loss-0pct.svg")).unwrap();
         assert!(svg.contains("udpcast") && svg.contains("<polyline"), "{svg}");
         if std::path::Path::new(FONT).exists() {
             let png = std::fs::read(dir.path().join("time-vs-loss_8mib_link-0_n-2.png")).unwrap();
             assert_eq!(&png[1..4], b"PNG");
         }
+        let mut failed = row("http", 2, Loss::BURSTY, 1.0);
+        (failed.secs, failed.wire_ip) = (None, f64::NAN);
+        let mut with_failure = r.clone();
+        with_failure.rows.push(failed);
+        let back: Report = serde_json::from_str(&serde_json::to_string(&with_failure).unwrap()).unwrap();
+        assert_eq!(back.rows.len(), 7);
+        assert!(back.rows[6].wire_ip.is_nan() && back.rows[6].secs.is_none());
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
         assert_eq!(json["rows"].as_array().unwrap().len(), 6);

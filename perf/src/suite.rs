@@ -32,7 +32,7 @@ use crate::contenders::{self, Contender};
 use crate::stats::Summary;
 
 /// A loss scenario on every receiver link.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Loss {
     /// Independent random drop, percent.
     Random(f64),
@@ -101,7 +101,7 @@ impl Loss {
 }
 
 /// One scenario.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scenario {
     /// Receivers.
     pub receivers: usize,
@@ -243,7 +243,7 @@ pub struct Outcome {
 }
 
 /// One run's measurements (an [`Outcome`] plus what the framework counted).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Seconds until all done.
     pub secs: f64,
@@ -261,8 +261,13 @@ pub struct Sample {
     pub identical: Option<bool>,
 }
 
+/// JSON has no NaN (serde_json writes null): read null back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// One contender in one scenario: medians over the repetitions.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     /// Contender name.
     pub contender: String,
@@ -273,18 +278,24 @@ pub struct Row {
     /// Seconds until all receivers are done.
     pub secs: Option<Summary>,
     /// N x image / median seconds, MB/s (delivered fraction counted for the blaster).
+    #[serde(deserialize_with = "null_as_nan")]
     pub aggregate_mb_s: f64,
     /// The raw blaster's median seconds / this contender's (1.0 = the fabric's limit).
     pub vs_limit: Option<f64>,
     /// Median wire bytes / image, IP level.
+    #[serde(deserialize_with = "null_as_nan")]
     pub wire_ip: f64,
     /// Median wire bytes / image, transport payload level.
+    #[serde(deserialize_with = "null_as_nan")]
     pub wire_payload: f64,
     /// Median sender CPU seconds per image GB.
+    #[serde(deserialize_with = "null_as_nan")]
     pub sender_cpu_per_gb: f64,
     /// Median receiver CPU seconds per received GB.
+    #[serde(deserialize_with = "null_as_nan")]
     pub receiver_cpu_per_gb: f64,
     /// Median delivered fraction.
+    #[serde(deserialize_with = "null_as_nan")]
     pub delivered_fraction: f64,
     /// Runs that failed.
     pub failures: usize,
@@ -295,7 +306,7 @@ pub struct Row {
 }
 
 /// The whole result, as written to JSON.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Command line that produced it.
     pub command: String,
@@ -579,7 +590,7 @@ fn summarise(
 }
 
 /// A real fabric run of metalcast next to the simulation's prediction for it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Validation {
     /// The scenario (one link rate, needed to predict time).
     pub scenario: Scenario,
