@@ -128,8 +128,12 @@ pub fn targets(r: &Report) -> String {
                 );
             }
         } else {
-            let mut losses: Vec<&str> = r.rows.iter().map(|x| x.loss_label.as_str()).collect();
-            losses.dedup();
+            let mut losses: Vec<&str> = Vec::new();
+            for x in &r.rows {
+                if !losses.contains(&x.loss_label.as_str()) {
+                    losses.push(&x.loss_label);
+                }
+            }
             for &n in &ns {
                 for loss in &losses {
                     let agg =
@@ -388,6 +392,7 @@ mod tests {
         assert!(md.contains("| 2 | bursty 1% (burst 5) | 8 MiB | none | udpcast | 3.00 |"), "{md}");
         assert!(md.contains("metalcast-xdp: not run (not wired)"));
         assert!(md.contains("N=2, loss 0%: metalcast 2.27x udpcast's aggregate (target >= 4x: NOT met)"), "{md}");
+        assert_eq!(md.matches("N=2, loss 0%: metalcast").count(), 1, "one line per check: {md}");
         assert_eq!(slug("bursty 1% (burst 5)*"), "bursty-1pct-burst-5");
         let dir = tempfile::tempdir().unwrap();
         let files = write(&r, dir.path()).unwrap();
