@@ -699,6 +699,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_interface_counters() {
+        let (bytes, packets) = dev_tx("lo").expect("every namespace has lo");
+        assert!(bytes >= packets);
+        assert!(dev_tx("nosuchif0").is_err());
+    }
+
+    #[test]
     fn loss_parsing() {
         assert_eq!(Loss::parse("1").unwrap(), Loss::Random(1.0));
         assert_eq!(Loss::parse("5%").unwrap(), Loss::Random(5.0));
