@@ -7,11 +7,11 @@
 //!   sender, which gathers for 6 ms and sends the **maximum** need over all
 //!   receivers (each receiver's need inflated by its loss rate,
 //!   `need + ceil(need p / (1 - p))`) as fresh repair symbols; repeats until
-//!   every receiver has the block. Repair bursts go before the next first-pass
-//!   block. A receiver holding K + h symbols (h >= 0) with some lost decodes
-//!   with probability 1 - 0.01^(h+1) (RFC 6330's figure for RaptorQ); a failed
-//!   decode asks for one more symbol. The last block is closed by a poll
-//!   (every 50 ms: 25 ms on average).
+//!   every receiver has the block. A receiver holding K + h symbols (h >= 0)
+//!   with some lost decodes with probability 1 - 0.01^(h+1) (RFC 6330's figure
+//!   for RaptorQ); a failed decode asks for one more symbol. Repair bursts and first-pass blocks
+//!   alternate, as in the sender; the last block is closed by the poll the
+//!   sender sends as soon as it goes idle.
 //! - **nack** (udpcast-style ARQ): data in slices of `slice` packets; after
 //!   each slice every receiver acknowledges or lists what it lost, and the
 //!   sender retransmits the **union** of lost packets, round after round,
@@ -226,7 +226,6 @@ const MC_OVERHEAD_IP: u64 = 72;
 const ETH: u64 = 14;
 const REPORT_INTERVAL: f64 = 0.005;
 const GATHER: f64 = 0.006;
-const POLL_INTERVAL: f64 = 0.05;
 
 /// A repair burst waiting for its gather window to close.
 #[derive(Debug, PartialEq)]
@@ -273,23 +272,30 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
     let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
     let (mut now, mut next_first, mut packets, mut last_done) = (0.0f64, 0usize, 0u64, 0.0f64);
+    let mut prefer_repair = true;
     loop {
-        let (b, count) = match repairs.peek() {
-            Some(Pending { ready, .. }) if *ready <= now || next_first == blocks.len() => {
-                let Pending { ready, block } = repairs.pop().expect("peeked");
-                now = now.max(ready);
-                let need = (0..n)
-                    .filter(|&i| !done[block][i])
-                    .map(|i| inflate((blocks[block] + extra[block][i]).saturating_sub(have[block][i]).max(1)))
-                    .max()
-                    .unwrap_or(0);
-                (block, need)
-            }
-            _ if next_first < blocks.len() => {
-                next_first += 1;
-                (next_first - 1, blocks[next_first - 1])
-            }
-            _ => break,
+        // As the sender: a due repair burst and the next first-pass block alternate.
+        let due = repairs.peek().is_some_and(|p: &Pending| p.ready <= now);
+        let (b, count) = if due && (prefer_repair || next_first == blocks.len()) {
+            prefer_repair = false;
+            let Pending { block, .. } = repairs.pop().expect("peeked");
+            let need = (0..n)
+                .filter(|&i| !done[block][i])
+                .map(|i| inflate((blocks[block] + extra[block][i]).saturating_sub(have[block][i]).max(1)))
+                .max()
+                .unwrap_or(0);
+            (block, need)
+        } else if next_first < blocks.len() {
+            prefer_repair = true;
+            next_first += 1;
+            (next_first - 1, blocks[next_first - 1])
+        } else if let Some(p) = repairs.peek() {
+            // Idle until the next gather window closes.
+            now = now.max(p.ready);
+            prefer_repair = true;
+            continue;
+        } else {
+            break;
         };
         packets += count;
         now += count as f64 * pkt_time;
@@ -318,8 +324,7 @@ pub fn metalcast(cfg: &Config) -> Prediction {
         if left[b] == 0 {
             last_done = last_done.max(now);
         } else {
-            let close = if b + 1 == blocks.len() && next_first == blocks.len() { POLL_INTERVAL / 2.0 } else { 0.0 };
-            repairs.push(Pending { ready: now + close + feedback, block: b });
+            repairs.push(Pending { ready: now + feedback, block: b });
         }
     }
     // The link bounds time; so does CPU: each host's own, or the shared cores of a one-box fabric.
