@@ -1,13 +1,25 @@
 //! metalcast's benchmarks: each compares metalcast with the tool people use
 //! today, side by side in one run, and reports ratios with the command that
-//! produced them (see `perf/RESULTS.md`).
+//! produced them (see `perf/README.md` and `perf/RESULTS.md`).
 //!
 //! - [`stats`]: repetitions, medians and spread;
 //! - [`image_build`]: bundle build throughput versus `zstd -T1 | b3sum`;
-//! - [`multicast`]: one image to N receivers, metalcast versus udpcast;
-//! - [`rx_path`]: receive CPU per GB and max packets/s, AF_XDP versus `recvmmsg`.
+//! - [`rx_path`]: receive CPU per GB and max packets/s, AF_XDP versus `recvmmsg`;
+//! - [`suite`]: one image to N receivers on a namespace fabric, every
+//!   [`contenders`] entry (metalcast, udpcast, HTTP, BitTorrent, and the
+//!   [`blaster`] as the fabric's limit) over scenarios of N, loss, image size
+//!   and link rate; [`report`] writes the table, JSON and plots;
+//! - [`multicast`]: the original metalcast-vs-udpcast preset of the suite;
+//! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers;
+//! - `sys`: `wait4` and thread CPU time (the only unsafe code).
 
+pub mod blaster;
+pub mod contenders;
 pub mod image_build;
 pub mod multicast;
+pub mod report;
 pub mod rx_path;
+pub mod sim;
 pub mod stats;
+pub mod suite;
+pub mod sys;

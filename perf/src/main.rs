@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use metalcast_bench::suite::Loss;
+
+mod cli;
+use cli::{SimArgs, SuiteArgs};
 
 #[derive(Parser)]
 #[command(
@@ -38,16 +42,16 @@ enum Cmd {
         /// Image size, MiB.
         #[arg(long, default_value_t = 1024)]
         size_mib: usize,
-        /// Random loss per receiver link, percent (comma separated).
-        #[arg(long, value_delimiter = ',', default_value = "0,1")]
-        loss: Vec<f64>,
+        /// Loss per receiver link: percent random, `bursty`, or `ge:<enter%>:<leave%>` (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "0,1", value_parser = Loss::parse)]
+        loss: Vec<Loss>,
         /// Repetitions per contender and loss rate.
         #[arg(long, default_value_t = 3)]
         reps: usize,
         /// metalcast's send rate cap, Mbit/s (0: none); the default is `metalcast send`'s.
         #[arg(long, default_value_t = 800)]
         rate_mbit: u64,
-        /// Link MTU of the fabric (udpcast keeps its own packet size).
+        /// Link MTU of the fabric (udpcast's --blocksize follows it, up to udpcast's maximum of 1456).
         #[arg(long, default_value_t = 1500)]
         mtu: u32,
         /// Scratch directory for the image.
@@ -75,6 +79,18 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The imaging comparison: every contender, every scenario, alternating, on one fabric per N (root).
+    Suite(SuiteArgs),
+    /// Discrete-event simulation of 10 to 10,000 receivers: metalcast's repair vs NACK/ARQ vs unicast.
+    Simulate(SimArgs),
+    /// Redraws the table and plots of a suite's report.json (e.g. one recorded earlier).
+    Plot {
+        /// A report.json written by `suite`.
+        json: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "bench-out")]
+        out: PathBuf,
+    },
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -99,10 +115,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Multicast { receivers, size_mib, loss, reps, rate_mbit, mtu, scratch, json } => {
             let cfg =
                 metalcast_bench::multicast::Config { receivers, size_mib, losses: loss, reps, rate_mbit, scratch, mtu };
-            let rows = metalcast_bench::multicast::run(&cfg)?;
-            println!("{}", metalcast_bench::multicast::markdown(&rows));
+            let report = metalcast_bench::multicast::run(&cfg)?;
+            println!("{}", metalcast_bench::report::markdown(&report));
             if let Some(j) = json {
-                std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
+                std::fs::write(&j, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("writing {}", j.display()))?;
             }
         }
@@ -115,6 +131,9 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", j.display()))?;
             }
         }
+        Cmd::Suite(args) => cli::suite(args)?,
+        Cmd::Simulate(args) => cli::simulate(args)?,
+        Cmd::Plot { json, out } => cli::plot(&json, &out)?,
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 /// Median and spread of repeated measurements, in seconds.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Median.
     pub median: f64,

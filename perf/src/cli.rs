@@ -1,0 +1,218 @@
+//! Arguments and drivers of the `suite` and `simulate` subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use metalcast_bench::suite::{self, Loss};
+use metalcast_bench::{contenders, report, sim};
+
+/// `metalcast-bench suite`.
+#[derive(clap::Args, Debug)]
+pub struct SuiteArgs {
+    /// Contenders, alternating in this order (metalcast, metalcast-xdp, udpcast, http, bittorrent, blaster).
+    #[arg(long, value_delimiter = ',', default_values_t = contenders::ALL.iter().map(|s| s.to_string()))]
+    contenders: Vec<String>,
+    /// Receiver counts (one fabric each).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    receivers: Vec<usize>,
+    /// Loss per receiver link: percent random, `bursty` (Gilbert, about 1% in bursts of 5), or `ge:<enter%>:<leave%>`.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,5,bursty", value_parser = Loss::parse)]
+    loss: Vec<Loss>,
+    /// Image sizes, MiB.
+    #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+    size_mib: Vec<usize>,
+    /// Emulated link rates in Mbit/s, every link, both directions (0: unthrottled). Pick one where the
+    /// blaster reaches >= 98% of it at the largest N (its `vs blaster` and wire columns tell).
+    #[arg(long, value_delimiter = ',', default_value = "0,200")]
+    link_mbit: Vec<u64>,
+    /// Repetitions per contender and scenario.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// metalcast's send rate cap, Mbit/s of UDP payload (0: none); with an emulated link, the link rate caps it too.
+    #[arg(long, default_value_t = 800)]
+    rate_mbit: u64,
+    /// Fabric MTU (udpcast's --blocksize follows it up to its maximum of 1456).
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Leave TSO/GSO/GRO on on the veths (default off: 1500-byte packets for TCP too, as on a wire).
+    #[arg(long)]
+    offloads: bool,
+    /// Receivers keep their data and every copy is checked byte for byte (needs disk: N x image).
+    #[arg(long)]
+    verify: bool,
+    /// Give up on one run after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// Scratch directory for images and received files.
+    #[arg(long, default_value = "/var/tmp")]
+    scratch: PathBuf,
+    /// Output directory: report.md, report.json, time-vs-*.svg/png.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+}
+
+impl SuiteArgs {
+    fn config(&self) -> suite::Config {
+        suite::Config {
+            contenders: self.contenders.clone(),
+            receivers: self.receivers.clone(),
+            losses: self.loss.clone(),
+            sizes_mib: self.size_mib.clone(),
+            link_mbit: self.link_mbit.clone(),
+            reps: self.reps,
+            rate_mbit: self.rate_mbit,
+            mtu: self.mtu,
+            offloads: self.offloads,
+            scratch: self.scratch.clone(),
+            verify: self.verify,
+            timeout: Duration::from_secs(self.timeout_secs),
+        }
+    }
+}
+
+/// Runs the suite and writes its outputs.
+pub fn suite(args: SuiteArgs) -> anyhow::Result<()> {
+    let r = suite::run(&args.config())?;
+    println!("{}", report::markdown(&r));
+    for f in report::write(&r, &args.out)? {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// `metalcast-bench simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// Receiver counts.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+    receivers: Vec<usize>,
+    /// Loss per receiver: percent random, `bursty`, or `ge:<enter%>:<leave%>`.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,5,bursty", value_parser = Loss::parse)]
+    loss: Vec<Loss>,
+    /// Image size, MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: usize,
+    /// Link MTU.
+    #[arg(long, default_value_t = 1500)]
+    mtu: usize,
+    /// Sender link rate, Mbit/s.
+    #[arg(long, default_value_t = 1000)]
+    link_mbit: u64,
+    /// metalcast's payload rate cap, Mbit/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    rate_mbit: u64,
+    /// Round trip time, microseconds.
+    #[arg(long, default_value_t = 200)]
+    rtt_us: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Sender and receivers share this many cores (a one-box fabric); default: each host has its own.
+    #[arg(long)]
+    shared_cores: Option<f64>,
+    /// Also write the predictions as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Validate against a real fabric run of metalcast instead (root): the first --receivers value
+    /// (use 8), every --loss, --size-mib, --link-mbit; prints prediction vs measurement (target: within 10%).
+    #[arg(long)]
+    validate: bool,
+    /// Repetitions of each real run when validating.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Scratch directory for the validation's image.
+    #[arg(long, default_value = "/var/tmp")]
+    scratch: PathBuf,
+}
+
+/// Runs the simulation (or its validation).
+pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
+    let base = sim::Config {
+        receivers: a.receivers[0],
+        loss: a.loss[0],
+        image_bytes: a.size_mib as u64 * (1 << 20),
+        mtu: a.mtu,
+        link_mbit: a.link_mbit as f64,
+        rate_mbit: a.rate_mbit as f64,
+        rtt: a.rtt_us as f64 * 1e-6,
+        seed: a.seed,
+        shared_cores: a.shared_cores,
+        ..sim::Config::default()
+    };
+    if a.validate {
+        let cfg = suite::Config {
+            contenders: vec!["metalcast".into()],
+            receivers: vec![a.receivers[0]],
+            losses: a.loss.clone(),
+            sizes_mib: vec![a.size_mib],
+            link_mbit: vec![a.link_mbit],
+            reps: a.reps,
+            rate_mbit: a.rate_mbit,
+            mtu: a.mtu as u32,
+            offloads: false,
+            scratch: a.scratch.clone(),
+            verify: false,
+            timeout: Duration::from_secs(900),
+        };
+        let v = suite::validate(&cfg, &base)?;
+        println!(
+            "| N | loss | measured s | predicted s | error | measured wire/image | predicted | error | within 10% |"
+        );
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
+        for x in &v {
+            let (et, ew) = x.errors();
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.1}% | {:.4} | {:.4} | {:.1}% | {} |",
+                x.scenario.receivers,
+                x.scenario.loss.label(),
+                x.measured_secs,
+                x.predicted_secs,
+                et * 100.0,
+                x.measured_wire_ip,
+                x.predicted_wire_ip,
+                ew * 100.0,
+                if et <= 0.10 && ew <= 0.10 { "yes" } else { "NO" }
+            );
+        }
+        if let Some(j) = a.json {
+            std::fs::write(&j, serde_json::to_string_pretty(&v)?)
+                .with_context(|| format!("writing {}", j.display()))?;
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for &loss in &a.loss {
+        for &n in &a.receivers {
+            let t = std::time::Instant::now();
+            rows.extend(sim::all(&sim::Config { receivers: n, loss, ..base.clone() }));
+            eprintln!("simulated N={n} loss {}: {:.1}s", loss.label(), t.elapsed().as_secs_f64());
+        }
+    }
+    println!("{}", sim::markdown(&rows));
+    for r in rows.iter().filter(|r| r.scheme == "metalcast" && r.receivers == 10_000 && r.loss_percent == 1.0) {
+        let ok = |w: f64| if w <= 1.08 { "met" } else { "NOT met" };
+        println!(
+            "Target (issue 9): 10,000 receivers at 1% loss, wire/image <= 1.08: IP level {:.4} ({}), UDP payload level {:.4} ({})",
+            r.wire_ip,
+            ok(r.wire_ip),
+            r.wire_payload,
+            ok(r.wire_payload)
+        );
+    }
+    if let Some(j) = a.json {
+        std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
+    }
+    Ok(())
+}
+
+/// Re-renders a suite report from its JSON.
+pub fn plot(json: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read(json).with_context(|| format!("reading {}", json.display()))?;
+    let r: suite::Report = serde_json::from_slice(&text).with_context(|| format!("parsing {}", json.display()))?;
+    println!("{}", report::markdown(&r));
+    for f in report::write(&r, out)? {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,520 @@
+//! A discrete-event simulation of one sender and 10 to 10,000 receivers,
+//! predicting wire bytes and time until all are done for three schemes:
+//!
+//! - **metalcast**: the repair scheme of `docs/wire-protocol.md` and
+//!   `transport/src/sender.rs`. The sender streams each block's source symbols
+//!   once; after a block's burst, receivers' reports (every 5 ms) reach the
+//!   sender, which gathers for 6 ms and sends the **maximum** need over all
+//!   receivers (each receiver's need inflated by its loss rate,
+//!   `need + ceil(need p / (1 - p))`) as fresh repair symbols; repeats until
+//!   every receiver has the block. A receiver holding K + h symbols (h >= 0)
+//!   with some lost decodes with probability 1 - 0.01^(h+1) (RFC 6330's figure
+//!   for RaptorQ); a failed decode asks for one more symbol. Repair bursts and first-pass blocks
+//!   alternate, as in the sender; the last block is closed by the poll the
+//!   sender sends as soon as it goes idle.
+//! - **nack** (udpcast-style ARQ): data in slices of `slice` packets; after
+//!   each slice every receiver acknowledges or lists what it lost, and the
+//!   sender retransmits the **union** of lost packets, round after round,
+//!   until every receiver has the slice. Each round costs one round trip plus
+//!   the sender's handling of N acknowledgements.
+//! - **unicast** (HTTP over TCP): N streams share the sender's link; each lost
+//!   segment is sent again (1/(1-p) transmissions per segment); a stream is
+//!   also capped by TCP's loss response (Mathis: MSS/RTT x 1.22/sqrt(p)).
+//!
+//! Loss is per receiver and independent across receivers: random (Bernoulli)
+//! or bursty (Gilbert: lose everything in the bad state), like the fabric's
+//! eBPF injector. Time is driven by the sender's link: every packet takes its
+//! frame's time at the link rate (or at metalcast's payload rate cap). For
+//! metalcast, CPU bounds time too: per-packet and per-decode costs of each
+//! receiver (each on its own CPUs, or all sharing the cores of one box, as on
+//! the test fabric), plus a fixed start-up (join phase).
+
+use std::collections::BinaryHeap;
+
+use crate::suite::Loss;
+
+/// Simulation parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Receivers.
+    pub receivers: usize,
+    /// Loss on every receiver's link.
+    pub loss: Loss,
+    /// Image bytes (incompressible: stored = raw).
+    pub image_bytes: u64,
+    /// Link MTU.
+    pub mtu: usize,
+    /// Sender link rate, Mbit/s of Ethernet frames.
+    pub link_mbit: f64,
+    /// metalcast's payload rate cap, Mbit/s (0: none).
+    pub rate_mbit: f64,
+    /// Round trip sender -> receiver -> sender, seconds (reports, acks, TCP).
+    pub rtt: f64,
+    /// Sender CPU per acknowledgement handled (nack scheme), seconds.
+    pub ack_cost: f64,
+    /// NACK slice size, packets (udpcast adapts up to 1024).
+    pub slice: usize,
+    /// Seed of the random stream (same seed, same result).
+    pub seed: u64,
+    /// metalcast receiver CPU per packet received (recvmmsg share, MAC check, copy), seconds.
+    pub rx_packet_cpu: f64,
+    /// metalcast receiver CPU per block that needs a RaptorQ decode (1 MiB), seconds.
+    pub decode_cpu: f64,
+    /// metalcast sender CPU per packet sent (read, encode, MAC, GSO send), seconds.
+    pub tx_packet_cpu: f64,
+    /// `Some(c)`: sender and all receivers share `c` cores (a one-box fabric); `None`: each has its own.
+    pub shared_cores: Option<f64>,
+    /// Fixed start-up cost of a metalcast session (join phase), seconds.
+    pub startup: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            receivers: 8,
+            loss: Loss::Random(1.0),
+            image_bytes: 1 << 30,
+            mtu: 1500,
+            link_mbit: 1000.0,
+            rate_mbit: 0.0,
+            rtt: 200e-6,
+            ack_cost: 2e-6,
+            slice: 1024,
+            seed: 1,
+            // Measured on the 2-vCPU dev VM (smoke runs of `metalcast-bench suite`): about 3.2 CPU s
+            // per GB received at 0% loss, 6.2 at 1% (every block decoded), 3.0 per GB sent.
+            rx_packet_cpu: 4.5e-6,
+            decode_cpu: 3e-3,
+            tx_packet_cpu: 4.3e-6,
+            shared_cores: None,
+            startup: 0.03,
+        }
+    }
+}
+
+/// One scheme's prediction.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prediction {
+    /// Scheme name.
+    pub scheme: &'static str,
+    /// Receivers.
+    pub receivers: usize,
+    /// Mean loss, percent.
+    pub loss_percent: f64,
+    /// Sender's data bytes at the IP level / image bytes.
+    pub wire_ip: f64,
+    /// Sender's data bytes at the UDP/TCP payload level / image bytes.
+    pub wire_payload: f64,
+    /// Feedback (reports, acks) at the IP level / image bytes, all receivers together.
+    pub feedback_ip: f64,
+    /// Packets the sender sent.
+    pub packets: u64,
+    /// Seconds until every receiver is done.
+    pub secs: f64,
+}
+
+/// splitmix64: small, fast, good enough for Monte Carlo, reproducible by seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Trials before the first success, success probability `p` (0 < p <= 1).
+    pub fn geometric(&mut self, p: f64) -> u64 {
+        if p >= 1.0 {
+            return 0;
+        }
+        let u = 1.0 - self.f64(); // (0, 1]
+        (u.ln() / (1.0 - p).ln()).floor().min(u64::MAX as f64 / 2.0) as u64
+    }
+
+    /// Binomial(n, p) by geometric skips: O(n p) expected.
+    pub fn binomial(&mut self, n: u64, p: f64) -> u64 {
+        if p <= 0.0 {
+            return 0;
+        }
+        if p >= 1.0 {
+            return n;
+        }
+        let (mut hits, mut i) = (0, self.geometric(p));
+        while i < n {
+            hits += 1;
+            i += 1 + self.geometric(p);
+        }
+        hits
+    }
+}
+
+/// One receiver's loss process.
+#[derive(Debug, Clone)]
+enum Channel {
+    Random(f64),
+    /// Gilbert: everything lost in the bad state; `left` packets remain in the current state.
+    Gilbert {
+        enter: f64,
+        leave: f64,
+        bad: bool,
+        left: u64,
+    },
+}
+
+impl Channel {
+    fn new(loss: Loss, rng: &mut Rng) -> Self {
+        match loss {
+            Loss::Random(p) => Channel::Random(p / 100.0),
+            Loss::Bursty { enter, leave } => {
+                let (enter, leave) = (enter / 100.0, leave / 100.0);
+                // Start in the stationary distribution.
+                let bad = rng.f64() < enter / (enter + leave);
+                let left = 1 + rng.geometric(if bad { leave } else { enter.max(1e-12) });
+                Channel::Gilbert { enter, leave, bad, left }
+            }
+        }
+    }
+
+    /// Of `n` consecutive packets, how many arrive.
+    fn receive(&mut self, n: u64, rng: &mut Rng) -> u64 {
+        match self {
+            Channel::Random(p) => n - rng.binomial(n, *p),
+            Channel::Gilbert { enter, leave, bad, left } => {
+                let (mut n, mut got) = (n, 0);
+                while n > 0 {
+                    let m = n.min(*left);
+                    if !*bad {
+                        got += m;
+                    }
+                    n -= m;
+                    *left -= m;
+                    if *left == 0 {
+                        *bad = !*bad;
+                        *left = 1 + rng.geometric(if *bad { *leave } else { enter.max(1e-12) });
+                    }
+                }
+                got
+            }
+        }
+    }
+}
+
+/// RaptorQ: chance that decoding K + extra symbols fails (about 1% at K, 100x less per extra symbol).
+fn decode_fails(extra: u64, rng: &mut Rng) -> bool {
+    rng.f64() < 0.01f64.powi(i32::try_from(extra + 1).unwrap_or(i32::MAX))
+}
+
+/// Symbol size for an MTU, as the transport picks it.
+pub fn symbol_size(mtu: usize) -> u64 {
+    metalcast_transport::SessionSpec::symbol_size_for_mtu(mtu).map(u64::from).unwrap_or(1424)
+}
+
+const CHUNK: u64 = 1 << 20;
+/// metalcast packet = IP/UDP 28 + header 24 + ESI 4 + symbol + MAC 16.
+const MC_OVERHEAD_IP: u64 = 72;
+const ETH: u64 = 14;
+const REPORT_INTERVAL: f64 = 0.005;
+const GATHER: f64 = 0.006;
+
+/// A repair burst waiting for its gather window to close.
+#[derive(Debug, PartialEq)]
+struct Pending {
+    ready: f64,
+    block: usize,
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    // Earliest first in a max-heap.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.ready.total_cmp(&self.ready).then(o.block.cmp(&self.block))
+    }
+}
+
+/// metalcast's scheme (see the module docs).
+pub fn metalcast(cfg: &Config) -> Prediction {
+    let mut rng = Rng::new(cfg.seed);
+    let t = symbol_size(cfg.mtu);
+    let n = cfg.receivers;
+    let blocks: Vec<u64> =
+        (0..cfg.image_bytes.div_ceil(CHUNK)).map(|b| (cfg.image_bytes - b * CHUNK).min(CHUNK).div_ceil(t)).collect();
+    let mut pkt_time = ((t + MC_OVERHEAD_IP + ETH) * 8) as f64 / (cfg.link_mbit * 1e6);
+    if cfg.rate_mbit > 0.0 {
+        pkt_time = pkt_time.max(((t + MC_OVERHEAD_IP - 28) * 8) as f64 / (cfg.rate_mbit * 1e6));
+    }
+    let p = cfg.loss.mean_percent() / 100.0;
+    let inflate = |need: u64| need + (need as f64 * p / (1.0 - p)).ceil() as u64;
+    let mut chans: Vec<Channel> = (0..n).map(|_| Channel::new(cfg.loss, &mut rng)).collect();
+    // Per block: symbols each receiver holds, and how many decodes failed (extra wanted).
+    let mut have = vec![vec![0u64; n]; blocks.len()];
+    let mut extra = vec![vec![0u64; n]; blocks.len()];
+    let mut done = vec![vec![false; n]; blocks.len()];
+    let mut left = vec![n; blocks.len()];
+    // Per receiver: packets received and blocks decoded (for the CPU bound).
+    let mut rx_pkts = vec![0u64; n];
+    let mut decoded = vec![0u64; n];
+    let mut repairs = BinaryHeap::new();
+    // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
+    let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
+    let (mut now, mut next_first, mut packets, mut last_done) = (0.0f64, 0usize, 0u64, 0.0f64);
+    let mut prefer_repair = true;
+    loop {
+        // As the sender: a due repair burst and the next first-pass block alternate.
+        let due = repairs.peek().is_some_and(|p: &Pending| p.ready <= now);
+        let (b, count) = if due && (prefer_repair || next_first == blocks.len()) {
+            prefer_repair = false;
+            let Pending { block, .. } = repairs.pop().expect("peeked");
+            let need = (0..n)
+                .filter(|&i| !done[block][i])
+                .map(|i| inflate((blocks[block] + extra[block][i]).saturating_sub(have[block][i]).max(1)))
+                .max()
+                .unwrap_or(0);
+            (block, need)
+        } else if next_first < blocks.len() {
+            prefer_repair = true;
+            next_first += 1;
+            (next_first - 1, blocks[next_first - 1])
+        } else if let Some(p) = repairs.peek() {
+            // Idle until the next gather window closes.
+            now = now.max(p.ready);
+            prefer_repair = true;
+            continue;
+        } else {
+            break;
+        };
+        packets += count;
+        now += count as f64 * pkt_time;
+        for i in 0..n {
+            if done[b][i] {
+                continue;
+            }
+            let got = chans[i].receive(count, &mut rng);
+            have[b][i] += got;
+            rx_pkts[i] += got;
+            let k = blocks[b];
+            if have[b][i] >= k + extra[b][i] {
+                // Everything arrived in the first pass: no decode. Otherwise decode, which rarely fails.
+                let clean = have[b][i] == k && count == k && extra[b][i] == 0;
+                if !clean {
+                    decoded[i] += 1;
+                    if decode_fails(have[b][i] - k, &mut rng) {
+                        extra[b][i] = have[b][i] - k + 1;
+                        continue;
+                    }
+                }
+                done[b][i] = true;
+                left[b] -= 1;
+            }
+        }
+        if left[b] == 0 {
+            last_done = last_done.max(now);
+        } else {
+            repairs.push(Pending { ready: now + feedback, block: b });
+        }
+    }
+    // The link bounds time; so does CPU: each host's own, or the shared cores of a one-box fabric.
+    let rx_cpu: Vec<f64> =
+        (0..n).map(|i| rx_pkts[i] as f64 * cfg.rx_packet_cpu + decoded[i] as f64 * cfg.decode_cpu).collect();
+    let tx_cpu = packets as f64 * cfg.tx_packet_cpu;
+    let cpu_bound = match cfg.shared_cores {
+        Some(c) => (rx_cpu.iter().sum::<f64>() + tx_cpu) / c,
+        None => rx_cpu.iter().copied().fold(tx_cpu, f64::max),
+    };
+    let secs = cfg.startup + (last_done + cfg.rtt).max(cpu_bound);
+    // Reports: every receiver, every 5 ms, 108 IP bytes plus 8 per need (about one need).
+    let feedback_bytes = n as f64 * (secs / REPORT_INTERVAL) * 116.0;
+    let image = cfg.image_bytes as f64;
+    Prediction {
+        scheme: "metalcast",
+        receivers: n,
+        loss_percent: cfg.loss.mean_percent(),
+        wire_ip: (packets * (t + MC_OVERHEAD_IP)) as f64 / image,
+        wire_payload: (packets * (t + MC_OVERHEAD_IP - 28)) as f64 / image,
+        feedback_ip: feedback_bytes / image,
+        packets,
+        secs,
+    }
+}
+
+/// udpcast-style NACK/ARQ (see the module docs).
+pub fn nack(cfg: &Config) -> Prediction {
+    let mut rng = Rng::new(cfg.seed);
+    // udpcast: 1456-byte blocks (its maximum) plus a 16-byte header, capped by the MTU.
+    let block = (cfg.mtu as u64).saturating_sub(44).min(1456);
+    let total = cfg.image_bytes.div_ceil(block);
+    let pkt_time = ((block + 44 + ETH) * 8) as f64 / (cfg.link_mbit * 1e6);
+    let p = cfg.loss.mean_percent() / 100.0;
+    let n = cfg.receivers as u64;
+    let round_cost = cfg.rtt + n as f64 * cfg.ack_cost;
+    let (mut packets, mut secs, mut acks) = (0u64, 0.0f64, 0u64);
+    let mut sent = 0u64;
+    while sent < total {
+        let s = (cfg.slice as u64).min(total - sent);
+        sent += s;
+        packets += s;
+        secs += s as f64 * pkt_time;
+        // Receivers still missing each packet of the slice.
+        let mut missing: Vec<u64> = (0..s).map(|_| rng.binomial(n, p)).filter(|&m| m > 0).collect();
+        secs += round_cost;
+        acks += n;
+        while !missing.is_empty() {
+            let r = missing.len() as u64;
+            packets += r;
+            secs += r as f64 * pkt_time + round_cost;
+            acks += n;
+            missing = missing.into_iter().map(|m| rng.binomial(m, p)).filter(|&m| m > 0).collect();
+        }
+    }
+    let image = cfg.image_bytes as f64;
+    Prediction {
+        scheme: "nack",
+        receivers: cfg.receivers,
+        loss_percent: cfg.loss.mean_percent(),
+        wire_ip: (packets * (block + 44)) as f64 / image,
+        wire_payload: (packets * (block + 16)) as f64 / image,
+        // An acknowledgement or retransmit request: about 64 IP bytes.
+        feedback_ip: (acks * 64) as f64 / image,
+        packets,
+        secs,
+    }
+}
+
+/// N TCP streams from one server (see the module docs).
+pub fn unicast(cfg: &Config) -> Prediction {
+    let mss = cfg.mtu as u64 - 52;
+    let p = cfg.loss.mean_percent() / 100.0;
+    let n = cfg.receivers as f64;
+    let segments = cfg.image_bytes.div_ceil(mss) as f64 / (1.0 - p);
+    let packets = (segments * n).round() as u64;
+    let link = cfg.link_mbit * 1e6 / 8.0 * (mss as f64 / (mss + 52 + ETH) as f64);
+    let mut per_stream = link / n;
+    if p > 0.0 {
+        per_stream = per_stream.min(mss as f64 / cfg.rtt * 1.22 / p.sqrt());
+    }
+    let secs = cfg.image_bytes as f64 / (1.0 - p) / per_stream + 3.0 * cfg.rtt;
+    let image = cfg.image_bytes as f64;
+    Prediction {
+        scheme: "unicast",
+        receivers: cfg.receivers,
+        loss_percent: cfg.loss.mean_percent(),
+        wire_ip: (packets * (mss + 52)) as f64 / image,
+        wire_payload: (packets * mss) as f64 / image,
+        // One ACK (52 bytes) per two segments.
+        feedback_ip: packets as f64 / 2.0 * 52.0 / image,
+        packets,
+        secs,
+    }
+}
+
+/// All three schemes for one configuration.
+pub fn all(cfg: &Config) -> Vec<Prediction> {
+    vec![metalcast(cfg), nack(cfg), unicast(cfg)]
+}
+
+/// Markdown table of predictions.
+pub fn markdown(rows: &[Prediction]) -> String {
+    let mut s = String::from(
+        "| N | loss | scheme | wire/image IP | wire/image payload | feedback/image | seconds |\n|---:|---:|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {:.2}% | {} | {:.4} | {:.4} | {:.4} | {:.2} |\n",
+            r.receivers, r.loss_percent, r.scheme, r.wire_ip, r.wire_payload, r.feedback_ip, r.secs
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(n: usize, loss: Loss) -> Config {
+        Config { receivers: n, loss, image_bytes: 64 << 20, ..Config::default() }
+    }
+
+    #[test]
+    fn no_loss_sends_exactly_the_source_symbols() {
+        for n in [1, 10, 1000] {
+            let c = cfg(n, Loss::Random(0.0));
+            let p = metalcast(&c);
+            let k = (1u64 << 20).div_ceil(1424);
+            assert_eq!(p.packets, 64 * k, "N={n}");
+            assert_eq!(nack(&c).packets, (64u64 << 20).div_ceil(1456));
+            assert_eq!(unicast(&c).packets, n as u64 * (64u64 << 20).div_ceil(1448));
+            // Time is the packets at the link rate, plus the feedback latency of the end.
+            let wire_time = p.packets as f64 * (1424.0 + 72.0 + 14.0) * 8.0 / 1e9;
+            assert!(p.secs >= wire_time && p.secs < wire_time + c.startup + 0.01, "{} vs {wire_time}", p.secs);
+        }
+    }
+
+    #[test]
+    fn more_loss_never_lowers_wire_bytes() {
+        for scheme in [metalcast as fn(&Config) -> Prediction, nack, unicast] {
+            let mut last = 0.0;
+            for loss in [0.0, 0.5, 1.0, 2.0, 5.0, 10.0] {
+                let w = scheme(&cfg(50, Loss::Random(loss))).wire_ip;
+                assert!(w >= last, "{loss}%: {w} < {last}");
+                last = w;
+            }
+        }
+    }
+
+    #[test]
+    fn more_receivers_never_lower_wire_bytes() {
+        let mut last = (0.0, 0.0);
+        for n in [1, 10, 100, 1000] {
+            let c = cfg(n, Loss::Random(1.0));
+            let (m, a) = (metalcast(&c).wire_ip, nack(&c).wire_ip);
+            assert!(m >= last.0 && a >= last.1, "N={n}");
+            last = (m, a);
+        }
+    }
+
+    #[test]
+    fn repair_scales_better_than_nack_and_unicast() {
+        let c = Config { image_bytes: 16 << 20, ..cfg(1000, Loss::Random(1.0)) };
+        let (m, a, u) = (metalcast(&c), nack(&c), unicast(&c));
+        assert!(m.wire_ip < a.wire_ip && a.wire_ip < u.wire_ip, "{m:?} {a:?} {u:?}");
+        assert!(m.secs < u.secs);
+        // Repair bounded: well under 2x the source even at 1000 receivers.
+        assert!(m.wire_ip < 1.2, "{m:?}");
+    }
+
+    #[test]
+    fn shared_cores_slow_a_one_box_fabric_down() {
+        let own = cfg(8, Loss::Random(1.0));
+        let shared = Config { shared_cores: Some(2.0), link_mbit: 10_000.0, ..own.clone() };
+        let fast_link = Config { link_mbit: 10_000.0, ..own.clone() };
+        assert!(metalcast(&shared).secs > metalcast(&fast_link).secs);
+        assert_eq!(metalcast(&shared).packets, metalcast(&fast_link).packets);
+    }
+
+    #[test]
+    fn same_seed_same_result_and_bursty_loss_rate() {
+        let c = cfg(20, Loss::BURSTY);
+        assert_eq!(metalcast(&c).packets, metalcast(&c).packets);
+        let mut rng = Rng::new(7);
+        let mut ch = Channel::new(Loss::BURSTY, &mut rng);
+        let got: u64 = (0..10_000).map(|_| ch.receive(100, &mut rng)).sum();
+        let loss = 1.0 - got as f64 / 1e6;
+        assert!((loss - Loss::BURSTY.mean_percent() / 100.0).abs() < 0.002, "{loss}");
+        let b: u64 = (0..1000).map(|_| rng.binomial(1000, 0.05)).sum();
+        assert!((b as f64 / 1000.0 - 50.0).abs() < 1.5, "{b}");
+    }
+}

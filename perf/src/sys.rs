@@ -1,0 +1,120 @@
+//! The benchmark's few system calls: reaping a child with its own resource
+//! usage (`wait4`), signalling it, and this thread's CPU time.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// A spawned process whose CPU time is read when it is reaped.
+#[derive(Debug)]
+pub struct Proc {
+    /// What it is, for error messages.
+    pub label: String,
+    child: Child,
+    exit: Option<(i32, f64)>,
+}
+
+/// How a [`Proc`] ended: raw wait status and user + system CPU seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    /// Raw `wait` status (exit code in bits 8-15, or the signal).
+    pub status: i32,
+    /// User + system CPU seconds of the process (and of its reaped children).
+    pub cpu_secs: f64,
+}
+
+impl Exit {
+    /// Exited normally with status 0.
+    pub fn success(&self) -> bool {
+        libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd`.
+    pub fn spawn(label: impl Into<String>, cmd: &mut Command) -> std::io::Result<Self> {
+        Ok(Proc { label: label.into(), child: cmd.spawn()?, exit: None })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reaps the process if it has ended (never blocks).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<Exit>> {
+        if let Some((status, cpu_secs)) = self.exit {
+            return Ok(Some(Exit { status, cpu_secs }));
+        }
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
+        // SAFETY: wait4 writes only into the two out-pointers, which point to live locals; the pid
+        // is our own unreaped child (std's Child never reaps it: we never call its wait methods).
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        match r {
+            0 => Ok(None),
+            r if r == pid => {
+                let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                let cpu_secs = secs(ru.ru_utime) + secs(ru.ru_stime);
+                self.exit = Some((status, cpu_secs));
+                Ok(Some(Exit { status, cpu_secs }))
+            }
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    /// Waits up to `limit` for the process to end.
+    pub fn wait_for(&mut self, limit: Duration) -> std::io::Result<Option<Exit>> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            if let Some(e) = self.try_wait()? {
+                return Ok(Some(e));
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` unless the process was already reaped.
+    pub fn signal(&self, signal: i32) {
+        if self.exit.is_none() {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
+            // SAFETY: plain syscall on our own child, which is not reaped yet, so the pid is not reused.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after `grace`) and reaps it.
+    pub fn stop(&mut self, grace: Duration) -> std::io::Result<Exit> {
+        if let Some(e) = self.try_wait()? {
+            return Ok(e);
+        }
+        self.signal(libc::SIGTERM);
+        if let Some(e) = self.wait_for(grace)? {
+            return Ok(e);
+        }
+        self.signal(libc::SIGKILL);
+        Ok(self.wait_for(Duration::from_secs(30))?.expect("a SIGKILLed process ends"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Never leave a contender's process running (it would send during the next run).
+        if self.exit.is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.wait_for(Duration::from_secs(5));
+        }
+    }
+}
+
+/// CPU seconds (user + system) the calling thread has used so far.
+pub fn thread_cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage(RUSAGE_THREAD) cannot fail");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
+}
