@@ -6,7 +6,7 @@
 //! | name | sending side | receivers | done when |
 //! |---|---|---|---|
 //! | `metalcast` | `transport::Sender` (thread) | `transport::Receiver` (threads, socket path) | every receiver wrote every verified chunk |
-//! | `metalcast-xdp` | as above | the AF_XDP receive path: **seam, not wired yet** ([`MetalcastPath::Xdp`]) | |
+//! | `metalcast-xdp` | as above | the AF_XDP receive path (`metalcast_node::rx_path`, no socket fallback; frames hold at most MTU-1500 symbols) | |
 //! | `udpcast` | `udp-sender` | `udp-receiver` | every `udp-receiver` exited 0 |
 //! | `http` | `nginx` (sendfile) | `curl` | every `curl` exited 0 |
 //! | `bittorrent` | `opentracker` + seeding `aria2c` | `aria2c`, seeding to each other (BootTorrent) | every `aria2c` completed (hook) |
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use metalcast_image::{BundleError, Manifest};
+use metalcast_node::rx_path::RxPath;
+use metalcast_transport::layout::Layout;
 use metalcast_transport::{ChunkSink, Receiver, ReceiverConfig, Sender, SenderConfig, SessionSpec};
 
 use crate::suite::{Env, Outcome, hash_file};
@@ -42,7 +44,7 @@ pub trait Contender: std::fmt::Debug {
     fn delivers_raw(&self) -> bool {
         false
     }
-    /// `Err(reason)` when it cannot run here (tool not installed, path not wired).
+    /// `Err(reason)` when it cannot run here (tool not installed, not root).
     fn available(&self) -> Result<(), String>;
     /// One run on `env`'s fabric.
     fn run(&self, env: &Env<'_>) -> anyhow::Result<Outcome>;
@@ -129,10 +131,8 @@ pub(crate) fn check_files(files: &[PathBuf], want: blake3::Hash) -> anyhow::Resu
 pub enum MetalcastPath {
     /// `recvmmsg` on a UDP socket (`transport::Receiver`).
     Socket,
-    /// AF_XDP. The seam for the XDP receive path: when it lands, make
-    /// [`Metalcast::available`] check for it and start its receivers in
-    /// [`Metalcast::start_receiver`]; everything else (sender, timing,
-    /// counters, tables, plots) is shared with the socket path.
+    /// The XDP/AF_XDP receive path of `metalcast-node receive --rx-path xdp`;
+    /// sender, timing, counters, tables and plots are shared with the socket path.
     Xdp,
 }
 
@@ -185,7 +185,21 @@ impl Metalcast {
                     Ok((sink.bytes, thread_cpu_secs() - cpu0))
                 })?)
             }
-            MetalcastPath::Xdp => bail!("metalcast's XDP receive path is not wired into the bench yet"),
+            MetalcastPath::Xdp => {
+                let h = &env.fabric.receivers()[i];
+                let (spec, m, ip) = (spec.clone(), Arc::clone(manifest), h.ipv4());
+                Ok(h.spawn_in(move || -> anyhow::Result<(u64, f64)> {
+                    let cpu0 = thread_cpu_secs();
+                    let nblocks = Layout::new(&m, spec.symbol_size).blocks.len() as u32;
+                    // The same path `metalcast-node receive --rx-path xdp` opens; no fallback here.
+                    let mut source = metalcast_node::rx_path::open(RxPath::Xdp, &spec, nblocks, ip)?;
+                    let cfg = ReceiverConfig { id: i as u64 + 1, iface: ip, ..Default::default() };
+                    let file = out.map(std::fs::File::create).transpose()?;
+                    let mut sink = Sink { file, bytes: 0 };
+                    Receiver::with_source(&spec, &m, cfg, Box::new(&mut source))?.run(&mut sink, &mut |_| {})?;
+                    Ok((sink.bytes, thread_cpu_secs() - cpu0))
+                })?)
+            }
         }
     }
 }
@@ -209,10 +223,8 @@ impl Contender for Metalcast {
     fn available(&self) -> Result<(), String> {
         match self.path {
             MetalcastPath::Socket => Ok(()),
-            MetalcastPath::Xdp => {
-                Err("the XDP receive path is not wired into the bench yet (seam: contenders::MetalcastPath::Xdp)"
-                    .into())
-            }
+            MetalcastPath::Xdp if !nix::unistd::geteuid().is_root() => Err("the XDP path needs root".into()),
+            MetalcastPath::Xdp => Ok(()),
         }
     }
 
@@ -595,6 +607,5 @@ mod tests {
             assert_eq!(by_name(n).unwrap().name(), *n);
         }
         assert!(by_name("ftp").is_err());
-        assert!(by_name("metalcast-xdp").unwrap().available().is_err());
     }
 }

@@ -26,11 +26,10 @@ fn config(scratch: &std::path::Path) -> Config {
     }
 }
 
-/// `Some(reason)` when a contender's tools are missing (the XDP seam is expected to be unavailable).
+/// `Some(reason)` when a contender's tools are missing.
 fn missing_tools() -> Option<String> {
     let missing: Vec<String> = ALL
         .iter()
-        .filter(|n| **n != "metalcast-xdp")
         .filter_map(|n| contenders::by_name(n).expect("known").available().err().map(|e| format!("{n}: {e}")))
         .collect();
     (!missing.is_empty()).then(|| missing.join("; "))
@@ -47,8 +46,8 @@ fn every_contender_delivers_identical_data() {
     let scratch = tempfile::tempdir().expect("scratch dir");
     let report = suite::run(&config(scratch.path())).expect("suite runs");
     let names: Vec<&str> = report.rows.iter().map(|r| r.contender.as_str()).collect();
-    assert_eq!(names, ["metalcast", "udpcast", "http", "bittorrent", "blaster"]);
-    assert!(report.unavailable.iter().any(|(n, _)| n == "metalcast-xdp"), "{:?}", report.unavailable);
+    assert_eq!(names, ["metalcast", "metalcast-xdp", "udpcast", "http", "bittorrent", "blaster"]);
+    assert!(report.unavailable.is_empty(), "{:?}", report.unavailable);
     for r in &report.rows {
         assert_eq!(r.failures, 0, "{} failed: {}", r.contender, r.error.as_deref().unwrap_or(""));
         assert_eq!(r.samples.len(), 1);
@@ -62,7 +61,7 @@ fn every_contender_delivers_identical_data() {
     }
     // Unicast contenders send one copy per receiver; multicast ones about one in all.
     let wire = |n: &str| report.rows.iter().find(|r| r.contender == n).expect("row").wire_ip;
-    assert!(wire("http") > 1.9 && wire("metalcast") < 1.3 && wire("blaster") < 1.1);
+    assert!(wire("http") > 1.9 && wire("metalcast") < 1.3 && wire("metalcast-xdp") < 1.3 && wire("blaster") < 1.1);
     let out = scratch.path().join("out");
     let files = metalcast_bench::report::write(&report, &out).expect("report written");
     assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "svg")));
