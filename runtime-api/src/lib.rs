@@ -187,9 +187,10 @@ pub enum Action {
     PowerOff,
 }
 
-/// An instruction, as returned by the long-poll.
+/// An instruction, as returned by the long-poll. (No `deny_unknown_fields`
+/// here: serde cannot combine it with `flatten`; the flattened [`Action`]
+/// variants reject unknown fields themselves.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Instruction {
     /// Unique per server; reports name it.
     pub id: u64,
@@ -273,6 +274,24 @@ mod tests {
     fn instruction_json_shape() {
         let i = Instruction { id: 7, action: Action::PowerOff };
         assert_eq!(serde_json::to_value(&i).unwrap(), serde_json::json!({"id": 7, "action": "power-off"}));
+        assert_eq!(serde_json::from_value::<Instruction>(serde_json::to_value(&i).unwrap()).unwrap(), i);
+        let spec =
+            SessionSpec::new("ab", "239.1.1.1:5000".parse().unwrap(), "10.0.0.1:5001".parse().unwrap(), 1500).unwrap();
+        let d = Instruction {
+            id: 8,
+            action: Action::Deploy(Deploy {
+                session: spec,
+                manifest_b64: Deploy::encode_manifest(b"m"),
+                target: Target::Disk { device: "/dev/vda".into() },
+                handover: Handover::Kexec,
+                cmdline_append: "ip=dhcp".into(),
+                idle_timeout_secs: 30,
+            }),
+        };
+        let mut v = serde_json::to_value(&d).unwrap();
+        assert_eq!(serde_json::from_value::<Instruction>(v.clone()).unwrap(), d);
+        v["surprise"] = 1.into();
+        assert!(serde_json::from_value::<Instruction>(v).is_err(), "unknown deploy field accepted");
         let t: Target = serde_json::from_str(r#"{"kind":"disk","device":"/dev/vda"}"#).unwrap();
         assert_eq!(t, Target::Disk { device: "/dev/vda".into() });
         assert!(serde_json::from_str::<Target>(r#"{"kind":"disk","device":"/dev/vda","x":1}"#).is_err());
