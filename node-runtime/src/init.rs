@@ -73,6 +73,16 @@ pub fn run() -> ! {
     );
     let n = load_modules(Path::new(MODULE_LIST), Path::new(MODULE_DIR));
     println!("metalcast-init: {n} modules loaded");
+    if !sys::entropy_ready() {
+        // DHCP ids and receiver ids come from getrandom, which blocks until the
+        // kernel's RNG is seeded: say so rather than hang silently.
+        println!("metalcast-init: waiting for the kernel's random number generator (RDRAND, virtio-rng, or jitter)");
+        let t0 = Instant::now();
+        while !sys::entropy_ready() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("metalcast-init: random number generator ready after {:.1}s", t0.elapsed().as_secs_f64());
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     match parse_cmdline(&cmdline) {
         Ok(a) => {

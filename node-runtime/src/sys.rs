@@ -208,6 +208,16 @@ pub fn power_off() -> io::Error {
     }
 }
 
+/// Whether the kernel's random number generator is initialised (a
+/// non-blocking `getrandom` succeeds). Until it is, `getrandom` blocks, and
+/// so does everything that seeds from it (DHCP transaction ids, receiver ids).
+pub fn entropy_ready() -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: getrandom writes at most 1 byte into the live local buffer.
+    let r = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) };
+    r == 1
+}
+
 /// Reaps one exited child, blocking; `None` when there are no children.
 pub fn reap_any() -> Option<(i32, i32)> {
     use nix::sys::wait::{WaitStatus, waitpid};

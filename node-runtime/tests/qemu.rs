@@ -25,7 +25,7 @@ use metalcast_runtime_api::server::RuntimeApi;
 use metalcast_runtime_api::{Handover, Phase, Role, Target};
 
 const NODE: &str = env!("CARGO_BIN_EXE_metalcast-node");
-const MODULES: [&str; 4] = ["virtio_pci", "virtio_net", "virtio_blk", "e1000"];
+const MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"];
 const MIB: usize = 1 << 20;
 
 fn prerequisites() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {

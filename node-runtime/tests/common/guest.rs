@@ -105,7 +105,8 @@ impl Guest {
     pub fn start(tap: &Tap, s: &GuestSpec<'_>, log: PathBuf) -> Guest {
         let mut cmd = tap.netns().command("qemu-system-x86_64");
         cmd.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-display", "none", "-serial", "stdio"])
-            .args(["-monitor", "none", "-nodefaults", "-m"])
+            // virtio-rng: TCG's default CPU has no RDRAND, and getrandom would block for long.
+            .args(["-monitor", "none", "-nodefaults", "-device", "virtio-rng-pci", "-m"])
             .arg(s.memory_mb.to_string())
             .arg("-kernel")
             .arg(s.kernel)
