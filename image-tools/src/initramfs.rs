@@ -241,6 +241,11 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsSumm
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut t = tempfile::NamedTempFile::new_in(dir).map_err(|e| BundleError::io("creating a file in", dir, e))?;
     t.write_all(&compressed).map_err(|e| BundleError::io("writing", out, e))?;
+    // Not secret, and served by TFTP/HTTP daemons running as other users: world-readable
+    // (the temporary file starts as 0600).
+    t.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| BundleError::io("setting the mode of", out, e))?;
     t.persist(out).map_err(|e| BundleError::io("renaming into", out, e.error))?;
     Ok(InitramfsSummary {
         modules: modules.into_iter().map(|(n, _)| n).collect(),
@@ -328,6 +333,8 @@ mod tests {
         };
         let s = build_initramfs(&spec, &out).unwrap();
         assert_eq!(s.modules, ["virtio"]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o644, "world-readable for TFTP");
         let cpio = zstd::decode_all(std::fs::File::open(&out).unwrap()).unwrap();
         let mut names = Vec::new();
         let mut r = &cpio[..];

@@ -4,8 +4,10 @@
 //!
 //! - [`stats`]: repetitions, medians and spread;
 //! - [`image_build`]: bundle build throughput versus `zstd -T1 | b3sum`;
-//! - [`multicast`]: one image to N receivers, metalcast versus udpcast.
+//! - [`multicast`]: one image to N receivers, metalcast versus udpcast;
+//! - [`kexec_boot`]: in a QEMU guest, kexec hand-over versus firmware reboot + PXE.
 
 pub mod image_build;
+pub mod kexec_boot;
 pub mod multicast;
 pub mod stats;
