@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use metalcast_image::{PublicKey, SignedManifest};
 use metalcast_runtime_api::{
-    Action, CheckIn, CheckInReply, Deploy, Handover, Instruction, Phase, Report, Role, Status, Target,
+    Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Status, Target,
 };
 use metalcast_transport::{Receiver, ReceiverConfig, TransportError};
 
@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Long-poll duration to ask for.
     pub poll_wait: Duration,
+    /// Attended mode: show the images offered on the console and boot the
+    /// default after this countdown unless someone chooses.
+    pub attended: Option<Duration>,
 }
 
 /// Talks to the control plane.
@@ -102,6 +105,36 @@ impl Client {
             404 => Err(PollError::Unknown),
             s => Err(PollError::Other(format!("poll answered {s}"))),
         }
+    }
+
+    fn offers(&self, node: &str) -> Result<Offers, String> {
+        let mut r = self
+            .http
+            .get(format!("{}/v1/runtime/nodes/{node}/offers", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .call()
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!("offers answered {}", r.status()));
+        }
+        r.body_mut().read_json().map_err(|e| format!("offers: {e}"))
+    }
+
+    fn choose(&self, node: &str, index: usize) -> Result<Chosen, String> {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/runtime/nodes/{node}/offers/{index}", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .send_empty()
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!("choosing offer {index} answered {}", r.status()));
+        }
+        r.body_mut().read_json().map_err(|e| format!("choice: {e}"))
     }
 
     /// Posts a report, retrying briefly: a report lost to a restart is not worth blocking the node.
@@ -270,6 +303,54 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     }
 }
 
+/// Attended mode: lists the offers on the console and reads a choice from
+/// stdin (the console) until the countdown ends; returns the offer index.
+fn menu(offers: &Offers, countdown: Duration, input: &std::sync::mpsc::Receiver<String>) -> Option<usize> {
+    if offers.offers.is_empty() {
+        return None;
+    }
+    let default = offers.offers.iter().find(|o| o.default).unwrap_or(&offers.offers[0]).index;
+    println!("metalcast: images offered:");
+    for o in &offers.offers {
+        println!("  {}) {}{}", o.index + 1, o.name, if o.index == default { " (default)" } else { "" });
+    }
+    let n = offers.offers.len();
+    let t0 = Instant::now();
+    let mut shown = u64::MAX;
+    while let Some(left) = countdown.checked_sub(t0.elapsed()) {
+        if left.as_secs() != shown {
+            shown = left.as_secs();
+            println!("metalcast: choose 1-{n} and Enter (Enter alone: the default); default in {}s", shown + 1);
+        }
+        match input.recv_timeout(left.min(Duration::from_millis(250))) {
+            Ok(line) if line.trim().is_empty() => return Some(default),
+            Ok(line) => match line.trim().parse::<usize>() {
+                Ok(k) if (1..=n).contains(&k) => return Some(offers.offers[k - 1].index),
+                _ => println!("metalcast: {:?} is not one of 1-{n}", line.trim()),
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(left.min(Duration::from_millis(250)))
+            }
+        }
+    }
+    Some(default)
+}
+
+/// Lines typed on stdin, read by a background thread (the read blocks).
+fn console_lines() -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(l) = line else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Runs the agent. Returns only with `once` (after the first deployment) or
 /// when the network cannot be brought up.
 pub fn run(cfg: &AgentConfig) -> u8 {
@@ -288,6 +369,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
     let boot_id = inventory::boot_id();
     let mut backoff = Duration::from_millis(500);
     let mut epoch = None;
+    let mut attended = cfg.attended.map(|c| (c, console_lines()));
     loop {
         let checkin = CheckIn {
             node: netinfo.mac.clone(),
@@ -314,6 +396,21 @@ pub fn run(cfg: &AgentConfig) -> u8 {
         epoch = Some(reply.server_epoch);
         println!("metalcast: checked in as {} ({:?}) at {:.2}s after boot", reply.node, cfg.role, checkin.uptime_secs);
         backoff = Duration::from_millis(500);
+        if let Some((countdown, input)) = &attended {
+            // Once per agent run, and only when the control plane offers something.
+            match client.offers(&reply.node) {
+                Ok(o) => {
+                    if let Some(k) = menu(&o, *countdown, input) {
+                        match client.choose(&reply.node, k) {
+                            Ok(c) => println!("metalcast: chose offer {} (instruction {})", k + 1, c.instruction),
+                            Err(e) => eprintln!("metalcast: {e}"),
+                        }
+                    }
+                    attended = None;
+                }
+                Err(e) => eprintln!("metalcast: attended mode: {e}"),
+            }
+        }
         let wait = cfg.poll_wait.min(Duration::from_secs(reply.wait_secs.max(1)));
         loop {
             match client.poll(&reply.node, wait) {
@@ -331,8 +428,16 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                         }
                         Action::CheckIn => break,
                         Action::PowerOff => {
-                            let e = sys::power_off();
-                            eprintln!("metalcast: power off: {e}");
+                            // Only a machine the runtime booted (agent under our init) is powered off,
+                            // never the host an agent was started on by hand or by a test.
+                            if std::os::unix::process::parent_id() == 1 {
+                                let e = sys::power_off();
+                                eprintln!("metalcast: power off: {e}");
+                            } else {
+                                eprintln!(
+                                    "metalcast: power-off refused: the agent is not running under the runtime's init"
+                                );
+                            }
                         }
                     }
                 }

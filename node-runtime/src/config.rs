@@ -10,6 +10,8 @@
 //! - `metalcast.role=runtime|tenant` (default runtime);
 //! - `metalcast.handover=kexec|none` (default kexec): `none` only reports;
 //! - `metalcast.allow_unsigned=1`: accept unsigned manifests (hashes are still checked);
+//! - `metalcast.attended=<secs>`: attended mode (console menu of the images
+//!   offered, default after the countdown);
 //! - `metalcast.marker=<text>`: printed as `metalcast-marker: <text>` when init starts;
 //! - `metalcast.hash=<device>:<bytes>`: init prints the BLAKE3 of the device's first bytes.
 
@@ -55,6 +57,8 @@ pub struct BootArgs {
     pub marker: Option<String>,
     /// `metalcast.hash`: (device, bytes).
     pub hash: Option<(String, u64)>,
+    /// `metalcast.attended=SECS`: attended mode with this countdown.
+    pub attended: Option<u64>,
 }
 
 fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
@@ -102,6 +106,9 @@ pub fn parse_cmdline(line: &str) -> Result<BootArgs, String> {
             "metalcast.handover" => a.handover = Some(v.to_string()),
             "metalcast.allow_unsigned" => a.allow_unsigned = v == "1",
             "metalcast.marker" => a.marker = Some(v.to_string()),
+            "metalcast.attended" => {
+                a.attended = Some(v.parse().map_err(|_| format!("metalcast.attended={v}: want seconds"))?);
+            }
             "metalcast.hash" => {
                 let (dev, n) = v.rsplit_once(':').ok_or_else(|| format!("metalcast.hash={v}: want DEVICE:BYTES"))?;
                 let n = n.parse().map_err(|_| format!("metalcast.hash={v}: {n:?} is not a byte count"))?;

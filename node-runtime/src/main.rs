@@ -107,6 +107,9 @@ struct AgentArgs {
     /// Long-poll duration, seconds.
     #[arg(long, default_value_t = 25)]
     poll_wait: u64,
+    /// Attended mode: list the images offered on the console, boot the default after SECS.
+    #[arg(long, value_name = "SECS")]
+    attended: Option<u64>,
 }
 
 fn parse_handover(s: &str) -> anyhow::Result<Handover> {
@@ -172,6 +175,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<agent::AgentConfig> {
         once: a.once,
         max_backoff: Duration::from_secs(a.max_backoff.max(1)),
         poll_wait: Duration::from_secs(a.poll_wait.clamp(1, metalcast_runtime_api::MAX_WAIT_SECS)),
+        attended: a.attended.or(boot.attended).map(Duration::from_secs),
     })
 }
 

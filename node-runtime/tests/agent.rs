@@ -31,33 +31,7 @@ fn agents_check_in_survive_restart_receive_and_report() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // A bootable bundle: a 3 MiB "kernel" and a 1 MiB "initrd", random-ish so every chunk is stored.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut bytes = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
-    std::fs::write(dir.path().join("kernel"), bytes(3 << 20)).unwrap();
-    std::fs::write(dir.path().join("initrd"), bytes(1 << 20)).unwrap();
-    let spec = spec_from_inputs(
-        "agent-test",
-        Some(dir.path().join("kernel")),
-        vec![dir.path().join("initrd")],
-        "console=ttyS0".into(),
-        None,
-        None,
-        None,
-    )
-    .unwrap();
-    let (key, pubkey) = keypair(dir.path());
-    let bundle_path = dir.path().join("b.mcb");
-    metalcast_image::build(&spec, &bundle_path, Some(&key), &indicatif::ProgressBar::hidden()).unwrap();
+    let (_key, pubkey, bundle_path) = make_bundle(dir.path());
     let bundle = Bundle::open(&bundle_path).unwrap();
 
     let f = Fabric::builder().receivers(2).build().unwrap();
@@ -151,4 +125,76 @@ fn agents_check_in_survive_restart_receive_and_report() {
     let rep = r.reports.iter().find(|x| x.instruction == i).unwrap();
     assert_eq!((rep.phase, rep.status, rep.exit_code), (Phase::Accept, Status::Failed, 3), "{rep:?}");
     assert_eq!(a0.0.wait().unwrap().code(), Some(3));
+}
+
+/// A signed bootable bundle: a 3 MiB "kernel" and a 1 MiB "initrd", random-ish so every chunk is stored.
+fn make_bundle(dir: &std::path::Path) -> (metalcast_image::SecretKey, std::path::PathBuf, std::path::PathBuf) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    std::fs::write(dir.join("kernel"), bytes(3 << 20)).unwrap();
+    std::fs::write(dir.join("initrd"), bytes(1 << 20)).unwrap();
+    let spec = spec_from_inputs(
+        "agent-test",
+        Some(dir.join("kernel")),
+        vec![dir.join("initrd")],
+        "console=ttyS0".into(),
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    let (key, pubkey) = keypair(dir);
+    let bundle_path = dir.join("b.mcb");
+    metalcast_image::build(&spec, &bundle_path, Some(&key), &indicatif::ProgressBar::hidden()).unwrap();
+    (key, pubkey, bundle_path)
+}
+
+#[test]
+fn attended_mode_boots_the_image_chosen_at_the_console() {
+    skip_unless_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, pubkey, bundle_path) = make_bundle(dir.path());
+    let bundle = Bundle::open(&bundle_path).unwrap();
+    let f = Fabric::builder().receivers(1).build().unwrap();
+    let r0 = &f.receivers()[0];
+    let port = 18081;
+    let server = Server::start(f.sender(), port, RuntimeApi::new());
+    let spec = session(&bundle, f.sender().ipv4(), 3);
+    let m0 = r0.mac_string();
+    let offer = |tag: &str| deploy(&bundle, &spec, Target::Memory, Handover::None, tag);
+    server.api.offer(&m0, "first (default)", offer("first"), true).unwrap();
+    server.api.offer(&m0, "second", offer("second"), false).unwrap();
+    let tx = start_sender(f.sender(), &bundle_path, &spec, 1, 200);
+    let mut a0 = Killed(
+        r0.command(NODE)
+            .args(["agent", "--control-plane", &format!("http://{}:{port}", f.sender().ipv4())])
+            .args(["--iface", r0.ifname(), "--addr", &r0.ipv4().to_string(), "--once", "--attended", "60", "--key"])
+            .arg(&pubkey)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait for the menu on the console, then choose the second image.
+    let out = a0.0.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let menu: Vec<String> = lines.by_ref().map_while(Result::ok).take_while(|l| !l.contains("choose 1-2")).collect();
+    assert!(menu.iter().any(|l| l.contains("2) second")), "{menu:?}");
+    std::io::Write::write_all(a0.0.stdin.as_mut().unwrap(), b"2\n").unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    assert_eq!(tx.join().unwrap().done(), 1);
+    let r = wait_until(Duration::from_secs(60), "the choice", || server.api.node(&m0).filter(|r| !r.chosen.is_empty()));
+    let (index, id) = r.chosen[0];
+    assert_eq!(index, 1, "the second offer was chosen");
+    wait_phase(&server.api, &m0, id, Phase::Handover, Duration::from_secs(60));
+    assert_eq!(a0.0.wait().unwrap().code(), Some(0));
 }

@@ -199,6 +199,34 @@ pub struct Instruction {
     pub action: Action,
 }
 
+/// One image offered to a node in attended mode (`GET .../offers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferEntry {
+    /// Position in the list; `POST .../offers/{index}` chooses it.
+    pub index: usize,
+    /// What the console shows.
+    pub name: String,
+    /// Chosen when the countdown runs out.
+    pub default: bool,
+}
+
+/// Reply to `GET /v1/runtime/nodes/{node}/offers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offers {
+    /// The images offered, possibly none.
+    pub offers: Vec<OfferEntry>,
+}
+
+/// Reply to `POST /v1/runtime/nodes/{node}/offers/{index}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chosen {
+    /// The instruction queued for the node (delivered by the next poll).
+    pub instruction: u64,
+}
+
 /// The phases a node reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

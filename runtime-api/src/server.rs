@@ -22,7 +22,9 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::{Action, CheckIn, CheckInReply, Instruction, MAX_WAIT_SECS, Report, normalize_mac};
+use crate::{
+    Action, CheckIn, CheckInReply, Chosen, Instruction, MAX_WAIT_SECS, OfferEntry, Offers, Report, normalize_mac,
+};
 
 /// A check-in as recorded by the server.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +46,10 @@ pub struct NodeRecord {
     pub queued: VecDeque<Instruction>,
     /// Instructions handed out, in order.
     pub delivered: Vec<u64>,
+    /// Images offered for attended mode: (name, action, default).
+    pub offers: Vec<(String, Action, bool)>,
+    /// Offers chosen at the console: (offer index, instruction queued).
+    pub chosen: Vec<(usize, u64)>,
 }
 
 impl NodeRecord {
@@ -131,6 +137,8 @@ impl RuntimeApi {
             .route("/v1/runtime/checkin", post(checkin))
             .route("/v1/runtime/nodes/{node}/instruction", get(instruction))
             .route("/v1/runtime/nodes/{node}/reports", post(report))
+            .route("/v1/runtime/nodes/{node}/offers", get(offers))
+            .route("/v1/runtime/nodes/{node}/offers/{index}", post(choose))
             .with_state(self.clone())
     }
 
@@ -147,6 +155,14 @@ impl RuntimeApi {
         };
         self.inner.changed.notify_waiters();
         Ok(id)
+    }
+
+    /// Offers `action` under `name` to `node` for attended mode (the console
+    /// menu); `default` is taken when the countdown runs out.
+    pub fn offer(&self, node: &str, name: &str, action: Action, default: bool) -> Result<(), crate::ApiError> {
+        let node = normalize_mac(node)?;
+        self.table().nodes.entry(node).or_default().offers.push((name.to_owned(), action, default));
+        Ok(())
     }
 
     /// A snapshot of one node's record.
@@ -237,6 +253,39 @@ async fn instruction(
         };
         let _ = tokio::time::timeout(left, notified).await;
     }
+}
+
+async fn offers(State(api): State<RuntimeApi>, Path(node): Path<String>) -> Result<Json<Offers>, HttpError> {
+    let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let t = api.table();
+    let rec = t.nodes.get(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+    let offers = rec
+        .offers
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _, default))| OfferEntry { index, name: name.clone(), default: *default })
+        .collect();
+    Ok(Json(Offers { offers }))
+}
+
+async fn choose(
+    State(api): State<RuntimeApi>,
+    Path((node, index)): Path<(String, usize)>,
+) -> Result<Json<Chosen>, HttpError> {
+    let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let id = {
+        let mut t = api.table();
+        t.next_id += 1;
+        let id = t.next_id;
+        let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+        let (_, action, _) =
+            rec.offers.get(index).ok_or_else(|| HttpError::BadRequest(format!("no offer {index}")))?.clone();
+        rec.queued.push_back(Instruction { id, action });
+        rec.chosen.push((index, id));
+        id
+    };
+    api.inner.changed.notify_waiters();
+    Ok(Json(Chosen { instruction: id }))
 }
 
 async fn report(
