@@ -16,13 +16,15 @@
 //! - [`sign`]: keys and signatures;
 //! - [`builder`]: building bundles from files or a directory;
 //! - [`reader`]: opening and verifying bundles;
-//! - [`extract`]: writing parts out, sparse and atomic.
+//! - [`extract`]: writing parts out, sparse and atomic;
+//! - [`initramfs`]: the node runtime's bootstrap initramfs (newc cpio + zstd).
 
 pub mod builder;
 pub mod codec;
 pub mod error;
 pub mod extract;
 pub mod format;
+pub mod initramfs;
 pub mod manifest;
 pub mod reader;
 pub mod sign;

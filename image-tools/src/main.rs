@@ -76,6 +76,9 @@ enum Cmd {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Build the node runtime's bootstrap initramfs (static runtime as /init + kernel modules),
+    /// optionally packed with a kernel as a bootable bundle.
+    Initramfs(InitramfsArgs),
     /// Write the bundle's signed manifest as a standalone file (what nodes get out of band).
     ExportManifest {
         /// The bundle file.
@@ -140,6 +143,49 @@ struct BuildArgs {
     /// Sign with this secret key file.
     #[arg(long)]
     sign_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct InitramfsArgs {
+    /// Output initramfs (zstd-compressed newc cpio).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The static runtime binary to run as /init (`metalcast-node`).
+    #[arg(long)]
+    init: PathBuf,
+    /// A kernel's module tree, e.g. `<unpacked linux-image .deb>/lib/modules/6.1.0-56-amd64`.
+    #[arg(long)]
+    modules_dir: Option<PathBuf>,
+    /// Kernel module to include with its dependencies (repeatable; comma lists allowed).
+    #[arg(long = "module", value_delimiter = ',')]
+    modules: Vec<String>,
+    /// Extra file as SRC:DEST, DEST absolute inside the initramfs (repeatable),
+    /// e.g. `trusted.pub:/etc/metalcast/trusted/site.pub`.
+    #[arg(long = "file", value_parser = parse_file_arg)]
+    files: Vec<(PathBuf, String)>,
+    /// zstd level of the archive (1-19).
+    #[arg(long, default_value_t = 12)]
+    level: i32,
+    /// Also write a bootable bundle here: this kernel + the initramfs + --cmdline.
+    #[arg(long, requires = "kernel")]
+    bundle: Option<PathBuf>,
+    /// Kernel image for --bundle.
+    #[arg(long, requires = "bundle")]
+    kernel: Option<PathBuf>,
+    /// Kernel command line for --bundle.
+    #[arg(long, default_value = "console=ttyS0 quiet")]
+    cmdline: String,
+    /// Sign the bundle with this secret key file.
+    #[arg(long, requires = "bundle")]
+    sign_key: Option<PathBuf>,
+}
+
+fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
+    let (src, dest) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected SRC:DEST"))?;
+    if !dest.starts_with('/') {
+        return Err(format!("{s:?}: DEST must be an absolute path inside the initramfs"));
+    }
+    Ok((PathBuf::from(src), dest.to_owned()))
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -267,6 +313,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let k = SecretKey::load(&key).with_context(|| format!("loading {}", key.display()))?;
             Bundle::sign_in_place(&bundle, &k).with_context(|| format!("signing {}", bundle.display()))?;
             println!("signed {} with {}", bundle.display(), k.public().to_hex());
+        }
+        Cmd::Initramfs(a) => {
+            let spec = metalcast_image::initramfs::InitramfsSpec {
+                init: a.init,
+                modules_root: a.modules_dir,
+                modules: a.modules,
+                files: a.files,
+                zstd_level: a.level,
+            };
+            let s = metalcast_image::initramfs::build_initramfs(&spec, &a.output)
+                .with_context(|| format!("building {}", a.output.display()))?;
+            println!(
+                "built {}: {} ({} cpio), modules in load order: {}",
+                a.output.display(),
+                human(s.bytes),
+                human(s.cpio_bytes),
+                s.modules.join(" ")
+            );
+            if let (Some(out), Some(kernel)) = (a.bundle, a.kernel) {
+                let name = out.file_stem().map_or("bootstrap".into(), |s| s.to_string_lossy().into_owned());
+                let spec = metalcast_image::spec_from_inputs(
+                    &name,
+                    Some(kernel),
+                    vec![a.output],
+                    a.cmdline,
+                    None,
+                    None,
+                    None,
+                )?;
+                let key = a.sign_key.as_deref().map(SecretKey::load).transpose().context("loading signing key")?;
+                let s = metalcast_image::build(&spec, &out, key.as_ref(), &progress(cli.quiet, "building"))
+                    .with_context(|| format!("building {}", out.display()))?;
+                println!("built {}: {} bundle, root {}", s.path.display(), human(s.bundle_bytes), &s.root_hash[..16]);
+            }
         }
         Cmd::ExportManifest { bundle, output } => {
             let b = Bundle::open(&bundle).with_context(|| format!("opening {}", bundle.display()))?;

@@ -1,15 +1,20 @@
-//! Exit codes of `metalcast-node`, stable so the control plane and scripts
-//! can act on them (documented in `docs/node-runtime.md`).
+//! Exit codes of `metalcast-node` and failure classes in phase reports,
+//! stable so the control plane and scripts can act on them (documented in
+//! `docs/node-runtime.md`).
 
 /// Everything done.
 pub const OK: u8 = 0;
 /// Unexpected failure (I/O, internal error).
 pub const FAILURE: u8 = 1;
-/// Bad command line.
+/// Bad command line, or an instruction the bundle cannot satisfy.
 pub const USAGE: u8 = 2;
 /// The manifest is not trusted: unsigned, wrong key, malformed.
 pub const UNTRUSTED: u8 = 3;
 /// The session ended without a complete image (no data for too long).
 pub const TIMEOUT: u8 = 4;
-/// Writing the image failed (disk full, device error).
+/// Writing the image failed (disk full, device error, read-back mismatch).
 pub const WRITE: u8 = 5;
+/// The hand-over failed (kexec refused, VM did not start).
+pub const HANDOVER: u8 = 6;
+/// The network could not be brought up (no interface, no DHCP lease).
+pub const NETWORK: u8 = 7;

@@ -1,12 +1,27 @@
 //! The node runtime: what runs on every node between tenants.
 //!
 //! Parts:
-//! - [`receive`]: join a multicast session for a signed manifest and write
-//!   the verified parts to a directory (or keep them in memory).
+//! - [`init`]: PID 1 of the bootstrap initramfs (mounts, modules, agent supervision);
+//! - [`agent`]: the lifecycle (network, check-in, long-poll, deploy, hand-over);
+//! - [`config`]: settings from the kernel command line;
+//! - [`net`]: interface bring-up, static or DHCP;
+//! - [`inventory`]: the hardware inventory reported at check-in;
+//! - [`target`]: memory (memfd) and disk (`O_DIRECT`) targets and read-back verification;
+//! - [`vm`]: VM mode (QEMU on the received disk image);
+//! - [`receive`]: the standalone `receive` command (one image to a directory);
 //! - [`rx_path`]: the receive path, XDP/AF_XDP fast path or socket, and
 //!   the fallback from one to the other;
-//! - [`exit`]: the exit codes the control plane acts on.
+//! - [`exit`]: the exit codes the control plane acts on;
+//! - `sys`: the system calls (all the unsafe code).
 
+pub mod agent;
+pub mod config;
 pub mod exit;
+pub mod init;
+pub mod inventory;
+pub mod net;
 pub mod receive;
 pub mod rx_path;
+mod sys;
+pub mod target;
+pub mod vm;

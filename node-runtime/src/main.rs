@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use metalcast_image::PublicKey;
-use metalcast_node::{exit, receive, rx_path::RxPath};
+use metalcast_node::config::{NetConfig, parse_cmdline};
+use metalcast_node::{agent, exit, init, receive, rx_path::RxPath};
+use metalcast_runtime_api::{Handover, Role};
 
 #[derive(Parser)]
 #[command(name = "metalcast-node", version, about = "metalcast node runtime")]
@@ -59,15 +61,163 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the lifecycle agent: network up, check in, wait for instructions, deploy, hand over.
+    ///
+    /// Runs until handed over (kexec) unless --once. Exit codes as for `receive`, plus
+    /// 6 hand-over failed and 7 network could not be brought up (see docs/node-runtime.md).
+    Agent(AgentArgs),
+    /// Run as PID 1 of the bootstrap initramfs (automatic when the process is PID 1).
+    Init,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Read settings from a kernel command line file (e.g. /proc/cmdline); flags given as well win.
+    #[arg(long)]
+    from_cmdline: Option<PathBuf>,
+    /// Control plane base URL (`metalcast.cp=` on the kernel command line).
+    #[arg(long, env = "METALCAST_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// Interface to use (default: the first one besides lo).
+    #[arg(long)]
+    iface: Option<String>,
+    /// Use this already configured address (no network configuration).
+    #[arg(long, conflicts_with_all = ["static_addr", "dhcp"])]
+    addr: Option<Ipv4Addr>,
+    /// Configure this address, ADDR/PREFIX.
+    #[arg(long = "static", conflicts_with = "dhcp")]
+    static_addr: Option<String>,
+    /// Configure the interface by DHCP.
+    #[arg(long)]
+    dhcp: bool,
+    /// What this system is: runtime or tenant.
+    #[arg(long)]
+    role: Option<String>,
+    /// Trusted public key file (repeatable). With --from-cmdline, /etc/metalcast/trusted/*.pub too.
+    #[arg(long = "key")]
+    keys: Vec<PathBuf>,
+    /// Accept unsigned manifests (chunk hashes are still checked).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Override every instruction's hand-over (kexec, vm, none).
+    #[arg(long)]
+    handover: Option<String>,
+    /// Exit after the first deployment (exit code = its outcome).
+    #[arg(long)]
+    once: bool,
+    /// Longest pause between reconnection attempts, seconds.
+    #[arg(long, default_value_t = 10)]
+    max_backoff: u64,
+    /// Long-poll duration, seconds.
+    #[arg(long, default_value_t = 25)]
+    poll_wait: u64,
+    /// Attended mode: list the images offered on the console, boot the default after SECS.
+    #[arg(long, value_name = "SECS")]
+    attended: Option<u64>,
+}
+
+fn parse_handover(s: &str) -> anyhow::Result<Handover> {
+    Ok(match s {
+        "kexec" => Handover::Kexec,
+        "vm" => Handover::Vm,
+        "none" => Handover::None,
+        _ => anyhow::bail!("hand-over {s:?}: use kexec, vm or none"),
+    })
+}
+
+fn agent_config(a: AgentArgs) -> anyhow::Result<agent::AgentConfig> {
+    use anyhow::Context;
+    let boot = match &a.from_cmdline {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            parse_cmdline(&text).map_err(anyhow::Error::msg)?
+        }
+        None => Default::default(),
+    };
+    let control_plane = a
+        .control_plane
+        .or(boot.control_plane)
+        .context("no control plane: give --control-plane or metalcast.cp= on the kernel command line")?;
+    let net = if let Some(addr) = a.addr {
+        NetConfig::Existing { addr }
+    } else if let Some(s) = a.static_addr {
+        let (addr, prefix) = s.split_once('/').context("--static wants ADDR/PREFIX")?;
+        NetConfig::Static { addr: addr.parse()?, prefix: prefix.parse()?, gateway: None }
+    } else if a.dhcp {
+        NetConfig::Dhcp
+    } else {
+        boot.net.unwrap_or(NetConfig::Dhcp)
+    };
+    let role = match a.role.or(boot.role).as_deref() {
+        None | Some("runtime") => Role::Runtime,
+        Some("tenant") => Role::Tenant,
+        Some(r) => anyhow::bail!("role {r:?}: use runtime or tenant"),
+    };
+    let mut keys = a.keys;
+    if a.from_cmdline.is_some()
+        && let Ok(rd) = std::fs::read_dir("/etc/metalcast/trusted")
+    {
+        keys.extend(rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pub")));
+    }
+    let trusted = keys
+        .iter()
+        .map(|k| PublicKey::load(k).with_context(|| format!("loading {}", k.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let allow_unsigned = a.allow_unsigned || boot.allow_unsigned;
+    if trusted.is_empty() && !allow_unsigned {
+        anyhow::bail!("no trusted key: give --key (or /etc/metalcast/trusted/*.pub), or --allow-unsigned");
+    }
+    let handover_override = a.handover.or(boot.handover).as_deref().map(parse_handover).transpose()?;
+    Ok(agent::AgentConfig {
+        control_plane,
+        net,
+        iface: a.iface.or(boot.iface),
+        role,
+        trusted,
+        allow_unsigned,
+        handover_override,
+        once: a.once,
+        max_backoff: Duration::from_secs(a.max_backoff.max(1)),
+        poll_wait: Duration::from_secs(a.poll_wait.clamp(1, metalcast_runtime_api::MAX_WAIT_SECS)),
+        attended: a.attended.or(boot.attended).map(Duration::from_secs),
+    })
 }
 
 fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        // The kernel starts /init with no useful arguments: be the init.
+        init::run();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Cmd::Receive { manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, rx_path, json, quiet } =
-        Cli::parse().cmd;
+    let (manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, rx_path, json, quiet) =
+        match Cli::parse().cmd {
+            Cmd::Receive {
+                manifest,
+                session,
+                keys,
+                allow_unsigned,
+                output,
+                iface_addr,
+                id,
+                timeout,
+                rx_path,
+                json,
+                quiet,
+            } => (manifest, session, keys, allow_unsigned, output, iface_addr, id, timeout, rx_path, json, quiet),
+            Cmd::Init => init::run(),
+            Cmd::Agent(a) => {
+                return match agent_config(a) {
+                    Ok(cfg) => ExitCode::from(agent::run(&cfg)),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(exit::USAGE)
+                    }
+                };
+            }
+        };
     let trusted: Result<Vec<_>, _> = keys.iter().map(|k| PublicKey::load(k)).collect();
     let trusted = match trusted {
         Ok(t) => t,

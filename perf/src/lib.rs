@@ -12,10 +12,12 @@
 //! - [`multicast`]: the original metalcast-vs-udpcast preset of the suite;
 //! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers;
 //! - `sys`: `wait4` and thread CPU time (the only unsafe code).
+//! - [`kexec_boot`]: in a QEMU guest, kexec hand-over versus firmware reboot + PXE;
 
 pub mod blaster;
 pub mod contenders;
 pub mod image_build;
+pub mod kexec_boot;
 pub mod multicast;
 pub mod report;
 pub mod rx_path;

@@ -91,6 +91,21 @@ enum Cmd {
         #[arg(long, default_value = "bench-out")]
         out: PathBuf,
     },
+    /// In a QEMU guest (TCG): last byte received -> tenant init by kexec, vs firmware boot + iPXE (root).
+    KexecBoot {
+        /// Unpacked Debian kernel package (node-runtime/fetch-kernel.sh).
+        #[arg(long, default_value = "/var/cache/metalcast/linux-image")]
+        kernel_dir: PathBuf,
+        /// Static metalcast-node (RUSTFLAGS="-C target-feature=+crt-static" cargo build --target x86_64-unknown-linux-gnu).
+        #[arg(long)]
+        node_static: PathBuf,
+        /// Repetitions per method.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Guest memory, MiB.
+        #[arg(long, default_value_t = 512)]
+        memory_mb: u32,
+    },
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -134,6 +149,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Suite(args) => cli::suite(args)?,
         Cmd::Simulate(args) => cli::simulate(args)?,
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
+        Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb } => {
+            let cfg = metalcast_bench::kexec_boot::Config { kernel_dir, node_static, reps: reps.max(1), memory_mb };
+            println!("{}", metalcast_bench::kexec_boot::markdown(&metalcast_bench::kexec_boot::run(&cfg)?));
+        }
     }
     Ok(())
 }

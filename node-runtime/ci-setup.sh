@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Prerequisites of the metalcast-node tests (idempotent; run as root by .ci/run):
+#   qemu-system-x86   the QEMU guest tests (TCG; -accel kvm does not work on these machines)
+#   dnsmasq-base      the DHCP server the agent and guest tests run inside their namespaces
+#   Debian's linux-image-amd64 (6.1: kexec, virtio/e1000 as modules), unpacked
+#                     -- not installed -- by fetch-kernel.sh into /var/cache/metalcast/linux-image
+# The tests build the static runtime themselves (cargo, +crt-static, explicit --target).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for pkg in qemu-system-x86 dnsmasq-base; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -qq
+"$(dirname "$0")/fetch-kernel.sh"

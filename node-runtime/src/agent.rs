@@ -1,0 +1,457 @@
+//! The lifecycle agent: network up, check in with the inventory, long-poll
+//! for instructions (re-checking in with backoff whenever the control plane
+//! is unreachable or has forgotten the node), and carry out deployments:
+//! accept (manifest trusted) -> receive -> flush -> verify -> hand over,
+//! reporting every phase with its wall time. The API is in
+//! `docs/runtime-api.md`.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use metalcast_image::{PublicKey, SignedManifest};
+use metalcast_runtime_api::{
+    Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Status, Target,
+};
+use metalcast_transport::{Receiver, ReceiverConfig, TransportError};
+
+use crate::config::NetConfig;
+use crate::target::{TargetError, Targets};
+use crate::{exit, inventory, net, sys};
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Control plane base URL, e.g. `http://10.77.0.1:8080`.
+    pub control_plane: String,
+    /// How to bring the network up.
+    pub net: NetConfig,
+    /// Interface to use (default: first non-loopback).
+    pub iface: Option<String>,
+    /// What this system is.
+    pub role: Role,
+    /// Trusted manifest signing keys.
+    pub trusted: Vec<PublicKey>,
+    /// Accept unsigned manifests (hashes are still checked).
+    pub allow_unsigned: bool,
+    /// Replace every instruction's hand-over (e.g. `none` where kexec is impossible).
+    pub handover_override: Option<Handover>,
+    /// Return after the first deployment instead of waiting for more.
+    pub once: bool,
+    /// Longest pause between reconnection attempts.
+    pub max_backoff: Duration,
+    /// Long-poll duration to ask for.
+    pub poll_wait: Duration,
+    /// Attended mode: show the images offered on the console and boot the
+    /// default after this countdown unless someone chooses.
+    pub attended: Option<Duration>,
+}
+
+/// Talks to the control plane.
+#[derive(Debug)]
+struct Client {
+    base: String,
+    http: ureq::Agent,
+}
+
+enum PollError {
+    /// 404: the server does not know us (restarted): check in again.
+    Unknown,
+    /// Unreachable, timed out, or an unexpected answer.
+    Other(String),
+}
+
+impl Client {
+    fn new(base: &str) -> Self {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(3)))
+            .build()
+            .into();
+        Client { base: base.trim_end_matches('/').to_string(), http }
+    }
+
+    fn checkin(&self, c: &CheckIn) -> Result<CheckInReply, String> {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/runtime/checkin", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .send_json(c)
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!(
+                "check-in answered {}: {}",
+                r.status(),
+                r.body_mut().read_to_string().unwrap_or_default()
+            ));
+        }
+        r.body_mut().read_json().map_err(|e| format!("check-in reply: {e}"))
+    }
+
+    fn poll(&self, node: &str, wait: Duration) -> Result<Option<Instruction>, PollError> {
+        let mut r = self
+            .http
+            .get(format!("{}/v1/runtime/nodes/{node}/instruction?wait={}", self.base, wait.as_secs()))
+            .config()
+            .timeout_global(Some(wait + Duration::from_secs(10)))
+            .build()
+            .call()
+            .map_err(|e| PollError::Other(e.to_string()))?;
+        match r.status().as_u16() {
+            200 => r.body_mut().read_json().map(Some).map_err(|e| PollError::Other(format!("instruction: {e}"))),
+            204 => Ok(None),
+            404 => Err(PollError::Unknown),
+            s => Err(PollError::Other(format!("poll answered {s}"))),
+        }
+    }
+
+    fn offers(&self, node: &str) -> Result<Offers, String> {
+        let mut r = self
+            .http
+            .get(format!("{}/v1/runtime/nodes/{node}/offers", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .call()
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!("offers answered {}", r.status()));
+        }
+        r.body_mut().read_json().map_err(|e| format!("offers: {e}"))
+    }
+
+    fn choose(&self, node: &str, index: usize) -> Result<Chosen, String> {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/runtime/nodes/{node}/offers/{index}", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .send_empty()
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!("choosing offer {index} answered {}", r.status()));
+        }
+        r.body_mut().read_json().map_err(|e| format!("choice: {e}"))
+    }
+
+    /// Posts a report, retrying briefly: a report lost to a restart is not worth blocking the node.
+    fn report(&self, node: &str, r: &Report) {
+        let url = format!("{}/v1/runtime/nodes/{node}/reports", self.base);
+        for attempt in 0..5u32 {
+            match self.http.post(&url).config().timeout_global(Some(Duration::from_secs(5))).build().send_json(r) {
+                Ok(resp) if resp.status().is_success() => return,
+                Ok(resp) => eprintln!("metalcast: report {:?} answered {}", r.phase, resp.status()),
+                Err(e) => eprintln!("metalcast: report {:?}: {e}", r.phase),
+            }
+            std::thread::sleep(Duration::from_millis(200) * 2u32.pow(attempt));
+        }
+    }
+}
+
+/// Result of one phase: Ok(detail, data) or Err(exit code, detail).
+type PhaseResult = Result<(String, serde_json::Value), (u8, String)>;
+
+struct Run<'a> {
+    client: &'a Client,
+    node: String,
+    boot_id: String,
+    instruction: u64,
+}
+
+impl Run<'_> {
+    /// Runs one phase, prints and reports it; returns whether it succeeded.
+    fn phase(&self, phase: Phase, f: impl FnOnce() -> PhaseResult) -> bool {
+        let t = Instant::now();
+        let r = f();
+        let secs = t.elapsed().as_secs_f64();
+        let (status, exit_code, detail, data) = match r {
+            Ok((d, data)) => (Status::Ok, exit::OK, d, data),
+            Err((code, d)) => (Status::Failed, code, d, serde_json::Value::Null),
+        };
+        println!("metalcast: phase {phase:?} {status:?} in {secs:.2}s: {detail}");
+        let report = Report {
+            instruction: self.instruction,
+            boot_id: self.boot_id.clone(),
+            phase,
+            status,
+            secs,
+            exit_code,
+            detail,
+            data,
+        };
+        self.client.report(&self.node, &report);
+        status == Status::Ok
+    }
+}
+
+fn target_code(e: &TargetError) -> u8 {
+    match e {
+        TargetError::Unsuitable(_) => exit::USAGE,
+        _ => exit::WRITE,
+    }
+}
+
+/// Carries out one deployment. Returns only if it did not hand over
+/// (failure, or hand-over `none`); the exit code says how it ended.
+fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
+    let mut manifest = None;
+    let ok = run.phase(Phase::Accept, || {
+        let bytes = d.manifest_bytes().map_err(|e| (exit::USAGE, e.to_string()))?;
+        let sm = SignedManifest::from_bytes(&bytes).map_err(|e| (exit::UNTRUSTED, e.to_string()))?;
+        sm.verify_signature(&cfg.trusted, cfg.allow_unsigned).map_err(|e| (exit::UNTRUSTED, e.to_string()))?;
+        if d.session.root_hash != sm.manifest.root_hash {
+            return Err((exit::UNTRUSTED, "session is for another image (root hash differs)".into()));
+        }
+        let detail =
+            format!("{} ({} parts, root {})", sm.manifest.name, sm.manifest.parts.len(), &sm.manifest.root_hash[..16]);
+        manifest = Some(sm.manifest);
+        Ok((detail, serde_json::Value::Null))
+    });
+    let Some(m) = manifest.filter(|_| ok) else { return exit::UNTRUSTED };
+    let device = match &d.target {
+        Target::Memory => None,
+        Target::Disk { device } => Some(PathBuf::from(device)),
+    };
+    let mut targets = None;
+    let ok = run.phase(Phase::Receive, || {
+        let mut t = Targets::new(&m, device.as_deref()).map_err(|e| (target_code(&e), e.to_string()))?;
+        let rcfg =
+            ReceiverConfig { iface, idle_timeout: Duration::from_secs(d.idle_timeout_secs), ..Default::default() };
+        let rx = Receiver::new(&d.session, &m, rcfg).map_err(|e| (exit::FAILURE, e.to_string()))?;
+        let s = rx.run(&mut t, &mut |_| {}).map_err(|e| {
+            let code = match e {
+                TransportError::Timeout { .. } => exit::TIMEOUT,
+                TransportError::Sink { .. } => exit::WRITE,
+                _ => exit::FAILURE,
+            };
+            (code, e.to_string())
+        })?;
+        println!("metalcast: last byte received");
+        targets = Some(t);
+        let detail = format!(
+            "{:.1} MiB in {:.2}s, {} packets, {} blocks decoded, loss ~{:.1}%",
+            s.bytes_written as f64 / f64::from(1 << 20),
+            s.secs,
+            s.received,
+            s.decoded_blocks,
+            s.loss_estimate * 100.0
+        );
+        Ok((detail, serde_json::to_value(&s).unwrap_or_default()))
+    });
+    let Some(mut t) = targets.filter(|_| ok) else { return exit::WRITE };
+    if device.is_some()
+        && !run.phase(Phase::Flush, || {
+            t.flush().map_err(|e| (exit::WRITE, e.to_string()))?;
+            Ok(("device flushed".into(), serde_json::Value::Null))
+        })
+    {
+        return exit::WRITE;
+    }
+    if !run.phase(Phase::Verify, || {
+        let n = t.verify(&m).map_err(|e| (exit::WRITE, e.to_string()))?;
+        Ok((format!("{n} bytes re-read and matched the manifest"), serde_json::Value::Null))
+    }) {
+        return exit::WRITE;
+    }
+    match cfg.handover_override.unwrap_or(d.handover) {
+        Handover::None => {
+            run.phase(Phase::Handover, || {
+                Ok(("hand-over none: staying in the runtime".into(), serde_json::Value::Null))
+            });
+            exit::OK
+        }
+        Handover::Vm => {
+            let ok = run.phase(Phase::Handover, || crate::vm::start(&m, &t, device.as_deref()));
+            if ok { exit::OK } else { exit::HANDOVER }
+        }
+        Handover::Kexec => {
+            let ok = run.phase(Phase::Handover, || {
+                let boot = m.boot.as_ref().ok_or((exit::USAGE, "the bundle has no boot description".to_string()))?;
+                let kernel = t.kernel().ok_or((exit::USAGE, "the bundle has no kernel part".to_string()))?;
+                let cmdline = [boot.cmdline.as_str(), d.cmdline_append.as_str()]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                sys::kexec_file_load(kernel, t.initrd(), &cmdline).map_err(|e| match e {
+                    sys::KexecError::FileLoadRefused(e) => (
+                        exit::HANDOVER,
+                        format!("kexec_file_load refused ({e}); the legacy kexec_load path is not implemented"),
+                    ),
+                    sys::KexecError::Other(e) => (exit::HANDOVER, format!("kexec_file_load: {e}")),
+                })?;
+                if !sys::kexec_loaded() {
+                    return Err((
+                        exit::HANDOVER,
+                        "kexec_file_load returned but /sys/kernel/kexec_loaded is not 1".into(),
+                    ));
+                }
+                Ok((format!("kernel staged, rebooting into it; cmdline {cmdline:?}"), serde_json::Value::Null))
+            });
+            if !ok {
+                return exit::HANDOVER;
+            }
+            println!("metalcast: kexec now");
+            let e = sys::reboot_kexec();
+            eprintln!("metalcast: reboot(LINUX_REBOOT_CMD_KEXEC): {e}");
+            exit::HANDOVER
+        }
+    }
+}
+
+/// Attended mode: lists the offers on the console and reads a choice from
+/// stdin (the console) until the countdown ends; returns the offer index.
+fn menu(offers: &Offers, countdown: Duration, input: &std::sync::mpsc::Receiver<String>) -> Option<usize> {
+    if offers.offers.is_empty() {
+        return None;
+    }
+    let default = offers.offers.iter().find(|o| o.default).unwrap_or(&offers.offers[0]).index;
+    println!("metalcast: images offered:");
+    for o in &offers.offers {
+        println!("  {}) {}{}", o.index + 1, o.name, if o.index == default { " (default)" } else { "" });
+    }
+    let n = offers.offers.len();
+    let t0 = Instant::now();
+    let mut shown = u64::MAX;
+    while let Some(left) = countdown.checked_sub(t0.elapsed()) {
+        if left.as_secs() != shown {
+            shown = left.as_secs();
+            println!("metalcast: choose 1-{n} and Enter (Enter alone: the default); default in {}s", shown + 1);
+        }
+        match input.recv_timeout(left.min(Duration::from_millis(250))) {
+            Ok(line) if line.trim().is_empty() => return Some(default),
+            Ok(line) => match line.trim().parse::<usize>() {
+                Ok(k) if (1..=n).contains(&k) => return Some(offers.offers[k - 1].index),
+                _ => println!("metalcast: {:?} is not one of 1-{n}", line.trim()),
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(left.min(Duration::from_millis(250)))
+            }
+        }
+    }
+    Some(default)
+}
+
+/// Lines typed on stdin, read by a background thread (the read blocks).
+fn console_lines() -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(l) = line else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs the agent. Returns only with `once` (after the first deployment) or
+/// when the network cannot be brought up.
+pub fn run(cfg: &AgentConfig) -> u8 {
+    let netinfo = match net::bring_up(&cfg.net, cfg.iface.as_deref(), Duration::from_secs(30)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("metalcast: network: {e}");
+            return exit::NETWORK;
+        }
+    };
+    println!(
+        "metalcast: network up: {} {} {} ({}) in {:.2}s",
+        netinfo.iface, netinfo.mac, netinfo.addr, netinfo.method, netinfo.secs
+    );
+    let client = Client::new(&cfg.control_plane);
+    let boot_id = inventory::boot_id();
+    let mut backoff = Duration::from_millis(500);
+    let mut epoch = None;
+    let mut attended = cfg.attended.map(|c| (c, console_lines()));
+    loop {
+        let checkin = CheckIn {
+            node: netinfo.mac.clone(),
+            role: cfg.role,
+            boot_id: boot_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            address: netinfo.addr.to_string(),
+            uptime_secs: inventory::uptime(),
+            network_secs: netinfo.secs,
+            inventory: inventory::collect(),
+        };
+        let reply = match client.checkin(&checkin) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("metalcast: check-in to {}: {e}; retrying in {backoff:?}", cfg.control_plane);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(cfg.max_backoff);
+                continue;
+            }
+        };
+        if epoch.is_some_and(|e| e != reply.server_epoch) {
+            println!("metalcast: control plane restarted (epoch changed)");
+        }
+        epoch = Some(reply.server_epoch);
+        println!("metalcast: checked in as {} ({:?}) at {:.2}s after boot", reply.node, cfg.role, checkin.uptime_secs);
+        backoff = Duration::from_millis(500);
+        if let Some((countdown, input)) = &attended {
+            // Once per agent run, and only when the control plane offers something.
+            match client.offers(&reply.node) {
+                Ok(o) => {
+                    if let Some(k) = menu(&o, *countdown, input) {
+                        match client.choose(&reply.node, k) {
+                            Ok(c) => println!("metalcast: chose offer {} (instruction {})", k + 1, c.instruction),
+                            Err(e) => eprintln!("metalcast: {e}"),
+                        }
+                    }
+                    attended = None;
+                }
+                Err(e) => eprintln!("metalcast: attended mode: {e}"),
+            }
+        }
+        let wait = cfg.poll_wait.min(Duration::from_secs(reply.wait_secs.max(1)));
+        loop {
+            match client.poll(&reply.node, wait) {
+                Ok(None) => continue,
+                Ok(Some(i)) => {
+                    println!("metalcast: instruction {}", i.id);
+                    let run =
+                        Run { client: &client, node: reply.node.clone(), boot_id: boot_id.clone(), instruction: i.id };
+                    match i.action {
+                        Action::Deploy(d) => {
+                            let code = deploy(cfg, &run, netinfo.addr, &d);
+                            if cfg.once {
+                                return code;
+                            }
+                        }
+                        Action::CheckIn => break,
+                        Action::PowerOff => {
+                            // Only a machine the runtime booted (agent under our init) is powered off,
+                            // never the host an agent was started on by hand or by a test.
+                            if std::os::unix::process::parent_id() == 1 {
+                                let e = sys::power_off();
+                                eprintln!("metalcast: power off: {e}");
+                            } else {
+                                eprintln!(
+                                    "metalcast: power-off refused: the agent is not running under the runtime's init"
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(PollError::Unknown) => {
+                    println!("metalcast: the control plane does not know this node; checking in again");
+                    break;
+                }
+                Err(PollError::Other(e)) => {
+                    eprintln!("metalcast: poll: {e}; checking in again in {backoff:?}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(cfg.max_backoff);
+                    break;
+                }
+            }
+        }
+    }
+}

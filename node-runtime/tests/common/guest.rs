@@ -1,0 +1,172 @@
+//! QEMU guests for the node-runtime tests: the Debian 6.1 kernel, the static
+//! runtime, and QEMU (TCG) attached to a fabric tap, with the serial console
+//! captured line by line with host timestamps.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metalcast_fabric::Tap;
+
+/// Where an unpacked `linux-image-*-amd64` .deb lives (see `node-runtime/fetch-kernel.sh`).
+pub fn kernel_root() -> PathBuf {
+    std::env::var_os("METALCAST_KERNEL_DIR")
+        .map_or_else(|| PathBuf::from("/var/cache/metalcast/linux-image"), PathBuf::from)
+}
+
+/// (vmlinuz, modules dir) of the unpacked kernel, or why not.
+pub fn kernel() -> Result<(PathBuf, PathBuf), String> {
+    let root = kernel_root();
+    let find = |dir: &Path, prefix: &str| -> Option<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .collect();
+        v.sort();
+        v.pop()
+    };
+    let vmlinuz = find(&root.join("boot"), "vmlinuz-")
+        .ok_or_else(|| format!("no kernel under {}/boot (run node-runtime/fetch-kernel.sh)", root.display()))?;
+    let modules = find(&root.join("lib/modules"), "")
+        .or_else(|| find(&root.join("usr/lib/modules"), ""))
+        .ok_or_else(|| format!("no modules under {}/lib/modules", root.display()))?;
+    Ok((vmlinuz, modules))
+}
+
+/// Whether QEMU is installed.
+pub fn qemu() -> Result<(), String> {
+    match Command::new("qemu-system-x86_64").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("qemu-system-x86_64 not installed (node-runtime/ci-setup.sh installs it)".into()),
+    }
+}
+
+/// The static `metalcast-node` for guests: `$METALCAST_NODE_STATIC`, or built
+/// here (`+crt-static`, explicit target so build scripts are unaffected) into
+/// its own target directory (the outer `cargo test` holds the main one).
+pub fn static_node() -> PathBuf {
+    if let Some(p) = std::env::var_os("METALCAST_NODE_STATIC") {
+        return PathBuf::from(p);
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| ws.join("target"), PathBuf::from).join("node-static");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(&ws)
+        .args(["build", "--locked", "-p", "metalcast-node", "--bin", "metalcast-node"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env("CARGO_PROFILE_DEV_STRIP", "symbols")
+        .status()
+        .expect("running cargo");
+    assert!(st.success(), "building the static metalcast-node failed");
+    target.join("x86_64-unknown-linux-gnu/debug/metalcast-node")
+}
+
+/// Console lines with the host time they arrived.
+pub type Console = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// A running guest; killed on drop. Its console is also appended to `log`.
+pub struct Guest {
+    pub name: String,
+    pub child: std::process::Child,
+    pub console: Console,
+    pub log: PathBuf,
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Guest hardware.
+pub struct GuestSpec<'a> {
+    pub name: &'a str,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub append: String,
+    pub nic_model: &'a str,
+    pub mac: &'a str,
+    pub disk: Option<&'a Path>,
+    pub memory_mb: u32,
+}
+
+impl Guest {
+    /// Starts QEMU (TCG, `-no-reboot`: a firmware reboot ends the process) in the tap's namespace.
+    pub fn start(tap: &Tap, s: &GuestSpec<'_>, log: PathBuf) -> Guest {
+        let mut cmd = tap.netns().command("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-display", "none", "-serial", "stdio"])
+            // virtio-rng: TCG's default CPU has no RDRAND, and getrandom would block for long.
+            .args(["-monitor", "none", "-nodefaults", "-device", "virtio-rng-pci", "-m"])
+            .arg(s.memory_mb.to_string())
+            .arg("-kernel")
+            .arg(s.kernel)
+            .arg("-initrd")
+            .arg(s.initrd)
+            .arg("-append")
+            .arg(&s.append)
+            .arg("-netdev")
+            .arg(format!("tap,id=n0,ifname={},script=no,downscript=no", tap.ifname()))
+            .arg("-device")
+            .arg(format!("{},netdev=n0,mac={}", s.nic_model, s.mac));
+        if let Some(d) = s.disk {
+            cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let console: Console = Arc::default();
+        let (c, out, logp, name) =
+            (Arc::clone(&console), child.stdout.take().unwrap(), log.clone(), s.name.to_string());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&logp).unwrap();
+            for line in BufReader::new(out).split(b'\n') {
+                let Ok(line) = line else { break };
+                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                let _ = writeln!(f, "{text}");
+                if text.contains("metalcast") {
+                    eprintln!("[{name}] {text}");
+                }
+                c.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        Guest { name: s.name.to_string(), child, console, log }
+    }
+
+    /// Waits for a console line containing `needle` after line index `from`;
+    /// returns (index, time, line). Panics with the log path if QEMU exits or the deadline passes.
+    pub fn wait_line(&mut self, needle: &str, from: usize, timeout: Duration) -> (usize, Instant, String) {
+        let t0 = Instant::now();
+        loop {
+            {
+                let c = self.console.lock().unwrap();
+                if let Some((i, (t, l))) = c.iter().enumerate().skip(from).find(|(_, (_, l))| l.contains(needle)) {
+                    return (i, *t, l.clone());
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("{}: QEMU exited ({st}) before {needle:?}; console in {}", self.name, self.log.display());
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "{}: no {needle:?} within {timeout:?}; console in {}",
+                self.name,
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether QEMU is still running (with `-no-reboot`, a firmware reboot would have ended it).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}

@@ -1,0 +1,395 @@
+//! The control-plane side of the runtime API: an axum [`Router`] over an
+//! in-memory node table.
+//!
+//! The control plane (or a test) owns a [`RuntimeApi`], mounts
+//! [`RuntimeApi::router`], queues instructions with [`RuntimeApi::push`] and
+//! reads check-ins and reports back. Instructions are delivered at most once:
+//! a node that dies mid-way shows up as a missing report, and the caller
+//! decides whether to queue the instruction again. The table is in memory: a
+//! restarted server knows no node until it checks in again, which the agent
+//! does whenever a poll answers 404.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{
+    Action, CheckIn, CheckInReply, Chosen, Instruction, MAX_WAIT_SECS, OfferEntry, Offers, Report, normalize_mac,
+};
+
+/// A check-in as recorded by the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeenCheckIn {
+    /// Unix time it arrived, seconds.
+    pub at_unix: f64,
+    /// What the node sent.
+    pub checkin: CheckIn,
+}
+
+/// What the server knows about one node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeRecord {
+    /// Every check-in since this server started, oldest first.
+    pub checkins: Vec<SeenCheckIn>,
+    /// Every phase report, oldest first.
+    pub reports: Vec<Report>,
+    /// Instructions not yet picked up.
+    pub queued: VecDeque<Instruction>,
+    /// Instructions handed out, in order.
+    pub delivered: Vec<u64>,
+    /// Images offered for attended mode: (name, action, default).
+    pub offers: Vec<(String, Action, bool)>,
+    /// Offers chosen at the console: (offer index, instruction queued).
+    pub chosen: Vec<(usize, u64)>,
+}
+
+impl NodeRecord {
+    /// The latest check-in.
+    pub fn last_checkin(&self) -> Option<&CheckIn> {
+        self.checkins.last().map(|c| &c.checkin)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    nodes: HashMap<String, NodeRecord>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: Mutex<Table>,
+    changed: Notify,
+    epoch: u64,
+    default_wait: u64,
+}
+
+/// The runtime API's server state; cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct RuntimeApi {
+    inner: Arc<Inner>,
+}
+
+impl Default for RuntimeApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Errors answered to the node.
+#[derive(Debug)]
+enum HttpError {
+    BadRequest(String),
+    UnknownNode,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let (code, msg) = match self {
+            HttpError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            HttpError::UnknownNode => (StatusCode::NOT_FOUND, "unknown node: check in first".to_owned()),
+        };
+        (code, Json(serde_json::json!({ "error": msg }))).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl RuntimeApi {
+    /// An empty node table with a fresh random epoch; suggests 25 s long-polls.
+    pub fn new() -> Self {
+        // The epoch only has to differ between server processes: the start time in nanoseconds does.
+        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        RuntimeApi {
+            inner: Arc::new(Inner {
+                table: Mutex::new(Table::default()),
+                changed: Notify::new(),
+                epoch,
+                default_wait: 25,
+            }),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The routes under [`crate::PREFIX`], ready to merge into the control plane's router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/runtime/checkin", post(checkin))
+            .route("/v1/runtime/nodes/{node}/instruction", get(instruction))
+            .route("/v1/runtime/nodes/{node}/reports", post(report))
+            .route("/v1/runtime/nodes/{node}/offers", get(offers))
+            .route("/v1/runtime/nodes/{node}/offers/{index}", post(choose))
+            .with_state(self.clone())
+    }
+
+    /// Queues `action` for `node` (a MAC); returns the instruction id. The node
+    /// need not have checked in yet.
+    pub fn push(&self, node: &str, action: Action) -> Result<u64, crate::ApiError> {
+        let node = normalize_mac(node)?;
+        let id = {
+            let mut t = self.table();
+            t.next_id += 1;
+            let id = t.next_id;
+            t.nodes.entry(node).or_default().queued.push_back(Instruction { id, action });
+            id
+        };
+        self.inner.changed.notify_waiters();
+        Ok(id)
+    }
+
+    /// Offers `action` under `name` to `node` for attended mode (the console
+    /// menu); `default` is taken when the countdown runs out.
+    pub fn offer(&self, node: &str, name: &str, action: Action, default: bool) -> Result<(), crate::ApiError> {
+        let node = normalize_mac(node)?;
+        self.table().nodes.entry(node).or_default().offers.push((name.to_owned(), action, default));
+        Ok(())
+    }
+
+    /// A snapshot of one node's record.
+    pub fn node(&self, node: &str) -> Option<NodeRecord> {
+        let node = normalize_mac(node).ok()?;
+        self.table().nodes.get(&node).cloned()
+    }
+
+    /// Ids of every node that checked in, sorted.
+    pub fn nodes(&self) -> Vec<String> {
+        let t = self.table();
+        let mut v: Vec<String> =
+            t.nodes.iter().filter(|(_, r)| !r.checkins.is_empty()).map(|(k, _)| k.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until `pred` holds for `node`'s record, or `timeout` passes;
+    /// returns the record that satisfied it.
+    pub async fn wait_for(
+        &self,
+        node: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&NodeRecord) -> bool,
+    ) -> Option<NodeRecord> {
+        let deadline = Instant::now() + timeout;
+        let node = normalize_mac(node).ok()?;
+        loop {
+            let notified = self.inner.changed.notified();
+            if let Some(r) = self.table().nodes.get(&node).filter(|r| pred(r)) {
+                return Some(r.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+
+    /// Waits until `node` has checked in more than `seen` times; returns the new check-in.
+    pub async fn wait_checkin(&self, node: &str, seen: usize, timeout: Duration) -> Option<CheckIn> {
+        self.wait_for(node, timeout, |r| r.checkins.len() > seen).await.and_then(|r| r.last_checkin().cloned())
+    }
+
+    /// Serves the router on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    }
+}
+
+async fn checkin(
+    State(api): State<RuntimeApi>,
+    body: Result<Json<CheckIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<CheckInReply>, HttpError> {
+    let Json(mut c) = body.map_err(|e| HttpError::BadRequest(e.body_text()))?;
+    c.node = normalize_mac(&c.node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    tracing::info!(node = %c.node, role = ?c.role, boot = %c.boot_id, "runtime check-in");
+    let node = c.node.clone();
+    api.table().nodes.entry(node.clone()).or_default().checkins.push(SeenCheckIn { at_unix: now_unix(), checkin: c });
+    api.inner.changed.notify_waiters();
+    Ok(Json(CheckInReply { node, server_epoch: api.inner.epoch, wait_secs: api.inner.default_wait }))
+}
+
+async fn instruction(
+    State(api): State<RuntimeApi>,
+    Path(node): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, HttpError> {
+    let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(api.inner.default_wait).min(MAX_WAIT_SECS));
+    let deadline = Instant::now() + wait;
+    loop {
+        let notified = api.inner.changed.notified();
+        {
+            let mut t = api.table();
+            let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+            if let Some(i) = rec.queued.pop_front() {
+                rec.delivered.push(i.id);
+                drop(t);
+                api.inner.changed.notify_waiters();
+                return Ok(Json(i).into_response());
+            }
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        };
+        let _ = tokio::time::timeout(left, notified).await;
+    }
+}
+
+async fn offers(State(api): State<RuntimeApi>, Path(node): Path<String>) -> Result<Json<Offers>, HttpError> {
+    let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let t = api.table();
+    let rec = t.nodes.get(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+    let offers = rec
+        .offers
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _, default))| OfferEntry { index, name: name.clone(), default: *default })
+        .collect();
+    Ok(Json(Offers { offers }))
+}
+
+async fn choose(
+    State(api): State<RuntimeApi>,
+    Path((node, index)): Path<(String, usize)>,
+) -> Result<Json<Chosen>, HttpError> {
+    let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let id = {
+        let mut t = api.table();
+        t.next_id += 1;
+        let id = t.next_id;
+        let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+        let (_, action, _) =
+            rec.offers.get(index).ok_or_else(|| HttpError::BadRequest(format!("no offer {index}")))?.clone();
+        rec.queued.push_back(Instruction { id, action });
+        rec.chosen.push((index, id));
+        id
+    };
+    api.inner.changed.notify_waiters();
+    Ok(Json(Chosen { instruction: id }))
+}
+
+async fn report(
+    State(api): State<RuntimeApi>,
+    Path(node): Path<String>,
+    body: Result<Json<Report>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, HttpError> {
+    let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let Json(r) = body.map_err(|e| HttpError::BadRequest(e.body_text()))?;
+    tracing::info!(%node, instruction = r.instruction, phase = ?r.phase, status = ?r.status, secs = r.secs, "runtime report");
+    {
+        let mut t = api.table();
+        let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+        rec.reports.push(r);
+    }
+    api.inner.changed.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Inventory, Role};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn checkin_body(mac: &str) -> CheckIn {
+        CheckIn {
+            node: mac.into(),
+            role: Role::Runtime,
+            boot_id: "b1".into(),
+            version: "0".into(),
+            address: "10.0.0.5".into(),
+            uptime_secs: 1.0,
+            network_secs: 0.1,
+            inventory: Inventory { nics: vec![], cpus: 1, memory_bytes: 1 << 30, disks: vec![], kernel: "6.1".into() },
+        }
+    }
+
+    async fn call(api: &RuntimeApi, method: &str, uri: &str, body: Option<serde_json::Value>) -> (StatusCode, Vec<u8>) {
+        let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+        let req = req.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
+        let resp = api.router().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn checkin_poll_report() {
+        let api = RuntimeApi::new();
+        let mac = "52:54:00:00:00:01";
+        let (s, _) = call(&api, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=0"), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "unknown node must check in first");
+        let (s, b) = call(
+            &api,
+            "POST",
+            "/v1/runtime/checkin",
+            Some(serde_json::to_value(checkin_body("52:54:00:00:00:01")).unwrap()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let reply: CheckInReply = serde_json::from_slice(&b).unwrap();
+        assert_eq!(reply.node, mac);
+        let (s, _) = call(&api, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=0"), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+
+        // A long poll is woken by a push.
+        let api2 = api.clone();
+        let poll = tokio::spawn(async move {
+            call(&api2, "GET", "/v1/runtime/nodes/52:54:00:00:00:01/instruction?wait=30", None).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let id = api.push(mac, Action::PowerOff).unwrap();
+        let (s, b) = poll.await.unwrap();
+        assert_eq!(s, StatusCode::OK);
+        let i: Instruction = serde_json::from_slice(&b).unwrap();
+        assert_eq!((i.id, i.action), (id, Action::PowerOff));
+        // Delivered once only.
+        let (s, _) = call(&api, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=0"), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+
+        let rep = serde_json::json!({"instruction": id, "boot_id": "b1", "phase": "handover", "status": "ok", "secs": 1.5, "exit_code": 0});
+        let (s, _) = call(&api, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(rep)).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(api.node(mac).unwrap().reports.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_rejected_and_change_nothing() {
+        let api = RuntimeApi::new();
+        let mut c = serde_json::to_value(checkin_body("52:54:00:00:00:02")).unwrap();
+        c["node"] = "../etc/passwd".into();
+        let (s, b) = call(&api, "POST", "/v1/runtime/checkin", Some(c)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&b));
+        let mut c = serde_json::to_value(checkin_body("52:54:00:00:00:02")).unwrap();
+        c["surprise"] = 1.into();
+        let (s, _) = call(&api, "POST", "/v1/runtime/checkin", Some(c)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _) =
+            call(&api, "POST", "/v1/runtime/nodes/52:54:00:00:00:02/reports", Some(serde_json::json!({"phase": 1})))
+                .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(api.nodes().is_empty());
+    }
+}
