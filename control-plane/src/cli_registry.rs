@@ -3,31 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::cli::{CliError, Client, ReqBody, urlencode as e};
-
-/// Who may see an image.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Visibility {
-    /// Every authenticated user (admins only may publish).
-    Public,
-    /// The owner project only.
-    Private,
-    /// The owner project and projects it is shared with.
-    Shared,
-}
-
-impl Visibility {
-    fn as_str(self) -> &'static str {
-        match self {
-            Visibility::Public => "public",
-            Visibility::Private => "private",
-            Visibility::Shared => "shared",
-        }
-    }
-}
+use crate::images::Visibility;
 
 /// `metalcast image ...`
 #[derive(Debug, Subcommand)]

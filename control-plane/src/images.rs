@@ -31,8 +31,8 @@ use crate::extract::{Body, check_name};
 use crate::quotas;
 use crate::state::AppState;
 
-/// Who may see an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Who may see an image (also the CLI's `--visibility` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Every authenticated user.
@@ -44,7 +44,8 @@ pub enum Visibility {
 }
 
 impl Visibility {
-    fn as_str(self) -> &'static str {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
         match self {
             Visibility::Public => "public",
             Visibility::Private => "private",
