@@ -424,7 +424,7 @@ async fn show_node(State(st): State<AppState>, c: Caller, Path(node): Path<Strin
 }
 
 /// Look up a node's BMC after checking the caller may drive it.
-async fn node_obm(st: &AppState, c: &Caller, node: &str) -> R<ObmConfig> {
+pub(crate) async fn node_obm(st: &AppState, c: &Caller, node: &str) -> R<ObmConfig> {
     let project = node_project(st, node).await?;
     c.require_project(project.as_deref())?;
     let obm: String =
@@ -657,7 +657,7 @@ async fn node_in_callers_project(st: &AppState, c: &Caller, node: &str) -> R<Str
 }
 
 /// Queue a networking action; 409 if the NIC already has a pending one.
-async fn queue_action(
+pub(crate) async fn queue_action(
     st: &AppState,
     node: &str,
     nic: &str,

@@ -209,6 +209,8 @@ async fn token_delete(State(st): State<AppState>, c: Caller, Path(id): Path<Stri
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::images::ImagesDoc::openapi());
+    doc.merge(crate::deploy::DeploymentsDoc::openapi());
+    doc.merge(crate::reclaim::ReclaimDoc::openapi());
     doc.merge(crate::keypairs::KeypairsDoc::openapi());
     doc.merge(crate::quotas::QuotasDoc::openapi());
     Json(doc)

@@ -4,7 +4,7 @@
 //! Exit codes: 0 success; 1 other error (bad local input, I/O, server
 //! startup); 2 usage error (from clap); 3 cannot reach the server;
 //! 4 authentication/authorization refused (401/403); 5 not found (404);
-//! 6 conflict (409); 7 any other API error.
+//! 6 conflict (409); 7 any other API error; 8 a deployment ended with failed nodes.
 
 use std::net::SocketAddr;
 
@@ -18,7 +18,8 @@ use serde_json::{Value, json};
     version,
     about = "metalcast control plane: bare metal as a service (HIL-compatible API)",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable, \
-                  4 unauthorized/forbidden, 5 not found, 6 conflict, 7 other API error."
+                  4 unauthorized/forbidden, 5 not found, 6 conflict, 7 other API error, \
+                  8 deployment finished with failed nodes."
 )]
 pub struct Cli {
     /// Server URL for client commands.
@@ -61,6 +62,30 @@ pub struct DbArgs {
     pub database_url: String,
 }
 
+/// Deployment options of `metalcast serve`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// This server's IPv4 address on the provisioning network: the multicast
+    /// sender binds it and node reports come back to it. Without it,
+    /// deployments are refused.
+    #[arg(long, env = "METALCAST_PROVISION_ADDR")]
+    pub provision_addr: Option<std::net::Ipv4Addr>,
+    /// URL nodes use to reach this server (metadata seed URLs on the kernel
+    /// command line); default `http://PROVISION_ADDR:LISTEN_PORT`.
+    #[arg(long, env = "METALCAST_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// MTU of the provisioning network (sets the multicast symbol size; 9000 for jumbo frames).
+    #[arg(long, default_value_t = 1500)]
+    pub provision_mtu: usize,
+    /// Default multicast send-rate cap, Mbit/s of UDP payload (0: none).
+    #[arg(long, default_value_t = 800)]
+    pub rate_mbit: u64,
+    /// Image (the bootstrap bundle from `metalcast-image initramfs`) that
+    /// reclaimed nodes are kexec'd back into.
+    #[arg(long)]
+    pub runtime_image: Option<String>,
+}
+
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -90,6 +115,8 @@ pub enum Command {
         /// Largest image bundle accepted in one upload, in MiB.
         #[arg(long, default_value_t = crate::registry::DEFAULT_MAX_UPLOAD >> 20)]
         max_image_mib: u64,
+        #[command(flatten)]
+        provision: ProvisionArgs,
     },
     /// Server administration done directly on the database.
     #[command(subcommand)]
@@ -133,6 +160,8 @@ pub enum Command {
     /// Project quotas (nodes, images, image storage).
     #[command(subcommand)]
     Quota(crate::cli_registry::QuotaCmd),
+    /// Deploy an image to nodes by multicast, with live progress; or list, show, watch, retry deployments.
+    Deploy(crate::cli_deploy::DeployArgs),
     /// Stream a bundle by RaptorQ multicast until every expected receiver is done.
     Send(crate::send::SendArgs),
     /// The README's main job: a real multicast deploy to namespace nodes on this machine (root).
@@ -240,6 +269,18 @@ pub enum ConsoleVerb {
 /// `metalcast node ...`
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
+    /// Return a node to the free pool running the runtime (kexec, else BMC),
+    /// optionally wiped, networks detached; prints the time of each phase.
+    Reclaim {
+        /// Node name.
+        node: String,
+        /// Erase the disks first.
+        #[arg(long, value_enum, default_value_t = crate::reclaim::WipeSpec::None)]
+        wipe: crate::reclaim::WipeSpec,
+        /// Seconds to wait for the runtime to come back.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// List nodes.
     List {
         /// `all` or `free`.
@@ -580,6 +621,9 @@ pub enum CliError {
     /// Bad local input.
     #[error("{0}")]
     Input(String),
+    /// A deployment ended with failed nodes.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {
@@ -592,6 +636,7 @@ impl CliError {
             CliError::Api { status: 409, .. } => 6,
             CliError::Api { .. } => 7,
             CliError::Input(_) => 1,
+            CliError::Failed(_) => 8,
         }
     }
 }
@@ -679,7 +724,25 @@ pub enum ReqBody {
     File(tokio::fs::File, u64),
 }
 
-impl Client {}
+impl Client {
+    /// `GET path` for a streamed answer (server-sent events); errors as in [`Client::send`].
+    pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        let mut rb = self.http.get(format!("{}{path}", self.url)).header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        } else if let Some((u, p)) = &self.basic {
+            rb = rb.basic_auth(u, p.as_ref());
+        }
+        let resp = rb.send().await.map_err(|source| CliError::Connect { url: self.url.clone(), source })?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let msg = v.get("msg").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_string);
+            return Err(CliError::Api { status, msg });
+        }
+        Ok(resp)
+    }
+}
 
 /// Run a client (REST) command; returns the JSON to print.
 pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
@@ -691,6 +754,7 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
             Err(CliError::Input("not a client command".into()))
         }
         C::Whoami => c.call("GET", "/v1/whoami", None).await,
+        C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
         C::Action { status_id } => c.call("GET", &format!("/v0/networking_action/{}", e(status_id)), None).await,
         C::Project(p) => match p {
             ProjectCmd::List => c.call("GET", "/v0/projects", None).await,
@@ -722,6 +786,7 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
                 c.call("GET", &format!("/v0/nodes/{w}"), None).await
             }
             NodeCmd::Show { node } => c.call("GET", &format!("/v0/node/{}", e(node)), None).await,
+            NodeCmd::Reclaim { node, wipe, timeout } => crate::cli_deploy::reclaim(&c, node, *wipe, *timeout).await,
             NodeCmd::Register { node, obm } => {
                 let obm: Value =
                     serde_json::from_str(obm).map_err(|err| CliError::Input(format!("--obm is not JSON: {err}")))?;

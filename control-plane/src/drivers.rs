@@ -147,6 +147,10 @@ pub enum ObmConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pxe_device: Option<String>,
     },
+    /// No BMC (e.g. a namespace node of the demo fabric): power and console
+    /// calls answer 501; reclaim works only through the node's runtime.
+    #[serde(rename = "none")]
+    None {},
     /// In-memory BMC for unit tests.
     #[cfg(test)]
     #[serde(rename = "mock")]
@@ -206,6 +210,7 @@ impl ObmConfig {
                 }
                 Ok(())
             }
+            ObmConfig::None {} => Ok(()),
             #[cfg(test)]
             ObmConfig::Mock { .. } => Ok(()),
         }
@@ -251,6 +256,7 @@ impl ObmConfig {
                 }
                 Ok(())
             }
+            ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
             #[cfg(test)]
             ObmConfig::Mock { id } => {
                 mock::with(id, |s| {
@@ -274,6 +280,7 @@ impl ObmConfig {
                 let v = qmp::execute(socket, "query-status").await?;
                 Ok(v.get("running").and_then(|r| r.as_bool()).unwrap_or(false))
             }
+            ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
             #[cfg(test)]
             ObmConfig::Mock { id } => Ok(mock::with(id, |s| s.on)),
         }
@@ -294,6 +301,7 @@ impl ObmConfig {
             ObmConfig::Qmp { socket, disk_device, pxe_device, .. } => {
                 qmp::set_bootdev(socket, dev, disk_device.as_deref(), pxe_device.as_deref()).await
             }
+            ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
             #[cfg(test)]
             ObmConfig::Mock { id } => {
                 mock::with(id, |s| s.log.push(format!("bootdev {dev}")));
@@ -324,6 +332,7 @@ impl ObmConfig {
             ObmConfig::Redfish { .. } => {
                 Err(DriverError::Unsupported("the redfish driver does not capture the console"))
             }
+            ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
             #[cfg(test)]
             ObmConfig::Mock { .. } => Err(DriverError::Unsupported("the mock driver has no console")),
         }

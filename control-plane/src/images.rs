@@ -143,6 +143,12 @@ async fn load(st: &AppState, name: &str) -> Result<Option<ImageInfo>, ApiError> 
     Ok(Some(info))
 }
 
+/// Load an image regardless of who asks (for the server's own use, e.g. the runtime image of reclaim).
+pub(crate) async fn load_any(st: &AppState, name: &str) -> Result<Option<ImageInfo>, ApiError> {
+    check_name("image", name)?;
+    load(st, name).await
+}
+
 fn from_row(row: &sqlx::any::AnyRow) -> Result<ImageInfo, ApiError> {
     Ok(ImageInfo {
         name: row.try_get(0)?,

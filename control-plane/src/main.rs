@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use metalcast_control_plane::cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
+use metalcast_control_plane::deploy::Provision;
 use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
 use metalcast_image::PublicKey;
@@ -63,13 +64,34 @@ fn main() -> ExitCode {
 
 async fn async_main(cli: Cli) -> ExitCode {
     match &cli.command {
-        Command::Serve { listen, db, vlan_range, tls_cert, tls_key, data_dir, trusted_keys, max_image_mib } => {
+        Command::Serve {
+            listen,
+            db,
+            vlan_range,
+            tls_cert,
+            tls_key,
+            data_dir,
+            trusted_keys,
+            max_image_mib,
+            provision,
+        } => {
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
             let registry = match registry(data_dir, trusted_keys, *max_image_mib) {
                 Ok(r) => r,
                 Err(e) => return report(Err(e)),
             };
-            report(serve(*listen, &db.database_url, *vlan_range, tls, registry).await)
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let provision = Provision {
+                addr: provision.provision_addr,
+                public_url: provision
+                    .public_url
+                    .clone()
+                    .or_else(|| provision.provision_addr.map(|a| format!("{scheme}://{a}:{}", listen.port()))),
+                rate_mbit: provision.rate_mbit,
+                mtu: provision.provision_mtu,
+                runtime_image: provision.runtime_image.clone(),
+            };
+            report(serve(*listen, &db.database_url, *vlan_range, tls, registry, provision).await)
         }
         Command::Admin(AdminCmd::Bootstrap { db, admin_user, admin_password }) => {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
@@ -117,6 +139,7 @@ async fn serve(
     vlans: VlanPool,
     tls: Option<(&std::path::Path, &std::path::Path)>,
     registry: Registry,
+    provision: Provision,
 ) -> anyhow::Result<()> {
     let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -135,7 +158,10 @@ async fn serve(
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    let state = AppState::new(db, vlans).with_registry(registry);
+    if provision.addr.is_none() {
+        tracing::warn!("no --provision-addr given: deployments will be refused");
+    }
+    let state = AppState::new(db, vlans).with_registry(registry).with_provision(provision);
     match tls {
         Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
             .await

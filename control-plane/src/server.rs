@@ -20,12 +20,17 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::images::routes())
         .merge(crate::keypairs::routes())
         .merge(crate::quotas::routes())
+        .merge(crate::deploy::routes())
+        .merge(crate::metadata::routes())
+        .merge(crate::reclaim::routes())
         .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.
+        .merge(state.runtime.router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
 }
 
 /// Turn axum's own plain-text or empty error responses (path/query
@@ -102,5 +107,10 @@ async fn recover(state: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(n, "marked networking actions interrupted by a restart as ERROR"),
         Err(e) => tracing::error!(error = %e, "cannot recover pending networking actions"),
+    }
+    match crate::deploy::recover(state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(n, "marked nodes of deployments interrupted by a restart as failed"),
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
     }
 }

@@ -43,6 +43,12 @@ pub struct Inner {
     pub registry: crate::registry::Registry,
     /// Running console captures.
     pub consoles: crate::console::Consoles,
+    /// The node runtimes' side: check-ins, instructions, phase reports.
+    pub runtime: metalcast_runtime_api::server::RuntimeApi,
+    /// How deployments reach the nodes (provisioning network).
+    pub provision: crate::deploy::Provision,
+    /// Progress of the deployments running in this process.
+    pub deploys: crate::deploy::Deploys,
 }
 
 impl AppState {
@@ -56,6 +62,9 @@ impl AppState {
             action_done: tokio::sync::Notify::new(),
             registry: crate::registry::Registry::default(),
             consoles: crate::console::Consoles::default(),
+            runtime: metalcast_runtime_api::server::RuntimeApi::new(),
+            provision: crate::deploy::Provision::default(),
+            deploys: crate::deploy::Deploys::default(),
         }))
     }
 
@@ -66,6 +75,18 @@ impl AppState {
     pub fn with_registry(self, registry: crate::registry::Registry) -> Self {
         let mut inner = std::sync::Arc::try_unwrap(self.0).expect("with_registry before the state is shared");
         inner.registry = registry;
+        AppState(std::sync::Arc::new(inner))
+    }
+}
+
+impl AppState {
+    /// Replace the provisioning configuration (deployments).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_provision(self, provision: crate::deploy::Provision) -> Self {
+        let mut inner = std::sync::Arc::try_unwrap(self.0).expect("with_provision before the state is shared");
+        inner.provision = provision;
         AppState(std::sync::Arc::new(inner))
     }
 }

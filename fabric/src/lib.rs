@@ -29,6 +29,8 @@ mod fabric;
 mod netns;
 mod sys;
 
+pub mod qemu;
+
 pub use error::FabricError;
 pub use fabric::{Fabric, FabricBuilder, Flow, Host, Rate, Switch, Tap};
 pub use metalcast_ebpf::{GilbertElliott, LossConfig, LossStats};

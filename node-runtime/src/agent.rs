@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use metalcast_image::{PublicKey, SignedManifest};
 use metalcast_runtime_api::{
     Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Status, Target,
+    Wipe, WipeMode,
 };
 use metalcast_transport::{Receiver, ReceiverConfig, TransportError};
 
@@ -259,7 +260,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     match cfg.handover_override.unwrap_or(d.handover) {
         Handover::None => {
             run.phase(Phase::Handover, || {
-                Ok(("hand-over none: staying in the runtime".into(), serde_json::Value::Null))
+                Ok(("hand-over none: staying in the runtime".into(), serde_json::json!({ "handover": "none" })))
             });
             exit::OK
         }
@@ -290,7 +291,10 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
                         "kexec_file_load returned but /sys/kernel/kexec_loaded is not 1".into(),
                     ));
                 }
-                Ok((format!("kernel staged, rebooting into it; cmdline {cmdline:?}"), serde_json::Value::Null))
+                Ok((
+                    format!("kernel staged, rebooting into it; cmdline {cmdline:?}"),
+                    serde_json::json!({ "handover": "kexec" }),
+                ))
             });
             if !ok {
                 return exit::HANDOVER;
@@ -301,6 +305,38 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             exit::HANDOVER
         }
     }
+}
+
+/// Erases the node's disks (reclaim). Only on a machine the runtime booted:
+/// an agent started by hand or by a test on some host never touches that
+/// host's disks.
+fn wipe(run: &Run<'_>, w: &Wipe) -> bool {
+    run.phase(Phase::Wipe, || {
+        if std::os::unix::process::parent_id() != 1 {
+            return Err((exit::USAGE, "wipe refused: the agent is not running under the runtime's init".into()));
+        }
+        let devices: Vec<PathBuf> = if w.devices.is_empty() {
+            inventory::collect().disks.iter().map(|d| PathBuf::from(format!("/dev/{}", d.name))).collect()
+        } else {
+            w.devices.iter().map(PathBuf::from).collect()
+        };
+        let zero = w.mode == WipeMode::Zero;
+        let mut done = Vec::new();
+        for dev in &devices {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dev)
+                .map_err(|e| (exit::WRITE, format!("opening {}: {e}", dev.display())))?;
+            let len = sys::block_size_bytes(&f).map_err(|e| (exit::WRITE, format!("{}: size: {e}", dev.display())))?;
+            sys::erase_block_device(&f, len, zero).map_err(|e| {
+                let hint = if zero { "" } else { " (the device may not support discard: wipe with zero)" };
+                (exit::WRITE, format!("{} {}: {e}{hint}", if zero { "zeroing" } else { "discarding" }, dev.display()))
+            })?;
+            f.sync_all().map_err(|e| (exit::WRITE, format!("{}: flush: {e}", dev.display())))?;
+            done.push(format!("{} ({} MiB)", dev.display(), len >> 20));
+        }
+        Ok((format!("{:?}: {}", w.mode, done.join(", ")).to_lowercase(), serde_json::Value::Null))
+    })
 }
 
 /// Attended mode: lists the offers on the console and reads a choice from
@@ -425,6 +461,9 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                             if cfg.once {
                                 return code;
                             }
+                        }
+                        Action::Wipe(w) => {
+                            wipe(&run, &w);
                         }
                         Action::CheckIn => break,
                         Action::PowerOff => {

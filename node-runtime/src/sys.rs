@@ -45,6 +45,19 @@ pub fn block_size_bytes(dev: &File) -> io::Result<u64> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(size) }
 }
 
+/// `BLKDISCARD` = `_IO(0x12, 119)`, `BLKZEROOUT` = `_IO(0x12, 127)` (not exported by the libc crate).
+const BLKDISCARD: libc::Ioctl = 0x1277;
+const BLKZEROOUT: libc::Ioctl = 0x127f;
+
+/// Discards (`zero == false`) or zeroes (`zero == true`) bytes `0..len` of a block device.
+pub fn erase_block_device(dev: &File, len: u64, zero: bool) -> io::Result<()> {
+    let range: [u64; 2] = [0, len];
+    let req = if zero { BLKZEROOUT } else { BLKDISCARD };
+    // SAFETY: both ioctls read a `u64[2]` {start, length} through the pointer, which points at a live local.
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), req, range.as_ptr()) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Logical sector size of a block device (`BLKSSZGET`): the unit of `O_DIRECT` I/O.
 pub fn logical_sector_size(dev: &File) -> io::Result<usize> {
     let mut size: libc::c_int = 0;

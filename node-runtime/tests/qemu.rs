@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::guest::{Guest, GuestSpec};
 use common::*;
+use metalcast_fabric::qemu::{self as guest, Guest, GuestSpec};
 use metalcast_fabric::{Fabric, skip_unless_root};
 use metalcast_image::initramfs::{InitramfsSpec, build_initramfs};
 use metalcast_image::{Bundle, spec_from_inputs};
@@ -29,11 +29,11 @@ const MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rn
 const MIB: usize = 1 << 20;
 
 fn prerequisites() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    common::guest::qemu()?;
+    guest::qemu()?;
     if std::process::Command::new("dnsmasq").arg("--version").output().is_err() {
         return Err("dnsmasq not installed".into());
     }
-    common::guest::kernel()
+    guest::kernel()
 }
 
 /// A sparse disk image: 48 MiB with 6 MiB of data in three places.
@@ -64,7 +64,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         }
     };
     let t_start = Instant::now();
-    let node_static = common::guest::static_node();
+    let node_static = guest::static_node(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (key, pubkey) = keypair(d);
@@ -159,7 +159,8 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             memory_mb: 512,
         },
         d.join("a.log"),
-    );
+    )
+    .unwrap();
     let mut gb = Guest::start(
         f.tap("b").unwrap(),
         &GuestSpec {
@@ -173,7 +174,8 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             memory_mb: 512,
         },
         d.join("b.log"),
-    );
+    )
+    .unwrap();
     // A namespace receiver in the same session (hand-over none: the host has no kexec).
     let r0 = &f.receivers()[0];
     let _agent = Killed(

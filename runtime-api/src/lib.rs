@@ -175,12 +175,35 @@ impl Deploy {
     }
 }
 
+/// How disks are erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WipeMode {
+    /// `BLKDISCARD` over the whole device (fast; fails where the device cannot discard).
+    Discard,
+    /// `BLKZEROOUT` over the whole device (the kernel writes zeroes, or unmaps where that reads back as zeroes).
+    Zero,
+}
+
+/// Erase block devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wipe {
+    /// How.
+    pub mode: WipeMode,
+    /// Devices (`/dev/vda`); empty: every whole disk in the node's inventory.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
 /// What the node is told to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Action {
     /// Receive, write, verify, hand over.
     Deploy(Deploy),
+    /// Erase disks before the node goes back to the free pool (reclaim).
+    Wipe(Wipe),
     /// Check in again (e.g. after the inventory changed).
     CheckIn,
     /// Power the node off.
@@ -241,6 +264,8 @@ pub enum Phase {
     Verify,
     /// Loading the new kernel (kexec) or starting the VM; the last report before the node goes away.
     Handover,
+    /// Erasing disks (a `wipe` instruction).
+    Wipe,
 }
 
 /// Outcome of a phase.

@@ -4,6 +4,7 @@
 
 mod api;
 mod bridge;
+mod deploy;
 mod ipmi;
 mod isolation;
 mod qmp;
@@ -82,7 +83,12 @@ impl Harness {
         let signer = metalcast_image::SecretKey::generate();
         let registry_dir = tempfile::tempdir().unwrap();
         let st = AppState::new(db, VlanPool { first: 100, last: 109 })
-            .with_registry(crate::registry::Registry::new(registry_dir.path(), vec![signer.public()]));
+            .with_registry(crate::registry::Registry::new(registry_dir.path(), vec![signer.public()]))
+            .with_provision(crate::deploy::Provision {
+                addr: Some(std::net::Ipv4Addr::LOCALHOST),
+                public_url: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            });
         let b = crate::bootstrap::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
         Harness {
             app: crate::app(st.clone()),
@@ -186,6 +192,8 @@ impl Harness {
             "SELECT image || ':' || project FROM image_members ORDER BY 1",
             "SELECT project || ':' || COALESCE(CAST(max_nodes AS TEXT), '-') || ':' || COALESCE(CAST(max_images AS TEXT), '-') FROM quotas ORDER BY 1",
             "SELECT owner_user || ':' || name || ':' || COALESCE(project, '-') FROM keypairs ORDER BY 1",
+            "SELECT CAST(id AS TEXT) || ':' || project || ':' || image || ':' || state FROM deployments ORDER BY 1",
+            "SELECT CAST(deployment AS TEXT) || ':' || node || ':' || state FROM deployment_nodes ORDER BY 1",
         ];
         let mut out = Vec::new();
         for q in queries {

@@ -7,7 +7,7 @@ use super::{Harness, Who};
 use crate::both_backends;
 
 /// Build a small signed bundle (kernel + initrd parts from random bytes).
-fn bundle(key: Option<&metalcast_image::SecretKey>, seed: u8) -> Vec<u8> {
+pub(super) fn bundle(key: Option<&metalcast_image::SecretKey>, seed: u8) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("vmlinuz");
     let initrd = dir.path().join("initrd");

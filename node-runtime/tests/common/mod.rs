@@ -2,8 +2,6 @@
 //! and a multicast sender running inside a fabric host's namespace.
 #![allow(dead_code)]
 
-pub mod guest;
-
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::Arc;

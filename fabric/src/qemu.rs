@@ -1,4 +1,5 @@
-//! QEMU guests for the node-runtime tests: the Debian 6.1 kernel, the static
+//! QEMU guest nodes on a fabric (tests and `metalcast demo --qemu`): the
+//! Debian kernel unpacked by `node-runtime/fetch-kernel.sh`, the static
 //! runtime, and QEMU (TCG) attached to a fabric tap, with the serial console
 //! captured line by line with host timestamps.
 
@@ -8,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use metalcast_fabric::Tap;
+use crate::Tap;
 
 /// Where an unpacked `linux-image-*-amd64` .deb lives (see `node-runtime/fetch-kernel.sh`).
 pub fn kernel_root() -> PathBuf {
@@ -46,18 +47,19 @@ pub fn qemu() -> Result<(), String> {
 }
 
 /// The static `metalcast-node` for guests: `$METALCAST_NODE_STATIC`, or built
-/// here (`+crt-static`, explicit target so build scripts are unaffected) into
-/// its own target directory (the outer `cargo test` holds the main one).
-pub fn static_node() -> PathBuf {
+/// from the workspace at `workspace` (`+crt-static`, explicit target so build
+/// scripts are unaffected) into its own target directory (an outer `cargo
+/// test` holds the main one).
+pub fn static_node(workspace: &Path) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("METALCAST_NODE_STATIC") {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| ws.join("target"), PathBuf::from).join("node-static");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from)
+        .join("node-static");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let st = Command::new(cargo)
-        .current_dir(&ws)
+        .current_dir(workspace)
         .args(["build", "--locked", "-p", "metalcast-node", "--bin", "metalcast-node"])
         .args(["--target", "x86_64-unknown-linux-gnu"])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -65,19 +67,26 @@ pub fn static_node() -> PathBuf {
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .env("CARGO_PROFILE_DEV_STRIP", "symbols")
         .status()
-        .expect("running cargo");
-    assert!(st.success(), "building the static metalcast-node failed");
-    target.join("x86_64-unknown-linux-gnu/debug/metalcast-node")
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !st.success() {
+        return Err("building the static metalcast-node failed".into());
+    }
+    Ok(target.join("x86_64-unknown-linux-gnu/debug/metalcast-node"))
 }
 
 /// Console lines with the host time they arrived.
 pub type Console = Arc<Mutex<Vec<(Instant, String)>>>;
 
 /// A running guest; killed on drop. Its console is also appended to `log`.
+#[derive(Debug)]
 pub struct Guest {
+    /// Name used in messages.
     pub name: String,
+    /// The QEMU process.
     pub child: std::process::Child,
+    /// Console lines so far.
     pub console: Console,
+    /// File the console is copied to.
     pub log: PathBuf,
 }
 
@@ -89,20 +98,29 @@ impl Drop for Guest {
 }
 
 /// Guest hardware.
+#[derive(Debug)]
 pub struct GuestSpec<'a> {
+    /// Name used in messages.
     pub name: &'a str,
+    /// Kernel to boot (`-kernel`).
     pub kernel: &'a Path,
+    /// Initramfs (`-initrd`).
     pub initrd: &'a Path,
+    /// Kernel command line.
     pub append: String,
+    /// QEMU NIC model (`e1000`, `virtio-net-pci`).
     pub nic_model: &'a str,
+    /// NIC MAC address.
     pub mac: &'a str,
+    /// Raw virtio disk image.
     pub disk: Option<&'a Path>,
+    /// Memory, MiB.
     pub memory_mb: u32,
 }
 
 impl Guest {
     /// Starts QEMU (TCG, `-no-reboot`: a firmware reboot ends the process) in the tap's namespace.
-    pub fn start(tap: &Tap, s: &GuestSpec<'_>, log: PathBuf) -> Guest {
+    pub fn start(tap: &Tap, s: &GuestSpec<'_>, log: PathBuf) -> std::io::Result<Guest> {
         let mut cmd = tap.netns().command("qemu-system-x86_64");
         cmd.args(["-accel", "tcg", "-smp", "1", "-no-reboot", "-display", "none", "-serial", "stdio"])
             // virtio-rng: TCG's default CPU has no RDRAND, and getrandom would block for long.
@@ -121,13 +139,13 @@ impl Guest {
         if let Some(d) = s.disk {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
         }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let console: Console = Arc::default();
         let (c, out, logp, name) =
-            (Arc::clone(&console), child.stdout.take().unwrap(), log.clone(), s.name.to_string());
+            (Arc::clone(&console), child.stdout.take().expect("stdout is piped"), log.clone(), s.name.to_string());
+        let mut f = std::fs::File::create(&logp)?;
         std::thread::spawn(move || {
             use std::io::Write;
-            let mut f = std::fs::File::create(&logp).unwrap();
             for line in BufReader::new(out).split(b'\n') {
                 let Ok(line) = line else { break };
                 let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
@@ -135,34 +153,50 @@ impl Guest {
                 if text.contains("metalcast") {
                     eprintln!("[{name}] {text}");
                 }
-                c.lock().unwrap().push((Instant::now(), text));
+                c.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), text));
             }
         });
-        Guest { name: s.name.to_string(), child, console, log }
+        Ok(Guest { name: s.name.to_string(), child, console, log })
     }
 
-    /// Waits for a console line containing `needle` after line index `from`;
-    /// returns (index, time, line). Panics with the log path if QEMU exits or the deadline passes.
-    pub fn wait_line(&mut self, needle: &str, from: usize, timeout: Duration) -> (usize, Instant, String) {
+    /// Like [`Guest::wait_line`], but an error instead of a panic.
+    pub fn try_wait_line(
+        &mut self,
+        needle: &str,
+        from: usize,
+        timeout: Duration,
+    ) -> Result<(usize, Instant, String), String> {
         let t0 = Instant::now();
         loop {
             {
-                let c = self.console.lock().unwrap();
+                let c = self.console.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some((i, (t, l))) = c.iter().enumerate().skip(from).find(|(_, (_, l))| l.contains(needle)) {
-                    return (i, *t, l.clone());
+                    return Ok((i, *t, l.clone()));
                 }
             }
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("{}: QEMU exited ({st}) before {needle:?}; console in {}", self.name, self.log.display());
+                return Err(format!(
+                    "{}: QEMU exited ({st}) before {needle:?}; console in {}",
+                    self.name,
+                    self.log.display()
+                ));
             }
-            assert!(
-                t0.elapsed() < timeout,
-                "{}: no {needle:?} within {timeout:?}; console in {}",
-                self.name,
-                self.log.display()
-            );
+            if t0.elapsed() > timeout {
+                return Err(format!(
+                    "{}: no {needle:?} within {timeout:?}; console in {}",
+                    self.name,
+                    self.log.display()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits for a console line containing `needle` after line index `from`;
+    /// returns (index, time, line). Panics with the log path if QEMU exits or
+    /// the deadline passes (for tests).
+    pub fn wait_line(&mut self, needle: &str, from: usize, timeout: Duration) -> (usize, Instant, String) {
+        self.try_wait_line(needle, from, timeout).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Whether QEMU is still running (with `-no-reboot`, a firmware reboot would have ended it).

@@ -1,0 +1,330 @@
+//! Reclaim: give a node back to the free pool, clean, as fast as possible.
+//!
+//! `POST /v1/nodes/{node}/reclaim` runs these phases in order and reports the
+//! time of each; the first failure stops it with the node still in its
+//! project (nothing half-done is hidden from the database):
+//! 1. `runtime`: bring the node back to the metalcast runtime. Already there:
+//!    nothing to do. A tenant system whose agent checks in: a deployment of
+//!    the runtime image (`serve --runtime-image`) with a kexec hand-over, no
+//!    firmware reboot. Otherwise, or if that fails: the BMC sets the boot
+//!    device to `pxe` and power-cycles the node, and we wait for the
+//!    runtime's check-in.
+//! 2. `wipe` (optional): `discard` or `zero` every disk, done by the runtime.
+//! 3. `networks`: every network detached from every NIC.
+//! 4. `free`: the node leaves the project; its console log is dropped and
+//!    its metadata tokens stop working.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use metalcast_runtime_api::{Action, Phase, Role, Status, Wipe, WipeMode};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::auth::Caller;
+use crate::drivers::PowerOp;
+use crate::error::ApiError;
+use crate::extract::{Body, check_name};
+use crate::state::AppState;
+
+/// `POST /v1/nodes/{node}/reclaim`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReclaimRequest {
+    /// Erase the node's disks before it is free: `none` (default), `discard` or `zero`.
+    #[serde(default)]
+    pub wipe: WipeSpec,
+    /// Seconds to wait for the runtime to come back (default 300).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Disk erasure on reclaim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WipeSpec {
+    /// Leave the disks as they are.
+    #[default]
+    None,
+    /// Discard every block (fast where the device supports it).
+    Discard,
+    /// Write zeroes over every disk.
+    Zero,
+}
+
+/// One phase of a reclaim.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReclaimPhase {
+    /// runtime | wipe | networks | free.
+    pub phase: String,
+    /// Wall time, seconds.
+    pub secs: f64,
+    /// What happened.
+    pub detail: String,
+}
+
+/// The result of a reclaim.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reclaimed {
+    /// Node name.
+    pub node: String,
+    /// The project it left.
+    pub project: String,
+    /// How the runtime came back: `already-running`, `kexec` or `bmc`.
+    pub method: String,
+    /// Phases in order.
+    pub phases: Vec<ReclaimPhase>,
+    /// Total seconds.
+    pub secs: f64,
+}
+
+/// OpenAPI description of reclaim.
+#[derive(Debug, OpenApi)]
+#[openapi(paths(reclaim), components(schemas(ReclaimRequest, WipeSpec, ReclaimPhase, Reclaimed)))]
+pub struct ReclaimDoc;
+
+/// `POST /v1/nodes/{node}/reclaim`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/nodes/{node}/reclaim", post(reclaim))
+}
+
+/// Return a node to the free pool running the runtime (kexec, else BMC), optionally wiped, networks detached.
+#[utoipa::path(post, path = "/v1/nodes/{node}/reclaim", request_body = ReclaimRequest,
+    responses((status = 200, body = Reclaimed), (status = 409), (status = 502)))]
+async fn reclaim(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(node): Path<String>,
+    Body(req): Body<ReclaimRequest>,
+) -> Result<Json<Reclaimed>, ApiError> {
+    check_name("node", &node)?;
+    let user = c.user.clone().ok_or(ApiError::Unauthenticated)?;
+    let project: Option<String> = sqlx::query("SELECT project FROM nodes WHERE name = $1")
+        .bind(&node)
+        .fetch_optional(&st.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("node", &node))?
+        .try_get(0)?;
+    let Some(project) = project else {
+        c.require_admin()?;
+        return Err(ApiError::Conflict(format!("node {node:?} is free already")));
+    };
+    c.require_project(Some(&project))?;
+    let busy = sqlx::query(
+        "SELECT d.id FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
+         WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed')",
+    )
+    .bind(&node)
+    .fetch_optional(&st.db.pool)
+    .await?;
+    if let Some(r) = busy {
+        return Err(ApiError::Conflict(format!(
+            "node {node:?} is being deployed by deployment {}",
+            r.try_get::<i64, _>(0)?
+        )));
+    }
+    let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(300).clamp(5, 3600));
+    let t0 = Instant::now();
+    let mut phases = Vec::new();
+
+    // 1. The runtime.
+    let t = Instant::now();
+    let (method, detail) = back_to_runtime(&st, &user, &project, &node, timeout).await?;
+    phases.push(ReclaimPhase { phase: "runtime".into(), secs: t.elapsed().as_secs_f64(), detail });
+
+    // 2. Wipe.
+    if req.wipe != WipeSpec::None {
+        let t = Instant::now();
+        let detail = wipe(&st, &node, req.wipe, timeout).await?;
+        phases.push(ReclaimPhase { phase: "wipe".into(), secs: t.elapsed().as_secs_f64(), detail });
+    }
+
+    // 3. Networks.
+    let t = Instant::now();
+    let detail = detach_all(&st, &node, timeout).await?;
+    phases.push(ReclaimPhase { phase: "networks".into(), secs: t.elapsed().as_secs_f64(), detail });
+
+    // 4. Free.
+    let t = Instant::now();
+    let res = sqlx::query(
+        "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
+         AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1) \
+         AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING')",
+    )
+    .bind(&node)
+    .bind(&project)
+    .execute(&st.db.pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(ApiError::Conflict("a network was attached to the node during the reclaim".into()));
+    }
+    st.consoles.stop(&node);
+    phases.push(ReclaimPhase {
+        phase: "free".into(),
+        secs: t.elapsed().as_secs_f64(),
+        detail: format!("left project {project}"),
+    });
+    tracing::info!(%node, %project, %method, secs = t0.elapsed().as_secs_f64(), "node reclaimed");
+    Ok(Json(Reclaimed { node, project, method, phases, secs: t0.elapsed().as_secs_f64() }))
+}
+
+/// The node's newest runtime check-in: (mac, role, boot id).
+async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, String)>, ApiError> {
+    Ok(crate::deploy::find_runtime(st, node, Duration::ZERO).await?.and_then(|(mac, _, boot)| {
+        let role = st.runtime.node(&mac)?.last_checkin()?.role;
+        Some((mac, role, boot))
+    }))
+}
+
+async fn back_to_runtime(
+    st: &AppState,
+    user: &str,
+    project: &str,
+    node: &str,
+    timeout: Duration,
+) -> Result<(String, String), ApiError> {
+    let now = checkin(st, node).await?;
+    if let Some((_, Role::Runtime, _)) = &now {
+        return Ok(("already-running".into(), "the node runs the metalcast runtime".into()));
+    }
+    let mut why_not_kexec = String::new();
+    match (&now, &st.provision.runtime_image) {
+        (Some((mac, Role::Tenant, boot)), Some(image)) => {
+            let d =
+                crate::deploy::run_and_wait(st, user, project, image, &[node.to_owned()], timeout.as_secs()).await?;
+            let n = d.nodes.iter().find(|n| n.node == node);
+            match n {
+                Some(n) if n.state == "booted" => {
+                    if let Some(c) = st.runtime.node(mac).and_then(|r| r.last_checkin().cloned())
+                        && c.role == Role::Runtime
+                        && &c.boot_id != boot
+                    {
+                        return Ok((
+                            "kexec".into(),
+                            format!("deployment {} of {image} by kexec; runtime checked in", d.id),
+                        ));
+                    }
+                    why_not_kexec = format!("deployment {} ended but no runtime check-in followed", d.id);
+                }
+                Some(n) => why_not_kexec = format!("deployment {} of {image}: {}", d.id, n.reason),
+                None => why_not_kexec = format!("deployment {} did not include the node", d.id),
+            }
+        }
+        (Some((_, Role::Tenant, _)), None) => why_not_kexec = "no --runtime-image configured".into(),
+        _ => why_not_kexec.push_str("no agent is checked in from the node"),
+    }
+    // The BMC: network boot into the runtime.
+    let obm = crate::api_v0::node_obm(st, &Caller { admin: true, ..Default::default() }, node).await?;
+    let seen: Vec<(String, usize)> = macs(st, node)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let n = st.runtime.node(&m).map_or(0, |r| r.checkins.len());
+            (m, n)
+        })
+        .collect();
+    obm.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
+    obm.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
+    let t_end = Instant::now() + timeout;
+    loop {
+        for (mac, n) in &seen {
+            if let Some(r) = st.runtime.node(mac)
+                && r.checkins.len() > *n
+                && r.last_checkin().is_some_and(|c| c.role == Role::Runtime)
+            {
+                return Ok((
+                    "bmc".into(),
+                    format!("kexec not possible ({why_not_kexec}); BMC power cycle into netboot"),
+                ));
+            }
+        }
+        let left = t_end.saturating_duration_since(Instant::now());
+        if left.is_zero() || seen.is_empty() {
+            return Err(ApiError::Unprocessable(format!(
+                "node {node:?} did not check in with the runtime within {}s after a BMC power cycle ({why_not_kexec})",
+                timeout.as_secs()
+            )));
+        }
+        let (mac, n) = &seen[0];
+        let _ = st.runtime.wait_for(mac, left.min(Duration::from_secs(1)), |r| r.checkins.len() > *n).await;
+    }
+}
+
+fn bmc_error(node: &str, why_not_kexec: &str, e: crate::drivers::DriverError) -> ApiError {
+    tracing::warn!(%node, error = %e, "reclaim: BMC failed");
+    ApiError::Unprocessable(format!(
+        "node {node:?} cannot be brought back to the runtime: kexec not possible ({why_not_kexec}), BMC: {}",
+        e.public_message()
+    ))
+}
+
+async fn macs(st: &AppState, node: &str) -> Result<Vec<String>, ApiError> {
+    let rows =
+        sqlx::query("SELECT macaddr FROM nics WHERE node = $1 ORDER BY name").bind(node).fetch_all(&st.db.pool).await?;
+    rows.iter().map(|r| r.try_get::<String, _>(0).map_err(ApiError::from)).collect()
+}
+
+async fn wipe(st: &AppState, node: &str, how: WipeSpec, timeout: Duration) -> Result<String, ApiError> {
+    let (mac, _, _) = checkin(st, node)
+        .await?
+        .ok_or_else(|| ApiError::Unprocessable("no runtime checked in to wipe the disks".into()))?;
+    let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
+    let id = st
+        .runtime
+        .push(&mac, Action::Wipe(Wipe { mode, devices: Vec::new() }))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let rec = st
+        .runtime
+        .wait_for(&mac, timeout, |r| r.reports.iter().any(|x| x.instruction == id && x.phase == Phase::Wipe))
+        .await
+        .ok_or_else(|| ApiError::Unprocessable(format!("no wipe report within {}s", timeout.as_secs())))?;
+    let r = rec.reports.iter().find(|x| x.instruction == id && x.phase == Phase::Wipe).cloned();
+    match r {
+        Some(r) if r.status == Status::Ok => Ok(r.detail),
+        Some(r) => Err(ApiError::Unprocessable(format!("wipe failed: {}", r.detail))),
+        None => Err(ApiError::Internal("wipe report vanished".into())),
+    }
+}
+
+async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String, ApiError> {
+    let rows = sqlx::query("SELECT nic, network, channel FROM attachments WHERE node = $1 ORDER BY nic, network")
+        .bind(node)
+        .fetch_all(&st.db.pool)
+        .await?;
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for r in &rows {
+        let (nic, network, channel): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        // One pending action per NIC: wait for each before queuing the next on the same NIC.
+        let id = crate::api_v0::queue_action(st, node, &nic, "modify_port", None, &channel).await?;
+        wait_action(st, &id, timeout).await?;
+        ids.push(id);
+        names.push(format!("{network} from {nic}"));
+    }
+    Ok(if names.is_empty() { "no networks attached".into() } else { format!("detached {}", names.join(", ")) })
+}
+
+async fn wait_action(st: &AppState, id: &str, timeout: Duration) -> Result<(), ApiError> {
+    let t_end = Instant::now() + timeout;
+    loop {
+        let notified = st.action_done.notified();
+        let status: String = sqlx::query("SELECT status FROM network_actions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&st.db.pool)
+            .await?
+            .try_get(0)?;
+        match status.as_str() {
+            "DONE" => return Ok(()),
+            "ERROR" => return Err(ApiError::Unprocessable(format!("detaching a network failed (action {id})"))),
+            _ => {}
+        }
+        let left = t_end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ApiError::Unprocessable(format!("detaching a network did not finish (action {id})")));
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
+    }
+}

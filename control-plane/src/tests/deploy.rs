@@ -1,0 +1,170 @@
+//! Deployments through the API on both database backends, without a fabric:
+//! who may deploy what where, what a caller may see, conflicts, failure of
+//! nodes without a runtime, the event stream, retry, restart recovery, and
+//! the metadata service's per-node isolation. (The real multicast deploy to
+//! namespace and QEMU nodes is `tests/deploy_e2e.rs`.)
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::registry::bundle;
+use super::{Harness, Who};
+use crate::both_backends;
+
+async fn token(h: &Harness, id: i64, node: &str) -> String {
+    sqlx::query("SELECT metadata_token FROM deployment_nodes WHERE deployment = $1 AND node = $2")
+        .bind(id)
+        .bind(node)
+        .fetch_one(&h.st.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+/// Reads the event stream to its end; returns the `progress` snapshots.
+async fn events(h: &Harness, who: &Who, id: i64) -> Vec<Value> {
+    let (s, body) = h.raw_bytes("GET", &format!("/v1/deployments/{id}/events"), who, Vec::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("event: end"), "{text}");
+    text.split("\n\n")
+        .filter(|e| e.contains("event: progress"))
+        .map(|e| {
+            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            serde_json::from_str(&data).unwrap()
+        })
+        .collect()
+}
+
+async fn deployments(h: &Harness) {
+    for p in ["pa", "pb"] {
+        h.ok("PUT", &format!("/v0/project/{p}"), None).await;
+    }
+    let alice = h.user("alice", &["pa"]).await;
+    let bob = h.user("bob", &["pb"]).await;
+    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+        h.ok("PUT", &format!("/v0/node/{n}"), Some(json!({"obm": {"type": "none"}}))).await;
+        h.ok("PUT", &format!("/v0/node/{n}/nic/eth0"), Some(json!({"macaddr": format!("52:54:00:00:10:0{i}")}))).await;
+    }
+    for n in ["n1", "n2"] {
+        h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": n}))).await;
+    }
+    let (s, v) = h.raw("PUT", "/v1/images/img?project=pa", &alice, bundle(Some(&h.signer), 7)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = h.raw("PUT", "/v1/images/pub", &h.admin.clone(), bundle(Some(&h.signer), 8)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // Refused requests change nothing.
+    let before = h.snapshot().await;
+    for (who, body, want) in [
+        (&bob, json!({"image": "pub", "nodes": ["n1"]}), StatusCode::NOT_FOUND), // not bob's node
+        (&bob, json!({"image": "pub", "project": "pa"}), StatusCode::FORBIDDEN), // not bob's project
+        (&bob, json!({"image": "img", "project": "pb"}), StatusCode::NOT_FOUND), // image not visible
+        (&alice, json!({"image": "img", "nodes": ["n1", "n3"]}), StatusCode::NOT_FOUND), // n3 is free
+        (&alice, json!({"image": "img", "nodes": ["n1"], "surprise": 1}), StatusCode::BAD_REQUEST),
+        (&alice, json!({"image": "img"}), StatusCode::BAD_REQUEST),
+        (
+            &alice,
+            json!({"image": "img", "project": "pa", "target": {"kind": "disk", "device": "/etc/passwd"}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (&Who::Anon, json!({"image": "pub", "nodes": ["n1"]}), StatusCode::UNAUTHORIZED),
+    ] {
+        let (s, v) = h.call("POST", "/v1/deployments", who, Some(body.clone())).await;
+        assert_eq!(s, want, "{body}: {v}");
+    }
+    assert_eq!(h.snapshot().await, before);
+
+    // Alice deploys to her project; nodes without a runtime fail with the reason, without waiting for each other.
+    let req = json!({"image": "img", "project": "pa", "user_data": "#cloud-config\nhostname: x\n", "timeout_secs": 10});
+    let (s, d) = h.call("POST", "/v1/deployments", &alice, Some(req)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let id = d["id"].as_i64().unwrap();
+    assert_eq!(d["state"], "running");
+    assert_eq!(d["nodes"].as_array().unwrap().len(), 2);
+    // While it runs: a second deployment of the same node conflicts; bob sees nothing.
+    let (s, v) = h.call("POST", "/v1/deployments", &alice, Some(json!({"image": "img", "nodes": ["n2"]}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(h.call("GET", &format!("/v1/deployments/{id}"), &bob, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.call("GET", &format!("/v1/deployments/{id}/events"), &bob, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(h.call("GET", "/v1/deployments", &bob, None).await.1, json!([]));
+
+    let snaps = events(h, &alice, id).await;
+    let last = snaps.last().unwrap();
+    assert_eq!(last["state"], "failed", "{last}");
+    for n in last["nodes"].as_array().unwrap() {
+        assert_eq!(n["state"], "failed");
+        assert!(n["reason"].as_str().unwrap().contains("no runtime checked in"), "{n}");
+        assert!(n["elapsed_ms"].as_i64().unwrap() >= 0);
+    }
+    let (s, v) = h.call("GET", &format!("/v1/deployments/{id}"), &alice, None).await;
+    assert_eq!((s, v["state"].clone()), (StatusCode::OK, json!("failed")));
+    assert_eq!(h.call("GET", "/v1/deployments", &alice, None).await.1.as_array().unwrap().len(), 1);
+
+    // Metadata: each token serves its own node only; unknown tokens are 404.
+    let (t1, t2) = (token(h, id, "n1").await, token(h, id, "n2").await);
+    assert_ne!(t1, t2);
+    for (t, node) in [(&t1, "n1"), (&t2, "n2")] {
+        let (s, b) = h.raw_bytes("GET", &format!("/v1/metadata/{t}/meta-data"), &Who::Anon, Vec::new()).await;
+        let text = String::from_utf8(b).unwrap();
+        assert_eq!(s, StatusCode::OK);
+        assert!(text.contains(&format!("local-hostname: \"{node}\"")), "{text}");
+        assert!(!text.contains(if node == "n1" { "\"n2\"" } else { "\"n1\"" }), "{text}");
+    }
+    let (s, b) = h.raw_bytes("GET", &format!("/v1/metadata/{t1}/user-data"), &Who::Anon, Vec::new()).await;
+    assert_eq!((s, String::from_utf8(b).unwrap()), (StatusCode::OK, "#cloud-config\nhostname: x\n".to_string()));
+    let bogus = "0".repeat(48);
+    for t in [bogus.as_str(), "short", "../../etc"] {
+        let (s, _) = h.raw_bytes("GET", &format!("/v1/metadata/{t}/meta-data"), &Who::Anon, Vec::new()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{t}");
+    }
+    assert_eq!(
+        h.raw_bytes("GET", &format!("/v1/metadata/{t1}/secrets"), &Who::Anon, Vec::new()).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Retry runs the failed nodes again (and they fail again: still no runtime).
+    let (s, v) = h.call("POST", &format!("/v1/deployments/{id}/retry"), &bob, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = h.call("POST", &format!("/v1/deployments/{id}/retry"), &alice, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let last = events(h, &alice, id).await.pop().unwrap();
+    assert_eq!(last["state"], "failed");
+    assert!(last["nodes"].as_array().unwrap().iter().all(|n| n["attempts"] == 2), "{last}");
+    // A newer deployment's token replaces the old one; a node that left the project loses its data.
+    h.ok("POST", "/v0/project/pa/detach_node", Some(json!({"node": "n2"}))).await;
+    let (s, _) = h.raw_bytes("GET", &format!("/v1/metadata/{t2}/meta-data"), &Who::Anon, Vec::new()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "n2 left the project");
+    let (s, _) = h.raw_bytes("GET", &format!("/v1/metadata/{t1}/meta-data"), &Who::Anon, Vec::new()).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // A restart in the middle: whatever was in flight is failed with the reason.
+    sqlx::query("UPDATE deployments SET state = 'running' WHERE id = $1")
+        .bind(id)
+        .execute(&h.st.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deployment_nodes SET state = 'receiving' WHERE deployment = $1 AND node = 'n1'")
+        .bind(id)
+        .execute(&h.st.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(crate::deploy::recover(&h.st).await.unwrap(), 1);
+    let (_, v) = h.call("GET", &format!("/v1/deployments/{id}"), &alice, None).await;
+    assert_eq!(v["state"], "failed");
+    let n1 = v["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "n1").unwrap().clone();
+    assert_eq!(n1["state"], "failed");
+    assert!(n1["reason"].as_str().unwrap().contains("restarted"), "{n1}");
+
+    // Reclaim: refused for other projects; a node without a runtime or BMC is not freed.
+    let (s, _) = h.call("POST", "/v1/nodes/n1/reclaim", &bob, Some(json!({}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h.call("POST", "/v1/nodes/n1/reclaim", &alice, Some(json!({"timeout_secs": 5}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("no BMC"), "{v}");
+    let (_, v) = h.call("GET", "/v0/node/n1", &alice, None).await;
+    assert_eq!(v["project"], "pa", "a failed reclaim leaves the node where it was");
+}
+both_backends!(deployments);
