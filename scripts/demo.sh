@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The README's main job: a real multicast deploy on this machine (as root).
-# Builds metalcast, then `metalcast demo` stands up a namespace fabric (a
-# bridge with IGMP snooping, a sender and 8 nodes with 1% injected loss),
-# builds a signed sample bundle, runs the real node runtime on every node,
-# multicasts the bundle with live progress, checks every node's files
-# byte-for-byte, prints the summary and removes everything it made.
+# The README's main job: a real multicast deploy through the control plane on
+# this machine (as root). Builds metalcast, then `metalcast demo` stands up a
+# namespace fabric (a bridge with IGMP snooping, the control plane and 8
+# nodes with 1% injected loss), runs `metalcast serve` (SQLite) and the real
+# node runtime on every node, uploads a signed sample image, deploys it to
+# every node by multicast with live progress, prints the summary and removes
+# everything it made. `--qemu 2 --reclaim` adds QEMU guests that kexec.
 # Extra arguments go to `metalcast demo` (see `metalcast demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."

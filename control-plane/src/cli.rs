@@ -725,6 +725,26 @@ pub enum ReqBody {
 }
 
 impl Client {
+    /// A client for `url` with an API token (for programs that are not the CLI, e.g. the demo).
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, CliError> {
+        crate::install_tls_provider();
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| CliError::Input(format!("cannot build HTTP client: {e}")))?;
+        Ok(Client { http, url: url.trim_end_matches('/').to_string(), token, basic: None })
+    }
+
+    /// `GET` an absolute URL without credentials (e.g. a metadata seed); the body as text.
+    pub async fn get_text(&self, url: &str) -> Result<String, CliError> {
+        let resp = self.http.get(url).send().await.map_err(|source| CliError::Connect { url: url.into(), source })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|source| CliError::Connect { url: url.into(), source })?;
+        if status >= 400 {
+            return Err(CliError::Api { status, msg: text });
+        }
+        Ok(text)
+    }
+
     /// `GET path` for a streamed answer (server-sent events); errors as in [`Client::send`].
     pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
         let mut rb = self.http.get(format!("{}{path}", self.url)).header(reqwest::header::ACCEPT, "text/event-stream");

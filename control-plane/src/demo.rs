@@ -1,22 +1,35 @@
-//! `metalcast demo`: the README's main job. Stands up a namespace fabric on
-//! this machine (a bridge with IGMP snooping, a sender and N nodes), builds a
-//! signed sample bundle, starts the real node runtime (`metalcast-node
-//! receive`) in every node, multicasts the bundle to all of them with live
-//! progress, checks every node's files against the originals, prints the
-//! summary, and removes everything it made.
+//! `metalcast demo`: the README's main job. Stands up a complete deployment
+//! fabric on this machine and deploys through the control plane, the way an
+//! operator would:
+//! - a namespace fabric (a bridge with IGMP snooping, the control plane's
+//!   namespace and N node namespaces, eBPF loss on every node link), plus
+//!   optional QEMU guest nodes on taps of the same bridge (`--qemu`);
+//! - the control plane (`metalcast serve`, SQLite) on the provisioning
+//!   network, with an admin token from `metalcast admin bootstrap`;
+//! - the real node runtime on every node (`metalcast-node agent` in the
+//!   namespaces; the bootstrap initramfs booted by every guest);
+//! - a signed sample image (with `--qemu`: the Debian kernel and an initramfs
+//!   whose init prints a marker) uploaded to the registry, and a deployment
+//!   of it to every node of the `demo` project by RaptorQ multicast, with
+//!   live progress and the summary table;
+//! - with `--qemu`: each guest's marker on its console after kexec, its
+//!   metadata served for it alone, and with `--reclaim` the first guest
+//!   reclaimed by kexec back into the runtime and found in the free pool.
+//!
+//! Everything it made is removed when it ends.
 
-use std::io::IsTerminal;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use anyhow::{Context, bail, ensure};
+use metalcast_fabric::qemu::{Guest, GuestSpec};
 use metalcast_fabric::{Fabric, Flow, LossConfig};
-use metalcast_image::{Bundle, SecretKey};
-use metalcast_transport::{Sender, SenderConfig, SessionSpec};
+use metalcast_image::SecretKey;
+use serde_json::{Value, json};
+
+use crate::cli::{Client, ReqBody};
+use crate::deploy::HandoverSpec;
 
 /// Arguments of `metalcast demo`.
 #[derive(Debug, clap::Args)]
@@ -24,29 +37,44 @@ pub struct DemoArgs {
     /// Namespace nodes to deploy to.
     #[arg(long, default_value_t = 8)]
     pub nodes: usize,
+    /// QEMU guest nodes (TCG) that boot the runtime and really kexec into the
+    /// image. Needs qemu-system-x86, dnsmasq and the Debian kernel from
+    /// `node-runtime/fetch-kernel.sh`; builds a static runtime with cargo.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub qemu: u8,
+    /// After the deployment, reclaim the first guest (kexec back into the runtime) and check it is free.
+    #[arg(long, requires = "qemu")]
+    pub reclaim: bool,
     /// Size of the sample disk image, MiB (a quarter of it is data, the rest holes).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     pub disk_mib: u64,
-    /// Random packet loss on every node's link, percent (injected by eBPF).
+    /// Random packet loss on every namespace node's link, percent (injected by eBPF).
     #[arg(long, default_value_t = 1.0)]
     pub loss: f64,
     /// Send rate cap, Mbit/s.
     #[arg(long, default_value_t = 800)]
     pub rate_mbit: u64,
-    /// Keep the work directory (bundle, keys, node outputs) instead of deleting it.
+    /// Keep the work directory (bundles, keys, database, guest consoles) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
 }
 
-fn sample_inputs(dir: &Path, disk_mib: u64) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let kernel = dir.join("vmlinuz");
-    let host_kernel = std::fs::read_dir("/boot")
-        .ok()
-        .and_then(|d| d.filter_map(Result::ok).map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz")));
-    match host_kernel.and_then(|k| std::fs::copy(k, &kernel).ok()) {
-        Some(_) => {}
-        None => std::fs::write(&kernel, pseudo_random(8 << 20, 1)).context("writing a sample kernel")?,
+/// A child process killed (and reaped) on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+const PORT: u16 = 7000;
+const MARKER: &str = "metalcast-demo-tenant";
+const GUEST_MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"];
+
+fn sample_disk(dir: &Path, disk_mib: u64) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::FileExt;
     let disk = dir.join("disk.raw");
     let f = std::fs::File::create(&disk).context("creating the sample disk")?;
     f.set_len(disk_mib << 20)?;
@@ -55,7 +83,7 @@ fn sample_inputs(dir: &Path, disk_mib: u64) -> anyhow::Result<(PathBuf, PathBuf)
     for i in 0..islands {
         f.write_all_at(&pseudo_random(island as usize, i + 2), i * (disk_mib << 20) / islands)?;
     }
-    Ok((kernel, disk))
+    Ok(disk)
 }
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -71,184 +99,394 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// `metalcast-node` next to this binary.
 fn node_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating metalcast")?;
     let p = me.with_file_name("metalcast-node");
-    anyhow::ensure!(p.exists(), "{} not found: build the workspace (cargo build --release)", p.display());
+    ensure!(p.exists(), "{} not found: build the workspace (cargo build --release)", p.display());
     Ok(p)
 }
 
-fn hash_file(p: &Path) -> anyhow::Result<blake3::Hash> {
-    let mut h = blake3::Hasher::new();
-    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    std::io::copy(&mut f, &mut h).with_context(|| format!("hashing {}", p.display()))?;
-    Ok(h.finalize())
+struct Images {
+    /// The image deployed to every node.
+    tenant: PathBuf,
+    /// The runtime image guests boot from and are reclaimed into (with `--qemu`).
+    runtime: Option<PathBuf>,
+    /// (kernel, initrd) the guests boot first.
+    guest_boot: Option<(PathBuf, PathBuf)>,
+}
+
+fn build_bundle(
+    name: &str,
+    kernel: PathBuf,
+    initrds: Vec<PathBuf>,
+    cmdline: String,
+    disk: Option<PathBuf>,
+    key: &SecretKey,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let spec = metalcast_image::spec_from_inputs(name, Some(kernel), initrds, cmdline, None, disk, None)?;
+    let b = metalcast_image::build(&spec, out, Some(key), &indicatif::ProgressBar::hidden())
+        .with_context(|| format!("building {}", out.display()))?;
+    eprintln!("   {name}: {} MiB of parts -> {} MiB bundle", b.input_bytes >> 20, b.bundle_bytes >> 20);
+    Ok(())
+}
+
+fn images(a: &DemoArgs, dir: &Path, key: &SecretKey, pubkey: &Path, cp_url: &str) -> anyhow::Result<Images> {
+    let disk = sample_disk(dir, a.disk_mib)?;
+    let tenant = dir.join("demo.mcb");
+    if a.qemu == 0 {
+        eprintln!("== building a signed sample image: a kernel and a {} MiB sparse disk", a.disk_mib);
+        let kernel = dir.join("vmlinuz");
+        let host_kernel = std::fs::read_dir("/boot")
+            .ok()
+            .and_then(|d| d.filter_map(Result::ok).map(|e| e.path()).find(|p| p.to_string_lossy().contains("vmlinuz")));
+        if host_kernel.and_then(|k| std::fs::copy(k, &kernel).ok()).is_none() {
+            std::fs::write(&kernel, pseudo_random(8 << 20, 1)).context("writing a sample kernel")?;
+        }
+        build_bundle("demo", kernel, vec![], "console=ttyS0".into(), Some(disk), key, &tenant)?;
+        return Ok(Images { tenant, runtime: None, guest_boot: None });
+    }
+    eprintln!("== building the bootstrap (runtime) image and a tenant image with the Debian kernel");
+    metalcast_fabric::qemu::qemu().map_err(anyhow::Error::msg)?;
+    ensure!(
+        std::process::Command::new("dnsmasq").arg("--version").output().is_ok(),
+        "--qemu needs dnsmasq (apt-get install dnsmasq-base) for the guests' DHCP"
+    );
+    let (vmlinuz, modules) = metalcast_fabric::qemu::kernel().map_err(anyhow::Error::msg)?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace directory")?;
+    eprintln!("   building the static runtime (cargo)");
+    let node_static = metalcast_fabric::qemu::static_node(workspace).map_err(anyhow::Error::msg)?;
+    let initramfs = |name: &str| -> anyhow::Result<PathBuf> {
+        let out = dir.join(name);
+        metalcast_image::initramfs::build_initramfs(
+            &metalcast_image::initramfs::InitramfsSpec {
+                init: node_static.clone(),
+                modules_root: Some(modules.clone()),
+                modules: GUEST_MODULES.iter().map(|m| m.to_string()).collect(),
+                files: vec![(pubkey.to_path_buf(), "/etc/metalcast/trusted/site.pub".into())],
+                zstd_level: 9,
+            },
+            &out,
+        )
+        .with_context(|| format!("building {name}"))?;
+        Ok(out)
+    };
+    let common = format!("console=ttyS0 quiet panic=-1 ip=dhcp metalcast.cp={cp_url}");
+    let boot_initrd = initramfs("bootstrap.img")?;
+    let runtime = dir.join("runtime.mcb");
+    build_bundle("runtime", vmlinuz.clone(), vec![boot_initrd.clone()], common.clone(), None, key, &runtime)?;
+    let tenant_initrd = initramfs("tenant.img")?;
+    build_bundle(
+        "demo",
+        vmlinuz.clone(),
+        vec![tenant_initrd],
+        format!("{common} metalcast.role=tenant metalcast.marker={MARKER}"),
+        Some(disk),
+        key,
+        &tenant,
+    )?;
+    Ok(Images { tenant, runtime: Some(runtime), guest_boot: Some((vmlinuz, boot_initrd)) })
 }
 
 /// Runs the demo.
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     metalcast_fabric::bpf_capable().context("the demo builds a network fabric on this machine: run it as root")?;
-    let node_bin = node_binary()?;
+    let t_start = Instant::now();
     let work = tempfile::Builder::new().prefix("metalcast-demo-").tempdir_in("/var/tmp")?;
-    let dir = work.path();
+    let dir = work.path().to_path_buf();
     eprintln!("== work directory {}", dir.display());
-
-    eprintln!("== building a signed sample bundle: a kernel and a {} MiB sparse disk", a.disk_mib);
-    let (kernel, disk) = sample_inputs(dir, a.disk_mib)?;
-    let key = SecretKey::generate();
-    key.save(&dir.join("demo"))?;
-    let spec = metalcast_image::spec_from_inputs(
-        "demo",
-        Some(kernel.clone()),
-        vec![],
-        "console=ttyS0".into(),
-        None,
-        Some(disk.clone()),
-        None,
-    )?;
-    let bundle_path = dir.join("demo.mcb");
-    let built = metalcast_image::build(&spec, &bundle_path, Some(&key), &ProgressBar::hidden())?;
-    eprintln!(
-        "   {} of parts -> {} MiB bundle ({} chunks, {} holes)",
-        built.input_bytes >> 20,
-        built.bundle_bytes >> 20,
-        built.chunks,
-        built.holes
-    );
-    let bundle = Bundle::open(&bundle_path)?;
-
-    eprintln!("== fabric: bridge with IGMP snooping, a sender and {} nodes, {}% loss per node link", a.nodes, a.loss);
-    let fabric = Fabric::builder().receivers(a.nodes).build().context("building the namespace fabric")?;
-    for n in fabric.receivers() {
-        n.set_loss(Flow::ToHost, LossConfig::random_drop_percent(a.loss).udp_only())?;
-    }
-    let session = SessionSpec::new(
-        &bundle.manifest.root_hash,
-        SocketAddrV4::new(Ipv4Addr::new(239, 77, 0, 1), 47000),
-        SocketAddrV4::new(fabric.sender().ipv4(), 47001),
-        1500,
-    )?;
-    let session_path = dir.join("session.json");
-    std::fs::write(&session_path, serde_json::to_vec_pretty(&session)?)?;
-    let manifest_path = dir.join("demo.mcm");
-    std::fs::write(&manifest_path, bundle.signed_manifest().to_bytes())?;
-
-    eprintln!("== starting metalcast-node receive on every node");
-    let mut nodes: Vec<(String, PathBuf, Child)> = Vec::new();
-    for (i, n) in fabric.receivers().iter().enumerate() {
-        let out = dir.join(format!("node{i}"));
-        let child = n
-            .command(&node_bin)
-            .args(["receive", "--quiet", "--json", "--id", &(i + 1).to_string()])
-            .arg("--manifest")
-            .arg(&manifest_path)
-            .arg("--session")
-            .arg(&session_path)
-            .arg("--key")
-            .arg(dir.join("demo.pub"))
-            .arg("--iface-addr")
-            .arg(n.ipv4().to_string())
-            .arg("--output")
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting metalcast-node")?;
-        nodes.push((n.name().to_string(), out, child));
-    }
-
-    eprintln!("== multicasting to {} nodes", a.nodes);
-    let multi = MultiProgress::new();
-    if !std::io::stderr().is_terminal() {
-        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let style = ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} blocks {msg}")
-        .expect("static template")
-        .progress_chars("=> ");
-    let bars: Vec<ProgressBar> = (0..a.nodes)
-        .map(|i| multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(format!("node{i}"))))
-        .collect();
-    let (ip, n_nodes, rate, bp) = (fabric.sender().ipv4(), a.nodes, a.rate_mbit, bundle_path.clone());
-    let sess = session.clone();
-    let t0 = Instant::now();
-    let summary = fabric
-        .sender()
-        .run_in(move || -> anyhow::Result<_> {
-            let bundle = Bundle::open(&bp)?;
-            let cfg = SenderConfig {
-                local: ip,
-                rate: Some(rate * 125_000),
-                expected_receivers: n_nodes,
-                join_timeout: Duration::from_secs(20),
-                deadline: Some(Duration::from_secs(600)),
-                ..Default::default()
-            };
-            let s = Sender::new(&sess, &bundle, cfg)?.run(&mut |p| {
-                for r in &p.receivers {
-                    if let Some(b) = bars.get(r.id as usize - 1) {
-                        b.set_length(p.total_blocks as u64);
-                        b.set_position(u64::from(r.blocks_done));
-                        b.set_message(r.state.clone());
-                    }
-                }
-            })?;
-            for b in &bars {
-                b.finish();
-            }
-            Ok(s)
-        })
-        .context("entering the sender's namespace")??;
-    let wall = t0.elapsed();
-    multi.clear().ok();
-
-    eprintln!("== checking every node's files against the originals");
-    let want_kernel = hash_file(&kernel)?;
-    let want_disk = hash_file(&disk)?;
-    let mut bad = 0;
-    println!("{:>8} {:>8} {:>10} {:>9} {:>9} {:>7}  RESULT", "NODE", "SECS", "PACKETS", "REJECTED", "DECODED", "LOSS%");
-    for (name, out, child) in nodes {
-        let o = child.wait_with_output()?;
-        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        let s = &report["summary"];
-        let ok = o.status.success()
-            && hash_file(&out.join("kernel")).ok() == Some(want_kernel)
-            && hash_file(&out.join("disk")).ok() == Some(want_disk);
-        if !ok {
-            bad += 1;
-        }
-        println!(
-            "{:>8} {:>8.2} {:>10} {:>9} {:>9} {:>7.2}  {}",
-            name,
-            s["secs"].as_f64().unwrap_or(f64::NAN),
-            s["received"].as_u64().unwrap_or(0),
-            s["rejected"]["bad_mac"].as_u64().unwrap_or(0) + s["rejected"]["malformed"].as_u64().unwrap_or(0),
-            s["decoded_blocks"].as_u64().unwrap_or(0),
-            s["loss_estimate"].as_f64().unwrap_or(0.0) * 100.0,
-            if ok {
-                "byte-identical".to_string()
-            } else {
-                format!("FAILED ({}) {}", o.status, String::from_utf8_lossy(&o.stderr).trim())
-            }
-        );
-    }
-    let image = summary.image_bytes as f64;
-    println!(
-        "\n{} nodes got a {:.0} MiB image ({:.0} MiB of parts) in {:.2}s: {:.0} MB/s aggregate, wire/image {:.3}, {} repair symbols for {} source",
-        a.nodes,
-        image / (1 << 20) as f64,
-        built.input_bytes as f64 / (1 << 20) as f64,
-        wall.as_secs_f64(),
-        a.nodes as f64 * image / wall.as_secs_f64() / 1e6,
-        summary.wire_ratio,
-        summary.repair_packets,
-        summary.source_packets,
-    );
-    drop(fabric);
+    let result = run_in(&a, &dir);
     if a.keep {
         eprintln!("== kept {}", work.keep().display());
     }
-    if bad > 0 {
-        bail!("{bad} of {} nodes did not end with a byte-identical image", a.nodes);
+    eprintln!("== done in {:.1}s; everything the demo made is removed", t_start.elapsed().as_secs_f64());
+    result
+}
+
+fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("locating metalcast")?;
+    let key = SecretKey::generate();
+    key.save(&dir.join("site"))?;
+    let pubkey = dir.join("site.pub");
+
+    let guests: Vec<String> = (0..a.qemu).map(|i| format!("g{i}")).collect();
+    eprintln!(
+        "== fabric: bridge with IGMP snooping, the control plane, {} namespace nodes ({}% loss per link){}",
+        a.nodes,
+        a.loss,
+        if guests.is_empty() { String::new() } else { format!(", {} QEMU guests", guests.len()) }
+    );
+    let mut fb = Fabric::builder().receivers(a.nodes);
+    for g in &guests {
+        fb = fb.tap(g.clone());
+    }
+    let fabric = fb.build().context("building the namespace fabric")?;
+    for n in fabric.receivers() {
+        n.set_loss(Flow::ToHost, LossConfig::random_drop_percent(a.loss).udp_only())?;
+    }
+    let cp_ip = fabric.sender().ipv4();
+    let cp_url = format!("http://{cp_ip}:{PORT}");
+
+    let imgs = images(a, dir, &key, &pubkey, &cp_url)?;
+    let node_bin = if a.qemu > 0 {
+        let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace directory")?;
+        metalcast_fabric::qemu::static_node(ws).map_err(anyhow::Error::msg)?
+    } else {
+        node_binary()?
+    };
+
+    eprintln!("== control plane: metalcast serve on {cp_url} (SQLite), admin token from metalcast admin bootstrap");
+    let db = format!("sqlite://{}?mode=rwc", dir.join("metalcast.db").display());
+    let out = std::process::Command::new(&me)
+        .args(["admin", "bootstrap", "--database-url", &db, "--admin-user", "admin"])
+        .output()
+        .context("metalcast admin bootstrap")?;
+    ensure!(out.status.success(), "admin bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
+        .context("no token in the bootstrap output")?;
+    let mut serve = fabric.sender().command(&me);
+    serve
+        .args(["serve", "--listen", &format!("{cp_ip}:{PORT}"), "--database-url", &db])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--trusted-key")
+        .arg(&pubkey)
+        .args(["--provision-addr", &cp_ip.to_string(), "--rate-mbit", &a.rate_mbit.to_string()])
+        .env("METALCAST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("server.log"))?);
+    if imgs.runtime.is_some() {
+        serve.args(["--runtime-image", "runtime"]);
+    }
+    let _server = Killed(serve.spawn().context("starting metalcast serve")?);
+
+    let _dnsmasq = if guests.is_empty() {
+        None
+    } else {
+        Some(Killed(
+            fabric
+                .sender()
+                .command("dnsmasq")
+                .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
+                .arg(format!("--interface={}", fabric.sender().ifname()))
+                .arg("--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h")
+                .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting dnsmasq")?,
+        ))
+    };
+
+    eprintln!("== node runtimes: metalcast-node agent on every namespace node");
+    let mut agents = Vec::new();
+    for n in fabric.receivers() {
+        let log = std::fs::File::create(dir.join(format!("{}.log", n.name())))?;
+        let child = n
+            .command(&node_bin)
+            .args(["agent", "--control-plane", &cp_url, "--iface", n.ifname(), "--handover", "none", "--key"])
+            .arg(&pubkey)
+            .args(["--addr", &n.ipv4().to_string()])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting metalcast-node agent")?;
+        agents.push(Killed(child));
+    }
+    let mut vms = Vec::new();
+    if let (Some((kernel, initrd)), false) = (&imgs.guest_boot, guests.is_empty()) {
+        eprintln!("== QEMU guests boot the runtime image (TCG, -no-reboot: a firmware reboot would end them)");
+        for (i, g) in guests.iter().enumerate() {
+            let tap = fabric.tap(g).context("guest tap")?;
+            vms.push(Guest::start(
+                tap,
+                &GuestSpec {
+                    name: g,
+                    kernel,
+                    initrd,
+                    append: format!("console=ttyS0 quiet panic=-1 ip=dhcp metalcast.cp={cp_url}"),
+                    nic_model: if i % 2 == 0 { "e1000" } else { "virtio-net-pci" },
+                    mac: &guest_mac(i),
+                    disk: None,
+                    memory_mb: 512,
+                },
+                dir.join(format!("{g}.console")),
+            )?);
+        }
+    }
+
+    // Everything that talks to the control plane runs on a thread in its namespace.
+    let nodes: Vec<(String, String)> = fabric
+        .receivers()
+        .iter()
+        .map(|n| (n.name().to_string(), n.mac_string()))
+        .chain(guests.iter().enumerate().map(|(i, g)| (g.clone(), guest_mac(i))))
+        .collect();
+    let (tenant, runtime) = (imgs.tenant.clone(), imgs.runtime.clone());
+    let (cp_url2, want_guests) = (cp_url.clone(), guests.clone());
+    let a_reclaim = a.reclaim;
+    let consoles: Vec<_> = vms.iter().map(|v| (v.name.clone(), std::sync::Arc::clone(&v.console))).collect();
+    fabric
+        .sender()
+        .run_in(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(drive(
+                &cp_url2,
+                &token,
+                &nodes,
+                &tenant,
+                runtime.as_deref(),
+                &want_guests,
+                a_reclaim,
+                &consoles,
+            ))
+        })
+        .context("entering the control plane's namespace")??;
+    drop(vms);
+    drop(agents);
+    Ok(())
+}
+
+fn guest_mac(i: usize) -> String {
+    format!("52:54:00:6d:01:{:02x}", i + 1)
+}
+
+type ConsoleRef = (String, metalcast_fabric::qemu::Console);
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    url: &str,
+    token: &str,
+    nodes: &[(String, String)],
+    tenant: &Path,
+    runtime: Option<&Path>,
+    guests: &[String],
+    reclaim: bool,
+    consoles: &[ConsoleRef],
+) -> anyhow::Result<()> {
+    let c = Client::new(url, Some(token.to_string())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The server is starting: wait for it to answer (bounded).
+    let t0 = Instant::now();
+    while c.call("GET", "/v1/health", None).await.is_err() {
+        ensure!(t0.elapsed() < Duration::from_secs(30), "the control plane did not come up (see server.log)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let call = |m: &'static str, p: String, b: Option<Value>| {
+        let c = &c;
+        async move { c.call(m, &p, b).await.map_err(|e| anyhow::anyhow!("{m} {p}: {e}")) }
+    };
+    eprintln!("== registering project demo, {} nodes (MACs of their NICs), and the images", nodes.len());
+    call("PUT", "/v0/project/demo".into(), None).await?;
+    for (n, mac) in nodes {
+        call("PUT", format!("/v0/node/{n}"), Some(json!({"obm": {"type": "none"}}))).await?;
+        call("PUT", format!("/v0/node/{n}/nic/eth0"), Some(json!({"macaddr": mac}))).await?;
+        call("POST", "/v0/project/demo/connect_node".into(), Some(json!({"node": n}))).await?;
+    }
+    upload(&c, "demo", tenant, "?project=demo").await?;
+    if let Some(r) = runtime {
+        upload(&c, "runtime", r, "").await?;
+    }
+    eprintln!("== waiting for every node's runtime to check in");
+    let t0 = Instant::now();
+    for (n, _) in nodes {
+        loop {
+            let v = call("GET", format!("/v1/nodes/{n}/runtime"), None).await?;
+            if v["checked_in"] == true && v["role"] == "runtime" {
+                break;
+            }
+            ensure!(t0.elapsed() < Duration::from_secs(240), "node {n}'s runtime did not check in within 240 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("   all {} checked in after {:.1}s", nodes.len(), t0.elapsed().as_secs_f64());
+
+    eprintln!("== metalcast deploy --image demo --project demo (one multicast session to every node)");
+    let args = crate::cli_deploy::DeployArgs {
+        cmd: None,
+        image: Some("demo".into()),
+        nodes: Vec::new(),
+        project: Some("demo".into()),
+        target: "memory".into(),
+        handover: HandoverSpec::Kexec,
+        append: String::new(),
+        user_data: None,
+        keypairs: Vec::new(),
+        rate_mbit: None,
+        timeout: Some(600),
+        no_wait: false,
+    };
+    crate::cli_deploy::run(&c, &args, false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    for (name, console) in consoles {
+        let (line, seed) = wait_console(console, &[&format!("metalcast-marker: {MARKER}")], Duration::from_secs(120))
+            .await
+            .with_context(|| format!("guest {name}: no tenant marker after kexec"))?;
+        println!("guest {name}: the tenant kernel is running ({line})");
+        let Some(seed) = seed else { bail!("guest {name}: no metadata seed URL on its kernel command line") };
+        let meta = c.get_text(&format!("{seed}meta-data")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        ensure!(meta.contains(&format!("local-hostname: \"{name}\"")), "guest {name}: metadata is not its own: {meta}");
+        println!("guest {name}: its metadata seed serves its own data ({})", meta.lines().next().unwrap_or_default());
+    }
+    if reclaim && let Some(g) = guests.first() {
+        eprintln!("== metalcast node reclaim {g} (kexec back into the runtime image)");
+        let v = crate::cli_deploy::reclaim(&c, g, crate::reclaim::WipeSpec::None, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let phases: Vec<String> = v["phases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{} {:.2}s", p["phase"].as_str().unwrap_or("?"), p["secs"].as_f64().unwrap_or(0.0)))
+            .collect();
+        let free = call("GET", "/v0/nodes/free".into(), None).await?;
+        ensure!(
+            free.as_array().is_some_and(|f| f.iter().any(|n| n == g.as_str())),
+            "{g} is not in the free pool: {free}"
+        );
+        println!(
+            "reclaimed {g} by {} in {:.2}s ({}); it is in the free pool, running the runtime",
+            v["method"].as_str().unwrap_or("?"),
+            v["secs"].as_f64().unwrap_or(0.0),
+            phases.join(", ")
+        );
     }
     Ok(())
+}
+
+async fn upload(c: &Client, name: &str, path: &Path, query: &str) -> anyhow::Result<()> {
+    let f = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata().await?.len();
+    c.send("PUT", &format!("/v1/images/{name}{query}"), ReqBody::File(f, len))
+        .await
+        .map_err(|e| anyhow::anyhow!("uploading {name}: {e}"))?;
+    Ok(())
+}
+
+/// Waits for a console line containing one of `needles`; returns it and the
+/// metadata seed URL seen earlier on the console (the runtime prints the
+/// command line it kexecs with).
+async fn wait_console(
+    console: &metalcast_fabric::qemu::Console,
+    needles: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<(String, Option<String>)> {
+    let t0 = Instant::now();
+    loop {
+        {
+            let lines = console.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, l)) = lines.iter().find(|(_, l)| needles.iter().any(|n| l.contains(n))) {
+                let seed = lines.iter().rev().find_map(|(_, l)| {
+                    let i = l.find("ds=nocloud;s=")?;
+                    let rest = &l[i + "ds=nocloud;s=".len()..];
+                    Some(rest.split(|c: char| c.is_whitespace() || c == '"').next()?.to_string())
+                });
+                return Ok((l.clone(), seed));
+            }
+        }
+        ensure!(t0.elapsed() < timeout, "timed out after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

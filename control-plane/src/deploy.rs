@@ -230,8 +230,8 @@ impl Deployment {
 /// OpenAPI description of the deployment endpoints.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(create, list, show, events, retry),
-    components(schemas(DeployRequest, Deployment, NodeProgress, TargetSpec, HandoverSpec))
+    paths(create, list, show, events, retry, node_runtime),
+    components(schemas(DeployRequest, Deployment, NodeProgress, TargetSpec, HandoverSpec, NodeRuntime))
 )]
 pub struct DeploymentsDoc;
 
@@ -242,6 +242,62 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deployments/{id}", get(show))
         .route("/v1/deployments/{id}/events", get(events))
         .route("/v1/deployments/{id}/retry", post(retry))
+        .route("/v1/nodes/{node}/runtime", get(node_runtime))
+}
+
+/// What the control plane last heard from a node's runtime.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeRuntime {
+    /// Node name.
+    pub node: String,
+    /// Whether an agent checked in from one of its NICs since this server started.
+    pub checked_in: bool,
+    /// MAC it checked in with.
+    pub mac: Option<String>,
+    /// `runtime` or `tenant`.
+    pub role: Option<String>,
+    /// Address on the provisioning network.
+    pub address: Option<String>,
+    /// Boot id (changes at every boot and kexec).
+    pub boot_id: Option<String>,
+    /// Seconds since the last check-in.
+    pub secs_since_checkin: Option<f64>,
+    /// Hardware inventory from the check-in.
+    #[schema(value_type = Object)]
+    pub inventory: Option<serde_json::Value>,
+}
+
+/// Show what the node's runtime last reported (project members and admins).
+#[utoipa::path(get, path = "/v1/nodes/{node}/runtime", responses((status = 200, body = NodeRuntime), (status = 404)))]
+async fn node_runtime(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(node): Path<String>,
+) -> Result<Json<NodeRuntime>, ApiError> {
+    check_name("node", &node)?;
+    let row = sqlx::query("SELECT project FROM nodes WHERE name = $1")
+        .bind(&node)
+        .fetch_optional(&st.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("node", &node))?;
+    let project: Option<String> = row.try_get(0)?;
+    c.require_project(project.as_deref())?;
+    let found = find_runtime(&st, &node, Duration::ZERO).await?;
+    let rec = found.as_ref().and_then(|(mac, _, _)| st.runtime.node(mac));
+    let seen = rec.as_ref().and_then(|r| r.checkins.last().cloned());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    Ok(Json(NodeRuntime {
+        node,
+        checked_in: seen.is_some(),
+        mac: seen.as_ref().map(|c| c.checkin.node.clone()),
+        role: seen
+            .as_ref()
+            .map(|c| if c.checkin.role == metalcast_runtime_api::Role::Runtime { "runtime" } else { "tenant" }.into()),
+        address: seen.as_ref().map(|c| c.checkin.address.clone()),
+        boot_id: seen.as_ref().map(|c| c.checkin.boot_id.clone()),
+        secs_since_checkin: seen.as_ref().map(|c| (now - c.at_unix).max(0.0)),
+        inventory: seen.as_ref().and_then(|c| serde_json::to_value(&c.checkin.inventory).ok()),
+    }))
 }
 
 const NODE_COLUMNS: &str =

@@ -166,5 +166,41 @@ async fn deployments(h: &Harness) {
     assert!(v["msg"].as_str().unwrap().contains("no BMC"), "{v}");
     let (_, v) = h.call("GET", "/v0/node/n1", &alice, None).await;
     assert_eq!(v["project"], "pa", "a failed reclaim leaves the node where it was");
+
+    // Reclaim through the BMC: no runtime answers, so boot device pxe + power cycle, then the
+    // runtime's check-in (through the real runtime API) frees the node.
+    let bmc = format!("n4-{}", crate::auth::random_hex(4));
+    let mac = "52:54:00:00:10:04";
+    h.ok("PUT", "/v0/node/n4", Some(json!({"obm": {"type": "mock", "id": bmc}}))).await;
+    h.ok("PUT", "/v0/node/n4/nic/eth0", Some(json!({"macaddr": mac}))).await;
+    h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n4"}))).await;
+    let booted = {
+        let (h_app, bmc) = (h.app.clone(), bmc.clone());
+        tokio::spawn(async move {
+            // The "machine" boots the runtime once the BMC power-cycled it.
+            while !crate::drivers::mock::log(&bmc).iter().any(|l| l.contains("Cycle")) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let checkin = json!({"node": mac, "role": "runtime", "boot_id": "b2", "version": "0", "address": "10.0.0.4",
+                "uptime_secs": 5.0, "network_secs": 0.1,
+                "inventory": {"nics": [], "cpus": 1, "memory_bytes": 1, "disks": [], "kernel": "6.1"}});
+            let req = axum::http::Request::post("/v1/runtime/checkin")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(checkin.to_string()))
+                .unwrap();
+            tower::ServiceExt::oneshot(h_app, req).await.unwrap().status()
+        })
+    };
+    let (s, v) = h.call("POST", "/v1/nodes/n4/reclaim", &alice, Some(json!({"timeout_secs": 30}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(booted.await.unwrap(), StatusCode::OK);
+    assert_eq!(v["method"], "bmc", "{v}");
+    let phases: Vec<&str> = v["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["runtime", "networks", "free"]);
+    assert_eq!(crate::drivers::mock::log(&bmc), ["bootdev pxe", "power Cycle"]);
+    let free = h.ok("GET", "/v0/nodes/free", None).await;
+    assert!(free.as_array().unwrap().iter().any(|n| n == "n4"), "{free}");
+    // Reclaiming a free node is a conflict.
+    assert_eq!(h.call("POST", "/v1/nodes/n4/reclaim", &h.admin.clone(), Some(json!({}))).await.0, StatusCode::CONFLICT);
 }
 both_backends!(deployments);
