@@ -63,13 +63,27 @@ fn main() -> ExitCode {
 
 async fn async_main(cli: Cli) -> ExitCode {
     match &cli.command {
-        Command::Serve { listen, db, vlan_range, tls_cert, tls_key, data_dir, trusted_keys, max_image_mib } => {
+        Command::Serve {
+            listen,
+            db,
+            vlan_range,
+            tls_cert,
+            tls_key,
+            data_dir,
+            trusted_keys,
+            max_image_mib,
+            upstream,
+        } => {
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
             let registry = match registry(data_dir, trusted_keys, *max_image_mib) {
                 Ok(r) => r,
                 Err(e) => return report(Err(e)),
             };
-            report(serve(*listen, &db.database_url, *vlan_range, tls, registry).await)
+            let upstream = match upstream.config() {
+                Ok(u) => u,
+                Err(e) => return report(Err(e)),
+            };
+            report(serve(*listen, &db.database_url, *vlan_range, tls, registry, upstream).await)
         }
         Command::Admin(AdminCmd::Bootstrap { db, admin_user, admin_password }) => {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
@@ -117,6 +131,7 @@ async fn serve(
     vlans: VlanPool,
     tls: Option<(&std::path::Path, &std::path::Path)>,
     registry: Registry,
+    upstream: Option<metalcast_control_plane::upstream::UpstreamConfig>,
 ) -> anyhow::Result<()> {
     let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -135,7 +150,14 @@ async fn serve(
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    let state = AppState::new(db, vlans).with_registry(registry);
+    let mut state = AppState::new(db, vlans).with_registry(registry);
+    if let Some(cfg) = upstream {
+        let up = metalcast_control_plane::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
+        tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");
+        state = state.with_upstream(up);
+    }
+    // Nested instance: import and follow the parent's inventory.
+    let _sync = metalcast_control_plane::upstream::spawn_sync(&state);
     match tls {
         Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
             .await

@@ -20,6 +20,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::images::routes())
         .merge(crate::keypairs::routes())
         .merge(crate::quotas::routes())
+        .merge(crate::upstream::routes())
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::from_fn(json_errors))

@@ -43,6 +43,8 @@ pub struct Inner {
     pub registry: crate::registry::Registry,
     /// Running console captures.
     pub consoles: crate::console::Consoles,
+    /// Parent control plane of a nested instance (`serve --upstream`).
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             action_done: tokio::sync::Notify::new(),
             registry: crate::registry::Registry::default(),
             consoles: crate::console::Consoles::default(),
+            upstream: None,
         }))
     }
 
@@ -67,6 +70,20 @@ impl AppState {
         let mut inner = std::sync::Arc::try_unwrap(self.0).expect("with_registry before the state is shared");
         inner.registry = registry;
         AppState(std::sync::Arc::new(inner))
+    }
+}
+
+impl AppState {
+    /// Make this a nested instance of the parent behind `up` (and register
+    /// `up` for the `upstream` drivers).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_upstream(self, up: Arc<crate::upstream::Upstream>) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_upstream before the state is shared");
+        crate::upstream::register(up.clone());
+        inner.upstream = Some(up);
+        AppState(Arc::new(inner))
     }
 }
 

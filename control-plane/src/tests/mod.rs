@@ -7,6 +7,7 @@ mod bridge;
 mod ipmi;
 mod isolation;
 mod qmp;
+mod recursion;
 mod redfish;
 mod registry;
 mod vlan_isolation;
