@@ -82,15 +82,30 @@ struct Level {
     st: AppState,
     admin: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
     sync: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+    /// (server URL, database) of a per-test PostgreSQL database to drop.
+    pg: Option<(String, String)>,
 }
 
 impl Level {
-    async fn start(upstream: Option<UpstreamConfig>) -> Level {
+    /// Start a level on SQLite, or on a fresh PostgreSQL database when `pg`
+    /// is `Some(METALCAST_TEST_PG_URL)`.
+    async fn start(upstream: Option<UpstreamConfig>, pg: Option<&str>) -> Level {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("level.db").display());
+        let (url, pg) = match pg {
+            None => (format!("sqlite://{}?mode=rwc", dir.path().join("level.db").display()), None),
+            Some(base) => {
+                sqlx::any::install_default_drivers();
+                let admin = sqlx::AnyPool::connect(base).await.expect("connect METALCAST_TEST_PG_URL");
+                let name = format!("mc_rec_{}", crate::auth::random_hex(6));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+                admin.close().await;
+                let (prefix, _) = base.rsplit_once('/').expect("database URL with /dbname");
+                (format!("{prefix}/{name}"), Some((base.to_string(), name)))
+            }
+        };
         let db = crate::db::connect(&url).await.unwrap();
         let mut st = AppState::new(db, VlanPool { first: 100, last: 199 });
         if let Some(cfg) = upstream {
@@ -111,7 +126,21 @@ impl Level {
             }
         });
         let sync = crate::upstream::spawn_sync(&st);
-        Level { url: format!("http://{addr}"), st, admin, stop: Some(tx), server, sync, _dir: dir }
+        Level { url: format!("http://{addr}"), st, admin, stop: Some(tx), server: Some(server), sync, _dir: dir, pg }
+    }
+
+    /// Stop and drop a PostgreSQL database.
+    async fn finish(mut self) {
+        self.stop().await;
+        self.st.db.pool.close().await;
+        if let Some((base, name)) = self.pg.take() {
+            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
     }
 
     /// Stop serving (the database stays).
@@ -122,8 +151,10 @@ impl Level {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
-        self.server.abort();
+        if let Some(mut server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut server).await;
+            server.abort();
+        }
     }
 
     fn upstream_for(&self, project: &str, token: &str) -> UpstreamConfig {
@@ -250,7 +281,21 @@ fn master(ns: &str, dev: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_levels_delegate_isolate_and_reclaim() {
+async fn three_levels_sqlite() {
+    three_levels_delegate_isolate_and_reclaim(None).await;
+}
+
+/// The same with the root and tenant A's instance on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_levels_postgres() {
+    let Ok(base) = std::env::var("METALCAST_TEST_PG_URL") else {
+        super::skip("METALCAST_TEST_PG_URL is not set; PostgreSQL variant not run");
+        return;
+    };
+    three_levels_delegate_isolate_and_reclaim(Some(&base)).await;
+}
+
+async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     metalcast_fabric::skip_unless_root!();
     let dir = tempfile::tempdir().unwrap();
     let qmp = dir.path().join("n1.qmp");
@@ -266,7 +311,7 @@ async fn three_levels_delegate_isolate_and_reclaim() {
     let h1 = fabric.host("h1");
 
     // --- root: real BMC and switch; project A holds n1, n2, n3, n4 -----------
-    let root = Level::start(None).await;
+    let root = Level::start(None, pg).await;
     root.ok("PUT", "/v0/switch/fab", json!({"type": "linux-vlan-bridges", "netns": sw})).await;
     root.ok("PUT", &format!("/v0/switch/fab/port/{}", h1.switch_port()), Value::Null).await;
     root.ok("PUT", "/v0/project/A", Value::Null).await;
@@ -295,7 +340,7 @@ async fn three_levels_delegate_isolate_and_reclaim() {
     let a_token = root.tenant("alice", "A").await;
 
     // --- tenant A's metalcast: sees exactly A's nodes ------------------------
-    let mut a = Level::start(Some(root.upstream_for("A", &a_token))).await;
+    let mut a = Level::start(Some(root.upstream_for("A", &a_token)), pg).await;
     a.wait_nodes(&["n1", "n2", "n3", "n4"]).await;
     let n1 = a.ok("GET", "/v0/node/n1", Value::Null).await;
     assert_eq!(n1["nics"][0]["macaddr"], json!(h1.mac_string()), "{n1}");
@@ -309,7 +354,7 @@ async fn three_levels_delegate_isolate_and_reclaim() {
     let a2_token = a.tenant("dave", "A2").await;
 
     // --- tenant A1's metalcast: sees exactly what A granted to A1 ------------
-    let a1 = Level::start(Some(a.upstream_for("A1", &a1_token))).await;
+    let a1 = Level::start(Some(a.upstream_for("A1", &a1_token)), None).await;
     a1.wait_nodes(&["n1", "n4"]).await;
     a1.ok("PUT", "/v0/project/t1", Value::Null).await;
     a1.tenant("carol", "t1").await;
@@ -445,4 +490,7 @@ async fn three_levels_delegate_isolate_and_reclaim() {
     // The sync keeps retrying without dropping anything.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(a1.snapshot().await, before);
+    for level in [a1, a, root] {
+        level.finish().await;
+    }
 }
