@@ -349,7 +349,9 @@ impl Upstream {
     async fn wait_action(&self, node: &str, id: &str) -> Result<(), UpstreamError> {
         let path = format!("/v0/networking_action/{}", seg(id));
         let deadline = tokio::time::Instant::now() + ACTION_TIMEOUT;
-        let mut pause = Duration::from_millis(20);
+        // Short first pauses: each nesting level polls its parent, so long
+        // ones would add up along the chain.
+        let mut pause = Duration::from_millis(2);
         loop {
             let v = self.node_request(node, reqwest::Method::GET, &path, None).await?;
             match v["status"].as_str() {
@@ -362,7 +364,7 @@ impl Upstream {
                 return Err(UpstreamError::ActionFailed("did not finish at the parent in time"));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            pause = (pause * 3 / 2).min(Duration::from_millis(250));
         }
     }
 
