@@ -173,6 +173,12 @@ pub enum Command {
     Token(TokenCmd),
     /// Show who the credentials belong to.
     Whoami,
+    /// Node events of your projects, e.g. why a nested instance's parent took a node back.
+    Events {
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Image registry: upload signed bundles, list, share, delete.
     #[command(subcommand)]
     Image(crate::cli_registry::ImageCmd),
@@ -740,6 +746,10 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
             Err(CliError::Input("not a client command".into()))
         }
         C::Whoami => c.call("GET", "/v1/whoami", None).await,
+        C::Events { node } => {
+            let q = node.as_deref().map(|n| format!("?node={}", e(n))).unwrap_or_default();
+            c.call("GET", &format!("/v1/events{q}"), None).await
+        }
         C::Action { status_id } => c.call("GET", &format!("/v0/networking_action/{}", e(status_id)), None).await,
         C::Project(p) => match p {
             ProjectCmd::List => c.call("GET", "/v0/projects", None).await,
