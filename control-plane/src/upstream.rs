@@ -373,9 +373,17 @@ impl Upstream {
         self.nic_action(node, nic, "connect_network", network).await
     }
 
-    /// Detach `node`'s `nic` from the parent network `network`.
+    /// Detach `node`'s `nic` from the parent network `network`. The parent
+    /// answering that the network is not attached (its admin detached it
+    /// already) counts as done: that is the state asked for, confirmed.
     pub async fn detach(&self, node: &str, nic: &str, network: &str) -> Result<(), UpstreamError> {
-        self.nic_action(node, nic, "detach_network", network).await
+        match self.nic_action(node, nic, "detach_network", network).await {
+            Err(UpstreamError::Refused { status: 409, msg }) if msg.contains("not attached") => {
+                tracing::info!(%node, %nic, %network, "already detached at the parent");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// The parent's node events visible to our project (newest last).
@@ -518,7 +526,11 @@ pub fn spawn_sync(st: &AppState) -> Option<tokio::task::JoinHandle<()>> {
                 }
                 Err(e) => {
                     delay = (delay * 2).clamp(interval, MAX_BACKOFF.max(interval));
-                    tracing::warn!(error = %e, retry_in = ?delay, "upstream inventory sync failed");
+                    let cause = match &e {
+                        ApiError::Driver(d) => d.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    tracing::warn!(error = %cause, retry_in = ?delay, "upstream inventory sync failed");
                 }
             }
             tokio::select! {

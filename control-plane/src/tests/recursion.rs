@@ -436,6 +436,20 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Detach from A1 goes down to the root's switch too.
+    assert_eq!(a1.nic_action(carol, "n1", "detach_network", "net1").await, "DONE");
+    assert_eq!(master(&sw, h1.switch_port()), None);
+    assert_eq!(show(&a).await["nics"][0]["networks"], json!({}));
+    assert_eq!(show(&root).await["nics"][0]["networks"], json!({}));
+    // The root's admin detaching behind A's back: A1's later detach is
+    // confirmed by the root's "not attached" answer.
+    assert_eq!(a1.nic_action(carol, "n1", "connect_network", "net1").await, "DONE");
+    assert_eq!(root.nic_action(Auth::Bearer(&root.admin), "n1", "detach_network", &at_root).await, "DONE");
+    assert_eq!(a1.nic_action(carol, "n1", "detach_network", "net1").await, "DONE");
+    assert_eq!(show(&a1).await["nics"][0]["networks"], json!({}));
+    assert_eq!(a1.nic_action(carol, "n1", "connect_network", "net1").await, "DONE");
+    assert_eq!(master(&sw, h1.switch_port()), Some(format!("mcvlan{vroot}")));
+
     // Isolation: A1 cannot see or touch what A kept (n2) or A2 holds (n3),
     // neither through its own instance nor at A with its upstream token.
     for node in ["n2", "n3", "nb"] {
