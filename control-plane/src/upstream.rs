@@ -447,6 +447,11 @@ pub struct NodeEvent {
     pub created_at: i64,
 }
 
+/// OpenAPI description of the event log (merged into `/v1/openapi.json`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(paths(list_events), components(schemas(NodeEvent)))]
+pub struct EventsDoc;
+
 /// Routes of the node event log.
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/events", get(list_events))
@@ -458,7 +463,10 @@ struct EventsQuery {
     node: Option<String>,
 }
 
-/// `GET /v1/events[?node=N]`: node events of the caller's projects (admins: all).
+/// `GET /v1/events[?node=N]`: node events of the caller's projects (admins: all), oldest first.
+#[utoipa::path(get, path = "/v1/events",
+    params(("node" = Option<String>, Query, description = "only events of this node")),
+    responses((status = 200, body = [NodeEvent]), (status = 401, body = crate::api_v1::ErrorBody)))]
 async fn list_events(
     State(st): State<AppState>,
     c: Caller,

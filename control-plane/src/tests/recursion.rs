@@ -479,6 +479,8 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     assert_eq!((ev[0]["node"].as_str(), ev[0]["project"].as_str()), (Some("n1"), Some("t1")));
     let reason = ev[0]["reason"].as_str().unwrap();
     assert!(reason.contains("no longer in project \"A\""), "the root-level cause reaches the bottom: {reason}");
+    let (_, doc) = http(&a1.url, "GET", "/v1/openapi.json", Auth::Bearer(&a1.admin), None).await;
+    assert!(doc["paths"].get("/v1/events").is_some(), "events are in the OpenAPI document");
     let (_, att) = http(&a1.url, "GET", "/v0/network/net1", carol, None).await;
     assert_eq!(att["connected-nodes"], json!({}), "{att}");
     // Another project's members do not see the event.
