@@ -894,7 +894,13 @@ async fn network_create(
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        // Nested instance: the parent network must exist before this one
+        // claims to (the open transaction is rolled back if it cannot).
+        crate::upstream::network_created(&st, vlan).await?;
+        if let Err(e) = tx.commit().await {
+            crate::upstream::network_deleted(&st, vlan).await.ok();
+            return Err(e.into());
+        }
         tracing::info!(%network, vlan, "network created");
         return Ok(ok());
     }
@@ -922,17 +928,21 @@ async fn network_delete(State(st): State<AppState>, c: Caller, Path(network): Pa
         return Err(c.denied("no access to this network"));
     }
     c.require_project(net.owner.as_deref())?;
+    let mut tx = st.db.pool.begin().await?;
     let res = sqlx::query(
         "DELETE FROM networks WHERE name = $1 \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE network = $1) \
          AND NOT EXISTS (SELECT 1 FROM network_actions WHERE network = $1 AND status = 'PENDING')",
     )
     .bind(&network)
-    .execute(&st.db.pool)
+    .execute(&mut *tx)
     .await?;
     if res.rows_affected() == 0 {
         return Err(ApiError::Conflict("network is attached to nodes or has pending actions".into()));
     }
+    // Nested instance: gone here only once it is gone at the parent.
+    crate::upstream::network_deleted(&st, u16::try_from(net.vlan).unwrap_or(0)).await?;
+    tx.commit().await?;
     Ok(ok())
 }
 

@@ -213,5 +213,6 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     doc.merge(crate::reclaim::ReclaimDoc::openapi());
     doc.merge(crate::keypairs::KeypairsDoc::openapi());
     doc.merge(crate::quotas::QuotasDoc::openapi());
+    doc.merge(crate::upstream::EventsDoc::openapi());
     Json(doc)
 }

@@ -86,6 +86,53 @@ pub struct ProvisionArgs {
     pub runtime_image: Option<String>,
 }
 
+/// Options of `metalcast serve` that make it a nested control plane
+/// (recursive HaaS, docs/recursion.md).
+#[derive(Debug, Args)]
+pub struct UpstreamArgs {
+    /// Parent metalcast URL: serve the nodes that --upstream-project holds
+    /// there (imported and kept in sync); power, boot device, console and
+    /// networks are delegated to the parent.
+    #[arg(long, env = "METALCAST_UPSTREAM", requires = "upstream_project")]
+    pub upstream: Option<String>,
+    /// Project at the parent whose nodes this instance serves.
+    #[arg(long, env = "METALCAST_UPSTREAM_PROJECT", requires = "upstream")]
+    pub upstream_project: Option<String>,
+    /// API token (`mct_...`) of a member of --upstream-project at the parent.
+    /// Prefer the environment or --upstream-token-file (argv is visible to other users).
+    #[arg(long, env = "METALCAST_UPSTREAM_TOKEN", hide_env_values = true, conflicts_with = "upstream_token_file")]
+    pub upstream_token: Option<String>,
+    /// File holding the upstream API token.
+    #[arg(long, env = "METALCAST_UPSTREAM_TOKEN_FILE")]
+    pub upstream_token_file: Option<std::path::PathBuf>,
+    /// Seconds between inventory syncs with the parent (doubling up to 60 while it is unreachable).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub upstream_sync_secs: u64,
+}
+
+impl UpstreamArgs {
+    /// The parent connection settings, or `None` when not nested.
+    pub fn config(&self) -> anyhow::Result<Option<crate::upstream::UpstreamConfig>> {
+        use anyhow::Context;
+        let (Some(url), Some(project)) = (&self.upstream, &self.upstream_project) else {
+            return Ok(None);
+        };
+        let token = match (&self.upstream_token, &self.upstream_token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => {
+                std::fs::read_to_string(f).with_context(|| format!("reading upstream token file {}", f.display()))?
+            }
+            (None, None) => anyhow::bail!("--upstream needs --upstream-token or --upstream-token-file"),
+        };
+        Ok(Some(crate::upstream::UpstreamConfig {
+            url: url.clone(),
+            project: project.clone(),
+            token: token.trim().to_string(),
+            sync_interval: std::time::Duration::from_secs(self.upstream_sync_secs),
+        }))
+    }
+}
+
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -117,6 +164,8 @@ pub enum Command {
         max_image_mib: u64,
         #[command(flatten)]
         provision: ProvisionArgs,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
     },
     /// Server administration done directly on the database.
     #[command(subcommand)]
@@ -151,6 +200,12 @@ pub enum Command {
     Token(TokenCmd),
     /// Show who the credentials belong to.
     Whoami,
+    /// Node events of your projects, e.g. why a nested instance's parent took a node back.
+    Events {
+        /// Only events of this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Image registry: upload signed bundles, list, share, delete.
     #[command(subcommand)]
     Image(crate::cli_registry::ImageCmd),
@@ -775,6 +830,10 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         }
         C::Whoami => c.call("GET", "/v1/whoami", None).await,
         C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
+        C::Events { node } => {
+            let q = node.as_deref().map(|n| format!("?node={}", e(n))).unwrap_or_default();
+            c.call("GET", &format!("/v1/events{q}"), None).await
+        }
         C::Action { status_id } => c.call("GET", &format!("/v0/networking_action/{}", e(status_id)), None).await,
         C::Project(p) => match p {
             ProjectCmd::List => c.call("GET", "/v0/projects", None).await,

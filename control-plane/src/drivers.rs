@@ -9,6 +9,10 @@
 //!   sub-interfaces, inside a network namespace; works on kernels without
 //!   `CONFIG_BRIDGE_VLAN_FILTERING`).
 //!
+//! * `upstream` BMC and switch: a nested control plane's imported nodes;
+//!   every operation is delegated to the parent metalcast's REST API
+//!   (see [`crate::upstream`]).
+//!
 //! A `mock` BMC and switch exist only in unit tests.
 
 use std::time::Duration;
@@ -51,6 +55,9 @@ pub enum DriverError {
     /// The driver cannot do this operation.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The parent control plane (of an `upstream` node) failed or refused.
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
 }
 
 impl DriverError {
@@ -62,6 +69,8 @@ impl DriverError {
             DriverError::Timeout => "operation timed out".into(),
             DriverError::Protocol(_) => "BMC protocol error".into(),
             DriverError::Unsupported(m) => (*m).into(),
+            // Built to be public: no URL, token or transport details.
+            DriverError::Upstream(e) => e.to_string(),
         }
     }
 }
@@ -151,6 +160,17 @@ pub enum ObmConfig {
     /// calls answer 501; reclaim works only through the node's runtime.
     #[serde(rename = "none")]
     None {},
+    /// A node imported from a parent control plane (`serve --upstream`):
+    /// everything is delegated to the parent. Written by the inventory sync.
+    #[serde(rename = "upstream")]
+    Upstream {
+        /// Base URL of the parent.
+        url: String,
+        /// Project at the parent that holds the node.
+        project: String,
+        /// The node's name at the parent.
+        node: String,
+    },
     /// In-memory BMC for unit tests.
     #[cfg(test)]
     #[serde(rename = "mock")]
@@ -211,6 +231,7 @@ impl ObmConfig {
                 Ok(())
             }
             ObmConfig::None {} => Ok(()),
+            ObmConfig::Upstream { url, project, node } => validate_upstream(url, project, node),
             #[cfg(test)]
             ObmConfig::Mock { .. } => Ok(()),
         }
@@ -257,6 +278,9 @@ impl ObmConfig {
                 Ok(())
             }
             ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
+            ObmConfig::Upstream { url, project, node } => {
+                Ok(crate::upstream::client(url, project)?.power(node, op).await?)
+            }
             #[cfg(test)]
             ObmConfig::Mock { id } => {
                 mock::with(id, |s| {
@@ -281,6 +305,9 @@ impl ObmConfig {
                 Ok(v.get("running").and_then(|r| r.as_bool()).unwrap_or(false))
             }
             ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
+            ObmConfig::Upstream { url, project, node } => {
+                Ok(crate::upstream::client(url, project)?.power_status(node).await?)
+            }
             #[cfg(test)]
             ObmConfig::Mock { id } => Ok(mock::with(id, |s| s.on)),
         }
@@ -302,6 +329,9 @@ impl ObmConfig {
                 qmp::set_bootdev(socket, dev, disk_device.as_deref(), pxe_device.as_deref()).await
             }
             ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
+            ObmConfig::Upstream { url, project, node } => {
+                Ok(crate::upstream::client(url, project)?.set_bootdev(node, dev).await?)
+            }
             #[cfg(test)]
             ObmConfig::Mock { id } => {
                 mock::with(id, |s| s.log.push(format!("bootdev {dev}")));
@@ -333,6 +363,11 @@ impl ObmConfig {
                 Err(DriverError::Unsupported("the redfish driver does not capture the console"))
             }
             ObmConfig::None {} => Err(DriverError::Unsupported("the node has no BMC (obm type none)")),
+            ObmConfig::Upstream { url, project, node } => {
+                let up = crate::upstream::client(url, project)?;
+                up.console_start(node).await?;
+                Ok(upstream_console(up, node.clone()))
+            }
             #[cfg(test)]
             ObmConfig::Mock { .. } => Err(DriverError::Unsupported("the mock driver has no console")),
         }
@@ -713,6 +748,18 @@ pub enum SwitchConfig {
         /// Network namespace holding the ports (e.g. a fabric's switch namespace).
         netns: String,
     },
+    /// The per-node switch of a node imported from a parent control plane:
+    /// ports are the node's NIC names; a nested network with VLAN label `v`
+    /// is the parent network `<project>-v<v>`. Written by the inventory sync.
+    #[serde(rename = "upstream")]
+    Upstream {
+        /// Base URL of the parent.
+        url: String,
+        /// Project at the parent that holds the node.
+        project: String,
+        /// The node's name at the parent.
+        node: String,
+    },
     /// Switch that records operations, for unit tests.
     #[cfg(test)]
     #[serde(rename = "mock")]
@@ -726,6 +773,68 @@ pub enum SwitchConfig {
         #[serde(default)]
         hold: bool,
     },
+}
+
+fn validate_upstream(url: &str, project: &str, node: &str) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("upstream url must be an http:// or https:// URL".into());
+    }
+    crate::extract::check_name("project", project).map_err(|e| e.to_string())?;
+    crate::extract::check_name("node", node).map_err(|e| e.to_string())
+}
+
+/// The console of an upstream node: the parent's console log, polled once a
+/// second; new bytes are passed on. Dropping the stream stops the parent's
+/// capture.
+fn upstream_console(up: std::sync::Arc<crate::upstream::Upstream>, node: String) -> ConsoleStream {
+    use tokio::io::AsyncWriteExt;
+    let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stopped = cancel.clone();
+    tokio::spawn(async move {
+        let mut seen = String::new();
+        loop {
+            match up.console_show(&node).await {
+                Ok(log) => {
+                    // The parent keeps a bounded log: continue after what we
+                    // passed on when it is still there, else pass it all.
+                    let new = match log.strip_prefix(seen.as_str()) {
+                        Some(rest) => rest.to_string(),
+                        None => log.clone(),
+                    };
+                    if !new.is_empty() && tx.write_all(new.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    seen = log;
+                }
+                Err(crate::upstream::UpstreamError::NodeGone(_)) => break,
+                Err(e) => tracing::debug!(%node, error = %e, "upstream console poll failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                // The reader is gone: stop polling.
+                _ = stopped.cancelled() => break,
+            }
+        }
+        let _ = up.console_stop(&node).await;
+    });
+    Box::new(UpstreamConsole { rx, _stop: cancel.drop_guard() })
+}
+
+/// Read end of an upstream console; dropping it stops the poller.
+struct UpstreamConsole {
+    rx: tokio::io::DuplexStream,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl tokio::io::AsyncRead for UpstreamConsole {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.rx).poll_read(cx, buf)
+    }
 }
 
 /// True for a legal Linux interface / netns name (and never an option flag).
@@ -760,6 +869,7 @@ impl SwitchConfig {
                 }
                 Ok(())
             }
+            SwitchConfig::Upstream { url, project, node } => validate_upstream(url, project, node),
             #[cfg(test)]
             SwitchConfig::Mock { .. } => Ok(()),
         }
@@ -775,6 +885,7 @@ impl SwitchConfig {
                     Err("port must be a Linux interface name (max 15 characters)".into())
                 }
             }
+            SwitchConfig::Upstream { .. } => crate::extract::check_name("port", port).map_err(|e| e.to_string()),
             #[cfg(test)]
             SwitchConfig::Mock { .. } => Ok(()),
         }
@@ -810,6 +921,15 @@ impl SwitchConfig {
                 }
             }
             SwitchConfig::VlanBridges { netns } => vlan_bridges::connect(netns, port, vlan, native).await,
+            SwitchConfig::Upstream { url, project, node } => {
+                if !native {
+                    return Err(DriverError::Unsupported(
+                        "nested (upstream) networks carry only the native channel: tags are not translated between levels",
+                    ));
+                }
+                let up = crate::upstream::client(url, project)?;
+                Ok(up.connect(node, port, &up.network_name(vlan)).await?)
+            }
             #[cfg(test)]
             SwitchConfig::Mock { key, fail, hold } => {
                 mock_op(key, *fail, *hold, format!("add {port} {vlan} native={native}")).await
@@ -825,6 +945,10 @@ impl SwitchConfig {
                 self.bridge_cmd(&["vlan", "del", "dev", port, "vid", &vid]).await
             }
             SwitchConfig::VlanBridges { netns } => vlan_bridges::disconnect(netns, port, vlan, native).await,
+            SwitchConfig::Upstream { url, project, node } => {
+                let up = crate::upstream::client(url, project)?;
+                Ok(up.detach(node, port, &up.network_name(vlan)).await?)
+            }
             #[cfg(test)]
             SwitchConfig::Mock { key, fail, hold } => mock_op(key, *fail, *hold, format!("del {port} {vlan}")).await,
         }

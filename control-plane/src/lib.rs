@@ -32,6 +32,7 @@ pub mod registry;
 pub mod send;
 pub mod server;
 pub mod state;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             trusted_keys,
             max_image_mib,
             provision,
+            upstream,
         } => {
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
             let registry = match registry(data_dir, trusted_keys, *max_image_mib) {
@@ -91,7 +92,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                 mtu: provision.provision_mtu,
                 runtime_image: provision.runtime_image.clone(),
             };
-            report(serve(*listen, &db.database_url, *vlan_range, tls, registry, provision).await)
+            let upstream = match upstream.config() {
+                Ok(u) => u,
+                Err(e) => return report(Err(e)),
+            };
+            report(serve(*listen, &db.database_url, *vlan_range, tls, registry, provision, upstream).await)
         }
         Command::Admin(AdminCmd::Bootstrap { db, admin_user, admin_password }) => {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
@@ -140,6 +145,7 @@ async fn serve(
     tls: Option<(&std::path::Path, &std::path::Path)>,
     registry: Registry,
     provision: Provision,
+    upstream: Option<metalcast_control_plane::upstream::UpstreamConfig>,
 ) -> anyhow::Result<()> {
     let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -161,7 +167,14 @@ async fn serve(
     if provision.addr.is_none() {
         tracing::warn!("no --provision-addr given: deployments will be refused");
     }
-    let state = AppState::new(db, vlans).with_registry(registry).with_provision(provision);
+    let mut state = AppState::new(db, vlans).with_registry(registry).with_provision(provision);
+    if let Some(cfg) = upstream {
+        let up = metalcast_control_plane::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
+        tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");
+        state = state.with_upstream(up);
+    }
+    // Nested instance: import and follow the parent's inventory.
+    let _sync = metalcast_control_plane::upstream::spawn_sync(&state);
     match tls {
         Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
             .await

@@ -23,6 +23,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::deploy::routes())
         .merge(crate::metadata::routes())
         .merge(crate::reclaim::routes())
+        .merge(crate::upstream::routes())
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.

@@ -49,6 +49,8 @@ pub struct Inner {
     pub provision: crate::deploy::Provision,
     /// Progress of the deployments running in this process.
     pub deploys: crate::deploy::Deploys,
+    /// Parent control plane of a nested instance (`serve --upstream`).
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             runtime: metalcast_runtime_api::server::RuntimeApi::new(),
             provision: crate::deploy::Provision::default(),
             deploys: crate::deploy::Deploys::default(),
+            upstream: None,
         }))
     }
 
@@ -88,6 +91,18 @@ impl AppState {
         let mut inner = std::sync::Arc::try_unwrap(self.0).expect("with_provision before the state is shared");
         inner.provision = provision;
         AppState(std::sync::Arc::new(inner))
+    }
+
+    /// Make this a nested instance of the parent behind `up` (and register
+    /// `up` for the `upstream` drivers).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_upstream(self, up: Arc<crate::upstream::Upstream>) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_upstream before the state is shared");
+        crate::upstream::register(up.clone());
+        inner.upstream = Some(up);
+        AppState(Arc::new(inner))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Arguments and drivers of the `suite` and `simulate` subcommands.
+//! Arguments and drivers of the `suite`, `simulate` and `recursion` subcommands.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -213,6 +213,31 @@ pub fn plot(json: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()>
     println!("{}", report::markdown(&r));
     for f in report::write(&r, out)? {
         eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// `metalcast-bench recursion`.
+#[derive(clap::Args, Debug)]
+pub struct RecursionArgs {
+    /// Deepest nesting level (0: the root only; 2: root -> tenant -> tenant's tenant).
+    #[arg(long, default_value_t = 2)]
+    max_depth: usize,
+    /// Repetitions per call and depth (medians are reported).
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the recursion benchmark and prints its markdown table.
+pub fn recursion(args: RecursionArgs) -> anyhow::Result<()> {
+    let cfg = metalcast_bench::recursion::Config { max_depth: args.max_depth, reps: args.reps };
+    let rows = metalcast_bench::recursion::run(&cfg)?;
+    println!("{}", metalcast_bench::recursion::markdown(&rows));
+    if let Some(j) = args.json {
+        std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", j.display()))?;
     }
     Ok(())
 }

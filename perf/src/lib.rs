@@ -19,6 +19,7 @@ pub mod contenders;
 pub mod image_build;
 pub mod kexec_boot;
 pub mod multicast;
+pub mod recursion;
 pub mod report;
 pub mod rx_path;
 pub mod sim;

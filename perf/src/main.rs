@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use metalcast_bench::suite::Loss;
 
 mod cli;
-use cli::{SimArgs, SuiteArgs};
+use cli::{RecursionArgs, SimArgs, SuiteArgs};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +81,8 @@ enum Cmd {
     },
     /// The imaging comparison: every contender, every scenario, alternating, on one fabric per N (root).
     Suite(SuiteArgs),
+    /// Latency each recursive-HaaS nesting level adds to power cycle and network connect (root, QEMU).
+    Recursion(RecursionArgs),
     /// Discrete-event simulation of 10 to 10,000 receivers: metalcast's repair vs NACK/ARQ vs unicast.
     Simulate(SimArgs),
     /// Redraws the table and plots of a suite's report.json (e.g. one recorded earlier).
@@ -148,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Suite(args) => cli::suite(args)?,
         Cmd::Simulate(args) => cli::simulate(args)?,
+        Cmd::Recursion(args) => cli::recursion(args)?,
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
         Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb } => {
             let cfg = metalcast_bench::kexec_boot::Config { kernel_dir, node_static, reps: reps.max(1), memory_mb };

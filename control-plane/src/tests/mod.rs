@@ -8,6 +8,7 @@ mod deploy;
 mod ipmi;
 mod isolation;
 mod qmp;
+mod recursion;
 mod redfish;
 mod registry;
 mod vlan_isolation;

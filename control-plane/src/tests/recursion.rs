@@ -1,0 +1,512 @@
+//! Recursive HaaS (issue 8) end to end: three real `serve` instances on
+//! 127.0.0.1 talking HTTP, each with its own database: the root (real QMP
+//! BMC on a QEMU that runs nothing, real `linux-vlan-bridges` switch in a
+//! fabric namespace) -> tenant A's metalcast (`--upstream` root as project
+//! A) -> tenant A1's metalcast (`--upstream` A's instance as project A1).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use metalcast_fabric::Fabric;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::state::{AppState, VlanPool};
+use crate::upstream::{Upstream, UpstreamConfig};
+
+/// QEMU child process, killed on drop.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A QEMU with no machine (nothing runs) whose QMP socket is the root's BMC.
+fn qemu(sock: &Path) -> Option<Qemu> {
+    let probe = Command::new("qemu-system-x86_64").arg("--version").stdout(Stdio::null()).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        super::skip("qemu-system-x86_64 is not installed; recursion test not run");
+        return None;
+    }
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn qemu");
+    let q = Qemu(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(std::time::Instant::now() < deadline, "QEMU did not open its QMP socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(q)
+}
+
+/// `query-status` over our own QMP connection (independent of the driver).
+fn qemu_running(sock: &Path) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    for cmd in [json!({"execute": "qmp_capabilities"}), json!({"execute": "query-status"})] {
+        writeln!(w, "{cmd}").unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("event").is_some() {
+                continue;
+            }
+            if let Some(running) = v["return"]["running"].as_bool() {
+                return running;
+            }
+            break;
+        }
+    }
+    panic!("no query-status answer");
+}
+
+/// One running control plane.
+struct Level {
+    url: String,
+    st: AppState,
+    admin: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    sync: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+    /// (server URL, database) of a per-test PostgreSQL database to drop.
+    pg: Option<(String, String)>,
+}
+
+impl Level {
+    /// Start a level on SQLite, or on a fresh PostgreSQL database when `pg`
+    /// is `Some(METALCAST_TEST_PG_URL)`.
+    async fn start(upstream: Option<UpstreamConfig>, pg: Option<&str>) -> Level {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg) = match pg {
+            None => (format!("sqlite://{}?mode=rwc", dir.path().join("level.db").display()), None),
+            Some(base) => {
+                sqlx::any::install_default_drivers();
+                let admin = sqlx::AnyPool::connect(base).await.expect("connect METALCAST_TEST_PG_URL");
+                let name = format!("mc_rec_{}", crate::auth::random_hex(6));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+                admin.close().await;
+                let (prefix, _) = base.rsplit_once('/').expect("database URL with /dbname");
+                (format!("{prefix}/{name}"), Some((base.to_string(), name)))
+            }
+        };
+        let db = crate::db::connect(&url).await.unwrap();
+        let mut st = AppState::new(db, VlanPool { first: 100, last: 199 });
+        if let Some(cfg) = upstream {
+            st = st.with_upstream(Upstream::new(cfg).unwrap());
+        }
+        let admin = crate::bootstrap::bootstrap_admin(&st, "admin", Some("adminpw".into())).await.unwrap().token.token;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let st = st.clone();
+            async move {
+                crate::serve(listener, st, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            }
+        });
+        let sync = crate::upstream::spawn_sync(&st);
+        Level { url: format!("http://{addr}"), st, admin, stop: Some(tx), server: Some(server), sync, _dir: dir, pg }
+    }
+
+    /// Stop and drop a PostgreSQL database.
+    async fn finish(mut self) {
+        self.stop().await;
+        self.st.db.pool.close().await;
+        if let Some((base, name)) = self.pg.take() {
+            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+
+    /// Stop serving (the database stays).
+    async fn stop(&mut self) {
+        if let Some(s) = self.sync.take() {
+            s.abort();
+        }
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut server).await;
+            server.abort();
+        }
+    }
+
+    fn upstream_for(&self, project: &str, token: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            url: self.url.clone(),
+            project: project.into(),
+            token: token.into(),
+            sync_interval: Duration::from_millis(300),
+        }
+    }
+
+    /// A user in `project` and an API token for them.
+    async fn tenant(&self, user: &str, project: &str) -> String {
+        self.ok("PUT", &format!("/v0/auth/basic/user/{user}"), json!({"password": "pw"})).await;
+        self.ok("POST", &format!("/v0/auth/basic/user/{user}/add_project"), json!({"project": project})).await;
+        let (s, v) = http(&self.url, "POST", "/v1/tokens", Auth::Basic(user), Some(json!({"description": "t"}))).await;
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        http(&self.url, method, path, Auth::Bearer(&self.admin), body).await
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if body.is_null() { None } else { Some(body) };
+        let (s, v) = self.call(method, path, body).await;
+        assert!((200..300).contains(&s), "{method} {} {path} -> {s} {v}", self.url);
+        v
+    }
+
+    async fn nodes(&self) -> Vec<String> {
+        serde_json::from_value(self.ok("GET", "/v0/nodes/all", Value::Null).await).unwrap()
+    }
+
+    /// Wait (bounded) until the node list is `want`.
+    async fn wait_nodes(&self, want: &[&str]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let have = self.nodes().await;
+            if have == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{}: nodes {have:?}, want {want:?}", self.url);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Connect/detach and wait for the action; returns its final status.
+    async fn nic_action(&self, auth: Auth<'_>, node: &str, verb: &str, network: &str) -> String {
+        let path = format!("/v0/node/{node}/nic/eth0/{verb}");
+        let (s, v) = http(&self.url, "POST", &path, auth, Some(json!({"network": network}))).await;
+        assert_eq!(s, 202, "{verb} at {}: {v}", self.url);
+        let id = v["status_id"].as_str().unwrap().to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.ok("GET", &format!("/v0/networking_action/{id}"), Value::Null).await;
+            let status = v["status"].as_str().unwrap();
+            if status != "PENDING" {
+                return status.to_string();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "action {id} still pending");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Rows of the tables a failed delegated call must leave alone.
+    async fn snapshot(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for q in [
+            "SELECT name || ':' || COALESCE(project, '-') FROM nodes ORDER BY 1",
+            "SELECT name || ':' || CAST(vlan AS TEXT) FROM networks ORDER BY 1",
+            "SELECT node || ':' || nic || ':' || network || ':' || channel FROM attachments ORDER BY 1",
+        ] {
+            for r in sqlx::query(q).fetch_all(&self.st.db.pool).await.unwrap() {
+                out.push(r.try_get::<String, _>(0).unwrap());
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Bearer(&'a str),
+    /// User with password "pw".
+    Basic(&'a str),
+}
+
+async fn http(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> (u16, Value) {
+    crate::install_tls_provider();
+    let c = reqwest::Client::new();
+    let mut rb = c.request(method.parse().unwrap(), format!("{base}{path}"));
+    rb = match auth {
+        Auth::Bearer(t) => rb.bearer_auth(t),
+        Auth::Basic(u) => rb.basic_auth(u, Some("pw")),
+    };
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The VLAN id of `network` at `level` (from its `vlan/<id>` channel).
+async fn vlan_of(level: &Level, network: &str) -> u16 {
+    let v = level.ok("GET", &format!("/v0/network/{network}"), Value::Null).await;
+    v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str()?.strip_prefix("vlan/")?.parse().ok())
+        .next()
+        .expect("a vlan/<id> channel")
+}
+
+/// Master (bridge) of interface `dev` in namespace `ns`.
+fn master(ns: &str, dev: &str) -> Option<String> {
+    let out = Command::new("ip").args(["-n", ns, "-j", "link", "show", "dev", dev]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["master"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_levels_sqlite() {
+    three_levels_delegate_isolate_and_reclaim(None).await;
+}
+
+/// The same with the root and tenant A's instance on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_levels_postgres() {
+    let Ok(base) = std::env::var("METALCAST_TEST_PG_URL") else {
+        super::skip("METALCAST_TEST_PG_URL is not set; PostgreSQL variant not run");
+        return;
+    };
+    three_levels_delegate_isolate_and_reclaim(Some(&base)).await;
+}
+
+async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
+    metalcast_fabric::skip_unless_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let qmp = dir.path().join("n1.qmp");
+    let Some(_qemu) = qemu(&qmp) else { return };
+    let fabric = Fabric::builder()
+        .receivers(0)
+        .host("h1")
+        .snooping(false)
+        .nic_segmentation(false)
+        .build()
+        .expect("build fabric");
+    let sw = fabric.switch().netns().name().to_string();
+    let h1 = fabric.host("h1");
+
+    // --- root: real BMC and switch; project A holds n1, n2, n3, n4 -----------
+    let root = Level::start(None, pg).await;
+    root.ok("PUT", "/v0/switch/fab", json!({"type": "linux-vlan-bridges", "netns": sw})).await;
+    root.ok("PUT", &format!("/v0/switch/fab/port/{}", h1.switch_port()), Value::Null).await;
+    root.ok("PUT", "/v0/project/A", Value::Null).await;
+    root.ok("PUT", "/v0/project/B", Value::Null).await;
+    for (i, node) in ["n1", "n2", "n3", "n4", "nb"].iter().enumerate() {
+        // n1 is the QEMU; the others are never driven (their requests are
+        // refused before any driver runs, or fail upstream first).
+        let sock = if i == 0 { qmp.clone() } else { dir.path().join(format!("{node}.qmp")) };
+        root.ok(
+            "PUT",
+            &format!("/v0/node/{node}"),
+            json!({"obm": {"type": "qmp", "socket": sock}, "metadata": {"rack": i}}),
+        )
+        .await;
+        let mac = if i == 0 { h1.mac_string() } else { format!("52:54:00:00:00:0{i}") };
+        root.ok("PUT", &format!("/v0/node/{node}/nic/eth0"), json!({"macaddr": mac})).await;
+        let project = if *node == "nb" { "B" } else { "A" };
+        root.ok("POST", &format!("/v0/project/{project}/connect_node"), json!({"node": node})).await;
+    }
+    root.ok(
+        "POST",
+        &format!("/v0/switch/fab/port/{}/connect_nic", h1.switch_port()),
+        json!({"node": "n1", "nic": "eth0"}),
+    )
+    .await;
+    let a_token = root.tenant("alice", "A").await;
+
+    // --- tenant A's metalcast: sees exactly A's nodes ------------------------
+    let mut a = Level::start(Some(root.upstream_for("A", &a_token)), pg).await;
+    a.wait_nodes(&["n1", "n2", "n3", "n4"]).await;
+    let n1 = a.ok("GET", "/v0/node/n1", Value::Null).await;
+    assert_eq!(n1["nics"][0]["macaddr"], json!(h1.mac_string()), "{n1}");
+    assert_eq!(n1["metadata"]["rack"], json!("0"), "{n1}");
+    a.ok("PUT", "/v0/project/A1", Value::Null).await;
+    a.ok("PUT", "/v0/project/A2", Value::Null).await;
+    for (node, p) in [("n1", "A1"), ("n4", "A1"), ("n3", "A2")] {
+        a.ok("POST", &format!("/v0/project/{p}/connect_node"), json!({"node": node})).await;
+    }
+    let a1_token = a.tenant("bob", "A1").await;
+    let a2_token = a.tenant("dave", "A2").await;
+
+    // --- tenant A1's metalcast: sees exactly what A granted to A1 ------------
+    let a1 = Level::start(Some(a.upstream_for("A1", &a1_token)), None).await;
+    a1.wait_nodes(&["n1", "n4"]).await;
+    a1.ok("PUT", "/v0/project/t1", Value::Null).await;
+    a1.tenant("carol", "t1").await;
+    let carol = Auth::Basic("carol");
+    let (s, v) = http(&a1.url, "POST", "/v0/project/t1/connect_node", carol, Some(json!({"node": "n1"}))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = http(&a1.url, "POST", "/v0/project/t1/connect_node", carol, Some(json!({"node": "n4"}))).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Network: created at every level above as an operation of the parent project.
+    let (s, v) =
+        http(&a1.url, "PUT", "/v0/network/net1", carol, Some(json!({"owner": "t1", "access": "t1", "net_id": ""})))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    let v1 = vlan_of(&a1, "net1").await;
+    let at_a = format!("A1-v{v1}");
+    let net_a = a.ok("GET", &format!("/v0/network/{at_a}"), Value::Null).await;
+    assert_eq!(net_a["owner"], json!("A1"), "{net_a}");
+    let va = vlan_of(&a, &at_a).await;
+    let at_root = format!("A-v{va}");
+    let net_root = root.ok("GET", &format!("/v0/network/{at_root}"), Value::Null).await;
+    assert_eq!(net_root["owner"], json!("A"), "{net_root}");
+    let vroot = vlan_of(&root, &at_root).await;
+
+    // Connect: DONE at A1 only after it is DONE at A and at the root, where
+    // the real switch put the port on the root network's bridge.
+    assert_ne!(master(&sw, h1.switch_port()), Some(format!("mcvlan{vroot}")));
+    assert_eq!(a1.nic_action(carol, "n1", "connect_network", "net1").await, "DONE");
+    let show = |lvl: &Level| {
+        let url = lvl.url.clone();
+        let admin = lvl.admin.clone();
+        async move { http(&url, "GET", "/v0/node/n1", Auth::Bearer(&admin), None).await.1 }
+    };
+    assert_eq!(show(&a1).await["nics"][0]["networks"]["vlan/native"], json!("net1"));
+    assert_eq!(show(&a).await["nics"][0]["networks"]["vlan/native"], json!(at_a));
+    assert_eq!(show(&root).await["nics"][0]["networks"]["vlan/native"], json!(at_root));
+    assert_eq!(master(&sw, h1.switch_port()), Some(format!("mcvlan{vroot}")));
+    // Tagged channels are not translated between levels: ERROR, nothing recorded.
+    let (s, v) =
+        http(&a1.url, "PUT", "/v0/network/net2", carol, Some(json!({"owner": "t1", "access": "t1", "net_id": ""})))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    let path = "/v0/node/n1/nic/eth0/connect_network";
+    let v2 = vlan_of(&a1, "net2").await;
+    let (s, v) =
+        http(&a1.url, "POST", path, carol, Some(json!({"network": "net2", "channel": format!("vlan/{v2}")}))).await;
+    assert_eq!(s, 202, "{v}");
+
+    // Power: the root's QEMU really stops and runs again.
+    let (s, v) = http(&a1.url, "POST", "/v0/node/n1/power_off", carol, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!qemu_running(&qmp));
+    let (s, v) = http(&a1.url, "GET", "/v0/node/n1/power_status", carol, None).await;
+    assert_eq!((s, v), (200, json!({"power_status": "off"})));
+    let (s, v) = http(&a1.url, "POST", "/v0/node/n1/power_cycle", carol, Some(json!({}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(qemu_running(&qmp));
+    let (s, v) = http(&a1.url, "PUT", "/v0/node/n1/boot_device", carol, Some(json!({"bootdev": "pxe"}))).await;
+    // QEMU `-machine none` has no boot devices and the root's qmp obm names none: the
+    // root's 501 arrives at A1 as a refused upstream call.
+    assert_eq!(s, 502, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("upstream refused the request (502)"), "{v}");
+
+    // The tagged connect has finished by now (each level polls its parent).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let att = show(&a1).await["nics"][0]["networks"].clone();
+        let pending = sqlx::query("SELECT COUNT(*) FROM network_actions WHERE status = 'PENDING'")
+            .fetch_one(&a1.st.db.pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>(0)
+            .unwrap();
+        if pending == 0 {
+            assert_eq!(att, json!({"vlan/native": "net1"}), "tagged connect must not be recorded");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Detach from A1 goes down to the root's switch too.
+    assert_eq!(a1.nic_action(carol, "n1", "detach_network", "net1").await, "DONE");
+    assert_eq!(master(&sw, h1.switch_port()), None);
+    assert_eq!(show(&a).await["nics"][0]["networks"], json!({}));
+    assert_eq!(show(&root).await["nics"][0]["networks"], json!({}));
+    // The root's admin detaching behind A's back: A1's later detach is
+    // confirmed by the root's "not attached" answer.
+    assert_eq!(a1.nic_action(carol, "n1", "connect_network", "net1").await, "DONE");
+    assert_eq!(root.nic_action(Auth::Bearer(&root.admin), "n1", "detach_network", &at_root).await, "DONE");
+    assert_eq!(a1.nic_action(carol, "n1", "detach_network", "net1").await, "DONE");
+    assert_eq!(show(&a1).await["nics"][0]["networks"], json!({}));
+    assert_eq!(a1.nic_action(carol, "n1", "connect_network", "net1").await, "DONE");
+    assert_eq!(master(&sw, h1.switch_port()), Some(format!("mcvlan{vroot}")));
+
+    // Isolation: A1 cannot see or touch what A kept (n2) or A2 holds (n3),
+    // neither through its own instance nor at A with its upstream token.
+    for node in ["n2", "n3", "nb"] {
+        let (s, _) = http(&a1.url, "GET", &format!("/v0/node/{node}"), Auth::Bearer(&a1.admin), None).await;
+        assert_eq!(s, 404, "{node} at A1");
+        let (s, _) =
+            http(&a1.url, "POST", &format!("/v0/node/{node}/power_cycle"), Auth::Bearer(&a1.admin), None).await;
+        assert_eq!(s, 404, "{node} at A1");
+        let (s, _) = http(&a.url, "POST", &format!("/v0/node/{node}/power_cycle"), Auth::Bearer(&a1_token), None).await;
+        assert!(s == 403 || s == 404, "{node} at A with A1's token: {s}");
+    }
+    let (s, _) = http(&a.url, "GET", "/v0/project/A2/nodes", Auth::Bearer(&a1_token), None).await;
+    assert_eq!(s, 403);
+    assert_eq!(a.nodes().await, ["n1", "n2", "n3", "n4"], "A never sees B's node");
+
+    // The root takes n1 back (detach its network, remove it from A): every
+    // level below loses it, and the tenant at the bottom can read why.
+    assert_eq!(root.nic_action(Auth::Bearer(&root.admin), "n1", "detach_network", &at_root).await, "DONE");
+    assert_eq!(master(&sw, h1.switch_port()), None);
+    root.ok("POST", "/v0/project/A/detach_node", json!({"node": "n1"})).await;
+    a.wait_nodes(&["n2", "n3", "n4"]).await;
+    a1.wait_nodes(&["n4"]).await;
+    let (s, ev) = http(&a1.url, "GET", "/v1/events", carol, None).await;
+    assert_eq!(s, 200, "{ev}");
+    let ev = ev.as_array().unwrap();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!((ev[0]["node"].as_str(), ev[0]["project"].as_str()), (Some("n1"), Some("t1")));
+    let reason = ev[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("no longer in project \"A\""), "the root-level cause reaches the bottom: {reason}");
+    let (_, doc) = http(&a1.url, "GET", "/v1/openapi.json", Auth::Bearer(&a1.admin), None).await;
+    assert!(doc["paths"].get("/v1/events").is_some(), "events are in the OpenAPI document");
+    let (_, att) = http(&a1.url, "GET", "/v0/network/net1", carol, None).await;
+    assert_eq!(att["connected-nodes"], json!({}), "{att}");
+    // Another project's members do not see the event.
+    let (s, ev) = http(&a.url, "GET", "/v1/events", Auth::Bearer(&a2_token), None).await;
+    assert_eq!((s, ev), (200, json!([])), "A2's member sees no event of A1's node at A");
+    let (s, ev) = http(&a.url, "GET", "/v1/events?node=n1", Auth::Bearer(&a1_token), None).await;
+    assert_eq!(s, 200, "{ev}");
+    assert_eq!(ev[0]["project"], json!("A1"), "{ev}");
+
+    // Parent stopped: nested calls fail with the upstream error and change nothing.
+    a.stop().await;
+    let before = a1.snapshot().await;
+    let (s, v) = http(&a1.url, "POST", "/v0/node/n4/power_cycle", carol, None).await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(v["msg"], json!("driver error: upstream unreachable: cannot connect"), "{v}");
+    let (s, v) =
+        http(&a1.url, "PUT", "/v0/network/net3", carol, Some(json!({"owner": "t1", "access": "t1", "net_id": ""})))
+            .await;
+    assert_eq!(s, 502, "{v}");
+    let (s, v) = http(&a1.url, "DELETE", "/v0/network/net1", carol, None).await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(a1.nic_action(carol, "n4", "connect_network", "net1").await, "ERROR");
+    // The sync keeps retrying without dropping anything.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(a1.snapshot().await, before);
+    for level in [a1, a, root] {
+        level.finish().await;
+    }
+}

@@ -1,0 +1,291 @@
+//! `metalcast-bench recursion`: latency a nesting level adds to a typical
+//! control-plane call (recursive HaaS, docs/recursion.md).
+//!
+//! One process runs a chain of real `serve` instances on 127.0.0.1, each
+//! with its own SQLite database: the root drives a real QMP BMC (QEMU
+//! `-machine none`, which runs nothing) and a real `linux-vlan-bridges`
+//! switch in a fabric namespace; level `d` is a nested metalcast whose
+//! upstream is level `d-1`. The same node is granted down the chain, and at
+//! each depth the bench times, alternating depths within each repetition:
+//!
+//! * `power_cycle` (request to 200);
+//! * `connect_network` (request to the networking action reading `DONE`,
+//!   polled every millisecond), followed by an untimed detach.
+//!
+//! Needs root (network namespaces) and `qemu-system-x86_64`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use metalcast_control_plane::upstream::{Upstream, UpstreamConfig};
+use metalcast_control_plane::{AppState, VlanPool};
+use serde_json::{Value, json};
+
+use crate::stats::Summary;
+
+/// Benchmark parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Deepest nesting level measured (0 = the root only).
+    pub max_depth: usize,
+    /// Repetitions per call and depth.
+    pub reps: usize,
+}
+
+/// Medians per depth, seconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// Nesting depth (0: the root itself).
+    pub depth: usize,
+    /// `power_cycle`.
+    pub power_cycle: Summary,
+    /// `connect_network` until DONE.
+    pub connect: Summary,
+}
+
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn qemu(sock: &Path) -> anyhow::Result<Qemu> {
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting qemu-system-x86_64 (is it installed?)")?;
+    let q = Qemu(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        ensure!(Instant::now() < deadline, "QEMU did not open its QMP socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(q)
+}
+
+/// One running control plane.
+struct Level {
+    url: String,
+    admin: String,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _sync: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Level {
+    async fn start(upstream: Option<UpstreamConfig>) -> anyhow::Result<Level> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("level.db").display());
+        let db = metalcast_control_plane::db::connect(&url).await?;
+        let mut st = AppState::new(db, VlanPool { first: 100, last: 3999 });
+        if let Some(cfg) = upstream {
+            st = st.with_upstream(Upstream::new(cfg).map_err(anyhow::Error::msg)?);
+        }
+        let admin = metalcast_control_plane::bootstrap::bootstrap_admin(&st, "admin", Some("adminpw".into()))
+            .await?
+            .token
+            .token;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_state = st.clone();
+        tokio::spawn(async move {
+            let _ = metalcast_control_plane::serve(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let sync = metalcast_control_plane::upstream::spawn_sync(&st);
+        metalcast_control_plane::install_tls_provider();
+        Ok(Level {
+            url: format!("http://{addr}"),
+            admin,
+            http: reqwest::Client::new(),
+            _stop: tx,
+            _sync: sync,
+            _dir: dir,
+        })
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut rb = self.http.request(method.parse()?, format!("{}{path}", self.url)).bearer_auth(&self.admin);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let (s, v) = self.call(method, path, body).await?;
+        ensure!((200..300).contains(&s), "{method} {path} at {}: {s} {v}", self.url);
+        Ok(v)
+    }
+
+    /// A member of `project` and a token for them (for a child level).
+    async fn tenant_token(&self, user: &str, project: &str) -> anyhow::Result<String> {
+        self.ok("PUT", &format!("/v0/auth/basic/user/{user}"), Some(json!({"password": "pw"}))).await?;
+        self.ok("POST", &format!("/v0/auth/basic/user/{user}/add_project"), Some(json!({"project": project}))).await?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/tokens", self.url))
+            .basic_auth(user, Some("pw"))
+            .json(&json!({"description": "bench"}))
+            .send()
+            .await?;
+        let v: Value = resp.json().await?;
+        Ok(v["token"].as_str().context("no token in /v1/tokens answer")?.to_string())
+    }
+
+    async fn wait_node(&self, node: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.ok("GET", "/v0/nodes/all", None).await?;
+            if v.as_array().is_some_and(|a| a.iter().any(|n| n == node)) {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "{node} never appeared at {}", self.url);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// connect/detach and wait for DONE; returns the elapsed time.
+    async fn nic_action(&self, verb: &str, network: &str) -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let (s, v) =
+            self.call("POST", &format!("/v0/node/n1/nic/eth0/{verb}"), Some(json!({"network": network}))).await?;
+        ensure!(s == 202, "{verb}: {s} {v}");
+        let id = v["status_id"].as_str().context("no status_id")?.to_string();
+        loop {
+            let v = self.ok("GET", &format!("/v0/networking_action/{id}"), None).await?;
+            match v["status"].as_str() {
+                Some("DONE") => return Ok(t.elapsed()),
+                Some("PENDING") => tokio::time::sleep(Duration::from_millis(1)).await,
+                other => bail!("{verb} at {} ended {other:?}", self.url),
+            }
+        }
+    }
+}
+
+/// Run the benchmark (root, QEMU).
+pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
+    ensure!(cfg.reps > 0, "--reps must be at least 1");
+    ensure!(nix::unistd::geteuid().is_root(), "the recursion benchmark needs root (network namespaces)");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: &Config) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let sock = dir.path().join("n1.qmp");
+    let _qemu = qemu(&sock)?;
+    let fabric = metalcast_fabric::Fabric::builder()
+        .receivers(0)
+        .host("h1")
+        .snooping(false)
+        .nic_segmentation(false)
+        .build()
+        .context("building the fabric")?;
+    let sw = fabric.switch().netns().name().to_string();
+    let h1 = fabric.host("h1");
+
+    // Root: the node with a real BMC and switch port, held by project p0.
+    let mut levels = vec![Level::start(None).await?];
+    let root = &levels[0];
+    root.ok("PUT", "/v0/switch/fab", Some(json!({"type": "linux-vlan-bridges", "netns": sw}))).await?;
+    root.ok("PUT", &format!("/v0/switch/fab/port/{}", h1.switch_port()), None).await?;
+    root.ok("PUT", "/v0/node/n1", Some(json!({"obm": {"type": "qmp", "socket": sock}}))).await?;
+    root.ok("PUT", "/v0/node/n1/nic/eth0", Some(json!({"macaddr": h1.mac_string()}))).await?;
+    root.ok(
+        "POST",
+        &format!("/v0/switch/fab/port/{}/connect_nic", h1.switch_port()),
+        Some(json!({"node": "n1", "nic": "eth0"})),
+    )
+    .await?;
+    // At every level, project p<d> holds n1 and owns the network bench<d>.
+    for d in 0..=cfg.max_depth {
+        if d > 0 {
+            let parent = &levels[d - 1];
+            let token = parent.tenant_token(&format!("u{d}"), &format!("p{}", d - 1)).await?;
+            let up = UpstreamConfig {
+                url: parent.url.clone(),
+                project: format!("p{}", d - 1),
+                token,
+                sync_interval: Duration::from_secs(1),
+            };
+            let level = Level::start(Some(up)).await?;
+            level.wait_node("n1").await?;
+            levels.push(level);
+        }
+        let level = &levels[d];
+        level.ok("PUT", &format!("/v0/project/p{d}"), None).await?;
+        level.ok("POST", &format!("/v0/project/p{d}/connect_node"), Some(json!({"node": "n1"}))).await?;
+        level
+            .ok(
+                "PUT",
+                &format!("/v0/network/bench{d}"),
+                Some(json!({"owner": format!("p{d}"), "access": format!("p{d}"), "net_id": ""})),
+            )
+            .await?;
+    }
+
+    let mut power: Vec<Vec<f64>> = vec![Vec::new(); cfg.max_depth + 1];
+    let mut connect: Vec<Vec<f64>> = vec![Vec::new(); cfg.max_depth + 1];
+    // One untimed warm-up round (connection pools, first bridge creation).
+    for rep in 0..=cfg.reps {
+        for (d, level) in levels.iter().enumerate() {
+            let t = Instant::now();
+            level.ok("POST", "/v0/node/n1/power_cycle", None).await?;
+            let p = t.elapsed();
+            let c = level.nic_action("connect_network", &format!("bench{d}")).await?;
+            level.nic_action("detach_network", &format!("bench{d}")).await?;
+            if rep > 0 {
+                power[d].push(p.as_secs_f64());
+                connect[d].push(c.as_secs_f64());
+            }
+        }
+    }
+    Ok((0..=cfg.max_depth)
+        .map(|d| Row { depth: d, power_cycle: Summary::of(&power[d]), connect: Summary::of(&connect[d]) })
+        .collect())
+}
+
+/// The rows as a markdown table: medians per depth and the latency each
+/// level adds over the one above it.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| depth | power_cycle median ms | added vs depth-1 | connect_network (to DONE) median ms | added vs depth-1 | reps |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let mut prev: Option<&Row> = None;
+    for r in rows {
+        let added = |now: f64, before: Option<f64>| match before {
+            Some(b) => format!("{:+.2}", (now - b) * 1e3),
+            None => "-".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {:.2} | {} | {:.2} | {} | {} |\n",
+            r.depth,
+            r.power_cycle.median * 1e3,
+            added(r.power_cycle.median, prev.map(|p| p.power_cycle.median)),
+            r.connect.median * 1e3,
+            added(r.connect.median, prev.map(|p| p.connect.median)),
+            r.power_cycle.samples.len(),
+        ));
+        prev = Some(r);
+    }
+    s
+}
