@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use metalcast_image::{BundleError, Manifest, PartFiles};
 use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 
+use crate::erasure::{FewErasures, MAX_FAST_ERASURES};
 use crate::error::TransportError;
 use crate::layout::Layout;
 use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
@@ -240,6 +241,9 @@ impl<'a> Receiver<'a> {
         let mut seq_max = 0u64;
         let mut dec = zstd::bulk::Decompressor::new().map_err(|e| TransportError::io("zstd decompressor", e))?;
         let mut chunk_out = Vec::new();
+        // Block buffers are reused: fresh memory costs a page fault per 4 KiB on first touch.
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        let mut few = FewErasures::new(self.layout.k_max);
         let mut last_report = Instant::now() - self.cfg.report_interval;
         let mut last_packet = Instant::now();
         let mut first_packet: Option<Instant> = None;
@@ -312,10 +316,12 @@ impl<'a> Receiver<'a> {
                             for e in k..kmax {
                                 have[e as usize / 64] |= 1 << (e % 64);
                             }
+                            let mut buf = pool.pop().unwrap_or_else(|| vec![0u8; kmax as usize * t]);
+                            buf[k as usize * t..].fill(0);
                             slots[b] = Slot::Pending(Box::new(Pend {
                                 have,
                                 n_src: kmax - k,
-                                buf: vec![0u8; kmax as usize * t],
+                                buf,
                                 repairs: Vec::new(),
                                 extra: 0,
                             }));
@@ -348,27 +354,48 @@ impl<'a> Receiver<'a> {
                             Some(std::mem::take(&mut p.buf))
                         } else {
                             decoded_blocks += 1;
-                            let mut d = SourceBlockDecoder::new(0, &self.layout.oti(), self.layout.padded_len() as u64);
-                            let src = (0..kmax).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) != 0).map(|e| {
-                                EncodingPacket::new(
-                                    PayloadId::new(0, e),
-                                    p.buf[e as usize * t..(e as usize + 1) * t].to_vec(),
-                                )
-                            });
-                            let rep =
-                                p.repairs.iter().map(|(e, s)| EncodingPacket::new(PayloadId::new(0, *e), s.clone()));
-                            let r = d.decode(src.chain(rep).collect::<Vec<_>>());
-                            if r.is_none() {
-                                decode_retries += 1;
-                                p.extra += 1;
+                            let missing: Vec<u32> =
+                                (0..k).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) == 0).collect();
+                            if missing.len() <= MAX_FAST_ERASURES {
+                                if few.decode(&mut p.buf, t, k, &missing, &p.repairs) {
+                                    Some(std::mem::take(&mut p.buf))
+                                } else {
+                                    decode_retries += 1;
+                                    p.extra += 1;
+                                    None
+                                }
+                            } else {
+                                let mut d =
+                                    SourceBlockDecoder::new(0, &self.layout.oti(), self.layout.padded_len() as u64);
+                                let src =
+                                    (0..kmax).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) != 0).map(|e| {
+                                        EncodingPacket::new(
+                                            PayloadId::new(0, e),
+                                            p.buf[e as usize * t..(e as usize + 1) * t].to_vec(),
+                                        )
+                                    });
+                                let rep = p
+                                    .repairs
+                                    .iter()
+                                    .map(|(e, s)| EncodingPacket::new(PayloadId::new(0, *e), s.clone()));
+                                let r = d.decode(src.chain(rep).collect::<Vec<_>>());
+                                if r.is_none() {
+                                    decode_retries += 1;
+                                    p.extra += 1;
+                                }
+                                r
                             }
-                            r
                         };
                         let Some(mut bytes) = bytes else { continue };
                         bytes.truncate(blk.len as usize);
                         pending -= 1;
-                        match metalcast_image::decode_chunk(self.manifest, blk.chunk, &bytes, &mut dec, &mut chunk_out)
-                        {
+                        let verified =
+                            metalcast_image::decode_chunk(self.manifest, blk.chunk, &bytes, &mut dec, &mut chunk_out);
+                        if pool.len() < 8 && bytes.capacity() >= self.layout.padded_len() {
+                            bytes.resize(self.layout.padded_len(), 0);
+                            pool.push(bytes);
+                        }
+                        match verified {
                             Ok(()) => {
                                 sink.write_chunk(self.manifest, blk.chunk, &chunk_out)
                                     .map_err(|source| TransportError::Sink { chunk: blk.chunk, source })?;

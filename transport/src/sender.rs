@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use metalcast_image::Bundle;
 use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
 
+use crate::erasure::{FewErasures, MAX_DIRECT_REPAIRS};
 use crate::error::TransportError;
 use crate::layout::Layout;
 use crate::packet::{self, Kind, MAX_ESI, OVERHEAD, Report, ReportState};
@@ -166,6 +167,7 @@ pub struct Sender<'a> {
     out: Vec<u8>,
     wire_bytes: u64,
     plan: Option<Plan>,
+    direct: FewErasures,
 }
 
 /// The RaptorQ encoding plan for `k_max`, generated in the background at
@@ -205,6 +207,7 @@ impl<'a> Sender<'a> {
         let k_max = layout.k_max as u16;
         let plan = Some(Plan::Building(std::thread::spawn(move || SourceBlockEncodingPlan::generate(k_max))));
         Ok(Sender {
+            direct: FewErasures::new(layout.k_max),
             plan,
             spec,
             bundle,
@@ -314,6 +317,24 @@ impl<'a> Sender<'a> {
         n: u32,
         bucket: &mut Option<TokenBucket>,
     ) -> Result<(), TransportError> {
+        if n <= MAX_DIRECT_REPAIRS && !self.encoders.iter().any(|(x, _)| *x == b) {
+            // A small burst: coefficient rows times source symbols, no encoder to build.
+            self.read_block(b)?;
+            let t = usize::from(self.spec.symbol_size);
+            let (k, k_max) = (self.layout.blocks[b].k, self.layout.k_max);
+            let buf = std::mem::take(&mut self.block_buf);
+            let mut sym = vec![0u8; t];
+            for j in 0..n {
+                let esi = k_max + first_id + j;
+                self.direct.repair_into(&buf, t, k, esi, &mut sym);
+                self.push_symbol(b, esi, &sym);
+                if (j as usize + 1).is_multiple_of(self.gso_batch) {
+                    self.flush(bucket)?;
+                }
+            }
+            self.block_buf = buf;
+            return self.flush(bucket);
+        }
         let i = self.encoder(b)?;
         let pkts = self.encoders[i].1.repair_packets(first_id, n);
         for (j, p) in pkts.iter().enumerate() {
