@@ -565,7 +565,7 @@ impl<'a> Receiver<'a> {
                     receiver: self.cfg.id,
                     state,
                     blocks_done: done as u32,
-                    received,
+                    received: received + self.data.dropped_on_purpose(),
                     rejected: rejected.total(),
                     max_seq: seq_max,
                     needs,
