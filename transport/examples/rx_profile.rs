@@ -155,10 +155,21 @@ fn main() {
         let pkts = make(p, &mut rng, &mut st);
         let npk = pkts.len();
         let cfg = ReceiverConfig { id: 1, linger: Duration::ZERO, ..Default::default() };
-        let rx = Receiver::with_source(&spec, m, cfg, Box::new(Replay { pkts, pos: 0, n: 0 })).unwrap();
-        let (c0, r0) = (process_cpu(), thread_cpu());
-        let s = rx.run(&mut Null, &mut |_| {}).unwrap();
-        let (c, r) = (process_cpu() - c0, thread_cpu() - r0);
+        // In a thread of its own, so that `perf report --comms rx-run,metalcast-decod` shows the receiver only.
+        let c0 = process_cpu();
+        let (s, r) = std::thread::scope(|sc| {
+            std::thread::Builder::new()
+                .name("rx-run".into())
+                .spawn_scoped(sc, || {
+                    let rx = Receiver::with_source(&spec, m, cfg, Box::new(Replay { pkts, pos: 0, n: 0 })).unwrap();
+                    let s = rx.run(&mut Null, &mut |_| {}).unwrap();
+                    (s, thread_cpu())
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        });
+        let c = process_cpu() - c0;
         println!(
             "receiver run at {:.1}% loss: {npk} packets, {} blocks lost symbols ({} symbols), decoded {}, \
              retries {}: {:.3} CPU s/GB ({:.3} on the receive thread), {:.2} us/packet",
