@@ -27,6 +27,30 @@ const TABLES: ([u8; 512], [u8; 256]) = tables();
 static EXP: [u8; 512] = TABLES.0;
 static LOG: [u8; 256] = TABLES.1;
 
+const fn const_mul(a: u8, b: u8) -> u8 {
+    if a == 0 || b == 0 {
+        return 0;
+    }
+    TABLES.0[TABLES.1[a as usize] as usize + TABLES.1[b as usize] as usize]
+}
+
+/// Per factor `c`: `c * x` for every low nibble `x` (16 bytes), then for
+/// every high nibble `x << 4` (16 bytes): the shuffle tables of the SIMD path.
+static NIBBLES: [[u8; 32]; 256] = {
+    let mut t = [[0u8; 32]; 256];
+    let mut c = 0;
+    while c < 256 {
+        let mut x = 0;
+        while x < 16 {
+            t[c][x] = const_mul(c as u8, x as u8);
+            t[c][16 + x] = const_mul(c as u8, (x as u8) << 4);
+            x += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
 /// `a * b`.
 pub fn mul(a: u8, b: u8) -> u8 {
     if a == 0 || b == 0 {
@@ -78,22 +102,18 @@ fn mul_add_scalar(dst: &mut [u8], src: &[u8], c: u8) {
     }
 }
 
-/// The products of `c` with every low nibble and every high nibble.
-fn nibble_tables(c: u8) -> ([u8; 16], [u8; 16]) {
-    (std::array::from_fn(|x| mul(c, x as u8)), std::array::from_fn(|x| mul(c, (x as u8) << 4)))
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn mul_add_avx2(dst: &mut [u8], src: &[u8], c: u8) {
     use std::arch::x86_64::*;
-    let (lo, hi) = nibble_tables(c);
+    let tables = &NIBBLES[c as usize];
     let n = dst.len() / 32 * 32;
-    // SAFETY: the caller guarantees AVX2; every 32-byte load and store is at
-    // an offset i with i + 32 <= n <= the length of both slices (unaligned intrinsics).
+    // SAFETY: the caller guarantees AVX2; the two 16-byte table loads are
+    // inside the 32-byte table; every 32-byte load and store is at an offset
+    // i with i + 32 <= n <= the length of both slices (unaligned intrinsics).
     unsafe {
-        let tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(lo.as_ptr().cast()));
-        let thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(hi.as_ptr().cast()));
+        let tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(tables.as_ptr().cast()));
+        let thi = _mm256_broadcastsi128_si256(_mm_loadu_si128(tables.as_ptr().add(16).cast()));
         let mask = _mm256_set1_epi8(0x0f);
         let mut i = 0;
         while i < n {
@@ -123,6 +143,12 @@ mod tests {
             assert_eq!(mul(a, 0), 0);
         }
         assert_eq!(mul(3, 7), mul(7, 3));
+        for c in 0..=255u8 {
+            for x in 0..16u8 {
+                assert_eq!(NIBBLES[c as usize][x as usize], mul(c, x));
+                assert_eq!(NIBBLES[c as usize][16 + x as usize], mul(c, x << 4));
+            }
+        }
     }
 
     #[test]
