@@ -220,7 +220,7 @@ enum Outcome {
     /// The symbols do not determine the block yet: one more is needed.
     Short { b: usize, pend: Box<Pend>, out: Vec<u8> },
     /// Decoded, but not what the manifest says: never written.
-    Corrupt { b: usize, error: BundleError, buf: Vec<u8>, out: Vec<u8> },
+    Corrupt { b: usize, error: BundleError, buf: Vec<u8>, out: Vec<u8>, decoded: bool },
 }
 
 /// The decode thread's state: decodes (when a source symbol is missing),
@@ -261,7 +261,7 @@ impl BlockDecoder {
         bytes.resize(self.layout.padded_len(), 0);
         match verified {
             Ok(()) => Outcome::Ready { b, out, buf: bytes, decoded },
-            Err(error) => Outcome::Corrupt { b, error, buf: bytes, out },
+            Err(error) => Outcome::Corrupt { b, error, buf: bytes, out, decoded },
         }
     }
 }
@@ -508,7 +508,8 @@ impl<'a> Receiver<'a> {
                             recycle(&mut pool, &mut outs, Vec::new(), out);
                         }
                     }
-                    Outcome::Corrupt { b, error, buf, out } => {
+                    Outcome::Corrupt { b, error, buf, out, decoded } => {
+                        decoded_blocks += u64::from(decoded);
                         late.retain(|x| x.0 != b);
                         // Never written. Forget every symbol of the block and fetch it afresh.
                         tracing::warn!("block {b}: {error}; discarding its symbols");
