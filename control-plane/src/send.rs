@@ -30,8 +30,9 @@ pub struct SendArgs {
     /// Receivers that must report done.
     #[arg(long, default_value_t = 1)]
     pub receivers: usize,
-    /// Send rate cap in megabits per second of UDP payload (0: no cap).
-    #[arg(long, default_value_t = 800)]
+    /// Send rate cap in megabits per second of UDP payload (0: no cap). Below it the rate adapts to
+    /// the receivers' reported loss, starting at 800.
+    #[arg(long, default_value_t = 0)]
     pub rate_mbit: u64,
     /// Link MTU: sets the symbol size (1500 standard, 9000 jumbo).
     #[arg(long, default_value_t = 1500)]

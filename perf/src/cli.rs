@@ -29,8 +29,9 @@ pub struct SuiteArgs {
     /// Repetitions per contender and scenario.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// metalcast's send rate cap, Mbit/s of UDP payload (0: none); with an emulated link, the link rate caps it too.
-    #[arg(long, default_value_t = 800)]
+    /// metalcast's send rate cap, Mbit/s of UDP payload (0: none; the rate adapts below it); with an emulated
+    /// link, the link rate caps it too.
+    #[arg(long, default_value_t = 0)]
     rate_mbit: u64,
     /// Fabric MTU (udpcast's --blocksize follows it up to its maximum of 1456).
     #[arg(long, default_value_t = 1500)]

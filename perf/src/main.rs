@@ -48,8 +48,8 @@ enum Cmd {
         /// Repetitions per contender and loss rate.
         #[arg(long, default_value_t = 3)]
         reps: usize,
-        /// metalcast's send rate cap, Mbit/s (0: none); the default is `metalcast send`'s.
-        #[arg(long, default_value_t = 800)]
+        /// metalcast's send rate cap, Mbit/s (0: none; the rate adapts below it); the default is `metalcast send`'s.
+        #[arg(long, default_value_t = 0)]
         rate_mbit: u64,
         /// Link MTU of the fabric (udpcast's --blocksize follows it, up to udpcast's maximum of 1456).
         #[arg(long, default_value_t = 1500)]

@@ -27,7 +27,11 @@ pub fn markdown(r: &Report) -> String {
         r.machine,
         r.mtu,
         if r.offloads { "on (64 KB TCP segments hide per-packet cost)" } else { "off (MTU-sized packets)" },
-        if r.metalcast_rate_mbit == 0 { "none".into() } else { format!("{} Mbit/s", r.metalcast_rate_mbit) },
+        if r.metalcast_rate_mbit == 0 {
+            "none (adaptive)".into()
+        } else {
+            format!("{} Mbit/s (adaptive below it)", r.metalcast_rate_mbit)
+        },
     );
     for (name, why) in &r.unavailable {
         s += &format!("- {name}: not run ({why})\n");

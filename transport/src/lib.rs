@@ -14,12 +14,17 @@
 //! - [`packet`]: packet formats and their authentication;
 //! - [`layout`]: chunks to source blocks;
 //! - [`sender`] and [`receiver`]: the two ends;
+//! - [`rate`]: the adaptive send rate;
+//! - [`erasure`]: the cheap decode for blocks that lost a few source symbols;
 //! - [`source`]: where the receiver's datagrams come from (socket or fast path);
 //! - `sys`: sockets, GSO and `recvmmsg` (all the unsafe code).
 
+pub mod erasure;
 pub mod error;
+mod gf256;
 pub mod layout;
 pub mod packet;
+pub mod rate;
 pub mod receiver;
 pub mod sender;
 pub mod session;

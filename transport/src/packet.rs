@@ -185,7 +185,9 @@ pub struct Report {
     pub state: ReportState,
     /// Blocks decoded and written so far.
     pub blocks_done: u32,
-    /// Authentic packets received.
+    /// Authentic packets received (in need reports, counting those a fast
+    /// path dropped on purpose: the sender's rate control compares it with
+    /// `max_seq`).
     pub received: u64,
     /// Packets rejected (malformed, other session, bad MAC, invalid).
     pub rejected: u64,

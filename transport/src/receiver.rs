@@ -4,11 +4,13 @@
 //! tells the sender what it still needs.
 
 use std::net::{SocketAddrV4, UdpSocket};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use metalcast_image::{BundleError, Manifest, PartFiles};
 use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 
+use crate::erasure::{FewErasures, MAX_FAST_ERASURES};
 use crate::error::TransportError;
 use crate::layout::Layout;
 use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
@@ -164,10 +166,104 @@ struct Pend {
     extra: u32,
 }
 
+impl Pend {
+    /// Adds symbol `esi`; false if the block already had it.
+    fn add(&mut self, esi: u32, sym: &[u8], t: usize, kmax: u32) -> bool {
+        if esi < kmax {
+            let (w, bit) = (esi as usize / 64, 1u64 << (esi % 64));
+            if self.have[w] & bit != 0 {
+                return false;
+            }
+            self.have[w] |= bit;
+            self.n_src += 1;
+            self.buf[esi as usize * t..(esi as usize + 1) * t].copy_from_slice(sym);
+        } else {
+            if self.repairs.iter().any(|(e, _)| *e == esi) {
+                return false;
+            }
+            self.repairs.push((esi, sym.to_vec()));
+        }
+        true
+    }
+
+    /// Whether there are enough symbols to try a decode.
+    fn ready(&self, kmax: u32) -> bool {
+        self.n_src + self.repairs.len() as u32 >= kmax + self.extra
+    }
+}
+
 enum Slot {
     Idle,
     Pending(Box<Pend>),
+    /// With the decode thread.
+    Busy,
     Done,
+}
+
+/// Blocks handed to the decode thread at most this far ahead of it.
+const DECODE_QUEUE: usize = 2;
+/// Most symbols kept for blocks with the decode thread (about 0.6 MB of jumbo symbols).
+const MAX_LATE: usize = 64;
+
+/// A block with enough symbols, for the decode thread.
+struct Job {
+    b: usize,
+    pend: Box<Pend>,
+    /// Room for the verified chunk (reused).
+    out: Vec<u8>,
+}
+
+/// What the decode thread did with a [`Job`].
+enum Outcome {
+    /// The chunk, decompressed and checked against the manifest, is in `out`.
+    Ready { b: usize, out: Vec<u8>, buf: Vec<u8>, decoded: bool },
+    /// The symbols do not determine the block yet: one more is needed.
+    Short { b: usize, pend: Box<Pend>, out: Vec<u8> },
+    /// Decoded, but not what the manifest says: never written.
+    Corrupt { b: usize, error: BundleError, buf: Vec<u8>, out: Vec<u8>, decoded: bool },
+}
+
+/// The decode thread's state: decodes (when a source symbol is missing),
+/// decompresses and verifies blocks off the receive thread, so the receive
+/// thread keeps draining the socket meanwhile.
+struct BlockDecoder {
+    layout: Layout,
+    manifest: Manifest,
+    few: FewErasures,
+    zstd: zstd::bulk::Decompressor<'static>,
+}
+
+impl BlockDecoder {
+    fn work(&mut self, job: Job) -> Outcome {
+        let Job { b, mut pend, mut out } = job;
+        let p = &mut *pend;
+        let t = usize::from(self.layout.symbol_size);
+        let (blk, kmax) = (self.layout.blocks[b], self.layout.k_max);
+        let decoded = p.n_src < kmax;
+        let bytes = if !decoded {
+            Some(std::mem::take(&mut p.buf))
+        } else {
+            let missing: Vec<u32> = (0..blk.k).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) == 0).collect();
+            if missing.len() <= MAX_FAST_ERASURES {
+                self.few.decode(&mut p.buf, t, blk.k, &missing, &p.repairs).then(|| std::mem::take(&mut p.buf))
+            } else {
+                let mut d = SourceBlockDecoder::new(0, &self.layout.oti(), self.layout.padded_len() as u64);
+                let src = (0..kmax).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) != 0).map(|e| {
+                    EncodingPacket::new(PayloadId::new(0, e), p.buf[e as usize * t..(e as usize + 1) * t].to_vec())
+                });
+                let rep = p.repairs.iter().map(|(e, s)| EncodingPacket::new(PayloadId::new(0, *e), s.clone()));
+                d.decode(src.chain(rep).collect::<Vec<_>>())
+            }
+        };
+        let Some(mut bytes) = bytes else { return Outcome::Short { b, pend, out } };
+        bytes.truncate(blk.len as usize);
+        let verified = metalcast_image::decode_chunk(&self.manifest, blk.chunk, &bytes, &mut self.zstd, &mut out);
+        bytes.resize(self.layout.padded_len(), 0);
+        match verified {
+            Ok(()) => Outcome::Ready { b, out, buf: bytes, decoded },
+            Err(error) => Outcome::Corrupt { b, error, buf: bytes, out, decoded },
+        }
+    }
 }
 
 /// One receive of one session.
@@ -238,8 +334,32 @@ impl<'a> Receiver<'a> {
         let mut bytes_written = 0u64;
         let mut seq_first: Option<u64> = None;
         let mut seq_max = 0u64;
-        let mut dec = zstd::bulk::Decompressor::new().map_err(|e| TransportError::io("zstd decompressor", e))?;
-        let mut chunk_out = Vec::new();
+        let zstd = zstd::bulk::Decompressor::new().map_err(|e| TransportError::io("zstd decompressor", e))?;
+        let mut worker = BlockDecoder {
+            layout: self.layout.clone(),
+            manifest: self.manifest.clone(),
+            few: FewErasures::new(self.layout.k_max),
+            zstd,
+        };
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(DECODE_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel::<Outcome>();
+        // Ends when `job_tx` is dropped (this function returns).
+        std::thread::Builder::new()
+            .name("metalcast-decode".into())
+            .spawn(move || {
+                for job in job_rx {
+                    if out_tx.send(worker.work(job)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| TransportError::io("starting the decode thread", e))?;
+        let mut busy = 0usize;
+        // Symbols that arrived for blocks with the decode thread.
+        let mut late: Vec<(usize, u32, Vec<u8>)> = Vec::new();
+        // Block and chunk buffers are reused: fresh memory costs a page fault per 4 KiB on first touch.
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        let mut outs: Vec<Vec<u8>> = Vec::new();
         let mut last_report = Instant::now() - self.cfg.report_interval;
         let mut last_packet = Instant::now();
         let mut first_packet: Option<Instant> = None;
@@ -254,7 +374,8 @@ impl<'a> Receiver<'a> {
         };
 
         while done < nblocks {
-            let n = self.data.recv(self.cfg.report_interval)?;
+            let wait = if busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
+            let n = self.data.recv(wait)?;
             let now = Instant::now();
             for i in 0..n {
                 let (h, body) = match packet::open(&self.spec.key, self.spec.session_id, self.data.get(i)) {
@@ -302,6 +423,15 @@ impl<'a> Receiver<'a> {
                             redundant += 1;
                             continue;
                         }
+                        if matches!(slots[b], Slot::Busy) {
+                            // Kept in case the decode needs more symbols; dropped once the block is done.
+                            if late.len() < MAX_LATE {
+                                late.push((b, esi, sym.to_vec()));
+                            } else {
+                                redundant += 1;
+                            }
+                            continue;
+                        }
                         if matches!(slots[b], Slot::Idle) {
                             if pending >= self.cfg.max_pending_blocks {
                                 deferred += 1;
@@ -312,87 +442,86 @@ impl<'a> Receiver<'a> {
                             for e in k..kmax {
                                 have[e as usize / 64] |= 1 << (e % 64);
                             }
+                            let mut buf = pool.pop().unwrap_or_else(|| vec![0u8; kmax as usize * t]);
+                            buf[k as usize * t..].fill(0);
                             slots[b] = Slot::Pending(Box::new(Pend {
                                 have,
                                 n_src: kmax - k,
-                                buf: vec![0u8; kmax as usize * t],
+                                buf,
                                 repairs: Vec::new(),
                                 extra: 0,
                             }));
                             pending += 1;
                         }
                         let Slot::Pending(p) = &mut slots[b] else { unreachable!("made pending above") };
-                        if esi < kmax {
-                            let (w, bit) = (esi as usize / 64, 1u64 << (esi % 64));
-                            if p.have[w] & bit != 0 {
-                                redundant += 1;
-                                continue;
-                            }
-                            p.have[w] |= bit;
-                            p.n_src += 1;
-                            p.buf[esi as usize * t..(esi as usize + 1) * t].copy_from_slice(sym);
-                        } else {
-                            if p.repairs.iter().any(|(e, _)| *e == esi) {
-                                redundant += 1;
-                                continue;
-                            }
-                            p.repairs.push((esi, sym.to_vec()));
-                        }
-                        let have = p.n_src + p.repairs.len() as u32;
-                        if have < kmax + p.extra {
+                        if !p.add(esi, sym, t, kmax) {
+                            redundant += 1;
                             continue;
                         }
-                        // Enough symbols: take the block's bytes, decoding only if a source symbol is missing.
-                        let blk = self.layout.blocks[b];
-                        let bytes = if p.n_src == kmax {
-                            Some(std::mem::take(&mut p.buf))
-                        } else {
-                            decoded_blocks += 1;
-                            let mut d = SourceBlockDecoder::new(0, &self.layout.oti(), self.layout.padded_len() as u64);
-                            let src = (0..kmax).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) != 0).map(|e| {
-                                EncodingPacket::new(
-                                    PayloadId::new(0, e),
-                                    p.buf[e as usize * t..(e as usize + 1) * t].to_vec(),
-                                )
-                            });
-                            let rep =
-                                p.repairs.iter().map(|(e, s)| EncodingPacket::new(PayloadId::new(0, *e), s.clone()));
-                            let r = d.decode(src.chain(rep).collect::<Vec<_>>());
-                            if r.is_none() {
-                                decode_retries += 1;
-                                p.extra += 1;
-                            }
-                            r
-                        };
-                        let Some(mut bytes) = bytes else { continue };
-                        bytes.truncate(blk.len as usize);
-                        pending -= 1;
-                        match metalcast_image::decode_chunk(self.manifest, blk.chunk, &bytes, &mut dec, &mut chunk_out)
-                        {
-                            Ok(()) => {
-                                sink.write_chunk(self.manifest, blk.chunk, &chunk_out)
-                                    .map_err(|source| TransportError::Sink { chunk: blk.chunk, source })?;
-                                bytes_written += chunk_out.len() as u64;
-                                slots[b] = Slot::Done;
-                                self.data.block_done(b as u32);
-                                done += 1;
-                                while first_not_done < nblocks && matches!(slots[first_not_done], Slot::Done) {
-                                    first_not_done += 1;
-                                }
-                            }
-                            Err(e) => {
-                                // Never written. Forget every symbol of the block and fetch it afresh.
-                                tracing::warn!("block {b}: {e}; discarding its symbols");
-                                hash_failures += 1;
-                                slots[b] = Slot::Idle;
-                                report_now = true;
-                            }
+                        if !p.ready(kmax) {
+                            continue;
                         }
+                        // Enough symbols: to the decode thread (which decodes only if a source symbol is missing).
+                        let Slot::Pending(pend) = std::mem::replace(&mut slots[b], Slot::Busy) else {
+                            unreachable!("pending above")
+                        };
+                        busy += 1;
+                        submit(&job_tx, Job { b, pend, out: outs.pop().unwrap_or_default() })?;
                     }
                     _ => rejected.invalid += 1,
                 }
             }
 
+            while let Ok(o) = out_rx.try_recv() {
+                busy -= 1;
+                match o {
+                    Outcome::Ready { b, out, buf, decoded } => {
+                        redundant += late.extract_if(.., |x| x.0 == b).count() as u64;
+                        let chunk = self.layout.blocks[b].chunk;
+                        sink.write_chunk(self.manifest, chunk, &out)
+                            .map_err(|source| TransportError::Sink { chunk, source })?;
+                        bytes_written += out.len() as u64;
+                        decoded_blocks += u64::from(decoded);
+                        slots[b] = Slot::Done;
+                        pending -= 1;
+                        self.data.block_done(b as u32);
+                        done += 1;
+                        while first_not_done < nblocks && matches!(slots[first_not_done], Slot::Done) {
+                            first_not_done += 1;
+                        }
+                        recycle(&mut pool, &mut outs, buf, out);
+                    }
+                    Outcome::Short { b, mut pend, out } => {
+                        decoded_blocks += 1;
+                        decode_retries += 1;
+                        pend.extra += 1;
+                        for (_, esi, sym) in late.extract_if(.., |x| x.0 == b) {
+                            if !pend.add(esi, &sym, t, self.layout.k_max) {
+                                redundant += 1;
+                            }
+                        }
+                        if pend.ready(self.layout.k_max) {
+                            busy += 1;
+                            submit(&job_tx, Job { b, pend, out })?;
+                        } else {
+                            slots[b] = Slot::Pending(pend);
+                            recycle(&mut pool, &mut outs, Vec::new(), out);
+                        }
+                    }
+                    Outcome::Corrupt { b, error, buf, out, decoded } => {
+                        decoded_blocks += u64::from(decoded);
+                        late.retain(|x| x.0 != b);
+                        // Never written. Forget every symbol of the block and fetch it afresh.
+                        tracing::warn!("block {b}: {error}; discarding its symbols");
+                        hash_failures += 1;
+                        slots[b] = Slot::Idle;
+                        pending -= 1;
+                        report_now = true;
+                        recycle(&mut pool, &mut outs, buf, out);
+                    }
+                }
+            }
+            let now = Instant::now();
             if now.duration_since(last_progress) >= Duration::from_millis(100) {
                 last_progress = now;
                 progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
@@ -437,7 +566,7 @@ impl<'a> Receiver<'a> {
                     receiver: self.cfg.id,
                     state,
                     blocks_done: done as u32,
-                    received,
+                    received: received + self.data.dropped_on_purpose(),
                     rejected: rejected.total(),
                     max_seq: seq_max,
                     needs,
@@ -496,6 +625,21 @@ impl<'a> Receiver<'a> {
     }
 }
 
+/// Hands a block to the decode thread (waits while it is [`DECODE_QUEUE`] blocks behind).
+fn submit(jobs: &mpsc::SyncSender<Job>, job: Job) -> Result<(), TransportError> {
+    jobs.send(job).map_err(|_| TransportError::io("decode thread", std::io::Error::other("the decode thread stopped")))
+}
+
+/// Keeps a few emptied buffers for reuse.
+fn recycle(pool: &mut Vec<Vec<u8>>, outs: &mut Vec<Vec<u8>>, buf: Vec<u8>, out: Vec<u8>) {
+    if pool.len() < 4 && !buf.is_empty() {
+        pool.push(buf);
+    }
+    if outs.len() < 4 {
+        outs.push(out);
+    }
+}
+
 /// The needs to report: for closed blocks not yet written, lowest first, how
 /// many more symbols each wants (inflated for the observed loss). Blocks with
 /// nothing buffered are asked for only while `room` allows, which keeps the
@@ -524,7 +668,7 @@ fn needs(
                 room -= 1;
                 out.push((b as u32, inflate(layout.blocks[b].k)));
             }
-            Slot::Idle => {}
+            Slot::Idle | Slot::Busy => {}
         }
     }
     out

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use metalcast_image::Bundle;
 use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
 
+use crate::erasure::{FewErasures, MAX_DIRECT_REPAIRS};
 use crate::error::TransportError;
 use crate::layout::Layout;
 use crate::packet::{self, Kind, MAX_ESI, OVERHEAD, Report, ReportState};
+use crate::rate::{RateControl, RxLoss};
 use crate::session::SessionSpec;
 use crate::sys;
 
@@ -20,8 +22,17 @@ use crate::sys;
 pub struct SenderConfig {
     /// Local interface address to send from (default 0.0.0.0: the routing table decides).
     pub local: Ipv4Addr,
-    /// Cap on UDP payload bytes per second (default none: as fast as the host can).
+    /// Cap on UDP payload bytes per second (default none). With `adaptive`
+    /// the rate moves below it; without, it is the fixed rate (none: as fast
+    /// as the host can).
     pub rate: Option<u64>,
+    /// Adapt the rate to the receivers' reported loss (default true): start
+    /// at `start_rate`, grow while no receiver loses more than usual for it,
+    /// cut when one does (`docs/wire-protocol.md`, "Rate").
+    pub adaptive: bool,
+    /// Where the adaptive rate starts, UDP payload bytes per second (default
+    /// 100 MB/s = 800 Mbit/s, at most `rate`); it never drops below a quarter of it.
+    pub start_rate: u64,
     /// Receivers that must report done before the session ends (default 1).
     pub expected_receivers: usize,
     /// How long to wait for `expected_receivers` hellos before the first pass starts anyway (default 10 s).
@@ -44,6 +55,8 @@ impl Default for SenderConfig {
         SenderConfig {
             local: Ipv4Addr::UNSPECIFIED,
             rate: None,
+            adaptive: true,
+            start_rate: 100_000_000,
             expected_receivers: 1,
             join_timeout: Duration::from_secs(10),
             receiver_timeout: Duration::from_secs(10),
@@ -108,6 +121,12 @@ pub struct SenderSummary {
     pub bursts: u64,
     /// Invalid or unauthentic control packets dropped.
     pub rejected_reports: u64,
+    /// Highest send rate reached, UDP payload bytes per second (None: unpaced).
+    pub peak_rate: Option<f64>,
+    /// Send rate at the end of the first pass (None: unpaced).
+    pub pass_rate: Option<f64>,
+    /// Times the adaptive rate was cut for loss.
+    pub rate_cuts: u64,
     /// Per receiver.
     pub receivers: Vec<ReceiverStatus>,
 }
@@ -125,6 +144,7 @@ struct Rx {
     report: Report,
     done_at: Option<Instant>,
     timed_out: bool,
+    loss: RxLoss,
 }
 
 struct TokenBucket {
@@ -166,6 +186,7 @@ pub struct Sender<'a> {
     out: Vec<u8>,
     wire_bytes: u64,
     plan: Option<Plan>,
+    direct: FewErasures,
 }
 
 /// The RaptorQ encoding plan for `k_max`, generated in the background at
@@ -205,6 +226,7 @@ impl<'a> Sender<'a> {
         let k_max = layout.k_max as u16;
         let plan = Some(Plan::Building(std::thread::spawn(move || SourceBlockEncodingPlan::generate(k_max))));
         Ok(Sender {
+            direct: FewErasures::new(layout.k_max),
             plan,
             spec,
             bundle,
@@ -314,6 +336,24 @@ impl<'a> Sender<'a> {
         n: u32,
         bucket: &mut Option<TokenBucket>,
     ) -> Result<(), TransportError> {
+        if n <= MAX_DIRECT_REPAIRS && !self.encoders.iter().any(|(x, _)| *x == b) {
+            // A small burst: coefficient rows times source symbols, no encoder to build.
+            self.read_block(b)?;
+            let t = usize::from(self.spec.symbol_size);
+            let (k, k_max) = (self.layout.blocks[b].k, self.layout.k_max);
+            let buf = std::mem::take(&mut self.block_buf);
+            let mut sym = vec![0u8; t];
+            for j in 0..n {
+                let esi = k_max + first_id + j;
+                self.direct.repair_into(&buf, t, k, esi, &mut sym);
+                self.push_symbol(b, esi, &sym);
+                if (j as usize + 1).is_multiple_of(self.gso_batch) {
+                    self.flush(bucket)?;
+                }
+            }
+            self.block_buf = buf;
+            return self.flush(bucket);
+        }
         let i = self.encoder(b)?;
         let pkts = self.encoders[i].1.repair_packets(first_id, n);
         for (j, p) in pkts.iter().enumerate() {
@@ -368,9 +408,17 @@ impl<'a> Sender<'a> {
             );
         }
 
-        let mut bucket =
-            self.cfg.rate.map(|r| TokenBucket::new(r, (OVERHEAD as u64 + 4 + u64::from(self.spec.symbol_size)) * 64));
+        let burst = (OVERHEAD as u64 + 4 + u64::from(self.spec.symbol_size)) * 64;
         let start = Instant::now();
+        let mut rate_ctl = self
+            .cfg
+            .adaptive
+            .then(|| RateControl::new(self.cfg.start_rate as f64, self.cfg.rate.map(|r| r as f64), start));
+        let mut bucket = match &rate_ctl {
+            Some(c) => Some(TokenBucket::new(c.rate as u64, burst)),
+            None => self.cfg.rate.map(|r| TokenBucket::new(r, burst)),
+        };
+        let mut pass_rate = None;
         let mut pass = 0usize;
         let mut next_repair_id = vec![0u32; nblocks];
         let mut owed = vec![0u32; nblocks];
@@ -395,6 +443,21 @@ impl<'a> Sender<'a> {
                         due[b].get_or_insert(now + gather);
                     }
                 })?;
+            }
+            if let Some(c) = rate_ctl.as_mut()
+                && c.due(self.seq, now)
+            {
+                // Receivers still receiving (and not silent) judge the last window.
+                let verdict = rxs
+                    .values_mut()
+                    .filter(|r| r.report.state == ReportState::Receiving && !r.timed_out)
+                    .filter_map(|r| r.loss.sample(r.report.max_seq, r.report.received))
+                    .reduce(|a, b| a || b);
+                c.update(verdict, self.seq, self.wire_bytes, now);
+                tracing::debug!(rate_mb_s = c.rate / 1e6, ?verdict, pass, "rate window");
+                if let Some(b) = bucket.as_mut() {
+                    b.rate = c.rate;
+                }
             }
             for r in rxs.values_mut() {
                 let finished = matches!(r.report.state, ReportState::Done | ReportState::Failed);
@@ -459,6 +522,9 @@ impl<'a> Sender<'a> {
                 source_packets += self.send_source(pass, &mut bucket)?;
                 last_seq[pass] = self.seq - 1;
                 pass += 1;
+                if pass == nblocks {
+                    pass_rate = bucket.as_ref().map(|b| b.rate);
+                }
                 continue;
             }
             // Idle: poll receivers now and then, wait for reports.
@@ -489,6 +555,9 @@ impl<'a> Sender<'a> {
             repair_packets,
             bursts,
             rejected_reports,
+            peak_rate: rate_ctl.as_ref().map(|c| c.peak).or(bucket.as_ref().map(|b| b.rate)),
+            pass_rate,
+            rate_cuts: rate_ctl.as_ref().map_or(0, |c| c.cuts),
             receivers: statuses(&rxs, start),
         })
     }
@@ -544,6 +613,7 @@ impl<'a> Sender<'a> {
                 report: report.clone(),
                 done_at: None,
                 timed_out: false,
+                loss: RxLoss::default(),
             });
             e.last_seen = now;
             e.addr = from;

@@ -15,6 +15,8 @@ use metalcast_transport::{
 };
 
 const MIB: usize = 1 << 20;
+/// The sender's rate cap in most sessions (the adaptive rate moves below it).
+const CAP: Option<u64> = Some(50_000_000);
 
 /// A 64 MiB bundle: a "kernel" of mixed random and compressible data and a
 /// sparse 32 MiB disk. Returns the bundle path and the blake3 of each part.
@@ -55,6 +57,7 @@ fn run_session(
     bundle: &Path,
     hashes: &[[u8; 32]],
     attack: Option<Box<dyn FnOnce(SessionSpec) + Send>>,
+    rate: Option<u64>,
 ) -> Outcome {
     let manifest: Arc<Manifest> = Arc::new(Bundle::open(bundle).unwrap().manifest);
     let spec = SessionSpec {
@@ -102,7 +105,7 @@ fn run_session(
             let b = Bundle::open(&bundle).unwrap();
             let cfg = SenderConfig {
                 local: ip,
-                rate: Some(50_000_000),
+                rate,
                 expected_receivers: n,
                 deadline: Some(Duration::from_secs(120)),
                 ..Default::default()
@@ -146,9 +149,12 @@ fn fabric(n: usize, attacker: bool) -> Fabric {
 fn print(label: &str, o: &Outcome) {
     let s = &o.sender;
     eprintln!(
-        "{label}: {:.2}s, wire/image {:.3}, source {} repair {} bursts {}, decoded blocks {:?}, loss est {:?}",
+        "{label}: {:.2}s, wire/image {:.3}, peak rate {:.0} MB/s ({} cuts), source {} repair {} bursts {}, \
+         decoded blocks {:?}, loss est {:?}",
         s.secs,
         s.wire_ratio,
+        s.peak_rate.unwrap_or(0.0) / 1e6,
+        s.rate_cuts,
         s.source_packets,
         s.repair_packets,
         s.bursts,
@@ -167,7 +173,7 @@ fn eight_receivers_under_random_bursty_and_uneven_loss() {
     let (bundle, hashes) = make_bundle(dir.path());
     let f = fabric(8, false);
 
-    let o = run_session(&f, &bundle, &hashes, None);
+    let o = run_session(&f, &bundle, &hashes, None, CAP);
     print("0% loss", &o);
     assert_eq!(o.sender.repair_packets, 0, "no loss should need no repair");
     assert!(o.receivers.iter().all(|r| r.decoded_blocks == 0), "decoder ran without loss");
@@ -185,18 +191,20 @@ fn eight_receivers_under_random_bursty_and_uneven_loss() {
         for (i, h) in f.receivers().iter().enumerate() {
             h.set_loss(Flow::ToHost, loss(i)).unwrap();
         }
-        let o = run_session(&f, &bundle, &hashes, None);
+        let o = run_session(&f, &bundle, &hashes, None, CAP);
         print(label, &o);
         assert!(o.sender.repair_packets > 0, "{label}: loss but no repair");
         let dropped: u64 = f.receivers().iter().map(|h| h.loss_stats(Flow::ToHost).unwrap().unwrap().dropped).sum();
         assert!(dropped > 0, "{label}: the injector dropped nothing");
     }
     // One repair symbol serves many receivers: at 1% loss on every link the
-    // repair traffic stays near the loss rate, not 8x it.
+    // repair traffic stays near the loss rate, not 8x it. No cap: the
+    // adaptive rate must find what the receivers take without extra loss.
     for h in f.receivers() {
         h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(1.0).udp_only()).unwrap();
     }
-    let o = run_session(&f, &bundle, &hashes, None);
+    let o = run_session(&f, &bundle, &hashes, None, None);
+    print("1% random, no rate cap", &o);
     let repair_share = o.sender.repair_packets as f64 / o.sender.source_packets as f64;
     assert!(repair_share < 0.04, "1% loss on 8 links cost {:.1}% repair symbols", repair_share * 100.0);
 }
@@ -237,7 +245,7 @@ fn forged_and_replayed_packets_are_rejected_and_counted() {
     for h in f.receivers() {
         h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(2.0).udp_only()).unwrap();
     }
-    let o = run_session(&f, &bundle, &hashes, Some(attack));
+    let o = run_session(&f, &bundle, &hashes, Some(attack), CAP);
     print("under attack", &o);
     let other: u64 = o.receivers.iter().map(|r| r.rejected.other_session).sum();
     let bad_mac: u64 = o.receivers.iter().map(|r| r.rejected.bad_mac).sum();
@@ -355,7 +363,7 @@ fn debug_small() {
         )
         .unwrap();
     }
-    let o = run_session(&f, &bundle, &hashes, None);
+    let o = run_session(&f, &bundle, &hashes, None, CAP);
     print("debug", &o);
     eprintln!("{:#?}", o.sender);
     eprintln!("{:#?}", o.receivers);

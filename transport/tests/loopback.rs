@@ -1,12 +1,15 @@
 //! Sender and receiver over loopback unicast (no privileges needed): the
-//! whole protocol path, byte-identical results, forged packets rejected.
+//! whole protocol path, byte-identical results, forged packets rejected; and
+//! recorded packets replayed into a receiver: a chunk that fails its hash.
 //! Multicast fan-out and loss run on the namespace fabric (`tests/fabric.rs`).
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use metalcast_image::{Bundle, spec_from_inputs};
-use metalcast_transport::{MemorySink, Receiver, ReceiverConfig, Sender, SenderConfig, SessionKey, SessionSpec};
+use metalcast_transport::{
+    ChunkSink, MemorySink, Receiver, ReceiverConfig, Sender, SenderConfig, SessionKey, SessionSpec,
+};
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -73,4 +76,114 @@ fn loopback_transfer_is_byte_identical() {
     assert_eq!(r.rejected.total(), 0);
     assert!(s.wire_ratio < 1.2, "wire ratio {}", s.wire_ratio);
     eprintln!("{r:?}\n{s:?}");
+}
+
+/// Replays phase 1 once, then phase 2 over and over (a carousel), with a
+/// pause between rounds so the receiver's decode thread gets to finish.
+struct Replay {
+    phases: [Vec<Vec<u8>>; 2],
+    phase: usize,
+    pos: usize,
+    n: usize,
+    rounds: usize,
+}
+
+impl metalcast_transport::PacketSource for Replay {
+    fn recv(&mut self, _timeout: Duration) -> Result<usize, metalcast_transport::TransportError> {
+        self.pos += self.n;
+        if self.pos >= self.phases[self.phase].len() {
+            if self.rounds == 0 {
+                self.n = 0;
+                return Ok(0);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            self.rounds -= if self.phase == 1 { 1 } else { 0 };
+            self.phase = 1;
+            self.pos = 0;
+        }
+        self.n = (self.phases[self.phase].len() - self.pos).min(64);
+        Ok(self.n)
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        &self.phases[self.phase][self.pos + i]
+    }
+}
+
+/// A key holder (or a corrupting path) can make an authentic symbol carry
+/// wrong bytes: the decoded chunk then fails the manifest's hash, is never
+/// written, and the block is fetched and decoded again from fresh symbols.
+#[test]
+fn a_chunk_that_fails_its_hash_is_never_written_and_fetched_afresh() {
+    use metalcast_transport::layout::Layout;
+    use metalcast_transport::packet::{self, Header, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 3);
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let spec = SessionSpec {
+        sender: match control.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            a => panic!("{a}"),
+        },
+        ..spec_for(&b)
+    };
+    let m = b.manifest.clone();
+    let layout = Layout::new(&m, spec.symbol_size);
+    let t = usize::from(spec.symbol_size);
+    let mut seq = 0u64;
+    let mut pkt = |blk: usize, esi: u32, sym: &[u8]| {
+        let mut p = vec![0u8; packet::HEADER_LEN];
+        Header { kind: Kind::Symbol, session: spec.session_id, seq, a: blk as u32 }.write(&mut p);
+        seq += 1;
+        p.extend_from_slice(&esi.to_le_bytes());
+        p.extend_from_slice(sym);
+        p.resize(p.len() + packet::MAC_LEN, 0);
+        packet::seal_in_place(&spec.key, &mut p);
+        p
+    };
+    // Phase 1: every block's source symbols, except that block 0 lacks ESI 5
+    // and gets an authentic repair symbol of garbage instead.
+    // Phase 2 (the carousel): block 0's source symbols again.
+    let (mut first, mut again) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; layout.padded_len()];
+    for (i, blk) in layout.blocks.iter().enumerate() {
+        buf.fill(0);
+        b.read_data(blk.offset, &mut buf[..blk.len as usize]).unwrap();
+        for esi in 0..blk.k {
+            let sym = &buf[esi as usize * t..(esi as usize + 1) * t];
+            if i != 0 || esi != 5 {
+                first.push(pkt(i, esi, sym));
+            }
+            if i == 0 {
+                again.push(pkt(i, esi, sym));
+            }
+        }
+        if i == 0 {
+            first.push(pkt(0, layout.k_max, &vec![0xa5; t]));
+        }
+    }
+    let src = Replay { phases: [first, again], phase: 0, pos: 0, n: 0, rounds: 100 };
+    let cfg =
+        ReceiverConfig { id: 9, idle_timeout: Duration::from_secs(10), linger: Duration::ZERO, ..Default::default() };
+    let rx = Receiver::with_source(&spec, &m, cfg, Box::new(src)).unwrap();
+    // Counts writes per chunk: a corrupt chunk written and later overwritten would show as two.
+    struct Counting(MemorySink, Vec<u32>);
+    impl ChunkSink for Counting {
+        fn write_chunk(
+            &mut self,
+            m: &metalcast_image::Manifest,
+            index: usize,
+            data: &[u8],
+        ) -> Result<(), metalcast_image::BundleError> {
+            self.1[index] += 1;
+            self.0.write_chunk(m, index, data)
+        }
+    }
+    let mut counting = Counting(MemorySink::new(&m), vec![0; m.chunks.len()]);
+    let s = rx.run(&mut counting, &mut |_| {}).unwrap();
+    let Counting(sink, writes) = counting;
+    assert!(writes.iter().all(|&w| w <= 1), "a chunk was written twice: {writes:?}");
+    assert_eq!(s.hash_failures, 1, "{s:?}");
+    assert!(s.decoded_blocks >= 1, "{s:?}");
+    assert_eq!(sink.parts[0], std::fs::read(dir.path().join("kernel")).unwrap(), "a corrupt chunk was written");
+    assert_eq!(sink.parts[1], b"tiny initrd");
 }
