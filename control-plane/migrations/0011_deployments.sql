@@ -1,10 +1,13 @@
 -- Deployments, per-node deployment state, and user-data for the metadata
 -- service (issue 7). Portable SQL, as in 0001: TEXT and BIGINT columns only.
 
--- One mass deploy of an image to a set of nodes of one project.
+-- One mass deploy of an image to a set of nodes of one project. Deployments
+-- are history: they keep naming projects and nodes that were deleted since
+-- (no foreign keys to projects or nodes; a nested instance's sync deletes
+-- nodes its parent took back).
 CREATE TABLE deployments (
     id BIGINT PRIMARY KEY,
-    project TEXT NOT NULL REFERENCES projects(name),
+    project TEXT NOT NULL,
     image TEXT NOT NULL,
     -- The image's root hash when the deployment was created (the image may be replaced later).
     root_hash TEXT NOT NULL,
@@ -25,7 +28,7 @@ CREATE INDEX deployments_project ON deployments(project);
 -- Where each node of a deployment is.
 CREATE TABLE deployment_nodes (
     deployment BIGINT NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
-    node TEXT NOT NULL REFERENCES nodes(name),
+    node TEXT NOT NULL,
     -- waiting | receiving | verifying | handover | booted | verified | failed
     state TEXT NOT NULL,
     -- Why it failed (or the last detail reported).

@@ -77,8 +77,9 @@ pub struct ProvisionArgs {
     /// MTU of the provisioning network (sets the multicast symbol size; 9000 for jumbo frames).
     #[arg(long, default_value_t = 1500)]
     pub provision_mtu: usize,
-    /// Default multicast send-rate cap, Mbit/s of UDP payload (0: none).
-    #[arg(long, default_value_t = 800)]
+    /// Default cap on the multicast send rate, Mbit/s of UDP payload (0: none);
+    /// below it the rate adapts to the loss the nodes report.
+    #[arg(long, default_value_t = 0)]
     pub rate_mbit: u64,
     /// Image (the bootstrap bundle from `metalcast-image initramfs`) that
     /// reclaimed nodes are kexec'd back into.

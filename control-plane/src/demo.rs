@@ -42,7 +42,9 @@ pub struct DemoArgs {
     /// `node-runtime/fetch-kernel.sh`; builds a static runtime with cargo.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=4))]
     pub qemu: u8,
-    /// After the deployment, reclaim the first guest (kexec back into the runtime) and check it is free.
+    /// After the deployment, reclaim the first guest: kexec back into the
+    /// runtime, zero its disk (checked from the host: the disk image reads
+    /// back as zeroes), and check it is in the free pool.
     #[arg(long, requires = "qemu")]
     pub reclaim: bool,
     /// Size of the sample disk image, MiB (a quarter of it is data, the rest holes).
@@ -51,8 +53,8 @@ pub struct DemoArgs {
     /// Random packet loss on every namespace node's link, percent (injected by eBPF).
     #[arg(long, default_value_t = 1.0)]
     pub loss: f64,
-    /// Send rate cap, Mbit/s.
-    #[arg(long, default_value_t = 800)]
+    /// Send rate cap, Mbit/s (0: none; the rate adapts to the nodes' loss below it).
+    #[arg(long, default_value_t = 0)]
     pub rate_mbit: u64,
     /// Keep the work directory (bundles, keys, database, guest consoles) instead of deleting it.
     #[arg(long)]
@@ -301,6 +303,9 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         eprintln!("== QEMU guests boot the runtime image (TCG, -no-reboot: a firmware reboot would end them)");
         for (i, g) in guests.iter().enumerate() {
             let tap = fabric.tap(g).context("guest tap")?;
+            // A small disk full of 0xa5: the previous tenant's data that a reclaim must erase.
+            let disk = dir.join(format!("{g}.disk"));
+            std::fs::write(&disk, vec![0xa5u8; 8 << 20]).context("writing a guest disk")?;
             vms.push(Guest::start(
                 tap,
                 &GuestSpec {
@@ -310,7 +315,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                     append: format!("console=ttyS0 quiet panic=-1 ip=dhcp metalcast.cp={cp_url}"),
                     nic_model: if i % 2 == 0 { "e1000" } else { "virtio-net-pci" },
                     mac: &guest_mac(i),
-                    disk: None,
+                    disk: Some(&disk),
                     memory_mb: 512,
                 },
                 dir.join(format!("{g}.console")),
@@ -329,6 +334,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let (cp_url2, want_guests) = (cp_url.clone(), guests.clone());
     let a_reclaim = a.reclaim;
     let consoles: Vec<_> = vms.iter().map(|v| (v.name.clone(), std::sync::Arc::clone(&v.console))).collect();
+    let first_disk = dir.join("g0.disk");
     fabric
         .sender()
         .run_in(move || -> anyhow::Result<()> {
@@ -340,7 +346,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 &tenant,
                 runtime.as_deref(),
                 &want_guests,
-                a_reclaim,
+                a_reclaim.then_some(first_disk.as_path()),
                 &consoles,
             ))
         })
@@ -364,7 +370,7 @@ async fn drive(
     tenant: &Path,
     runtime: Option<&Path>,
     guests: &[String],
-    reclaim: bool,
+    reclaim_disk: Option<&Path>,
     consoles: &[ConsoleRef],
 ) -> anyhow::Result<()> {
     let c = Client::new(url, Some(token.to_string())).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -430,9 +436,9 @@ async fn drive(
         ensure!(meta.contains(&format!("local-hostname: \"{name}\"")), "guest {name}: metadata is not its own: {meta}");
         println!("guest {name}: its metadata seed serves its own data ({})", meta.lines().next().unwrap_or_default());
     }
-    if reclaim && let Some(g) = guests.first() {
-        eprintln!("== metalcast node reclaim {g} (kexec back into the runtime image)");
-        let v = crate::cli_deploy::reclaim(&c, g, crate::reclaim::WipeSpec::None, None)
+    if let (Some(disk), Some(g)) = (reclaim_disk, guests.first()) {
+        eprintln!("== metalcast node reclaim {g} --wipe zero (kexec back into the runtime image, erase its disk)");
+        let v = crate::cli_deploy::reclaim(&c, g, crate::reclaim::WipeSpec::Zero, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let phases: Vec<String> = v["phases"]
@@ -441,6 +447,9 @@ async fn drive(
             .flatten()
             .map(|p| format!("{} {:.2}s", p["phase"].as_str().unwrap_or("?"), p["secs"].as_f64().unwrap_or(0.0)))
             .collect();
+        let data = std::fs::read(disk).with_context(|| format!("reading {}", disk.display()))?;
+        ensure!(data.iter().all(|&b| b == 0), "{g}'s disk still holds data after the wipe");
+        println!("{g}'s disk reads back as zeroes from the host ({} MiB)", data.len() >> 20);
         let free = call("GET", "/v0/nodes/free".into(), None).await?;
         ensure!(
             free.as_array().is_some_and(|f| f.iter().any(|n| n == g.as_str())),

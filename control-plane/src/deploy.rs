@@ -50,7 +50,7 @@ pub struct Provision {
     pub addr: Option<Ipv4Addr>,
     /// Base URL nodes use to reach this server (metadata seed URLs); default `http://ADDR:PORT`.
     pub public_url: Option<String>,
-    /// Default send-rate cap, Mbit/s of UDP payload (0: none).
+    /// Default send-rate cap, Mbit/s of UDP payload (0: none; the rate adapts below it).
     pub rate_mbit: u64,
     /// Provisioning network MTU (symbol size).
     pub mtu: usize,
@@ -60,7 +60,7 @@ pub struct Provision {
 
 impl Default for Provision {
     fn default() -> Self {
-        Provision { addr: None, public_url: None, rate_mbit: 800, mtu: 1500, runtime_image: None }
+        Provision { addr: None, public_url: None, rate_mbit: 0, mtu: 1500, runtime_image: None }
     }
 }
 
@@ -378,9 +378,12 @@ async fn create(
     Body(req): Body<DeployRequest>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let user = c.user.clone().ok_or(ApiError::Unauthenticated)?;
-    let addr = st.provision.addr.ok_or_else(|| {
-        ApiError::Exhausted("this server has no provisioning network (start it with --provision-addr)".into())
-    })?;
+    let addr = st.provision.addr;
+    if addr.is_none() && st.upstream.is_none() {
+        return Err(ApiError::Exhausted(
+            "this server has no provisioning network (start it with --provision-addr)".into(),
+        ));
+    }
     let img = crate::images::visible(&st, &c, &req.image).await?;
     if let Some(p) = &req.project {
         check_name("project", p)?;
@@ -615,10 +618,10 @@ async fn retry(
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let d = visible(&st, &c, id).await?;
-    let addr = st
-        .provision
-        .addr
-        .ok_or_else(|| ApiError::Exhausted("this server has no provisioning network (--provision-addr)".into()))?;
+    let addr = st.provision.addr;
+    if addr.is_none() && st.upstream.is_none() {
+        return Err(ApiError::Exhausted("this server has no provisioning network (--provision-addr)".into()));
+    }
     let params: Params = {
         let r = sqlx::query("SELECT params FROM deployments WHERE id = $1").bind(id).fetch_one(&st.db.pool).await?;
         serde_json::from_str(&r.try_get::<String, _>(0)?).map_err(|e| ApiError::Internal(e.into()))?
@@ -700,17 +703,23 @@ pub async fn recover(st: &AppState) -> Result<u64, sqlx::Error> {
 // ---------------------------------------------------------------------------
 
 /// Publishes `d` and runs [`execute`] in the background.
-fn start(st: &AppState, d: Deployment, nodes: Vec<String>, addr: Ipv4Addr, params: Params) {
+fn start(st: &AppState, d: Deployment, nodes: Vec<String>, addr: Option<Ipv4Addr>, params: Params) {
     let st = st.clone();
     tokio::spawn(async move { execute(&st, d, nodes, addr, params).await });
 }
 
 /// Runs a deployment to its end: every node terminal, the result stored.
-async fn execute(st: &AppState, d: Deployment, nodes: Vec<String>, addr: Ipv4Addr, params: Params) {
+async fn execute(st: &AppState, d: Deployment, nodes: Vec<String>, addr: Option<Ipv4Addr>, params: Params) {
     let id = d.id;
     let (tx, _) = watch::channel(d);
     st.deploys.insert(id, tx.clone());
-    if let Err(e) = drive(st, id, &nodes, addr, &params, &tx).await {
+    let result = match (&st.upstream, addr) {
+        // A nested instance's nodes are the parent's: the parent's fabric deploys them.
+        (Some(up), _) => drive_upstream(st, up, id, &nodes, &params, &tx).await,
+        (None, Some(addr)) => drive(st, id, &nodes, addr, &params, &tx).await,
+        (None, None) => Err(ApiError::Exhausted("no provisioning network".into())),
+    };
+    if let Err(e) = result {
         tracing::error!(id, error = %e, "deployment failed");
         for n in &nodes {
             let _ = set_node(st, &tx, id, n, |p| {
@@ -739,7 +748,7 @@ pub(crate) async fn run_and_wait(
     nodes: &[String],
     timeout_secs: u64,
 ) -> Result<Deployment, ApiError> {
-    let addr = st.provision.addr.ok_or_else(|| ApiError::Exhausted("no provisioning network".into()))?;
+    let addr = st.provision.addr;
     let img = crate::images::load_any(st, image).await?.ok_or_else(|| ApiError::not_found("image", image))?;
     let params = Params {
         target: TargetSpec::Memory,
@@ -1006,6 +1015,96 @@ async fn drive(
         Err(e) => tracing::warn!(id, error = %e, "sender panicked"),
     }
     Ok(())
+}
+
+/// A nested instance's deployment: the image goes to the parent (private to
+/// our project there), the parent deploys, and its per-node progress is
+/// mirrored here until it ends. Nothing is recorded here that the parent did
+/// not report.
+async fn drive_upstream(
+    st: &AppState,
+    up: &crate::upstream::Upstream,
+    id: i64,
+    nodes: &[String],
+    params: &Params,
+    tx: &watch::Sender<Deployment>,
+) -> Result<(), ApiError> {
+    let r = sqlx::query(
+        "SELECT d.image, d.root_hash, u.user_data FROM deployments d \
+         LEFT JOIN deployment_userdata u ON u.deployment = d.id WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&st.db.pool)
+    .await?;
+    let (image, root_hash, user_data): (String, String, Option<String>) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+    let parent_image = up.image_name(&root_hash);
+    up.ensure_image(&parent_image, &st.registry.bundle_path(&image), &root_hash).await?;
+    let mut body = serde_json::json!({
+        "image": parent_image,
+        "nodes": nodes,
+        "target": params.target,
+        "handover": params.handover,
+        "cmdline_append": params.cmdline_append,
+        "timeout_secs": params.timeout_secs,
+    });
+    if let Some(u) = user_data.filter(|u| !u.is_empty()) {
+        body["user_data"] = u.into();
+    }
+    if params.rate_mbit > 0 {
+        body["rate_mbit"] = params.rate_mbit.into();
+    }
+    let parent = up.deploy(body).await?;
+    let pid = parent["id"].as_i64().ok_or_else(|| ApiError::Internal("the parent's deployment has no id".into()))?;
+    let session = format!("parent deployment {pid}");
+    sqlx::query("UPDATE deployments SET session_group = $2 WHERE id = $1")
+        .bind(id)
+        .bind(&session)
+        .execute(&st.db.pool)
+        .await?;
+    tx.send_modify(|d| d.session = Some(session.clone()));
+    tracing::info!(id, parent = pid, "deployment delegated to the parent");
+    // Follow the parent until it ends; an unreachable parent is retried until the deadline.
+    let deadline = Instant::now() + Duration::from_secs(params.timeout_secs + 120);
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match up.deployment(pid).await {
+            Ok(v) => {
+                let d: Deployment = serde_json::from_value(v).map_err(|e| ApiError::Internal(e.into()))?;
+                for n in &d.nodes {
+                    let same = tx.borrow().nodes.iter().any(|p| {
+                        p.node == n.node
+                            && (p.state.as_str(), p.reason.as_str(), p.blocks_done, p.blocks_total)
+                                == (n.state.as_str(), n.reason.as_str(), n.blocks_done, n.blocks_total)
+                    });
+                    if !same {
+                        set_node(st, tx, id, &n.node, |p| {
+                            p.state = n.state.clone();
+                            p.reason = n.reason.clone();
+                            p.blocks_done = n.blocks_done;
+                            p.blocks_total = n.blocks_total;
+                            p.received = n.received;
+                            p.rejected = n.rejected;
+                        })
+                        .await?;
+                    }
+                }
+                if d.is_finished() {
+                    tx.send_modify(|x| x.summary = d.summary.clone());
+                    return Ok(());
+                }
+                wait = Duration::from_millis(500);
+            }
+            Err(e @ crate::upstream::UpstreamError::Unreachable(_)) => {
+                tracing::warn!(id, parent = pid, error = %e, "cannot follow the parent's deployment; retrying");
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::Unprocessable(format!("the parent's deployment {pid} did not end in time")));
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Base URL of this server as nodes see it, for the metadata seed.

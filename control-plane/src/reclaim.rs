@@ -186,6 +186,16 @@ async fn back_to_runtime(
     node: &str,
     timeout: Duration,
 ) -> Result<(String, String), ApiError> {
+    if st.upstream.is_some() {
+        // A nested instance holds the node through its parent project; the
+        // runtime answers to the root. The node leaves our tenant here and
+        // stays with our project at the parent, to be deployed again or
+        // reclaimed (by kexec) when the parent takes it back.
+        return Ok((
+            "delegated".into(),
+            "nested instance: the node stays with this instance's project at the parent".into(),
+        ));
+    }
     let now = checkin(st, node).await?;
     if let Some((_, Role::Runtime, _)) = &now {
         return Ok(("already-running".into(), "the node runs the metalcast runtime".into()));

@@ -20,8 +20,10 @@
 //!   event (`GET /v1/events`). It runs every `sync_interval`, immediately
 //!   when a driver call finds a node gone upstream, and backs off
 //!   exponentially (up to [`MAX_BACKOFF`]) while the parent is unreachable.
-//! * Deployments are not delegated yet: [`Upstream::deploy_upstream`] is the
-//!   seam for them.
+//! * Deployments are delegated: the nested instance uploads the image to the
+//!   parent (private to `P`, [`Upstream::ensure_image`]), creates the
+//!   deployment there as `P` and mirrors the parent's per-node progress into
+//!   its own deployment (`deploy.rs`); at the root the multicast really runs.
 //!
 //! See `docs/recursion.md`.
 
@@ -392,13 +394,62 @@ impl Upstream {
         serde_json::from_value(v).map_err(|_| UpstreamError::BadResponse)
     }
 
-    /// Seam for deployments: ask the parent to deploy `image` on `nodes`
-    /// (which our project holds there). Not delegated yet: the parent's
-    /// `POST /v1/deployments` is being built separately; until then a nested
-    /// instance runs its own sender on its nodes.
-    pub async fn deploy_upstream(&self, image: &str, nodes: &[String]) -> Result<Value, UpstreamError> {
-        tracing::debug!(image, ?nodes, "deploy_upstream called but not delegated yet");
-        Err(UpstreamError::Refused { status: 501, msg: "deployments are not delegated to the parent yet".into() })
+    /// The name an image of ours gets at the parent: `<project>-<first 16 hex
+    /// of its root hash>` (private to our project there; the same bundle is
+    /// uploaded once whatever it is called here).
+    pub fn image_name(&self, root_hash: &str) -> String {
+        format!("{}-{}", self.cfg.project, &root_hash[..root_hash.len().min(16)])
+    }
+
+    /// Makes sure the parent has the bundle at `path` (root hash `root_hash`)
+    /// as image `name`, private to our project: uploads it if missing. The
+    /// parent checks the signature against its own trusted keys.
+    pub async fn ensure_image(&self, name: &str, path: &std::path::Path, root_hash: &str) -> Result<(), UpstreamError> {
+        match self.request(reqwest::Method::GET, &format!("/v1/images/{}", seg(name)), None).await {
+            Ok(v) if v["root_hash"].as_str() == Some(root_hash) => return Ok(()),
+            Ok(_) => {
+                return Err(UpstreamError::Refused {
+                    status: 409,
+                    msg: format!("the parent has another image named {name:?}"),
+                });
+            }
+            Err(UpstreamError::Refused { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|_| UpstreamError::Unreachable("cannot read the image bundle"))?;
+        let len = f.metadata().await.map_err(|_| UpstreamError::Unreachable("cannot read the image bundle"))?.len();
+        let url = format!("{}/v1/images/{}?project={}", self.cfg.url, seg(name), seg(&self.cfg.project));
+        let resp = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.cfg.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)))
+            .send()
+            .await
+            .map_err(|_| UpstreamError::Unreachable("image upload failed"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let msg: String = v["msg"].as_str().unwrap_or("image upload refused").chars().take(300).collect();
+        Err(UpstreamError::Refused { status: status.as_u16(), msg })
+    }
+
+    /// Asks the parent to deploy (`POST /v1/deployments` as our project);
+    /// returns the parent's deployment.
+    pub async fn deploy(&self, body: Value) -> Result<Value, UpstreamError> {
+        self.request(reqwest::Method::POST, "/v1/deployments", Some(body)).await
+    }
+
+    /// The parent's deployment `id`.
+    pub async fn deployment(&self, id: i64) -> Result<Value, UpstreamError> {
+        self.request(reqwest::Method::GET, &format!("/v1/deployments/{id}"), None).await
     }
 }
 

@@ -11,7 +11,9 @@
 //!   in with a new boot id after kexec);
 //! - each guest's console shows the tenant marker, and its metadata seed URL
 //!   serves that guest's own hostname;
-//! - the first guest is reclaimed by kexec and is in the free pool again.
+//! - the first guest is reclaimed by kexec with `--wipe zero`: its disk
+//!   image, filled with 0xa5 before it booted, reads back as zeroes from the
+//!   host, and the node is in the free pool again.
 //!
 //! The cheaper API-level checks (isolation between projects, conflicts,
 //! retry, restart recovery, metadata tokens) are in `src/tests/deploy.rs`.
@@ -67,6 +69,8 @@ fn deploy_to_namespace_nodes_and_qemu_guests_then_reclaim() {
         assert!(stdout.contains(&format!("guest {g}: its metadata seed serves its own data")), "{stdout}");
     }
     assert!(stdout.contains("reclaimed g0 by kexec"), "{stdout}");
+    assert!(stdout.contains("wipe "), "the reclaim had a wipe phase: {stdout}");
+    assert!(stdout.contains("g0's disk reads back as zeroes"), "{stdout}");
     assert!(stdout.contains("it is in the free pool"), "{stdout}");
     eprintln!("deploy e2e wall time: {:.1}s", t0.elapsed().as_secs_f64());
 }

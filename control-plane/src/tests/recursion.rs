@@ -92,7 +92,7 @@ struct Level {
 impl Level {
     /// Start a level on SQLite, or on a fresh PostgreSQL database when `pg`
     /// is `Some(METALCAST_TEST_PG_URL)`.
-    async fn start(upstream: Option<UpstreamConfig>, pg: Option<&str>) -> Level {
+    async fn start(upstream: Option<UpstreamConfig>, pg: Option<&str>, signer: &metalcast_image::PublicKey) -> Level {
         let dir = tempfile::tempdir().unwrap();
         let (url, pg) = match pg {
             None => (format!("sqlite://{}?mode=rwc", dir.path().join("level.db").display()), None),
@@ -107,7 +107,16 @@ impl Level {
             }
         };
         let db = crate::db::connect(&url).await.unwrap();
-        let mut st = AppState::new(db, VlanPool { first: 100, last: 199 });
+        let registry = crate::registry::Registry::new(dir.path().join("data"), vec![signer.clone()]);
+        registry.ensure_dirs().unwrap();
+        let mut st = AppState::new(db, VlanPool { first: 100, last: 199 }).with_registry(registry);
+        if upstream.is_none() {
+            // The root has the provisioning network (no runtime ever checks in from this test's nodes).
+            st = st.with_provision(crate::deploy::Provision {
+                addr: Some(std::net::Ipv4Addr::LOCALHOST),
+                ..Default::default()
+            });
+        }
         if let Some(cfg) = upstream {
             st = st.with_upstream(Upstream::new(cfg).unwrap());
         }
@@ -261,6 +270,21 @@ async fn http(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// Like [`http`] with a raw body (image uploads).
+async fn http_bytes(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Vec<u8>) -> (u16, Value) {
+    crate::install_tls_provider();
+    let c = reqwest::Client::new();
+    let mut rb = c.request(method.parse().unwrap(), format!("{base}{path}")).body(body);
+    rb = match auth {
+        Auth::Bearer(t) => rb.bearer_auth(t),
+        Auth::Basic(u) => rb.basic_auth(u, Some("pw")),
+    };
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
 /// The VLAN id of `network` at `level` (from its `vlan/<id>` channel).
 async fn vlan_of(level: &Level, network: &str) -> u16 {
     let v = level.ok("GET", &format!("/v0/network/{network}"), Value::Null).await;
@@ -311,7 +335,8 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     let h1 = fabric.host("h1");
 
     // --- root: real BMC and switch; project A holds n1, n2, n3, n4 -----------
-    let root = Level::start(None, pg).await;
+    let signer = metalcast_image::SecretKey::generate();
+    let root = Level::start(None, pg, &signer.public()).await;
     root.ok("PUT", "/v0/switch/fab", json!({"type": "linux-vlan-bridges", "netns": sw})).await;
     root.ok("PUT", &format!("/v0/switch/fab/port/{}", h1.switch_port()), Value::Null).await;
     root.ok("PUT", "/v0/project/A", Value::Null).await;
@@ -340,7 +365,7 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     let a_token = root.tenant("alice", "A").await;
 
     // --- tenant A's metalcast: sees exactly A's nodes ------------------------
-    let mut a = Level::start(Some(root.upstream_for("A", &a_token)), pg).await;
+    let mut a = Level::start(Some(root.upstream_for("A", &a_token)), pg, &signer.public()).await;
     a.wait_nodes(&["n1", "n2", "n3", "n4"]).await;
     let n1 = a.ok("GET", "/v0/node/n1", Value::Null).await;
     assert_eq!(n1["nics"][0]["macaddr"], json!(h1.mac_string()), "{n1}");
@@ -354,7 +379,7 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     let a2_token = a.tenant("dave", "A2").await;
 
     // --- tenant A1's metalcast: sees exactly what A granted to A1 ------------
-    let a1 = Level::start(Some(a.upstream_for("A1", &a1_token)), None).await;
+    let a1 = Level::start(Some(a.upstream_for("A1", &a1_token)), None, &signer.public()).await;
     a1.wait_nodes(&["n1", "n4"]).await;
     a1.ok("PUT", "/v0/project/t1", Value::Null).await;
     a1.tenant("carol", "t1").await;
@@ -464,6 +489,49 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     let (s, _) = http(&a.url, "GET", "/v0/project/A2/nodes", Auth::Bearer(&a1_token), None).await;
     assert_eq!(s, 403);
     assert_eq!(a.nodes().await, ["n1", "n2", "n3", "n4"], "A never sees B's node");
+
+    // Deploy from the bottom: A1's instance uploads the image to A (private to A1), A's to the
+    // root (private to A), and the root runs the deployment as an operation of project A. No
+    // runtime ever checks in from this test's nodes, so the root fails n1 with that reason,
+    // and the reason travels back up to A1.
+    let bundle = super::registry::bundle(Some(&signer), 11);
+    let (s, v) = http_bytes(&a1.url, "PUT", "/v1/images/img?project=t1", carol, bundle).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, d) = http(
+        &a1.url,
+        "POST",
+        "/v1/deployments",
+        carol,
+        Some(json!({"image": "img", "nodes": ["n1"], "timeout_secs": 10, "user_data": "#cloud-config\n"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{d}");
+    let id = d["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let d = loop {
+        let (s, d) = http(&a1.url, "GET", &format!("/v1/deployments/{id}"), carol, None).await;
+        assert_eq!(s, 200, "{d}");
+        if d["state"] != "running" {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "A1's deployment did not end: {d}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(d["state"], "failed", "{d}");
+    let reason = d["nodes"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("no runtime checked in"), "the root's reason reaches A1: {d}");
+    assert!(d["session"].as_str().unwrap().starts_with("parent deployment"), "{d}");
+    let deps_a = a.ok("GET", "/v1/deployments", Value::Null).await;
+    assert_eq!((deps_a[0]["project"].as_str(), deps_a[0]["nodes"][0]["node"].as_str()), (Some("A1"), Some("n1")), "{deps_a}");
+    let deps_root = root.ok("GET", "/v1/deployments", Value::Null).await;
+    assert_eq!(deps_root.as_array().unwrap().len(), 1, "{deps_root}");
+    assert_eq!(deps_root[0]["project"], json!("A"), "the root sees project A's operation: {deps_root}");
+    let imgs = root.ok("GET", "/v1/images", Value::Null).await;
+    assert!(imgs.as_array().unwrap().iter().any(|i| i["owner"] == "A" && i["visibility"] == "private"), "{imgs}");
+    // A2's member cannot see A1's deployment at A.
+    let (s, _) =
+        http(&a.url, "GET", &format!("/v1/deployments/{}", deps_a[0]["id"]), Auth::Bearer(&a2_token), None).await;
+    assert_eq!(s, 404);
 
     // The root takes n1 back (detach its network, remove it from A): every
     // level below loses it, and the tenant at the bottom can read why.
