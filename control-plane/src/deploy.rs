@@ -579,13 +579,13 @@ async fn events(
     let first = current(&st, &c, id).await?;
     let rx = st.deploys.get(id).map(|tx| tx.subscribe());
     enum S {
-        First(Deployment, Option<watch::Receiver<Deployment>>),
+        First(Box<Deployment>, Option<watch::Receiver<Deployment>>),
         Live(watch::Receiver<Deployment>),
         End,
         Done,
     }
     let ev = |d: &Deployment| Event::default().event("progress").json_data(d).unwrap_or_default();
-    let stream = futures_util::stream::unfold(S::First(first, rx), move |s| async move {
+    let stream = futures_util::stream::unfold(S::First(Box::new(first), rx), move |s| async move {
         match s {
             S::First(d, rx) => {
                 let next = match rx {

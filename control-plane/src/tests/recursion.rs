@@ -107,7 +107,7 @@ impl Level {
             }
         };
         let db = crate::db::connect(&url).await.unwrap();
-        let registry = crate::registry::Registry::new(dir.path().join("data"), vec![signer.clone()]);
+        let registry = crate::registry::Registry::new(dir.path().join("data"), vec![*signer]);
         registry.ensure_dirs().unwrap();
         let mut st = AppState::new(db, VlanPool { first: 100, last: 199 }).with_registry(registry);
         if upstream.is_none() {
@@ -522,7 +522,11 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     assert!(reason.contains("no runtime checked in"), "the root's reason reaches A1: {d}");
     assert!(d["session"].as_str().unwrap().starts_with("parent deployment"), "{d}");
     let deps_a = a.ok("GET", "/v1/deployments", Value::Null).await;
-    assert_eq!((deps_a[0]["project"].as_str(), deps_a[0]["nodes"][0]["node"].as_str()), (Some("A1"), Some("n1")), "{deps_a}");
+    assert_eq!(
+        (deps_a[0]["project"].as_str(), deps_a[0]["nodes"][0]["node"].as_str()),
+        (Some("A1"), Some("n1")),
+        "{deps_a}"
+    );
     let deps_root = root.ok("GET", "/v1/deployments", Value::Null).await;
     assert_eq!(deps_root.as_array().unwrap().len(), 1, "{deps_root}");
     assert_eq!(deps_root[0]["project"], json!("A"), "the root sees project A's operation: {deps_root}");
