@@ -174,6 +174,14 @@ async fn deployments(h: &Harness) {
     h.ok("PUT", "/v0/node/n4", Some(json!({"obm": {"type": "mock", "id": bmc}}))).await;
     h.ok("PUT", "/v0/node/n4/nic/eth0", Some(json!({"macaddr": mac}))).await;
     h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n4"}))).await;
+    // n4's NIC is on a network (mock switch): the reclaim must detach it.
+    h.ok("PUT", "/v0/switch/sw4", Some(json!({"type": "mock", "key": bmc, "hold": false, "fail": false}))).await;
+    h.ok("PUT", "/v0/switch/sw4/port/p4", None).await;
+    h.ok("POST", "/v0/switch/sw4/port/p4/connect_nic", Some(json!({"node": "n4", "nic": "eth0"}))).await;
+    h.ok("PUT", "/v0/network/net4", Some(json!({"owner": "pa", "access": "pa", "net_id": ""}))).await;
+    let (s, v) = h.call("POST", "/v0/node/n4/nic/eth0/connect_network", &alice, Some(json!({"network": "net4"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
     let booted = {
         let (h_app, bmc) = (h.app.clone(), bmc.clone());
         tokio::spawn(async move {
@@ -197,7 +205,12 @@ async fn deployments(h: &Harness) {
     assert_eq!(v["method"], "bmc", "{v}");
     let phases: Vec<&str> = v["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
     assert_eq!(phases, ["runtime", "networks", "free"]);
-    assert_eq!(crate::drivers::mock::log(&bmc), ["bootdev pxe", "power Cycle"]);
+    assert!(v["phases"][1]["detail"].as_str().unwrap().contains("net4"), "{v}");
+    let log = crate::drivers::mock::log(&bmc);
+    let bmc_ops: Vec<&String> = log.iter().filter(|l| l.starts_with("bootdev") || l.starts_with("power")).collect();
+    assert_eq!(bmc_ops, ["bootdev pxe", "power Cycle"], "{log:?}");
+    let (_, net) = h.call("GET", "/v0/network/net4", &alice, None).await;
+    assert_eq!(net["connected-nodes"], json!({}), "{net}");
     let free = h.ok("GET", "/v0/nodes/free", None).await;
     assert!(free.as_array().unwrap().iter().any(|n| n == "n4"), "{free}");
     // Reclaiming a free node is a conflict.
