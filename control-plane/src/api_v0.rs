@@ -252,21 +252,35 @@ async fn project_detach_node(
     if node_project(&st, &node).await?.as_deref() != Some(project.as_str()) {
         return Err(ApiError::NotFound(format!("node {node:?} is not in project {project:?}")));
     }
+    if !free_node(&st, &node, &project).await? {
+        return Err(ApiError::Conflict(
+            "node is attached to networks, has pending network actions or is being deployed".into(),
+        ));
+    }
+    Ok(ok())
+}
+
+/// Takes `node` out of `project` unless something still holds it there
+/// (attached networks, a pending network action, a deployment in flight);
+/// returns whether it left. Like HIL, its console log is dropped so the next
+/// tenant does not see it.
+pub(crate) async fn free_node(st: &AppState, node: &str, project: &str) -> R<bool> {
     let res = sqlx::query(
         "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1) \
-         AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING')",
+         AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING') \
+         AND NOT EXISTS (SELECT 1 FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
+             WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed'))",
     )
-    .bind(&node)
-    .bind(&project)
+    .bind(node)
+    .bind(project)
     .execute(&st.db.pool)
     .await?;
     if res.rows_affected() == 0 {
-        return Err(ApiError::Conflict("node is attached to networks or has pending network actions".into()));
+        return Ok(false);
     }
-    // Like HIL: the next tenant must not see this one's console output.
-    st.consoles.stop(&node);
-    Ok(ok())
+    st.consoles.stop(node);
+    Ok(true)
 }
 
 async fn list_project_nodes(

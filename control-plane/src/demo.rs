@@ -269,17 +269,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         None
     } else {
         Some(Killed(
-            fabric
-                .sender()
-                .command("dnsmasq")
-                .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
-                .arg(format!("--interface={}", fabric.sender().ifname()))
-                .arg("--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h")
-                .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting dnsmasq")?,
+            metalcast_fabric::qemu::dhcp_server(fabric.sender(), &dir.join("leases")).context("starting dnsmasq")?,
         ))
     };
 

@@ -149,19 +149,9 @@ async fn reclaim(
 
     // 4. Free.
     let t = Instant::now();
-    let res = sqlx::query(
-        "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
-         AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1) \
-         AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING')",
-    )
-    .bind(&node)
-    .bind(&project)
-    .execute(&st.db.pool)
-    .await?;
-    if res.rows_affected() == 0 {
-        return Err(ApiError::Conflict("a network was attached to the node during the reclaim".into()));
+    if !crate::api_v0::free_node(&st, &node, &project).await? {
+        return Err(ApiError::Conflict("a network or a deployment took the node during the reclaim".into()));
     }
-    st.consoles.stop(&node);
     phases.push(ReclaimPhase {
         phase: "free".into(),
         secs: t.elapsed().as_secs_f64(),

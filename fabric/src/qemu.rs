@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::Tap;
+use crate::{Host, Tap};
 
 /// Where an unpacked `linux-image-*-amd64` .deb lives (see `node-runtime/fetch-kernel.sh`).
 pub fn kernel_root() -> PathBuf {
@@ -203,4 +203,19 @@ impl Guest {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// A DHCP server for guests on `host`'s link (dnsmasq: DHCP only, no DNS),
+/// handing out `.100`-`.150` of the host's /24 with one-hour leases. Kill
+/// the child to stop it.
+pub fn dhcp_server(host: &Host, lease_file: &Path) -> std::io::Result<std::process::Child> {
+    let [a, b, c, _] = host.ipv4().octets();
+    host.command("dnsmasq")
+        .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
+        .arg(format!("--interface={}", host.ifname()))
+        .arg(format!("--dhcp-range={a}.{b}.{c}.100,{a}.{b}.{c}.150,255.255.255.0,1h"))
+        .arg(format!("--dhcp-leasefile={}", lease_file.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }

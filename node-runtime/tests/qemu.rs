@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -89,19 +88,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     let cp_port = 18090;
     let cp = format!("http://{}:{cp_port}", f.sender().ipv4());
     let server = Server::start(f.sender(), cp_port, RuntimeApi::new());
-    let _dnsmasq = Killed(
-        f.sender()
-            .command("dnsmasq")
-            .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
-            .arg(format!("--interface={}", f.sender().ifname()))
-            .arg("--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h")
-            .arg(format!("--dhcp-leasefile={}", d.join("leases").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-
+    let _dnsmasq = Killed(guest::dhcp_server(f.sender(), &d.join("leases")).unwrap());
     // The bootstrap bundle (kernel + runtime initramfs), and the guests booted from its parts.
     let boot_initrd = initramfs("bootstrap.img");
     let common_cmdline = format!("console=ttyS0 quiet panic=-1 metalcast.cp={cp}");
