@@ -265,13 +265,13 @@ async fn project_detach_node(
 /// returns whether it left. Like HIL, its console log is dropped so the next
 /// tenant does not see it.
 pub(crate) async fn free_node(st: &AppState, node: &str, project: &str) -> R<bool> {
-    let res = sqlx::query(
+    let res = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1) \
          AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING') \
-         AND NOT EXISTS (SELECT 1 FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
-             WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed'))",
-    )
+         AND NOT EXISTS ({})",
+        crate::deploy::IN_FLIGHT_SQL
+    )))
     .bind(node)
     .bind(project)
     .execute(&st.db.pool)

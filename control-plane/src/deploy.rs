@@ -43,6 +43,21 @@ use crate::state::AppState;
 /// Node states that end a node's part in a deployment.
 pub const TERMINAL: [&str; 3] = ["booted", "verified", "failed"];
 
+/// The running deployment a node is in flight in (`$1`: the node): its row
+/// there is not terminal yet. Also used inside other statements (`NOT
+/// EXISTS (...)`) where the check must be atomic with a write.
+pub(crate) const IN_FLIGHT_SQL: &str = "SELECT d.id FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
+     WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed')";
+
+/// The id of the running deployment `node` is in flight in, if any.
+pub(crate) async fn in_flight<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    exec: E,
+    node: &str,
+) -> Result<Option<i64>, ApiError> {
+    let row = sqlx::query(IN_FLIGHT_SQL).bind(node).fetch_optional(exec).await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
 /// How the server reaches nodes for deployments (`metalcast serve --provision-*`).
 #[derive(Debug, Clone)]
 pub struct Provision {
@@ -495,15 +510,7 @@ async fn insert(
     // Serializes deployments of this project (the nodes belong to it), on both backends.
     crate::quotas::lock_project(&mut tx, st.db.backend, project).await?;
     for n in nodes {
-        let busy = sqlx::query(
-            "SELECT d.id FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
-             WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed')",
-        )
-        .bind(n)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(r) = busy {
-            let other: i64 = r.try_get(0)?;
+        if let Some(other) = in_flight(&mut *tx, n).await? {
             return Err(ApiError::Conflict(format!("node {n:?} is being deployed by deployment {other}")));
         }
     }
@@ -642,20 +649,14 @@ async fn retry(
     let failed: Vec<String> = d.nodes.iter().filter(|n| n.state == "failed").map(|n| n.node.clone()).collect();
     let mut nodes = Vec::new();
     for n in failed {
-        // Still the project's node, and not in another running deployment.
-        let ok = sqlx::query(
-            "SELECT 1 FROM nodes WHERE name = $1 AND project = $2 AND NOT EXISTS (\
-               SELECT 1 FROM deployment_nodes dn JOIN deployments x ON x.id = dn.deployment \
-               WHERE dn.node = $1 AND x.id <> $3 AND x.state = 'running' \
-               AND dn.state NOT IN ('booted', 'verified', 'failed'))",
-        )
-        .bind(&n)
-        .bind(&d.project)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-        if ok {
+        // Still the project's node, and not in flight elsewhere (its row here is `failed`).
+        let owned = sqlx::query("SELECT 1 FROM nodes WHERE name = $1 AND project = $2")
+            .bind(&n)
+            .bind(&d.project)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if owned && in_flight(&mut *tx, &n).await?.is_none() {
             sqlx::query(
                 "UPDATE deployment_nodes SET state = 'waiting', reason = '', blocks_done = 0, received = 0, \
                  rejected = 0, elapsed_ms = NULL, started_at = $3, attempts = attempts + 1 \
@@ -856,11 +857,9 @@ async fn drive(
 ) -> Result<(), ApiError> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(params.timeout_secs);
-    let (image, root_hash) = {
-        let d = tx.borrow();
-        (d.image.clone(), sqlx::query("SELECT root_hash FROM deployments WHERE id = $1").bind(id))
-    };
-    let root_hash: String = root_hash.fetch_one(&st.db.pool).await?.try_get(0)?;
+    let r =
+        sqlx::query("SELECT image, root_hash FROM deployments WHERE id = $1").bind(id).fetch_one(&st.db.pool).await?;
+    let (image, root_hash): (String, String) = (r.try_get(0)?, r.try_get(1)?);
     let path = st.registry.bundle_path(&image);
     let bundle = tokio::task::spawn_blocking(move || Bundle::open(&path))
         .await
@@ -908,14 +907,16 @@ async fn drive(
         .await?;
     tx.send_modify(|d| d.session = Some(format!("{group}:{port}")));
     let manifest_b64 = Deploy::encode_manifest(&bundle.signed_manifest().to_bytes());
+    let tokens: HashMap<String, String> =
+        sqlx::query("SELECT node, metadata_token FROM deployment_nodes WHERE deployment = $1")
+            .bind(id)
+            .fetch_all(&st.db.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
     for m in &mut members {
-        let token: String =
-            sqlx::query("SELECT metadata_token FROM deployment_nodes WHERE deployment = $1 AND node = $2")
-                .bind(id)
-                .bind(&m.node)
-                .fetch_one(&st.db.pool)
-                .await?
-                .try_get(0)?;
+        let token = tokens.get(&m.node).ok_or_else(|| ApiError::Internal("a node without a metadata token".into()))?;
         let mut cmdline = params.cmdline_append.clone();
         if let Some(base) = metadata_base(st) {
             // cloud-init NoCloud: `ds=nocloud;s=URL` (the `;` is part of the one kernel argument).
@@ -1175,7 +1176,8 @@ async fn follow(
             set_node(st, tx, id, &m.node, |p| match status {
                 Status::Failed => {
                     p.state = "failed".into();
-                    p.reason = format!("{phase:?} failed (exit {}): {detail}", r.exit_code).to_lowercase_first();
+                    p.reason =
+                        format!("{} failed (exit {}): {detail}", format!("{phase:?}").to_lowercase(), r.exit_code);
                 }
                 Status::Ok => match phase {
                     Phase::Accept => p.state = "receiving".into(),
@@ -1255,20 +1257,6 @@ async fn follow(
             _ = runtime_change => {}
             _ = sender_done.notified() => {}
             _ = st.deploys.metadata_fetched.notified() => {}
-        }
-    }
-}
-
-trait LowerFirst {
-    fn to_lowercase_first(self) -> String;
-}
-
-impl LowerFirst for String {
-    fn to_lowercase_first(self) -> String {
-        let mut c = self.chars();
-        match c.next() {
-            Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-            None => self,
         }
     }
 }

@@ -113,18 +113,8 @@ async fn reclaim(
         return Err(ApiError::Conflict(format!("node {node:?} is free already")));
     };
     c.require_project(Some(&project))?;
-    let busy = sqlx::query(
-        "SELECT d.id FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
-         WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed')",
-    )
-    .bind(&node)
-    .fetch_optional(&st.db.pool)
-    .await?;
-    if let Some(r) = busy {
-        return Err(ApiError::Conflict(format!(
-            "node {node:?} is being deployed by deployment {}",
-            r.try_get::<i64, _>(0)?
-        )));
+    if let Some(other) = crate::deploy::in_flight(&st.db.pool, &node).await? {
+        return Err(ApiError::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
     }
     let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(300).clamp(5, 3600));
     let t0 = Instant::now();

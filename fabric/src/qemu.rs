@@ -219,3 +219,41 @@ pub fn dhcp_server(host: &Host, lease_file: &Path) -> std::io::Result<std::proce
         .stderr(Stdio::null())
         .spawn()
 }
+
+/// A QEMU that runs no machine (`-machine none`, stopped) and only answers
+/// QMP on a unix socket: a real BMC endpoint for the QMP driver when no guest
+/// needs to boot. Killed on drop.
+#[derive(Debug)]
+pub struct QmpOnly(std::process::Child);
+
+impl QmpOnly {
+    /// Starts it and waits (up to 15 s) until `sock` accepts connections.
+    pub fn start(sock: &Path) -> Result<QmpOnly, String> {
+        qemu()?;
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+        let q = QmpOnly(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
+            if Instant::now() > deadline {
+                return Err("QEMU did not open its QMP socket within 15 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(q)
+    }
+}
+
+impl Drop for QmpOnly {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

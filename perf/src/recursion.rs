@@ -14,8 +14,6 @@
 //!
 //! Needs root (network namespaces) and `qemu-system-x86_64`.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -43,34 +41,6 @@ pub struct Row {
     pub power_cycle: Summary,
     /// `connect_network` until DONE.
     pub connect: Summary,
-}
-
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn qemu(sock: &Path) -> anyhow::Result<Qemu> {
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting qemu-system-x86_64 (is it installed?)")?;
-    let q = Qemu(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        ensure!(Instant::now() < deadline, "QEMU did not open its QMP socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(q)
 }
 
 /// One running control plane.
@@ -191,7 +161,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 async fn run_async(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let sock = dir.path().join("n1.qmp");
-    let _qemu = qemu(&sock)?;
+    let _qemu = metalcast_fabric::qemu::QmpOnly::start(&sock).map_err(anyhow::Error::msg)?;
     let fabric = metalcast_fabric::Fabric::builder()
         .receivers(0)
         .host("h1")

@@ -5,7 +5,7 @@
 //! A) -> tenant A1's metalcast (`--upstream` A's instance as project A1).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use metalcast_fabric::Fabric;
@@ -14,41 +14,6 @@ use sqlx::Row;
 
 use crate::state::{AppState, VlanPool};
 use crate::upstream::{Upstream, UpstreamConfig};
-
-/// QEMU child process, killed on drop.
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A QEMU with no machine (nothing runs) whose QMP socket is the root's BMC.
-fn qemu(sock: &Path) -> Option<Qemu> {
-    let probe = Command::new("qemu-system-x86_64").arg("--version").stdout(Stdio::null()).status();
-    if !probe.is_ok_and(|s| s.success()) {
-        super::skip("qemu-system-x86_64 is not installed; recursion test not run");
-        return None;
-    }
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "none", "-nodefaults", "-display", "none", "-S"])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn qemu");
-    let q = Qemu(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        assert!(std::time::Instant::now() < deadline, "QEMU did not open its QMP socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(q)
-}
 
 /// `query-status` over our own QMP connection (independent of the driver).
 fn qemu_running(sock: &Path) -> bool {
@@ -323,7 +288,13 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     metalcast_fabric::skip_unless_root!();
     let dir = tempfile::tempdir().unwrap();
     let qmp = dir.path().join("n1.qmp");
-    let Some(_qemu) = qemu(&qmp) else { return };
+    let _qemu = match metalcast_fabric::qemu::QmpOnly::start(&qmp) {
+        Ok(q) => q,
+        Err(reason) => {
+            super::skip(&format!("{reason}; recursion test not run"));
+            return;
+        }
+    };
     let fabric = Fabric::builder()
         .receivers(0)
         .host("h1")
