@@ -260,7 +260,20 @@ impl Contender for Metalcast {
             let bundle = metalcast_image::Bundle::open(&b)?;
             let cfg =
                 SenderConfig { local: ip, rate, expected_receivers: n, deadline: Some(deadline), ..Default::default() };
-            Sender::new(&spec, &bundle, cfg)?.run(&mut |_| {})?;
+            let s = Sender::new(&spec, &bundle, cfg)?.run(&mut |_| {})?;
+            eprintln!(
+                "metalcast sender: {:.2} s (first pass {:.2} s), wire/image {:.3}, {} source + {} repair in {} bursts, \
+                 rate {:.0} MB/s at pass end (peak {:.0}), {} cuts",
+                s.secs,
+                s.pass_secs,
+                s.wire_ratio,
+                s.source_packets,
+                s.repair_packets,
+                s.bursts,
+                s.pass_rate.unwrap_or(0.0) / 1e6,
+                s.peak_rate.unwrap_or(0.0) / 1e6,
+                s.rate_cuts
+            );
             Ok(thread_cpu_secs() - cpu0)
         })?;
         let mut out = Outcome::default();

@@ -80,11 +80,23 @@ impl FewErasures {
     /// Repair symbol `esi` (at or past K) of `block` (K symbols of `t`
     /// bytes, zero from symbol `data_symbols` on), written to `out` (`t` bytes).
     pub fn repair_into(&mut self, block: &[u8], t: usize, data_symbols: u32, esi: u32, out: &mut [u8]) {
-        assert!(esi >= self.k && out.len() == t && block.len() >= data_symbols as usize * t);
+        self.repairs_into(block, t, data_symbols, &[esi], out);
+    }
+
+    /// Repair symbols `esis` (each at or past K) of `block`, back to back in
+    /// `out` (`esis.len() * t` bytes), in one pass over the block.
+    pub fn repairs_into(&mut self, block: &[u8], t: usize, data_symbols: u32, esis: &[u32], out: &mut [u8]) {
+        assert!(
+            esis.iter().all(|&e| e >= self.k)
+                && out.len() == esis.len() * t
+                && block.len() >= data_symbols as usize * t
+        );
         out.fill(0);
-        let row = self.row(esi);
+        let rows: Vec<Box<[u8]>> = esis.iter().map(|&e| self.row(e).into()).collect();
+        let mut column = vec![0u8; esis.len()];
         for (i, s) in block.chunks_exact(t).take(data_symbols as usize).enumerate() {
-            gf256::mul_add(out, s, row[i]);
+            column.iter_mut().zip(&rows).for_each(|(c, r)| *c = r[i]);
+            gf256::mul_add_rows(out, s, &column);
         }
     }
 
@@ -149,9 +161,7 @@ impl FewErasures {
         // Syndromes: y_j = r_j - sum over known source symbols (reads each source symbol once).
         self.scratch.clear();
         self.scratch.resize(e * t, 0);
-        let mut coef: Vec<&[u8]> = Vec::with_capacity(e);
         let rows: Vec<Box<[u8]>> = chosen.iter().map(|&j| self.row(repairs[j].0).into()).collect();
-        coef.extend(rows.iter().map(|r| &r[..]));
         for (q, &j) in chosen.iter().enumerate() {
             self.scratch[q * t..(q + 1) * t].copy_from_slice(&repairs[j].1);
         }
@@ -159,11 +169,10 @@ impl FewErasures {
         for &m in missing {
             known[m as usize] = false;
         }
+        let mut column = vec![0u8; e];
         for i in (0..data_symbols as usize).filter(|&i| known[i]) {
-            let s = &block[i * t..(i + 1) * t];
-            for (q, y) in self.scratch.chunks_exact_mut(t).enumerate() {
-                gf256::mul_add(y, s, coef[q][i]);
-            }
+            column.iter_mut().zip(&rows).for_each(|(c, r)| *c = r[i]);
+            gf256::mul_add_rows(&mut self.scratch, &block[i * t..(i + 1) * t], &column);
         }
         // x_m = sum_q ainv[m][q] * y_q, straight into the block.
         for (mcol, &m) in missing.iter().enumerate() {
@@ -252,6 +261,11 @@ mod tests {
                     dec.repair_into(&orig, t, data_symbols, *esi, &mut out);
                     assert!(&out == sym, "k {k}: repair {esi} differs");
                 }
+                // And all of them in one pass.
+                let esis: Vec<u32> = repairs.iter().map(|(e, _)| *e).collect();
+                let mut all = vec![0u8; esis.len() * t];
+                dec.repairs_into(&orig, t, data_symbols, &esis, &mut all);
+                assert!(all.chunks_exact(t).zip(&repairs).all(|(a, (_, s))| a == &s[..]), "k {k}: burst differs");
                 // Too few repairs: refused, block untouched.
                 let mut b2 = orig.clone();
                 assert!(!dec.decode(&mut b2, t, data_symbols, &missing, &repairs[..missing.len() - 1]));

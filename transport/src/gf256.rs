@@ -1,8 +1,12 @@
 //! Arithmetic in GF(2^8) with RaptorQ's polynomial (RFC 6330 section 5.7:
-//! x^8 + x^4 + x^3 + x^2 + 1), and the one bulk operation the few-erasure
-//! decoder needs: `dst ^= c * src` over a whole symbol, with AVX2 (nibble
-//! table lookups, 32 bytes per step) where the CPU has it.
-
+//! x^8 + x^4 + x^3 + x^2 + 1), and the bulk operation the few-erasure
+//! decoder and the sender's direct repair need: `dst ^= c * src` over whole
+//! symbols, one or several destination rows per pass over `src`.
+//!
+//! Fastest first, picked at run time: GFNI with AVX-512 (multiplying by a
+//! constant is a linear map over GF(2), so one `gf2p8affineqb` with that 8x8
+//! bit matrix multiplies 64 bytes, in any field polynomial), GFNI with AVX2
+//! (32 bytes), AVX2 nibble table lookups (32 bytes), a scalar table.
 const POLY: u16 = 0x11d;
 
 const fn tables() -> ([u8; 512], [u8; 256]) {
@@ -51,6 +55,72 @@ static NIBBLES: [[u8; 32]; 256] = {
     t
 };
 
+/// Per factor `c`: the 8x8 bit matrix of `x -> c * x` in `gf2p8affineqb`'s
+/// layout (byte `7 - i` holds output bit `i`'s mask over the input bits).
+static AFFINE: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut c = 0;
+    while c < 256 {
+        let mut i = 0;
+        while i < 8 {
+            let mut row = 0u64;
+            let mut j = 0;
+            while j < 8 {
+                if (const_mul(c as u8, 1 << j) >> i) & 1 != 0 {
+                    row |= 1 << j;
+                }
+                j += 1;
+            }
+            t[c] |= row << (8 * (7 - i));
+            i += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// The bulk kernels, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// GFNI affine multiply on 64-byte AVX-512 vectors.
+    Gfni512,
+    /// GFNI affine multiply on 32-byte AVX2 vectors.
+    Gfni256,
+    /// AVX2 nibble table lookups.
+    Avx2,
+    /// One table lookup per byte.
+    Scalar,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("gfni") && has!("avx512f") {
+                return Kernel::Gfni512;
+            }
+            if has!("gfni") && has!("avx2") {
+                return Kernel::Gfni256;
+            }
+            if has!("avx2") {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// Every kernel this CPU runs.
+    #[cfg(test)]
+    pub fn available() -> Vec<Kernel> {
+        let all = [Kernel::Gfni512, Kernel::Gfni256, Kernel::Avx2, Kernel::Scalar];
+        // Each kernel's CPU features include the next one's (AVX-512F implies AVX2).
+        let best = all.iter().position(|k| *k == Kernel::best()).expect("best is listed");
+        all[best..].to_vec()
+    }
+}
+
 /// `a * b`.
 pub fn mul(a: u8, b: u8) -> u8 {
     if a == 0 || b == 0 {
@@ -67,18 +137,58 @@ pub fn inv(a: u8) -> u8 {
 
 /// `dst ^= c * src` (equal lengths).
 pub fn mul_add(dst: &mut [u8], src: &[u8], c: u8) {
-    assert_eq!(dst.len(), src.len());
-    match c {
-        0 => {}
-        1 => xor(dst, src),
-        _ => {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above); lengths are equal (asserted).
-                unsafe { mul_add_avx2(dst, src, c) };
-                return;
+    mul_add_rows_with(Kernel::best(), dst, src.len(), src, &[c]);
+}
+
+/// `dst[q] ^= coefs[q] * src` for every row `q` of `dst` (`coefs.len()` rows
+/// of `src.len()` bytes, back to back): one pass over `src` for all rows.
+pub fn mul_add_rows(dst: &mut [u8], src: &[u8], coefs: &[u8]) {
+    mul_add_rows_with(Kernel::best(), dst, src.len(), src, coefs);
+}
+
+/// [`mul_add_rows`] with a given kernel (which the CPU must run: see
+/// [`Kernel::available`]; an unavailable one panics).
+pub fn mul_add_rows_with(kernel: Kernel, dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) {
+    assert!(src.len() == t && dst.len() == coefs.len() * t, "rows of the source's length");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Gfni512 => {
+            assert!(std::arch::is_x86_feature_detected!("gfni") && std::arch::is_x86_feature_detected!("avx512f"));
+            // SAFETY: the CPU has GFNI and AVX-512F (asserted); row lengths are checked above.
+            let n = unsafe { rows_gfni512(dst, t, src, coefs) };
+            tails(dst, t, src, coefs, n);
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Gfni256 => {
+            assert!(std::arch::is_x86_feature_detected!("gfni") && std::arch::is_x86_feature_detected!("avx2"));
+            // SAFETY: the CPU has GFNI and AVX2 (asserted); row lengths are checked above.
+            let n = unsafe { rows_gfni256(dst, t, src, coefs) };
+            tails(dst, t, src, coefs, n);
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => {
+            assert!(std::arch::is_x86_feature_detected!("avx2"));
+            for (row, &c) in dst.chunks_exact_mut(t).zip(coefs) {
+                // SAFETY: the CPU has AVX2 (asserted); `row` and `src` both have `t` bytes.
+                let n = unsafe { mul_add_avx2(row, src, c) };
+                mul_add_scalar(&mut row[n..], &src[n..], c);
             }
-            mul_add_scalar(dst, src, c);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Gfni512 | Kernel::Gfni256 | Kernel::Avx2 => panic!("{kernel:?} needs x86_64"),
+        Kernel::Scalar => {
+            for (row, &c) in dst.chunks_exact_mut(t).zip(coefs) {
+                mul_add_scalar(row, src, c);
+            }
+        }
+    }
+}
+
+/// The bytes from `n` on of every row, which a vector kernel left.
+fn tails(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8], n: usize) {
+    if n < t {
+        for (row, &c) in dst.chunks_exact_mut(t).zip(coefs) {
+            mul_add_scalar(&mut row[n..], &src[n..], c);
         }
     }
 }
@@ -96,18 +206,77 @@ fn xor(dst: &mut [u8], src: &[u8]) {
 }
 
 fn mul_add_scalar(dst: &mut [u8], src: &[u8], c: u8) {
-    let t: [u8; 256] = std::array::from_fn(|x| mul(c, x as u8));
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= t[*s as usize];
+    match c {
+        0 => {}
+        1 => xor(dst, src),
+        _ => {
+            let t: [u8; 256] = std::array::from_fn(|x| mul(c, x as u8));
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d ^= t[*s as usize];
+            }
+        }
     }
 }
 
+/// Rows of `t` bytes in `dst`, one factor each, over `src` (`t` bytes), 64
+/// bytes at a time; returns how many leading bytes of each row are done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,gfni")]
+unsafe fn rows_gfni512(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) -> usize {
+    use std::arch::x86_64::*;
+    let n = t / 64 * 64;
+    // SAFETY: the caller guarantees GFNI and AVX-512F, `src.len() == t` and
+    // `dst.len() == coefs.len() * t`; every 64-byte load and store is at
+    // offset i (source) or q * t + i (row q < coefs.len()) with i + 64 <= n <= t
+    // (unaligned intrinsics).
+    unsafe {
+        let mut i = 0;
+        while i < n {
+            let s = _mm512_loadu_si512(src.as_ptr().add(i).cast());
+            for (q, &c) in coefs.iter().enumerate() {
+                let p = dst.as_mut_ptr().add(q * t + i);
+                let a = _mm512_set1_epi64(AFFINE[c as usize] as i64);
+                let d = _mm512_loadu_si512(p.cast_const().cast());
+                _mm512_storeu_si512(p.cast(), _mm512_xor_si512(d, _mm512_gf2p8affine_epi64_epi8::<0>(s, a)));
+            }
+            i += 64;
+        }
+    }
+    n
+}
+
+/// [`rows_gfni512`] on 32-byte AVX2 vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,gfni")]
+unsafe fn rows_gfni256(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) -> usize {
+    use std::arch::x86_64::*;
+    let n = t / 32 * 32;
+    // SAFETY: as in rows_gfni512, with 32-byte vectors: every access is at
+    // i (source) or q * t + i (row q) with i + 32 <= n <= t.
+    unsafe {
+        let mut i = 0;
+        while i < n {
+            let s = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+            for (q, &c) in coefs.iter().enumerate() {
+                let p = dst.as_mut_ptr().add(q * t + i);
+                let a = _mm256_set1_epi64x(AFFINE[c as usize] as i64);
+                let d = _mm256_loadu_si256(p.cast_const().cast());
+                _mm256_storeu_si256(p.cast(), _mm256_xor_si256(d, _mm256_gf2p8affine_epi64_epi8::<0>(s, a)));
+            }
+            i += 32;
+        }
+    }
+    n
+}
+
+/// `dst ^= c * src` 32 bytes at a time by nibble table lookups; returns how
+/// many leading bytes are done.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn mul_add_avx2(dst: &mut [u8], src: &[u8], c: u8) {
+unsafe fn mul_add_avx2(dst: &mut [u8], src: &[u8], c: u8) -> usize {
     use std::arch::x86_64::*;
     let tables = &NIBBLES[c as usize];
-    let n = dst.len() / 32 * 32;
+    let n = dst.len().min(src.len()) / 32 * 32;
     // SAFETY: the caller guarantees AVX2; the two 16-byte table loads are
     // inside the 32-byte table; every 32-byte load and store is at an offset
     // i with i + 32 <= n <= the length of both slices (unaligned intrinsics).
@@ -126,7 +295,7 @@ unsafe fn mul_add_avx2(dst: &mut [u8], src: &[u8], c: u8) {
             i += 32;
         }
     }
-    mul_add_scalar(&mut dst[n..], &src[n..], c);
+    n
 }
 
 #[cfg(test)]
@@ -152,16 +321,51 @@ mod tests {
     }
 
     #[test]
-    fn bulk_matches_scalar() {
-        let src: Vec<u8> = (0..1000u32).map(|i| (i * 7919 % 251) as u8).collect();
-        for c in [0u8, 1, 2, 29, 200, 255] {
-            let mut a: Vec<u8> = (0..1000u32).map(|i| (i % 13) as u8).collect();
-            let mut b = a.clone();
-            mul_add(&mut a, &src, c);
-            for (d, s) in b.iter_mut().zip(&src) {
-                *d ^= mul(c, *s);
+    fn affine_matrices_multiply() {
+        // Apply each matrix bit by bit as gf2p8affineqb does and compare with mul.
+        for c in 0..=255u8 {
+            let m = AFFINE[c as usize];
+            for x in 0..=255u8 {
+                let mut y = 0u8;
+                for i in 0..8 {
+                    let row = (m >> (8 * (7 - i))) as u8;
+                    y |= (((row & x).count_ones() & 1) as u8) << i;
+                }
+                assert_eq!(y, mul(c, x), "c {c} x {x}");
             }
-            assert_eq!(a, b, "c = {c}");
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_the_field() {
+        let kernels = Kernel::available();
+        assert!(kernels.contains(&Kernel::best()) && kernels.contains(&Kernel::Scalar));
+        println!("kernels on this CPU: {kernels:?}");
+        // Lengths around every vector width, rows from 1 to several, every kind of factor.
+        for t in [1usize, 31, 32, 33, 63, 64, 65, 100, 1000, 8928] {
+            let src: Vec<u8> = (0..t as u32).map(|i| (i * 7919 % 251) as u8).collect();
+            for coefs in [&[0u8][..], &[1], &[2], &[29, 200, 255], &[0, 1, 83, 142, 7]] {
+                let init: Vec<u8> = (0..(t * coefs.len()) as u32).map(|i| (i % 13) as u8).collect();
+                let mut want = init.clone();
+                for (row, &c) in want.chunks_exact_mut(t).zip(coefs) {
+                    for (d, s) in row.iter_mut().zip(&src) {
+                        *d ^= mul(c, *s);
+                    }
+                }
+                for &k in &kernels {
+                    let mut got = init.clone();
+                    mul_add_rows_with(k, &mut got, t, &src, coefs);
+                    assert!(got == want, "{k:?} t {t} coefs {coefs:?}");
+                }
+                let mut got = init.clone();
+                mul_add_rows(&mut got, &src, coefs);
+                assert!(got == want);
+                if coefs.len() == 1 {
+                    let mut got = init.clone();
+                    mul_add(&mut got, &src, coefs[0]);
+                    assert!(got == want);
+                }
+            }
         }
     }
 }

@@ -125,6 +125,9 @@ pub struct SenderSummary {
     pub peak_rate: Option<f64>,
     /// Send rate at the end of the first pass (None: unpaced).
     pub pass_rate: Option<f64>,
+    /// Seconds from first pass start to its end (every source symbol sent once);
+    /// the rest of `secs` is the repair tail.
+    pub pass_secs: f64,
     /// Times the adaptive rate was cut for loss.
     pub rate_cuts: u64,
     /// Per receiver.
@@ -183,6 +186,8 @@ pub struct Sender<'a> {
     gso_batch: usize,
     encoders: VecDeque<(usize, SourceBlockEncoder)>,
     block_buf: Vec<u8>,
+    /// A burst of direct repair symbols (reused).
+    repair_buf: Vec<u8>,
     out: Vec<u8>,
     wire_bytes: u64,
     plan: Option<Plan>,
@@ -238,6 +243,7 @@ impl<'a> Sender<'a> {
             gso_batch,
             encoders: VecDeque::new(),
             block_buf: Vec::new(),
+            repair_buf: Vec::new(),
             out: Vec::new(),
             wire_bytes: 0,
         })
@@ -341,17 +347,17 @@ impl<'a> Sender<'a> {
             self.read_block(b)?;
             let t = usize::from(self.spec.symbol_size);
             let (k, k_max) = (self.layout.blocks[b].k, self.layout.k_max);
-            let buf = std::mem::take(&mut self.block_buf);
-            let mut sym = vec![0u8; t];
-            for j in 0..n {
-                let esi = k_max + first_id + j;
-                self.direct.repair_into(&buf, t, k, esi, &mut sym);
-                self.push_symbol(b, esi, &sym);
-                if (j as usize + 1).is_multiple_of(self.gso_batch) {
+            let esis: Vec<u32> = (0..n).map(|j| k_max + first_id + j).collect();
+            let mut syms = std::mem::take(&mut self.repair_buf);
+            syms.resize(esis.len() * t, 0);
+            self.direct.repairs_into(&self.block_buf, t, k, &esis, &mut syms);
+            for (j, (&esi, sym)) in esis.iter().zip(syms.chunks_exact(t)).enumerate() {
+                self.push_symbol(b, esi, sym);
+                if (j + 1).is_multiple_of(self.gso_batch) {
                     self.flush(bucket)?;
                 }
             }
-            self.block_buf = buf;
+            self.repair_buf = syms;
             return self.flush(bucket);
         }
         let i = self.encoder(b)?;
@@ -419,6 +425,7 @@ impl<'a> Sender<'a> {
             None => self.cfg.rate.map(|r| TokenBucket::new(r, burst)),
         };
         let mut pass_rate = None;
+        let mut pass_secs = 0.0;
         let mut pass = 0usize;
         let mut next_repair_id = vec![0u32; nblocks];
         let mut owed = vec![0u32; nblocks];
@@ -524,6 +531,7 @@ impl<'a> Sender<'a> {
                 pass += 1;
                 if pass == nblocks {
                     pass_rate = bucket.as_ref().map(|b| b.rate);
+                    pass_secs = start.elapsed().as_secs_f64();
                 }
                 continue;
             }
@@ -557,6 +565,7 @@ impl<'a> Sender<'a> {
             rejected_reports,
             peak_rate: rate_ctl.as_ref().map(|c| c.peak).or(bucket.as_ref().map(|b| b.rate)),
             pass_rate,
+            pass_secs,
             rate_cuts: rate_ctl.as_ref().map_or(0, |c| c.cuts),
             receivers: statuses(&rxs, start),
         })
