@@ -181,8 +181,8 @@ impl Metalcast {
                     let cfg = ReceiverConfig { id: i as u64 + 1, iface: ip, ..Default::default() };
                     let file = out.map(std::fs::File::create).transpose()?;
                     let mut sink = Sink { file, bytes: 0 };
-                    Receiver::new(&spec, &m, cfg)?.run(&mut sink, &mut |_| {})?;
-                    Ok((sink.bytes, thread_cpu_secs() - cpu0))
+                    let s = Receiver::new(&spec, &m, cfg)?.run(&mut sink, &mut |_| {})?;
+                    Ok((sink.bytes, thread_cpu_secs() - cpu0 + s.decode_cpu_secs))
                 })?)
             }
             MetalcastPath::Xdp => {
@@ -196,8 +196,9 @@ impl Metalcast {
                     let cfg = ReceiverConfig { id: i as u64 + 1, iface: ip, ..Default::default() };
                     let file = out.map(std::fs::File::create).transpose()?;
                     let mut sink = Sink { file, bytes: 0 };
-                    Receiver::with_source(&spec, &m, cfg, Box::new(&mut source))?.run(&mut sink, &mut |_| {})?;
-                    Ok((sink.bytes, thread_cpu_secs() - cpu0))
+                    let s =
+                        Receiver::with_source(&spec, &m, cfg, Box::new(&mut source))?.run(&mut sink, &mut |_| {})?;
+                    Ok((sink.bytes, thread_cpu_secs() - cpu0 + s.decode_cpu_secs))
                 })?)
             }
         }

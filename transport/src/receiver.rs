@@ -156,6 +156,9 @@ pub struct ReceiverSummary {
     pub loss_estimate: f64,
     /// Whether the sender acknowledged the done report.
     pub acked: bool,
+    /// CPU seconds of the decode thread (decoding, decompressing and
+    /// verifying blocks); the receive thread's own are the caller's to measure.
+    pub decode_cpu_secs: f64,
 }
 
 struct Pend {
@@ -343,8 +346,8 @@ impl<'a> Receiver<'a> {
         };
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(DECODE_QUEUE);
         let (out_tx, out_rx) = mpsc::channel::<Outcome>();
-        // Ends when `job_tx` is dropped (this function returns).
-        std::thread::Builder::new()
+        // Ends when `job_tx` is dropped; returns the CPU seconds it used.
+        let decoder = std::thread::Builder::new()
             .name("metalcast-decode".into())
             .spawn(move || {
                 for job in job_rx {
@@ -352,6 +355,7 @@ impl<'a> Receiver<'a> {
                         break;
                     }
                 }
+                sys::thread_cpu_secs()
             })
             .map_err(|e| TransportError::io("starting the decode thread", e))?;
         let mut busy = 0usize;
@@ -579,6 +583,8 @@ impl<'a> Receiver<'a> {
         // Before lingering: the fast path keeps dropping the session's symbols meanwhile.
         let loss_estimate = loss(seq_first, seq_max, received + self.data.dropped_on_purpose());
         let acked = self.say_done(done as u32, received, rejected.total(), seq_max);
+        drop(job_tx);
+        let decode_cpu_secs = decoder.join().unwrap_or(0.0);
         Ok(ReceiverSummary {
             id: self.cfg.id,
             secs,
@@ -593,6 +599,7 @@ impl<'a> Receiver<'a> {
             hash_failures,
             loss_estimate,
             acked,
+            decode_cpu_secs,
         })
     }
 

@@ -167,3 +167,11 @@ pub fn wait_readable(s: &UdpSocket, d: Duration) {
     // SAFETY: pfd is valid for the call; a failed or interrupted poll just ends the wait early.
     unsafe { libc::poll(&mut pfd, 1, d.as_millis().min(1000) as i32) };
 }
+
+/// CPU seconds (user + system) the calling thread has used so far.
+pub fn thread_cpu_secs() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let Ok(u) = getrusage(UsageWho::RUSAGE_THREAD) else { return 0.0 };
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
+}
