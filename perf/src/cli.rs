@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metalcast_bench::suite::{self, Loss};
-use metalcast_bench::{contenders, report, sim};
+use metalcast_bench::{contenders, report, sim, validate};
 
 /// `metalcast-bench suite`.
 #[derive(clap::Args, Debug)]
@@ -115,8 +115,10 @@ pub struct SimArgs {
     /// Also write the predictions as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Validate against a real fabric run of metalcast instead (root): the first --receivers value
-    /// (use 8), every --loss, --size-mib, --link-mbit; prints prediction vs measurement (target: within 10%).
+    /// Validate against real fabric runs of metalcast instead (root): first measures this machine's
+    /// CPU costs (metalcast at 0% loss, and the decoder), then runs the first --receivers value (use
+    /// 8) at every --loss, --size-mib, --link-mbit; prints prediction vs measurement (target: within
+    /// 10%; the 0% row is the calibration itself).
     #[arg(long)]
     validate: bool,
     /// Repetitions of each real run when validating.
@@ -156,17 +158,32 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
             verify: false,
             timeout: Duration::from_secs(900),
         };
-        let v = suite::validate(&cfg, &base)?;
+        let (cal, v) = validate::validate(&cfg, &base)?;
+        println!(
+            "Calibrated at 0% loss: sender {:.2} us/packet; rest of the machine {:.2} us/packet/receiver; \
+             decode {:.3} ms/block + {:.3} ms/lost symbol; CPU efficiency {:.2} of {} cores.\n",
+            cal.tx_packet_cpu * 1e6,
+            cal.rx_packet_cpu * 1e6,
+            cal.decode_cpu * 1e3,
+            cal.decode_symbol_cpu * 1e3,
+            cal.cpu_efficiency,
+            cal.cores
+        );
         println!(
             "| N | loss | measured s | predicted s | error | measured wire/image | predicted | error | within 10% |"
         );
         println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
         for x in &v {
             let (et, ew) = x.errors();
+            let loss = if x.calibration {
+                format!("{} (calibration)", x.scenario.loss.label())
+            } else {
+                x.scenario.loss.label()
+            };
             println!(
                 "| {} | {} | {:.2} | {:.2} | {:.1}% | {:.4} | {:.4} | {:.1}% | {} |",
                 x.scenario.receivers,
-                x.scenario.loss.label(),
+                loss,
                 x.measured_secs,
                 x.predicted_secs,
                 et * 100.0,
@@ -177,7 +194,8 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
             );
         }
         if let Some(j) = a.json {
-            std::fs::write(&j, serde_json::to_string_pretty(&v)?)
+            let doc = serde_json::json!({ "calibration": cal, "validation": v });
+            std::fs::write(&j, serde_json::to_string_pretty(&doc)?)
                 .with_context(|| format!("writing {}", j.display()))?;
         }
         return Ok(());

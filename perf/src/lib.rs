@@ -10,7 +10,9 @@
 //!   [`blaster`] as the fabric's limit) over scenarios of N, loss, image size
 //!   and link rate; [`report`] writes the table, JSON and plots;
 //! - [`multicast`]: the original metalcast-vs-udpcast preset of the suite;
-//! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers;
+//! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers, and
+//!   [`validate`]: its CPU constants measured here and its predictions checked
+//!   against real fabric runs;
 //! - `sys`: `wait4` and thread CPU time (the only unsafe code).
 //! - [`kexec_boot`]: in a QEMU guest, kexec hand-over versus firmware reboot + PXE;
 
@@ -26,3 +28,4 @@ pub mod sim;
 pub mod stats;
 pub mod suite;
 pub mod sys;
+pub mod validate;

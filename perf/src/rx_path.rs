@@ -24,11 +24,12 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::sys::{machine_busy_secs, thread_cpu_secs};
 use metalcast_fabric::Fabric;
 use metalcast_node::rx_path::XdpSource;
 use metalcast_transport::packet::{Header, Kind, OVERHEAD};
 use metalcast_transport::{PacketSource, SessionKey, SessionSpec, SocketSource};
-use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{setsockopt, sockopt};
 
 /// Benchmark parameters.
@@ -92,25 +93,6 @@ fn spec(sender: Ipv4Addr) -> SessionSpec {
         symbol_size: SessionSpec::symbol_size_for_mtu(1500).expect("1500 fits"),
         root_hash: "rx-path-bench".into(),
     }
-}
-
-/// Busy and total jiffies of all CPUs, from the first line of /proc/stat.
-fn cpu_busy_secs() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    anyhow::ensure!(v.len() >= 8, "unexpected /proc/stat: {line}");
-    // user nice system idle iowait irq softirq steal
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-    Ok(busy as f64 / hz)
-}
-
-fn thread_cpu_secs() -> f64 {
-    getrusage(UsageWho::RUSAGE_THREAD).map_or(0.0, |u| {
-        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-        t(u.user_time()) + t(u.system_time())
-    })
 }
 
 struct RxOutcome {
@@ -216,12 +198,12 @@ fn one(f: &Fabric, path: Path, cfg: &Config, kpps: u64) -> anyhow::Result<Row> {
     }
     // Let the IGMP join reach the bridge's snooping table.
     std::thread::sleep(Duration::from_millis(300));
-    let busy0 = cpu_busy_secs()?;
+    let busy0 = machine_busy_secs()?;
     let (spec2, ip, secs) = (spec.clone(), f.sender().ipv4(), cfg.secs);
     let sent = f.sender().spawn_in(move || send(&spec2, ip, secs, kpps))?.join().expect("sender thread");
     stop.store(true, Ordering::Relaxed);
     let out = rx.join().expect("receiver thread")?;
-    let busy = cpu_busy_secs()? - busy0;
+    let busy = machine_busy_secs()? - busy0;
     let sent = sent?;
     let gb = out.bytes as f64 / 1e9;
     let per_gb = |s: f64| if gb > 0.0 { s / gb } else { f64::NAN };

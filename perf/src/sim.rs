@@ -58,12 +58,17 @@ pub struct Config {
     pub seed: u64,
     /// metalcast receiver CPU per packet received (recvmmsg share, MAC check, copy), seconds.
     pub rx_packet_cpu: f64,
-    /// metalcast receiver CPU per block that needs a RaptorQ decode (1 MiB), seconds.
+    /// metalcast receiver CPU per block that needs a RaptorQ decode (1 MiB), seconds: the fixed part.
     pub decode_cpu: f64,
+    /// metalcast receiver CPU per lost source symbol a decode recovers, seconds.
+    pub decode_symbol_cpu: f64,
     /// metalcast sender CPU per packet sent (read, encode, MAC, GSO send), seconds.
     pub tx_packet_cpu: f64,
     /// `Some(c)`: sender and all receivers share `c` cores (a one-box fabric); `None`: each has its own.
     pub shared_cores: Option<f64>,
+    /// Share of the shared cores' time a CPU-bound one-box run really keeps busy with the
+    /// session (scheduling gaps, waits), 0 to 1; calibrated by `simulate --validate`.
+    pub cpu_efficiency: f64,
     /// Fixed start-up cost of a metalcast session (join phase), seconds.
     pub startup: f64,
 }
@@ -81,12 +86,14 @@ impl Default for Config {
             ack_cost: 2e-6,
             slice: 1024,
             seed: 1,
-            // Measured on the 2-vCPU dev VM (smoke runs of `metalcast-bench suite`): about 3.2 CPU s
-            // per GB received at 0% loss, 6.2 at 1% (every block decoded), 3.0 per GB sent.
+            // Defaults from the 2-vCPU dev VM at MTU 1500; `simulate --validate` measures its own
+            // (and prints them) before predicting.
             rx_packet_cpu: 4.5e-6,
-            decode_cpu: 3e-3,
+            decode_cpu: 0.05e-3,
+            decode_symbol_cpu: 0.05e-3,
             tx_packet_cpu: 4.3e-6,
             shared_cores: None,
+            cpu_efficiency: 1.0,
             startup: 0.03,
         }
     }
@@ -111,6 +118,10 @@ pub struct Prediction {
     pub packets: u64,
     /// Seconds until every receiver is done.
     pub secs: f64,
+    /// Of that, what the link and the feedback loop alone would take (no CPU limit).
+    pub link_secs: f64,
+    /// And what the CPU work alone would take (at `cpu_efficiency`; 0 if not modelled).
+    pub cpu_secs: f64,
 }
 
 /// splitmix64: small, fast, good enough for Monte Carlo, reproducible by seed.
@@ -265,9 +276,12 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     let mut extra = vec![vec![0u64; n]; blocks.len()];
     let mut done = vec![vec![false; n]; blocks.len()];
     let mut left = vec![n; blocks.len()];
-    // Per receiver: packets received and blocks decoded (for the CPU bound).
+    // Per block and receiver: source symbols that arrived in the first pass.
+    let mut first_got = vec![vec![0u64; n]; blocks.len()];
+    // Per receiver: packets received, blocks decoded and lost source symbols recovered (for the CPU bound).
     let mut rx_pkts = vec![0u64; n];
     let mut decoded = vec![0u64; n];
+    let mut recovered = vec![0u64; n];
     let mut repairs = BinaryHeap::new();
     // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
     let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
@@ -276,7 +290,7 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     loop {
         // As the sender: a due repair burst and the next first-pass block alternate.
         let due = repairs.peek().is_some_and(|p: &Pending| p.ready <= now);
-        let (b, count) = if due && (prefer_repair || next_first == blocks.len()) {
+        let (b, count, first) = if due && (prefer_repair || next_first == blocks.len()) {
             prefer_repair = false;
             let Pending { block, .. } = repairs.pop().expect("peeked");
             let need = (0..n)
@@ -284,11 +298,11 @@ pub fn metalcast(cfg: &Config) -> Prediction {
                 .map(|i| inflate((blocks[block] + extra[block][i]).saturating_sub(have[block][i]).max(1)))
                 .max()
                 .unwrap_or(0);
-            (block, need)
+            (block, need, false)
         } else if next_first < blocks.len() {
             prefer_repair = true;
             next_first += 1;
-            (next_first - 1, blocks[next_first - 1])
+            (next_first - 1, blocks[next_first - 1], true)
         } else if let Some(p) = repairs.peek() {
             // Idle until the next gather window closes.
             now = now.max(p.ready);
@@ -304,6 +318,9 @@ pub fn metalcast(cfg: &Config) -> Prediction {
                 continue;
             }
             let got = chans[i].receive(count, &mut rng);
+            if first {
+                first_got[b][i] = got;
+            }
             have[b][i] += got;
             rx_pkts[i] += got;
             let k = blocks[b];
@@ -312,6 +329,7 @@ pub fn metalcast(cfg: &Config) -> Prediction {
                 let clean = have[b][i] == k && count == k && extra[b][i] == 0;
                 if !clean {
                     decoded[i] += 1;
+                    recovered[i] += k - first_got[b][i];
                     if decode_fails(have[b][i] - k, &mut rng) {
                         extra[b][i] = have[b][i] - k + 1;
                         continue;
@@ -328,14 +346,20 @@ pub fn metalcast(cfg: &Config) -> Prediction {
         }
     }
     // The link bounds time; so does CPU: each host's own, or the shared cores of a one-box fabric.
-    let rx_cpu: Vec<f64> =
-        (0..n).map(|i| rx_pkts[i] as f64 * cfg.rx_packet_cpu + decoded[i] as f64 * cfg.decode_cpu).collect();
+    let rx_cpu: Vec<f64> = (0..n)
+        .map(|i| {
+            rx_pkts[i] as f64 * cfg.rx_packet_cpu
+                + decoded[i] as f64 * cfg.decode_cpu
+                + recovered[i] as f64 * cfg.decode_symbol_cpu
+        })
+        .collect();
     let tx_cpu = packets as f64 * cfg.tx_packet_cpu;
     let cpu_bound = match cfg.shared_cores {
-        Some(c) => (rx_cpu.iter().sum::<f64>() + tx_cpu) / c,
+        Some(c) => (rx_cpu.iter().sum::<f64>() + tx_cpu) / (c * cfg.cpu_efficiency.clamp(0.05, 1.0)),
         None => rx_cpu.iter().copied().fold(tx_cpu, f64::max),
     };
-    let secs = cfg.startup + (last_done + cfg.rtt).max(cpu_bound);
+    let link_secs = last_done + cfg.rtt;
+    let secs = cfg.startup + link_secs.max(cpu_bound);
     // Reports: every receiver, every 5 ms, 108 IP bytes plus 8 per need (about one need).
     let feedback_bytes = n as f64 * (secs / REPORT_INTERVAL) * 116.0;
     let image = cfg.image_bytes as f64;
@@ -348,6 +372,8 @@ pub fn metalcast(cfg: &Config) -> Prediction {
         feedback_ip: feedback_bytes / image,
         packets,
         secs,
+        link_secs,
+        cpu_secs: cpu_bound,
     }
 }
 
@@ -391,6 +417,8 @@ pub fn nack(cfg: &Config) -> Prediction {
         feedback_ip: (acks * 64) as f64 / image,
         packets,
         secs,
+        link_secs: secs,
+        cpu_secs: 0.0,
     }
 }
 
@@ -418,6 +446,8 @@ pub fn unicast(cfg: &Config) -> Prediction {
         feedback_ip: packets as f64 / 2.0 * 52.0 / image,
         packets,
         secs,
+        link_secs: secs,
+        cpu_secs: 0.0,
     }
 }
 

@@ -325,7 +325,7 @@ pub struct Report {
 }
 
 /// (tx_bytes, tx_packets) of `dev` in the calling thread's namespace.
-fn dev_tx(dev: &str) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn dev_tx(dev: &str) -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/thread-self/net/dev").context("reading /proc/thread-self/net/dev")?;
     for line in text.lines() {
         if let Some((name, rest)) = line.split_once(':')
@@ -352,7 +352,7 @@ pub fn fabric_tx(f: &Fabric) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Turns TSO/GSO/GRO on or off on every veth end of the fabric.
-fn set_offloads(f: &Fabric, on: bool) -> anyhow::Result<()> {
+pub(crate) fn set_offloads(f: &Fabric, on: bool) -> anyhow::Result<()> {
     let v = if on { "on" } else { "off" };
     let mut ends: Vec<(&metalcast_fabric::Netns, &str)> = Vec::new();
     for h in f.hosts() {
@@ -587,111 +587,6 @@ fn summarise(
         error,
         samples,
     }
-}
-
-/// A real fabric run of metalcast next to the simulation's prediction for it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Validation {
-    /// The scenario (one link rate, needed to predict time).
-    pub scenario: Scenario,
-    /// Measured seconds until all done (median).
-    pub measured_secs: f64,
-    /// Predicted seconds.
-    pub predicted_secs: f64,
-    /// Measured sender data bytes (IP level) / image, median.
-    pub measured_wire_ip: f64,
-    /// Predicted sender data bytes (IP level) / image.
-    pub predicted_wire_ip: f64,
-}
-
-impl Validation {
-    /// |predicted - measured| / measured, for time and for wire bytes.
-    pub fn errors(&self) -> (f64, f64) {
-        (
-            (self.predicted_secs - self.measured_secs).abs() / self.measured_secs,
-            (self.predicted_wire_ip - self.measured_wire_ip).abs() / self.measured_wire_ip,
-        )
-    }
-}
-
-/// Runs metalcast on a real fabric for each loss and compares with [`crate::sim::metalcast`].
-/// Wire bytes here are the sender's link only (the simulation's data bytes).
-pub fn validate(cfg: &Config, base: &crate::sim::Config) -> anyhow::Result<Vec<Validation>> {
-    metalcast_fabric::bpf_capable().context("validation builds a namespace fabric")?;
-    let (&n, &size_mib, &link_mbit) = (
-        cfg.receivers.first().context("no receiver count")?,
-        cfg.sizes_mib.first().context("no image size")?,
-        cfg.link_mbit.first().context("no link rate")?,
-    );
-    anyhow::ensure!(link_mbit > 0, "validation needs an emulated link rate (--link-mbit) to predict time");
-    let root = tempfile::tempdir_in(&cfg.scratch)?;
-    let image = Image::make(&root.path().join("img"), size_mib)?;
-    let f = Fabric::builder().receivers(n).mtu(cfg.mtu).build().context("building the fabric")?;
-    set_offloads(&f, cfg.offloads)?;
-    for h in f.hosts() {
-        h.set_rate(Flow::ToHost, Some(Rate::mbit(link_mbit)))?;
-        h.set_rate(Flow::FromHost, Some(Rate::mbit(link_mbit)))?;
-    }
-    let mc = contenders::by_name("metalcast")?;
-    let mut out = Vec::new();
-    let mut port = 45000;
-    for &loss in &cfg.losses {
-        for h in f.receivers() {
-            h.set_loss(Flow::ToHost, loss.config(true))?;
-        }
-        let (mut secs, mut wire) = (Vec::new(), Vec::new());
-        for rep in 0..cfg.reps {
-            let work = root.path().join(format!("run-{port}"));
-            std::fs::create_dir_all(&work)?;
-            let env = Env {
-                fabric: &f,
-                image: &image,
-                work: &work,
-                port,
-                mtu: cfg.mtu,
-                link_mbit,
-                rate_mbit: cfg.rate_mbit,
-                verify: false,
-                timeout: cfg.timeout,
-            };
-            port += 10;
-            let dev = f.sender().ifname().to_owned();
-            let d = dev.clone();
-            let (b0, p0) = f.sender().run_in(move || dev_tx(&d))??;
-            let o = mc.run(&env)?;
-            let (b1, p1) = f.sender().run_in(move || dev_tx(&dev))??;
-            let w = (b1 - b0 - 14 * (p1 - p0)) as f64 / image.raw_bytes as f64;
-            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-            let load = load.split_whitespace().next().unwrap_or("?").to_owned();
-            eprintln!(
-                "validate N={n} loss {} rep {rep}: {:.2}s sender wire ip {w:.4} (load average {load})",
-                loss.label(),
-                o.secs
-            );
-            secs.push(o.secs);
-            wire.push(w);
-        }
-        let sim = crate::sim::Config {
-            receivers: n,
-            loss,
-            image_bytes: image.raw_bytes,
-            mtu: cfg.mtu as usize,
-            link_mbit: link_mbit as f64,
-            rate_mbit: cfg.rate_mbit as f64,
-            // Sender and receivers share this box's cores.
-            shared_cores: Some(std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64)),
-            ..base.clone()
-        };
-        let p = crate::sim::metalcast(&sim);
-        out.push(Validation {
-            scenario: Scenario { receivers: n, loss, size_mib, link_mbit },
-            measured_secs: Summary::of(&secs).median,
-            predicted_secs: p.secs,
-            measured_wire_ip: Summary::of(&wire).median,
-            predicted_wire_ip: p.wire_ip,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

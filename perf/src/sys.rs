@@ -118,3 +118,17 @@ pub fn thread_cpu_secs() -> f64 {
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     secs(u.user_time()) + secs(u.system_time())
 }
+
+/// Busy CPU seconds of the whole machine since boot, all CPUs (user, nice,
+/// system, irq, softirq and steal time from the first line of `/proc/stat`).
+pub fn machine_busy_secs() -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    anyhow::ensure!(v.len() >= 8, "unexpected /proc/stat: {line}");
+    // user nice system idle iowait irq softirq steal
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Ok(busy as f64 / hz)
+}
