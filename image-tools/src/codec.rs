@@ -46,6 +46,22 @@ pub fn decode_chunk(
     decompressor: &mut zstd::bulk::Decompressor<'_>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
+    if check_or_decode_chunk(m, index, stored, decompressor, out)? {
+        out.extend_from_slice(stored);
+    }
+    Ok(())
+}
+
+/// Like [`decode_chunk`], without copying a chunk stored raw: returns `true`
+/// when the chunk is raw and `stored` itself is its checked data (`out`
+/// cleared), `false` when the checked data was decompressed into `out`.
+pub fn check_or_decode_chunk(
+    m: &Manifest,
+    index: usize,
+    stored: &[u8],
+    decompressor: &mut zstd::bulk::Decompressor<'_>,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
     let corrupt = |reason: String| {
         let (part, off) = m.locate(index).map(|(p, o)| (p.name.clone(), o)).unwrap_or_default();
         BundleError::CorruptChunk { index, part, part_offset: off, reason }
@@ -56,8 +72,8 @@ pub fn decode_chunk(
         return Err(corrupt(format!("{} stored bytes, manifest says {}", stored.len(), c.stored)));
     }
     out.clear();
-    if c.raw {
-        out.extend_from_slice(stored);
+    let data = if c.raw {
+        stored
     } else {
         out.reserve(c.len as usize);
         let n = decompressor.decompress_to_buffer(stored, out).map_err(|e| corrupt(format!("zstd: {e}")))?;
@@ -65,12 +81,13 @@ pub fn decode_chunk(
             out.clear();
             return Err(corrupt(format!("decompresses to {n} bytes, manifest says {}", c.len)));
         }
-    }
-    if blake3::hash(out).as_bytes() != &want_hash {
+        &out[..]
+    };
+    if blake3::hash(data).as_bytes() != &want_hash {
         out.clear();
         return Err(corrupt("BLAKE3 hash does not match the manifest".into()));
     }
-    Ok(())
+    Ok(c.raw)
 }
 
 #[cfg(test)]

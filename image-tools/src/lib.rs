@@ -31,7 +31,7 @@ pub mod sign;
 mod sys;
 
 pub use builder::{BuildSpec, BuildSummary, PartInput, build, spec_from_dir, spec_from_inputs};
-pub use codec::decode_chunk;
+pub use codec::{check_or_decode_chunk, decode_chunk};
 pub use error::{BundleError, Result};
 pub use extract::{PartFiles, extract};
 pub use format::SignedManifest;

@@ -218,8 +218,9 @@ struct Job {
 
 /// What the decode thread did with a [`Job`].
 enum Outcome {
-    /// The chunk, decompressed and checked against the manifest, is in `out`.
-    Ready { b: usize, out: Vec<u8>, buf: Vec<u8>, decoded: bool },
+    /// The chunk, decompressed and checked against the manifest, is in
+    /// `data`; `spare` is the job's other buffer, for reuse.
+    Ready { b: usize, data: Vec<u8>, spare: Vec<u8>, decoded: bool },
     /// The symbols do not determine the block yet: one more is needed.
     Short { b: usize, pend: Box<Pend>, out: Vec<u8> },
     /// Decoded, but not what the manifest says: never written.
@@ -260,10 +261,10 @@ impl BlockDecoder {
         };
         let Some(mut bytes) = bytes else { return Outcome::Short { b, pend, out } };
         bytes.truncate(blk.len as usize);
-        let verified = metalcast_image::decode_chunk(&self.manifest, blk.chunk, &bytes, &mut self.zstd, &mut out);
-        bytes.resize(self.layout.padded_len(), 0);
-        match verified {
-            Ok(()) => Outcome::Ready { b, out, buf: bytes, decoded },
+        // A chunk stored raw is checked where it lies and written from the block buffer (no copy).
+        match metalcast_image::check_or_decode_chunk(&self.manifest, blk.chunk, &bytes, &mut self.zstd, &mut out) {
+            Ok(true) => Outcome::Ready { b, data: bytes, spare: out, decoded },
+            Ok(false) => Outcome::Ready { b, data: out, spare: bytes, decoded },
             Err(error) => Outcome::Corrupt { b, error, buf: bytes, out, decoded },
         }
     }
@@ -363,6 +364,7 @@ impl<'a> Receiver<'a> {
         let mut late: Vec<(usize, u32, Vec<u8>)> = Vec::new();
         // Block and chunk buffers are reused: fresh memory costs a page fault per 4 KiB on first touch.
         let mut pool: Vec<Vec<u8>> = Vec::new();
+        let padded = self.layout.padded_len();
         let mut outs: Vec<Vec<u8>> = Vec::new();
         let mut last_report = Instant::now() - self.cfg.report_interval;
         let mut last_packet = Instant::now();
@@ -479,12 +481,12 @@ impl<'a> Receiver<'a> {
             while let Ok(o) = out_rx.try_recv() {
                 busy -= 1;
                 match o {
-                    Outcome::Ready { b, out, buf, decoded } => {
+                    Outcome::Ready { b, data, spare, decoded } => {
                         redundant += late.extract_if(.., |x| x.0 == b).count() as u64;
                         let chunk = self.layout.blocks[b].chunk;
-                        sink.write_chunk(self.manifest, chunk, &out)
+                        sink.write_chunk(self.manifest, chunk, &data)
                             .map_err(|source| TransportError::Sink { chunk, source })?;
-                        bytes_written += out.len() as u64;
+                        bytes_written += data.len() as u64;
                         decoded_blocks += u64::from(decoded);
                         slots[b] = Slot::Done;
                         pending -= 1;
@@ -493,7 +495,7 @@ impl<'a> Receiver<'a> {
                         while first_not_done < nblocks && matches!(slots[first_not_done], Slot::Done) {
                             first_not_done += 1;
                         }
-                        recycle(&mut pool, &mut outs, buf, out);
+                        recycle(&mut pool, &mut outs, data, spare, padded);
                     }
                     Outcome::Short { b, mut pend, out } => {
                         decoded_blocks += 1;
@@ -509,7 +511,7 @@ impl<'a> Receiver<'a> {
                             submit(&job_tx, Job { b, pend, out })?;
                         } else {
                             slots[b] = Slot::Pending(pend);
-                            recycle(&mut pool, &mut outs, Vec::new(), out);
+                            recycle(&mut pool, &mut outs, Vec::new(), out, padded);
                         }
                     }
                     Outcome::Corrupt { b, error, buf, out, decoded } => {
@@ -521,7 +523,7 @@ impl<'a> Receiver<'a> {
                         slots[b] = Slot::Idle;
                         pending -= 1;
                         report_now = true;
-                        recycle(&mut pool, &mut outs, buf, out);
+                        recycle(&mut pool, &mut outs, buf, out, padded);
                     }
                 }
             }
@@ -637,13 +639,16 @@ fn submit(jobs: &mpsc::SyncSender<Job>, job: Job) -> Result<(), TransportError> 
     jobs.send(job).map_err(|_| TransportError::io("decode thread", std::io::Error::other("the decode thread stopped")))
 }
 
-/// Keeps a few emptied buffers for reuse.
-fn recycle(pool: &mut Vec<Vec<u8>>, outs: &mut Vec<Vec<u8>>, buf: Vec<u8>, out: Vec<u8>) {
-    if pool.len() < 4 && !buf.is_empty() {
-        pool.push(buf);
-    }
-    if outs.len() < 4 {
-        outs.push(out);
+/// Keeps a few emptied buffers for reuse: those big enough for a block (at
+/// `padded` bytes, as fresh block buffers are) in `pool`, others in `outs`.
+fn recycle(pool: &mut Vec<Vec<u8>>, outs: &mut Vec<Vec<u8>>, a: Vec<u8>, b: Vec<u8>, padded: usize) {
+    for mut v in [a, b] {
+        if v.capacity() >= padded && pool.len() < 4 {
+            v.resize(padded, 0);
+            pool.push(v);
+        } else if outs.len() < 4 {
+            outs.push(v);
+        }
     }
 }
 
