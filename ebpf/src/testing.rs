@@ -2,10 +2,15 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// A metalcast packet (header, a small body, a dummy MAC) of `kind`.
+/// A metalcast packet (header, a small body, a dummy MAC) of `kind`, wire version 2.
 pub(crate) fn mc_packet(kind: u8, session: u64, a: u32) -> Vec<u8> {
+    mc_packet_version(2, kind, session, a)
+}
+
+/// [`mc_packet`] with another wire version byte.
+pub(crate) fn mc_packet_version(version: u8, kind: u8, session: u64, a: u32) -> Vec<u8> {
     let mut p = b"MC".to_vec();
-    p.push(1);
+    p.push(version);
     p.push(kind);
     p.extend(session.to_le_bytes());
     p.extend(42u64.to_le_bytes());

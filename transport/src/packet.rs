@@ -1,8 +1,9 @@
 //! Packet formats and their authentication (see `docs/wire-protocol.md`).
 //!
 //! Every packet, multicast or unicast, is
-//! `header (24 bytes) | body | MAC (16 bytes)`, where the MAC is keyed
-//! BLAKE3 under the session key over header and body, truncated to 16 bytes.
+//! `header (24 bytes) | body | MAC (16 bytes)`, where the MAC is AEGIS-128L
+//! (used as a MAC, 128-bit tag) over header and body, under a key derived
+//! from the session key.
 //! Nothing in a packet is looked at beyond the fixed header before the MAC
 //! has been checked.
 
@@ -10,8 +11,8 @@ use crate::session::SessionKey;
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"MC";
-/// Wire protocol version.
-pub const VERSION: u8 = 1;
+/// Wire protocol version (2: AEGIS-128L packet MAC; 1 used keyed BLAKE3).
+pub const VERSION: u8 = 2;
 /// Fixed header length.
 pub const HEADER_LEN: usize = 24;
 /// MAC length.
@@ -107,8 +108,9 @@ impl Header {
 }
 
 fn mac(key: &SessionKey, data: &[u8]) -> [u8; MAC_LEN] {
-    let h = blake3::keyed_hash(&key.0, data);
-    h.as_bytes()[..MAC_LEN].try_into().expect("16 of 32 bytes")
+    let mut m = key.mac();
+    m.update(data);
+    m.finalize()
 }
 
 /// Appends the MAC over `buf[..]` (header and body already written).
@@ -133,15 +135,10 @@ pub fn open<'a>(key: &SessionKey, session: u64, pkt: &'a [u8]) -> Result<(Header
         return Err(Reject::OtherSession);
     }
     let (data, tag) = pkt.split_at(pkt.len() - MAC_LEN);
-    let want = blake3::keyed_hash(&key.0, data);
-    // blake3::Hash equality is constant time; compare the truncated tags the same way.
-    let mut diff = 0u8;
-    for (a, b) in want.as_bytes()[..MAC_LEN].iter().zip(tag) {
-        diff |= a ^ b;
-    }
-    if diff != 0 {
-        return Err(Reject::BadMac);
-    }
+    let mut m = key.mac();
+    m.update(data);
+    // Constant-time comparison inside aegis.
+    m.verify(tag.try_into().expect("MAC_LEN bytes")).map_err(|_| Reject::BadMac)?;
     Ok((h, &data[HEADER_LEN..]))
 }
 
@@ -265,7 +262,7 @@ mod tests {
     use super::*;
 
     fn key(b: u8) -> SessionKey {
-        SessionKey([b; 32])
+        SessionKey::from_bytes([b; 32])
     }
 
     #[test]
