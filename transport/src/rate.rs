@@ -54,6 +54,10 @@ pub struct RateControl {
     cap: f64,
     min: f64,
     slow_start: bool,
+    /// After a cut: three quarters of the nominal rate before it, regrown at
+    /// slow-start speed (the cut itself may have gone lower, from what a
+    /// starved sender really sent).
+    recover: f64,
     strikes: u32,
     hold: u32,
     last_seq: u64,
@@ -75,6 +79,7 @@ impl RateControl {
             cap,
             min: rate / 4.0,
             slow_start: true,
+            recover: 0.0,
             strikes: 0,
             hold: 0,
             last_seq: 0,
@@ -96,9 +101,11 @@ impl RateControl {
     /// `None` if none had news. Two congested windows in a row cut the rate
     /// to three quarters of what was really sent in the window (then two
     /// windows pass before it grows again: their reports predate the cut); a
-    /// clean window raises it by 25% until the first cut, by 5% after, but
-    /// never past twice what was really sent (a sender that cannot go faster
-    /// must not bank a rate it would later have to shed).
+    /// clean window raises it by 25% until the first cut, by 5% after (but by
+    /// 25% again while below three quarters of the nominal rate before the
+    /// last cut: a cut from a starved sender's low output is not a verdict
+    /// on the network), never past twice what was really sent (a sender that
+    /// cannot go faster must not bank a rate it would later have to shed).
     pub fn update(&mut self, verdict: Option<bool>, seq: u64, bytes: u64, now: Instant) {
         let secs = now.duration_since(self.last).as_secs_f64();
         let sent = bytes.saturating_sub(self.last_bytes) as f64 / secs.max(1e-3);
@@ -111,6 +118,7 @@ impl RateControl {
                 self.strikes += 1;
                 if self.strikes >= 2 {
                     self.strikes = 0;
+                    self.recover = self.rate * 0.75;
                     self.rate = (self.rate.min(sent) * 0.75).max(self.min);
                     self.slow_start = false;
                     self.hold = 2;
@@ -122,7 +130,13 @@ impl RateControl {
                 if self.hold > 0 {
                     self.hold -= 1;
                 } else {
-                    let grown = self.rate * if self.slow_start { 1.25 } else { 1.05 };
+                    let grown = if self.slow_start {
+                        self.rate * 1.25
+                    } else if self.rate < self.recover {
+                        (self.rate * 1.25).min(self.recover)
+                    } else {
+                        self.rate * 1.05
+                    };
                     self.rate = grown.min(self.cap).min((2.0 * sent).max(self.rate));
                     self.peak = self.peak.max(self.rate);
                 }
@@ -207,5 +221,32 @@ mod tests {
         c.update(Some(true), 0, 50 * 50, t + Duration::from_secs(50));
         c.update(Some(true), 0, 50 * 51, t + Duration::from_secs(51));
         assert_eq!(c.rate, 37.5, "three quarters of the 50 really sent");
+    }
+
+    #[test]
+    fn regrows_fast_after_a_cut_from_a_starved_sender() {
+        let mut t = Instant::now();
+        let mut c = RateControl::new(400.0, None, t);
+        let mut bytes = 0u64;
+        // Two congested windows in which the sender (short of CPU) sent only 200 bytes/s of its 400.
+        for _ in 0..2 {
+            t += Duration::from_secs(1);
+            bytes += 200;
+            c.update(Some(true), 0, bytes, t);
+        }
+        assert_eq!(c.rate, 150.0, "cut from what was sent");
+        // The sender keeps up again: after the two held windows, 25% a window up to 300
+        // (three quarters of the 400 before the cut), then 5%.
+        let mut rates = Vec::new();
+        for _ in 0..12 {
+            t += Duration::from_secs(1);
+            bytes += c.rate as u64;
+            c.update(Some(false), 0, bytes, t);
+            rates.push(c.rate);
+        }
+        assert_eq!(&rates[..3], &[150.0, 150.0, 187.5]);
+        let at_target = rates.iter().position(|&r| r == 300.0).expect("reaches 300");
+        assert_eq!(at_target, 5, "{rates:?}");
+        assert!((rates[at_target + 1] - 315.0).abs() < 1e-9, "then 5%: {rates:?}");
     }
 }
