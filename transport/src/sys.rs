@@ -70,17 +70,34 @@ pub fn receiver_socket(group: SocketAddrV4, iface: Ipv4Addr) -> Result<UdpSocket
     Ok(s.into())
 }
 
-/// A batch of receive buffers for `recvmmsg`.
+/// Asks the kernel to hand `s` coalesced datagrams (UDP GRO: one read
+/// carries several same-size datagrams, with their size in a control
+/// message). Returns whether the kernel accepted (it has since 5.0).
+pub fn enable_gro(s: &UdpSocket) -> bool {
+    setsockopt(s, sockopt::UdpGroSegment, &true).is_ok()
+}
+
+/// Control message room per read: one `UDP_GRO` int, with headroom.
+const CTRL_LEN: usize = 64;
+
+/// A batch of receive buffers for `recvmmsg`, splitting GRO-coalesced reads
+/// back into datagrams.
 pub struct RecvBatch {
     bufs: Vec<u8>,
     cap: usize,
+    /// Never read here: kept alive because every `hdrs[i].msg_control` points into it.
+    _ctrl: Vec<u8>,
     /// Never read: kept alive because every `hdrs[i].msg_iov` points into it.
     _iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Datagrams of the last receive: (offset in `bufs`, length).
+    segs: Vec<(usize, usize)>,
+    /// Reads that carried several coalesced datagrams, since creation.
+    coalesced_reads: u64,
 }
 
-// SAFETY: the raw pointers inside `_iovs`/`hdrs` point only into `bufs` and
-// `_iovs`, heap allocations owned by the same value that move with it.
+// SAFETY: the raw pointers inside `_iovs`/`hdrs` point only into `bufs`,
+// `ctrl` and `_iovs`, heap allocations owned by the same value that move with it.
 unsafe impl Send for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
@@ -90,9 +107,11 @@ impl std::fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
-    /// `n` buffers of `cap` bytes each.
+    /// `n` buffers of `cap` bytes each (with GRO, `cap` must hold a
+    /// coalesced read: 64 KiB).
     pub fn new(n: usize, cap: usize) -> Self {
         let mut bufs = vec![0u8; n * cap];
+        let mut ctrl = vec![0u8; n * CTRL_LEN];
         let mut iovs: Vec<libc::iovec> = (0..n)
             .map(|i| libc::iovec {
                 // SAFETY: i * cap < n * cap = bufs.len(), so the pointer stays inside the allocation.
@@ -107,15 +126,18 @@ impl RecvBatch {
                 // SAFETY: i < n = iovs.len().
                 h.msg_hdr.msg_iov = unsafe { iovs.as_mut_ptr().add(i) };
                 h.msg_hdr.msg_iovlen = 1;
+                // SAFETY: i * CTRL_LEN < n * CTRL_LEN = ctrl.len().
+                h.msg_hdr.msg_control = unsafe { ctrl.as_mut_ptr().add(i * CTRL_LEN) }.cast();
                 h
             })
             .collect();
-        RecvBatch { bufs, cap, _iovs: iovs, hdrs }
+        RecvBatch { bufs, cap, _ctrl: ctrl, _iovs: iovs, hdrs, segs: Vec::with_capacity(n), coalesced_reads: 0 }
     }
 
-    /// Receives up to a batch of datagrams, waiting at most `timeout` for the
-    /// first. Returns how many arrived (0 on timeout).
+    /// Receives up to a batch of reads, waiting at most `timeout` for the
+    /// first. Returns how many datagrams arrived (0 on timeout).
     pub fn recv(&mut self, s: &UdpSocket, timeout: Duration) -> Result<usize, TransportError> {
+        self.segs.clear();
         let mut pfd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: pfd is a valid pollfd for the duration of the call; nfds = 1.
@@ -132,9 +154,12 @@ impl RecvBatch {
         }
         for h in &mut self.hdrs {
             h.msg_len = 0;
+            // The kernel shrinks it to what it wrote.
+            h.msg_hdr.msg_controllen = CTRL_LEN as _;
         }
         // SAFETY: hdrs holds hdrs.len() initialised mmsghdr whose iovecs point
-        // into self.bufs with the stated lengths; both outlive the call.
+        // into self.bufs and whose control buffers into self.ctrl, with the
+        // stated lengths; all outlive the call.
         let n = unsafe {
             libc::recvmmsg(
                 s.as_raw_fd(),
@@ -151,14 +176,49 @@ impl RecvBatch {
                 _ => Err(TransportError::io("recvmmsg", e)),
             };
         }
-        Ok(n as usize)
+        for i in 0..n as usize {
+            let len = (self.hdrs[i].msg_len as usize).min(self.cap);
+            let start = i * self.cap;
+            match gro_segment_size(&self.hdrs[i].msg_hdr) {
+                Some(seg) if seg > 0 && seg < len => {
+                    self.coalesced_reads += 1;
+                    self.segs.extend((0..len).step_by(seg).map(|o| (start + o, seg.min(len - o))));
+                }
+                _ => self.segs.push((start, len)),
+            }
+        }
+        Ok(self.segs.len())
     }
 
     /// Datagram `i` of the last receive.
     pub fn get(&self, i: usize) -> &[u8] {
-        let len = (self.hdrs[i].msg_len as usize).min(self.cap);
-        &self.bufs[i * self.cap..i * self.cap + len]
+        let (off, len) = self.segs[i];
+        &self.bufs[off..off + len]
     }
+
+    /// Reads that carried several coalesced datagrams so far.
+    pub fn coalesced_reads(&self) -> u64 {
+        self.coalesced_reads
+    }
+}
+
+/// The `UDP_GRO` segment size in a received message's control data, if any.
+fn gro_segment_size(m: &libc::msghdr) -> Option<usize> {
+    // SAFETY: `m` was filled by recvmmsg: msg_control points to msg_controllen
+    // bytes of control messages (our buffer, CTRL_LEN long), which the CMSG
+    // macros walk without leaving them; the int payload of a UDP_GRO message
+    // is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    None
 }
 
 /// Waits until `s` is readable or `d` passes (at most 1 s).

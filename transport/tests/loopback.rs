@@ -187,3 +187,39 @@ fn a_chunk_that_fails_its_hash_is_never_written_and_fetched_afresh() {
     assert_eq!(sink.parts[0], std::fs::read(dir.path().join("kernel")).unwrap(), "a corrupt chunk was written");
     assert_eq!(sink.parts[1], b"tiny initrd");
 }
+
+/// UDP GRO on the socket path: the sender's GSO batch reaches a UDP_GRO
+/// socket over loopback as one coalesced read (as a NIC's or veth's GRO
+/// would deliver it), and `SocketSource` splits it back into exactly the
+/// datagrams sent, the short last one included.
+#[test]
+fn gro_reads_are_split_into_the_datagrams_sent() {
+    use metalcast_transport::PacketSource;
+    use nix::sys::socket::{setsockopt, sockopt};
+
+    let port = free_port();
+    let mut src = metalcast_transport::SocketSource::join_group(
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        Ipv4Addr::LOCALHOST,
+        1000,
+    )
+    .unwrap();
+    if !src.gro() {
+        println!("SKIP gro_reads_are_split_into_the_datagrams_sent: this kernel refuses UDP_GRO");
+        return;
+    }
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    setsockopt(&tx, sockopt::UdpGsoSegment, &1100).unwrap();
+    let payload: Vec<u8> = (0..10 * 1100 + 500u32).map(|i| (i * 7 % 251) as u8).collect();
+    tx.send_to(&payload, (Ipv4Addr::LOCALHOST, port)).unwrap();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < 11 && std::time::Instant::now() < deadline {
+        let n = src.recv(Duration::from_millis(200)).unwrap();
+        got.extend((0..n).map(|i| src.get(i).to_vec()));
+    }
+    let want: Vec<Vec<u8>> = payload.chunks(1100).map(<[u8]>::to_vec).collect();
+    assert_eq!(got.len(), want.len(), "datagrams received");
+    assert!(got == want, "datagrams differ from those sent");
+    assert!(src.coalesced_reads() >= 1, "no coalesced read: the split was not exercised");
+}
