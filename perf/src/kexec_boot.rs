@@ -143,6 +143,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
                 modules_root: Some(modules.clone()),
                 modules: ["virtio_pci", "virtio_net", "virtio_rng", "e1000"].map(String::from).to_vec(),
                 files: vec![(d.join("site.pub"), "/etc/metalcast/trusted/site.pub".into())],
+                programs: Vec::new(),
                 zstd_level: 9,
             },
             &out,
