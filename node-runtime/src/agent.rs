@@ -46,6 +46,8 @@ pub struct AgentConfig {
     /// Attended mode: show the images offered on the console and boot the
     /// default after this countdown unless someone chooses.
     pub attended: Option<Duration>,
+    /// How a kexec hand-over stages the kernel (`kexec_file_load`, legacy `kexec_load`, or file then load).
+    pub kexec_method: crate::kexec::KexecMethod,
 }
 
 /// Talks to the control plane.
@@ -172,7 +174,7 @@ impl Run<'_> {
             Ok((d, data)) => (Status::Ok, exit::OK, d, data),
             Err((code, d)) => (Status::Failed, code, d, serde_json::Value::Null),
         };
-        println!("metalcast: phase {phase:?} {status:?} in {secs:.2}s: {detail}");
+        println!("metalcast: phase {phase:?} {status:?} in {secs:.2}s at {:.2}s uptime: {detail}", inventory::uptime());
         let report = Report {
             instruction: self.instruction,
             boot_id: self.boot_id.clone(),
@@ -230,7 +232,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             };
             (code, e.to_string())
         })?;
-        println!("metalcast: last byte received");
+        println!("metalcast: last byte received at {:.2}s uptime", inventory::uptime());
         targets = Some(t);
         let detail = format!(
             "{:.1} MiB in {:.2}s, {} packets, {} blocks decoded, loss ~{:.1}%",
@@ -252,8 +254,16 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         return exit::WRITE;
     }
     if !run.phase(Phase::Verify, || {
-        let n = t.verify(&m).map_err(|e| (exit::WRITE, e.to_string()))?;
-        Ok((format!("{n} bytes re-read and matched the manifest"), serde_json::Value::Null))
+        let v = t.verify(&m).map_err(|e| (exit::WRITE, e.to_string()))?;
+        Ok((
+            format!(
+                "{} bytes verified: {} re-read from the device and matched the manifest, {} in memory hash-checked on arrival",
+                v.total(),
+                v.reread,
+                v.on_arrival
+            ),
+            serde_json::json!({ "reread_bytes": v.reread, "on_arrival_bytes": v.on_arrival }),
+        ))
     }) {
         return exit::WRITE;
     }
@@ -278,28 +288,23 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
                     .copied()
                     .collect::<Vec<_>>()
                     .join(" ");
-                sys::kexec_file_load(kernel, t.initrd(), &cmdline).map_err(|e| match e {
-                    sys::KexecError::FileLoadRefused(e) => (
-                        exit::HANDOVER,
-                        format!("kexec_file_load refused ({e}); the legacy kexec_load path is not implemented"),
-                    ),
-                    sys::KexecError::Other(e) => (exit::HANDOVER, format!("kexec_file_load: {e}")),
-                })?;
-                if !sys::kexec_loaded() {
-                    return Err((
-                        exit::HANDOVER,
-                        "kexec_file_load returned but /sys/kernel/kexec_loaded is not 1".into(),
-                    ));
+                let staged = crate::kexec::stage(cfg.kexec_method, kernel, t.initrd(), &cmdline)
+                    .map_err(|e| (exit::HANDOVER, e.to_string()))?;
+                let how = match (staged.method, &staged.fallback_reason) {
+                    ("file", _) => "kexec_file_load".to_string(),
+                    (_, Some(why)) => format!("kexec_load (kexec-tools; kexec_file_load refused: {why})"),
+                    _ => format!("kexec_load (kexec-tools; kexec method {:?})", cfg.kexec_method).to_lowercase(),
+                };
+                let mut data = serde_json::json!({ "handover": "kexec", "kexec_method": staged.method });
+                if let Some(why) = &staged.fallback_reason {
+                    data["fallback_reason"] = why.clone().into();
                 }
-                Ok((
-                    format!("kernel staged, rebooting into it; cmdline {cmdline:?}"),
-                    serde_json::json!({ "handover": "kexec" }),
-                ))
+                Ok((format!("kernel staged with {how}, rebooting into it; cmdline {cmdline:?}"), data))
             });
             if !ok {
                 return exit::HANDOVER;
             }
-            println!("metalcast: kexec now");
+            println!("metalcast: kexec now at {:.2}s uptime", inventory::uptime());
             let e = sys::reboot_kexec();
             eprintln!("metalcast: reboot(LINUX_REBOOT_CMD_KEXEC): {e}");
             exit::HANDOVER
@@ -412,7 +417,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
             role: cfg.role,
             boot_id: boot_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            address: netinfo.addr.to_string(),
+            address: netinfo.addr_now().unwrap_or(netinfo.addr).to_string(),
             uptime_secs: inventory::uptime(),
             network_secs: netinfo.secs,
             inventory: inventory::collect(),
@@ -457,7 +462,8 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                         Run { client: &client, node: reply.node.clone(), boot_id: boot_id.clone(), instruction: i.id };
                     match i.action {
                         Action::Deploy(d) => {
-                            let code = deploy(cfg, &run, netinfo.addr, &d);
+                            let addr = netinfo.addr_now().unwrap_or(netinfo.addr);
+                            let code = deploy(cfg, &run, addr, &d);
                             if cfg.once {
                                 return code;
                             }
