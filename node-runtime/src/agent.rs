@@ -51,7 +51,7 @@ pub struct AgentConfig {
 }
 
 /// Talks to the control plane.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Client {
     base: String,
     http: ureq::Agent,
@@ -154,11 +154,56 @@ impl Client {
     }
 }
 
+enum ReportMsg {
+    Post(String, Box<Report>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Posts phase reports from a background thread, in order, so the control
+/// plane never sits on a deployment's critical path (e.g. a connection
+/// whose SYN is lost while the NIC is still flooded by the session costs a
+/// 1 s retransmission); [`Reporter::flush`] waits for them, bounded, before
+/// a kexec or an exit.
+struct Reporter {
+    tx: std::sync::mpsc::Sender<ReportMsg>,
+}
+
+impl Reporter {
+    fn new(client: Client) -> Reporter {
+        let (tx, rx) = std::sync::mpsc::channel::<ReportMsg>();
+        std::thread::spawn(move || {
+            for m in rx {
+                match m {
+                    ReportMsg::Post(node, r) => client.report(&node, &r),
+                    ReportMsg::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        });
+        Reporter { tx }
+    }
+
+    fn post(&self, node: &str, r: Report) {
+        let _ = self.tx.send(ReportMsg::Post(node.to_string(), Box::new(r)));
+    }
+
+    /// Waits until every report queued so far was posted (or dropped after
+    /// its retries), at most `timeout`; returns whether they all were.
+    fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = std::sync::mpsc::channel();
+        self.tx.send(ReportMsg::Flush(ack)).is_ok() && done.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// Longest wait for queued reports before a kexec or an exit.
+const REPORT_FLUSH: Duration = Duration::from_secs(10);
+
 /// Result of one phase: Ok(detail, data) or Err(exit code, detail).
 type PhaseResult = Result<(String, serde_json::Value), (u8, String)>;
 
 struct Run<'a> {
-    client: &'a Client,
+    reporter: &'a Reporter,
     node: String,
     boot_id: String,
     instruction: u64,
@@ -185,7 +230,7 @@ impl Run<'_> {
             detail,
             data,
         };
-        self.client.report(&self.node, &report);
+        self.reporter.post(&self.node, report);
         status == Status::Ok
     }
 }
@@ -304,6 +349,9 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             if !ok {
                 return exit::HANDOVER;
             }
+            if !run.reporter.flush(REPORT_FLUSH) {
+                eprintln!("metalcast: reports still pending after {REPORT_FLUSH:?}; handing over anyway");
+            }
             println!("metalcast: kexec now at {:.2}s uptime", inventory::uptime());
             let e = sys::reboot_kexec();
             eprintln!("metalcast: reboot(LINUX_REBOOT_CMD_KEXEC): {e}");
@@ -407,6 +455,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
         netinfo.iface, netinfo.mac, netinfo.addr, netinfo.method, netinfo.secs
     );
     let client = Client::new(&cfg.control_plane);
+    let reporter = Reporter::new(client.clone());
     let boot_id = inventory::boot_id();
     let mut backoff = Duration::from_millis(500);
     let mut epoch = None;
@@ -458,13 +507,18 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                 Ok(None) => continue,
                 Ok(Some(i)) => {
                     println!("metalcast: instruction {}", i.id);
-                    let run =
-                        Run { client: &client, node: reply.node.clone(), boot_id: boot_id.clone(), instruction: i.id };
+                    let run = Run {
+                        reporter: &reporter,
+                        node: reply.node.clone(),
+                        boot_id: boot_id.clone(),
+                        instruction: i.id,
+                    };
                     match i.action {
                         Action::Deploy(d) => {
                             let addr = netinfo.addr_now().unwrap_or(netinfo.addr);
                             let code = deploy(cfg, &run, addr, &d);
                             if cfg.once {
+                                reporter.flush(REPORT_FLUSH);
                                 return code;
                             }
                         }
@@ -476,6 +530,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                             // Only a machine the runtime booted (agent under our init) is powered off,
                             // never the host an agent was started on by hand or by a test.
                             if std::os::unix::process::parent_id() == 1 {
+                                reporter.flush(REPORT_FLUSH);
                                 let e = sys::power_off();
                                 eprintln!("metalcast: power off: {e}");
                             } else {

@@ -150,6 +150,16 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let d = dir.path();
     let key = SecretKey::generate();
     key.save(&d.join("site"))?;
+    // A release build keeps line tables (about 57 MB static): every byte of it is staged, hashed and
+    // unpacked on the hand-over path (and TFTP'd on the PXE path). Real nodes carry it stripped.
+    let size = std::fs::metadata(&cfg.node_static).with_context(|| cfg.node_static.display().to_string())?.len();
+    if size > 24 << 20 {
+        eprintln!(
+            "warning: {} is {} MiB: not stripped? (CARGO_PROFILE_RELEASE_STRIP=symbols, or strip(1))",
+            cfg.node_static.display(),
+            size >> 20
+        );
+    }
     let kexec_tool = match cfg.kexec_method.as_str() {
         "auto" | "file" => None,
         "load" => Some(
