@@ -242,6 +242,14 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         let h = r.reports.iter().find(|x| x.instruction == i && x.phase == Phase::Handover).unwrap();
         let method = if mac == mac_a { "load" } else { "file" };
         assert_eq!(h.data["kexec_method"], method, "{mac}: {}", h.detail);
+        // The disk target re-reads the device; memory chunks were hash-checked on arrival.
+        let v = r.reports.iter().find(|x| x.instruction == i && x.phase == Phase::Verify).unwrap();
+        let reread = v.data["reread_bytes"].as_u64().unwrap();
+        if mac == mac_b {
+            assert_eq!(reread, 6 * MIB as u64, "b's disk data re-read: {}", v.detail);
+        } else {
+            assert_eq!(reread, 0, "{}", v.detail);
+        }
     }
     // The tenant checks in as a tenant, with a new boot id: a new kernel, not the old one.
     let ta = wait_checkins(&server.api, mac_a, 2, kexec_wait).last_checkin().unwrap().clone();
