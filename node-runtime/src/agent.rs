@@ -503,6 +503,11 @@ pub fn run(cfg: &AgentConfig) -> u8 {
         }
         let wait = cfg.poll_wait.min(Duration::from_secs(reply.wait_secs.max(1)));
         loop {
+            // A new DHCP lease (after expiry or a NAK) may have changed the address: tell the control plane.
+            if netinfo.addr_now().is_some_and(|a| a.to_string() != checkin.address) {
+                println!("metalcast: address changed from {}; checking in again", checkin.address);
+                break;
+            }
             match client.poll(&reply.node, wait) {
                 Ok(None) => continue,
                 Ok(Some(i)) => {

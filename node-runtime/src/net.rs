@@ -440,7 +440,7 @@ fn keep_lease(iface: &str, mac: [u8; 6], mut lease: Lease, mut acquired: Instant
         // Expired or refused: stop using the address, then DISCOVER until a new lease comes.
         k.expiries.fetch_add(1, Ordering::Relaxed);
         set_addr(None);
-        if let Err(e) = sys::set_ipv4(iface, Ipv4Addr::UNSPECIFIED, 0) {
+        if let Err(e) = sys::clear_ipv4(iface) {
             eprintln!("metalcast: DHCP: dropping {} from {iface}: {e}", lease.addr);
         }
         println!("metalcast: address {} dropped from {iface}; discovering again", lease.addr);

@@ -135,6 +135,14 @@ pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
     ioctl_ifreq(&sock, libc::SIOCSIFBRDADDR, &mut r, "SIOCSIFBRDADDR")
 }
 
+/// Removes an interface's IPv4 address (`SIOCSIFADDR` with 0.0.0.0 deletes it).
+pub fn clear_ipv4(name: &str) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut r = ifreq(name)?;
+    r.ifr_ifru.ifru_addr = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+    ioctl_ifreq(&sock, libc::SIOCSIFADDR, &mut r, "SIOCSIFADDR 0.0.0.0")
+}
+
 /// Adds a default route through `gw`; an existing one is fine.
 pub fn add_default_route(gw: Ipv4Addr) -> io::Result<()> {
     let sock = inet_socket()?;

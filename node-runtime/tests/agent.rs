@@ -2,8 +2,9 @@
 //! static address, one configured by DHCP from dnsmasq) check in to the
 //! runtime API, survive a control-plane restart (re-check-in with backoff),
 //! receive one bundle in one multicast session into memory, verify it and
-//! report every phase. Hand-over is `none` here (the host kernel has no
-//! kexec); the QEMU tests cover kexec.
+//! report every phase. A DHCP agent keeps its lease (renew, rebind, and
+//! after a NAK a new lease and a new check-in) while it waits. Hand-over is
+//! `none` here (the host kernel has no kexec); the QEMU tests cover kexec.
 
 mod common;
 
@@ -300,5 +301,31 @@ fn dhcp_lease_is_renewed_and_rebound_while_waiting() {
     let r = server.api.node(&m0).unwrap();
     assert_eq!(r.checkins.len(), 1, "no re-check-in: the address never went away");
     assert_eq!(r.last_checkin().unwrap().address, c.address);
+    // An authoritative server whose range no longer holds the address refuses the renewal (NAK):
+    // the agent drops the address, DISCOVERs, gets one from the new range and checks in with it.
+    drop(_d);
+    let _d = Killed(
+        f.sender()
+            .command("dnsmasq")
+            .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
+            .arg(format!("--interface={}", f.sender().ifname()))
+            .args(["--dhcp-authoritative", "--dhcp-range=10.77.0.160,10.77.0.170,255.255.255.0,2m"])
+            .arg(format!("--dhcp-leasefile={}", dir.path().join("leases2").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&lines, "(NAK)", Duration::from_secs(30));
+    let l = wait_line(&lines, "dropped from", Duration::from_secs(10));
+    assert!(l.contains(&c.address), "{l}");
+    let l = wait_line(&lines, "DHCP new lease of 10.77.0.1", Duration::from_secs(30));
+    let new_addr = l.split_whitespace().nth(5).unwrap().to_string();
+    assert_ne!(new_addr, c.address, "{l}");
+    let r = wait_checkins(&server.api, &m0, 2, Duration::from_secs(30));
+    assert_eq!(r.last_checkin().unwrap().address, new_addr, "checked in again with the new address");
+    let shown = r0.command("ip").args(["-4", "-o", "addr", "show", "dev", r0.ifname()]).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&new_addr) && !shown.contains(&format!("{}/", c.address)), "{shown}");
     assert!(matches!(agent.0.try_wait(), Ok(None)), "the agent still runs");
 }
