@@ -290,12 +290,27 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Ok((detail, serde_json::to_value(&s).unwrap_or_default()))
     });
     let Some(mut t) = targets.filter(|_| ok) else { return exit::WRITE };
+    let handover = cfg.handover_override.unwrap_or(d.handover);
+    // A disk target's kexec stages the kernel while the device is flushed and
+    // verified: staging reads only the kernel and initrd memfds (each chunk
+    // hash-checked on arrival), never the device. Unstaged if they fail.
+    let mut early: Option<EarlyStaging> = None;
+    if handover == Handover::Kexec
+        && device.is_some()
+        && let (Some(boot), Some(kernel)) = (m.boot.as_ref(), t.kernel())
+    {
+        match crate::kexec::stage_in_background(cfg.kexec_method, kernel, t.initrd(), kexec_cmdline(boot, d)) {
+            Ok(h) => early = Some(h),
+            Err(e) => eprintln!("metalcast: staging in the background: {e}; staging after verification instead"),
+        }
+    }
     if device.is_some()
         && !run.phase(Phase::Flush, || {
             t.flush().map_err(|e| (exit::WRITE, e.to_string()))?;
             Ok(("device flushed".into(), serde_json::Value::Null))
         })
     {
+        unstage(early);
         return exit::WRITE;
     }
     if !run.phase(Phase::Verify, || {
@@ -310,9 +325,10 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             serde_json::json!({ "reread_bytes": v.reread, "on_arrival_bytes": v.on_arrival }),
         ))
     }) {
+        unstage(early);
         return exit::WRITE;
     }
-    match cfg.handover_override.unwrap_or(d.handover) {
+    match handover {
         Handover::None => {
             run.phase(Phase::Handover, || {
                 Ok(("hand-over none: staying in the runtime".into(), serde_json::json!({ "handover": "none" })))
@@ -327,14 +343,20 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             let ok = run.phase(Phase::Handover, || {
                 let boot = m.boot.as_ref().ok_or((exit::USAGE, "the bundle has no boot description".to_string()))?;
                 let kernel = t.kernel().ok_or((exit::USAGE, "the bundle has no kernel part".to_string()))?;
-                let cmdline = [boot.cmdline.as_str(), d.cmdline_append.as_str()]
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let staged = crate::kexec::stage(cfg.kexec_method, kernel, t.initrd(), &cmdline)
-                    .map_err(|e| (exit::HANDOVER, e.to_string()))?;
+                let cmdline = kexec_cmdline(boot, d);
+                let (staged, secs, during) = match early.take() {
+                    Some(h) => {
+                        let r = h.join().map_err(|_| (exit::HANDOVER, "the staging thread panicked".to_string()))?;
+                        let (s, secs) = r.map_err(|e| (exit::HANDOVER, e.to_string()))?;
+                        (s, secs, " (during flush and verify)")
+                    }
+                    None => {
+                        let t0 = Instant::now();
+                        let s = crate::kexec::stage(cfg.kexec_method, kernel, t.initrd(), &cmdline)
+                            .map_err(|e| (exit::HANDOVER, e.to_string()))?;
+                        (s, t0.elapsed(), "")
+                    }
+                };
                 let how = match (staged.method, &staged.fallback_reason) {
                     ("file", _) => "kexec_file_load".to_string(),
                     (_, Some(why)) => format!("kexec_load (kexec-tools; kexec_file_load refused: {why})"),
@@ -344,7 +366,14 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
                 if let Some(why) = &staged.fallback_reason {
                     data["fallback_reason"] = why.clone().into();
                 }
-                Ok((format!("kernel staged with {how}, rebooting into it; cmdline {cmdline:?}"), data))
+                data["staging_secs"] = secs.as_secs_f64().into();
+                Ok((
+                    format!(
+                        "kernel staged in {:.2}s{during} with {how}, rebooting into it; cmdline {cmdline:?}",
+                        secs.as_secs_f64()
+                    ),
+                    data,
+                ))
             });
             if !ok {
                 return exit::HANDOVER;
@@ -358,6 +387,28 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             exit::HANDOVER
         }
     }
+}
+
+/// A kernel staged in the background.
+type EarlyStaging = std::thread::JoinHandle<Result<(crate::kexec::Staged, Duration), crate::kexec::StageError>>;
+
+/// Waits for a background staging and unloads what it staged (the hand-over is off).
+fn unstage(early: Option<EarlyStaging>) {
+    if let Some(Ok(Ok(_))) = early.map(|h| h.join())
+        && let Err(e) = crate::kexec::unstage()
+    {
+        eprintln!("metalcast: unloading the staged kernel: {e}");
+    }
+}
+
+/// The next kernel's command line: the bundle's, then the instruction's addition.
+fn kexec_cmdline(boot: &metalcast_image::BootSpec, d: &Deploy) -> String {
+    [boot.cmdline.as_str(), d.cmdline_append.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Erases the node's disks (reclaim). Only on a machine the runtime booted:

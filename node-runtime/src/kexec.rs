@@ -157,6 +157,28 @@ pub fn stage(method: KexecMethod, kernel: &File, initrd: Option<&File>, cmdline:
     Ok(staged)
 }
 
+/// Unstages whatever kernel is staged (a hand-over that must not happen after all).
+pub fn unstage() -> std::io::Result<()> {
+    sys::kexec_unload()
+}
+
+/// Stages in a background thread (on duplicates of the descriptors), so the
+/// work overlaps with what the caller does meanwhile; the result carries
+/// the staging's own duration.
+pub fn stage_in_background(
+    method: KexecMethod,
+    kernel: &File,
+    initrd: Option<&File>,
+    cmdline: String,
+) -> std::io::Result<std::thread::JoinHandle<Result<(Staged, std::time::Duration), StageError>>> {
+    let kernel = kernel.try_clone()?;
+    let initrd = initrd.map(File::try_clone).transpose()?;
+    Ok(std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        stage(method, &kernel, initrd.as_ref(), &cmdline).map(|s| (s, t0.elapsed()))
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

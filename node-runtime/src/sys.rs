@@ -206,6 +206,30 @@ pub fn kexec_file_load(kernel: &File, initrd: Option<&File>, cmdline: &str) -> R
     }
 }
 
+/// Unloads a staged kexec image, however it was loaded (`kexec_file_load`
+/// with `KEXEC_FILE_UNLOAD`, else `kexec_load` with no segments).
+pub fn kexec_unload() -> io::Result<()> {
+    // SAFETY: with KEXEC_FILE_UNLOAD the kernel reads no descriptor and no command line (null, length 0).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            0 as libc::c_ulong,
+            std::ptr::null::<u8>(),
+            libc::KEXEC_FILE_UNLOAD as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: kexec_load with zero segments unloads; the null segment array is not read.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_kexec_load, 0 as libc::c_ulong, 0 as libc::c_ulong, std::ptr::null::<u8>(), 0)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Whether a kexec image is staged (`/sys/kernel/kexec_loaded`).
 pub fn kexec_loaded() -> bool {
     std::fs::read_to_string("/sys/kernel/kexec_loaded").is_ok_and(|s| s.trim() == "1")

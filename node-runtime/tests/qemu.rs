@@ -247,6 +247,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         let reread = v.data["reread_bytes"].as_u64().unwrap();
         if mac == mac_b {
             assert_eq!(reread, 6 * MIB as u64, "b's disk data re-read: {}", v.detail);
+            assert!(h.detail.contains("during flush and verify"), "disk target: staged meanwhile: {}", h.detail);
         } else {
             assert_eq!(reread, 0, "{}", v.detail);
         }

@@ -312,7 +312,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             kexec.push((t1 - t0).as_secs_f64());
             runtime_part.push((tk - t0).as_secs_f64());
             kernel_part.push((t1 - tk).as_secs_f64());
-            staging.push(phase_secs(&staged).with_context(|| format!("no phase time in {staged:?}"))?);
+            staging.push(staged_secs(&staged).with_context(|| format!("no staging time in {staged:?}"))?);
             drop(g);
 
             let mut g = Guest::start(tap, cfg.memory_mb, &["-boot".into(), "n".into()])?;
@@ -333,7 +333,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             },
             Row {
                 method: how.clone(),
-                span: "part: staging the kernel (handover phase, guest clock)".into(),
+                span: "part: staging the kernel (agent's own timing, guest clock)".into(),
                 secs: Summary::of(&staging),
             },
             Row {
@@ -369,9 +369,9 @@ pub fn markdown(rows: &[Row]) -> String {
     s
 }
 
-/// The seconds of an agent phase line, `metalcast: phase X Ok in 1.23s ...`.
-fn phase_secs(line: &str) -> Option<f64> {
-    let rest = &line[line.find(" in ")? + 4..];
+/// The staging time in the agent's handover phase line (`... kernel staged in 1.23s with ...`).
+fn staged_secs(line: &str) -> Option<f64> {
+    let rest = &line[line.find("kernel staged in ")? + "kernel staged in ".len()..];
     rest[..rest.find('s')?].parse().ok()
 }
 
@@ -379,8 +379,8 @@ fn phase_secs(line: &str) -> Option<f64> {
 mod tests {
     #[test]
     fn phase_line() {
-        let l = "metalcast: phase Handover Ok in 1.25s at 9.10s uptime: kernel staged with kexec_file_load";
-        assert_eq!(super::phase_secs(l), Some(1.25));
-        assert_eq!(super::phase_secs("metalcast: phase Handover"), None);
+        let l = "metalcast: phase Handover Ok in 1.30s at 9.10s uptime: kernel staged in 1.25s with kexec_file_load";
+        assert_eq!(super::staged_secs(l), Some(1.25));
+        assert_eq!(super::staged_secs("metalcast: phase Handover Ok in 1.30s"), None);
     }
 }
