@@ -2,13 +2,17 @@
 # Prerequisites of the metalcast-node tests (idempotent; run as root by .ci/run):
 #   qemu-system-x86   the QEMU guest tests (TCG; -accel kvm does not work on these machines)
 #   dnsmasq-base      the DHCP server the agent and guest tests run inside their namespaces
+#   kexec-tools       its `kexec` (and shared libraries) go into the guests' bootstrap
+#                     initramfs for the legacy kexec_load hand-over; preseeded so the
+#                     package never takes over this machine's own reboots
 #   Debian's linux-image-amd64 (6.1: kexec, virtio/e1000 as modules), unpacked
 #                     -- not installed -- by fetch-kernel.sh into /var/cache/metalcast/linux-image
 # The tests build the static runtime themselves (cargo, +crt-static, explicit --target).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in qemu-system-x86 dnsmasq-base; do
+echo "kexec-tools kexec-tools/load_kexec boolean false" | debconf-set-selections
+for pkg in qemu-system-x86 dnsmasq-base kexec-tools; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -167,6 +167,7 @@ fn images(a: &DemoArgs, dir: &Path, key: &SecretKey, pubkey: &Path, cp_url: &str
                 modules_root: Some(modules.clone()),
                 modules: GUEST_MODULES.iter().map(|m| m.to_string()).collect(),
                 files: vec![(pubkey.to_path_buf(), "/etc/metalcast/trusted/site.pub".into())],
+                programs: Vec::new(),
                 zstd_level: 9,
             },
             &out,

@@ -9,7 +9,13 @@
 //! - `/etc/metalcast/modules`: their file names, one per line, in load order
 //!   (dependencies first), read by the runtime when it runs as PID 1;
 //! - `/dev/console`, and empty `/proc`, `/sys`, `/run`, `/tmp`, `/mnt`;
-//! - any extra files (e.g. `/etc/metalcast/trusted/<name>.pub`).
+//! - any extra files (e.g. `/etc/metalcast/trusted/<name>.pub`);
+//! - extra programs (e.g. kexec-tools' `kexec`, the runtime's legacy
+//!   `kexec_load` path) with exactly the shared libraries they need: the
+//!   program interpreter from `PT_INTERP` and the `DT_NEEDED` libraries,
+//!   recursively, found in the system library directories and placed at
+//!   the same paths (the dynamic loader's default search path; no
+//!   `ld.so.cache`, no NSS modules).
 //!
 //! Module dependencies come from each module's own `.modinfo` `depends=`
 //! list (what `depmod` turns into `modules.dep`), so a kernel package that
@@ -37,15 +43,25 @@ pub struct InitramfsSpec {
     pub modules: Vec<String>,
     /// Extra files: (source on this machine, absolute destination in the initramfs).
     pub files: Vec<(PathBuf, String)>,
+    /// Dynamically linked (or static) programs: (source on this machine,
+    /// absolute destination); their interpreter and shared libraries are added.
+    pub programs: Vec<(PathBuf, String)>,
     /// zstd level of the archive (1-19).
     pub zstd_level: i32,
 }
+
+/// Where shared libraries are looked up (in order), and put at the same
+/// paths inside the initramfs: the dynamic loader's built-in search path on
+/// Debian amd64 (`ld.so --help`).
+pub const LIBRARY_DIRS: [&str; 4] = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"];
 
 /// What was built.
 #[derive(Debug, Clone)]
 pub struct InitramfsSummary {
     /// Modules in load order.
     pub modules: Vec<String>,
+    /// Interpreters and shared libraries added for `programs`, as paths inside the initramfs.
+    pub libraries: Vec<String>,
     /// Size of the cpio archive before compression.
     pub cpio_bytes: u64,
     /// Size of the compressed file.
@@ -109,6 +125,111 @@ fn elf_section<'a>(elf: &'a [u8], name: &str) -> std::result::Result<Option<&'a 
         }
     }
     Ok(None)
+}
+
+/// The dynamic facts of an ELF64 executable or library: its program
+/// interpreter (`PT_INTERP`, none for static and shared-library files) and
+/// its `DT_NEEDED` names, bounds-checked (read through the program headers,
+/// so stripped files work).
+pub fn elf_dynamic(elf: &[u8]) -> std::result::Result<(Option<String>, Vec<String>), String> {
+    let rd = |off: u64, len: usize| -> std::result::Result<u64, String> {
+        let off = usize::try_from(off).map_err(|_| format!("offset {off} too large"))?;
+        let b =
+            off.checked_add(len).and_then(|end| elf.get(off..end)).ok_or_else(|| format!("truncated ELF at {off}"))?;
+        let mut v = [0u8; 8];
+        v[..len].copy_from_slice(b);
+        Ok(u64::from_le_bytes(v))
+    };
+    let cstr = |off: u64| -> std::result::Result<String, String> {
+        let s = usize::try_from(off).ok().and_then(|o| elf.get(o..)).ok_or("string outside the file")?;
+        let end = s.iter().position(|b| *b == 0).ok_or("unterminated string")?;
+        String::from_utf8(s[..end].to_vec()).map_err(|_| "string is not UTF-8".to_string())
+    };
+    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Err("not a little-endian ELF64 file".into());
+    }
+    let (phoff, phentsize, phnum) = (rd(0x20, 8)?, rd(0x36, 2)?, rd(0x38, 2)?);
+    if phnum > 0 && phentsize < 0x38 {
+        return Err("bad program header table".into());
+    }
+    let mut interp = None;
+    let mut dynamic = None;
+    let mut loads = Vec::new();
+    for i in 0..phnum {
+        let h = phoff.checked_add(i * phentsize).ok_or("program header offset overflows")?;
+        let (ty, off, vaddr, filesz) = (rd(h, 4)?, rd(h + 8, 8)?, rd(h + 16, 8)?, rd(h + 32, 8)?);
+        match ty {
+            1 => loads.push((vaddr, off, filesz)),
+            2 => dynamic = Some((off, filesz)),
+            3 => interp = Some(cstr(off)?),
+            _ => {}
+        }
+    }
+    let Some((dyn_off, dyn_size)) = dynamic else { return Ok((interp, Vec::new())) };
+    // DT_NEEDED values are offsets into the string table, whose address (DT_STRTAB) is virtual.
+    let (mut needed, mut strtab) = (Vec::new(), None);
+    for k in 0..dyn_size / 16 {
+        let e = dyn_off.saturating_add(k * 16);
+        match (rd(e, 8)?, rd(e.saturating_add(8), 8)?) {
+            (0, _) => break,
+            (1, v) => needed.push(v),
+            (5, v) => strtab = Some(v),
+            _ => {}
+        }
+    }
+    if needed.is_empty() {
+        return Ok((interp, Vec::new()));
+    }
+    let strtab = strtab.ok_or("DT_NEEDED without DT_STRTAB")?;
+    let strtab_off = loads
+        .iter()
+        .find(|(va, _, sz)| strtab >= *va && strtab - va < *sz)
+        .map(|(va, off, _)| off.saturating_add(strtab - va))
+        .ok_or("DT_STRTAB outside every loaded segment")?;
+    let names = needed
+        .into_iter()
+        .map(|n| cstr(strtab_off.checked_add(n).ok_or("DT_NEEDED offset overflows")?))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((interp, names))
+}
+
+/// The interpreter and every shared library `programs` need, recursively,
+/// looked up in `dirs`: (source path, path inside the initramfs). A name
+/// that is the interpreter itself is not added twice.
+pub fn resolve_libraries(programs: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut todo: Vec<PathBuf> = programs.to_vec();
+    let mut interps: Vec<String> = Vec::new();
+    while let Some(file) = todo.pop() {
+        let bytes = std::fs::read(&file).map_err(|e| BundleError::io("reading", &file, e))?;
+        let (interp, needed) = elf_dynamic(&bytes).map_err(|e| bad("programs", format!("{}: {e}", file.display())))?;
+        if let Some(i) = interp
+            && !out.iter().any(|(_, d)| *d == i)
+        {
+            if !i.starts_with('/') {
+                return Err(bad("programs", format!("{}: relative interpreter {i:?}", file.display())));
+            }
+            interps.push(Path::new(&i).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            out.push((PathBuf::from(&i), i));
+        }
+        for n in needed {
+            if seen.contains(&n) || interps.contains(&n) {
+                continue;
+            }
+            if n.contains('/') {
+                return Err(bad("programs", format!("{}: needs a library by path ({n})", file.display())));
+            }
+            seen.push(n.clone());
+            let dir = dirs.iter().find(|d| d.join(&n).is_file()).ok_or_else(|| {
+                bad("programs", format!("{} needs {n}, which is in none of {dirs:?}", file.display()))
+            })?;
+            let src = dir.join(&n);
+            out.push((src.clone(), src.to_string_lossy().into_owned()));
+            todo.push(src);
+        }
+    }
+    Ok(out)
 }
 
 /// Finds `names` (and everything they depend on) under `root`; returns
@@ -215,24 +336,39 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsSumm
         list.push_str(&format!("{name}.ko\n"));
     }
     a.entry(MODULE_LIST, 0o100_644, list.as_bytes(), None)?;
-    let mut made_dirs: Vec<String> = Vec::new();
-    for (src, dest) in &spec.files {
+    let mut made_dirs: Vec<String> =
+        ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "etc/metalcast", "lib", "lib/modules", MODULE_DIR]
+            .map(String::from)
+            .to_vec();
+    let mut add = |a: &mut Archive, dest: &str, mode: u32, bytes: &[u8]| -> Result<()> {
         let rel = dest.trim_start_matches('/');
-        if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if !dest.starts_with('/') || rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(bad("file destination", format!("{dest:?} is not a clean absolute path")));
         }
-        // Parent directories that the fixed layout does not have yet.
+        // Parent directories that the archive does not have yet.
         let comps: Vec<&str> = rel.split('/').collect();
         for i in 1..comps.len() {
             let d = comps[..i].join("/");
-            let fixed = ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "etc/metalcast", "lib", "lib/modules"];
-            if !fixed.contains(&d.as_str()) && d != MODULE_DIR && !made_dirs.contains(&d) {
+            if !made_dirs.contains(&d) {
                 a.dir(&d)?;
                 made_dirs.push(d);
             }
         }
+        a.entry(rel, mode, bytes, None)
+    };
+    for (src, dest) in &spec.files {
         let bytes = std::fs::read(src).map_err(|e| BundleError::io("reading", src, e))?;
-        a.entry(rel, 0o100_644, &bytes, None)?;
+        add(&mut a, &format!("/{}", dest.trim_start_matches('/')), 0o100_644, &bytes)?;
+    }
+    let programs: Vec<PathBuf> = spec.programs.iter().map(|(s, _)| s.clone()).collect();
+    let dirs: Vec<PathBuf> = LIBRARY_DIRS.iter().map(PathBuf::from).collect();
+    let libraries = resolve_libraries(&programs, &dirs)?;
+    for (src, dest) in spec.programs.iter().chain(&libraries) {
+        let bytes = std::fs::read(src).map_err(|e| BundleError::io("reading", src, e))?;
+        if bytes.get(..4) != Some(b"\x7fELF") {
+            return Err(bad("programs", format!("{} is not an ELF file", src.display())));
+        }
+        add(&mut a, dest, 0o100_755, &bytes)?;
     }
     cpio::newc::trailer(&mut a.out).map_err(|e| bad("initramfs", e.to_string()))?;
     let cpio_bytes = a.out.len() as u64;
@@ -249,6 +385,7 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<InitramfsSumm
     t.persist(out).map_err(|e| BundleError::io("renaming into", out, e.error))?;
     Ok(InitramfsSummary {
         modules: modules.into_iter().map(|(n, _)| n).collect(),
+        libraries: libraries.into_iter().map(|(_, d)| d).collect(),
         cpio_bytes,
         bytes: compressed.len() as u64,
     })
@@ -329,6 +466,7 @@ mod tests {
             modules_root: Some(d.path().to_path_buf()),
             modules: vec!["virtio".into()],
             files: vec![(key, "/etc/metalcast/trusted/k.pub".into())],
+            programs: Vec::new(),
             zstd_level: 3,
         };
         let s = build_initramfs(&spec, &out).unwrap();
@@ -354,5 +492,76 @@ mod tests {
         assert!(names.iter().any(|(n, m)| n == "init" && m & 0o111 != 0));
         let bad = InitramfsSpec { files: vec![(out.clone(), "/../x".into())], ..spec };
         assert!(build_initramfs(&bad, &d.path().join("o2")).is_err());
+    }
+
+    /// Entry names of a built initramfs.
+    fn entries(path: &Path) -> Vec<String> {
+        let cpio = zstd::decode_all(std::fs::File::open(path).unwrap()).unwrap();
+        let (mut names, mut r) = (Vec::new(), &cpio[..]);
+        loop {
+            let e = cpio::newc::Reader::new(r).unwrap();
+            if e.entry().is_trailer() {
+                return names;
+            }
+            names.push(e.entry().name().to_owned());
+            r = e.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn program_with_its_shared_libraries() {
+        // This test binary is a real dynamically linked executable (glibc).
+        let exe = std::env::current_exe().unwrap();
+        let (interp, needed) = elf_dynamic(&std::fs::read(&exe).unwrap()).unwrap();
+        let interp = interp.expect("a dynamically linked executable has PT_INTERP");
+        assert!(interp.starts_with('/') && interp.contains("ld-linux"), "{interp}");
+        assert!(needed.iter().any(|n| n == "libc.so.6"), "{needed:?}");
+        let dirs: Vec<PathBuf> = LIBRARY_DIRS.iter().map(PathBuf::from).collect();
+        let libs = resolve_libraries(std::slice::from_ref(&exe), &dirs).unwrap();
+        let dests: Vec<&str> = libs.iter().map(|(_, d)| d.as_str()).collect();
+        assert!(dests.contains(&interp.as_str()), "{dests:?}");
+        assert!(dests.iter().any(|d| d.ends_with("/libc.so.6")), "{dests:?}");
+        assert_eq!(dests.iter().filter(|d| d.contains("ld-linux")).count(), 1, "interpreter once: {dests:?}");
+        // A library nowhere in the search path is an error naming it.
+        let e = resolve_libraries(std::slice::from_ref(&exe), &[PathBuf::from("/nonexistent")]).unwrap_err();
+        assert!(e.to_string().contains("which is in none of"), "{e}");
+
+        let d = tempfile::tempdir().unwrap();
+        let init = d.path().join("init");
+        std::fs::write(&init, b"\x7fELF-not-really").unwrap();
+        let out = d.path().join("initrd.img");
+        let spec = InitramfsSpec {
+            init,
+            modules_root: None,
+            modules: Vec::new(),
+            files: Vec::new(),
+            programs: vec![(exe.clone(), "/sbin/tool".into())],
+            zstd_level: 1,
+        };
+        let s = build_initramfs(&spec, &out).unwrap();
+        let names = entries(&out);
+        for want in ["sbin", "sbin/tool", interp.trim_start_matches('/')] {
+            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        }
+        for l in &s.libraries {
+            assert!(names.iter().any(|n| *n == l[1..]), "{l} missing from {names:?}");
+        }
+        // Not an ELF file: refused.
+        let txt = d.path().join("script");
+        std::fs::write(&txt, b"#!/bin/sh\n").unwrap();
+        let bad = InitramfsSpec { programs: vec![(txt, "/bin/x".into())], ..spec };
+        assert!(build_initramfs(&bad, &d.path().join("o2")).is_err());
+    }
+
+    #[test]
+    fn garbage_elf_dynamic_is_an_error_not_a_panic() {
+        for bad in [&b""[..], b"\x7fELF\x02\x01", &[0xffu8; 200][..]] {
+            assert!(elf_dynamic(bad).is_err());
+        }
+        let mut exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        exe[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes()); // program headers past the end
+        assert!(elf_dynamic(&exe).is_err());
+        // A file without program headers (like a module) has no dynamic facts.
+        assert_eq!(elf_dynamic(&fake_module("")).unwrap(), (None, Vec::new()));
     }
 }

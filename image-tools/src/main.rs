@@ -163,6 +163,12 @@ struct InitramfsArgs {
     /// e.g. `trusted.pub:/etc/metalcast/trusted/site.pub`.
     #[arg(long = "file", value_parser = parse_file_arg)]
     files: Vec<(PathBuf, String)>,
+    /// Program as SRC[:DEST] (repeatable; DEST defaults to SRC), added with its
+    /// interpreter and exactly the shared libraries it needs (DT_NEEDED,
+    /// recursively, from the system library directories), e.g.
+    /// `/usr/sbin/kexec:/sbin/kexec` for the runtime's kexec_load fallback.
+    #[arg(long = "program", value_parser = parse_program_arg)]
+    programs: Vec<(PathBuf, String)>,
     /// zstd level of the archive (1-19).
     #[arg(long, default_value_t = 12)]
     level: i32,
@@ -182,6 +188,14 @@ struct InitramfsArgs {
 
 fn parse_file_arg(s: &str) -> Result<(PathBuf, String), String> {
     let (src, dest) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected SRC:DEST"))?;
+    if !dest.starts_with('/') {
+        return Err(format!("{s:?}: DEST must be an absolute path inside the initramfs"));
+    }
+    Ok((PathBuf::from(src), dest.to_owned()))
+}
+
+fn parse_program_arg(s: &str) -> Result<(PathBuf, String), String> {
+    let (src, dest) = s.rsplit_once(':').unwrap_or((s, s));
     if !dest.starts_with('/') {
         return Err(format!("{s:?}: DEST must be an absolute path inside the initramfs"));
     }
@@ -320,6 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 modules_root: a.modules_dir,
                 modules: a.modules,
                 files: a.files,
+                programs: a.programs,
                 zstd_level: a.level,
             };
             let s = metalcast_image::initramfs::build_initramfs(&spec, &a.output)
@@ -331,6 +346,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 human(s.cpio_bytes),
                 s.modules.join(" ")
             );
+            if !s.libraries.is_empty() {
+                println!("shared libraries for the programs: {}", s.libraries.join(" "));
+            }
             if let (Some(out), Some(kernel)) = (a.bundle, a.kernel) {
                 let name = out.file_stem().map_or("bootstrap".into(), |s| s.to_string_lossy().into_owned());
                 let spec = metalcast_image::spec_from_inputs(

@@ -46,10 +46,12 @@ pub struct AgentConfig {
     /// Attended mode: show the images offered on the console and boot the
     /// default after this countdown unless someone chooses.
     pub attended: Option<Duration>,
+    /// How a kexec hand-over stages the kernel (`kexec_file_load`, legacy `kexec_load`, or file then load).
+    pub kexec_method: crate::kexec::KexecMethod,
 }
 
 /// Talks to the control plane.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Client {
     base: String,
     http: ureq::Agent,
@@ -152,11 +154,56 @@ impl Client {
     }
 }
 
+enum ReportMsg {
+    Post(String, Box<Report>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Posts phase reports from a background thread, in order, so the control
+/// plane never sits on a deployment's critical path (e.g. a connection
+/// whose SYN is lost while the NIC is still flooded by the session costs a
+/// 1 s retransmission); [`Reporter::flush`] waits for them, bounded, before
+/// a kexec or an exit.
+struct Reporter {
+    tx: std::sync::mpsc::Sender<ReportMsg>,
+}
+
+impl Reporter {
+    fn new(client: Client) -> Reporter {
+        let (tx, rx) = std::sync::mpsc::channel::<ReportMsg>();
+        std::thread::spawn(move || {
+            for m in rx {
+                match m {
+                    ReportMsg::Post(node, r) => client.report(&node, &r),
+                    ReportMsg::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        });
+        Reporter { tx }
+    }
+
+    fn post(&self, node: &str, r: Report) {
+        let _ = self.tx.send(ReportMsg::Post(node.to_string(), Box::new(r)));
+    }
+
+    /// Waits until every report queued so far was posted (or dropped after
+    /// its retries), at most `timeout`; returns whether they all were.
+    fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = std::sync::mpsc::channel();
+        self.tx.send(ReportMsg::Flush(ack)).is_ok() && done.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// Longest wait for queued reports before a kexec or an exit.
+const REPORT_FLUSH: Duration = Duration::from_secs(10);
+
 /// Result of one phase: Ok(detail, data) or Err(exit code, detail).
 type PhaseResult = Result<(String, serde_json::Value), (u8, String)>;
 
 struct Run<'a> {
-    client: &'a Client,
+    reporter: &'a Reporter,
     node: String,
     boot_id: String,
     instruction: u64,
@@ -172,7 +219,7 @@ impl Run<'_> {
             Ok((d, data)) => (Status::Ok, exit::OK, d, data),
             Err((code, d)) => (Status::Failed, code, d, serde_json::Value::Null),
         };
-        println!("metalcast: phase {phase:?} {status:?} in {secs:.2}s: {detail}");
+        println!("metalcast: phase {phase:?} {status:?} in {secs:.2}s at {:.2}s uptime: {detail}", inventory::uptime());
         let report = Report {
             instruction: self.instruction,
             boot_id: self.boot_id.clone(),
@@ -183,7 +230,7 @@ impl Run<'_> {
             detail,
             data,
         };
-        self.client.report(&self.node, &report);
+        self.reporter.post(&self.node, report);
         status == Status::Ok
     }
 }
@@ -230,7 +277,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             };
             (code, e.to_string())
         })?;
-        println!("metalcast: last byte received");
+        println!("metalcast: last byte received at {:.2}s uptime", inventory::uptime());
         targets = Some(t);
         let detail = format!(
             "{:.1} MiB in {:.2}s, {} packets, {} blocks decoded, loss ~{:.1}%",
@@ -243,21 +290,45 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Ok((detail, serde_json::to_value(&s).unwrap_or_default()))
     });
     let Some(mut t) = targets.filter(|_| ok) else { return exit::WRITE };
+    let handover = cfg.handover_override.unwrap_or(d.handover);
+    // A disk target's kexec stages the kernel while the device is flushed and
+    // verified: staging reads only the kernel and initrd memfds (each chunk
+    // hash-checked on arrival), never the device. Unstaged if they fail.
+    let mut early: Option<EarlyStaging> = None;
+    if handover == Handover::Kexec
+        && device.is_some()
+        && let (Some(boot), Some(kernel)) = (m.boot.as_ref(), t.kernel())
+    {
+        match crate::kexec::stage_in_background(cfg.kexec_method, kernel, t.initrd(), kexec_cmdline(boot, d)) {
+            Ok(h) => early = Some(h),
+            Err(e) => eprintln!("metalcast: staging in the background: {e}; staging after verification instead"),
+        }
+    }
     if device.is_some()
         && !run.phase(Phase::Flush, || {
             t.flush().map_err(|e| (exit::WRITE, e.to_string()))?;
             Ok(("device flushed".into(), serde_json::Value::Null))
         })
     {
+        unstage(early);
         return exit::WRITE;
     }
     if !run.phase(Phase::Verify, || {
-        let n = t.verify(&m).map_err(|e| (exit::WRITE, e.to_string()))?;
-        Ok((format!("{n} bytes re-read and matched the manifest"), serde_json::Value::Null))
+        let v = t.verify(&m).map_err(|e| (exit::WRITE, e.to_string()))?;
+        Ok((
+            format!(
+                "{} bytes verified: {} re-read from the device and matched the manifest, {} in memory hash-checked on arrival",
+                v.total(),
+                v.reread,
+                v.on_arrival
+            ),
+            serde_json::json!({ "reread_bytes": v.reread, "on_arrival_bytes": v.on_arrival }),
+        ))
     }) {
+        unstage(early);
         return exit::WRITE;
     }
-    match cfg.handover_override.unwrap_or(d.handover) {
+    match handover {
         Handover::None => {
             run.phase(Phase::Handover, || {
                 Ok(("hand-over none: staying in the runtime".into(), serde_json::json!({ "handover": "none" })))
@@ -272,39 +343,72 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             let ok = run.phase(Phase::Handover, || {
                 let boot = m.boot.as_ref().ok_or((exit::USAGE, "the bundle has no boot description".to_string()))?;
                 let kernel = t.kernel().ok_or((exit::USAGE, "the bundle has no kernel part".to_string()))?;
-                let cmdline = [boot.cmdline.as_str(), d.cmdline_append.as_str()]
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                sys::kexec_file_load(kernel, t.initrd(), &cmdline).map_err(|e| match e {
-                    sys::KexecError::FileLoadRefused(e) => (
-                        exit::HANDOVER,
-                        format!("kexec_file_load refused ({e}); the legacy kexec_load path is not implemented"),
-                    ),
-                    sys::KexecError::Other(e) => (exit::HANDOVER, format!("kexec_file_load: {e}")),
-                })?;
-                if !sys::kexec_loaded() {
-                    return Err((
-                        exit::HANDOVER,
-                        "kexec_file_load returned but /sys/kernel/kexec_loaded is not 1".into(),
-                    ));
+                let cmdline = kexec_cmdline(boot, d);
+                let (staged, secs, during) = match early.take() {
+                    Some(h) => {
+                        let r = h.join().map_err(|_| (exit::HANDOVER, "the staging thread panicked".to_string()))?;
+                        let (s, secs) = r.map_err(|e| (exit::HANDOVER, e.to_string()))?;
+                        (s, secs, " (during flush and verify)")
+                    }
+                    None => {
+                        let t0 = Instant::now();
+                        let s = crate::kexec::stage(cfg.kexec_method, kernel, t.initrd(), &cmdline)
+                            .map_err(|e| (exit::HANDOVER, e.to_string()))?;
+                        (s, t0.elapsed(), "")
+                    }
+                };
+                let how = match (staged.method, &staged.fallback_reason) {
+                    ("file", _) => "kexec_file_load".to_string(),
+                    (_, Some(why)) => format!("kexec_load (kexec-tools; kexec_file_load refused: {why})"),
+                    _ => format!("kexec_load (kexec-tools; kexec method {:?})", cfg.kexec_method).to_lowercase(),
+                };
+                let mut data = serde_json::json!({ "handover": "kexec", "kexec_method": staged.method });
+                if let Some(why) = &staged.fallback_reason {
+                    data["fallback_reason"] = why.clone().into();
                 }
+                data["staging_secs"] = secs.as_secs_f64().into();
                 Ok((
-                    format!("kernel staged, rebooting into it; cmdline {cmdline:?}"),
-                    serde_json::json!({ "handover": "kexec" }),
+                    format!(
+                        "kernel staged in {:.2}s{during} with {how}, rebooting into it; cmdline {cmdline:?}",
+                        secs.as_secs_f64()
+                    ),
+                    data,
                 ))
             });
             if !ok {
                 return exit::HANDOVER;
             }
-            println!("metalcast: kexec now");
+            if !run.reporter.flush(REPORT_FLUSH) {
+                eprintln!("metalcast: reports still pending after {REPORT_FLUSH:?}; handing over anyway");
+            }
+            println!("metalcast: kexec now at {:.2}s uptime", inventory::uptime());
             let e = sys::reboot_kexec();
             eprintln!("metalcast: reboot(LINUX_REBOOT_CMD_KEXEC): {e}");
             exit::HANDOVER
         }
     }
+}
+
+/// A kernel staged in the background.
+type EarlyStaging = std::thread::JoinHandle<Result<(crate::kexec::Staged, Duration), crate::kexec::StageError>>;
+
+/// Waits for a background staging and unloads what it staged (the hand-over is off).
+fn unstage(early: Option<EarlyStaging>) {
+    if let Some(Ok(Ok(_))) = early.map(|h| h.join())
+        && let Err(e) = crate::kexec::unstage()
+    {
+        eprintln!("metalcast: unloading the staged kernel: {e}");
+    }
+}
+
+/// The next kernel's command line: the bundle's, then the instruction's addition.
+fn kexec_cmdline(boot: &metalcast_image::BootSpec, d: &Deploy) -> String {
+    [boot.cmdline.as_str(), d.cmdline_append.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Erases the node's disks (reclaim). Only on a machine the runtime booted:
@@ -402,6 +506,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
         netinfo.iface, netinfo.mac, netinfo.addr, netinfo.method, netinfo.secs
     );
     let client = Client::new(&cfg.control_plane);
+    let reporter = Reporter::new(client.clone());
     let boot_id = inventory::boot_id();
     let mut backoff = Duration::from_millis(500);
     let mut epoch = None;
@@ -412,7 +517,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
             role: cfg.role,
             boot_id: boot_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            address: netinfo.addr.to_string(),
+            address: netinfo.addr_now().unwrap_or(netinfo.addr).to_string(),
             uptime_secs: inventory::uptime(),
             network_secs: netinfo.secs,
             inventory: inventory::collect(),
@@ -449,16 +554,27 @@ pub fn run(cfg: &AgentConfig) -> u8 {
         }
         let wait = cfg.poll_wait.min(Duration::from_secs(reply.wait_secs.max(1)));
         loop {
+            // A new DHCP lease (after expiry or a NAK) may have changed the address: tell the control plane.
+            if netinfo.addr_now().is_some_and(|a| a.to_string() != checkin.address) {
+                println!("metalcast: address changed from {}; checking in again", checkin.address);
+                break;
+            }
             match client.poll(&reply.node, wait) {
                 Ok(None) => continue,
                 Ok(Some(i)) => {
                     println!("metalcast: instruction {}", i.id);
-                    let run =
-                        Run { client: &client, node: reply.node.clone(), boot_id: boot_id.clone(), instruction: i.id };
+                    let run = Run {
+                        reporter: &reporter,
+                        node: reply.node.clone(),
+                        boot_id: boot_id.clone(),
+                        instruction: i.id,
+                    };
                     match i.action {
                         Action::Deploy(d) => {
-                            let code = deploy(cfg, &run, netinfo.addr, &d);
+                            let addr = netinfo.addr_now().unwrap_or(netinfo.addr);
+                            let code = deploy(cfg, &run, addr, &d);
                             if cfg.once {
+                                reporter.flush(REPORT_FLUSH);
                                 return code;
                             }
                         }
@@ -470,6 +586,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                             // Only a machine the runtime booted (agent under our init) is powered off,
                             // never the host an agent was started on by hand or by a test.
                             if std::os::unix::process::parent_id() == 1 {
+                                reporter.flush(REPORT_FLUSH);
                                 let e = sys::power_off();
                                 eprintln!("metalcast: power off: {e}");
                             } else {

@@ -8,7 +8,9 @@
 //!   `ip=dhcp` / no `ip=`: DHCP on the first interface that gets a lease;
 //! - `metalcast.iface=<name>`: the interface to use (default: first non-loopback);
 //! - `metalcast.role=runtime|tenant` (default runtime);
-//! - `metalcast.handover=kexec|none` (default kexec): `none` only reports;
+//! - `metalcast.handover=kexec|vm|none` (default: the instruction's): `none` only reports;
+//! - `metalcast.kexec=auto|file|load` (default auto): how a kexec hand-over
+//!   stages the kernel (`kexec_file_load`, falling back to / forcing `kexec_load`);
 //! - `metalcast.allow_unsigned=1`: accept unsigned manifests (hashes are still checked);
 //! - `metalcast.attended=<secs>`: attended mode (console menu of the images
 //!   offered, default after the countdown);
@@ -51,6 +53,8 @@ pub struct BootArgs {
     pub role: Option<String>,
     /// `metalcast.handover`.
     pub handover: Option<String>,
+    /// `metalcast.kexec`.
+    pub kexec: Option<String>,
     /// `metalcast.allow_unsigned=1`.
     pub allow_unsigned: bool,
     /// `metalcast.marker`.
@@ -104,6 +108,7 @@ pub fn parse_cmdline(line: &str) -> Result<BootArgs, String> {
             "metalcast.iface" => a.iface = Some(v.to_string()),
             "metalcast.role" => a.role = Some(v.to_string()),
             "metalcast.handover" => a.handover = Some(v.to_string()),
+            "metalcast.kexec" => a.kexec = Some(v.to_string()),
             "metalcast.allow_unsigned" => a.allow_unsigned = v == "1",
             "metalcast.marker" => a.marker = Some(v.to_string()),
             "metalcast.attended" => {
@@ -127,7 +132,7 @@ mod tests {
     #[test]
     fn cmdline() {
         let a = parse_cmdline(
-            "console=ttyS0 ip=10.77.0.101::10.77.0.1:255.255.255.0::eth0:off metalcast.cp=http://10.77.0.1:8080/ metalcast.marker=hello metalcast.hash=/dev/vda:4096",
+            "console=ttyS0 ip=10.77.0.101::10.77.0.1:255.255.255.0::eth0:off metalcast.cp=http://10.77.0.1:8080/ metalcast.kexec=load metalcast.marker=hello metalcast.hash=/dev/vda:4096",
         )
         .unwrap();
         assert_eq!(
@@ -141,6 +146,7 @@ mod tests {
         assert_eq!(a.iface.as_deref(), Some("eth0"));
         assert_eq!(a.control_plane.as_deref(), Some("http://10.77.0.1:8080"));
         assert_eq!(a.marker.as_deref(), Some("hello"));
+        assert_eq!(a.kexec.as_deref(), Some("load"));
         assert_eq!(a.hash, Some(("/dev/vda".into(), 4096)));
         assert_eq!(parse_cmdline("ip=dhcp").unwrap().net, Some(NetConfig::Dhcp));
         assert_eq!(parse_cmdline("quiet").unwrap().net, None);

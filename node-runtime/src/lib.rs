@@ -6,6 +6,8 @@
 //! - [`config`]: settings from the kernel command line;
 //! - [`net`]: interface bring-up, static or DHCP;
 //! - [`inventory`]: the hardware inventory reported at check-in;
+//! - [`kexec`]: staging the next kernel, `kexec_file_load` or the legacy
+//!   `kexec_load` through kexec-tools;
 //! - [`target`]: memory (memfd) and disk (`O_DIRECT`) targets and read-back verification;
 //! - [`vm`]: VM mode (QEMU on the received disk image);
 //! - [`receive`]: the standalone `receive` command (one image to a directory);
@@ -19,6 +21,7 @@ pub mod config;
 pub mod exit;
 pub mod init;
 pub mod inventory;
+pub mod kexec;
 pub mod net;
 pub mod receive;
 pub mod rx_path;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use metalcast_image::PublicKey;
 use metalcast_node::config::{NetConfig, parse_cmdline};
+use metalcast_node::kexec::KexecMethod;
 use metalcast_node::{agent, exit, init, receive, rx_path::RxPath};
 use metalcast_runtime_api::{Handover, Role};
 
@@ -102,6 +103,11 @@ struct AgentArgs {
     /// Override every instruction's hand-over (kexec, vm, none).
     #[arg(long)]
     handover: Option<String>,
+    /// How a kexec hand-over stages the kernel: kexec_file_load, falling back to the legacy
+    /// kexec_load (kexec-tools' `kexec`) when the kernel refuses file load (auto); or only
+    /// one of them (`metalcast.kexec=` on the kernel command line) [default: auto].
+    #[arg(long, value_enum)]
+    kexec_method: Option<KexecMethod>,
     /// Exit after the first deployment (exit code = its outcome).
     #[arg(long)]
     once: bool,
@@ -168,6 +174,11 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<agent::AgentConfig> {
         anyhow::bail!("no trusted key: give --key (or /etc/metalcast/trusted/*.pub), or --allow-unsigned");
     }
     let handover_override = a.handover.or(boot.handover).as_deref().map(parse_handover).transpose()?;
+    let kexec_method = match (a.kexec_method, boot.kexec) {
+        (Some(m), _) => m,
+        (None, Some(s)) => s.parse().map_err(anyhow::Error::msg)?,
+        (None, None) => KexecMethod::Auto,
+    };
     Ok(agent::AgentConfig {
         control_plane,
         net,
@@ -180,6 +191,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<agent::AgentConfig> {
         max_backoff: Duration::from_secs(a.max_backoff.max(1)),
         poll_wait: Duration::from_secs(a.poll_wait.clamp(1, metalcast_runtime_api::MAX_WAIT_SECS)),
         attended: a.attended.or(boot.attended).map(Duration::from_secs),
+        kexec_method,
     })
 }
 

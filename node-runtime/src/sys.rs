@@ -135,6 +135,14 @@ pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
     ioctl_ifreq(&sock, libc::SIOCSIFBRDADDR, &mut r, "SIOCSIFBRDADDR")
 }
 
+/// Removes an interface's IPv4 address (`SIOCSIFADDR` with 0.0.0.0 deletes it).
+pub fn clear_ipv4(name: &str) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut r = ifreq(name)?;
+    r.ifr_ifru.ifru_addr = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+    ioctl_ifreq(&sock, libc::SIOCSIFADDR, &mut r, "SIOCSIFADDR 0.0.0.0")
+}
+
 /// Adds a default route through `gw`; an existing one is fine.
 pub fn add_default_route(gw: Ipv4Addr) -> io::Result<()> {
     let sock = inet_socket()?;
@@ -196,6 +204,30 @@ pub fn kexec_file_load(kernel: &File, initrd: Option<&File>, cmdline: &str) -> R
         }
         _ => Err(KexecError::Other(e)),
     }
+}
+
+/// Unloads a staged kexec image, however it was loaded (`kexec_file_load`
+/// with `KEXEC_FILE_UNLOAD`, else `kexec_load` with no segments).
+pub fn kexec_unload() -> io::Result<()> {
+    // SAFETY: with KEXEC_FILE_UNLOAD the kernel reads no descriptor and no command line (null, length 0).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            0 as libc::c_ulong,
+            std::ptr::null::<u8>(),
+            libc::KEXEC_FILE_UNLOAD as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: kexec_load with zero segments unloads; the null segment array is not read.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_kexec_load, 0 as libc::c_ulong, 0 as libc::c_ulong, std::ptr::null::<u8>(), 0)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Whether a kexec image is staged (`/sys/kernel/kexec_loaded`).

@@ -2,8 +2,9 @@
 //! static address, one configured by DHCP from dnsmasq) check in to the
 //! runtime API, survive a control-plane restart (re-check-in with backoff),
 //! receive one bundle in one multicast session into memory, verify it and
-//! report every phase. Hand-over is `none` here (the host kernel has no
-//! kexec); the QEMU tests cover kexec.
+//! report every phase. A DHCP agent keeps its lease (renew, rebind, and
+//! after a NAK a new lease and a new check-in) while it waits. Hand-over is
+//! `none` here (the host kernel has no kexec); the QEMU tests cover kexec.
 
 mod common;
 
@@ -100,6 +101,8 @@ fn agents_check_in_survive_restart_receive_and_report() {
         assert_eq!(rx.data["bytes_written"], serde_json::json!(4 << 20), "{m}: {rx:?}");
         let v = r.reports.iter().find(|x| x.phase == Phase::Verify).unwrap();
         assert!(v.detail.starts_with(&format!("{} bytes", 4 << 20)), "{}", v.detail);
+        // Memory target: every chunk hash-checked on arrival, nothing re-read.
+        assert_eq!((v.data["on_arrival_bytes"].as_u64(), v.data["reread_bytes"].as_u64()), (Some(4 << 20), Some(0)));
     }
     assert_eq!(a0.0.wait().unwrap().code(), Some(0));
     assert_eq!(a1.0.wait().unwrap().code(), Some(0));
@@ -197,4 +200,132 @@ fn attended_mode_boots_the_image_chosen_at_the_console() {
     assert_eq!(index, 1, "the second offer was chosen");
     wait_phase(&server.api, &m0, id, Phase::Handover, Duration::from_secs(60));
     assert_eq!(a0.0.wait().unwrap().code(), Some(0));
+}
+
+/// The expiry time dnsmasq's lease file records for `mac` (its first field).
+fn lease_expiry(leases: &std::path::Path, mac: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(leases).ok()?;
+    text.lines().find(|l| l.split_whitespace().nth(1) == Some(mac))?.split_whitespace().next()?.parse().ok()
+}
+
+/// Lines of a child's stdout, read by a thread.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            eprintln!("[agent] {l}");
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; returns it.
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => {}
+            Err(e) => panic!("no agent line with {needle:?} within {timeout:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn dhcp_lease_is_renewed_and_rebound_while_waiting() {
+    skip_unless_root!();
+    if !dnsmasq_available() {
+        assert!(!metalcast_fabric::require_privileged(), "dnsmasq missing (node-runtime/ci-setup.sh installs it)");
+        eprintln!("SKIP dhcp_lease_is_renewed_and_rebound_while_waiting: dnsmasq not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, pubkey) = keypair(dir.path());
+    let f = Fabric::builder().receivers(1).build().unwrap();
+    let r0 = &f.receivers()[0];
+    let port = 18082;
+    let server = Server::start(f.sender(), port, RuntimeApi::new());
+    let leases = dir.path().join("leases");
+    // dnsmasq's shortest lease is 2 minutes; T1 4 s and T2 7 s make the renewals come in seconds.
+    let dnsmasq = || {
+        Killed(
+            f.sender()
+                .command("dnsmasq")
+                .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
+                .arg(format!("--interface={}", f.sender().ifname()))
+                .args(["--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,2m"])
+                .args(["--dhcp-option=option:T1,4", "--dhcp-option=option:T2,7"])
+                .arg(format!("--dhcp-leasefile={}", leases.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let d = dnsmasq();
+    let mut agent = Killed(
+        r0.command(NODE)
+            .args(["agent", "--control-plane", &format!("http://{}:{port}", f.sender().ipv4())])
+            .args(["--iface", r0.ifname(), "--dhcp", "--handover", "none", "--poll-wait", "5", "--key"])
+            .arg(&pubkey)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = stdout_lines(&mut agent.0);
+    let m0 = r0.mac_string();
+    let c = wait_checkins(&server.api, &m0, 1, Duration::from_secs(30)).last_checkin().unwrap().clone();
+    let e0 = wait_until(Duration::from_secs(10), "the lease in dnsmasq's lease file", || lease_expiry(&leases, &m0));
+    // Renewed at T1 (unicast REQUEST) while the agent long-polls, twice: the renewed lease's timers are honoured.
+    for _ in 0..2 {
+        let l = wait_line(&lines, "renewed by", Duration::from_secs(30));
+        assert!(l.contains(&c.address) && l.contains("T1 4s, T2 7s"), "{l}");
+    }
+    wait_until(Duration::from_secs(10), "the lease's expiry to advance in dnsmasq's lease file", || {
+        lease_expiry(&leases, &m0).filter(|e| *e > e0)
+    });
+    // The server goes away: renewals go unanswered, at T2 the agent broadcasts (rebinding);
+    // a server back with the same lease database answers and the lease is kept.
+    drop(d);
+    let l = wait_line(&lines, "rebinding (broadcast)", Duration::from_secs(30));
+    assert!(l.contains(&c.address), "{l}");
+    let _d = dnsmasq();
+    let l = wait_line(&lines, "rebound by", Duration::from_secs(30));
+    assert!(l.contains(&c.address), "{l}");
+    // The agent kept waiting for instructions the whole time: one check-in, the same address.
+    let r = server.api.node(&m0).unwrap();
+    assert_eq!(r.checkins.len(), 1, "no re-check-in: the address never went away");
+    assert_eq!(r.last_checkin().unwrap().address, c.address);
+    // An authoritative server whose range no longer holds the address refuses the renewal (NAK):
+    // the agent drops the address, DISCOVERs, gets one from the new range and checks in with it.
+    drop(_d);
+    let _d = Killed(
+        f.sender()
+            .command("dnsmasq")
+            .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces", "--port=0", "--no-ping"])
+            .arg(format!("--interface={}", f.sender().ifname()))
+            .args(["--dhcp-authoritative", "--dhcp-range=10.77.0.160,10.77.0.170,255.255.255.0,2m"])
+            .arg(format!("--dhcp-leasefile={}", dir.path().join("leases2").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&lines, "(NAK)", Duration::from_secs(30));
+    let l = wait_line(&lines, "dropped from", Duration::from_secs(10));
+    assert!(l.contains(&c.address), "{l}");
+    let l = wait_line(&lines, "DHCP new lease of 10.77.0.1", Duration::from_secs(30));
+    let new_addr = l.split_whitespace().nth(5).unwrap().to_string();
+    assert_ne!(new_addr, c.address, "{l}");
+    let r = wait_checkins(&server.api, &m0, 2, Duration::from_secs(30));
+    assert_eq!(r.last_checkin().unwrap().address, new_addr, "checked in again with the new address");
+    let shown = r0.command("ip").args(["-4", "-o", "addr", "show", "dev", r0.ifname()]).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&new_addr) && !shown.contains(&format!("{}/", c.address)), "{shown}");
+    assert!(matches!(agent.0.try_wait(), Ok(None)), "the agent still runs");
 }

@@ -6,7 +6,11 @@
 //! namespace receiver; the first into memory, the second to its disk.
 //! Both kexec into the tenant kernel (QEMU runs with `-no-reboot`, so a
 //! firmware reboot would end it), whose init prints the marker; the disk
-//! guest's tenant init hashes its disk, which must match the image. Then the
+//! guest's tenant init hashes its disk, which must match the image. The
+//! first guest stages the tenant kernel with the legacy `kexec_load`
+//! (`metalcast.kexec=load`: kexec-tools' `kexec`, carried in the bootstrap
+//! initramfs with its shared libraries), the second with `kexec_file_load`.
+//! Then the
 //! first guest is reclaimed: it receives the bootstrap bundle, kexecs back
 //! into the runtime and checks in again.
 
@@ -27,12 +31,19 @@ const NODE: &str = env!("CARGO_BIN_EXE_metalcast-node");
 const MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"];
 const MIB: usize = 1 << 20;
 
-fn prerequisites() -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+/// (vmlinuz, modules dir, kexec-tools' kexec), or why not.
+fn prerequisites() -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf), String> {
     guest::qemu()?;
     if std::process::Command::new("dnsmasq").arg("--version").output().is_err() {
         return Err("dnsmasq not installed".into());
     }
-    guest::kernel()
+    let kexec = ["/usr/sbin/kexec", "/sbin/kexec"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or("kexec-tools not installed (node-runtime/ci-setup.sh installs it)")?;
+    let (vmlinuz, modules) = guest::kernel()?;
+    Ok((vmlinuz, modules, kexec))
 }
 
 /// A sparse disk image: 48 MiB with 6 MiB of data in three places.
@@ -54,7 +65,7 @@ fn disk_image(path: &Path) -> [u8; 32] {
 #[test]
 fn two_guests_kexec_into_tenant_then_reclaim() {
     skip_unless_root!();
-    let (vmlinuz, modules) = match prerequisites() {
+    let (vmlinuz, modules, kexec_tool) = match prerequisites() {
         Ok(k) => k,
         Err(reason) => {
             assert!(!metalcast_fabric::require_privileged(), "cannot run: {reason}");
@@ -67,7 +78,8 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (key, pubkey) = keypair(d);
-    let initramfs = |name: &str| {
+    // The bootstrap initramfs carries kexec-tools for the legacy kexec_load path; the tenant's does not need it.
+    let initramfs = |name: &str, programs: Vec<(std::path::PathBuf, String)>| {
         let out = d.join(name);
         let s = build_initramfs(
             &InitramfsSpec {
@@ -75,6 +87,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
                 modules_root: Some(modules.clone()),
                 modules: MODULES.iter().map(|m| m.to_string()).collect(),
                 files: vec![(pubkey.clone(), "/etc/metalcast/trusted/site.pub".into())],
+                programs,
                 zstd_level: 9,
             },
             &out,
@@ -90,7 +103,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     let server = Server::start(f.sender(), cp_port, RuntimeApi::new());
     let _dnsmasq = Killed(guest::dhcp_server(f.sender(), &d.join("leases")).unwrap());
     // The bootstrap bundle (kernel + runtime initramfs), and the guests booted from its parts.
-    let boot_initrd = initramfs("bootstrap.img");
+    let boot_initrd = initramfs("bootstrap.img", vec![(kexec_tool.clone(), "/sbin/kexec".into())]);
     let common_cmdline = format!("console=ttyS0 quiet panic=-1 metalcast.cp={cp}");
     let bootstrap_path = d.join("bootstrap.mcb");
     let spec = spec_from_inputs(
@@ -110,7 +123,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     metalcast_image::extract(&bootstrap, &parts, &[], &indicatif::ProgressBar::hidden()).unwrap();
 
     // The tenant bundle: same kernel, an initramfs whose init prints the marker, and a sparse disk.
-    let tenant_initrd = initramfs("tenant.img");
+    let tenant_initrd = initramfs("tenant.img", Vec::new());
     let disk_hash = disk_image(&d.join("disk.img"));
     let marker = format!("tenant-{:08x}", std::process::id());
     let tenant_path = d.join("tenant.mcb");
@@ -139,7 +152,8 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             name: "a",
             kernel: &kernel,
             initrd: &initrd,
-            append: format!("{common_cmdline} {a_net}"),
+            // a stages the tenant with the legacy kexec_load (kexec-tools), b with kexec_file_load.
+            append: format!("{common_cmdline} {a_net} metalcast.kexec=load"),
             nic_model: "e1000",
             mac: mac_a,
             disk: None,
@@ -225,6 +239,18 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             &[Phase::Accept, Phase::Receive, Phase::Verify, Phase::Handover]
         };
         assert_eq!(phases, want, "{mac}");
+        let h = r.reports.iter().find(|x| x.instruction == i && x.phase == Phase::Handover).unwrap();
+        let method = if mac == mac_a { "load" } else { "file" };
+        assert_eq!(h.data["kexec_method"], method, "{mac}: {}", h.detail);
+        // The disk target re-reads the device; memory chunks were hash-checked on arrival.
+        let v = r.reports.iter().find(|x| x.instruction == i && x.phase == Phase::Verify).unwrap();
+        let reread = v.data["reread_bytes"].as_u64().unwrap();
+        if mac == mac_b {
+            assert_eq!(reread, 6 * MIB as u64, "b's disk data re-read: {}", v.detail);
+            assert!(h.detail.contains("during flush and verify"), "disk target: staged meanwhile: {}", h.detail);
+        } else {
+            assert_eq!(reread, 0, "{}", v.detail);
+        }
     }
     // The tenant checks in as a tenant, with a new boot id: a new kernel, not the old one.
     let ta = wait_checkins(&server.api, mac_a, 2, kexec_wait).last_checkin().unwrap().clone();

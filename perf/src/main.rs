@@ -98,7 +98,8 @@ enum Cmd {
         /// Unpacked Debian kernel package (node-runtime/fetch-kernel.sh).
         #[arg(long, default_value = "/var/cache/metalcast/linux-image")]
         kernel_dir: PathBuf,
-        /// Static metalcast-node (RUSTFLAGS="-C target-feature=+crt-static" cargo build --target x86_64-unknown-linux-gnu).
+        /// Static metalcast-node, a release build as on real nodes (RUSTFLAGS="-C target-feature=+crt-static"
+        /// cargo build --release -p metalcast-node --target x86_64-unknown-linux-gnu).
         #[arg(long)]
         node_static: PathBuf,
         /// Repetitions per method.
@@ -107,6 +108,10 @@ enum Cmd {
         /// Guest memory, MiB.
         #[arg(long, default_value_t = 512)]
         memory_mb: u32,
+        /// How the runtime stages the tenant kernel: auto, file (kexec_file_load) or load
+        /// (kexec_load via this host's kexec-tools, put into the guest's initramfs).
+        #[arg(long, default_value = "auto")]
+        kexec_method: String,
     },
 }
 
@@ -152,8 +157,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Simulate(args) => cli::simulate(args)?,
         Cmd::Recursion(args) => cli::recursion(args)?,
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
-        Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb } => {
-            let cfg = metalcast_bench::kexec_boot::Config { kernel_dir, node_static, reps: reps.max(1), memory_mb };
+        Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb, kexec_method } => {
+            let cfg = metalcast_bench::kexec_boot::Config {
+                kernel_dir,
+                node_static,
+                reps: reps.max(1),
+                memory_mb,
+                kexec_method,
+            };
             println!("{}", metalcast_bench::kexec_boot::markdown(&metalcast_bench::kexec_boot::run(&cfg)?));
         }
     }
