@@ -22,13 +22,27 @@ pub struct RxLoss {
     win: Option<(u64, u64)>,
     /// Lowest windowed loss seen.
     floor: Option<f64>,
+    /// Packets expected and lost over all closed windows (its mean loss).
+    expected: u64,
+    lost: u64,
+    /// Windows closed, and the running mean and sum of squared deviations of
+    /// their losses (Welford): how noisy this receiver's link really is.
+    windows: u64,
+    mean_w: f64,
+    m2_w: f64,
 }
 
 impl RxLoss {
     /// Closes the receiver's window if it has news of at least half a
     /// window of packets; returns whether its loss in it was above usual:
     /// more than its floor plus the larger of 1% and the floor (twice the
-    /// floor). `None`: no verdict yet.
+    /// floor), plus a margin for a window's noise: three standard
+    /// deviations of binomial sampling noise at its mean loss, or four of the
+    /// spread its windows really showed if larger (bursty loss varies far
+    /// more than independent loss of the same mean, with heavier tails). The
+    /// floor is the minimum over many noisy windows; without that margin a
+    /// steadily lossy link reads as congested in a good share of windows.
+    /// `None`: no verdict yet.
     pub fn sample(&mut self, max_seq: u64, received: u64) -> Option<bool> {
         let Some((s0, r0)) = self.win else {
             self.win = Some((max_seq, received));
@@ -38,11 +52,23 @@ impl RxLoss {
         if dseq < WINDOW_PACKETS / 2 {
             return None;
         }
-        let loss = (1.0 - received.saturating_sub(r0) as f64 / dseq as f64).clamp(0.0, 1.0);
+        let got = received.saturating_sub(r0).min(dseq);
+        let loss = 1.0 - got as f64 / dseq as f64;
         self.win = Some((max_seq, received));
         let floor = self.floor.map_or(loss, |f| f.min(loss));
         self.floor = Some(floor);
-        Some(loss > floor + floor.max(0.01))
+        self.expected += dseq;
+        self.lost += dseq - got;
+        let mean = (self.lost as f64 / self.expected as f64).max(1.0 / dseq as f64);
+        let binomial = (mean * (1.0 - mean) / dseq as f64).sqrt();
+        // The spread of earlier windows (not this one), once there are enough of them.
+        let observed = if self.windows >= 8 { (self.m2_w / (self.windows - 1) as f64).sqrt() } else { 0.0 };
+        let congested = loss > floor + floor.max(0.01) + (3.0 * binomial).max(4.0 * observed);
+        self.windows += 1;
+        let d = loss - self.mean_w;
+        self.mean_w += d / self.windows as f64;
+        self.m2_w += d * (loss - self.mean_w);
+        Some(congested)
     }
 }
 
@@ -171,6 +197,60 @@ mod tests {
         assert_eq!(q.sample(4000, 4000), Some(false));
         assert_eq!(q.sample(8000, 7980), Some(false));
         assert_eq!(q.sample(12000, 11920), Some(true));
+    }
+
+    #[test]
+    fn steady_random_loss_is_not_read_as_congestion() {
+        // 8 receivers, 1% independent random loss, 1000 windows of 2048 packets: a
+        // rule that compares each window with the lowest one seen (no noise margin)
+        // flags a good share of windows and would cut the rate again and again.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut rxs = vec![RxLoss::default(); 8];
+        let mut got = [0u64; 8];
+        let (mut seq, mut flagged, mut verdicts) = (0u64, 0, 0);
+        for r in rxs.iter_mut() {
+            r.sample(0, 0);
+        }
+        for _ in 0..1000 {
+            for (i, r) in rxs.iter_mut().enumerate() {
+                got[i] += (0..WINDOW_PACKETS).filter(|_| rand() >= 0.01).count() as u64;
+                verdicts += 1;
+                flagged += usize::from(r.sample(seq + WINDOW_PACKETS, got[i]) == Some(true));
+            }
+            seq += WINDOW_PACKETS;
+        }
+        assert_eq!(verdicts, 8000);
+        assert!(flagged <= 8, "{flagged} of 8000 receiver windows read as congested");
+
+        // Bursty loss of the same mean (bursts of 5, as Gilbert-Elliott with p = 0.2%
+        // to enter and 20% to leave): windows vary far more than binomially.
+        let mut bursty = vec![RxLoss::default(); 8];
+        let mut bgot = [0u64; 8];
+        let mut bad = [false; 8];
+        let (mut bseq, mut bflagged) = (0u64, 0);
+        for r in bursty.iter_mut() {
+            r.sample(0, 0);
+        }
+        for _ in 0..1000 {
+            for (i, r) in bursty.iter_mut().enumerate() {
+                for _ in 0..WINDOW_PACKETS {
+                    bad[i] = if bad[i] { rand() >= 0.2 } else { rand() < 0.002 };
+                    bgot[i] += u64::from(!bad[i]);
+                }
+                bflagged += usize::from(r.sample(bseq + WINDOW_PACKETS, bgot[i]) == Some(true));
+            }
+            bseq += WINDOW_PACKETS;
+        }
+        assert!(bflagged <= 16, "bursty: {bflagged} of 8000 receiver windows read as congested");
+        // Congestion on top of it still shows: 4% in one window.
+        let mut r = rxs.remove(0);
+        assert_eq!(r.sample(seq + WINDOW_PACKETS, got[0] + WINDOW_PACKETS * 96 / 100), Some(true));
     }
 
     #[test]
