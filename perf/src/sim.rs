@@ -60,8 +60,11 @@ pub struct Config {
     pub rx_packet_cpu: f64,
     /// metalcast receiver CPU per block that needs a RaptorQ decode (1 MiB), seconds: the fixed part.
     pub decode_cpu: f64,
-    /// metalcast receiver CPU per lost source symbol a decode recovers, seconds.
+    /// metalcast receiver CPU per lost source symbol a decode recovers, seconds (blocks that
+    /// lost at most `MAX_FAST_ERASURES` source symbols: the few-erasure decoder).
     pub decode_symbol_cpu: f64,
+    /// metalcast receiver CPU per block that lost more: a full RaptorQ decode, seconds.
+    pub full_decode_cpu: f64,
     /// metalcast sender CPU per packet sent (read, encode, MAC, GSO send), seconds.
     pub tx_packet_cpu: f64,
     /// `Some(c)`: sender and all receivers share `c` cores (a one-box fabric); `None`: each has its own.
@@ -91,6 +94,7 @@ impl Default for Config {
             rx_packet_cpu: 4.5e-6,
             decode_cpu: 0.05e-3,
             decode_symbol_cpu: 0.05e-3,
+            full_decode_cpu: 2e-3,
             tx_packet_cpu: 4.3e-6,
             shared_cores: None,
             cpu_efficiency: 1.0,
@@ -278,10 +282,9 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     let mut left = vec![n; blocks.len()];
     // Per block and receiver: source symbols that arrived in the first pass.
     let mut first_got = vec![vec![0u64; n]; blocks.len()];
-    // Per receiver: packets received, blocks decoded and lost source symbols recovered (for the CPU bound).
+    // Per receiver: packets received and decode CPU seconds (for the CPU bound).
     let mut rx_pkts = vec![0u64; n];
-    let mut decoded = vec![0u64; n];
-    let mut recovered = vec![0u64; n];
+    let mut decode_secs = vec![0f64; n];
     let mut repairs = BinaryHeap::new();
     // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
     let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
@@ -328,8 +331,12 @@ pub fn metalcast(cfg: &Config) -> Prediction {
                 // Everything arrived in the first pass: no decode. Otherwise decode, which rarely fails.
                 let clean = have[b][i] == k && count == k && extra[b][i] == 0;
                 if !clean {
-                    decoded[i] += 1;
-                    recovered[i] += k - first_got[b][i];
+                    let lost = k - first_got[b][i];
+                    decode_secs[i] += if lost as usize <= metalcast_transport::erasure::MAX_FAST_ERASURES {
+                        cfg.decode_cpu + lost as f64 * cfg.decode_symbol_cpu
+                    } else {
+                        cfg.full_decode_cpu
+                    };
                     if decode_fails(have[b][i] - k, &mut rng) {
                         extra[b][i] = have[b][i] - k + 1;
                         continue;
@@ -346,13 +353,7 @@ pub fn metalcast(cfg: &Config) -> Prediction {
         }
     }
     // The link bounds time; so does CPU: each host's own, or the shared cores of a one-box fabric.
-    let rx_cpu: Vec<f64> = (0..n)
-        .map(|i| {
-            rx_pkts[i] as f64 * cfg.rx_packet_cpu
-                + decoded[i] as f64 * cfg.decode_cpu
-                + recovered[i] as f64 * cfg.decode_symbol_cpu
-        })
-        .collect();
+    let rx_cpu: Vec<f64> = (0..n).map(|i| rx_pkts[i] as f64 * cfg.rx_packet_cpu + decode_secs[i]).collect();
     let tx_cpu = packets as f64 * cfg.tx_packet_cpu;
     let cpu_bound = match cfg.shared_cores {
         Some(c) => (rx_cpu.iter().sum::<f64>() + tx_cpu) / (c * cfg.cpu_efficiency.clamp(0.05, 1.0)),

@@ -14,7 +14,8 @@
 //!   `/proc/stat` and `getrusage`.
 //! - **Decode costs** from timing the receivers' own few-erasure decoder on
 //!   blocks of this MTU's symbol size with 1 to 8 lost symbols (a fixed part
-//!   per block and a part per lost symbol, least squares).
+//!   per block and a part per lost symbol, least squares), and RaptorQ's full
+//!   decode, which receivers use past `MAX_FAST_ERASURES` lost symbols.
 //! - **CPU efficiency**: the share of the cores a CPU-bound calibration run
 //!   kept busy, so that the 0% prediction matches its measurement.
 //!
@@ -26,7 +27,7 @@ use std::time::Instant;
 use anyhow::Context;
 use metalcast_fabric::{Fabric, Flow, Rate};
 use metalcast_transport::SessionSpec;
-use metalcast_transport::erasure::FewErasures;
+use metalcast_transport::erasure::{FewErasures, MAX_FAST_ERASURES};
 
 use crate::contenders;
 use crate::sim;
@@ -72,6 +73,8 @@ pub struct Calibration {
     pub decode_cpu: f64,
     /// Decode: CPU per lost source symbol, seconds.
     pub decode_symbol_cpu: f64,
+    /// A full RaptorQ decode of a block, seconds.
+    pub full_decode_cpu: f64,
     /// Share of the cores a CPU-bound run keeps busy.
     pub cpu_efficiency: f64,
     /// Cores of this machine.
@@ -86,6 +89,7 @@ impl Calibration {
             rx_packet_cpu: self.rx_packet_cpu,
             decode_cpu: self.decode_cpu,
             decode_symbol_cpu: self.decode_symbol_cpu,
+            full_decode_cpu: self.full_decode_cpu,
             cpu_efficiency: self.cpu_efficiency,
             shared_cores: Some(self.cores),
             ..base.clone()
@@ -94,8 +98,9 @@ impl Calibration {
 }
 
 /// Times the few-erasure decoder on 1 MiB blocks of `mtu`'s symbol size;
-/// returns (fixed seconds per block, seconds per lost symbol).
-pub fn decode_costs(mtu: usize) -> anyhow::Result<(f64, f64)> {
+/// returns (fixed seconds per block, seconds per lost symbol, seconds of a
+/// full RaptorQ decode).
+pub fn decode_costs(mtu: usize) -> anyhow::Result<(f64, f64, f64)> {
     let t = usize::from(SessionSpec::symbol_size_for_mtu(mtu).context("symbol size")?);
     let k = (1usize << 20).div_ceil(t) as u32;
     let block: Vec<u8> = (0..k as usize * t).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
@@ -128,7 +133,27 @@ pub fn decode_costs(mtu: usize) -> anyhow::Result<(f64, f64)> {
     let (sxx, sxy) = points.iter().fold((0.0, 0.0), |(xx, xy), p| (xx + p.0 * p.0, xy + p.0 * p.1));
     let b = ((n * sxy - sx * sy) / (n * sxx - sx * sx)).max(0.0);
     let a = ((sy - b * sx) / n).max(0.0);
-    Ok((a, b))
+
+    // RaptorQ's full decode (more lost symbols than the few-erasure decoder takes): its cost
+    // hardly depends on how many were lost.
+    use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder};
+    let lost = MAX_FAST_ERASURES as u32 + 10;
+    let oti = ObjectTransmissionInformation::new(block.len() as u64, t as u16, 1, 1, 8);
+    let enc = SourceBlockEncoder::new(0, &oti, &block);
+    let mut packets: Vec<EncodingPacket> = enc.source_packets().into_iter().skip(lost as usize).collect();
+    packets.extend(enc.repair_packets(0, lost + 2));
+    let rounds = 5;
+    let cpu0 = thread_cpu_secs();
+    for _ in 0..rounds {
+        let mut d = SourceBlockDecoder::new(0, &oti, block.len() as u64);
+        let out =
+            d.decode(packets.iter().map(|p| {
+                EncodingPacket::new(PayloadId::new(0, p.payload_id().encoding_symbol_id()), p.data().to_vec())
+            }));
+        anyhow::ensure!(out.as_deref() == Some(&block[..]), "calibration full decode is wrong");
+    }
+    let full = (thread_cpu_secs() - cpu0).max(0.0) / f64::from(rounds);
+    Ok((a, b, full))
 }
 
 /// One metalcast run on `f` and what the machine did during it.
@@ -218,7 +243,7 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
     let cal_runs = runs_at(cal_loss)?;
     let med = |v: Vec<f64>| Summary::of(&v).median;
     let cores = std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64);
-    let (decode_cpu, decode_symbol_cpu) = decode_costs(cfg.mtu as usize)?;
+    let (decode_cpu, decode_symbol_cpu, full_decode_cpu) = decode_costs(cfg.mtu as usize)?;
     let mut cal = Calibration {
         tx_packet_cpu: med(cal_runs.iter().map(|r| r.sender_cpu / r.packets.max(1) as f64).collect()),
         rx_packet_cpu: med(cal_runs
@@ -227,6 +252,7 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
             .collect()),
         decode_cpu,
         decode_symbol_cpu,
+        full_decode_cpu,
         cpu_efficiency: 1.0,
         cores,
     };
@@ -248,11 +274,12 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
     }
     eprintln!(
         "calibrated on N={n}, 0% loss: sender {:.2} us/packet, rest of the machine {:.2} us/packet/receiver, \
-         decode {:.3} ms/block + {:.3} ms/lost symbol, CPU efficiency {:.2} of {cores} cores",
+         decode {:.3} ms/block + {:.3} ms/lost symbol (full decode {:.2} ms), CPU efficiency {:.2} of {cores} cores",
         cal.tx_packet_cpu * 1e6,
         cal.rx_packet_cpu * 1e6,
         cal.decode_cpu * 1e3,
         cal.decode_symbol_cpu * 1e3,
+        cal.full_decode_cpu * 1e3,
         cal.cpu_efficiency
     );
 
