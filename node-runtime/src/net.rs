@@ -256,6 +256,11 @@ pub fn renew_message(xid: u32, mac: [u8; 6], ciaddr: Ipv4Addr) -> Vec<u8> {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootRequest).set_xid(xid).set_ciaddr(ciaddr).set_chaddr(&mac);
     m.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
+    encode_with_wanted_options(m)
+}
+
+/// Adds the options the client asks for (mask, router, lease, T1, T2) and encodes `m`.
+fn encode_with_wanted_options(mut m: Message) -> Vec<u8> {
     m.opts_mut().insert(DhcpOption::ParameterRequestList(vec![
         OptionCode::SubnetMask,
         OptionCode::Router,
@@ -283,16 +288,7 @@ pub fn client_message(xid: u32, mac: [u8; 6], requested: Option<(Ipv4Addr, Ipv4A
             opts.insert(DhcpOption::ServerIdentifier(server));
         }
     }
-    opts.insert(DhcpOption::ParameterRequestList(vec![
-        OptionCode::SubnetMask,
-        OptionCode::Router,
-        OptionCode::AddressLeaseTime,
-        OptionCode::Renewal,
-        OptionCode::Rebinding,
-    ]));
-    let mut buf = Vec::with_capacity(300);
-    m.encode(&mut Encoder::new(&mut buf)).expect("encoding a well-formed DHCP message into a Vec cannot fail");
-    buf
+    encode_with_wanted_options(m)
 }
 
 /// Parses a server reply for transaction `xid`: (type, offered address, lease facts).
