@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::codec::{EncodedChunk, encode_chunk, is_zero};
 use crate::error::{BundleError, Result};
-use crate::format::{DATA_OFFSET, FORMAT_MINOR, Header};
+use crate::format::{DATA_OFFSET, Header};
 use crate::manifest::{BootSpec, Chunk, DEFAULT_CHUNK_SIZE, Manifest, Part, PartKind, VmSpec};
 use crate::sign::SecretKey;
 use crate::sys;
@@ -47,6 +47,9 @@ pub struct BuildSpec {
     pub zstd_level: i32,
     /// Compression threads (1 = inline, no threads).
     pub threads: usize,
+    /// Also carry the kernel's uncompressed ELF, decompressed from the
+    /// bzImage (a `kernel-elf` part, format 1.1): see [`crate::vmlinux`].
+    pub kexec_elf: bool,
 }
 
 impl BuildSpec {
@@ -60,6 +63,7 @@ impl BuildSpec {
             chunk_size: DEFAULT_CHUNK_SIZE,
             zstd_level: 3,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kexec_elf: false,
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct DirSpec {
     pub disk: Option<PathBuf>,
     /// VM-mode payload.
     pub vm: Option<DirVmSpec>,
+    /// Also carry the kernel's uncompressed ELF for fast kexec (`--kexec-elf`).
+    #[serde(default)]
+    pub kexec_elf: bool,
 }
 
 /// The `[vm]` table of `bundle.toml`.
@@ -124,7 +131,7 @@ pub fn spec_from_inputs(
             initrd_names.push(n.clone());
             spec.parts.push(PartInput { name: n, kind: PartKind::Initrd, path: p });
         }
-        spec.boot = Some(BootSpec { kernel: "kernel".into(), initrds: initrd_names, cmdline });
+        spec.boot = Some(BootSpec { kernel: "kernel".into(), initrds: initrd_names, cmdline, kernel_elf: None });
     }
     if let Some(p) = rootfs {
         spec.parts.push(PartInput { name: "rootfs".into(), kind: PartKind::Rootfs, path: p });
@@ -158,7 +165,8 @@ pub fn spec_from_dir(dir: &Path) -> Result<BuildSpec> {
             .unwrap_or_else(|| "image".into())
     });
     let j = |p: PathBuf| dir.join(p);
-    spec_from_inputs(
+    let kexec_elf = d.kexec_elf;
+    let mut spec = spec_from_inputs(
         &name,
         d.kernel.map(j),
         d.initrds.into_iter().map(j).collect(),
@@ -166,7 +174,9 @@ pub fn spec_from_dir(dir: &Path) -> Result<BuildSpec> {
         d.rootfs.map(j),
         d.disk.map(j),
         d.vm.map(|v| (j(v.disk), v.qemu_args)),
-    )
+    )?;
+    spec.kexec_elf = kexec_elf;
+    Ok(spec)
 }
 
 /// What a finished build reports.
@@ -196,6 +206,28 @@ struct OpenPart {
 }
 
 const QCOW_MAGIC: &[u8; 4] = b"QFI\xfb";
+/// Name of the part `--kexec-elf` adds.
+const KERNEL_ELF_PART: &str = "kernel-elf";
+
+/// The kernel's ELF, decompressed from the bzImage `kernel` into a scratch file.
+fn kernel_elf_part(kernel: &OpenPart, scratch: &Path) -> Result<OpenPart> {
+    let path = &kernel.input.path;
+    let bz = std::fs::read(path).map_err(|e| BundleError::io("reading", path, e))?;
+    let elf = crate::vmlinux::extract(&bz).map_err(|e| match e {
+        BundleError::BadInput { reason, .. } => {
+            BundleError::BadInput { what: format!("--kexec-elf: kernel {}", path.display()), reason }
+        }
+        e => e,
+    })?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".metalcast-vmlinux-")
+        .tempfile_in(scratch)
+        .map_err(|e| BundleError::io("creating scratch file in", scratch, e))?;
+    tmp.write_all(&elf).map_err(|e| BundleError::io("writing", tmp.path(), e))?;
+    let (file, tmp) = tmp.into_parts();
+    let input = PartInput { name: KERNEL_ELF_PART.into(), kind: PartKind::KernelElf, path: tmp.to_path_buf() };
+    Ok(OpenPart { input, file, size: elf.len() as u64, _converted: Some(tmp) })
+}
 
 fn open_part(p: &PartInput, scratch: &Path) -> Result<OpenPart> {
     let file = File::open(&p.path).map_err(|e| BundleError::io("opening", &p.path, e))?;
@@ -263,7 +295,17 @@ pub fn build(spec: &BuildSpec, out: &Path, key: Option<&SecretKey>, progress: &P
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let opened: Vec<OpenPart> = spec.parts.iter().map(|p| open_part(p, &out_dir)).collect::<Result<_>>()?;
+    let mut opened: Vec<OpenPart> = spec.parts.iter().map(|p| open_part(p, &out_dir)).collect::<Result<_>>()?;
+    let mut boot = spec.boot.clone();
+    if spec.kexec_elf {
+        let b = boot.as_mut().ok_or_else(|| BundleError::BadInput {
+            what: "--kexec-elf".into(),
+            reason: "the bundle has no kernel to take the ELF from".into(),
+        })?;
+        let k = opened.iter().position(|o| o.input.name == b.kernel).expect("the boot spec names a part");
+        opened.insert(k + 1, kernel_elf_part(&opened[k], &out_dir)?);
+        b.kernel_elf = Some(KERNEL_ELF_PART.into());
+    }
 
     // Lay out the chunk table: which part and offset each chunk reads.
     let mut parts = Vec::new();
@@ -404,7 +446,7 @@ pub fn build(spec: &BuildSpec, out: &Path, key: Option<&SecretKey>, progress: &P
         zstd_level: level,
         data_len,
         root_hash: String::new(),
-        boot: spec.boot.clone(),
+        boot,
         vm: spec.vm.clone(),
         parts,
         chunks,
@@ -415,7 +457,7 @@ pub fn build(spec: &BuildSpec, out: &Path, key: Option<&SecretKey>, progress: &P
     w.write_all(&manifest_bytes).map_err(|e| BundleError::io("writing", out, e))?;
     let f = w.into_inner().map_err(|e| BundleError::io("writing", out, e.into_error()))?;
     let header = Header {
-        minor: FORMAT_MINOR,
+        minor: manifest.format_minor(),
         manifest_offset: DATA_OFFSET + data_len,
         manifest_len: manifest_bytes.len() as u64,
         signature: key.map(|k| k.sign(&manifest_bytes)),

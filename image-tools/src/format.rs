@@ -25,8 +25,12 @@ pub const BUNDLE_MAGIC: &[u8; 8] = b"MCBUNDL\0";
 pub const MANIFEST_MAGIC: &[u8; 8] = b"MCMANIF\0";
 /// The format major version this code reads and writes.
 pub const FORMAT_MAJOR: u16 = 1;
-/// The newest format minor version this code reads (and the one it writes).
-pub const FORMAT_MINOR: u16 = 0;
+/// The newest format minor version this code reads. Writers record the
+/// oldest minor that can carry the manifest ([`Manifest::format_minor`]):
+/// 1.1 added the `kernel-elf` part.
+///
+/// [`Manifest::format_minor`]: crate::manifest::Manifest::format_minor
+pub const FORMAT_MINOR: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 128;
 /// Where the data section starts (page aligned for O_DIRECT readers).
@@ -188,7 +192,7 @@ impl SignedManifest {
         let mut out = Vec::with_capacity(SM_HEADER + self.manifest_bytes.len());
         out.extend_from_slice(MANIFEST_MAGIC);
         out.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
-        out.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
+        out.extend_from_slice(&self.manifest.format_minor().to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&(self.manifest_bytes.len() as u64).to_le_bytes());
         out.extend_from_slice(&sig_block(self.signature.as_ref()));

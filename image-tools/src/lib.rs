@@ -18,6 +18,7 @@
 //! - [`reader`]: opening and verifying bundles;
 //! - [`extract`]: writing parts out, sparse and atomic;
 //! - [`initramfs`]: the node runtime's bootstrap initramfs (newc cpio + zstd).
+//! - [`vmlinux`]: the uncompressed kernel ELF inside a bzImage (for `--kexec-elf`).
 
 pub mod builder;
 pub mod codec;
@@ -29,6 +30,7 @@ pub mod manifest;
 pub mod reader;
 pub mod sign;
 mod sys;
+pub mod vmlinux;
 
 pub use builder::{BuildSpec, BuildSummary, PartInput, build, spec_from_dir, spec_from_inputs};
 pub use codec::{check_or_decode_chunk, decode_chunk};

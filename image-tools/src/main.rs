@@ -131,6 +131,12 @@ struct BuildArgs {
     /// Extra qemu argument for VM mode (repeatable).
     #[arg(long = "qemu-arg", requires = "vm_disk", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
+    /// Also carry the kernel's uncompressed ELF (decompressed from the bzImage;
+    /// xz, gzip or zstd): runtimes with kexec-tools boot it without the
+    /// kernel's self-decompression and purgatory's checks (a faster
+    /// hand-over; no KASLR for that boot). Format 1.1.
+    #[arg(long)]
+    kexec_elf: bool,
     /// Chunk size, a power of two from 64K to 16M (suffixes K, M).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     chunk_size: u32,
@@ -263,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             spec.chunk_size = a.chunk_size;
             spec.zstd_level = a.level;
+            spec.kexec_elf |= a.kexec_elf;
             if let Some(t) = a.threads {
                 spec.threads = t.max(1);
             }
@@ -417,7 +424,8 @@ fn inspect(b: &Bundle, json: bool, chunks: bool) -> anyhow::Result<()> {
         100.0 * file_len as f64 / m.total_size().max(1) as f64
     );
     if let Some(boot) = &m.boot {
-        println!("boot        kernel={} initrds={:?} cmdline={:?}", boot.kernel, boot.initrds, boot.cmdline);
+        let elf = boot.kernel_elf.as_ref().map(|e| format!(" kernel_elf={e}")).unwrap_or_default();
+        println!("boot        kernel={}{elf} initrds={:?} cmdline={:?}", boot.kernel, boot.initrds, boot.cmdline);
     }
     if let Some(vm) = &m.vm {
         println!("vm          disk={} qemu_args={:?}", vm.disk, vm.qemu_args);

@@ -29,6 +29,10 @@ pub enum PartKind {
     Disk,
     /// A whole-disk image to boot under QEMU on the node (VM mode).
     VmDisk,
+    /// The same kernel as the `kernel` part, uncompressed: its ELF
+    /// (`vmlinux`), which a runtime with an ELF loader boots without the
+    /// bzImage's self-decompression (format 1.1).
+    KernelElf,
 }
 
 impl PartKind {
@@ -45,6 +49,7 @@ impl PartKind {
             PartKind::Rootfs => "rootfs",
             PartKind::Disk => "disk",
             PartKind::VmDisk => "vm-disk",
+            PartKind::KernelElf => "kernel-elf",
         }
     }
 }
@@ -104,6 +109,10 @@ pub struct BootSpec {
     /// Kernel command line.
     #[serde(default)]
     pub cmdline: String,
+    /// Name of the `kernel-elf` part: the same kernel as an uncompressed ELF,
+    /// for runtimes that load ELF kernels (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_elf: Option<String>,
 }
 
 /// How to boot the bundle as a VM on the node (for OSes that cannot be kexec'd).
@@ -351,6 +360,9 @@ impl Manifest {
             for (i, n) in b.initrds.iter().enumerate() {
                 self.check_ref(&format!("boot.initrds[{i}]"), n, PartKind::Initrd)?;
             }
+            if let Some(e) = &b.kernel_elf {
+                self.check_ref("boot.kernel_elf", e, PartKind::KernelElf)?;
+            }
         }
         if let Some(v) = &self.vm {
             self.check_ref("vm.disk", &v.disk, PartKind::VmDisk)?;
@@ -360,6 +372,15 @@ impl Manifest {
             return Err(BundleError::RootHash { expected: self.root_hash.clone(), actual: root });
         }
         Ok(())
+    }
+
+    /// The oldest format minor version that can carry this manifest: 1 when
+    /// it uses a 1.1 feature (a `kernel-elf` part), else 0, so bundles without
+    /// one stay readable by 1.0 readers.
+    pub fn format_minor(&self) -> u16 {
+        let elf = self.parts.iter().any(|p| p.kind == PartKind::KernelElf)
+            || self.boot.as_ref().is_some_and(|b| b.kernel_elf.is_some());
+        u16::from(elf)
     }
 
     fn check_ref(&self, field: &str, name: &str, kind: PartKind) -> Result<()> {
@@ -394,7 +415,12 @@ mod tests {
             zstd_level: 3,
             data_len: 30,
             root_hash: String::new(),
-            boot: Some(BootSpec { kernel: "kernel".into(), initrds: vec![], cmdline: "quiet".into() }),
+            boot: Some(BootSpec {
+                kernel: "kernel".into(),
+                initrds: vec![],
+                cmdline: "quiet".into(),
+                kernel_elf: None,
+            }),
             vm: None,
             parts: vec![Part {
                 name: "kernel".into(),
@@ -446,6 +472,13 @@ mod tests {
         let mut m = sample();
         m.boot.as_mut().unwrap().kernel = "nope".into();
         assert!(m.validate().unwrap_err().to_string().contains("boot.kernel"));
+
+        let mut m = sample();
+        assert_eq!(m.format_minor(), 0);
+        m.boot.as_mut().unwrap().kernel_elf = Some("kernel".into());
+        assert_eq!(m.format_minor(), 1);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("boot.kernel_elf") && e.contains("not a kernel-elf"), "{e}");
 
         let mut m = sample();
         m.chunks[1].stored = 70_000;

@@ -222,13 +222,53 @@ fn truncated_bundle_and_unknown_version() {
     let err = fails(&["inspect", "v.mcb"], f.d(), 3);
     assert!(err.contains("unsupported format version 2.0"), "{err}");
     let mut v = full.clone();
-    v[10] = 1;
+    v[10] = 2;
     std::fs::write(f.path("v.mcb"), &v).unwrap();
     let err = fails(&["inspect", "v.mcb"], f.d(), 3);
-    assert!(err.contains("unsupported format version 1.1"), "{err}");
+    assert!(err.contains("unsupported format version 1.2"), "{err}");
     std::fs::write(f.path("x.mcb"), b"hello world, not a bundle at all, really not; padding padding padding padding padding padding padding padding padding padding padding").unwrap();
     let err = fails(&["inspect", "x.mcb"], f.d(), 3);
     assert!(err.contains("bad magic"), "{err}");
+}
+
+/// A bzImage-shaped kernel: boot sector with a 2.15 boot protocol header,
+/// 2 setup sectors, then the zstd-compressed `elf` as the payload.
+fn fake_bzimage(elf: &[u8]) -> Vec<u8> {
+    let payload = zstd::encode_all(elf, 3).unwrap();
+    let mut bz = vec![0u8; 3 * 512 + 64];
+    bz[0x1f1] = 2;
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    bz[0x248..0x24c].copy_from_slice(&64u32.to_le_bytes());
+    bz[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    bz.extend_from_slice(&payload);
+    bz
+}
+
+#[test]
+fn kexec_elf_part_is_the_decompressed_kernel() {
+    let f = Fixture::new();
+    let mut elf = random(2 << 20, 9);
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2;
+    elf[5] = 1;
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes());
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+    std::fs::write(f.path("bz"), fake_bzimage(&elf)).unwrap();
+    ok(
+        &["build", "-o", "e.mcb", "--kernel", "bz", "--initrd", "initrd.img", "--kexec-elf", "--sign-key", "k.key"],
+        f.d(),
+    );
+    let text = ok(&["inspect", "e.mcb"], f.d());
+    assert!(text.contains("format      1.1") && text.contains("kernel_elf=kernel-elf"), "{text}");
+    ok(&["extract", "e.mcb", "--key", "k.pub", "-o", "out"], f.d());
+    assert_eq!(std::fs::read(f.path("out/kernel-elf")).unwrap(), elf);
+    assert_eq!(std::fs::read(f.path("out/kernel")).unwrap(), std::fs::read(f.path("bz")).unwrap());
+    let m = Bundle::open(&f.path("e.mcb")).unwrap().manifest;
+    assert_eq!(m.boot.unwrap().kernel_elf.as_deref(), Some("kernel-elf"));
+    // Without the flag the same kernel gives a 1.0 bundle that 1.0 readers still read.
+    ok(&["build", "-o", "p.mcb", "--kernel", "bz"], f.d());
+    assert!(ok(&["inspect", "p.mcb"], f.d()).contains("format      1.0"));
 }
 
 /// Rewrites the manifest of a bundle (unsigned) with `edit` applied.
@@ -339,6 +379,9 @@ fn bad_build_inputs_leave_no_output() {
     assert!(err.contains("chunk size"), "{err}");
     let err = fails(&["build", "-o", "n.mcb", "--cmdline", "x"], f.d(), 1);
     assert!(err.contains("without a kernel"), "{err}");
+    // The fixture's kernel is random bytes, not a bzImage.
+    let err = fails(&["build", "-o", "n.mcb", "--kernel", "vmlinuz", "--kexec-elf"], f.d(), 1);
+    assert!(err.contains("--kexec-elf") && err.contains("not a bzImage"), "{err}");
     let leftovers: Vec<_> = std::fs::read_dir(f.d())
         .unwrap()
         .filter_map(|e| e.ok())
