@@ -297,8 +297,9 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     let mut early: Option<EarlyStaging> = None;
     if handover == Handover::Kexec
         && device.is_some()
-        && let (Some(boot), Some(kernel)) = (m.boot.as_ref(), t.kernel())
+        && let (Some(boot), Some(bzimage)) = (m.boot.as_ref(), t.kernel())
     {
+        let kernel = crate::kexec::Kernel { bzimage, elf: t.kernel_elf() };
         match crate::kexec::stage_in_background(cfg.kexec_method, kernel, t.initrd(), kexec_cmdline(boot, d)) {
             Ok(h) => early = Some(h),
             Err(e) => eprintln!("metalcast: staging in the background: {e}; staging after verification instead"),
@@ -342,7 +343,8 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Handover::Kexec => {
             let ok = run.phase(Phase::Handover, || {
                 let boot = m.boot.as_ref().ok_or((exit::USAGE, "the bundle has no boot description".to_string()))?;
-                let kernel = t.kernel().ok_or((exit::USAGE, "the bundle has no kernel part".to_string()))?;
+                let bzimage = t.kernel().ok_or((exit::USAGE, "the bundle has no kernel part".to_string()))?;
+                let kernel = crate::kexec::Kernel { bzimage, elf: t.kernel_elf() };
                 let cmdline = kexec_cmdline(boot, d);
                 let (staged, secs, during) = match early.take() {
                     Some(h) => {
@@ -358,9 +360,13 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
                     }
                 };
                 let how = match (staged.method, &staged.fallback_reason) {
+                    ("elf", _) => "kexec_load of the kernel ELF (kexec-tools)".to_string(),
+                    ("file", Some(why)) => format!("kexec_file_load (after {why})"),
                     ("file", _) => "kexec_file_load".to_string(),
-                    (_, Some(why)) => format!("kexec_load (kexec-tools; kexec_file_load refused: {why})"),
-                    _ => format!("kexec_load (kexec-tools; kexec method {:?})", cfg.kexec_method).to_lowercase(),
+                    (_, Some(why)) => {
+                        format!("kexec_load of the bzImage (kexec-tools; kexec_file_load refused: {why})")
+                    }
+                    _ => "kexec_load of the bzImage (kexec-tools)".to_string(),
                 };
                 let mut data = serde_json::json!({ "handover": "kexec", "kexec_method": staged.method });
                 if let Some(why) = &staged.fallback_reason {

@@ -95,6 +95,7 @@ pub struct Targets {
     memfds: Vec<(String, File)>,
     device: Option<Device>,
     kernel: Option<usize>,
+    kernel_elf: Option<usize>,
     initrd: Option<usize>,
     /// Which chunks were written (each only after its hash matched the manifest).
     written: Vec<bool>,
@@ -162,6 +163,7 @@ impl Targets {
             memfds: Vec::new(),
             device,
             kernel: None,
+            kernel_elf: None,
             initrd: None,
             written: vec![false; m.chunks.len()],
         };
@@ -192,6 +194,9 @@ impl Targets {
                 if boot.is_some_and(|b| b.kernel == p.name) && p.kind == PartKind::Kernel {
                     t.kernel = Some(fd);
                 }
+                if boot.is_some_and(|b| b.kernel_elf.as_ref() == Some(&p.name)) && p.kind == PartKind::KernelElf {
+                    t.kernel_elf = Some(fd);
+                }
                 Dest::Mem { fd, base: 0 }
             };
             t.dests.push(d);
@@ -202,6 +207,11 @@ impl Targets {
     /// The kernel memfd, if the bundle is bootable.
     pub fn kernel(&self) -> Option<&File> {
         self.kernel.map(|i| &self.memfds[i].1)
+    }
+
+    /// The kernel's uncompressed ELF memfd, if the bundle carries one.
+    pub fn kernel_elf(&self) -> Option<&File> {
+        self.kernel_elf.map(|i| &self.memfds[i].1)
     }
 
     /// The concatenated initrds, if any.

@@ -7,9 +7,10 @@
 //! Both kexec into the tenant kernel (QEMU runs with `-no-reboot`, so a
 //! firmware reboot would end it), whose init prints the marker; the disk
 //! guest's tenant init hashes its disk, which must match the image. The
-//! first guest stages the tenant kernel with the legacy `kexec_load`
-//! (`metalcast.kexec=load`: kexec-tools' `kexec`, carried in the bootstrap
-//! initramfs with its shared libraries), the second with `kexec_file_load`.
+//! first guest stages the tenant kernel with method `auto`: kexec-tools'
+//! `kexec_load` (the `kexec` binary is carried in the bootstrap initramfs
+//! with its shared libraries) of the tenant bundle's kernel ELF; the second
+//! with `kexec_file_load` (`metalcast.kexec=file`).
 //! Then the
 //! first guest is reclaimed: it receives the bootstrap bundle, kexecs back
 //! into the runtime and checks in again.
@@ -78,7 +79,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (key, pubkey) = keypair(d);
-    // The bootstrap initramfs carries kexec-tools for the legacy kexec_load path; the tenant's does not need it.
+    // The bootstrap initramfs carries kexec-tools for the kexec_load paths.
     let initramfs = |name: &str, programs: Vec<(std::path::PathBuf, String)>| {
         let out = d.join(name);
         let s = build_initramfs(
@@ -123,11 +124,12 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     metalcast_image::extract(&bootstrap, &parts, &[], &indicatif::ProgressBar::hidden()).unwrap();
 
     // The tenant bundle: same kernel, an initramfs whose init prints the marker, and a sparse disk.
-    let tenant_initrd = initramfs("tenant.img", Vec::new());
+    // Its initramfs carries kexec-tools too, so the runtime in it can stage the reclaim with kexec_load.
+    let tenant_initrd = initramfs("tenant.img", vec![(kexec_tool.clone(), "/sbin/kexec".into())]);
     let disk_hash = disk_image(&d.join("disk.img"));
     let marker = format!("tenant-{:08x}", std::process::id());
     let tenant_path = d.join("tenant.mcb");
-    let spec = spec_from_inputs(
+    let mut spec = spec_from_inputs(
         "tenant",
         Some(vmlinuz.clone()),
         vec![tenant_initrd],
@@ -137,6 +139,8 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         None,
     )
     .unwrap();
+    // With the kernel's ELF, which guest a's auto method loads.
+    spec.kexec_elf = true;
     metalcast_image::build(&spec, &tenant_path, Some(&key), &indicatif::ProgressBar::hidden()).unwrap();
     let tenant = Bundle::open(&tenant_path).unwrap();
 
@@ -152,8 +156,9 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             name: "a",
             kernel: &kernel,
             initrd: &initrd,
-            // a stages the tenant with the legacy kexec_load (kexec-tools), b with kexec_file_load.
-            append: format!("{common_cmdline} {a_net} metalcast.kexec=load"),
+            // a stages with method auto: kexec-tools' kexec_load of the tenant's kernel ELF (and, on
+            // reclaim, of the bootstrap bundle's bzImage); b forces kexec_file_load.
+            append: format!("{common_cmdline} {a_net} metalcast.kexec=auto"),
             nic_model: "e1000",
             mac: mac_a,
             disk: None,
@@ -168,7 +173,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             name: "b",
             kernel: &kernel,
             initrd: &initrd,
-            append: format!("{common_cmdline} ip=dhcp"),
+            append: format!("{common_cmdline} ip=dhcp metalcast.kexec=file"),
             nic_model: "virtio-net-pci",
             mac: mac_b,
             disk: Some(&vdisk),
@@ -240,7 +245,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         };
         assert_eq!(phases, want, "{mac}");
         let h = r.reports.iter().find(|x| x.instruction == i && x.phase == Phase::Handover).unwrap();
-        let method = if mac == mac_a { "load" } else { "file" };
+        let method = if mac == mac_a { "elf" } else { "file" };
         assert_eq!(h.data["kexec_method"], method, "{mac}: {}", h.detail);
         // The disk target re-reads the device; memory chunks were hash-checked on arrival.
         let v = r.reports.iter().find(|x| x.instruction == i && x.phase == Phase::Verify).unwrap();
@@ -270,13 +275,18 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
     let tx = start_sender(f.sender(), &bootstrap_path, &spec, 1, 400);
     let seen = server.api.node(mac_a).unwrap().checkins.len();
     let lines = ga.console.lock().unwrap().len();
-    server.api.push(mac_a, deploy(&bootstrap, &spec, Target::Memory, Handover::Kexec, &a_net)).unwrap();
+    let ir = server.api.push(mac_a, deploy(&bootstrap, &spec, Target::Memory, Handover::Kexec, &a_net)).unwrap();
     assert_eq!(tx.join().unwrap().done(), 1);
     ga.wait_line("metalcast-init", lines, kexec_wait);
     let back = wait_checkins(&server.api, mac_a, seen + 1, kexec_wait).last_checkin().unwrap().clone();
     assert_eq!(back.role, Role::Runtime, "reclaimed node runs the runtime again");
     assert_ne!(back.boot_id, ta.boot_id);
     assert!(ga.running(), "reclaim without a firmware reboot");
+    // The bootstrap bundle has no kernel ELF: auto (kexec-tools in the tenant's image) staged its bzImage with
+    // kexec_load.
+    let r = server.api.node(mac_a).unwrap();
+    let h = r.reports.iter().find(|x| x.instruction == ir && x.phase == Phase::Handover).unwrap();
+    assert_eq!(h.data["kexec_method"], "load", "reclaim: {}", h.detail);
     eprintln!(
         "qemu test wall time: {:.1}s (boot to check-in {:.1}s, deploy+kexec {:.1}s, reclaim {:.1}s); last byte -> tenant init: {}",
         t_start.elapsed().as_secs_f64(),
