@@ -45,10 +45,14 @@ pub struct Config {
     pub reps: usize,
     /// Guest memory, MiB.
     pub memory_mb: u32,
-    /// How the runtime stages the tenant kernel (`metalcast.kexec=`):
-    /// `auto`, `file` or `load`; `load` puts kexec-tools' `kexec` (this
-    /// host's, with its libraries) into the bootstrap initramfs.
-    pub kexec_method: String,
+    /// How the runtime stages the tenant kernel (`metalcast.kexec=`), one
+    /// kexec run per method and repetition: `auto`, `file` or `load`. The
+    /// bootstrap initramfs carries kexec-tools' `kexec` (this host's, with
+    /// its libraries) for `auto` and `load`.
+    pub kexec_methods: Vec<String>,
+    /// Give the tenant bundle of `auto` and `load` its kernel ELF
+    /// (`--kexec-elf`); `file` always gets the bundle without (it cannot use it).
+    pub kexec_elf: bool,
 }
 
 /// One method's timings.
@@ -160,17 +164,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             size >> 20
         );
     }
-    let kexec_tool = match cfg.kexec_method.as_str() {
-        "auto" | "file" => None,
-        "load" => Some(
-            ["/usr/sbin/kexec", "/sbin/kexec"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.is_file())
-                .context("--kexec-method load needs kexec-tools installed (its kexec goes into the guest)")?,
-        ),
-        m => bail!("kexec method {m:?}: use auto, file or load"),
-    };
+    for m in &cfg.kexec_methods {
+        if !["auto", "file", "load"].contains(&m.as_str()) {
+            bail!("kexec method {m:?}: use auto, file or load");
+        }
+    }
+    let kexec_tool = ["/usr/sbin/kexec", "/sbin/kexec"].iter().map(PathBuf::from).find(|p| p.is_file());
+    if kexec_tool.is_none() && cfg.kexec_methods.iter().any(|m| m != "file") {
+        bail!("kexec methods auto and load need kexec-tools installed (its kexec goes into the guest)");
+    }
     let initramfs = |name: &str, programs: Vec<(PathBuf, String)>| -> anyhow::Result<PathBuf> {
         let out = d.join(name);
         build_initramfs(
@@ -213,19 +215,37 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let common = format!("console=ttyS0 quiet panic=-1 metalcast.cp={cp}");
     let tenant_initrd = initramfs("tenant.img", Vec::new())?;
     let tenant_cmdline = format!("{common} ip=dhcp metalcast.role=tenant metalcast.marker=tenant-up");
-    let tenant_path = d.join("tenant.mcb");
-    let spec = spec_from_inputs(
-        "tenant",
-        Some(vmlinuz.clone()),
-        vec![tenant_initrd.clone()],
-        tenant_cmdline.clone(),
-        None,
-        None,
-        None,
-    )?;
-    metalcast_image::build(&spec, &tenant_path, Some(&key), &indicatif::ProgressBar::hidden())?;
-    let tenant = Bundle::open(&tenant_path)?;
+    // Two tenant bundles of the same kernel, initrd and command line: with the kernel ELF (`--kexec-elf`) and without.
+    let tenant_bundle = |name: &str, elf: bool| -> anyhow::Result<PathBuf> {
+        let path = d.join(name);
+        let mut spec = spec_from_inputs(
+            "tenant",
+            Some(vmlinuz.clone()),
+            vec![tenant_initrd.clone()],
+            tenant_cmdline.clone(),
+            None,
+            None,
+            None,
+        )?;
+        spec.kexec_elf = elf;
+        spec.zstd_level = 9;
+        metalcast_image::build(&spec, &path, Some(&key), &indicatif::ProgressBar::hidden())?;
+        let b = Bundle::open(&path)?;
+        eprintln!(
+            "tenant bundle {name}: {:.1} MiB stored ({:.1} MiB of parts)",
+            b.manifest.data_len as f64 / 1048576.0,
+            b.manifest.total_size() as f64 / 1048576.0
+        );
+        Ok(path)
+    };
+    let plain = tenant_bundle("tenant.mcb", false)?;
+    let with_elf = if cfg.kexec_elf { tenant_bundle("tenant-elf.mcb", true)? } else { plain.clone() };
     let boot_initrd = initramfs("bootstrap.img", kexec_tool.map(|t| (t, "/sbin/kexec".into())).into_iter().collect())?;
+    let methods: Vec<(String, PathBuf)> = cfg
+        .kexec_methods
+        .iter()
+        .map(|m| (m.clone(), if m == "file" { plain.clone() } else { with_elf.clone() }))
+        .collect();
     let tftp = d.join("tftp");
     std::fs::create_dir_all(&tftp)?;
     std::fs::copy(&vmlinuz, tftp.join("vmlinuz"))?;
@@ -257,96 +277,128 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 
     let result = (|| -> anyhow::Result<Vec<Row>> {
         let long = Duration::from_secs(300);
-        let (mut kexec, mut pxe) = (Vec::new(), Vec::new());
-        let (mut runtime_part, mut staging, mut kernel_part) = (Vec::new(), Vec::new(), Vec::new());
+        /// One kexec method's samples.
+        #[derive(Default)]
+        struct Samples {
+            total: Vec<f64>,
+            runtime: Vec<f64>,
+            staging: Vec<f64>,
+            kernel: Vec<f64>,
+            receive: Vec<f64>,
+            how: String,
+        }
+        let mut per_method: Vec<Samples> = methods.iter().map(|_| Samples::default()).collect();
+        let mut pxe = Vec::new();
+        let mut session = 0u16;
         for rep in 0..cfg.reps {
-            let mut g = Guest::start(
-                tap,
-                cfg.memory_mb,
-                &[
-                    "-kernel".into(),
-                    vmlinuz.display().to_string(),
-                    "-initrd".into(),
-                    boot_initrd.display().to_string(),
-                    "-append".into(),
-                    format!("{common} ip=dhcp metalcast.kexec={}", cfg.kexec_method),
-                ],
-            )?;
-            g.wait("metalcast: checked in", long)?;
-            let mac = "52:54:00:6d:01:01";
-            let port = 42000 + rep as u16 * 2;
-            let spec = SessionSpec::new(
-                &tenant.manifest.root_hash,
-                SocketAddrV4::new(std::net::Ipv4Addr::new(239, 77, 7, 1), port),
-                SocketAddrV4::new(sender.ipv4(), port + 1),
-                1500,
-            )?;
-            let (bp, sp, local) = (tenant_path.clone(), spec.clone(), sender.ipv4());
-            let tx = sender.spawn_in(move || -> anyhow::Result<()> {
-                let b = Bundle::open(&bp)?;
-                let c = SenderConfig {
-                    local,
-                    rate: Some(400_000_000 / 8),
-                    join_timeout: Duration::from_secs(120),
-                    ..Default::default()
-                };
-                Sender::new(&sp, &b, c)?.run(&mut |_| {})?;
-                Ok(())
-            })?;
-            api.push(
-                mac,
-                Action::Deploy(Deploy {
-                    session: spec,
-                    manifest_b64: Deploy::encode_manifest(&tenant.signed_manifest().to_bytes()),
-                    target: Target::Memory,
-                    handover: Handover::Kexec,
-                    cmdline_append: String::new(),
-                    idle_timeout_secs: 60,
-                }),
-            )?;
-            let t0 = g.wait("metalcast: last byte received", long)?;
-            let (_, staged) = g.wait_line("metalcast: phase Handover Ok in ", long)?;
-            let tk = g.wait("metalcast: kexec now", long)?;
-            let t1 = g.wait("metalcast-marker: tenant-up", long)?;
-            tx.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
-            kexec.push((t1 - t0).as_secs_f64());
-            runtime_part.push((tk - t0).as_secs_f64());
-            kernel_part.push((t1 - tk).as_secs_f64());
-            staging.push(staged_secs(&staged).with_context(|| format!("no staging time in {staged:?}"))?);
-            drop(g);
+            for ((method, bundle_path), s) in methods.iter().zip(per_method.iter_mut()) {
+                let tenant = Bundle::open(bundle_path)?;
+                let mut g = Guest::start(
+                    tap,
+                    cfg.memory_mb,
+                    &[
+                        "-kernel".into(),
+                        vmlinuz.display().to_string(),
+                        "-initrd".into(),
+                        boot_initrd.display().to_string(),
+                        "-append".into(),
+                        format!("{common} ip=dhcp metalcast.kexec={method}"),
+                    ],
+                )?;
+                g.wait("metalcast: checked in", long)?;
+                let mac = "52:54:00:6d:01:01";
+                let port = 42000 + session * 2;
+                session += 1;
+                let spec = SessionSpec::new(
+                    &tenant.manifest.root_hash,
+                    SocketAddrV4::new(std::net::Ipv4Addr::new(239, 77, 7, 1), port),
+                    SocketAddrV4::new(sender.ipv4(), port + 1),
+                    1500,
+                )?;
+                let (bp, sp, local) = (bundle_path.clone(), spec.clone(), sender.ipv4());
+                let tx = sender.spawn_in(move || -> anyhow::Result<()> {
+                    let b = Bundle::open(&bp)?;
+                    let c = SenderConfig {
+                        local,
+                        rate: Some(400_000_000 / 8),
+                        join_timeout: Duration::from_secs(120),
+                        ..Default::default()
+                    };
+                    Sender::new(&sp, &b, c)?.run(&mut |_| {})?;
+                    Ok(())
+                })?;
+                api.push(
+                    mac,
+                    Action::Deploy(Deploy {
+                        session: spec,
+                        manifest_b64: Deploy::encode_manifest(&tenant.signed_manifest().to_bytes()),
+                        target: Target::Memory,
+                        handover: Handover::Kexec,
+                        cmdline_append: String::new(),
+                        idle_timeout_secs: 60,
+                    }),
+                )?;
+                let t0 = g.wait("metalcast: last byte received", long)?;
+                let (_, received) = g.wait_line("metalcast: phase Receive Ok in ", long)?;
+                let (_, staged) = g.wait_line("metalcast: phase Handover Ok in ", long)?;
+                let tk = g.wait("metalcast: kexec now", long)?;
+                let t1 = g.wait("metalcast-marker: tenant-up", long)?;
+                tx.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+                s.total.push((t1 - t0).as_secs_f64());
+                s.runtime.push((tk - t0).as_secs_f64());
+                s.kernel.push((t1 - tk).as_secs_f64());
+                s.staging.push(staged_secs(&staged).with_context(|| format!("no staging time in {staged:?}"))?);
+                s.receive.push(phase_secs(&received).with_context(|| format!("no time in {received:?}"))?);
+                s.how = staged_with(&staged).unwrap_or("?").to_string();
+                eprintln!(
+                    "rep {rep} {method}: kexec {:.2}s (runtime {:.2}s of which staging {:.2}s, kernel {:.2}s; receive {:.2}s) with {}",
+                    s.total[rep], s.runtime[rep], s.staging[rep], s.kernel[rep], s.receive[rep], s.how
+                );
+                drop(g);
+            }
 
             let mut g = Guest::start(tap, cfg.memory_mb, &["-boot".into(), "n".into()])?;
             let t1 = g.wait("metalcast-marker: tenant-up", long)?;
             pxe.push((t1 - g.started).as_secs_f64());
-            eprintln!(
-                "rep {rep}: kexec {:.2}s (runtime {:.2}s of which staging {:.2}s, kernel {:.2}s), firmware+pxe {:.2}s",
-                kexec[rep], runtime_part[rep], staging[rep], kernel_part[rep], pxe[rep]
-            );
+            eprintln!("rep {rep}: firmware+pxe {:.2}s", pxe[rep]);
         }
-        let how = format!("kexec ({})", cfg.kexec_method);
-        Ok(vec![
-            Row { method: "kexec".into(), span: "last byte received -> tenant init".into(), secs: Summary::of(&kexec) },
-            Row {
+        let mut rows = Vec::new();
+        for ((method, bundle), s) in methods.iter().zip(per_method) {
+            let elf = Bundle::open(bundle)?.manifest.boot.as_ref().is_some_and(|b| b.kernel_elf.is_some());
+            let how = format!("kexec ({method}: {})", s.how);
+            let bundle_note = if elf { "bundle with kernel ELF" } else { "bundle without kernel ELF" };
+            rows.push(Row {
+                method: format!("kexec ({method})"),
+                span: "last byte received -> tenant init".into(),
+                secs: Summary::of(&s.total),
+            });
+            rows.push(Row {
                 method: how.clone(),
                 span: "part: last byte -> `kexec now` (verify, stage kernel, reports)".into(),
-                secs: Summary::of(&runtime_part),
-            },
-            Row {
+                secs: Summary::of(&s.runtime),
+            });
+            rows.push(Row {
                 method: how.clone(),
                 span: "part: staging the kernel (agent's own timing, guest clock)".into(),
-                secs: Summary::of(&staging),
-            },
-            Row {
-                method: how,
+                secs: Summary::of(&s.staging),
+            });
+            rows.push(Row {
+                method: how.clone(),
                 span: "part: `kexec now` -> tenant init (kexec reboot, kernel boot)".into(),
-                secs: Summary::of(&kernel_part),
-            },
-            Row {
-                method: "firmware+pxe".into(),
-                span: "QEMU start (reset) -> tenant init (iPXE, DHCP, TFTP)".into(),
-                secs: Summary::of(&pxe),
-            },
-        ])
+                secs: Summary::of(&s.kernel),
+            });
+            rows.push(Row {
+                method: how,
+                span: format!("before it: receive phase ({bundle_note}; guest clock)"),
+                secs: Summary::of(&s.receive),
+            });
+        }
+        rows.push(Row {
+            method: "firmware+pxe".into(),
+            span: "QEMU start (reset) -> tenant init (iPXE, DHCP, TFTP)".into(),
+            secs: Summary::of(&pxe),
+        });
+        Ok(rows)
     })();
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
@@ -361,18 +413,35 @@ pub fn markdown(rows: &[Row]) -> String {
     for r in rows {
         s += &format!("| {} | {} | {:.2} | {:.2} | {:.2} |\n", r.method, r.span, r.secs.median, r.secs.min, r.secs.max);
     }
-    let k = rows.iter().find(|r| r.method == "kexec");
-    let p = rows.iter().find(|r| r.method == "firmware+pxe");
-    if let (Some(k), Some(p)) = (k, p) {
-        s += &format!("\nfirmware+pxe / kexec = {:.2}x\n", p.secs.median / k.secs.median);
+    if let Some(p) = rows.iter().find(|r| r.method == "firmware+pxe") {
+        s.push('\n');
+        for k in rows.iter().filter(|r| r.method.starts_with("kexec (") && r.span.starts_with("last byte")) {
+            s += &format!("firmware+pxe / {} = {:.2}x\n", k.method, p.secs.median / k.secs.median);
+        }
     }
     s
 }
 
+/// The number of seconds right after `marker` in `line`.
+fn secs_after(line: &str, marker: &str) -> Option<f64> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest[..rest.find('s')?].parse().ok()
+}
+
 /// The staging time in the agent's handover phase line (`... kernel staged in 1.23s with ...`).
 fn staged_secs(line: &str) -> Option<f64> {
-    let rest = &line[line.find("kernel staged in ")? + "kernel staged in ".len()..];
-    rest[..rest.find('s')?].parse().ok()
+    secs_after(line, "kernel staged in ")
+}
+
+/// A phase line's own duration (`metalcast: phase Receive Ok in 3.21s at ...`).
+fn phase_secs(line: &str) -> Option<f64> {
+    secs_after(line, " Ok in ")
+}
+
+/// How the kernel was staged, from the handover phase line (`... with kexec_file_load, rebooting ...`).
+fn staged_with(line: &str) -> Option<&str> {
+    let rest = &line[line.find("s with ")? + "s with ".len()..];
+    Some(&rest[..rest.find(", rebooting")?])
 }
 
 #[cfg(test)]
@@ -382,5 +451,10 @@ mod tests {
         let l = "metalcast: phase Handover Ok in 1.30s at 9.10s uptime: kernel staged in 1.25s with kexec_file_load";
         assert_eq!(super::staged_secs(l), Some(1.25));
         assert_eq!(super::staged_secs("metalcast: phase Handover Ok in 1.30s"), None);
+        assert_eq!(super::phase_secs(l), Some(1.30));
+        let l = "metalcast: phase Handover Ok in 0.50s at 9.10s uptime: kernel staged in 0.48s with kexec_load of \
+                 the kernel ELF (kexec-tools), rebooting into it; cmdline \"x\"";
+        assert_eq!(super::staged_with(l), Some("kexec_load of the kernel ELF (kexec-tools)"));
+        assert_eq!(super::staged_with("metalcast: phase Handover Ok in 0.50s"), None);
     }
 }

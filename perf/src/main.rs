@@ -108,10 +108,14 @@ enum Cmd {
         /// Guest memory, MiB.
         #[arg(long, default_value_t = 512)]
         memory_mb: u32,
-        /// How the runtime stages the tenant kernel: auto, file (kexec_file_load) or load
-        /// (kexec_load via this host's kexec-tools, put into the guest's initramfs).
-        #[arg(long, default_value = "auto")]
-        kexec_method: String,
+        /// How the runtime stages the tenant kernel, one kexec run per method and repetition (comma list):
+        /// auto (the kernel ELF by kexec_load when the bundle has one, else kexec_file_load), file
+        /// (kexec_file_load of the bzImage) or load (kexec_load); kexec-tools goes into the guest's initramfs.
+        #[arg(long, default_value = "auto,file", value_delimiter = ',')]
+        kexec_method: Vec<String>,
+        /// Do not give the `auto`/`load` tenant bundle the kernel's ELF (`metalcast-image build --kexec-elf`).
+        #[arg(long)]
+        no_kexec_elf: bool,
     },
 }
 
@@ -157,13 +161,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Simulate(args) => cli::simulate(args)?,
         Cmd::Recursion(args) => cli::recursion(args)?,
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
-        Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb, kexec_method } => {
+        Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb, kexec_method, no_kexec_elf } => {
             let cfg = metalcast_bench::kexec_boot::Config {
                 kernel_dir,
                 node_static,
                 reps: reps.max(1),
                 memory_mb,
-                kexec_method,
+                kexec_methods: kexec_method,
+                kexec_elf: !no_kexec_elf,
             };
             println!("{}", metalcast_bench::kexec_boot::markdown(&metalcast_bench::kexec_boot::run(&cfg)?));
         }
