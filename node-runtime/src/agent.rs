@@ -164,6 +164,7 @@ enum ReportMsg {
 /// whose SYN is lost while the NIC is still flooded by the session costs a
 /// 1 s retransmission); [`Reporter::flush`] waits for them, bounded, before
 /// a kexec or an exit.
+#[derive(Clone)]
 struct Reporter {
     tx: std::sync::mpsc::Sender<ReportMsg>,
 }
@@ -242,8 +243,9 @@ fn target_code(e: &TargetError) -> u8 {
     }
 }
 
-/// Carries out one deployment. Returns only if it did not hand over
-/// (failure, or hand-over `none`); the exit code says how it ended.
+/// Carries out one deployment. Returns only if it did not hand over by
+/// kexec (failure, or hand-over `none` or `vm`); the exit code says how it
+/// ended. A deployment that gets past `accept` first stops a running VM.
 fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     let mut manifest = None;
     let ok = run.phase(Phase::Accept, || {
@@ -259,6 +261,12 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Ok((detail, serde_json::Value::Null))
     });
     let Some(m) = manifest.filter(|_| ok) else { return exit::UNTRUSTED };
+    // One tenant at a time: a new deployment replaces the VM (which may be using the disk).
+    let stopped = crate::vm::stop_all(Duration::from_secs(10));
+    if stopped > 0 {
+        println!("metalcast: stopped the running VM before the new deployment");
+    }
+    let handover = cfg.handover_override.unwrap_or(d.handover);
     let device = match &d.target {
         Target::Memory => None,
         Target::Disk { device } => Some(PathBuf::from(device)),
@@ -290,7 +298,6 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Ok((detail, serde_json::to_value(&s).unwrap_or_default()))
     });
     let Some(mut t) = targets.filter(|_| ok) else { return exit::WRITE };
-    let handover = cfg.handover_override.unwrap_or(d.handover);
     // A disk target's kexec stages the kernel while the device is flushed and
     // verified: staging reads only the kernel and initrd memfds (each chunk
     // hash-checked on arrival), never the device. Unstaged if they fail.
@@ -336,8 +343,12 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             exit::OK
         }
         Handover::Vm => {
-            let ok = run.phase(Phase::Handover, || crate::vm::start(&m, &t, device.as_deref()));
-            if ok { exit::OK } else { exit::HANDOVER }
+            let on_exit = vm_exit_reporter(run);
+            let ok = run.phase(Phase::Handover, || crate::vm::start(&m, &t, device.as_deref(), on_exit));
+            if !ok {
+                return exit::HANDOVER;
+            }
+            exit::OK
         }
         Handover::Kexec => {
             let ok = run.phase(Phase::Handover, || {
@@ -387,6 +398,37 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             exit::HANDOVER
         }
     }
+}
+
+/// Reports (under the deploy's instruction) when the VM it started exits.
+fn vm_exit_reporter(run: &Run<'_>) -> Box<dyn FnOnce(crate::vm::VmExit) + Send> {
+    let (reporter, node, boot_id, instruction) =
+        (run.reporter.clone(), run.node.clone(), run.boot_id.clone(), run.instruction);
+    Box::new(move |e| {
+        let code = e.status.and_then(|s| s.code());
+        let signal = e.status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+        let clean = code == Some(0);
+        let how = match (code, signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "an unknown status".into(),
+        };
+        let detail = format!("qemu (pid {}) exited with {how} after {:.1}s", e.pid, e.secs);
+        println!("metalcast: {detail}");
+        reporter.post(
+            &node,
+            Report {
+                instruction,
+                boot_id,
+                phase: Phase::VmExit,
+                status: if clean { Status::Ok } else { Status::Failed },
+                secs: e.secs,
+                exit_code: if clean { exit::OK } else { exit::HANDOVER },
+                detail,
+                data: serde_json::json!({ "qemu_pid": e.pid, "exit_code": code, "signal": signal }),
+            },
+        );
+    })
 }
 
 /// A kernel staged in the background.
@@ -574,6 +616,8 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                             let addr = netinfo.addr_now().unwrap_or(netinfo.addr);
                             let code = deploy(cfg, &run, addr, &d);
                             if cfg.once {
+                                // A VM is the agent's child and would not outlive it: wait for it.
+                                crate::vm::wait_all();
                                 reporter.flush(REPORT_FLUSH);
                                 return code;
                             }

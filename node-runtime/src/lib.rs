@@ -9,7 +9,7 @@
 //! - [`kexec`]: staging the next kernel, `kexec_file_load` or the legacy
 //!   `kexec_load` through kexec-tools;
 //! - [`target`]: memory (memfd) and disk (`O_DIRECT`) targets and read-back verification;
-//! - [`vm`]: VM mode (QEMU on the received disk image);
+//! - [`vm`]: VM mode (QEMU on the received disk image, without a network unless the bundle gives it one);
 //! - [`receive`]: the standalone `receive` command (one image to a directory);
 //! - [`rx_path`]: the receive path, XDP/AF_XDP fast path or socket, and
 //!   the fallback from one to the other;

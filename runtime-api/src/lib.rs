@@ -266,6 +266,8 @@ pub enum Phase {
     Handover,
     /// Erasing disks (a `wipe` instruction).
     Wipe,
+    /// The VM of a `vm` hand-over exited (reported under the deploy's instruction).
+    VmExit,
 }
 
 /// Outcome of a phase.
