@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use metalcast_image::{PublicKey, SignedManifest};
 use metalcast_runtime_api::{
-    Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Status, Target,
-    Wipe, WipeMode,
+    Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Seed, Status,
+    Target, Wipe, WipeMode,
 };
 use metalcast_transport::{Receiver, ReceiverConfig, TransportError};
 
 use crate::config::NetConfig;
+use crate::seed::{Held, Keeping, SeedError};
 use crate::target::{TargetError, Targets};
 use crate::{exit, inventory, net, sys};
 
@@ -245,8 +246,10 @@ fn target_code(e: &TargetError) -> u8 {
 
 /// Carries out one deployment. Returns only if it did not hand over by
 /// kexec (failure, or hand-over `none` or `vm`); the exit code says how it
-/// ended. A deployment that gets past `accept` first stops a running VM.
-fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
+/// ended. After a `none` or `vm` hand-over `held` is the received image in
+/// its stored form (seed mode); a deployment that gets past `accept` first
+/// stops a running VM and drops the image held before.
+fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &mut Option<Held>) -> u8 {
     let mut manifest = None;
     let ok = run.phase(Phase::Accept, || {
         let bytes = d.manifest_bytes().map_err(|e| (exit::USAGE, e.to_string()))?;
@@ -266,7 +269,15 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     if stopped > 0 {
         println!("metalcast: stopped the running VM before the new deployment");
     }
+    *held = None;
     let handover = cfg.handover_override.unwrap_or(d.handover);
+    // Seed mode: after a hand-over that leaves the runtime up, keep the stored chunks.
+    let mut keep = match handover {
+        Handover::Kexec => None,
+        Handover::None | Handover::Vm => {
+            Held::new(&m).map_err(|e| eprintln!("metalcast: not keeping the image for seeding: {e}")).ok()
+        }
+    };
     let device = match &d.target {
         Target::Memory => None,
         Target::Disk { device } => Some(PathBuf::from(device)),
@@ -277,7 +288,11 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         let rcfg =
             ReceiverConfig { iface, idle_timeout: Duration::from_secs(d.idle_timeout_secs), ..Default::default() };
         let rx = Receiver::new(&d.session, &m, rcfg).map_err(|e| (exit::FAILURE, e.to_string()))?;
-        let s = rx.run(&mut t, &mut |_| {}).map_err(|e| {
+        let r = match keep.as_mut() {
+            Some(held) => rx.run(&mut Keeping { sink: &mut t, held }, &mut |_| {}),
+            None => rx.run(&mut t, &mut |_| {}),
+        };
+        let s = r.map_err(|e| {
             let code = match e {
                 TransportError::Timeout { .. } => exit::TIMEOUT,
                 TransportError::Sink { .. } => exit::WRITE,
@@ -340,6 +355,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             run.phase(Phase::Handover, || {
                 Ok(("hand-over none: staying in the runtime".into(), serde_json::json!({ "handover": "none" })))
             });
+            hold(held, keep);
             exit::OK
         }
         Handover::Vm => {
@@ -348,6 +364,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             if !ok {
                 return exit::HANDOVER;
             }
+            hold(held, keep);
             exit::OK
         }
         Handover::Kexec => {
@@ -400,6 +417,23 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     }
 }
 
+/// Keeps a complete received image for seeding.
+fn hold(held: &mut Option<Held>, keep: Option<Held>) {
+    match keep {
+        Some(h) if h.complete() => {
+            println!(
+                "metalcast: holding {} (root {}) for seeding: {:.1} MiB stored",
+                h.manifest().name,
+                &h.manifest().root_hash[..16],
+                h.stored_bytes() as f64 / f64::from(1 << 20)
+            );
+            *held = Some(h);
+        }
+        Some(_) => eprintln!("metalcast: the image's stored chunks are incomplete; not seeding it"),
+        None => {}
+    }
+}
+
 /// Reports (under the deploy's instruction) when the VM it started exits.
 fn vm_exit_reporter(run: &Run<'_>) -> Box<dyn FnOnce(crate::vm::VmExit) + Send> {
     let (reporter, node, boot_id, instruction) =
@@ -428,6 +462,34 @@ fn vm_exit_reporter(run: &Run<'_>) -> Box<dyn FnOnce(crate::vm::VmExit) + Send> 
                 data: serde_json::json!({ "qemu_pid": e.pid, "exit_code": code, "signal": signal }),
             },
         );
+    })
+}
+
+/// Serves a held image (a `seed` instruction); refuses, losing nothing, when it is not held.
+fn seed(run: &Run<'_>, s: &Seed, local: Ipv4Addr, held: Option<&Held>) -> bool {
+    run.phase(Phase::Seed, || {
+        let sum = crate::seed::serve(held, s, local).map_err(|e| {
+            let code = match e {
+                SeedError::NotHeld { .. } | SeedError::Invalid(_) => exit::USAGE,
+                SeedError::Transport(_) => exit::FAILURE,
+            };
+            (code, e.to_string())
+        })?;
+        let detail = format!(
+            "served {:.1} MiB to {} of {} receivers in {:.2}s: {} source + {} repair packets, wire ratio {:.3}",
+            sum.image_bytes as f64 / f64::from(1 << 20),
+            sum.done(),
+            s.expected_receivers,
+            sum.secs,
+            sum.source_packets,
+            sum.repair_packets,
+            sum.wire_ratio
+        );
+        let data = serde_json::to_value(&sum).unwrap_or_default();
+        if sum.done() < s.expected_receivers {
+            return Err((exit::FAILURE, format!("not every receiver finished: {detail}")));
+        }
+        Ok((detail, data))
     })
 }
 
@@ -553,6 +615,8 @@ pub fn run(cfg: &AgentConfig) -> u8 {
     let mut backoff = Duration::from_millis(500);
     let mut epoch = None;
     let mut attended = cfg.attended.map(|c| (c, console_lines()));
+    // The image held for seeding (after a `none` or `vm` hand-over).
+    let mut held: Option<Held> = None;
     loop {
         let checkin = CheckIn {
             node: netinfo.mac.clone(),
@@ -614,7 +678,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                     match i.action {
                         Action::Deploy(d) => {
                             let addr = netinfo.addr_now().unwrap_or(netinfo.addr);
-                            let code = deploy(cfg, &run, addr, &d);
+                            let code = deploy(cfg, &run, addr, &d, &mut held);
                             if cfg.once {
                                 // A VM is the agent's child and would not outlive it: wait for it.
                                 crate::vm::wait_all();
@@ -624,6 +688,9 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                         }
                         Action::Wipe(w) => {
                             wipe(&run, &w);
+                        }
+                        Action::Seed(s) => {
+                            seed(&run, &s, netinfo.addr_now().unwrap_or(netinfo.addr), held.as_ref());
                         }
                         Action::CheckIn => break,
                         Action::PowerOff => {
