@@ -6,7 +6,8 @@
 //! refuses to seed an image it does not hold, then serves the image it holds
 //! as the sender of a new session to a plain receiver B whose link loses 5%
 //! of UDP packets (so A's repair symbols are needed); B's image matches the
-//! manifest. When the VM exits the agent reaps it and reports it.
+//! manifest. A second deployment stops the VM (reaped, its exit reported)
+//! and starts a new one, which exits when the agent is killed.
 
 mod common;
 
@@ -193,10 +194,27 @@ fn vm_handover_runs_qemu_without_network_seeds_the_image_and_reaps_the_vm() {
     eprintln!("seed: {}; B: {got:?}", rep.detail);
     assert!(Path::new(&format!("/proc/{qemu}")).exists(), "the VM ran on while A seeded");
 
-    // The VM exits (here: stopped from outside); the agent reaps it and reports it.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    // A new deployment replaces the VM: the agent stops it, reaps it and reports its exit, then starts
+    // the new one.
+    let spec2 = session(&bundle, f.sender().ipv4(), 3);
+    let tx = start_sender(f.sender(), &bundle_path, &spec2, 1, 200);
+    let i2 = server.api.push(&ma, deploy(&bundle, &spec2, Target::Memory, Handover::Vm, "")).unwrap();
+    assert_eq!(tx.join().unwrap().done(), 1);
     let (_, e) = wait_report(&server.api, &ma, i, Phase::VmExit);
     assert_eq!(e.data["qemu_pid"].as_u64(), Some(u64::from(qemu)), "{e:?}");
-    assert!(!Path::new(&format!("/proc/{qemu}")).exists(), "QEMU was reaped");
+    assert!(!Path::new(&format!("/proc/{qemu}")).exists(), "the first QEMU was reaped");
+    let r = wait_phase(&server.api, &ma, i2, Phase::Handover, Duration::from_secs(60));
+    let h = r.reports.iter().find(|x| x.instruction == i2 && x.phase == Phase::Handover).unwrap();
+    let qemu2 = h.data["qemu_pid"].as_u64().unwrap() as u32;
+    assert_eq!(ppid(qemu2), agent_pid);
+
+    // The VM does not outlive the agent.
     drop(agent);
+    wait_until(Duration::from_secs(30), "the second QEMU to exit with the agent", || {
+        // Gone, or a zombie of whoever adopted it.
+        match std::fs::read_to_string(format!("/proc/{qemu2}/stat")) {
+            Err(_) => Some(()),
+            Ok(stat) => (stat.rsplit(") ").next()?.starts_with('Z')).then_some(()),
+        }
+    });
 }
