@@ -429,7 +429,10 @@ fn hold(held: &mut Option<Held>, keep: Option<Held>) {
             );
             *held = Some(h);
         }
-        Some(_) => eprintln!("metalcast: the image's stored chunks are incomplete; not seeding it"),
+        Some(h) => eprintln!(
+            "metalcast: not holding the image for seeding: {}",
+            h.failure().unwrap_or("its stored chunks are incomplete")
+        ),
         None => {}
     }
 }

@@ -24,6 +24,8 @@ pub struct Held {
     data: File,
     have: Vec<bool>,
     missing: usize,
+    /// Why keeping a chunk failed (then the image is not held; the deployment goes on).
+    failed: Option<String>,
 }
 
 impl Held {
@@ -34,12 +36,17 @@ impl Held {
         data.set_len(m.data_len)?;
         let have: Vec<bool> = m.chunks.iter().map(|c| c.offset.is_none()).collect();
         let missing = have.iter().filter(|h| !**h).count();
-        Ok(Held { manifest: m.clone(), data, have, missing })
+        Ok(Held { manifest: m.clone(), data, have, missing, failed: None })
     }
 
     /// Whether every stored chunk is held.
     pub fn complete(&self) -> bool {
-        self.missing == 0
+        self.missing == 0 && self.failed.is_none()
+    }
+
+    /// Why a chunk could not be kept, if one could not.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// The held image's manifest.
@@ -89,7 +96,9 @@ impl StoredImage for Held {
     }
 }
 
-/// A sink that writes to `sink` and keeps every stored chunk in `held`.
+/// A sink that writes to `sink` and keeps every stored chunk in `held`. A
+/// chunk that cannot be kept (memory) only makes `held` incomplete: the
+/// deployment itself never fails for the sake of seeding.
 #[derive(Debug)]
 pub struct Keeping<'a, S: ChunkSink> {
     /// Where the image is written (the deployment's targets).
@@ -105,7 +114,12 @@ impl<S: ChunkSink> ChunkSink for Keeping<'_, S> {
 
     fn stored_chunk(&mut self, m: &Manifest, index: usize, stored: &[u8]) -> Result<(), BundleError> {
         self.sink.stored_chunk(m, index, stored)?;
-        self.held.keep(index, stored)
+        if self.held.failed.is_none()
+            && let Err(e) = self.held.keep(index, stored)
+        {
+            self.held.failed = Some(e.to_string());
+        }
+        Ok(())
     }
 }
 
@@ -157,4 +171,73 @@ pub fn serve(held: Option<&Held>, s: &Seed, local: Ipv4Addr) -> Result<SenderSum
         ..defaults
     };
     Ok(Sender::new(&s.session, h, cfg)?.run(&mut |_| {})?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the chunks written through it.
+    #[derive(Debug, Default)]
+    struct Count(usize);
+
+    impl ChunkSink for Count {
+        fn write_chunk(&mut self, _: &Manifest, _: usize, _: &[u8]) -> Result<(), BundleError> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    fn manifest(dir: &std::path::Path) -> metalcast_image::Bundle {
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(dir.join("vm.img"), data).unwrap();
+        let spec = metalcast_image::spec_from_inputs(
+            "t",
+            None,
+            vec![],
+            String::new(),
+            None,
+            None,
+            Some((dir.join("vm.img"), vec![])),
+        )
+        .unwrap();
+        metalcast_image::build(&spec, &dir.join("b.mcb"), None, &indicatif::ProgressBar::hidden()).unwrap();
+        metalcast_image::Bundle::open(&dir.join("b.mcb")).unwrap()
+    }
+
+    #[test]
+    fn keeps_exactly_the_stored_chunks_and_a_bad_one_only_spoils_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = manifest(dir.path());
+        let m = &b.manifest;
+        let mut held = Held::new(m).unwrap();
+        let mut sink = Count::default();
+        let mut stored = Vec::new();
+        let stored_idx: Vec<usize> = (0..m.chunks.len()).filter(|i| !m.chunks[*i].is_hole()).collect();
+        assert!(stored_idx.len() >= 2);
+        for &i in &stored_idx {
+            b.read_stored(i, &mut stored).unwrap();
+            assert!(!held.complete());
+            let mut k = Keeping { sink: &mut sink, held: &mut held };
+            k.write_chunk(m, i, b"decoded data").unwrap();
+            k.stored_chunk(m, i, &stored).unwrap();
+        }
+        assert!(held.complete());
+        assert_eq!(sink.0, stored_idx.len(), "every write passed through");
+        assert_eq!(held.stored_bytes(), stored_idx.iter().map(|i| u64::from(m.chunks[*i].stored)).sum::<u64>());
+        // What the sender reads is the bundle's data section, chunk for chunk.
+        let mut got = Vec::new();
+        for &i in &stored_idx {
+            let c = &m.chunks[i];
+            b.read_stored(i, &mut stored).unwrap();
+            got.resize(c.stored as usize, 0);
+            StoredImage::read_data(&held, c.offset.unwrap(), &mut got).unwrap();
+            assert_eq!(got, stored, "chunk {i}");
+        }
+        // A chunk of the wrong size is not kept: the copy is spoilt, the write itself goes on.
+        let mut held = Held::new(m).unwrap();
+        let mut k = Keeping { sink: &mut sink, held: &mut held };
+        k.stored_chunk(m, stored_idx[0], b"short").unwrap();
+        assert!(!held.complete() && held.failure().is_some_and(|f| f.contains("stored bytes")), "{:?}", held.failure());
+    }
 }
