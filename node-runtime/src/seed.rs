@@ -170,7 +170,22 @@ pub fn serve(held: Option<&Held>, s: &Seed, local: Ipv4Addr) -> Result<SenderSum
         receiver_timeout: wait,
         ..defaults
     };
-    Ok(Sender::new(&s.session, h, cfg)?.run(&mut |_| {})?)
+    let mut last = std::time::Instant::now();
+    let progress = &mut |p: &metalcast_transport::SenderProgress| {
+        if last.elapsed() >= Duration::from_secs(2) {
+            last = std::time::Instant::now();
+            let done = p.receivers.iter().filter(|r| r.state == "done").count();
+            println!(
+                "metalcast: seeding {}: first pass {}/{} blocks, {done}/{} receivers done, {:.1} MiB sent",
+                h.manifest.name,
+                p.pass_blocks,
+                p.total_blocks,
+                s.expected_receivers,
+                p.bytes_sent as f64 / f64::from(1 << 20)
+            );
+        }
+    };
+    Ok(Sender::new(&s.session, h, cfg)?.run(progress)?)
 }
 
 #[cfg(test)]
