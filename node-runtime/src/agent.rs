@@ -526,6 +526,10 @@ fn wipe(run: &Run<'_>, w: &Wipe) -> bool {
         if std::os::unix::process::parent_id() != 1 {
             return Err((exit::USAGE, "wipe refused: the agent is not running under the runtime's init".into()));
         }
+        // A VM may be using the disk: it goes first.
+        if crate::vm::stop_all(Duration::from_secs(10)) > 0 {
+            println!("metalcast: stopped the running VM before wiping");
+        }
         let devices: Vec<PathBuf> = if w.devices.is_empty() {
             inventory::collect().disks.iter().map(|d| PathBuf::from(format!("/dev/{}", d.name))).collect()
         } else {
