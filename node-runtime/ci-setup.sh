@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prerequisites of the metalcast-node tests (idempotent; run as root by .ci/run):
 #   qemu-system-x86   the QEMU guest tests (TCG; -accel kvm does not work on these machines)
+#                     and the VM-mode test (tests/vm.rs: QEMU only has to start)
 #   dnsmasq-base      the DHCP server the agent and guest tests run inside their namespaces
 #   kexec-tools       its `kexec` (and shared libraries) go into the guests' bootstrap
 #                     initramfs for the legacy kexec_load hand-over; preseeded so the

@@ -1188,7 +1188,7 @@ async fn follow(
                         p.rejected = rejected_total(&data);
                         p.reason = detail.clone();
                     }
-                    Phase::Flush | Phase::Wipe => {}
+                    Phase::Flush | Phase::Wipe | Phase::VmExit | Phase::Seed => {}
                     Phase::Verify => {
                         p.state = if handover == HandoverSpec::None { "verified".into() } else { "handover".into() };
                     }

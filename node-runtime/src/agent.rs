@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use metalcast_image::{PublicKey, SignedManifest};
 use metalcast_runtime_api::{
-    Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Status, Target,
-    Wipe, WipeMode,
+    Action, CheckIn, CheckInReply, Chosen, Deploy, Handover, Instruction, Offers, Phase, Report, Role, Seed, Status,
+    Target, Wipe, WipeMode,
 };
 use metalcast_transport::{Receiver, ReceiverConfig, TransportError};
 
 use crate::config::NetConfig;
+use crate::seed::{Held, Keeping, SeedError};
 use crate::target::{TargetError, Targets};
 use crate::{exit, inventory, net, sys};
 
@@ -164,6 +165,7 @@ enum ReportMsg {
 /// whose SYN is lost while the NIC is still flooded by the session costs a
 /// 1 s retransmission); [`Reporter::flush`] waits for them, bounded, before
 /// a kexec or an exit.
+#[derive(Clone)]
 struct Reporter {
     tx: std::sync::mpsc::Sender<ReportMsg>,
 }
@@ -242,9 +244,12 @@ fn target_code(e: &TargetError) -> u8 {
     }
 }
 
-/// Carries out one deployment. Returns only if it did not hand over
-/// (failure, or hand-over `none`); the exit code says how it ended.
-fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
+/// Carries out one deployment. Returns only if it did not hand over by
+/// kexec (failure, or hand-over `none` or `vm`); the exit code says how it
+/// ended. After a `none` or `vm` hand-over `held` is the received image in
+/// its stored form (seed mode); a deployment that gets past `accept` first
+/// stops a running VM and drops the image held before.
+fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &mut Option<Held>) -> u8 {
     let mut manifest = None;
     let ok = run.phase(Phase::Accept, || {
         let bytes = d.manifest_bytes().map_err(|e| (exit::USAGE, e.to_string()))?;
@@ -259,6 +264,20 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Ok((detail, serde_json::Value::Null))
     });
     let Some(m) = manifest.filter(|_| ok) else { return exit::UNTRUSTED };
+    // One tenant at a time: a new deployment replaces the VM (which may be using the disk).
+    let stopped = crate::vm::stop_all(Duration::from_secs(10));
+    if stopped > 0 {
+        println!("metalcast: stopped the running VM before the new deployment");
+    }
+    *held = None;
+    let handover = cfg.handover_override.unwrap_or(d.handover);
+    // Seed mode: after a hand-over that leaves the runtime up, keep the stored chunks.
+    let mut keep = match handover {
+        Handover::Kexec => None,
+        Handover::None | Handover::Vm => {
+            Held::new(&m).map_err(|e| eprintln!("metalcast: not keeping the image for seeding: {e}")).ok()
+        }
+    };
     let device = match &d.target {
         Target::Memory => None,
         Target::Disk { device } => Some(PathBuf::from(device)),
@@ -269,7 +288,11 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         let rcfg =
             ReceiverConfig { iface, idle_timeout: Duration::from_secs(d.idle_timeout_secs), ..Default::default() };
         let rx = Receiver::new(&d.session, &m, rcfg).map_err(|e| (exit::FAILURE, e.to_string()))?;
-        let s = rx.run(&mut t, &mut |_| {}).map_err(|e| {
+        let r = match keep.as_mut() {
+            Some(held) => rx.run(&mut Keeping { sink: &mut t, held }, &mut |_| {}),
+            None => rx.run(&mut t, &mut |_| {}),
+        };
+        let s = r.map_err(|e| {
             let code = match e {
                 TransportError::Timeout { .. } => exit::TIMEOUT,
                 TransportError::Sink { .. } => exit::WRITE,
@@ -290,7 +313,6 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
         Ok((detail, serde_json::to_value(&s).unwrap_or_default()))
     });
     let Some(mut t) = targets.filter(|_| ok) else { return exit::WRITE };
-    let handover = cfg.handover_override.unwrap_or(d.handover);
     // A disk target's kexec stages the kernel while the device is flushed and
     // verified: staging reads only the kernel and initrd memfds (each chunk
     // hash-checked on arrival), never the device. Unstaged if they fail.
@@ -334,11 +356,17 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
             run.phase(Phase::Handover, || {
                 Ok(("hand-over none: staying in the runtime".into(), serde_json::json!({ "handover": "none" })))
             });
+            hold(held, keep);
             exit::OK
         }
         Handover::Vm => {
-            let ok = run.phase(Phase::Handover, || crate::vm::start(&m, &t, device.as_deref()));
-            if ok { exit::OK } else { exit::HANDOVER }
+            let on_exit = vm_exit_reporter(run);
+            let ok = run.phase(Phase::Handover, || crate::vm::start(&m, &t, device.as_deref(), on_exit));
+            if !ok {
+                return exit::HANDOVER;
+            }
+            hold(held, keep);
+            exit::OK
         }
         Handover::Kexec => {
             let ok = run.phase(Phase::Handover, || {
@@ -395,6 +423,85 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy) -> u8 {
     }
 }
 
+/// Keeps a complete received image for seeding.
+fn hold(held: &mut Option<Held>, keep: Option<Held>) {
+    match keep {
+        Some(h) if h.complete() => {
+            println!(
+                "metalcast: holding {} (root {}) for seeding: {:.1} MiB stored",
+                h.manifest().name,
+                &h.manifest().root_hash[..16],
+                h.stored_bytes() as f64 / f64::from(1 << 20)
+            );
+            *held = Some(h);
+        }
+        Some(h) => eprintln!(
+            "metalcast: not holding the image for seeding: {}",
+            h.failure().unwrap_or("its stored chunks are incomplete")
+        ),
+        None => {}
+    }
+}
+
+/// Reports (under the deploy's instruction) when the VM it started exits.
+fn vm_exit_reporter(run: &Run<'_>) -> Box<dyn FnOnce(crate::vm::VmExit) + Send> {
+    let (reporter, node, boot_id, instruction) =
+        (run.reporter.clone(), run.node.clone(), run.boot_id.clone(), run.instruction);
+    Box::new(move |e| {
+        let code = e.status.and_then(|s| s.code());
+        let signal = e.status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+        let clean = code == Some(0);
+        let how = match (code, signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "an unknown status".into(),
+        };
+        let detail = format!("qemu (pid {}) exited with {how} after {:.1}s", e.pid, e.secs);
+        println!("metalcast: {detail}");
+        reporter.post(
+            &node,
+            Report {
+                instruction,
+                boot_id,
+                phase: Phase::VmExit,
+                status: if clean { Status::Ok } else { Status::Failed },
+                secs: e.secs,
+                exit_code: if clean { exit::OK } else { exit::HANDOVER },
+                detail,
+                data: serde_json::json!({ "qemu_pid": e.pid, "exit_code": code, "signal": signal }),
+            },
+        );
+    })
+}
+
+/// Serves a held image (a `seed` instruction); refuses, losing nothing, when it is not held.
+fn seed(run: &Run<'_>, s: &Seed, local: Ipv4Addr, held: Option<&Held>) -> bool {
+    run.phase(Phase::Seed, || {
+        let sum = crate::seed::serve(held, s, local).map_err(|e| {
+            let code = match e {
+                SeedError::NotHeld { .. } | SeedError::Invalid(_) => exit::USAGE,
+                SeedError::Transport(_) => exit::FAILURE,
+            };
+            (code, e.to_string())
+        })?;
+        let detail = format!(
+            "served {:.1} MiB to {} of {} receivers in {:.2}s: {} source + {} repair packets, wire ratio {:.3}",
+            sum.image_bytes as f64 / f64::from(1 << 20),
+            sum.done(),
+            s.expected_receivers,
+            sum.secs,
+            sum.source_packets,
+            sum.repair_packets,
+            sum.wire_ratio
+        );
+        let data = serde_json::to_value(&sum).unwrap_or_default();
+        if sum.done() < s.expected_receivers {
+            return Err((exit::FAILURE, format!("not every receiver finished: {detail}")));
+        }
+        Ok((detail, data))
+    })
+}
+
 /// A kernel staged in the background.
 type EarlyStaging = std::thread::JoinHandle<Result<(crate::kexec::Staged, Duration), crate::kexec::StageError>>;
 
@@ -424,6 +531,10 @@ fn wipe(run: &Run<'_>, w: &Wipe) -> bool {
     run.phase(Phase::Wipe, || {
         if std::os::unix::process::parent_id() != 1 {
             return Err((exit::USAGE, "wipe refused: the agent is not running under the runtime's init".into()));
+        }
+        // A VM may be using the disk: it goes first.
+        if crate::vm::stop_all(Duration::from_secs(10)) > 0 {
+            println!("metalcast: stopped the running VM before wiping");
         }
         let devices: Vec<PathBuf> = if w.devices.is_empty() {
             inventory::collect().disks.iter().map(|d| PathBuf::from(format!("/dev/{}", d.name))).collect()
@@ -517,6 +628,8 @@ pub fn run(cfg: &AgentConfig) -> u8 {
     let mut backoff = Duration::from_millis(500);
     let mut epoch = None;
     let mut attended = cfg.attended.map(|c| (c, console_lines()));
+    // The image held for seeding (after a `none` or `vm` hand-over).
+    let mut held: Option<Held> = None;
     loop {
         let checkin = CheckIn {
             node: netinfo.mac.clone(),
@@ -578,14 +691,19 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                     match i.action {
                         Action::Deploy(d) => {
                             let addr = netinfo.addr_now().unwrap_or(netinfo.addr);
-                            let code = deploy(cfg, &run, addr, &d);
+                            let code = deploy(cfg, &run, addr, &d, &mut held);
                             if cfg.once {
+                                // A VM is the agent's child and would not outlive it: wait for it.
+                                crate::vm::wait_all();
                                 reporter.flush(REPORT_FLUSH);
                                 return code;
                             }
                         }
                         Action::Wipe(w) => {
                             wipe(&run, &w);
+                        }
+                        Action::Seed(s) => {
+                            seed(&run, &s, netinfo.addr_now().unwrap_or(netinfo.addr), held.as_ref());
                         }
                         Action::CheckIn => break,
                         Action::PowerOff => {

@@ -9,7 +9,8 @@
 //! - [`kexec`]: staging the next kernel, `kexec_file_load` or the legacy
 //!   `kexec_load` through kexec-tools;
 //! - [`target`]: memory (memfd) and disk (`O_DIRECT`) targets and read-back verification;
-//! - [`vm`]: VM mode (QEMU on the received disk image);
+//! - [`vm`]: VM mode (QEMU on the received disk image, without a network unless the bundle gives it one);
+//! - [`seed`]: seed mode (keeping a received image in its stored form and serving it in a new session);
 //! - [`receive`]: the standalone `receive` command (one image to a directory);
 //! - [`rx_path`]: the receive path, XDP/AF_XDP fast path or socket, and
 //!   the fallback from one to the other;
@@ -25,6 +26,7 @@ pub mod kexec;
 pub mod net;
 pub mod receive;
 pub mod rx_path;
+pub mod seed;
 mod sys;
 pub mod target;
 pub mod vm;

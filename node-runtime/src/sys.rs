@@ -276,3 +276,47 @@ pub fn reap_any() -> Option<(i32, i32)> {
         }
     }
 }
+
+/// Makes the child `cmd` spawns get SIGTERM when the spawning thread exits
+/// (`PR_SET_PDEATHSIG`; the agent spawns VMs from its main thread, so a VM
+/// does not outlive the agent). A child whose parent is already gone fails
+/// to start (`ESRCH`).
+pub fn terminate_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec; it makes two
+    // async-signal-safe system calls (prctl, getppid), allocates nothing and
+    // touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The parent may have exited before prctl: then we were reparented already.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Blocks until child `pid` has exited, without reaping it (`waitid` with
+/// `WNOWAIT`): until it is reaped its pid cannot be reused, so signalling it
+/// stays safe.
+pub fn wait_exited_unreaped(pid: u32) -> io::Result<()> {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends `SIGTERM` (or with `kill`, `SIGKILL`) to process `pid`.
+pub fn signal(pid: u32, kill: bool) -> io::Result<()> {
+    use nix::sys::signal::Signal;
+    let sig = if kill { Signal::SIGKILL } else { Signal::SIGTERM };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(Into::into)
+}

@@ -196,6 +196,37 @@ pub struct Wipe {
     pub devices: Vec<String>,
 }
 
+/// Serve an image this node holds to other nodes: the node becomes the
+/// sender of a new multicast session (seed mode, `docs/node-runtime.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// The new session (fresh id and MAC key, as for a deployment). Its
+    /// `root_hash` names the image to serve, which the node must hold; its
+    /// `sender` is this node's address and a free port (the control socket).
+    pub session: SessionSpec,
+    /// Cap on the send rate, UDP payload bytes per second (default
+    /// 12 500 000 = 100 Mbit/s): the node shares its link with its tenant. The
+    /// rate adapts to the receivers' loss below the cap.
+    #[serde(default = "default_seed_rate")]
+    pub rate_bytes_per_sec: u64,
+    /// Receivers that must report done before the session ends (default 1).
+    #[serde(default = "default_receivers")]
+    pub expected_receivers: usize,
+    /// How long to wait for `expected_receivers` to join before sending
+    /// anyway, and for a silent receiver before giving up on it (default 30 s).
+    #[serde(default = "default_idle")]
+    pub join_timeout_secs: u64,
+}
+
+fn default_seed_rate() -> u64 {
+    12_500_000
+}
+
+fn default_receivers() -> usize {
+    1
+}
+
 /// What the node is told to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
@@ -204,6 +235,8 @@ pub enum Action {
     Deploy(Deploy),
     /// Erase disks before the node goes back to the free pool (reclaim).
     Wipe(Wipe),
+    /// Send an image this node holds (from an earlier deployment) in a new session.
+    Seed(Seed),
     /// Check in again (e.g. after the inventory changed).
     CheckIn,
     /// Power the node off.
@@ -266,6 +299,10 @@ pub enum Phase {
     Handover,
     /// Erasing disks (a `wipe` instruction).
     Wipe,
+    /// The VM of a `vm` hand-over exited (reported under the deploy's instruction).
+    VmExit,
+    /// Serving a held image as a session's sender (a `seed` instruction).
+    Seed,
 }
 
 /// Outcome of a phase.
@@ -349,6 +386,25 @@ mod tests {
         assert_eq!(t, Target::Disk { device: "/dev/vda".into() });
         assert!(serde_json::from_str::<Target>(r#"{"kind":"disk","device":"/dev/vda","x":1}"#).is_err());
         assert!(serde_json::from_str::<Instruction>(r#"{"id":1,"action":"format-everything"}"#).is_err());
+    }
+
+    #[test]
+    fn seed_json_shape_and_defaults() {
+        let spec =
+            SessionSpec::new("ab", "239.1.1.1:5000".parse().unwrap(), "10.0.0.7:5001".parse().unwrap(), 1500).unwrap();
+        let mut v = serde_json::json!({"id": 9, "action": "seed", "session": spec});
+        let i: Instruction = serde_json::from_value(v.clone()).unwrap();
+        let Action::Seed(s) = &i.action else { panic!("{i:?}") };
+        assert_eq!((s.rate_bytes_per_sec, s.expected_receivers, s.join_timeout_secs), (12_500_000, 1, 30));
+        assert_eq!(s.session, spec);
+        assert_eq!(serde_json::from_value::<Instruction>(serde_json::to_value(&i).unwrap()).unwrap(), i);
+        v["rate_bytes_per_sec"] = 1_000_000.into();
+        let Action::Seed(s) = serde_json::from_value::<Instruction>(v.clone()).unwrap().action else { unreachable!() };
+        assert_eq!(s.rate_bytes_per_sec, 1_000_000);
+        v["root_hash"] = "ab".into();
+        assert!(serde_json::from_value::<Instruction>(v).is_err(), "unknown seed field accepted");
+        assert_eq!(serde_json::to_value(Phase::VmExit).unwrap(), "vm-exit");
+        assert_eq!(serde_json::to_value(Phase::Seed).unwrap(), "seed");
     }
 
     #[test]

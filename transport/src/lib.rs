@@ -33,6 +33,6 @@ mod sys;
 
 pub use error::TransportError;
 pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
-pub use sender::{ReceiverStatus, Sender, SenderConfig, SenderProgress, SenderSummary};
+pub use sender::{ReceiverStatus, Sender, SenderConfig, SenderProgress, SenderSummary, StoredImage};
 pub use session::{SessionKey, SessionSpec};
 pub use source::{PacketSource, SocketSource};

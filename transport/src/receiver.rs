@@ -22,6 +22,16 @@ use crate::sys;
 pub trait ChunkSink {
     /// Writes chunk `index`, already decompressed and checked against the manifest.
     fn write_chunk(&mut self, manifest: &Manifest, index: usize, data: &[u8]) -> Result<(), BundleError>;
+
+    /// Chunk `index`'s stored bytes, exactly as the session carried them (the
+    /// decoded block, which decompressed to the data just passed to
+    /// [`write_chunk`](Self::write_chunk)), for sinks that keep the image in
+    /// its stored form to send it on (the node runtime's seed mode). Called
+    /// right after `write_chunk`; ignored by default.
+    fn stored_chunk(&mut self, manifest: &Manifest, index: usize, stored: &[u8]) -> Result<(), BundleError> {
+        let _ = (manifest, index, stored);
+        Ok(())
+    }
 }
 
 impl ChunkSink for PartFiles {
@@ -485,6 +495,10 @@ impl<'a> Receiver<'a> {
                         redundant += late.extract_if(.., |x| x.0 == b).count() as u64;
                         let chunk = self.layout.blocks[b].chunk;
                         sink.write_chunk(self.manifest, chunk, &data)
+                            .map_err(|source| TransportError::Sink { chunk, source })?;
+                        // A raw chunk's data is its stored form; otherwise `spare` holds the block.
+                        let stored = if self.manifest.chunks[chunk].raw { &data } else { &spare };
+                        sink.stored_chunk(self.manifest, chunk, stored)
                             .map_err(|source| TransportError::Sink { chunk, source })?;
                         bytes_written += data.len() as u64;
                         decoded_blocks += u64::from(decoded);

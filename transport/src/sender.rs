@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use metalcast_image::Bundle;
+use metalcast_image::{Bundle, BundleError, Manifest};
 use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
 
 use crate::erasure::{FewErasures, MAX_DIRECT_REPAIRS};
@@ -174,10 +174,33 @@ impl TokenBucket {
     }
 }
 
-/// A multicast sender for one bundle and one session.
+/// What a [`Sender`] sends from: an image's manifest and its stored
+/// (compressed) chunk bytes, addressed like a bundle's data section (a stored
+/// chunk's bytes at its manifest `offset`). A bundle file is one; the node
+/// runtime's copy of an image it received (seed mode) is another.
+pub trait StoredImage {
+    /// The image's validated manifest.
+    fn manifest(&self) -> &Manifest;
+
+    /// Reads the data-section range `[offset, offset + buf.len())`; the sender
+    /// only asks for whole stored chunks.
+    fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<(), BundleError>;
+}
+
+impl StoredImage for Bundle {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<(), BundleError> {
+        Bundle::read_data(self, offset, buf)
+    }
+}
+
+/// A multicast sender for one image and one session.
 pub struct Sender<'a> {
     spec: &'a SessionSpec,
-    bundle: &'a Bundle,
+    bundle: &'a (dyn StoredImage + Sync),
     layout: Layout,
     cfg: SenderConfig,
     data: UdpSocket,
@@ -211,12 +234,16 @@ const ENCODER_CACHE: usize = 16;
 
 impl<'a> Sender<'a> {
     /// Binds the sockets. The control socket must be bindable at `spec.sender`.
-    pub fn new(spec: &'a SessionSpec, bundle: &'a Bundle, cfg: SenderConfig) -> Result<Self, TransportError> {
+    pub fn new(
+        spec: &'a SessionSpec,
+        bundle: &'a (dyn StoredImage + Sync),
+        cfg: SenderConfig,
+    ) -> Result<Self, TransportError> {
         spec.validate()?;
-        if spec.root_hash != bundle.manifest.root_hash {
+        if spec.root_hash != bundle.manifest().root_hash {
             return Err(TransportError::Config("session spec is for another image (root hash differs)".into()));
         }
-        let layout = Layout::new(&bundle.manifest, spec.symbol_size);
+        let layout = Layout::new(bundle.manifest(), spec.symbol_size);
         let data = sys::sender_socket(cfg.local)?;
         let control = sys::control_socket(spec.sender)?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("control socket", e))?;
@@ -552,7 +579,7 @@ impl<'a> Sender<'a> {
             .max()
             .map_or(start.elapsed(), |t| t.duration_since(start))
             .as_secs_f64();
-        let image_bytes = self.bundle.manifest.data_len;
+        let image_bytes = self.bundle.manifest().data_len;
         Ok(SenderSummary {
             session_id: self.spec.session_id,
             secs,

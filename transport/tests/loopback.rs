@@ -63,10 +63,21 @@ fn loopback_transfer_is_byte_identical() {
             let cfg = SenderConfig { rate: Some(200_000_000), expected_receivers: 1, ..Default::default() };
             Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {}).unwrap()
         });
-        let mut sink = MemorySink::new(&m);
+        let mut sink = KeepsStored { sink: MemorySink::new(&m), stored: vec![None; m.chunks.len()] };
         let r = rx.run(&mut sink, &mut |_| {}).unwrap();
-        assert_eq!(sink.parts[0], std::fs::read(dir.path().join("kernel")).unwrap());
-        assert_eq!(sink.parts[1], b"tiny initrd");
+        assert_eq!(sink.sink.parts[0], std::fs::read(dir.path().join("kernel")).unwrap());
+        assert_eq!(sink.sink.parts[1], b"tiny initrd");
+        // Every stored chunk was handed over in its stored form, exactly as the bundle holds it.
+        let mut want = Vec::new();
+        for (i, c) in m.chunks.iter().enumerate() {
+            if c.is_hole() {
+                assert!(sink.stored[i].is_none(), "hole {i}");
+            } else {
+                b.read_stored(i, &mut want).unwrap();
+                assert_eq!(sink.stored[i].as_deref(), Some(&want[..]), "chunk {i} (raw: {})", c.raw);
+            }
+        }
+        assert!(m.chunks.iter().any(|c| c.raw) && m.chunks.iter().any(|c| !c.raw && !c.is_hole()));
         let snd = sender.join().unwrap();
         (r, snd)
     });
@@ -76,6 +87,33 @@ fn loopback_transfer_is_byte_identical() {
     assert_eq!(r.rejected.total(), 0);
     assert!(s.wire_ratio < 1.2, "wire ratio {}", s.wire_ratio);
     eprintln!("{r:?}\n{s:?}");
+}
+
+/// A memory sink that also records every chunk's stored form.
+struct KeepsStored {
+    sink: MemorySink,
+    stored: Vec<Option<Vec<u8>>>,
+}
+
+impl ChunkSink for KeepsStored {
+    fn write_chunk(
+        &mut self,
+        m: &metalcast_image::Manifest,
+        index: usize,
+        data: &[u8],
+    ) -> Result<(), metalcast_image::BundleError> {
+        self.sink.write_chunk(m, index, data)
+    }
+
+    fn stored_chunk(
+        &mut self,
+        _m: &metalcast_image::Manifest,
+        index: usize,
+        stored: &[u8],
+    ) -> Result<(), metalcast_image::BundleError> {
+        assert!(self.stored[index].replace(stored.to_vec()).is_none(), "chunk {index} handed over twice");
+        Ok(())
+    }
 }
 
 /// Replays phase 1 once, then phase 2 over and over (a carousel), with a
