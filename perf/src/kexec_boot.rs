@@ -50,8 +50,9 @@ pub struct Config {
     /// bootstrap initramfs carries kexec-tools' `kexec` (this host's, with
     /// its libraries) for `auto` and `load`.
     pub kexec_methods: Vec<String>,
-    /// Give the tenant bundle of `auto` and `load` its kernel ELF
-    /// (`--kexec-elf`); `file` always gets the bundle without (it cannot use it).
+    /// Give the tenant bundle of `auto` its kernel ELF (`--kexec-elf`);
+    /// `load` and `file` get the bundle without, so the three show the ELF,
+    /// `kexec_load` of the bzImage and `kexec_file_load`.
     pub kexec_elf: bool,
 }
 
@@ -244,7 +245,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let methods: Vec<(String, PathBuf)> = cfg
         .kexec_methods
         .iter()
-        .map(|m| (m.clone(), if m == "file" { plain.clone() } else { with_elf.clone() }))
+        .map(|m| (m.clone(), if m == "auto" { with_elf.clone() } else { plain.clone() }))
         .collect();
     let tftp = d.join("tftp");
     std::fs::create_dir_all(&tftp)?;
@@ -414,9 +415,14 @@ pub fn markdown(rows: &[Row]) -> String {
         s += &format!("| {} | {} | {:.2} | {:.2} | {:.2} |\n", r.method, r.span, r.secs.median, r.secs.min, r.secs.max);
     }
     if let Some(p) = rows.iter().find(|r| r.method == "firmware+pxe") {
-        s.push('\n');
+        s += "\n| ratio | median / median | fastest PXE / median kexec (conservative) |\n|---|---:|---:|\n";
         for k in rows.iter().filter(|r| r.method.starts_with("kexec (") && r.span.starts_with("last byte")) {
-            s += &format!("firmware+pxe / {} = {:.2}x\n", k.method, p.secs.median / k.secs.median);
+            s += &format!(
+                "| firmware+pxe / {} | {:.2}x | {:.2}x |\n",
+                k.method,
+                p.secs.median / k.secs.median,
+                p.secs.min / k.secs.median
+            );
         }
     }
     s

@@ -113,7 +113,7 @@ enum Cmd {
         /// (kexec_file_load of the bzImage) or load (kexec_load); kexec-tools goes into the guest's initramfs.
         #[arg(long, default_value = "auto,file", value_delimiter = ',')]
         kexec_method: Vec<String>,
-        /// Do not give the `auto`/`load` tenant bundle the kernel's ELF (`metalcast-image build --kexec-elf`).
+        /// Do not give the `auto` tenant bundle the kernel's ELF (`metalcast-image build --kexec-elf`).
         #[arg(long)]
         no_kexec_elf: bool,
     },
