@@ -274,9 +274,11 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &
     // Seed mode: after a hand-over that leaves the runtime up, keep the stored chunks.
     let mut keep = match handover {
         Handover::Kexec => None,
-        Handover::None | Handover::Vm => {
-            Held::new(&m).map_err(|e| eprintln!("metalcast: not keeping the image for seeding: {e}")).ok()
-        }
+        Handover::None | Handover::Vm => crate::seed::fits(&m, d.target == Target::Memory, inventory::mem_available())
+            .map_err(|e| e.to_string())
+            .and_then(|()| Held::new(&m).map_err(|e| e.to_string()))
+            .map_err(|e| eprintln!("metalcast: not keeping the image for seeding: {e}"))
+            .ok(),
     };
     let device = match &d.target {
         Target::Memory => None,

@@ -17,13 +17,23 @@ pub fn count_cpu_list(list: &str) -> u32 {
         .sum()
 }
 
-/// `MemTotal` in bytes from `/proc/meminfo` text.
-pub fn mem_total(meminfo: &str) -> u64 {
+/// Field `key` (e.g. `MemTotal`) in bytes from `/proc/meminfo` text (0 if absent).
+pub fn meminfo_bytes(meminfo: &str, key: &str) -> u64 {
     meminfo
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// `MemTotal` in bytes from `/proc/meminfo` text.
+pub fn mem_total(meminfo: &str) -> u64 {
+    meminfo_bytes(meminfo, "MemTotal")
+}
+
+/// `MemAvailable` of this machine in bytes (0 if unreadable).
+pub fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo").map_or(0, |m| meminfo_bytes(&m, "MemAvailable"))
 }
 
 /// Reads the inventory of this machine.
@@ -82,6 +92,8 @@ mod tests {
         assert_eq!(count_cpu_list("0-3,6"), 5);
         assert_eq!(count_cpu_list("0"), 1);
         assert_eq!(mem_total("MemFree: 1 kB\nMemTotal:  2048 kB\n"), 2 << 20);
+        assert_eq!(meminfo_bytes("MemAvailableX: 5 kB\nMemAvailable: 3 kB\n", "MemAvailable"), 3 << 10);
+        assert!(mem_available() > 0);
         let inv = collect();
         assert!(inv.cpus >= 1 && inv.memory_bytes > 0, "{inv:?}");
     }

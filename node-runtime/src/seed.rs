@@ -28,6 +28,23 @@ pub struct Held {
     failed: Option<String>,
 }
 
+/// Whether keeping `m` for seeding fits in `available` bytes of memory
+/// (`MemAvailable`), next to a memory target's parts (`memory_target`): the
+/// copy may take at most half of what the deployment leaves free. `Err`
+/// says why not; the deployment then goes on without keeping a copy.
+pub fn fits(m: &Manifest, memory_target: bool, available: u64) -> Result<(), String> {
+    let parts = if memory_target { m.total_size() } else { 0 };
+    let left = available.saturating_sub(parts);
+    if m.data_len > left / 2 {
+        return Err(format!(
+            "the {} MiB stored image is more than half of the {} MiB of memory the deployment leaves available",
+            m.data_len >> 20,
+            left >> 20
+        ));
+    }
+    Ok(())
+}
+
 impl Held {
     /// An empty holder for `m`'s stored chunks (a memfd as large as the data
     /// section; memory is used only as chunks arrive).
@@ -218,6 +235,18 @@ mod tests {
         .unwrap();
         metalcast_image::build(&spec, &dir.join("b.mcb"), None, &indicatif::ProgressBar::hidden()).unwrap();
         metalcast_image::Bundle::open(&dir.join("b.mcb")).unwrap()
+    }
+
+    #[test]
+    fn keeps_a_copy_only_where_half_the_free_memory_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = manifest(dir.path());
+        let (m, stored, parts) = (&b.manifest, b.manifest.data_len, b.manifest.total_size());
+        assert!(fits(m, false, 2 * stored).is_ok());
+        assert!(fits(m, false, 2 * stored - 1).unwrap_err().contains("more than half"));
+        // A memory target's parts come off first.
+        assert!(fits(m, true, 2 * stored).is_err());
+        assert!(fits(m, true, parts + 2 * stored).is_ok());
     }
 
     #[test]
