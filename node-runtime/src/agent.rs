@@ -275,7 +275,6 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &
     let mut keep = match handover {
         Handover::Kexec => None,
         Handover::None | Handover::Vm => crate::seed::fits(&m, d.target == Target::Memory, inventory::mem_available())
-            .map_err(|e| e.to_string())
             .and_then(|()| Held::new(&m).map_err(|e| e.to_string()))
             .map_err(|e| eprintln!("metalcast: not keeping the image for seeding: {e}"))
             .ok(),
