@@ -215,6 +215,8 @@ enum Slot {
 
 /// Blocks handed to the decode thread at most this far ahead of it.
 const DECODE_QUEUE: usize = 2;
+/// Nice steps the decode thread runs below the receive thread.
+const DECODE_NICE: i32 = 5;
 /// Most symbols kept for blocks with the decode thread (about 0.6 MB of jumbo symbols).
 const MAX_LATE: usize = 64;
 
@@ -361,6 +363,9 @@ impl<'a> Receiver<'a> {
         let decoder = std::thread::Builder::new()
             .name("metalcast-decode".into())
             .spawn(move || {
+                // Decoding can lag; the receive thread must not (a full socket
+                // buffer is loss), nor, on a shared machine, a sender.
+                sys::lower_thread_priority(DECODE_NICE);
                 for job in job_rx {
                     if out_tx.send(worker.work(job)).is_err() {
                         break;

@@ -231,6 +231,11 @@ impl std::fmt::Debug for Sender<'_> {
 }
 
 const ENCODER_CACHE: usize = 16;
+/// After the last receiver is done: quiet time that ends the farewell (four
+/// of a receiver's 50 ms done-report repeats).
+const FAREWELL_QUIET: Duration = Duration::from_millis(200);
+/// Longest farewell: a receiver's default linger.
+const FAREWELL_MAX: Duration = Duration::from_secs(2);
 
 impl<'a> Sender<'a> {
     /// Binds the sockets. The control socket must be bindable at `spec.sender`.
@@ -463,7 +468,13 @@ impl<'a> Sender<'a> {
         let (mut source_packets, mut repair_packets, mut bursts) = (0u64, 0u64, 0u64);
         let mut last_poll = start;
         let mut last_progress = start;
-        let mut prefer_repair = true;
+        // Repair symbols the first pass lets through before its next block: each
+        // first-pass block adds its own symbol count (at most one block's worth
+        // is kept), so repair gets up to half the rate while the pass runs. One
+        // burst per block was not enough: a block whose receivers report at
+        // different times needs two, and at 5% loss the bursts fell behind the
+        // pass by 54 of 256 blocks, leaving their decodes to the end.
+        let mut repair_budget = 0u64;
 
         loop {
             let now = Instant::now();
@@ -538,9 +549,10 @@ impl<'a> Sender<'a> {
 
             // Pick work: a due repair burst, or the next first-pass block; alternate when both.
             let ready = (0..nblocks).find(|&b| due[b].is_some_and(|t| t <= now));
-            let do_repair = ready.is_some() && (prefer_repair || pass == nblocks);
+            let do_repair = ready.is_some() && (repair_budget > 0 || pass == nblocks);
             if let (true, Some(b)) = (do_repair, ready) {
                 let n = owed[b].min(MAX_ESI - next_repair_id[b]);
+                repair_budget = repair_budget.saturating_sub(u64::from(n));
                 owed[b] = 0;
                 due[b] = None;
                 self.send_repair(b, next_repair_id[b], n, &mut bucket)?;
@@ -548,12 +560,12 @@ impl<'a> Sender<'a> {
                 next_repair_id[b] += n;
                 repair_packets += u64::from(n);
                 bursts += 1;
-                prefer_repair = false;
                 continue;
             }
-            prefer_repair = true;
             if pass < nblocks {
-                source_packets += self.send_source(pass, &mut bucket)?;
+                let k = self.send_source(pass, &mut bucket)?;
+                source_packets += k;
+                repair_budget = (repair_budget + k).min(u64::from(self.layout.k_max));
                 last_seq[pass] = self.seq - 1;
                 pass += 1;
                 if pass == nblocks {
@@ -573,6 +585,7 @@ impl<'a> Sender<'a> {
                 .min(Duration::from_millis(5));
             sys::wait_readable(&self.control, wait);
         }
+        self.farewell(&mut rxs, &mut ctl_buf, &mut rejected_reports)?;
         let secs = rxs
             .values()
             .filter_map(|r| r.done_at)
@@ -596,6 +609,29 @@ impl<'a> Sender<'a> {
             rate_cuts: rate_ctl.as_ref().map_or(0, |c| c.cuts),
             receivers: statuses(&rxs, start),
         })
+    }
+
+    /// Keeps acking done reports after the last receiver finished, until none
+    /// has repeated its report for [`FAREWELL_QUIET`] (at most [`FAREWELL_MAX`]).
+    /// An ack is lost as easily as a symbol, and a receiver repeats its done
+    /// report every 50 ms until acked; without this, one lost ack left its
+    /// receiver waiting out its whole linger (2 s) after the sender was gone.
+    fn farewell(
+        &mut self,
+        rxs: &mut HashMap<u64, Rx>,
+        buf: &mut [u8],
+        rejected: &mut u64,
+    ) -> Result<(), TransportError> {
+        let end = Instant::now() + FAREWELL_MAX;
+        loop {
+            self.drain_control(rxs, buf, rejected, &mut |_, _, _| {})?;
+            let now = Instant::now();
+            let last_heard = rxs.values().filter(|r| r.report.state == ReportState::Done).map(|r| r.last_seen).max();
+            if now >= end || last_heard.is_none_or(|t| now.duration_since(t) >= FAREWELL_QUIET) {
+                return Ok(());
+            }
+            sys::wait_readable(&self.control, Duration::from_millis(10));
+        }
     }
 
     /// Reads every pending control packet; records receivers, acks done

@@ -261,3 +261,65 @@ fn gro_reads_are_split_into_the_datagrams_sent() {
     assert!(got == want, "datagrams differ from those sent");
     assert!(src.coalesced_reads() >= 1, "no coalesced read: the split was not exercised");
 }
+
+/// An ack is lost as easily as a symbol. A receiver whose done report was
+/// acked while the ack never reached it repeats the report; the sender, just
+/// finished with everyone, must still answer it rather than leave the
+/// receiver to wait out its whole linger.
+#[test]
+fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
+    use metalcast_transport::packet::{self, Kind, Report, ReportState};
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 1);
+    let spec = spec_for(&b);
+    // This test is the only receiver: it listens where the symbols go (unicast test mode).
+    let data = UdpSocket::bind(spec.group_addr()).unwrap();
+    data.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    control.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let report = |state| {
+        let r = Report { receiver: 5, state, blocks_done: 0, received: 0, rejected: 0, max_seq: 0, needs: vec![] };
+        let mut body = Vec::new();
+        r.encode(&mut body);
+        packet::build(&spec.key, Kind::Report, spec.session_id, 0, 0, &body)
+    };
+    let nblocks = metalcast_transport::layout::Layout::new(&b.manifest, spec.symbol_size).blocks.len() as u32;
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig { rate: Some(200_000_000), expected_receivers: 1, ..Default::default() };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {}).unwrap()
+        });
+        // Report "receiving" (hearing the group) until a poll says the first pass is over.
+        let mut buf = vec![0u8; 65536];
+        loop {
+            control.send_to(&report(ReportState::Receiving), spec.sender).unwrap();
+            let n = data.recv(&mut buf).expect("the sender polls once its first pass is over");
+            if let Ok((h, body)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+                && h.kind == Kind::Poll
+                && u32::from_le_bytes(body.try_into().unwrap()) >= nblocks
+            {
+                break;
+            }
+        }
+        let ack = |buf: &mut [u8]| -> bool {
+            while let Ok(n) = control.recv(buf) {
+                if let Ok((h, body)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+                    && h.kind == Kind::Ack
+                {
+                    assert_eq!(body, 5u64.to_le_bytes());
+                    return true;
+                }
+            }
+            false
+        };
+        control.send_to(&report(ReportState::Done), spec.sender).unwrap();
+        assert!(ack(&mut buf), "first done report acked");
+        // That ack "was lost": the receiver repeats its report 50 ms later, as
+        // `Receiver` does (by then the sender has left its main loop).
+        std::thread::sleep(Duration::from_millis(50));
+        control.send_to(&report(ReportState::Done), spec.sender).unwrap();
+        assert!(ack(&mut buf), "a repeated done report after the session ended was not acked");
+        let summary = sender.join().unwrap();
+        assert_eq!(summary.done(), 1);
+    });
+}
