@@ -162,14 +162,20 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
         println!(
             "Calibrated at 0% loss: sender {:.2} us/packet; rest of the machine {:.2} us/packet/receiver; \
              decode {:.3} ms/block + {:.3} ms/lost symbol, full RaptorQ decode {:.2} ms/block; \
-             CPU efficiency {:.2} of {} cores.\n",
+             {}.\n",
             cal.tx_packet_cpu * 1e6,
             cal.rx_packet_cpu * 1e6,
             cal.decode_cpu * 1e3,
             cal.decode_symbol_cpu * 1e3,
             cal.full_decode_cpu * 1e3,
-            cal.cpu_efficiency,
-            cal.cores
+            if cal.cpu_bound {
+                format!("CPU efficiency {:.2} of {} cores (CPU-bound calibration run)", cal.cpu_efficiency, cal.cores)
+            } else {
+                format!(
+                    "link-bound calibration run, CPU efficiency not fitted ({} cores taken as fully usable)",
+                    cal.cores
+                )
+            }
         );
         println!(
             "| N | loss | measured s | predicted s | error | measured wire/image | predicted | error | within 10% |"

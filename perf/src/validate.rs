@@ -28,12 +28,16 @@ use anyhow::Context;
 use metalcast_fabric::{Fabric, Flow, Rate};
 use metalcast_transport::SessionSpec;
 use metalcast_transport::erasure::{FewErasures, MAX_FAST_ERASURES};
+use metalcast_transport::session::SYMBOL_ALIGNMENT;
 
 use crate::contenders;
 use crate::sim;
 use crate::stats::Summary;
 use crate::suite::{Config, Env, Image, Loss, Scenario, dev_tx, set_offloads};
 use crate::sys::{machine_busy_secs, thread_cpu_secs};
+
+/// A calibration run within this fraction of the model's link time is link-bound.
+const LINK_BOUND_SLACK: f64 = 0.05;
 
 /// A real fabric run of metalcast next to the simulation's prediction for it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -75,8 +79,11 @@ pub struct Calibration {
     pub decode_symbol_cpu: f64,
     /// A full RaptorQ decode of a block, seconds.
     pub full_decode_cpu: f64,
-    /// Share of the cores a CPU-bound run keeps busy.
+    /// Share of the cores a CPU-bound run keeps busy (1.0 when the
+    /// calibration run was link-bound and could not tell).
     pub cpu_efficiency: f64,
+    /// Whether the calibration run was CPU-bound (longer than the link needs).
+    pub cpu_bound: bool,
     /// Cores of this machine.
     pub cores: f64,
 }
@@ -138,7 +145,7 @@ pub fn decode_costs(mtu: usize) -> anyhow::Result<(f64, f64, f64)> {
     // hardly depends on how many were lost.
     use raptorq::{EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder};
     let lost = MAX_FAST_ERASURES as u32 + 10;
-    let oti = ObjectTransmissionInformation::new(block.len() as u64, t as u16, 1, 1, 8);
+    let oti = ObjectTransmissionInformation::new(block.len() as u64, t as u16, 1, 1, SYMBOL_ALIGNMENT as u8);
     let enc = SourceBlockEncoder::new(0, &oti, &block);
     let mut packets: Vec<EncodingPacket> = enc.source_packets().into_iter().skip(lost as usize).collect();
     packets.extend(enc.repair_packets(0, lost + 2));
@@ -254,6 +261,7 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
         decode_symbol_cpu,
         full_decode_cpu,
         cpu_efficiency: 1.0,
+        cpu_bound: false,
         cores,
     };
     let scenario_cfg = |loss: Loss| sim::Config {
@@ -268,10 +276,20 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
     let cal_secs = med(cal_runs.iter().map(|r| r.secs).collect());
     let p0 = sim::metalcast(&cal.apply(&scenario_cfg(cal_loss)));
     let cpu_time = cal_secs - base.startup;
-    if cpu_time > p0.link_secs && p0.cpu_secs > 0.0 {
-        // CPU-bound: the cores were not all busy with the session all the time.
+    // CPU-bound only if the run took clearly longer than the link needs: a run
+    // at the link rate says nothing about how busy the cores could get, and
+    // fitting it would read its idle cores as inefficiency.
+    let cpu_bound = cpu_time > p0.link_secs * (1.0 + LINK_BOUND_SLACK) && p0.cpu_secs > 0.0;
+    cal.cpu_bound = cpu_bound;
+    if cpu_bound {
+        // The cores were not all busy with the session all the time.
         cal.cpu_efficiency = (p0.cpu_secs / cpu_time).clamp(0.05, 1.0);
     }
+    eprintln!(
+        "calibration run {}: {cal_secs:.2} s against {:.2} s of link time",
+        if cpu_bound { "CPU-bound" } else { "link-bound (CPU efficiency not fitted)" },
+        p0.link_secs
+    );
     eprintln!(
         "calibrated on N={n}, 0% loss: sender {:.2} us/packet, rest of the machine {:.2} us/packet/receiver, \
          decode {:.3} ms/block + {:.3} ms/lost symbol (full decode {:.2} ms), CPU efficiency {:.2} of {cores} cores",
