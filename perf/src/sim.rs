@@ -42,6 +42,9 @@ pub struct Config {
     pub loss: Loss,
     /// Image bytes (incompressible: stored = raw).
     pub image_bytes: u64,
+    /// Bundle chunk size, bytes: one chunk is one RaptorQ source block
+    /// (`metalcast-image build --chunk-size`; 1 MiB by default).
+    pub chunk_bytes: u64,
     /// Link MTU.
     pub mtu: usize,
     /// Sender link rate, Mbit/s of Ethernet frames.
@@ -82,6 +85,7 @@ impl Default for Config {
             receivers: 8,
             loss: Loss::Random(1.0),
             image_bytes: 1 << 30,
+            chunk_bytes: CHUNK,
             mtu: 1500,
             link_mbit: 1000.0,
             rate_mbit: 0.0,
@@ -235,6 +239,7 @@ pub fn symbol_size(mtu: usize) -> u64 {
     metalcast_transport::SessionSpec::symbol_size_for_mtu(mtu).map(u64::from).unwrap_or(1424)
 }
 
+/// The default bundle chunk size.
 const CHUNK: u64 = 1 << 20;
 /// metalcast packet = IP/UDP 28 + header 24 + ESI 4 + symbol + MAC 16.
 const MC_OVERHEAD_IP: u64 = 72;
@@ -266,8 +271,9 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     let mut rng = Rng::new(cfg.seed);
     let t = symbol_size(cfg.mtu);
     let n = cfg.receivers;
-    let blocks: Vec<u64> =
-        (0..cfg.image_bytes.div_ceil(CHUNK)).map(|b| (cfg.image_bytes - b * CHUNK).min(CHUNK).div_ceil(t)).collect();
+    let blocks: Vec<u64> = (0..cfg.image_bytes.div_ceil(cfg.chunk_bytes))
+        .map(|b| (cfg.image_bytes - b * cfg.chunk_bytes).min(cfg.chunk_bytes).div_ceil(t))
+        .collect();
     let mut pkt_time = ((t + MC_OVERHEAD_IP + ETH) * 8) as f64 / (cfg.link_mbit * 1e6);
     if cfg.rate_mbit > 0.0 {
         pkt_time = pkt_time.max(((t + MC_OVERHEAD_IP - 28) * 8) as f64 / (cfg.rate_mbit * 1e6));
@@ -289,27 +295,28 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
     let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
     let (mut now, mut next_first, mut packets, mut last_done) = (0.0f64, 0usize, 0u64, 0.0f64);
-    let mut prefer_repair = true;
+    let k_max = blocks.iter().copied().max().unwrap_or(0);
+    let mut repair_budget = 0u64;
     loop {
-        // As the sender: a due repair burst and the next first-pass block alternate.
+        // As the sender: due repair bursts go first while each first-pass block's
+        // symbol count (at most one block's worth banked) allows, then the next block.
         let due = repairs.peek().is_some_and(|p: &Pending| p.ready <= now);
-        let (b, count, first) = if due && (prefer_repair || next_first == blocks.len()) {
-            prefer_repair = false;
+        let (b, count, first) = if due && (repair_budget > 0 || next_first == blocks.len()) {
             let Pending { block, .. } = repairs.pop().expect("peeked");
             let need = (0..n)
                 .filter(|&i| !done[block][i])
                 .map(|i| inflate((blocks[block] + extra[block][i]).saturating_sub(have[block][i]).max(1)))
                 .max()
                 .unwrap_or(0);
+            repair_budget = repair_budget.saturating_sub(need);
             (block, need, false)
         } else if next_first < blocks.len() {
-            prefer_repair = true;
             next_first += 1;
+            repair_budget = (repair_budget + blocks[next_first - 1]).min(k_max);
             (next_first - 1, blocks[next_first - 1], true)
         } else if let Some(p) = repairs.peek() {
             // Idle until the next gather window closes.
             now = now.max(p.ready);
-            prefer_repair = true;
             continue;
         } else {
             break;
@@ -525,6 +532,18 @@ mod tests {
         assert!(m.secs < u.secs);
         // Repair bounded: well under 2x the source even at 1000 receivers.
         assert!(m.wire_ip < 1.2, "{m:?}");
+    }
+
+    #[test]
+    fn bigger_blocks_need_less_repair_for_many_receivers() {
+        // The repair a block gets is the worst receiver's deficit; relative to K
+        // that maximum shrinks as K grows (the loss count's spread grows as sqrt K).
+        let small = metalcast(&cfg(1000, Loss::Random(1.0)));
+        let big = metalcast(&Config { chunk_bytes: 4 << 20, ..cfg(1000, Loss::Random(1.0)) });
+        assert!(big.wire_payload < small.wire_payload - 0.005, "{} vs {}", big.wire_payload, small.wire_payload);
+        // Same source symbols either way (up to one partial symbol per block).
+        let zero = |c: u64| metalcast(&Config { chunk_bytes: c, ..cfg(10, Loss::Random(0.0)) }).packets;
+        assert_eq!(zero(4 << 20), 16 * (4u64 << 20).div_ceil(1424));
     }
 
     #[test]
