@@ -61,7 +61,7 @@ pub struct Config {
     pub seed: u64,
     /// metalcast receiver CPU per packet received (recvmmsg share, MAC check, copy), seconds.
     pub rx_packet_cpu: f64,
-    /// metalcast receiver CPU per block that needs a RaptorQ decode (1 MiB), seconds: the fixed part.
+    /// metalcast receiver CPU per block that needs a RaptorQ decode (a chunk), seconds: the fixed part.
     pub decode_cpu: f64,
     /// metalcast receiver CPU per lost source symbol a decode recovers, seconds (blocks that
     /// lost at most `MAX_FAST_ERASURES` source symbols: the few-erasure decoder).

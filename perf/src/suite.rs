@@ -161,7 +161,7 @@ pub struct Image {
 
 impl Image {
     /// Writes `mib` MiB of incompressible data and builds a bundle of it in `dir`.
-    pub fn make(dir: &Path, mib: usize) -> anyhow::Result<Self> {
+    pub fn make(dir: &Path, mib: usize, chunk_size: u32) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let raw = dir.join("image.raw");
         let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ mib as u64;
@@ -180,8 +180,9 @@ impl Image {
         }
         f.flush()?;
         drop(f);
-        let spec =
+        let mut spec =
             metalcast_image::spec_from_inputs("bench", None, vec![], String::new(), None, Some(raw.clone()), None)?;
+        spec.chunk_size = chunk_size;
         let bundle = dir.join("image.mcb");
         metalcast_image::build(&spec, &bundle, None, &indicatif::ProgressBar::hidden())?;
         std::fs::remove_file(&raw)?;
@@ -419,7 +420,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     let mut rows = Vec::new();
     let mut port: u16 = 41000;
     for &size_mib in &cfg.sizes_mib {
-        let image = Image::make(&root.path().join(format!("img{size_mib}")), size_mib)?;
+        let image = Image::make(
+            &root.path().join(format!("img{size_mib}")),
+            size_mib,
+            metalcast_image::manifest::DEFAULT_CHUNK_SIZE,
+        )?;
         for &n in &cfg.receivers {
             let f = Fabric::builder().receivers(n).mtu(cfg.mtu).build().context("building the fabric")?;
             set_offloads(&f, cfg.offloads)?;

@@ -104,12 +104,12 @@ impl Calibration {
     }
 }
 
-/// Times the few-erasure decoder on 1 MiB blocks of `mtu`'s symbol size;
-/// returns (fixed seconds per block, seconds per lost symbol, seconds of a
-/// full RaptorQ decode).
-pub fn decode_costs(mtu: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// Times the few-erasure decoder on blocks of `chunk` bytes at `mtu`'s
+/// symbol size; returns (fixed seconds per block, seconds per lost symbol,
+/// seconds of a full RaptorQ decode).
+pub fn decode_costs(mtu: usize, chunk: usize) -> anyhow::Result<(f64, f64, f64)> {
     let t = usize::from(SessionSpec::symbol_size_for_mtu(mtu).context("symbol size")?);
-    let k = (1usize << 20).div_ceil(t) as u32;
+    let k = chunk.div_ceil(t) as u32;
     let block: Vec<u8> = (0..k as usize * t).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let mut dec = FewErasures::new(k);
     let mut points = Vec::new();
@@ -204,7 +204,8 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
     );
     anyhow::ensure!(link_mbit > 0, "validation needs an emulated link rate (--link-mbit) to predict time");
     let root = tempfile::tempdir_in(&cfg.scratch)?;
-    let image = Image::make(&root.path().join("img"), size_mib)?;
+    let chunk = u32::try_from(base.chunk_bytes).context("chunk size")?;
+    let image = Image::make(&root.path().join("img"), size_mib, chunk)?;
     let f = Fabric::builder().receivers(n).mtu(cfg.mtu).build().context("building the fabric")?;
     set_offloads(&f, cfg.offloads)?;
     for h in f.hosts() {
@@ -250,7 +251,7 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
     let cal_runs = runs_at(cal_loss)?;
     let med = |v: Vec<f64>| Summary::of(&v).median;
     let cores = std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64);
-    let (decode_cpu, decode_symbol_cpu, full_decode_cpu) = decode_costs(cfg.mtu as usize)?;
+    let (decode_cpu, decode_symbol_cpu, full_decode_cpu) = decode_costs(cfg.mtu as usize, chunk as usize)?;
     let mut cal = Calibration {
         tx_packet_cpu: med(cal_runs.iter().map(|r| r.sender_cpu / r.packets.max(1) as f64).collect()),
         rx_packet_cpu: med(cal_runs
