@@ -547,7 +547,8 @@ impl<'a> Sender<'a> {
                 break; // Everyone we heard of is finished; the rest never joined.
             }
 
-            // Pick work: a due repair burst, or the next first-pass block; alternate when both.
+            // Pick work: a due repair burst while the budget allows (always once
+            // the first pass is over), else the next first-pass block.
             let ready = (0..nblocks).find(|&b| due[b].is_some_and(|t| t <= now));
             let do_repair = ready.is_some() && (repair_budget > 0 || pass == nblocks);
             if let (true, Some(b)) = (do_repair, ready) {

@@ -241,14 +241,39 @@ pub fn thread_cpu_secs() -> f64 {
 /// (Linux applies `setpriority` to a single thread when given its tid).
 /// Best effort: a failure leaves the priority as it was.
 pub fn lower_thread_priority(delta: i32) {
-    // SAFETY: gettid and getpriority/setpriority take plain integers and touch no memory.
-    unsafe {
+    // getpriority returns -1 both as a nice value and on error: only errno tells.
+    nix::errno::Errno::clear();
+    // SAFETY: gettid, getpriority and setpriority take plain integers and touch no memory.
+    let (tid, now) = unsafe {
         let tid = libc::gettid() as libc::id_t;
-        *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        if now == -1 && *libc::__errno_location() != 0 {
-            return;
-        }
-        libc::setpriority(libc::PRIO_PROCESS, tid, (now + delta).min(19));
+        (tid, libc::getpriority(libc::PRIO_PROCESS, tid))
+    };
+    if now == -1 && nix::errno::Errno::last_raw() != 0 {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, (now + delta).min(19)) };
+}
+
+#[cfg(test)]
+mod tests {
+    /// This thread's nice value.
+    fn nice() -> i32 {
+        // SAFETY: plain integers in, no memory touched.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn lowering_priority_affects_only_the_calling_thread() {
+        let before = nice();
+        let (inside, after) = std::thread::spawn(move || {
+            let start = nice();
+            super::lower_thread_priority(3);
+            (start, nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after, (inside + 3).min(19), "the thread's own nice value");
+        assert_eq!(nice(), before, "the spawning thread is untouched");
     }
 }
