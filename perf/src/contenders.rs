@@ -262,8 +262,8 @@ impl Contender for Metalcast {
             let cfg =
                 SenderConfig { local: ip, rate, expected_receivers: n, deadline: Some(deadline), ..Default::default() };
             let s = Sender::new(&spec, &bundle, cfg)?.run(&mut |_| {})?;
-            let done: Vec<f64> = s.receivers.iter().filter_map(|r| r.done_secs).collect();
-            let (first, last) = done.iter().fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+            let done = || s.receivers.iter().filter_map(|r| r.done_secs);
+            let (first, last) = (done().reduce(f64::min).unwrap_or(0.0), done().reduce(f64::max).unwrap_or(0.0));
             eprintln!(
                 "metalcast sender: {:.2} s (first pass {:.2} s), wire/image {:.3}, {} source + {} repair in {} bursts, \
                  rate {:.0} MB/s at pass end (peak {:.0}), {} cuts, receivers done at {:.2}-{:.2} s",
@@ -276,7 +276,7 @@ impl Contender for Metalcast {
                 s.pass_rate.unwrap_or(0.0) / 1e6,
                 s.peak_rate.unwrap_or(0.0) / 1e6,
                 s.rate_cuts,
-                first.min(last),
+                first,
                 last
             );
             Ok(thread_cpu_secs() - cpu0)
