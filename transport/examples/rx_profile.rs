@@ -233,7 +233,7 @@ fn main() {
     let c = (thread_cpu() - c0) / reps as f64;
     println!("zeroed 1-block alloc+free: {:.3} ms/block", c * 1e3);
     let enc = SourceBlockEncoder::new(0, &layout.oti(), &buf);
-    for lost in [1u32, 2, 3, 5, 10, 20] {
+    for lost in [1u32, 2, 3, 5, 10, 20, 40, 80] {
         let reps = 10;
         let c0 = thread_cpu();
         for r in 0..reps {
@@ -260,7 +260,7 @@ fn main() {
     let rep = enc.repair_packets(0, 1);
     few.decode(&mut buf.clone(), t, k, &[0], &[(rep[0].payload_id().encoding_symbol_id(), rep[0].data().to_vec())]);
     println!("few-erasure decoder setup (identity encode): {:.2} ms", (thread_cpu() - t0) * 1e3);
-    for lost in [1u32, 2, 3, 5, 8, 12, 20] {
+    for lost in [1u32, 2, 3, 5, 8, 12, 20, 30, 40, 60, 80, 120] {
         let reps = 10;
         let repairs: Vec<(u32, Vec<u8>)> = enc
             .repair_packets(0, lost)

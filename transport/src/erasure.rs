@@ -13,8 +13,8 @@
 //! missing ones solve `y_j = r_j - sum_{i known} m[j][i] * s_i =
 //! sum_{i missing} m[j][i] * s_i`: `e * K` symbol multiply-adds and an
 //! `e x e` inversion, against a full RaptorQ decode (constraint matrix of
-//! about K + 30 rows, intermediate symbols) that costs about as much as
-//! 15 * K multiply-adds whatever `e`. The system is solvable exactly when the
+//! about K + 30 rows, intermediate symbols) that costs, whatever `e`, about
+//! as much as 60 (K = 118) to 120 (K = 737) missing symbols do here. The system is solvable exactly when the
 //! received symbols determine the block, so this decoder fails (and the
 //! receiver asks for one more symbol) only when a full decode would too.
 
@@ -27,16 +27,39 @@ use crate::session::SYMBOL_ALIGNMENT;
 
 /// Use [`FewErasures`] for at most this many missing source symbols; a full
 /// RaptorQ decode is cheaper beyond. Measured with `examples/rx_profile.rs`
-/// (one core): a full decode of a 1 MiB block costs about 1.9 ms (K = 118,
-/// T = 8928) to 2.5 ms (K = 737, T = 1424) whatever the loss; this decoder
-/// about 0.05 ms resp. 0.1 ms per missing symbol.
-pub const MAX_FAST_ERASURES: usize = 20;
+/// (one core, GFNI with AVX-512): a full decode of a 1 MiB block costs about
+/// 1.5 ms (K = 118, T = 8928) to 2.4 ms (K = 737, T = 1424) whatever the
+/// loss; this decoder about 0.02 ms per missing symbol plus 0.03 ms, so the
+/// break-even lies near 60 (K = 118) and 120 (K = 737) missing symbols. 48
+/// keeps a margin below both and covers most blocks even at 5% loss (37
+/// missing on average at K = 737). The AVX2 nibble kernel (CPUs without
+/// GFNI) is about 2.8x slower per row, which still breaks even past 48; see
+/// [`fast_erasure_limit`] for CPUs with neither.
+pub const MAX_FAST_ERASURES: usize = 48;
+
+/// The most missing source symbols this CPU should recover with
+/// [`FewErasures`]: [`MAX_FAST_ERASURES`] with a vector kernel; with the
+/// scalar one (no AVX2: about 30x slower per row than GFNI with AVX-512) a
+/// full decode is cheaper past a handful.
+pub fn fast_erasure_limit() -> usize {
+    match gf256::Kernel::best() {
+        gf256::Kernel::Scalar => 4,
+        _ => MAX_FAST_ERASURES,
+    }
+}
 
 /// The sender computes a burst of at most this many repair symbols of a
 /// block as coefficient rows times source symbols (`n * K` multiply-adds)
 /// rather than building a RaptorQ encoder for it (intermediate symbols: about
 /// as costly as a full decode).
 pub const MAX_DIRECT_REPAIRS: u32 = 16;
+
+/// Destination rows updated together in one pass over a block: at most this
+/// many bytes of them, so that they stay in a 48 KiB L1 data cache next to
+/// the source symbol being read. With more rows than fit, a pass per group
+/// costs less than spilling every row update to L2 (measured with
+/// `examples/rx_profile.rs`).
+const L1_ROW_BYTES: usize = 32 << 10;
 
 /// Repair coefficient rows for one K, and the solver.
 pub struct FewErasures {
@@ -93,11 +116,7 @@ impl FewErasures {
         );
         out.fill(0);
         let rows: Vec<Box<[u8]>> = esis.iter().map(|&e| self.row(e).into()).collect();
-        let mut column = vec![0u8; esis.len()];
-        for (i, s) in block.chunks_exact(t).take(data_symbols as usize).enumerate() {
-            column.iter_mut().zip(&rows).for_each(|(c, r)| *c = r[i]);
-            gf256::mul_add_rows(out, s, &column);
-        }
+        accumulate(out, &rows, block, t, &vec![true; data_symbols as usize]);
     }
 
     /// Fills in the `missing` source symbols of `block` (K symbols of `t`
@@ -124,7 +143,8 @@ impl FewErasures {
         {
             return false;
         }
-        // Pick e repair symbols whose coefficients over the missing columns are independent.
+        // Pick e repair symbols whose coefficients over the missing columns are
+        // independent (row operations on e-byte rows, by the bulk kernels).
         let mut basis: Vec<(Vec<u8>, usize)> = Vec::with_capacity(e);
         let mut chosen = Vec::with_capacity(e);
         for (j, (esi, _)) in repairs.iter().enumerate() {
@@ -133,14 +153,12 @@ impl FewErasures {
             for (b, p) in &basis {
                 let f = v[*p];
                 if f != 0 {
-                    for (x, y) in v.iter_mut().zip(b) {
-                        *x ^= gf256::mul(f, *y);
-                    }
+                    gf256::mul_add(&mut v, b, f);
                 }
             }
             if let Some(p) = v.iter().position(|&x| x != 0) {
                 let s = gf256::inv(v[p]);
-                v.iter_mut().for_each(|x| *x = gf256::mul(s, *x));
+                scale(&mut v, s);
                 basis.push((v, p));
                 chosen.push(j);
                 if chosen.len() == e {
@@ -152,13 +170,13 @@ impl FewErasures {
             return false;
         }
         // The e x e system over the missing columns, and its inverse (Gauss-Jordan).
-        let mut a: Vec<Vec<u8>> = Vec::with_capacity(e);
+        let mut a = Vec::with_capacity(e * e);
         for &j in &chosen {
             let row = self.row(repairs[j].0);
-            a.push(missing.iter().map(|&m| row[m as usize]).collect());
+            a.extend(missing.iter().map(|&m| row[m as usize]));
         }
-        let Some(ainv) = invert(a) else { return false };
-        // Syndromes: y_j = r_j - sum over known source symbols (reads each source symbol once).
+        let Some(ainv) = invert(&a, e) else { return false };
+        // Syndromes: y_j = r_j - sum over known source symbols.
         self.scratch.clear();
         self.scratch.resize(e * t, 0);
         let rows: Vec<Box<[u8]>> = chosen.iter().map(|&j| self.row(repairs[j].0).into()).collect();
@@ -169,48 +187,71 @@ impl FewErasures {
         for &m in missing {
             known[m as usize] = false;
         }
-        let mut column = vec![0u8; e];
-        for i in (0..data_symbols as usize).filter(|&i| known[i]) {
-            column.iter_mut().zip(&rows).for_each(|(c, r)| *c = r[i]);
-            gf256::mul_add_rows(&mut self.scratch, &block[i * t..(i + 1) * t], &column);
-        }
+        accumulate(&mut self.scratch, &rows, block, t, &known);
         // x_m = sum_q ainv[m][q] * y_q, straight into the block.
         for (mcol, &m) in missing.iter().enumerate() {
             let dst = &mut block[m as usize * t..(m as usize + 1) * t];
             dst.fill(0);
             for (q, y) in self.scratch.chunks_exact(t).enumerate() {
-                gf256::mul_add(dst, y, ainv[mcol][q]);
+                gf256::mul_add(dst, y, ainv[mcol * e + q]);
             }
         }
         true
     }
 }
 
-/// The inverse of a square matrix over GF(2^8), if it has one.
-fn invert(mut a: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
-    let n = a.len();
-    let mut inv: Vec<Vec<u8>> = (0..n).map(|i| (0..n).map(|j| u8::from(i == j)).collect()).collect();
-    for col in 0..n {
-        let piv = (col..n).find(|&r| a[r][col] != 0)?;
-        a.swap(col, piv);
-        inv.swap(col, piv);
-        let s = gf256::inv(a[col][col]);
-        for x in 0..n {
-            a[col][x] = gf256::mul(s, a[col][x]);
-            inv[col][x] = gf256::mul(s, inv[col][x]);
+/// `out[q] ^= sum_i rows[q][i] * s_i` over the source symbols `s_i` of
+/// `block` (`t` bytes each) with `take[i]`: in passes over the block of as
+/// many output rows as stay in the L1 cache together.
+fn accumulate(out: &mut [u8], rows: &[Box<[u8]>], block: &[u8], t: usize, take: &[bool]) {
+    let per_pass = (L1_ROW_BYTES / t).max(1);
+    let mut column = vec![0u8; per_pass];
+    for (ys, rows) in out.chunks_mut(per_pass * t).zip(rows.chunks(per_pass)) {
+        let column = &mut column[..rows.len()];
+        for i in (0..take.len()).filter(|&i| take[i]) {
+            column.iter_mut().zip(rows).for_each(|(c, r)| *c = r[i]);
+            gf256::mul_add_rows(ys, &block[i * t..(i + 1) * t], column);
         }
-        for r in 0..n {
-            let f = a[r][col];
+    }
+}
+
+/// `v *= c`.
+fn scale(v: &mut [u8], c: u8) {
+    if c != 1 {
+        let x = v.to_vec();
+        v.fill(0);
+        gf256::mul_add(v, &x, c);
+    }
+}
+
+/// The inverse of the `n x n` matrix `a` (row-major) over GF(2^8), if it has
+/// one, row-major. Gauss-Jordan on `[a | I]`, one bulk row operation per step.
+fn invert(a: &[u8], n: usize) -> Option<Vec<u8>> {
+    let w = 2 * n;
+    let mut m = vec![0u8; n * w];
+    for r in 0..n {
+        m[r * w..r * w + n].copy_from_slice(&a[r * n..(r + 1) * n]);
+        m[r * w + n + r] = 1;
+    }
+    let mut pivot = vec![0u8; w];
+    for col in 0..n {
+        let piv = (col..n).find(|&r| m[r * w + col] != 0)?;
+        if piv != col {
+            for x in 0..w {
+                m.swap(col * w + x, piv * w + x);
+            }
+        }
+        let s = gf256::inv(m[col * w + col]);
+        scale(&mut m[col * w..(col + 1) * w], s);
+        pivot.copy_from_slice(&m[col * w..(col + 1) * w]);
+        for (r, row) in m.chunks_exact_mut(w).enumerate() {
+            let f = row[col];
             if r != col && f != 0 {
-                for x in 0..n {
-                    let (ac, ic) = (a[col][x], inv[col][x]);
-                    a[r][x] ^= gf256::mul(f, ac);
-                    inv[r][x] ^= gf256::mul(f, ic);
-                }
+                gf256::mul_add(row, &pivot, f);
             }
         }
     }
-    Some(inv)
+    Some(m.chunks_exact(w).flat_map(|row| row[n..].iter().copied()).collect())
 }
 
 #[cfg(test)]
@@ -233,12 +274,12 @@ mod tests {
 
     #[test]
     fn recovers_missing_source_symbols_like_a_full_decode() {
-        for (k, data_symbols, t) in [(118u32, 118u32, 64usize), (37, 30, 40), (737, 737, 16)] {
+        for (k, data_symbols, t) in [(118u32, 118u32, 64usize), (37, 30, 40), (737, 737, 16), (118, 100, 1424)] {
             let orig = block(k, data_symbols, t);
             let oti = ObjectTransmissionInformation::new((k as usize * t) as u64, t as u16, 1, 1, 8);
             let enc = SourceBlockEncoder::new(0, &oti, &orig);
             let mut dec = FewErasures::new(k);
-            for e in [1usize, 2, 5, 12] {
+            for e in [1usize, 2, 5, 12, 40] {
                 let missing: Vec<u32> = (0..e as u32).map(|i| (i * 7 + 3) % data_symbols).collect();
                 let mut missing = missing;
                 missing.sort();

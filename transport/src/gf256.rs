@@ -5,8 +5,11 @@
 //!
 //! Fastest first, picked at run time: GFNI with AVX-512 (multiplying by a
 //! constant is a linear map over GF(2), so one `gf2p8affineqb` with that 8x8
-//! bit matrix multiplies 64 bytes, in any field polynomial), GFNI with AVX2
-//! (32 bytes), AVX2 nibble table lookups (32 bytes), a scalar table.
+//! bit matrix multiplies 64 bytes, in any field polynomial; a masked last
+//! vector covers a row's tail, so symbols that are not a multiple of 64 bytes,
+//! such as the 1424 bytes of a 1500-byte MTU, never fall back to scalar
+//! code), GFNI with AVX2 (32 bytes), AVX2 nibble table lookups (32 bytes), a
+//! scalar table.
 const POLY: u16 = 0x11d;
 
 const fn tables() -> ([u8; 512], [u8; 256]) {
@@ -82,7 +85,7 @@ static AFFINE: [u64; 256] = {
 /// The bulk kernels, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// GFNI affine multiply on 64-byte AVX-512 vectors.
+    /// GFNI affine multiply on 64-byte AVX-512 vectors (AVX-512BW masks the tail).
     Gfni512,
     /// GFNI affine multiply on 32-byte AVX2 vectors.
     Gfni256,
@@ -98,7 +101,7 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("gfni") && has!("avx512f") {
+            if has!("gfni") && has!("avx512f") && has!("avx512bw") {
                 return Kernel::Gfni512;
             }
             if has!("gfni") && has!("avx2") {
@@ -153,10 +156,10 @@ pub fn mul_add_rows_with(kernel: Kernel, dst: &mut [u8], t: usize, src: &[u8], c
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Gfni512 => {
-            assert!(std::arch::is_x86_feature_detected!("gfni") && std::arch::is_x86_feature_detected!("avx512f"));
-            // SAFETY: the CPU has GFNI and AVX-512F (asserted); row lengths are checked above.
-            let n = unsafe { rows_gfni512(dst, t, src, coefs) };
-            tails(dst, t, src, coefs, n);
+            use std::arch::is_x86_feature_detected as has;
+            assert!(has!("gfni") && has!("avx512f") && has!("avx512bw"));
+            // SAFETY: the CPU has GFNI, AVX-512F and AVX-512BW (asserted); row lengths are checked above.
+            unsafe { rows_gfni512(dst, t, src, coefs) };
         }
         #[cfg(target_arch = "x86_64")]
         Kernel::Gfni256 => {
@@ -209,6 +212,12 @@ fn mul_add_scalar(dst: &mut [u8], src: &[u8], c: u8) {
     match c {
         0 => {}
         1 => xor(dst, src),
+        // A vector kernel's tail (under 64 bytes): a table would cost more than it saves.
+        _ if dst.len() < 256 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d ^= mul(c, *s);
+            }
+        }
         _ => {
             let t: [u8; 256] = std::array::from_fn(|x| mul(c, x as u8));
             for (d, s) in dst.iter_mut().zip(src) {
@@ -219,16 +228,17 @@ fn mul_add_scalar(dst: &mut [u8], src: &[u8], c: u8) {
 }
 
 /// Rows of `t` bytes in `dst`, one factor each, over `src` (`t` bytes), 64
-/// bytes at a time; returns how many leading bytes of each row are done.
+/// bytes at a time, the last (partial) vector of each row under a byte mask.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,gfni")]
-unsafe fn rows_gfni512(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) -> usize {
+#[target_feature(enable = "avx512f,avx512bw,gfni")]
+unsafe fn rows_gfni512(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) {
     use std::arch::x86_64::*;
     let n = t / 64 * 64;
-    // SAFETY: the caller guarantees GFNI and AVX-512F, `src.len() == t` and
-    // `dst.len() == coefs.len() * t`; every 64-byte load and store is at
-    // offset i (source) or q * t + i (row q < coefs.len()) with i + 64 <= n <= t
-    // (unaligned intrinsics).
+    // SAFETY: the caller guarantees GFNI, AVX-512F and AVX-512BW, `src.len()
+    // == t` and `dst.len() == coefs.len() * t`. Every full 64-byte load and
+    // store is at offset i (source) or q * t + i (row q < coefs.len()) with
+    // i + 64 <= n <= t (unaligned intrinsics); the masked ones at n touch only
+    // the t - n < 64 bytes the mask selects, which lie inside the source or row.
     unsafe {
         let mut i = 0;
         while i < n {
@@ -241,8 +251,17 @@ unsafe fn rows_gfni512(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) -> us
             }
             i += 64;
         }
+        if n < t {
+            let m: __mmask64 = (1u64 << (t - n)) - 1;
+            let s = _mm512_maskz_loadu_epi8(m, src.as_ptr().add(n).cast());
+            for (q, &c) in coefs.iter().enumerate() {
+                let p = dst.as_mut_ptr().add(q * t + n);
+                let a = _mm512_set1_epi64(AFFINE[c as usize] as i64);
+                let d = _mm512_maskz_loadu_epi8(m, p.cast_const().cast());
+                _mm512_mask_storeu_epi8(p.cast(), m, _mm512_xor_si512(d, _mm512_gf2p8affine_epi64_epi8::<0>(s, a)));
+            }
+        }
     }
-    n
 }
 
 /// [`rows_gfni512`] on 32-byte AVX2 vectors.
@@ -252,7 +271,8 @@ unsafe fn rows_gfni256(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) -> us
     use std::arch::x86_64::*;
     let n = t / 32 * 32;
     // SAFETY: as in rows_gfni512, with 32-byte vectors: every access is at
-    // i (source) or q * t + i (row q) with i + 32 <= n <= t.
+    // i (source) or q * t + i (row q) with i + 32 <= n <= t, and the 16-byte
+    // step's at n (source) or q * t + n with n + 16 <= t.
     unsafe {
         let mut i = 0;
         while i < n {
@@ -264,6 +284,17 @@ unsafe fn rows_gfni256(dst: &mut [u8], t: usize, src: &[u8], coefs: &[u8]) -> us
                 _mm256_storeu_si256(p.cast(), _mm256_xor_si256(d, _mm256_gf2p8affine_epi64_epi8::<0>(s, a)));
             }
             i += 32;
+        }
+        // A 16-byte step for the tail (1424-byte symbols end 16 bytes past a multiple of 32).
+        if n + 16 <= t {
+            let s = _mm_loadu_si128(src.as_ptr().add(n).cast());
+            for (q, &c) in coefs.iter().enumerate() {
+                let p = dst.as_mut_ptr().add(q * t + n);
+                let a = _mm_set1_epi64x(AFFINE[c as usize] as i64);
+                let d = _mm_loadu_si128(p.cast_const().cast());
+                _mm_storeu_si128(p.cast(), _mm_xor_si128(d, _mm_gf2p8affine_epi64_epi8::<0>(s, a)));
+            }
+            return n + 16;
         }
     }
     n
@@ -342,7 +373,7 @@ mod tests {
         assert!(kernels.contains(&Kernel::best()) && kernels.contains(&Kernel::Scalar));
         println!("kernels on this CPU: {kernels:?}");
         // Lengths around every vector width, rows from 1 to several, every kind of factor.
-        for t in [1usize, 31, 32, 33, 63, 64, 65, 100, 1000, 8928] {
+        for t in [1usize, 8, 31, 32, 33, 63, 64, 65, 100, 1000, 1424, 8928] {
             let src: Vec<u8> = (0..t as u32).map(|i| (i * 7919 % 251) as u8).collect();
             for coefs in [&[0u8][..], &[1], &[2], &[29, 200, 255], &[0, 1, 83, 142, 7]] {
                 let init: Vec<u8> = (0..(t * coefs.len()) as u32).map(|i| (i % 13) as u8).collect();

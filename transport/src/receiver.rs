@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use metalcast_image::{BundleError, Manifest, PartFiles};
 use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 
-use crate::erasure::{FewErasures, MAX_FAST_ERASURES};
+use crate::erasure::{FewErasures, fast_erasure_limit};
 use crate::error::TransportError;
 use crate::layout::Layout;
 use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
@@ -246,6 +246,8 @@ struct BlockDecoder {
     layout: Layout,
     manifest: Manifest,
     few: FewErasures,
+    /// Most missing source symbols `few` recovers; a full decode beyond.
+    fast_limit: usize,
     zstd: zstd::bulk::Decompressor<'static>,
 }
 
@@ -260,7 +262,7 @@ impl BlockDecoder {
             Some(std::mem::take(&mut p.buf))
         } else {
             let missing: Vec<u32> = (0..blk.k).filter(|e| p.have[*e as usize / 64] & (1 << (e % 64)) == 0).collect();
-            if missing.len() <= MAX_FAST_ERASURES {
+            if missing.len() <= self.fast_limit {
                 self.few.decode(&mut p.buf, t, blk.k, &missing, &p.repairs).then(|| std::mem::take(&mut p.buf))
             } else {
                 let mut d = SourceBlockDecoder::new(0, &self.layout.oti(), self.layout.padded_len() as u64);
@@ -355,6 +357,7 @@ impl<'a> Receiver<'a> {
             layout: self.layout.clone(),
             manifest: self.manifest.clone(),
             few: FewErasures::new(self.layout.k_max),
+            fast_limit: fast_erasure_limit(),
             zstd,
         };
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(DECODE_QUEUE);
