@@ -50,9 +50,11 @@ pub fn fast_erasure_limit() -> usize {
 
 /// The sender computes a burst of at most this many repair symbols of a
 /// block as coefficient rows times source symbols (`n * K` multiply-adds)
-/// rather than building a RaptorQ encoder for it (intermediate symbols: about
-/// as costly as a full decode).
-pub const MAX_DIRECT_REPAIRS: u32 = 16;
+/// rather than building a RaptorQ encoder for it (intermediate symbols).
+/// Measured on one core with GFNI and AVX-512: 32 repairs directly 0.48 ms
+/// (K = 737, T = 1424) / 0.63 ms (K = 118, T = 8928), an encoder from the
+/// cached plan plus 32 repairs 1.3 / 1.25 ms; break-even near 60 repairs.
+pub const MAX_DIRECT_REPAIRS: u32 = 32;
 
 /// Destination rows updated together in one pass over a block: at most this
 /// many bytes of them, so that they stay in a 48 KiB L1 data cache next to
