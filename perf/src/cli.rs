@@ -72,12 +72,23 @@ impl SuiteArgs {
     }
 }
 
-/// Runs the suite and writes its outputs.
+/// Runs the suite and writes its outputs. After every scenario the rows so
+/// far go to `report.partial.md` and `report.partial.json` in the output
+/// directory (`metalcast-bench plot --json` draws them), which the complete
+/// report replaces at the end.
 pub fn suite(args: SuiteArgs) -> anyhow::Result<()> {
-    let r = suite::run(&args.config())?;
+    let (md, json) = (args.out.join("report.partial.md"), args.out.join("report.partial.json"));
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let r = suite::run_with(&args.config(), &mut |r| {
+        std::fs::write(&md, report::markdown(r)).with_context(|| format!("writing {}", md.display()))?;
+        std::fs::write(&json, serde_json::to_string_pretty(r)?).with_context(|| format!("writing {}", json.display()))
+    })?;
     println!("{}", report::markdown(&r));
     for f in report::write(&r, &args.out)? {
         eprintln!("wrote {}", f.display());
+    }
+    for f in [md, json] {
+        std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
     }
     Ok(())
 }

@@ -393,6 +393,12 @@ fn machine() -> String {
 
 /// Runs every scenario and contender; prints one line per run to stderr.
 pub fn run(cfg: &Config) -> anyhow::Result<Report> {
+    run_with(cfg, &mut |_| Ok(()))
+}
+
+/// [`run`], handing the report so far to `checkpoint` after every scenario
+/// (a sweep takes hours: an interrupted one keeps what it measured).
+pub fn run_with(cfg: &Config, checkpoint: &mut dyn FnMut(&Report) -> anyhow::Result<()>) -> anyhow::Result<Report> {
     metalcast_fabric::bpf_capable().context("this benchmark builds a namespace fabric with loss injection")?;
     anyhow::ensure!(cfg.reps > 0, "--reps must be at least 1");
     let mut all: Vec<Box<dyn Contender>> = Vec::new();
@@ -503,20 +509,25 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
                     for r in &mut rows[first..] {
                         r.vs_limit = limit.zip(r.secs.as_ref()).map(|(l, s)| l / s.median);
                     }
+                    checkpoint(&report(cfg, &unavailable, &rows))?;
                 }
             }
             drop(f);
         }
     }
-    Ok(Report {
+    Ok(report(cfg, &unavailable, &rows))
+}
+
+fn report(cfg: &Config, unavailable: &[(String, String)], rows: &[Row]) -> Report {
+    Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: machine(),
         mtu: cfg.mtu,
         offloads: cfg.offloads,
         metalcast_rate_mbit: cfg.rate_mbit,
-        unavailable,
-        rows,
-    })
+        unavailable: unavailable.to_vec(),
+        rows: rows.to_vec(),
+    }
 }
 
 /// With `METALCAST_BENCH_KEEP_LOGS=<dir>`, copies a run's `*.log` files to `<dir>/<run>-<contender>/`.

@@ -67,6 +67,32 @@ fn every_contender_delivers_identical_data() {
     assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "svg")));
 }
 
+/// A sweep hands its rows to the checkpoint after every scenario, so an
+/// interrupted one keeps what it measured.
+#[test]
+fn a_sweep_checkpoints_after_every_scenario() {
+    skip_unless_root!(bpf);
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let cfg = Config {
+        contenders: vec![contenders::BLASTER.into()],
+        losses: vec![Loss::Random(0.0), Loss::Random(1.0)],
+        sizes_mib: vec![2],
+        verify: false,
+        ..config(scratch.path())
+    };
+    let mut seen = Vec::new();
+    let report = suite::run_with(&cfg, &mut |r| {
+        seen.push(r.rows.iter().map(|row| row.loss_label.clone()).collect::<Vec<_>>());
+        Ok(())
+    })
+    .expect("suite runs");
+    assert_eq!(seen, [vec!["0%"], vec!["0%", "1%"]]);
+    assert_eq!(report.rows.len(), 2);
+    // A checkpoint that fails stops the sweep with its error.
+    let err = suite::run_with(&cfg, &mut |_| anyhow::bail!("disk full")).expect_err("stops");
+    assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+}
+
 /// The sweep over N and loss at a moderate size, as `perf/run-all.sh` runs it at full size.
 /// `cargo test -p metalcast-bench --release --test contenders -- --ignored --nocapture`
 #[test]
