@@ -22,6 +22,10 @@ pub struct SuiteArgs {
     /// Image sizes, MiB.
     #[arg(long, value_delimiter = ',', default_value = "256,1024")]
     size_mib: Vec<usize>,
+    /// Bundle chunk size, KiB (`metalcast-image build --chunk-size`): one chunk is one RaptorQ
+    /// source block. Every contender sends the same bundle.
+    #[arg(long, default_value_t = metalcast_image::manifest::DEFAULT_CHUNK_SIZE >> 10)]
+    chunk_kib: u32,
     /// Emulated link rates in Mbit/s, every link, both directions (0: unthrottled). Pick one where the
     /// blaster reaches >= 98% of it at the largest N (its `vs blaster` and wire columns tell).
     #[arg(long, value_delimiter = ',', default_value = "0,200")]
@@ -60,6 +64,7 @@ impl SuiteArgs {
             receivers: self.receivers.clone(),
             losses: self.loss.clone(),
             sizes_mib: self.size_mib.clone(),
+            chunk_bytes: self.chunk_kib << 10,
             link_mbit: self.link_mbit.clone(),
             reps: self.reps,
             rate_mbit: self.rate_mbit,
@@ -168,6 +173,7 @@ pub fn simulate(a: SimArgs) -> anyhow::Result<()> {
             receivers: vec![a.receivers[0]],
             losses: a.loss.clone(),
             sizes_mib: vec![a.size_mib],
+            chunk_bytes: u32::try_from(a.chunk_kib << 10).context("--chunk-kib")?,
             link_mbit: vec![a.link_mbit],
             reps: a.reps,
             rate_mbit: a.rate_mbit,

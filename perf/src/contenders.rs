@@ -308,9 +308,15 @@ impl Contender for Metalcast {
 }
 
 /// udpcast (Debian's `udp-sender` / `udp-receiver`), defaults except the
-/// packet size, which follows the fabric MTU up to udpcast's maximum (1456).
+/// packet size, which follows the fabric MTU up to udpcast's maximum (1456),
+/// and a receive timeout, which only ends a hung receiver sooner.
 #[derive(Debug)]
 pub struct Udpcast;
+
+/// Seconds a `udp-receiver` waits without a packet, once the transfer has
+/// started, before it gives up (`--receive-timeout`; no limit by default).
+/// Far above any pause of a working transfer on the fabric.
+pub const UDPCAST_RECEIVE_TIMEOUT_SECS: u32 = 20;
 
 /// udpcast's largest packet payload (`--blocksize`; its default and maximum).
 pub const UDPCAST_MAX_BLOCKSIZE: u32 = 1456;
@@ -346,6 +352,10 @@ impl Contender for Udpcast {
             let mut c = h.command("udp-receiver");
             c.arg("--file").arg(out);
             c.args(["--nokbd", "--interface", h.ifname(), "--portbase", &port]);
+            // A receiver that missed the sender's last message would wait forever (seen at 1% and
+            // 5% loss with 8-16 receivers): it gives up after this long without a packet, and the
+            // run counts as failed at once instead of at the bench's timeout.
+            c.args(["--receive-timeout", &UDPCAST_RECEIVE_TIMEOUT_SECS.to_string()]);
             let log = format!("udp-receiver-{}", h.name());
             rx.push(
                 Proc::spawn(format!("udp-receiver on {}", h.name()), logged(&mut c, env.work, &log)?)

@@ -35,6 +35,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         receivers: vec![cfg.receivers],
         losses: cfg.losses.clone(),
         sizes_mib: vec![cfg.size_mib],
+        chunk_bytes: metalcast_image::manifest::DEFAULT_CHUNK_SIZE,
         link_mbit: vec![0],
         reps: cfg.reps,
         rate_mbit: cfg.rate_mbit,

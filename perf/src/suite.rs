@@ -124,6 +124,8 @@ pub struct Config {
     pub losses: Vec<Loss>,
     /// Image sizes, MiB.
     pub sizes_mib: Vec<usize>,
+    /// Bundle chunk size, bytes (one chunk is one RaptorQ source block).
+    pub chunk_bytes: u32,
     /// Emulated link rates, Mbit/s (0: unthrottled).
     pub link_mbit: Vec<u64>,
     /// Repetitions per contender and scenario.
@@ -426,11 +428,7 @@ pub fn run_with(cfg: &Config, checkpoint: &mut dyn FnMut(&Report) -> anyhow::Res
     let mut rows = Vec::new();
     let mut port: u16 = 41000;
     for &size_mib in &cfg.sizes_mib {
-        let image = Image::make(
-            &root.path().join(format!("img{size_mib}")),
-            size_mib,
-            metalcast_image::manifest::DEFAULT_CHUNK_SIZE,
-        )?;
+        let image = Image::make(&root.path().join(format!("img{size_mib}")), size_mib, cfg.chunk_bytes)?;
         for &n in &cfg.receivers {
             let f = Fabric::builder().receivers(n).mtu(cfg.mtu).build().context("building the fabric")?;
             set_offloads(&f, cfg.offloads)?;

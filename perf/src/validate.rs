@@ -204,7 +204,8 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
     );
     anyhow::ensure!(link_mbit > 0, "validation needs an emulated link rate (--link-mbit) to predict time");
     let root = tempfile::tempdir_in(&cfg.scratch)?;
-    let chunk = u32::try_from(base.chunk_bytes).context("chunk size")?;
+    let chunk = cfg.chunk_bytes;
+    anyhow::ensure!(u64::from(chunk) == base.chunk_bytes, "the fabric's and the model's chunk sizes differ");
     let image = Image::make(&root.path().join("img"), size_mib, chunk)?;
     let f = Fabric::builder().receivers(n).mtu(cfg.mtu).build().context("building the fabric")?;
     set_offloads(&f, cfg.offloads)?;

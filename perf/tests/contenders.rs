@@ -15,6 +15,7 @@ fn config(scratch: &std::path::Path) -> Config {
         receivers: vec![2],
         losses: vec![Loss::Random(0.0)],
         sizes_mib: vec![8],
+        chunk_bytes: metalcast_image::manifest::DEFAULT_CHUNK_SIZE,
         link_mbit: vec![0],
         reps: 1,
         rate_mbit: 800,

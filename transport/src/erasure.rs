@@ -14,9 +14,10 @@
 //! sum_{i missing} m[j][i] * s_i`: `e * K` symbol multiply-adds and an
 //! `e x e` inversion, against a full RaptorQ decode (constraint matrix of
 //! about K + 30 rows, intermediate symbols) that costs, whatever `e`, about
-//! as much as 60 (K = 118) to 120 (K = 737) missing symbols do here. The system is solvable exactly when the
-//! received symbols determine the block, so this decoder fails (and the
-//! receiver asks for one more symbol) only when a full decode would too.
+//! as much as 60 (K = 118) to 120 (K = 737) missing symbols do here. The
+//! system is solvable exactly when the received symbols determine the block,
+//! so this decoder fails (and the receiver asks for one more symbol) only
+//! when a full decode would too.
 
 use std::collections::HashMap;
 
