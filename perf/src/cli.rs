@@ -79,7 +79,7 @@ impl SuiteArgs {
 
 /// Runs the suite and writes its outputs. After every scenario the rows so
 /// far go to `report.partial.md` and `report.partial.json` in the output
-/// directory (`metalcast-bench plot --json` draws them), which the complete
+/// directory (`metalcast-bench plot` draws them too), which the complete
 /// report replaces at the end.
 pub fn suite(args: SuiteArgs) -> anyhow::Result<()> {
     let (md, json) = (args.out.join("report.partial.md"), args.out.join("report.partial.json"));
