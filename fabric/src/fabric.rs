@@ -62,9 +62,10 @@ impl Rate {
 /// Loss injectors of a fabric, keyed by (host name, flow).
 type Injectors = Arc<Mutex<HashMap<(String, Flow), LossInjector>>>;
 
-fn lock(injectors: &Injectors) -> MutexGuard<'_, HashMap<(String, Flow), LossInjector>> {
-    // A panic while holding the lock cannot leave the map inconsistent.
-    injectors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding either lock (injectors, live namespaces) cannot
+    // leave the map or list inconsistent.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The switch: a Linux bridge in its own namespace.
@@ -494,6 +495,7 @@ impl FabricBuilder {
         }
 
         let prefix = claim_prefix()?;
+        track(format!("{prefix}-sw"));
         let switch_netns = Netns::new(format!("{prefix}-sw"));
         let mut fabric = Fabric {
             prefix: prefix.clone(),
@@ -545,6 +547,7 @@ impl FabricBuilder {
             let host_ns = Netns::new(format!("{prefix}-{name}"));
             cmd::run(&mut cmd::tool("ip", None, ["netns", "add", host_ns.name()]))?;
             fabric.created.push(host_ns.name().to_owned());
+            track(host_ns.name().to_owned());
             let h = host_ns.name();
             // No DAD: link-local (and ULA) addresses are usable immediately.
             host_ns
@@ -790,6 +793,29 @@ impl Drop for Fabric {
             if let Err(e) = cmd::run(&mut cmd::tool("ip", None, ["netns", "del", ns])) {
                 eprintln!("metalcast-fabric: could not delete namespace {ns}: {e}");
             }
+            lock(&LIVE).retain(|live| live != ns);
         }
     }
+}
+
+/// Namespaces of this process's live fabrics, for [`delete_live_namespaces`].
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn track(ns: String) {
+    lock(&LIVE).push(ns);
+}
+
+/// Deletes, by name, every namespace of every fabric of this process that has
+/// not been dropped yet (newest first) and returns their names. For a
+/// binary's signal handler thread, just before it exits: a process ended by a
+/// signal runs no destructors. Fabrics still in use afterwards are broken;
+/// dropping them later only prints that their namespaces are gone.
+pub fn delete_live_namespaces() -> Vec<String> {
+    let names: Vec<String> = std::mem::take(&mut *lock(&LIVE));
+    for ns in names.iter().rev() {
+        if let Err(e) = cmd::run(&mut cmd::tool("ip", None, ["netns", "del", ns])) {
+            eprintln!("metalcast-fabric: could not delete namespace {ns}: {e}");
+        }
+    }
+    names
 }

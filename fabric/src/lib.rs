@@ -32,7 +32,7 @@ mod sys;
 pub mod qemu;
 
 pub use error::FabricError;
-pub use fabric::{Fabric, FabricBuilder, Flow, Host, Rate, Switch, Tap};
+pub use fabric::{Fabric, FabricBuilder, Flow, Host, Rate, Switch, Tap, delete_live_namespaces};
 pub use metalcast_ebpf::{GilbertElliott, LossConfig, LossStats};
 pub use netns::Netns;
 

@@ -19,6 +19,7 @@
 pub mod blaster;
 pub mod contenders;
 pub mod image_build;
+pub mod interrupt;
 pub mod kexec_boot;
 pub mod multicast;
 pub mod recursion;

@@ -127,7 +127,10 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    // Ctrl-C or kill: stop the contenders and delete the fabric instead of leaving them behind.
+    metalcast_bench::interrupt::install().context("installing the signal handler")?;
+    match cli.cmd {
         Cmd::ImageBuild { reps, scratch, json } => {
             let dir =
                 tempfile::tempdir_in(&scratch).with_context(|| format!("scratch dir in {}", scratch.display()))?;

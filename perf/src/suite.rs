@@ -424,7 +424,8 @@ pub fn run_with(cfg: &Config, checkpoint: &mut dyn FnMut(&Report) -> anyhow::Res
             "every contender puts MTU-sized packets on the wire"
         }
     );
-    let root = tempfile::tempdir_in(&cfg.scratch).with_context(|| format!("scratch in {}", cfg.scratch.display()))?;
+    let root =
+        crate::interrupt::scratch_dir(&cfg.scratch).with_context(|| format!("scratch in {}", cfg.scratch.display()))?;
     let mut rows = Vec::new();
     let mut port: u16 = 41000;
     for &size_mib in &cfg.sizes_mib {

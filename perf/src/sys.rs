@@ -2,7 +2,30 @@
 //! usage (`wait4`), signalling it, and this thread's CPU time.
 
 use std::process::{Child, Command};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Pids of every [`Proc`] not reaped yet (so none of them can be reused).
+static LIVE_PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn live_pids() -> MutexGuard<'static, Vec<u32>> {
+    // A panic while holding the lock cannot leave a list of pids inconsistent.
+    LIVE_PIDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// SIGKILLs every [`Proc`] of this process that is not reaped yet and returns
+/// how many; for the signal handler thread of [`crate::interrupt`], just
+/// before the bench exits.
+pub fn kill_live_procs() -> usize {
+    let pids = live_pids();
+    for &pid in pids.iter() {
+        let pid = libc::pid_t::try_from(pid).expect("pids fit pid_t");
+        // SAFETY: plain syscall; the pid is a child of ours that is not reaped yet (reaping removes it
+        // from the list under this lock), so it cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    pids.len()
+}
 
 /// A spawned process whose CPU time is read when it is reaped.
 #[derive(Debug)]
@@ -32,7 +55,9 @@ impl Exit {
 impl Proc {
     /// Spawns `cmd`.
     pub fn spawn(label: impl Into<String>, cmd: &mut Command) -> std::io::Result<Self> {
-        Ok(Proc { label: label.into(), child: cmd.spawn()?, exit: None })
+        let child = cmd.spawn()?;
+        live_pids().push(child.id());
+        Ok(Proc { label: label.into(), child, exit: None })
     }
 
     /// The process id.
@@ -49,12 +74,15 @@ impl Proc {
         // SAFETY: an all-zero rusage is a valid value of this plain C struct.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let pid = libc::pid_t::try_from(self.child.id()).expect("pids fit pid_t");
+        // Held across the reap, so `kill_live_procs` never signals a reaped (reusable) pid.
+        let mut live = live_pids();
         // SAFETY: wait4 writes only into the two out-pointers, which point to live locals; the pid
         // is our own unreaped child (std's Child never reaps it: we never call its wait methods).
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
         match r {
             0 => Ok(None),
             r if r == pid => {
+                live.retain(|&p| p != self.child.id());
                 let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
                 let cpu_secs = secs(ru.ru_utime) + secs(ru.ru_stime);
                 self.exit = Some((status, cpu_secs));

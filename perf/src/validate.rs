@@ -203,7 +203,7 @@ pub fn validate(cfg: &Config, base: &sim::Config) -> anyhow::Result<(Calibration
         cfg.link_mbit.first().context("no link rate")?,
     );
     anyhow::ensure!(link_mbit > 0, "validation needs an emulated link rate (--link-mbit) to predict time");
-    let root = tempfile::tempdir_in(&cfg.scratch)?;
+    let root = crate::interrupt::scratch_dir(&cfg.scratch)?;
     let chunk = cfg.chunk_bytes;
     anyhow::ensure!(u64::from(chunk) == base.chunk_bytes, "the fabric's and the model's chunk sizes differ");
     let image = Image::make(&root.path().join("img"), size_mib, chunk)?;
