@@ -7,6 +7,7 @@
 //! deletes every live fabric's namespaces by name
 //! ([`metalcast_fabric::delete_live_namespaces`]), removes the scratch
 //! directories made with [`scratch_dir`], and exits with 128 + the signal.
+//! QEMU guests (`kexec-boot`, `recursion`) are not tracked.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

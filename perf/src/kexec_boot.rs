@@ -151,7 +151,7 @@ fn find(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
 pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     let vmlinuz = find(&cfg.kernel_dir.join("boot"), "vmlinuz-")?;
     let modules = find(&cfg.kernel_dir.join("lib/modules"), "")?;
-    let dir = tempfile::tempdir()?;
+    let dir = crate::interrupt::scratch_dir(&std::env::temp_dir())?;
     let d = dir.path();
     let key = SecretKey::generate();
     key.save(&d.join("site"))?;

@@ -132,8 +132,8 @@ fn main() -> anyhow::Result<()> {
     metalcast_bench::interrupt::install().context("installing the signal handler")?;
     match cli.cmd {
         Cmd::ImageBuild { reps, scratch, json } => {
-            let dir =
-                tempfile::tempdir_in(&scratch).with_context(|| format!("scratch dir in {}", scratch.display()))?;
+            let dir = metalcast_bench::interrupt::scratch_dir(&scratch)
+                .with_context(|| format!("scratch dir in {}", scratch.display()))?;
             let rows = metalcast_bench::image_build::run(&sibling("metalcast-image")?, dir.path(), reps)?;
             println!("{}", metalcast_bench::image_build::markdown(&rows));
             if let Some(j) = json {

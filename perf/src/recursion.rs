@@ -50,12 +50,12 @@ struct Level {
     http: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
     _sync: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _dir: crate::interrupt::ScratchDir,
 }
 
 impl Level {
     async fn start(upstream: Option<UpstreamConfig>) -> anyhow::Result<Level> {
-        let dir = tempfile::tempdir()?;
+        let dir = crate::interrupt::scratch_dir(&std::env::temp_dir())?;
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("level.db").display());
         let db = metalcast_control_plane::db::connect(&url).await?;
         let mut st = AppState::new(db, VlanPool { first: 100, last: 3999 });
@@ -159,7 +159,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
 }
 
 async fn run_async(cfg: &Config) -> anyhow::Result<Vec<Row>> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::interrupt::scratch_dir(&std::env::temp_dir())?;
     let sock = dir.path().join("n1.qmp");
     let _qemu = metalcast_fabric::qemu::QmpOnly::start(&sock).map_err(anyhow::Error::msg)?;
     let fabric = metalcast_fabric::Fabric::builder()
