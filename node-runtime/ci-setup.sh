@@ -6,6 +6,8 @@
 #   kexec-tools       its `kexec` (and shared libraries) go into the guests' bootstrap
 #                     initramfs for the legacy kexec_load hand-over; preseeded so the
 #                     package never takes over this machine's own reboots
+#   util-linux, e2fsprogs   the disk-write guard test (tests/disk_guard.rs): losetup,
+#                     addpart/delpart, unshare, setsid, mount; mkfs.ext4
 #   Debian's linux-image-amd64 (6.1: kexec, virtio/e1000 as modules), unpacked
 #                     -- not installed -- by fetch-kernel.sh into /var/cache/metalcast/linux-image
 # The tests build the static runtime themselves (cargo, +crt-static, explicit --target).
@@ -13,7 +15,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
 echo "kexec-tools kexec-tools/load_kexec boolean false" | debconf-set-selections
-for pkg in qemu-system-x86 dnsmasq-base kexec-tools; do
+for pkg in qemu-system-x86 dnsmasq-base kexec-tools util-linux e2fsprogs; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

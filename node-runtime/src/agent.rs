@@ -17,6 +17,7 @@ use metalcast_runtime_api::{
 use metalcast_transport::{Receiver, ReceiverConfig, TransportError};
 
 use crate::config::NetConfig;
+use crate::guard::{self, Authority, RuntimeFacts};
 use crate::seed::{Held, Keeping, SeedError};
 use crate::target::{TargetError, Targets};
 use crate::{exit, inventory, net, sys};
@@ -49,6 +50,10 @@ pub struct AgentConfig {
     pub attended: Option<Duration>,
     /// How a kexec hand-over stages the kernel (`kexec_file_load`, legacy `kexec_load`, or file then load).
     pub kexec_method: crate::kexec::KexecMethod,
+    /// Block devices an agent that is not the node's runtime may write
+    /// (`--allow-disk-writes`); empty: the node's disks if this is the
+    /// runtime, else none ([`crate::guard`]).
+    pub allow_disk_writes: Vec<PathBuf>,
 }
 
 /// Talks to the control plane.
@@ -206,6 +211,8 @@ type PhaseResult = Result<(String, serde_json::Value), (u8, String)>;
 
 struct Run<'a> {
     reporter: &'a Reporter,
+    /// What this agent may write.
+    authority: &'a Authority,
     node: String,
     boot_id: String,
     instruction: u64,
@@ -251,7 +258,15 @@ fn target_code(e: &TargetError) -> u8 {
 /// stops a running VM and drops the image held before.
 fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &mut Option<Held>) -> u8 {
     let mut manifest = None;
+    // A disk target is checked and claimed before anything else happens, and
+    // stays claimed while it is written and verified.
+    let mut claim = None;
     let ok = run.phase(Phase::Accept, || {
+        if let Target::Disk { device } = &d.target {
+            let c = guard::claim(run.authority, std::path::Path::new(device))
+                .map_err(|e| (exit::REFUSED, e.to_string()))?;
+            claim = Some(c);
+        }
         let bytes = d.manifest_bytes().map_err(|e| (exit::USAGE, e.to_string()))?;
         let sm = SignedManifest::from_bytes(&bytes).map_err(|e| (exit::UNTRUSTED, e.to_string()))?;
         sm.verify_signature(&cfg.trusted, cfg.allow_unsigned).map_err(|e| (exit::UNTRUSTED, e.to_string()))?;
@@ -263,7 +278,9 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &
         manifest = Some(sm.manifest);
         Ok((detail, serde_json::Value::Null))
     });
-    let Some(m) = manifest.filter(|_| ok) else { return exit::UNTRUSTED };
+    let Some(m) = manifest.filter(|_| ok) else {
+        return if claim.is_none() && device_of(d).is_some() { exit::REFUSED } else { exit::UNTRUSTED };
+    };
     // One tenant at a time: a new deployment replaces the VM (which may be using the disk).
     let stopped = crate::vm::stop_all(Duration::from_secs(10));
     if stopped > 0 {
@@ -279,10 +296,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &
             .map_err(|e| eprintln!("metalcast: not keeping the image for seeding: {e}"))
             .ok(),
     };
-    let device = match &d.target {
-        Target::Memory => None,
-        Target::Disk { device } => Some(PathBuf::from(device)),
-    };
+    let device = device_of(d);
     let mut targets = None;
     let ok = run.phase(Phase::Receive, || {
         let mut t = Targets::new(&m, device.as_deref()).map_err(|e| (target_code(&e), e.to_string()))?;
@@ -525,26 +539,41 @@ fn kexec_cmdline(boot: &metalcast_image::BootSpec, d: &Deploy) -> String {
         .join(" ")
 }
 
-/// Erases the node's disks (reclaim). Only on a machine the runtime booted:
-/// an agent started by hand or by a test on some host never touches that
-/// host's disks.
+/// The block device a deployment writes, if any.
+fn device_of(d: &Deploy) -> Option<PathBuf> {
+    match &d.target {
+        Target::Memory => None,
+        Target::Disk { device } => Some(PathBuf::from(device)),
+    }
+}
+
+/// Erases the node's disks (reclaim): only with the guard's authority
+/// (the node's own runtime, or devices named with `--allow-disk-writes`),
+/// and only once every device passed its checks ([`guard::claim`]).
 fn wipe(run: &Run<'_>, w: &Wipe) -> bool {
     run.phase(Phase::Wipe, || {
-        if std::os::unix::process::parent_id() != 1 {
-            return Err((exit::USAGE, "wipe refused: the agent is not running under the runtime's init".into()));
-        }
-        // A VM may be using the disk: it goes first.
-        if crate::vm::stop_all(Duration::from_secs(10)) > 0 {
-            println!("metalcast: stopped the running VM before wiping");
+        if let Authority::Denied(why) = run.authority {
+            return Err((exit::REFUSED, format!("wipe {}", guard::GuardError::NotRuntime(why.clone()))));
         }
         let devices: Vec<PathBuf> = if w.devices.is_empty() {
-            inventory::collect().disks.iter().map(|d| PathBuf::from(format!("/dev/{}", d.name))).collect()
+            run.authority.disks().iter().map(|d| PathBuf::from(format!("/dev/{}", d.name))).collect()
         } else {
             w.devices.iter().map(PathBuf::from).collect()
         };
+        // Every device is checked and claimed before the first is opened for writing.
+        let claims = devices
+            .iter()
+            .map(|dev| guard::claim(run.authority, dev))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (exit::REFUSED, format!("wipe {e}")))?;
+        // A VM may be using the disk (without claiming it): it goes first.
+        if crate::vm::stop_all(Duration::from_secs(10)) > 0 {
+            println!("metalcast: stopped the running VM before wiping");
+        }
         let zero = w.mode == WipeMode::Zero;
         let mut done = Vec::new();
-        for dev in &devices {
+        for c in &claims {
+            let dev = &c.path;
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(dev)
@@ -556,6 +585,9 @@ fn wipe(run: &Run<'_>, w: &Wipe) -> bool {
             })?;
             f.sync_all().map_err(|e| (exit::WRITE, format!("{}: flush: {e}", dev.display())))?;
             done.push(format!("{} ({} MiB)", dev.display(), len >> 20));
+        }
+        if done.is_empty() {
+            return Ok(("no disks to erase".into(), serde_json::Value::Null));
         }
         Ok((format!("{:?}: {}", w.mode, done.join(", ")).to_lowercase(), serde_json::Value::Null))
     })
@@ -623,6 +655,8 @@ pub fn run(cfg: &AgentConfig) -> u8 {
         "metalcast: network up: {} {} {} ({}) in {:.2}s",
         netinfo.iface, netinfo.mac, netinfo.addr, netinfo.method, netinfo.secs
     );
+    let authority = Authority::establish(&cfg.allow_disk_writes, &RuntimeFacts::read());
+    println!("metalcast: disk writes: {}", authority.describe());
     let client = Client::new(&cfg.control_plane);
     let reporter = Reporter::new(client.clone());
     let boot_id = inventory::boot_id();
@@ -640,7 +674,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
             address: netinfo.addr_now().unwrap_or(netinfo.addr).to_string(),
             uptime_secs: inventory::uptime(),
             network_secs: netinfo.secs,
-            inventory: inventory::collect(),
+            inventory: inventory::collect(authority.disks()),
         };
         let reply = match client.checkin(&checkin) {
             Ok(r) => r,
@@ -685,6 +719,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                     println!("metalcast: instruction {}", i.id);
                     let run = Run {
                         reporter: &reporter,
+                        authority: &authority,
                         node: reply.node.clone(),
                         boot_id: boot_id.clone(),
                         instruction: i.id,
@@ -708,16 +743,14 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                         }
                         Action::CheckIn => break,
                         Action::PowerOff => {
-                            // Only a machine the runtime booted (agent under our init) is powered off,
+                            // Only the node's own runtime (the guard's proof) powers the machine off,
                             // never the host an agent was started on by hand or by a test.
-                            if std::os::unix::process::parent_id() == 1 {
+                            if authority.is_runtime() {
                                 reporter.flush(REPORT_FLUSH);
                                 let e = sys::power_off();
                                 eprintln!("metalcast: power off: {e}");
                             } else {
-                                eprintln!(
-                                    "metalcast: power-off refused: the agent is not running under the runtime's init"
-                                );
+                                eprintln!("metalcast: power-off refused: {}", authority.describe());
                             }
                         }
                     }

@@ -18,3 +18,7 @@ pub const WRITE: u8 = 5;
 pub const HANDOVER: u8 = 6;
 /// The network could not be brought up (no interface, no DHCP lease).
 pub const NETWORK: u8 = 7;
+/// A destructive instruction (a wipe, a disk target) refused by the
+/// disk-write guard: not the node's runtime, a device outside the node's
+/// disks, or one in use (`docs/node-runtime.md`).
+pub const REFUSED: u8 = 8;

@@ -103,7 +103,12 @@ pub fn run() -> ! {
     let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
     loop {
         let started = Instant::now();
-        let child = Command::new(&exe).args(["agent", "--from-cmdline", "/proc/cmdline"]).spawn();
+        // The marker only this init sets: the agent's proof (with the facts
+        // it checks itself) that it may write the node's disks (`guard`).
+        let child = Command::new(&exe)
+            .args(["agent", "--from-cmdline", "/proc/cmdline"])
+            .env(crate::guard::INIT_MARKER_ENV, inventory::boot_id())
+            .spawn();
         match child {
             Ok(c) => {
                 let pid = c.id() as i32;

@@ -36,8 +36,9 @@ pub fn mem_available() -> u64 {
     std::fs::read_to_string("/proc/meminfo").map_or(0, |m| meminfo_bytes(&m, "MemAvailable"))
 }
 
-/// Reads the inventory of this machine.
-pub fn collect() -> Inventory {
+/// Reads the inventory of this machine, reporting `disks` as its disks
+/// (the ones the agent may write: [`crate::guard::Authority::disks`]).
+pub fn collect(disks: Vec<Disk>) -> Inventory {
     let nics = crate::net::interfaces()
         .into_iter()
         .filter_map(|name| {
@@ -48,21 +49,6 @@ pub fn collect() -> Inventory {
             Some(Nic { name, mac, driver })
         })
         .collect();
-    let mut disks: Vec<Disk> = std::fs::read_dir("/sys/block")
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !["loop", "ram", "zram", "sr", "fd", "dm-", "nbd"].iter().any(|p| n.starts_with(p)))
-                .map(|n| Disk {
-                    size_bytes: read(&format!("/sys/block/{n}/size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-                        * 512,
-                    rotational: read(&format!("/sys/block/{n}/queue/rotational")).is_some_and(|r| r == "1"),
-                    name: n,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    disks.sort_by(|a, b| a.name.cmp(&b.name));
     Inventory {
         nics,
         cpus: read("/sys/devices/system/cpu/online").map_or(1, |l| count_cpu_list(&l)).max(1),
@@ -71,6 +57,40 @@ pub fn collect() -> Inventory {
         kernel: nix::sys::utsname::uname()
             .map_or_else(|_| "unknown".into(), |u| u.release().to_string_lossy().into_owned()),
     }
+}
+
+/// The disk whose sysfs directory is `sys`, named `name`.
+fn disk_at(sys: &str, name: String) -> Disk {
+    Disk {
+        size_bytes: read(&format!("{sys}/size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,
+        rotational: read(&format!("{sys}/queue/rotational")).is_some_and(|r| r == "1"),
+        name,
+    }
+}
+
+/// The machine's whole disks (`/sys/block`, without loop, RAM, optical,
+/// floppy, device-mapper and network block devices), sorted by name.
+pub fn whole_disks() -> Vec<Disk> {
+    let mut disks: Vec<Disk> = std::fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !["loop", "ram", "zram", "sr", "fd", "dm-", "nbd"].iter().any(|p| n.starts_with(p)))
+                .map(|n| disk_at(&format!("/sys/block/{n}"), n))
+                .collect()
+        })
+        .unwrap_or_default();
+    disks.sort_by(|a, b| a.name.cmp(&b.name));
+    disks
+}
+
+/// The block device at `path` (any kind, e.g. a loop device) as an inventory disk.
+pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(path).ok().filter(|m| m.file_type().is_block_device())?;
+    let sys = format!("/sys/dev/block/{}:{}", libc::major(m.rdev()), libc::minor(m.rdev()));
+    let name = std::fs::canonicalize(&sys).ok()?.file_name()?.to_string_lossy().into_owned();
+    Some(disk_at(&sys, name))
 }
 
 /// This boot's id (changes at every boot and kexec).
@@ -94,7 +114,7 @@ mod tests {
         assert_eq!(mem_total("MemFree: 1 kB\nMemTotal:  2048 kB\n"), 2 << 20);
         assert_eq!(meminfo_bytes("MemAvailableX: 5 kB\nMemAvailable: 3 kB\n", "MemAvailable"), 3 << 10);
         assert!(mem_available() > 0);
-        let inv = collect();
+        let inv = collect(whole_disks());
         assert!(inv.cpus >= 1 && inv.memory_bytes > 0, "{inv:?}");
     }
 }

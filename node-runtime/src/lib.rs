@@ -14,12 +14,15 @@
 //! - [`receive`]: the standalone `receive` command (one image to a directory);
 //! - [`rx_path`]: the receive path, XDP/AF_XDP fast path or socket, and
 //!   the fallback from one to the other;
+//! - [`guard`]: the disk-write guard (positive proof before a wipe, a disk
+//!   target or a power-off);
 //! - [`exit`]: the exit codes the control plane acts on;
 //! - `sys`: the system calls (all the unsafe code).
 
 pub mod agent;
 pub mod config;
 pub mod exit;
+pub mod guard;
 pub mod init;
 pub mod inventory;
 pub mod kexec;

@@ -67,7 +67,7 @@ enum Cmd {
     /// Runs until handed over (kexec) unless --once. Exit codes as for `receive`, plus
     /// 6 hand-over failed and 7 network could not be brought up (see docs/node-runtime.md).
     Agent(AgentArgs),
-    /// Run as PID 1 of the bootstrap initramfs (automatic when the process is PID 1).
+    /// Run as PID 1 of the bootstrap initramfs (automatic when the process is PID 1, unless told `agent` or `receive`).
     Init,
 }
 
@@ -120,6 +120,12 @@ struct AgentArgs {
     /// Attended mode: list the images offered on the console, boot the default after SECS.
     #[arg(long, value_name = "SECS")]
     attended: Option<u64>,
+    /// Block devices this agent may wipe or deploy to although it is not the
+    /// node's runtime (an agent started by hand or by a test): exactly these,
+    /// repeatable or comma-separated. Without it only the runtime started by
+    /// `metalcast-node init` writes disks (docs/node-runtime.md, "Disk-write guard").
+    #[arg(long, value_name = "DEV", value_delimiter = ',')]
+    allow_disk_writes: Vec<PathBuf>,
 }
 
 fn parse_handover(s: &str) -> anyhow::Result<Handover> {
@@ -192,12 +198,16 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<agent::AgentConfig> {
         poll_wait: Duration::from_secs(a.poll_wait.clamp(1, metalcast_runtime_api::MAX_WAIT_SECS)),
         attended: a.attended.or(boot.attended).map(Duration::from_secs),
         kexec_method,
+        allow_disk_writes: a.allow_disk_writes,
     })
 }
 
 fn main() -> ExitCode {
-    if std::process::id() == 1 {
-        // The kernel starts /init with no useful arguments: be the init.
+    let command = std::env::args_os().nth(1);
+    if std::process::id() == 1 && !command.as_ref().is_some_and(|c| c == "agent" || c == "receive") {
+        // The kernel starts /init (with at most the command line's unknown
+        // words as arguments): be the init. An explicit `agent` or `receive`,
+        // e.g. as PID 1 of a PID namespace, runs as asked.
         init::run();
     }
     tracing_subscriber::fmt()
