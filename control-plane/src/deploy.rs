@@ -280,6 +280,10 @@ pub struct NodeRuntime {
     /// Hardware inventory from the check-in.
     #[schema(value_type = Object)]
     pub inventory: Option<serde_json::Value>,
+    /// The newest phase report of any instruction (phase, status, exit_code,
+    /// detail): e.g. why the runtime refused a wipe or a disk target.
+    #[schema(value_type = Object)]
+    pub last_report: Option<serde_json::Value>,
 }
 
 /// Show what the node's runtime last reported (project members and admins).
@@ -312,6 +316,7 @@ async fn node_runtime(
         boot_id: seen.as_ref().map(|c| c.checkin.boot_id.clone()),
         secs_since_checkin: seen.as_ref().map(|c| (now - c.at_unix).max(0.0)),
         inventory: seen.as_ref().and_then(|c| serde_json::to_value(&c.checkin.inventory).ok()),
+        last_report: rec.as_ref().and_then(|r| r.reports.last()).and_then(|r| serde_json::to_value(r).ok()),
     }))
 }
 
@@ -831,6 +836,23 @@ async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Resul
     Ok(())
 }
 
+/// Why a disk target `device` may not be written on the node whose runtime
+/// checked in as `mac`: it is not one of the disks of its registered
+/// inventory (the node's disk-write guard checks again).
+fn not_in_inventory(st: &AppState, mac: &str, device: &str) -> Option<String> {
+    let disks: Vec<String> = st
+        .runtime
+        .node(mac)
+        .and_then(|r| r.last_checkin().map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect()))
+        .unwrap_or_default();
+    (!disks.iter().any(|d| d == device)).then(|| {
+        format!(
+            "disk write refused: {device} is not in this node's inventory (its disks: {})",
+            if disks.is_empty() { "none".to_string() } else { disks.join(", ") }
+        )
+    })
+}
+
 /// A node taking part in this session.
 struct Member {
     node: String,
@@ -877,7 +899,19 @@ async fn drive(
     let finding = nodes.iter().map(|n| find_runtime(st, n, join));
     for (n, found) in nodes.iter().zip(futures_util::future::join_all(finding).await) {
         match found? {
-            Some((mac, ip, boot_id)) => members.push(Member { node: n.clone(), mac, ip, boot_id, instruction: 0 }),
+            Some((mac, ip, boot_id)) => {
+                if let TargetSpec::Disk { device } = &params.target
+                    && let Some(why) = not_in_inventory(st, &mac, device)
+                {
+                    set_node(st, tx, id, n, |p| {
+                        p.state = "failed".into();
+                        p.reason = why;
+                    })
+                    .await?;
+                    continue;
+                }
+                members.push(Member { node: n.clone(), mac, ip, boot_id, instruction: 0 })
+            }
             None => {
                 set_node(st, tx, id, n, |p| {
                     p.state = "failed".into();

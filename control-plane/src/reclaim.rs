@@ -9,7 +9,9 @@
 //!    firmware reboot. Otherwise, or if that fails: the BMC sets the boot
 //!    device to `pxe` and power-cycles the node, and we wait for the
 //!    runtime's check-in.
-//! 2. `wipe` (optional): `discard` or `zero` every disk, done by the runtime.
+//! 2. `wipe` (optional): `discard` or `zero` every disk of the node's
+//!    registered inventory, done by the runtime (whose disk-write guard
+//!    checks them again); a refusal is recorded as a node event.
 //! 3. `networks`: every network detached from every NIC.
 //! 4. `free`: the node leaves the project; its console log is dropped and
 //!    its metadata tokens stop working.
@@ -128,7 +130,7 @@ async fn reclaim(
     // 2. Wipe.
     if req.wipe != WipeSpec::None {
         let t = Instant::now();
-        let detail = wipe(&st, &node, req.wipe, timeout).await?;
+        let detail = wipe(&st, &node, &project, req.wipe, timeout).await?;
         phases.push(ReclaimPhase { phase: "wipe".into(), secs: t.elapsed().as_secs_f64(), detail });
     }
 
@@ -257,15 +259,24 @@ async fn macs(st: &AppState, node: &str) -> Result<Vec<String>, ApiError> {
     rows.iter().map(|r| r.try_get::<String, _>(0).map_err(ApiError::from)).collect()
 }
 
-async fn wipe(st: &AppState, node: &str, how: WipeSpec, timeout: Duration) -> Result<String, ApiError> {
+/// Erases the disks of the node's registered inventory (its runtime's
+/// check-in, at this control plane), naming each device; the agent checks
+/// them again (the disk-write guard). A failure or refusal is recorded as a
+/// node event (`GET /v1/events`) and fails the reclaim with its reason.
+async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: Duration) -> Result<String, ApiError> {
     let (mac, _, _) = checkin(st, node)
         .await?
         .ok_or_else(|| ApiError::Unprocessable("no runtime checked in to wipe the disks".into()))?;
-    let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
-    let id = st
+    let devices: Vec<String> = st
         .runtime
-        .push(&mac, Action::Wipe(Wipe { mode, devices: Vec::new() }))
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .node(&mac)
+        .and_then(|r| r.last_checkin().map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect()))
+        .unwrap_or_default();
+    if devices.is_empty() {
+        return Ok("the node's inventory lists no disks: nothing to erase".into());
+    }
+    let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
+    let id = st.runtime.push(&mac, Action::Wipe(Wipe { mode, devices })).map_err(|e| ApiError::Internal(e.into()))?;
     let rec = st
         .runtime
         .wait_for(&mac, timeout, |r| r.reports.iter().any(|x| x.instruction == id && x.phase == Phase::Wipe))
@@ -274,10 +285,19 @@ async fn wipe(st: &AppState, node: &str, how: WipeSpec, timeout: Duration) -> Re
     let r = rec.reports.iter().find(|x| x.instruction == id && x.phase == Phase::Wipe).cloned();
     match r {
         Some(r) if r.status == Status::Ok => Ok(r.detail),
-        Some(r) => Err(ApiError::Unprocessable(format!("wipe failed: {}", r.detail))),
+        Some(r) => {
+            let kind = if r.exit_code == WIPE_REFUSED { "wipe-refused" } else { "wipe-failed" };
+            crate::upstream::record_event(st, node, Some(project), kind, &r.detail).await?;
+            tracing::warn!(%node, kind, reason = %r.detail, "reclaim: the runtime did not wipe");
+            Err(ApiError::Unprocessable(format!("wipe failed: {}", r.detail)))
+        }
         None => Err(ApiError::Internal("wipe report vanished".into())),
     }
 }
+
+/// The failure class of a report refused by the node's disk-write guard
+/// (`metalcast-node`'s exit code 8, `docs/node-runtime.md`).
+const WIPE_REFUSED: u8 = 8;
 
 async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String, ApiError> {
     let rows = sqlx::query("SELECT nic, network, channel FROM attachments WHERE node = $1 ORDER BY nic, network")

@@ -708,6 +708,28 @@ fn event_id() -> String {
     format!("{nanos:020}{}", crate::auth::random_hex(4))
 }
 
+/// Records a node event (`GET /v1/events`) for `project`'s members (admins only when `None`).
+pub async fn record_event(
+    st: &AppState,
+    node: &str,
+    project: Option<&str>,
+    kind: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO node_events (id, node, project, kind, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event_id())
+    .bind(node)
+    .bind(project)
+    .bind(kind)
+    .bind(reason)
+    .bind(crate::now())
+    .execute(&st.db.pool)
+    .await?;
+    Ok(())
+}
+
 /// Remove a node the parent took back: it leaves its project, its networks
 /// are detached (the parent detached them already), pending actions end,
 /// and a `reclaimed` event with `reason` is recorded for its project.

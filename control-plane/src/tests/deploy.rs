@@ -217,3 +217,82 @@ async fn deployments(h: &Harness) {
     assert_eq!(h.call("POST", "/v1/nodes/n4/reclaim", &h.admin.clone(), Some(json!({}))).await.0, StatusCode::CONFLICT);
 }
 both_backends!(deployments);
+
+/// Sends `body` to the runtime API as the node would (no credentials).
+async fn runtime_call(app: &axum::Router, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A wipe names exactly the disks of the node's registered inventory, and
+/// the runtime's refusal is recorded (reclaim 422, a node event, the node's
+/// last report); a disk target outside the inventory is refused before any
+/// instruction is sent.
+async fn wipe_and_disk_targets_follow_the_registered_inventory(h: &Harness) {
+    h.ok("PUT", "/v0/project/pa", None).await;
+    let alice = h.user("alice", &["pa"]).await;
+    let mac = "52:54:00:00:20:05";
+    h.ok("PUT", "/v0/node/n5", Some(json!({"obm": {"type": "none"}}))).await;
+    h.ok("PUT", "/v0/node/n5/nic/eth0", Some(json!({"macaddr": mac}))).await;
+    h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n5"}))).await;
+    let checkin = json!({"node": mac, "role": "runtime", "boot_id": "b5", "version": "0", "address": "10.0.0.5",
+        "uptime_secs": 5.0, "network_secs": 0.1,
+        "inventory": {"nics": [], "cpus": 1, "memory_bytes": 1, "kernel": "6.1",
+            "disks": [{"name": "vdb", "size_bytes": 1073741824_u64, "rotational": false}]}});
+    assert_eq!(runtime_call(&h.app, "POST", "/v1/runtime/checkin", Some(checkin)).await.0, StatusCode::OK);
+
+    // The node: takes the wipe, refuses it as its disk-write guard would.
+    let node = {
+        let app = h.app.clone();
+        tokio::spawn(async move {
+            let (s, i) = runtime_call(&app, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=10"), None).await;
+            assert_eq!(s, StatusCode::OK, "{i}");
+            let report = json!({"instruction": i["id"], "boot_id": "b5", "phase": "wipe", "status": "failed",
+                "secs": 0.01, "exit_code": 8,
+                "detail": "wipe disk write to /dev/vdb refused: vdb holds a mounted filesystem or swap area (ext4 on /)"});
+            let (s, v) = runtime_call(&app, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report)).await;
+            assert!(s.is_success(), "{v}");
+            i
+        })
+    };
+    let (s, v) =
+        h.call("POST", "/v1/nodes/n5/reclaim", &alice, Some(json!({"wipe": "zero", "timeout_secs": 20}))).await;
+    let instruction = node.await.unwrap();
+    assert_eq!(instruction["action"], "wipe", "{instruction}");
+    assert_eq!(instruction["devices"], json!(["/dev/vdb"]), "the inventory's disks, by name: {instruction}");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("holds a mounted filesystem"), "{v}");
+    let (_, n) = h.call("GET", "/v0/node/n5", &alice, None).await;
+    assert_eq!(n["project"], "pa", "a refused wipe leaves the node in its project");
+    let (s, node_events) = h.call("GET", "/v1/events?node=n5", &alice, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let e = node_events.as_array().unwrap().iter().find(|e| e["kind"] == "wipe-refused").cloned();
+    let e = e.unwrap_or_else(|| panic!("no wipe-refused event: {node_events}"));
+    assert!(e["reason"].as_str().unwrap().contains("/dev/vdb refused"), "{e}");
+    assert_eq!(e["project"], "pa");
+    let (_, rt) = h.call("GET", "/v1/nodes/n5/runtime", &alice, None).await;
+    assert_eq!(rt["last_report"]["phase"], "wipe", "{rt}");
+    assert_eq!(rt["last_report"]["exit_code"], 8, "{rt}");
+
+    // A disk target that is not in the inventory: the node fails with the reason, no instruction is queued.
+    let (s, v) = h.raw("PUT", "/v1/images/img5?project=pa", &alice, bundle(Some(&h.signer), 5)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let req = json!({"image": "img5", "nodes": ["n5"], "target": {"kind": "disk", "device": "/dev/vda"},
+        "timeout_secs": 10});
+    let (s, d) = h.call("POST", "/v1/deployments", &alice, Some(req)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let last = events(h, &alice, d["id"].as_i64().unwrap()).await.pop().unwrap();
+    assert_eq!(last["state"], "failed", "{last}");
+    let reason = last["nodes"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("/dev/vda is not in this node's inventory (its disks: /dev/vdb)"), "{reason}");
+    assert!(h.st.runtime.node(mac).unwrap().queued.is_empty(), "nothing was sent to the node");
+}
+both_backends!(wipe_and_disk_targets_follow_the_registered_inventory);
