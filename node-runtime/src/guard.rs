@@ -172,7 +172,7 @@ fn stat_flags(stat: &str) -> Option<u64> {
 
 /// The filesystem type of the mount at `/` in `/proc/self/mountinfo` text (the last one wins).
 fn root_fstype(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().filter_map(MountLine::parse).filter(|m| m.mount_point == "/").last().map(|m| m.fstype)
+    mountinfo.lines().filter_map(MountLine::parse).rfind(|m| m.mount_point == "/").map(|m| m.fstype)
 }
 
 /// One line of `/proc/self/mountinfo`.
