@@ -5,6 +5,7 @@
 mod api;
 mod bridge;
 mod deploy;
+mod golden;
 mod ipmi;
 mod isolation;
 mod qmp;
