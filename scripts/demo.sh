@@ -13,5 +13,5 @@ if [ "$(id -u)" != 0 ]; then echo "run as root: the demo builds network namespac
 if ! command -v ethtool >/dev/null || ! command -v ip >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 ethtool >/dev/null
 fi
-cargo build --release --quiet -p metalcast-control-plane -p metalcast-node
+cargo build --release --quiet -p metalcast-cli -p metalcast-node
 exec ./target/release/metalcast demo "$@"

@@ -58,7 +58,7 @@ pub enum Output {
 #[derive(Debug, Args)]
 pub struct DbArgs {
     /// Database URL: `sqlite://FILE?mode=rwc` or `postgres://user:pw@host/db`.
-    #[arg(long, env = "METALCAST_DATABASE_URL", default_value = crate::db::DEFAULT_URL, hide_env_values = true)]
+    #[arg(long, env = "METALCAST_DATABASE_URL", default_value = metalcast_control_plane::db::DEFAULT_URL, hide_env_values = true)]
     pub database_url: String,
 }
 
@@ -113,7 +113,7 @@ pub struct UpstreamArgs {
 
 impl UpstreamArgs {
     /// The parent connection settings, or `None` when not nested.
-    pub fn config(&self) -> anyhow::Result<Option<crate::upstream::UpstreamConfig>> {
+    pub fn config(&self) -> anyhow::Result<Option<metalcast_control_plane::upstream::UpstreamConfig>> {
         use anyhow::Context;
         let (Some(url), Some(project)) = (&self.upstream, &self.upstream_project) else {
             return Ok(None);
@@ -125,7 +125,7 @@ impl UpstreamArgs {
             }
             (None, None) => anyhow::bail!("--upstream needs --upstream-token or --upstream-token-file"),
         };
-        Ok(Some(crate::upstream::UpstreamConfig {
+        Ok(Some(metalcast_control_plane::upstream::UpstreamConfig {
             url: url.clone(),
             project: project.clone(),
             token: token.trim().to_string(),
@@ -146,7 +146,7 @@ pub enum Command {
         db: DbArgs,
         /// VLAN id pool for networks, `FIRST-LAST`.
         #[arg(long, default_value = "100-3999", value_parser = parse_vlan_range)]
-        vlan_range: crate::VlanPool,
+        vlan_range: metalcast_control_plane::VlanPool,
         /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
         #[arg(long, env = "METALCAST_TLS_CERT", requires = "tls_key")]
         tls_cert: Option<std::path::PathBuf>,
@@ -161,7 +161,7 @@ pub enum Command {
         #[arg(long = "trusted-key", value_name = "FILE")]
         trusted_keys: Vec<std::path::PathBuf>,
         /// Largest image bundle accepted in one upload, in MiB.
-        #[arg(long, default_value_t = crate::registry::DEFAULT_MAX_UPLOAD >> 20)]
+        #[arg(long, default_value_t = metalcast_control_plane::registry::DEFAULT_MAX_UPLOAD >> 20)]
         max_image_mib: u64,
         #[command(flatten)]
         provision: ProvisionArgs,
@@ -331,8 +331,8 @@ pub enum NodeCmd {
         /// Node name.
         node: String,
         /// Erase the disks first.
-        #[arg(long, value_enum, default_value_t = crate::reclaim::WipeSpec::None)]
-        wipe: crate::reclaim::WipeSpec,
+        #[arg(long, value_enum, default_value_t = metalcast_control_plane::reclaim::WipeSpec::None)]
+        wipe: metalcast_control_plane::reclaim::WipeSpec,
         /// Seconds to wait for the runtime to come back.
         #[arg(long)]
         timeout: Option<u64>,
@@ -644,14 +644,14 @@ pub enum TokenCmd {
     },
 }
 
-fn parse_vlan_range(s: &str) -> Result<crate::VlanPool, String> {
+fn parse_vlan_range(s: &str) -> Result<metalcast_control_plane::VlanPool, String> {
     let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
     let first: u16 = a.trim().parse().map_err(|_| "bad first VLAN id")?;
     let last: u16 = b.trim().parse().map_err(|_| "bad last VLAN id")?;
     if first == 0 || last > 4094 || first > last {
         return Err("VLAN range must be within 1-4094 and FIRST <= LAST".into());
     }
-    Ok(crate::VlanPool { first, last })
+    Ok(metalcast_control_plane::VlanPool { first, last })
 }
 
 /// Failure of a client command.
@@ -709,7 +709,7 @@ pub struct Client {
 impl Client {
     /// Build from the global CLI options.
     pub fn from_cli(cli: &Cli) -> Result<Self, CliError> {
-        crate::install_tls_provider();
+        metalcast_control_plane::install_tls_provider();
         let mut b = reqwest::Client::builder();
         if let Some(path) = &cli.ca_cert {
             let pem = std::fs::read(path).map_err(|e| CliError::Input(format!("reading {}: {e}", path.display())))?;
@@ -783,7 +783,7 @@ pub enum ReqBody {
 impl Client {
     /// A client for `url` with an API token (for programs that are not the CLI, e.g. the demo).
     pub fn new(url: &str, token: Option<String>) -> Result<Self, CliError> {
-        crate::install_tls_provider();
+        metalcast_control_plane::install_tls_provider();
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| CliError::Input(format!("cannot build HTTP client: {e}")))?;

@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::cli::{CliError, Client};
-use crate::deploy::{Deployment, HandoverSpec, TERMINAL};
+use metalcast_control_plane::deploy::{Deployment, HandoverSpec, TERMINAL};
 
 /// `metalcast deploy`: deploy an image (default), or manage deployments.
 #[derive(Debug, Args)]
@@ -307,7 +307,7 @@ pub fn print_summary(d: &Deployment) {
 pub async fn reclaim(
     c: &Client,
     node: &str,
-    wipe: crate::reclaim::WipeSpec,
+    wipe: metalcast_control_plane::reclaim::WipeSpec,
     timeout: Option<u64>,
 ) -> Result<Value, CliError> {
     let mut body = json!({ "wipe": wipe });

@@ -1,11 +1,22 @@
-//! `metalcast` binary: thin wrapper over `metalcast_control_plane`.
+//! `metalcast`: the operator's command. A thin binary over the libraries:
+//! `serve` runs the control plane (`metalcast_control_plane`), the client
+//! commands talk to one over its REST API ([`cli`], [`cli_deploy`],
+//! [`cli_registry`]), `send` streams a bundle by multicast ([`send`], over
+//! `metalcast_transport`) and `demo` stands up the README's main job on a
+//! namespace fabric ([`demo`], over `metalcast_fabric`).
+
+mod cli;
+mod cli_deploy;
+mod cli_registry;
+mod demo;
+mod send;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use metalcast_control_plane::cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
+use cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
 use metalcast_control_plane::deploy::Provision;
 use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
@@ -26,12 +37,12 @@ fn main() -> ExitCode {
     match std::mem::replace(&mut cli.command, Command::Whoami) {
         Command::Send(a) => {
             let json = a.json;
-            return match metalcast_control_plane::send::run(a) {
+            return match send::run(a) {
                 Ok(s) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                     } else {
-                        metalcast_control_plane::send::print_summary(&s);
+                        send::print_summary(&s);
                     }
                     if s.done() == s.receivers.len() { ExitCode::SUCCESS } else { ExitCode::from(1) }
                 }
@@ -42,7 +53,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Demo(a) => {
-            return match metalcast_control_plane::demo::run(a) {
+            return match demo::run(a) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

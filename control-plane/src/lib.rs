@@ -2,22 +2,16 @@
 //! networks and BMC power, served over a HIL-compatible REST API (`/v0`)
 //! plus metalcast additions (`/v1`), backed by SQLite or PostgreSQL.
 //!
-//! See `docs/control-plane.md` and `docs/rest-api.md`.
-//!
-//! It also hosts the imaging commands of the `metalcast` binary: [`send`]
-//! (stream a bundle by multicast) and [`demo`] (the README's main job).
+//! See `docs/control-plane.md` and `docs/rest-api.md`. The `metalcast`
+//! binary (CLI, `serve`, `send`, `demo`) is the `metalcast-cli` crate.
 
 pub mod actions;
 pub mod api_v0;
 pub mod api_v1;
 pub mod auth;
 pub mod bootstrap;
-pub mod cli;
-pub mod cli_deploy;
-pub mod cli_registry;
 pub mod console;
 pub mod db;
-pub mod demo;
 pub mod deploy;
 pub mod drivers;
 pub mod error;
@@ -29,7 +23,6 @@ pub mod metrics;
 pub mod quotas;
 pub mod reclaim;
 pub mod registry;
-pub mod send;
 pub mod server;
 pub mod state;
 pub mod upstream;

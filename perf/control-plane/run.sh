@@ -14,7 +14,7 @@ DUR=${1:-10s}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-cp}
 if [ -z "${METALCAST_BIN:-}" ]; then
-  cargo build --release -p metalcast-control-plane --manifest-path "$ROOT/Cargo.toml" >&2
+  cargo build --release -p metalcast-cli --manifest-path "$ROOT/Cargo.toml" >&2
 fi
 BIN=${METALCAST_BIN:-$CARGO_TARGET_DIR/release/metalcast}
 WORK=$(mktemp -d)
