@@ -212,7 +212,7 @@ fn registry(dir: &std::path::Path, keys: &[std::path::PathBuf], max_mib: u64) ->
 async fn bootstrap(url: &str, user: &str, password: Option<String>) -> anyhow::Result<()> {
     let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
     let st = AppState::new(db, VlanPool::default());
-    let b = metalcast_control_plane::bootstrap::bootstrap_admin(&st, user, password)
+    let b = metalcast_control_plane::app::tokens::bootstrap_admin(&st, user, password)
         .await
         .context("creating the admin user")?;
     println!("user:     {}", b.user);

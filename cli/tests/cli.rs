@@ -159,7 +159,7 @@ async fn tls_server_and_cli() {
     let ca = d.join("ca.pem");
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("tls.db").display());
     let st = AppState::new(db::connect(&db_url).await.unwrap(), VlanPool::default());
-    let b = metalcast_control_plane::bootstrap::bootstrap_admin(&st, "admin", None).await.unwrap();
+    let b = metalcast_control_plane::app::tokens::bootstrap_admin(&st, "admin", None).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -222,7 +222,7 @@ async fn image_quota_keypair_commands() {
     let reg = Registry::new(dir.path().join("data"), vec![key.public()]);
     reg.ensure_dirs().unwrap();
     let st = AppState::new(db::connect(&db_url).await.unwrap(), VlanPool::default()).with_registry(reg);
-    let token = metalcast_control_plane::bootstrap::bootstrap_admin(&st, "root", None).await.unwrap().token.token;
+    let token = metalcast_control_plane::app::tokens::bootstrap_admin(&st, "root", None).await.unwrap().token.token;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,5 +1,6 @@
 //! Authentication (HTTP Basic with user passwords, Bearer API tokens; both
-//! hashed with argon2 at rest) and the access rules shared by all handlers.
+//! hashed with argon2 at rest): who the caller is. What the caller may do is
+//! `crate::authz`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -11,20 +12,20 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
-use sqlx::Row;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::authz::Caller;
+use crate::http::ApiError;
 
 /// Prefix of API tokens: `mct_<id>_<secret>`.
 pub const TOKEN_PREFIX: &str = "mct_";
 
 /// Hash a secret (password or token secret) to a PHC string.
-pub async fn hash_secret(secret: String) -> Result<String, ApiError> {
+pub async fn hash_secret(secret: String) -> Result<String, crate::app::Error> {
     tokio::task::spawn_blocking(move || Argon2::default().hash_password(secret.as_bytes()).map(|h| h.to_string()))
         .await
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .map_err(|e| ApiError::Internal(e.to_string().into()))
+        .map_err(crate::app::Error::internal)?
+        .map_err(|e| crate::app::Error::internal(e.to_string()))
 }
 
 /// Check a secret against a stored PHC string.
@@ -72,44 +73,7 @@ impl AuthCache {
     }
 }
 
-/// Who is calling: anonymous, or a user with admin flag and project set.
-#[derive(Debug, Clone, Default)]
-pub struct Caller {
-    /// User name; `None` for anonymous requests.
-    pub user: Option<String>,
-    /// Administrator?
-    pub admin: bool,
-    /// Projects the user is a member of.
-    pub projects: HashSet<String>,
-}
-
-impl Caller {
-    /// Fail unless the caller is an administrator.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.admin { Ok(()) } else { Err(self.denied("administrative access required")) }
-    }
-
-    /// Admin or member of `project`.
-    pub fn has_project(&self, project: &str) -> bool {
-        self.admin || self.projects.contains(project)
-    }
-
-    /// HIL's `require_project_access`: `None` (no project) means admin only.
-    pub fn require_project(&self, project: Option<&str>) -> Result<(), ApiError> {
-        match project {
-            Some(p) if self.has_project(p) => Ok(()),
-            Some(_) => Err(self.denied("access to the project required")),
-            None => self.require_admin(),
-        }
-    }
-
-    /// The error for a denied request: 401 for anonymous callers (they may
-    /// retry with credentials), 403 for authenticated ones.
-    pub fn denied(&self, msg: &str) -> ApiError {
-        if self.user.is_none() { ApiError::Unauthenticated } else { ApiError::Forbidden(msg.into()) }
-    }
-}
-
+/// Resolves the caller from the `Authorization` header (none: anonymous).
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -146,10 +110,7 @@ async fn verify_header(state: &AppState, value: &str) -> Result<String, ApiError
         if user == "token" && password.starts_with(TOKEN_PREFIX) {
             return verify_token(state, password).await?.ok_or_else(fail);
         }
-        let row =
-            sqlx::query("SELECT password_hash FROM users WHERE name = $1").bind(user).fetch_optional(pool).await?;
-        let Some(row) = row else { return Err(fail()) };
-        let phc: String = row.try_get(0)?;
+        let Some(phc) = crate::db::users::password_hash(pool, user).await? else { return Err(fail()) };
         if verify_secret(password.to_string(), phc).await { Ok(user.to_string()) } else { Err(fail()) }
     } else if let Some(tok) = value.strip_prefix("Bearer ") {
         verify_token(state, tok.trim()).await?.ok_or_else(fail)
@@ -163,29 +124,15 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Option<String>, A
     let Some((id, secret)) = token.strip_prefix(TOKEN_PREFIX).and_then(|rest| rest.split_once('_')) else {
         return Ok(None);
     };
-    let row = sqlx::query("SELECT user_name, secret_hash FROM api_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let user: String = row.try_get(0)?;
-    let phc: String = row.try_get(1)?;
+    let Some((user, phc)) = crate::db::tokens::secret(&state.db.pool, id).await? else { return Ok(None) };
     Ok(verify_secret(secret.to_string(), phc).await.then_some(user))
 }
 
 async fn load_caller(state: &AppState, user: &str) -> Result<Caller, ApiError> {
     let pool = &state.db.pool;
-    let row = sqlx::query("SELECT is_admin FROM users WHERE name = $1").bind(user).fetch_optional(pool).await?;
-    let Some(row) = row else {
+    let Some(admin) = crate::db::users::is_admin(pool, user).await? else {
         return Err(ApiError::Unauthenticated);
     };
-    let admin: i64 = row.try_get(0)?;
-    let projects = sqlx::query("SELECT project FROM user_projects WHERE user_name = $1")
-        .bind(user)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<HashSet<_>, _>>()?;
-    Ok(Caller { user: Some(user.to_string()), admin: admin != 0, projects })
+    let projects: HashSet<String> = crate::db::users::projects(pool, user).await?.into_iter().collect();
+    Ok(Caller { user: Some(user.to_string()), admin, projects })
 }

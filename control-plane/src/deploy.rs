@@ -35,28 +35,14 @@ use sqlx::Row;
 use tokio::sync::watch;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{Body, check_name};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::error::check_name;
+use crate::authz::Caller;
+use crate::http::ApiError;
+use crate::http::Body;
 
 /// Node states that end a node's part in a deployment.
 pub const TERMINAL: [&str; 3] = ["booted", "verified", "failed"];
-
-/// The running deployment a node is in flight in (`$1`: the node): its row
-/// there is not terminal yet. Also used inside other statements (`NOT
-/// EXISTS (...)`) where the check must be atomic with a write.
-pub(crate) const IN_FLIGHT_SQL: &str = "SELECT d.id FROM deployment_nodes dn JOIN deployments d ON d.id = dn.deployment \
-     WHERE dn.node = $1 AND d.state = 'running' AND dn.state NOT IN ('booted', 'verified', 'failed')";
-
-/// The id of the running deployment `node` is in flight in, if any.
-pub(crate) async fn in_flight<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-    exec: E,
-    node: &str,
-) -> Result<Option<i64>, ApiError> {
-    let row = sqlx::query(IN_FLIGHT_SQL).bind(node).fetch_optional(exec).await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
-}
 
 /// How the server reaches nodes for deployments (`metalcast serve --provision-*`).
 #[derive(Debug, Clone)]
@@ -513,9 +499,9 @@ async fn insert(
 ) -> Result<i64, ApiError> {
     let mut tx = st.db.pool.begin().await?;
     // Serializes deployments of this project (the nodes belong to it), on both backends.
-    crate::quotas::lock_project(&mut tx, st.db.backend, project).await?;
+    crate::app::quotas::lock_project(&mut tx, st.db.backend, project).await?;
     for n in nodes {
-        if let Some(other) = in_flight(&mut *tx, n).await? {
+        if let Some(other) = crate::db::deployments::in_flight(&mut *tx, n).await? {
             return Err(ApiError::Conflict(format!("node {n:?} is being deployed by deployment {other}")));
         }
     }
@@ -639,7 +625,7 @@ async fn retry(
         serde_json::from_str(&r.try_get::<String, _>(0)?).map_err(|e| ApiError::Internal(e.into()))?
     };
     let mut tx = st.db.pool.begin().await?;
-    crate::quotas::lock_project(&mut tx, st.db.backend, &d.project).await?;
+    crate::app::quotas::lock_project(&mut tx, st.db.backend, &d.project).await?;
     let res =
         sqlx::query("UPDATE deployments SET state = 'running', finished_at = NULL WHERE id = $1 AND state = 'failed'")
             .bind(id)
@@ -661,7 +647,7 @@ async fn retry(
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
-        if owned && in_flight(&mut *tx, &n).await?.is_none() {
+        if owned && crate::db::deployments::in_flight(&mut *tx, &n).await?.is_none() {
             sqlx::query(
                 "UPDATE deployment_nodes SET state = 'waiting', reason = '', blocks_done = 0, received = 0, \
                  rejected = 0, elapsed_ms = NULL, started_at = $3, attempts = attempts + 1 \

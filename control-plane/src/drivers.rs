@@ -779,8 +779,8 @@ fn validate_upstream(url: &str, project: &str, node: &str) -> Result<(), String>
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err("upstream url must be an http:// or https:// URL".into());
     }
-    crate::extract::check_name("project", project).map_err(|e| e.to_string())?;
-    crate::extract::check_name("node", node).map_err(|e| e.to_string())
+    crate::names::check_name("project", project)?;
+    crate::names::check_name("node", node)
 }
 
 /// The console of an upstream node: the parent's console log, polled once a
@@ -885,7 +885,7 @@ impl SwitchConfig {
                     Err("port must be a Linux interface name (max 15 characters)".into())
                 }
             }
-            SwitchConfig::Upstream { .. } => crate::extract::check_name("port", port).map_err(|e| e.to_string()),
+            SwitchConfig::Upstream { .. } => crate::names::check_name("port", port),
             #[cfg(test)]
             SwitchConfig::Mock { .. } => Ok(()),
         }

@@ -25,11 +25,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{Body, check_name};
-use crate::quotas;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::error::check_name;
+use crate::app::quotas;
+use crate::authz::Caller;
+use crate::http::ApiError;
+use crate::http::Body;
 
 /// Who may see an image (also the CLI's `--visibility` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
@@ -390,7 +391,7 @@ fn check_bundle(
 async fn remove(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<()>, ApiError> {
     let img = visible(&st, &c, &name).await?;
     if !may_manage(&c, &img) {
-        return Err(c.denied("only the owner project or an administrator may delete an image"));
+        return Err(c.denied("only the owner project or an administrator may delete an image").into());
     }
     let mut tx = st.db.pool.begin().await?;
     sqlx::query("DELETE FROM image_members WHERE image = $1").bind(&name).execute(&mut *tx).await?;
@@ -416,7 +417,7 @@ async fn set_visibility(
 ) -> Result<Json<()>, ApiError> {
     let img = visible(&st, &c, &name).await?;
     if !may_manage(&c, &img) {
-        return Err(c.denied("only the owner project or an administrator may change an image"));
+        return Err(c.denied("only the owner project or an administrator may change an image").into());
     }
     if visibility == Visibility::Public {
         c.require_admin().map_err(|_| ApiError::Forbidden("only an administrator may publish an image".into()))?;
@@ -436,7 +437,7 @@ async fn member_change(st: &AppState, c: &Caller, name: &str, project: &str) -> 
     let img = visible(st, c, name).await?;
     check_name("project", project)?;
     if !may_manage(c, &img) {
-        return Err(c.denied("only the owner project or an administrator may share an image"));
+        return Err(c.denied("only the owner project or an administrator may share an image").into());
     }
     if img.visibility != Visibility::Shared {
         return Err(ApiError::Unprocessable(format!(

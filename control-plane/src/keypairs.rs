@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{Body, check_name};
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::app::error::check_name;
+use crate::authz::Caller;
+use crate::http::ApiError;
+use crate::http::Body;
 
 /// Most bytes of an OpenSSH public key line we accept.
 const MAX_KEY_LEN: usize = 16 * 1024;

@@ -4,35 +4,43 @@
 //!
 //! See `docs/control-plane.md` and `docs/rest-api.md`. The `metalcast`
 //! binary (CLI, `serve`, `send`, `demo`) is the `metalcast-cli` crate.
+//!
+//! Layers, arrows pointing down only (`docs/architecture.md`):
+//! - [`http`]: routers and thin handlers, views, [`http::ApiError`];
+//! - [`app`]: the use cases, with their own [`app::Error`];
+//! - [`authz`] (the one policy), [`db`] (every SQL statement), [`drivers`]
+//!   (BMCs and switches), [`auth`] (who the caller is);
+//! - plain types and helpers: [`names`], [`registry`], [`metrics`], [`console`].
+//!
+//! [`server`] serves [`http::app`]. The `/v1` modules below are still
+//! handler, use case and queries in one file, to be split the same way:
+//! [`images`], [`keypairs`], [`deploy`], [`reclaim`], [`metadata`],
+//! [`upstream`].
 
-pub mod actions;
-pub mod api_v0;
-pub mod api_v1;
+pub mod app;
 pub mod auth;
-pub mod bootstrap;
+pub mod authz;
 pub mod console;
 pub mod db;
 pub mod deploy;
 pub mod drivers;
-pub mod error;
-pub mod extract;
+pub mod http;
 pub mod images;
 pub mod keypairs;
 pub mod metadata;
 pub mod metrics;
-pub mod quotas;
+pub mod names;
 pub mod reclaim;
 pub mod registry;
 pub mod server;
-pub mod state;
 pub mod upstream;
 
 #[cfg(test)]
 mod tests;
 
-pub use error::ApiError;
-pub use server::{app, serve, serve_tls};
-pub use state::{AppState, VlanPool};
+pub use app::{AppState, VlanPool};
+pub use http::{ApiError, app};
+pub use server::{serve, serve_tls};
 
 /// Current time as unix seconds.
 pub fn now() -> i64 {

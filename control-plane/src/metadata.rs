@@ -17,8 +17,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use sqlx::Row;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::app::AppState;
+use crate::http::ApiError;
 
 /// Routes under `/v1/metadata/{token}/`.
 pub fn routes() -> Router<AppState> {

@@ -9,7 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::state::AppState;
+use crate::app::AppState;
 
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]

@@ -23,14 +23,15 @@ use axum::routing::post;
 use axum::{Json, Router};
 use metalcast_runtime_api::{Action, Phase, Role, Status, Wipe, WipeMode};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::Caller;
+use crate::app::AppState;
+use crate::app::error::check_name;
+use crate::authz::{Actor, Caller};
+use crate::db::actions::{ActionKind, ActionStatus};
 use crate::drivers::PowerOp;
-use crate::error::ApiError;
-use crate::extract::{Body, check_name};
-use crate::state::AppState;
+use crate::http::ApiError;
+use crate::http::Body;
 
 /// `POST /v1/nodes/{node}/reclaim`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -104,18 +105,13 @@ async fn reclaim(
 ) -> Result<Json<Reclaimed>, ApiError> {
     check_name("node", &node)?;
     let user = c.user.clone().ok_or(ApiError::Unauthenticated)?;
-    let project: Option<String> = sqlx::query("SELECT project FROM nodes WHERE name = $1")
-        .bind(&node)
-        .fetch_optional(&st.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found("node", &node))?
-        .try_get(0)?;
+    let project = crate::app::nodes::project_of(&st, &node).await?;
     let Some(project) = project else {
         c.require_admin()?;
         return Err(ApiError::Conflict(format!("node {node:?} is free already")));
     };
     c.require_project(Some(&project))?;
-    if let Some(other) = crate::deploy::in_flight(&st.db.pool, &node).await? {
+    if let Some(other) = crate::db::deployments::in_flight(&st.db.pool, &node).await? {
         return Err(ApiError::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
     }
     let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(300).clamp(5, 3600));
@@ -141,7 +137,7 @@ async fn reclaim(
 
     // 4. Free.
     let t = Instant::now();
-    if !crate::api_v0::free_node(&st, &node, &project).await? {
+    if !crate::app::nodes::free(&st, &node, &project).await? {
         return Err(ApiError::Conflict("a network or a deployment took the node during the reclaim".into()));
     }
     phases.push(ReclaimPhase {
@@ -209,7 +205,8 @@ async fn back_to_runtime(
         _ => why_not_kexec.push_str("no agent is checked in from the node"),
     }
     // The BMC: network boot into the runtime.
-    let obm = crate::api_v0::node_obm(st, &Caller { admin: true, ..Default::default() }, node).await?;
+    // The caller was authorized for the node when the reclaim began.
+    let obm = crate::app::nodes::obm(st, Actor::Internal("reclaim"), node).await?;
     let seen: Vec<(String, usize)> = macs(st, node)
         .await?
         .into_iter()
@@ -254,9 +251,7 @@ fn bmc_error(node: &str, why_not_kexec: &str, e: crate::drivers::DriverError) ->
 }
 
 async fn macs(st: &AppState, node: &str) -> Result<Vec<String>, ApiError> {
-    let rows =
-        sqlx::query("SELECT macaddr FROM nics WHERE node = $1 ORDER BY name").bind(node).fetch_all(&st.db.pool).await?;
-    rows.iter().map(|r| r.try_get::<String, _>(0).map_err(ApiError::from)).collect()
+    Ok(crate::db::nics::macs(&st.db.pool, node).await?)
 }
 
 /// Erases the disks of the node's registered inventory (its runtime's
@@ -300,16 +295,12 @@ async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: 
 const WIPE_REFUSED: u8 = 8;
 
 async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String, ApiError> {
-    let rows = sqlx::query("SELECT nic, network, channel FROM attachments WHERE node = $1 ORDER BY nic, network")
-        .bind(node)
-        .fetch_all(&st.db.pool)
-        .await?;
     let mut ids = Vec::new();
     let mut names = Vec::new();
-    for r in &rows {
-        let (nic, network, channel): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+    for a in crate::db::networks::attachments_of_node(&st.db.pool, node).await? {
+        let (nic, network, channel) = (a.nic, a.network, a.channel);
         // One pending action per NIC: wait for each before queuing the next on the same NIC.
-        let id = crate::api_v0::queue_action(st, node, &nic, "modify_port", None, &channel).await?;
+        let id = crate::app::actions::queue(st, node, &nic, ActionKind::ModifyPort, None, &channel).await?;
         wait_action(st, &id, timeout).await?;
         ids.push(id);
         names.push(format!("{network} from {nic}"));
@@ -321,15 +312,12 @@ async fn wait_action(st: &AppState, id: &str, timeout: Duration) -> Result<(), A
     let t_end = Instant::now() + timeout;
     loop {
         let notified = st.action_done.notified();
-        let status: String = sqlx::query("SELECT status FROM network_actions WHERE id = $1")
-            .bind(id)
-            .fetch_one(&st.db.pool)
-            .await?
-            .try_get(0)?;
-        match status.as_str() {
-            "DONE" => return Ok(()),
-            "ERROR" => return Err(ApiError::Unprocessable(format!("detaching a network failed (action {id})"))),
-            _ => {}
+        match crate::app::actions::status(st, id).await? {
+            ActionStatus::Done => return Ok(()),
+            ActionStatus::Error => {
+                return Err(ApiError::Unprocessable(format!("detaching a network failed (action {id})")));
+            }
+            ActionStatus::Pending => {}
         }
         let left = t_end.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -38,10 +38,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::auth::Caller;
+use crate::app::AppState;
+use crate::authz::Caller;
 use crate::drivers::{ObmConfig, PowerOp, SwitchConfig};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::http::ApiError;
 
 /// Longest wait between sync attempts while the parent is unreachable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -162,7 +162,7 @@ impl Upstream {
             return Err("--upstream must be an http:// or https:// URL".into());
         }
         cfg.url = cfg.url.trim_end_matches('/').to_string();
-        crate::extract::check_name("project", &cfg.project).map_err(|e| e.to_string())?;
+        crate::names::check_name("project", &cfg.project)?;
         if cfg.token.trim().is_empty() {
             return Err("the upstream token is empty".into());
         }
@@ -461,17 +461,17 @@ impl From<UpstreamError> for ApiError {
 
 /// Hook of `network_create`: on a nested instance, create the parent
 /// network that carries the new network with VLAN label `vlan`.
-pub async fn network_created(st: &AppState, vlan: u16) -> Result<(), ApiError> {
+pub async fn network_created(st: &AppState, vlan: u16) -> Result<(), crate::app::Error> {
     if let Some(up) = &st.upstream {
-        up.network_create(&up.network_name(vlan)).await?;
+        up.network_create(&up.network_name(vlan)).await.map_err(crate::drivers::DriverError::Upstream)?;
     }
     Ok(())
 }
 
 /// Hook of `network_delete`: on a nested instance, delete the parent network.
-pub async fn network_deleted(st: &AppState, vlan: u16) -> Result<(), ApiError> {
+pub async fn network_deleted(st: &AppState, vlan: u16) -> Result<(), crate::app::Error> {
     if let Some(up) = &st.upstream {
-        up.network_delete(&up.network_name(vlan)).await?;
+        up.network_delete(&up.network_name(vlan)).await.map_err(crate::drivers::DriverError::Upstream)?;
     }
     Ok(())
 }
@@ -517,7 +517,7 @@ struct EventsQuery {
 /// `GET /v1/events[?node=N]`: node events of the caller's projects (admins: all), oldest first.
 #[utoipa::path(get, path = "/v1/events",
     params(("node" = Option<String>, Query, description = "only events of this node")),
-    responses((status = 200, body = [NodeEvent]), (status = 401, body = crate::api_v1::ErrorBody)))]
+    responses((status = 200, body = [NodeEvent]), (status = 401, body = crate::http::v1::openapi::ErrorBody)))]
 async fn list_events(
     State(st): State<AppState>,
     c: Caller,

@@ -62,7 +62,7 @@ impl Level {
         if let Some(cfg) = upstream {
             st = st.with_upstream(Upstream::new(cfg).map_err(anyhow::Error::msg)?);
         }
-        let admin = metalcast_control_plane::bootstrap::bootstrap_admin(&st, "admin", Some("adminpw".into()))
+        let admin = metalcast_control_plane::app::tokens::bootstrap_admin(&st, "admin", Some("adminpw".into()))
             .await?
             .token
             .token;

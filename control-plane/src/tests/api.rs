@@ -135,7 +135,7 @@ async fn bad_input(h: &Harness) {
     h.ok("PUT", "/v0/project/pa", None).await;
     h.ok("PUT", "/v0/node/n1", Some(mock_obm("bi"))).await;
     let before = h.snapshot().await;
-    let big = vec![b' '; crate::extract::MAX_BODY + 1];
+    let big = vec![b' '; crate::http::MAX_BODY + 1];
     let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
         ("PUT", "/v0/project/pb", br#"{"extra": 1}"#.to_vec(), StatusCode::BAD_REQUEST, "unknown field"),
         ("PUT", "/v0/project/a%20b", vec![], StatusCode::BAD_REQUEST, "invalid project name"),

@@ -4,6 +4,8 @@
 //! actions, and the errors of each (400, 401, 403, 404, 405, 409). It pins
 //! the HIL-compatible API while the code behind it is rearranged.
 //!
+//! The OpenAPI document of `/v1` is pinned the same way (`golden/openapi.json`).
+//!
 //! After a deliberate change of the API: `METALCAST_BLESS=1 cargo test -p
 //! metalcast-control-plane golden` rewrites the file; review its diff.
 
@@ -14,6 +16,8 @@ use crate::both_backends;
 
 const GOLDEN: &str = include_str!("golden/hil_v0.txt");
 const GOLDEN_PATH: &str = "src/tests/golden/hil_v0.txt";
+const OPENAPI: &str = include_str!("golden/openapi.json");
+const OPENAPI_PATH: &str = "src/tests/golden/openapi.json";
 
 /// One step: who, method, path, body. `$N` in a path stands for the Nth
 /// networking action id seen so far (they are random); `WAIT $N` waits until it ended.
@@ -255,3 +259,15 @@ async fn hil_session_is_byte_identical(h: &Harness) {
     }
 }
 both_backends!(hil_session_is_byte_identical);
+
+async fn openapi_document_is_byte_identical(h: &Harness) {
+    let (status, body) = h.raw_bytes("GET", "/v1/openapi.json", &Who::Anon, Vec::new()).await;
+    assert_eq!(status.as_u16(), 200);
+    let got = String::from_utf8(body).unwrap();
+    if std::env::var("METALCAST_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(OPENAPI_PATH), &got).unwrap();
+        return;
+    }
+    assert!(got == OPENAPI, "/v1/openapi.json differs from {OPENAPI_PATH} (METALCAST_BLESS=1 rewrites it)");
+}
+both_backends!(openapi_document_is_byte_identical);

@@ -22,7 +22,7 @@ use serde_json::Value;
 use sqlx::Row;
 use tower::ServiceExt;
 
-use crate::state::{AppState, VlanPool};
+use crate::app::{AppState, VlanPool};
 
 /// Report that a test cannot run: prints `SKIP: <reason>` and returns, or
 /// panics when CI demands every prerequisite (`METALCAST_REQUIRE_PRIVILEGED=1`).
@@ -91,7 +91,7 @@ impl Harness {
                 public_url: Some("http://127.0.0.1:9".into()),
                 ..Default::default()
             });
-        let b = crate::bootstrap::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
+        let b = crate::app::tokens::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
         Harness {
             app: crate::app(st.clone()),
             st,

@@ -12,7 +12,7 @@ use metalcast_fabric::Fabric;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::state::{AppState, VlanPool};
+use crate::app::{AppState, VlanPool};
 use crate::upstream::{Upstream, UpstreamConfig};
 
 /// `query-status` over our own QMP connection (independent of the driver).
@@ -85,7 +85,8 @@ impl Level {
         if let Some(cfg) = upstream {
             st = st.with_upstream(Upstream::new(cfg).unwrap());
         }
-        let admin = crate::bootstrap::bootstrap_admin(&st, "admin", Some("adminpw".into())).await.unwrap().token.token;
+        let admin =
+            crate::app::tokens::bootstrap_admin(&st, "admin", Some("adminpw".into())).await.unwrap().token.token;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

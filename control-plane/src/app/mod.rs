@@ -1,4 +1,27 @@
-//! Shared server state.
+//! The use cases: what the control plane does, in terms of its resources,
+//! below the HTTP layer and above the datastore (`db/`), the policy
+//! (`authz`) and the drivers. Each takes the [`AppState`] context and the
+//! caller, asks `authz` before it acts, and returns its own [`Error`]; none
+//! sees axum, none writes SQL.
+//!
+//! One file per resource: [`projects`], [`nodes`] (and their NICs and
+//! metadata), [`networks`] (with access and attachments), [`switches`] (and
+//! ports), [`users`], [`tokens`] (with health, whoami and the first admin),
+//! [`actions`] (queued networking actions), [`quotas`].
+//! Deployments, images, keypairs, metadata, reclaim and the upstream sync are
+//! still in their own top-level modules, to move here next.
+
+pub mod actions;
+pub mod error;
+pub mod networks;
+pub mod nodes;
+pub mod projects;
+pub mod quotas;
+pub mod switches;
+pub mod tokens;
+pub mod users;
+
+pub use error::Error;
 
 use std::ops::Deref;
 use std::sync::Arc;

@@ -1,12 +1,46 @@
-//! Database access: one `sqlx::AnyPool` over SQLite or PostgreSQL, with the
-//! embedded migrations in `control-plane/migrations/`.
+//! The datastore: every SQL statement of the control plane lives under
+//! `db/`, one file per table group, with typed rows; the use cases
+//! (`app/`) call these functions and never write SQL themselves. One
+//! `sqlx::AnyPool` over SQLite or PostgreSQL, with the embedded migrations in
+//! `control-plane/migrations/`.
 //!
-//! All SQL in this crate is portable between the two backends: `$N`
-//! placeholders (SQLite accepts them too), TEXT and BIGINT columns only.
+//! All SQL is portable between the two backends: `$N` placeholders (SQLite
+//! accepts them too), TEXT and BIGINT columns only. Functions return
+//! `sqlx::Error`; the use cases turn constraint violations into conflicts
+//! with their own words (`app::error::conflict`).
+//!
+//! Not yet here (still in the `/v1` modules, to move next): images,
+//! keypairs, deployments, metadata, events and the upstream sync.
+
+pub mod actions;
+pub mod deployments;
+pub mod networks;
+pub mod nics;
+pub mod nodes;
+pub mod projects;
+pub mod quotas;
+pub mod switches;
+pub mod tokens;
+pub mod users;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
+
+/// A trivial query: the database answers.
+pub async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").fetch_one(pool).await.map(drop)
+}
+
+/// Whether `e` is a unique or foreign-key violation (the object exists, or is in use).
+pub fn is_conflict(e: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    e.as_database_error()
+        .is_some_and(|d| matches!(d.kind(), ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation))
+}
+
+/// A transaction.
+pub type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// Embedded schema migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -1,8 +1,12 @@
-//! The one error type every HTTP handler returns.
+//! The one error type every HTTP handler returns, and its response: a
+//! status and HIL's `{"type", "msg"}` body.
 //!
-//! Client errors carry a message meant for the caller. Internal errors keep
-//! their cause for the log only; the response says "internal error" and
-//! nothing else, so database or driver details never leak.
+//! The use cases return [`crate::app::Error`]; it becomes an [`ApiError`] at
+//! this edge (`From`). Client errors carry a message meant for the caller.
+//! Internal errors keep their cause for the log only; the response says
+//! "internal error" and nothing else, so database or driver details never
+//! leak. (The `/v1` modules not yet split into handlers and use cases still
+//! build `ApiError`s themselves.)
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -105,6 +109,24 @@ impl From<sqlx::Error> for ApiError {
             }
         }
         ApiError::Internal(Box::new(e))
+    }
+}
+
+impl From<crate::app::Error> for ApiError {
+    fn from(e: crate::app::Error) -> Self {
+        use crate::app::Error as E;
+        match e {
+            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::Unauthenticated => ApiError::Unauthenticated,
+            E::Forbidden(m) => ApiError::Forbidden(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::Unprocessable(m) => ApiError::Unprocessable(m),
+            E::Exhausted(m) => ApiError::Exhausted(m),
+            E::TooLarge => ApiError::TooLarge,
+            E::Driver(d) => ApiError::Driver(d),
+            E::Internal(cause) => ApiError::Internal(cause),
+        }
     }
 }
 

@@ -1,0 +1,104 @@
+//! Asynchronous networking actions (HIL's `NetworkingAction`).
+//!
+//! `connect_network`, `detach_network` and `revert` queue a PENDING row (the
+//! database allows one pending row per NIC) and spawn a task that drives the
+//! switch and then records DONE or ERROR.
+
+use super::AppState;
+use super::error::{Error, Result, check_name, conflict};
+use crate::authz::Caller;
+use crate::db;
+use crate::db::actions::{ActionKind, ActionRow, ActionStatus, NewAction};
+use crate::drivers::SwitchConfig;
+
+/// Queues an action and starts it; 409 if the NIC already has a pending one. Returns its id.
+pub async fn queue(
+    st: &AppState,
+    node: &str,
+    nic: &str,
+    kind: ActionKind,
+    network: Option<&str>,
+    channel: &str,
+) -> Result<String> {
+    let id = crate::auth::random_hex(16);
+    let a = NewAction { id: &id, node, nic, kind, network, channel, created_at: crate::now() };
+    conflict(db::actions::insert(&st.db.pool, &a).await, || {
+        format!("nic {nic:?} of node {node:?} already has a pending network action")
+    })?;
+    spawn(st.clone(), id.clone());
+    Ok(id)
+}
+
+/// Action `id` (members of its node's project).
+pub async fn show(st: &AppState, c: &Caller, id: &str) -> Result<ActionRow> {
+    check_name("status_id", id)?;
+    let a = db::actions::load(&st.db.pool, id).await?.ok_or_else(|| Error::NotFound("status_id not found".into()))?;
+    c.require_project(a.project.as_deref())?;
+    Ok(a)
+}
+
+/// The status of action `id`.
+pub async fn status(st: &AppState, id: &str) -> Result<ActionStatus> {
+    let s = db::actions::status(&st.db.pool, id).await?;
+    ActionStatus::parse(&s).ok_or_else(|| Error::internal(format!("action {id}: unknown status {s:?}")))
+}
+
+/// Starts executing action `id` in the background.
+fn spawn(st: AppState, id: String) {
+    tokio::spawn(async move {
+        let status = match execute(&st, &id).await {
+            Ok(()) => ActionStatus::Done,
+            Err(e) => {
+                tracing::warn!(action = %id, error = %e, cause = ?e, "networking action failed");
+                ActionStatus::Error
+            }
+        };
+        if status == ActionStatus::Error
+            && let Err(e) = db::actions::finish_pending(&st.db.pool, &id, ActionStatus::Error).await
+        {
+            tracing::error!(action = %id, error = %e, "cannot record action failure");
+        }
+        st.metrics.action_finished(status.as_str());
+        st.action_done.notify_waiters();
+    });
+}
+
+fn vlan_of(v: i64) -> Result<u16> {
+    u16::try_from(v).map_err(|_| Error::internal("vlan out of range"))
+}
+
+async fn execute(st: &AppState, id: &str) -> Result<()> {
+    let pool = &st.db.pool;
+    let a = db::actions::work(pool, id).await?;
+    let (Some(port), Some(config)) = (a.port_name, a.config) else {
+        return Err(Error::Conflict("nic is not connected to a switch port".into()));
+    };
+    let switch: SwitchConfig = serde_json::from_str(&config).map_err(Error::internal)?;
+    let kind = ActionKind::parse(&a.kind).ok_or_else(|| Error::internal(format!("unknown action kind {}", a.kind)))?;
+    match (kind, a.network) {
+        (ActionKind::ModifyPort, Some(net)) => {
+            let vlan = db::networks::load(pool, &net).await?.ok_or_else(|| Error::not_found("network", &net))?.vlan;
+            switch.add_vlan(&port, vlan_of(vlan)?, a.channel == "vlan/native").await?;
+            db::actions::attach_done(pool, id, &a.node, &a.nic, &net, &a.channel).await?;
+        }
+        (ActionKind::ModifyPort, None) | (ActionKind::RevertPort, None) => {
+            let mut removed = Vec::new();
+            for (ch, vlan) in db::networks::nic_vlans(pool, &a.node, &a.nic).await? {
+                if kind == ActionKind::RevertPort || ch == a.channel {
+                    switch.del_vlan(&port, vlan_of(vlan)?, ch == "vlan/native").await?;
+                    removed.push(ch);
+                }
+            }
+            db::actions::detach_done(pool, id, &a.node, &a.nic, &removed).await?;
+        }
+        (ActionKind::RevertPort, Some(_)) => return Err(Error::internal("a revert names no network")),
+    }
+    tracing::info!(action = %id, node = %a.node, nic = %a.nic, kind = kind.as_str(), "networking action done");
+    Ok(())
+}
+
+/// Marks actions left PENDING by a previous server process as ERROR (their
+/// tasks died with it), so the NICs are usable again.
+pub async fn recover(st: &AppState) -> Result<u64> {
+    Ok(db::actions::fail_all_pending(&st.db.pool).await?)
+}

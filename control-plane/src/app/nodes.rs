@@ -1,0 +1,264 @@
+//! Nodes: registration, what a node looks like, its project, its BMC
+//! (power, boot device, console), its NICs and its metadata.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{Error, Result, check_mac, check_name, conflict};
+use crate::authz::{Action, Actor, Caller, Resource, authorize};
+use crate::db;
+use crate::drivers::{BOOT_DEVICES, ObmConfig, PowerOp};
+
+/// A node's project (`None` when free); 404 if the node does not exist.
+pub async fn project_of(st: &AppState, node: &str) -> Result<Option<String>> {
+    check_name("node", node)?;
+    db::nodes::project_of(&st.db.pool, node).await?.ok_or_else(|| Error::not_found("node", node))
+}
+
+/// 404 unless the node has `nic`.
+pub async fn nic_must_exist(st: &AppState, node: &str, nic: &str) -> Result<()> {
+    check_name("nic", nic)?;
+    if !db::nics::exists(&st.db.pool, node, nic).await? {
+        return Err(Error::NotFound(format!("node {node:?} has no nic {nic:?}")));
+    }
+    Ok(())
+}
+
+/// Every node, or the free ones (anyone authenticated or not, as in HIL).
+pub async fn list(st: &AppState, free: bool) -> Result<Vec<String>> {
+    Ok(db::nodes::list(&st.db.pool, free).await?)
+}
+
+/// Registers a free node with its BMC and metadata (admins).
+pub async fn register(
+    st: &AppState,
+    c: &Caller,
+    node: &str,
+    obm: &ObmConfig,
+    metadata: &BTreeMap<String, Value>,
+) -> Result<()> {
+    c.require_admin()?;
+    check_name("node", node)?;
+    obm.validate().map_err(Error::BadRequest)?;
+    for label in metadata.keys() {
+        check_name("metadata label", label)?;
+    }
+    let obm = serde_json::to_string(obm).map_err(Error::internal)?;
+    let metadata: Vec<(String, String)> = metadata.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    if !db::nodes::insert(&st.db.pool, node, &obm, &metadata).await? {
+        return Err(Error::Conflict(format!("node {node:?} already exists")));
+    }
+    Ok(())
+}
+
+/// Deletes a free node without NICs (admins).
+pub async fn delete(st: &AppState, c: &Caller, node: &str) -> Result<()> {
+    c.require_admin()?;
+    if project_of(st, node).await?.is_some() {
+        return Err(Error::Conflict("node is in a project".into()));
+    }
+    if db::nics::count(&st.db.pool, node).await? > 0 {
+        return Err(Error::Conflict("node has nics; delete them first".into()));
+    }
+    db::nodes::delete_free(&st.db.pool, node).await?;
+    st.consoles.stop(node);
+    Ok(())
+}
+
+/// A node as HIL shows it.
+#[derive(Debug, Clone)]
+pub struct NodeDetails {
+    /// Name.
+    pub name: String,
+    /// Project, if any.
+    pub project: Option<String>,
+    /// NICs, sorted by label.
+    pub nics: Vec<NicDetails>,
+    /// Metadata: label -> the value's JSON text.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One NIC of [`NodeDetails`].
+#[derive(Debug, Clone)]
+pub struct NicDetails {
+    /// Label.
+    pub label: String,
+    /// MAC address.
+    pub macaddr: String,
+    /// Attached networks: channel -> network.
+    pub networks: BTreeMap<String, String>,
+    /// The switch and port it is connected to: shown to admins only (`None` for others).
+    pub port: Option<(Option<String>, Option<String>)>,
+}
+
+/// A node, to admins and to members of its project; a free node to anyone.
+pub async fn show(st: &AppState, c: &Caller, node: &str) -> Result<NodeDetails> {
+    let project = project_of(st, node).await?;
+    if let Some(p) = &project {
+        c.require_project(Some(p))?;
+    }
+    let attachments = db::networks::attachments_of_node(&st.db.pool, node).await?;
+    let nics = db::nics::of_node(&st.db.pool, node)
+        .await?
+        .into_iter()
+        .map(|n| NicDetails {
+            networks: attachments
+                .iter()
+                .filter(|a| a.nic == n.name)
+                .map(|a| (a.channel.clone(), a.network.clone()))
+                .collect(),
+            port: c.admin.then(|| (n.port_switch.clone(), n.port_name.clone())),
+            label: n.name,
+            macaddr: n.macaddr,
+        })
+        .collect();
+    let metadata = db::nodes::metadata(&st.db.pool, node).await?.into_iter().collect();
+    Ok(NodeDetails { name: node.to_string(), project, nics, metadata })
+}
+
+/// The node's BMC, once `actor` may drive it (members of its project; admins for a free node).
+pub async fn obm(st: &AppState, actor: Actor<'_>, node: &str) -> Result<ObmConfig> {
+    let project = project_of(st, node).await?;
+    authorize(actor, Action::UseProject, Resource::Project(project.as_deref()))?;
+    let obm = db::nodes::obm(&st.db.pool, node).await?;
+    serde_json::from_str(&obm).map_err(Error::internal)
+}
+
+/// A power action through the node's BMC.
+pub async fn power(st: &AppState, c: &Caller, node: &str, op: PowerOp) -> Result<()> {
+    let obm = obm(st, Actor::Caller(c), node).await?;
+    obm.power(op).await?;
+    tracing::info!(%node, ?op, user = ?c.user, "power action");
+    Ok(())
+}
+
+/// Whether the node is powered on.
+pub async fn power_status(st: &AppState, c: &Caller, node: &str) -> Result<bool> {
+    Ok(obm(st, Actor::Caller(c), node).await?.power_status().await?)
+}
+
+/// Sets the next boot device (one of [`BOOT_DEVICES`]).
+pub async fn set_bootdev(st: &AppState, c: &Caller, node: &str, bootdev: &str) -> Result<()> {
+    let obm = obm(st, Actor::Caller(c), node).await?;
+    if !BOOT_DEVICES.contains(&bootdev) {
+        return Err(Error::Unprocessable(format!("bootdev must be one of {BOOT_DEVICES:?}")));
+    }
+    Ok(obm.set_bootdev(bootdev).await?)
+}
+
+/// The captured console log (404 if no capture is running).
+pub async fn console_log(st: &AppState, c: &Caller, node: &str) -> Result<String> {
+    obm(st, Actor::Caller(c), node).await?;
+    st.consoles.show(node).ok_or_else(|| Error::NotFound(format!("the console log for {node:?} does not exist")))
+}
+
+/// Starts capturing the console (idempotent).
+pub async fn console_start(st: &AppState, c: &Caller, node: &str) -> Result<()> {
+    let obm = obm(st, Actor::Caller(c), node).await?;
+    if !st.consoles.is_running(node) {
+        let stream = obm.open_console().await?;
+        st.consoles.start(node, stream);
+        tracing::info!(%node, user = ?c.user, "console capture started");
+    }
+    Ok(())
+}
+
+/// Stops capturing the console and deletes the log.
+pub async fn console_stop(st: &AppState, c: &Caller, node: &str) -> Result<()> {
+    obm(st, Actor::Caller(c), node).await?;
+    st.consoles.stop(node);
+    Ok(())
+}
+
+/// Registers a NIC (admins).
+pub async fn add_nic(st: &AppState, c: &Caller, node: &str, nic: &str, macaddr: &str) -> Result<()> {
+    c.require_admin()?;
+    project_of(st, node).await?;
+    check_name("nic", nic)?;
+    check_mac(macaddr)?;
+    conflict(db::nics::insert(&st.db.pool, node, nic, &macaddr.to_ascii_lowercase()).await, || {
+        format!("node {node:?} already has a nic {nic:?}")
+    })
+}
+
+/// Deletes a NIC that is on no port and no network and has no pending action (admins).
+pub async fn delete_nic(st: &AppState, c: &Caller, node: &str, nic: &str) -> Result<()> {
+    c.require_admin()?;
+    project_of(st, node).await?;
+    nic_must_exist(st, node, nic).await?;
+    if !db::nics::delete_if_unused(&st.db.pool, node, nic).await? {
+        return Err(Error::Conflict(
+            "nic is connected to a switch port, attached to networks or has a pending action".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets a metadata value (admins).
+pub async fn set_metadata(st: &AppState, c: &Caller, node: &str, label: &str, value: &Value) -> Result<()> {
+    c.require_admin()?;
+    project_of(st, node).await?;
+    check_name("metadata label", label)?;
+    Ok(db::nodes::set_metadata(&st.db.pool, node, label, &value.to_string()).await?)
+}
+
+/// Deletes a metadata value (admins).
+pub async fn delete_metadata(st: &AppState, c: &Caller, node: &str, label: &str) -> Result<()> {
+    c.require_admin()?;
+    project_of(st, node).await?;
+    check_name("metadata label", label)?;
+    if !db::nodes::delete_metadata(&st.db.pool, node, label).await? {
+        return Err(Error::NotFound(format!("node {node:?} has no metadata {label:?}")));
+    }
+    Ok(())
+}
+
+/// Gives a free node to `project` (members), within the project's quota.
+pub async fn connect_project(st: &AppState, c: &Caller, project: &str, node: &str) -> Result<()> {
+    check_name("project", project)?;
+    c.require_project(Some(project))?;
+    super::projects::must_exist(st, project).await?;
+    project_of(st, node).await?;
+    // The project's row lock orders this against the project's other
+    // quota-counted changes; the conditional UPDATE makes exactly one of two
+    // projects racing for the node win.
+    let mut tx = st.db.pool.begin().await?;
+    super::quotas::lock_project(&mut tx, st.db.backend, project).await?;
+    super::quotas::check_node(&mut tx, project).await?;
+    if !db::nodes::take_free(&mut tx, node, project).await? {
+        return Err(Error::Conflict(format!("node {node:?} is already owned by a project")));
+    }
+    tx.commit().await?;
+    tracing::info!(%project, %node, "node connected to project");
+    Ok(())
+}
+
+/// Takes a node out of `project` (members) unless something still holds it there.
+pub async fn detach_project(st: &AppState, c: &Caller, project: &str, node: &str) -> Result<()> {
+    check_name("project", project)?;
+    c.require_project(Some(project))?;
+    super::projects::must_exist(st, project).await?;
+    if project_of(st, node).await?.as_deref() != Some(project) {
+        return Err(Error::NotFound(format!("node {node:?} is not in project {project:?}")));
+    }
+    if !free(st, node, project).await? {
+        return Err(Error::Conflict(
+            "node is attached to networks, has pending network actions or is being deployed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes `node` out of `project` unless something still holds it there
+/// (attached networks, a pending network action, a deployment in flight);
+/// returns whether it left. Like HIL, its console log is dropped so the next
+/// tenant does not see it.
+pub async fn free(st: &AppState, node: &str, project: &str) -> Result<bool> {
+    if !db::nodes::release(&st.db.pool, node, project).await? {
+        return Ok(false);
+    }
+    st.consoles.stop(node);
+    Ok(true)
+}

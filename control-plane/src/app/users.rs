@@ -1,0 +1,56 @@
+//! Users (HTTP Basic accounts) and their project memberships (admins only).
+
+use super::AppState;
+use super::error::{Error, Result, check_name, conflict};
+use crate::authz::Caller;
+use crate::db;
+
+/// 404 unless `user` exists.
+async fn must_exist(st: &AppState, user: &str) -> Result<()> {
+    check_name("user", user)?;
+    if !db::users::exists(&st.db.pool, user).await? {
+        return Err(Error::not_found("user", user));
+    }
+    Ok(())
+}
+
+/// Creates a user with a password (stored as an argon2 hash).
+pub async fn create(st: &AppState, c: &Caller, user: &str, password: String, admin: bool) -> Result<()> {
+    c.require_admin()?;
+    check_name("user", user)?;
+    if password.is_empty() || password.len() > 1024 {
+        return Err(Error::BadRequest("password must be 1-1024 bytes".into()));
+    }
+    let hash = crate::auth::hash_secret(password).await?;
+    conflict(db::users::insert(&st.db.pool, user, &hash, admin).await, || format!("user {user:?} already exists"))
+}
+
+/// Deletes a user with its memberships and tokens; cached credentials are dropped.
+pub async fn delete(st: &AppState, c: &Caller, user: &str) -> Result<()> {
+    c.require_admin()?;
+    must_exist(st, user).await?;
+    db::users::delete(&st.db.pool, user).await?;
+    st.auth_cache.clear();
+    Ok(())
+}
+
+/// Makes `user` a member of `project`.
+pub async fn add_project(st: &AppState, c: &Caller, user: &str, project: &str) -> Result<()> {
+    c.require_admin()?;
+    must_exist(st, user).await?;
+    super::projects::must_exist(st, project).await?;
+    conflict(db::users::add_project(&st.db.pool, user, project).await, || {
+        format!("user {user:?} is already in project {project:?}")
+    })
+}
+
+/// Ends `user`'s membership of `project`.
+pub async fn remove_project(st: &AppState, c: &Caller, user: &str, project: &str) -> Result<()> {
+    c.require_admin()?;
+    must_exist(st, user).await?;
+    super::projects::must_exist(st, project).await?;
+    if !db::users::remove_project(&st.db.pool, user, project).await? {
+        return Err(Error::NotFound(format!("user {user:?} is not in project {project:?}")));
+    }
+    Ok(())
+}

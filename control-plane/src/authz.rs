@@ -1,0 +1,174 @@
+//! The one authorization policy. Who may do what to which resource is
+//! decided here and nowhere else; the use cases ask before they act.
+//!
+//! The rules are HIL's (`hil/api.py`): admins may do everything; a project's
+//! members act on its nodes and networks; a free node belongs to the admins;
+//! a network with no access list is public; a network's owner (a project, or
+//! the admins for admin-owned ones) manages it. Background work (a reclaim's
+//! BMC fallback, the networking-action worker) runs as [`Actor::Internal`],
+//! never as a forged admin.
+
+use std::collections::HashSet;
+
+use crate::app::error::Error;
+
+/// An authenticated (or anonymous) API caller.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// User name; `None` for anonymous requests.
+    pub user: Option<String>,
+    /// Admin users may do everything.
+    pub admin: bool,
+    /// Projects the user is a member of.
+    pub projects: HashSet<String>,
+}
+
+/// Who acts.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// A caller of the API.
+    Caller(&'a Caller),
+    /// The control plane itself, doing work a caller was already authorized
+    /// for (e.g. a reclaim power-cycling the node it reclaims); names the task.
+    Internal(&'static str),
+}
+
+/// What is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Administer the installation: users, projects, switches, node
+    /// registration, listings of everything.
+    Administer,
+    /// Use a project's resources: its nodes (power, console, networks),
+    /// deployments and listings.
+    UseProject,
+    /// See a network (its channels and the attachments one may see).
+    SeeNetwork,
+    /// Manage a network as its owner: delete it, grant access.
+    ManageNetwork,
+    /// Revoke `project`'s access to a network.
+    RevokeNetworkAccess(&'a str),
+    /// List a network's attachments, all of them or those of one project.
+    ListAttachments(Option<&'a str>),
+}
+
+/// On what.
+#[derive(Debug, Clone, Copy)]
+pub enum Resource<'a> {
+    /// The installation as a whole.
+    System,
+    /// A project; `None` stands for "no project": a free node is the admins'.
+    Project(Option<&'a str>),
+    /// A network: its owning project (`None`: the admins) and the projects
+    /// with access (empty: public).
+    Network {
+        /// Owning project.
+        owner: Option<&'a str>,
+        /// Projects with access.
+        access: &'a [String],
+    },
+}
+
+impl Caller {
+    /// Whether the caller is a member of `project` (admins are members of all).
+    pub fn has_project(&self, project: &str) -> bool {
+        self.admin || self.projects.contains(project)
+    }
+
+    /// Fails unless the caller is an admin.
+    pub fn require_admin(&self) -> Result<(), Error> {
+        authorize(Actor::Caller(self), Action::Administer, Resource::System)
+    }
+
+    /// Fails unless the caller may use `project` (`None`: admins only).
+    pub fn require_project(&self, project: Option<&str>) -> Result<(), Error> {
+        authorize(Actor::Caller(self), Action::UseProject, Resource::Project(project))
+    }
+
+    /// A refusal: 401 for an anonymous caller, else 403 with `msg`.
+    pub fn denied(&self, msg: &str) -> Error {
+        if self.user.is_none() { Error::Unauthenticated } else { Error::Forbidden(msg.into()) }
+    }
+
+    /// The owner's access to a network: members of the owning project, or
+    /// admins for an admin-owned network.
+    pub fn owns_network(&self, owner: Option<&str>) -> bool {
+        match owner {
+            Some(o) => self.has_project(o),
+            None => self.admin,
+        }
+    }
+}
+
+/// Decides whether `actor` may do `action` on `resource`; the error says why not.
+pub fn authorize(actor: Actor<'_>, action: Action<'_>, resource: Resource<'_>) -> Result<(), Error> {
+    let c = match actor {
+        Actor::Internal(_) => return Ok(()),
+        Actor::Caller(c) => c,
+    };
+    let allowed = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(c.denied(msg)) };
+    match (action, resource) {
+        (Action::Administer, _) => allowed(c.admin, "administrative access required"),
+        (Action::UseProject, Resource::Project(Some(p))) => allowed(c.has_project(p), "access to the project required"),
+        (Action::UseProject, Resource::Project(None)) => allowed(c.admin, "administrative access required"),
+        (Action::SeeNetwork, Resource::Network { access, .. }) => allowed(
+            access.is_empty() || c.admin || access.iter().any(|p| c.has_project(p)),
+            "you do not have access to this network",
+        ),
+        (Action::ManageNetwork, Resource::Network { owner, .. }) => {
+            authorize(actor, Action::SeeNetwork, resource).map_err(|_| c.denied("no access to this network"))?;
+            authorize(actor, Action::UseProject, Resource::Project(owner))
+        }
+        (Action::RevokeNetworkAccess(p), Resource::Network { owner, .. }) => allowed(
+            c.owns_network(owner) || c.has_project(p),
+            "only admins, the network owner or the project itself may revoke",
+        ),
+        (Action::ListAttachments(None), Resource::Network { owner, .. }) => {
+            allowed(c.owns_network(owner), "listing all attachments requires admin or the network's owning project")
+        }
+        (Action::ListAttachments(Some(p)), Resource::Network { owner, access }) => allowed(
+            c.owns_network(owner) || ((access.is_empty() || access.iter().any(|a| a == p)) && c.has_project(p)),
+            "you do not have access to this project",
+        ),
+        (action, resource) => Err(Error::internal(format!("no policy for {action:?} on {resource:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(projects: &[&str]) -> Caller {
+        Caller { user: Some("u".into()), admin: false, projects: projects.iter().map(|p| p.to_string()).collect() }
+    }
+
+    #[test]
+    fn projects_and_admins() {
+        let admin = Caller { user: Some("root".into()), admin: true, ..Default::default() };
+        let alice = member(&["pa"]);
+        assert!(alice.require_project(Some("pa")).is_ok());
+        assert!(matches!(alice.require_project(Some("pb")), Err(Error::Forbidden(_))));
+        assert!(matches!(alice.require_project(None), Err(Error::Forbidden(_))), "a free node is the admins'");
+        assert!(admin.require_project(Some("pb")).is_ok() && admin.require_project(None).is_ok());
+        assert!(matches!(Caller::default().require_admin(), Err(Error::Unauthenticated)));
+        assert!(authorize(Actor::Internal("reclaim"), Action::UseProject, Resource::Project(None)).is_ok());
+    }
+
+    #[test]
+    fn networks() {
+        let alice = member(&["pa"]);
+        let bob = member(&["pb"]);
+        let access = vec!["pa".to_string()];
+        let owned = Resource::Network { owner: Some("pa"), access: &access };
+        let public = Resource::Network { owner: None, access: &[] };
+        let see = |c: &Caller, r| authorize(Actor::Caller(c), Action::SeeNetwork, r).is_ok();
+        assert!(see(&alice, owned) && !see(&bob, owned) && see(&bob, public));
+        let manage = |c: &Caller, r| authorize(Actor::Caller(c), Action::ManageNetwork, r).is_ok();
+        assert!(manage(&alice, owned) && !manage(&bob, owned));
+        assert!(!manage(&alice, public), "an admin-owned network is managed by admins");
+        let revoke = |c: &Caller, p| authorize(Actor::Caller(c), Action::RevokeNetworkAccess(p), owned).is_ok();
+        assert!(revoke(&alice, "pb") && revoke(&bob, "pb") && !revoke(&bob, "pc"));
+        let list = |c: &Caller, p| authorize(Actor::Caller(c), Action::ListAttachments(p), owned).is_ok();
+        assert!(list(&alice, None) && !list(&bob, None) && list(&alice, Some("pa")) && !list(&bob, Some("pb")));
+    }
+}

@@ -1,0 +1,217 @@
+//! Networking actions (HIL's `NetworkingAction`): one row per queued switch
+//! change, at most one PENDING per NIC (a unique index).
+
+use sqlx::AnyPool;
+
+/// The state of an action, stored as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionStatus {
+    /// Queued or running.
+    Pending,
+    /// Carried out.
+    Done,
+    /// Failed, or interrupted by a restart.
+    Error,
+}
+
+impl ActionStatus {
+    /// The stored (and HIL API) form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Pending => "PENDING",
+            ActionStatus::Done => "DONE",
+            ActionStatus::Error => "ERROR",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<ActionStatus> {
+        [ActionStatus::Pending, ActionStatus::Done, ActionStatus::Error].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// What an action does, stored as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    /// Attach a network (`network` set) or detach the one on `channel`.
+    ModifyPort,
+    /// Detach every network from the port.
+    RevertPort,
+}
+
+impl ActionKind {
+    /// The stored (and HIL API) form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::ModifyPort => "modify_port",
+            ActionKind::RevertPort => "revert_port",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        [ActionKind::ModifyPort, ActionKind::RevertPort].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A new action.
+#[derive(Debug, Clone)]
+pub struct NewAction<'a> {
+    /// Random id (the API's `status_id`).
+    pub id: &'a str,
+    /// Node.
+    pub node: &'a str,
+    /// NIC.
+    pub nic: &'a str,
+    /// What it does.
+    pub kind: ActionKind,
+    /// Network to attach (None: detach).
+    pub network: Option<&'a str>,
+    /// Channel (`vlan/native`, `vlan/<id>`; empty for a revert).
+    pub channel: &'a str,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Queues `a` as PENDING (a unique violation if the NIC has a pending action).
+pub async fn insert(pool: &AnyPool, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7)",
+    )
+    .bind(a.id)
+    .bind(a.node)
+    .bind(a.nic)
+    .bind(a.kind.as_str())
+    .bind(a.network)
+    .bind(a.channel)
+    .bind(a.created_at)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// An action as the API shows it, with its node's project.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionRow {
+    /// Stored status.
+    pub status: String,
+    /// Node.
+    pub node: String,
+    /// NIC.
+    pub nic: String,
+    /// Stored kind.
+    pub kind: String,
+    /// Channel.
+    pub channel: String,
+    /// Network attached (None: a detach).
+    pub network: Option<String>,
+    /// The node's project.
+    pub project: Option<String>,
+}
+
+/// Action `id`, if it exists.
+pub async fn load(pool: &AnyPool, id: &str) -> Result<Option<ActionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.status, a.node, a.nic, a.kind, a.channel, a.network, n.project \
+         FROM network_actions a JOIN nodes n ON n.name = a.node WHERE a.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The stored status of action `id`.
+pub async fn status(pool: &AnyPool, id: &str) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM network_actions WHERE id = $1").bind(id).fetch_one(pool).await
+}
+
+/// What the worker needs to carry out an action: the action and the switch port of its NIC.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkRow {
+    /// Node.
+    pub node: String,
+    /// NIC.
+    pub nic: String,
+    /// Stored kind.
+    pub kind: String,
+    /// Network to attach.
+    pub network: Option<String>,
+    /// Channel.
+    pub channel: String,
+    /// The NIC's switch port (None: not connected).
+    pub port_name: Option<String>,
+    /// The port's switch configuration (JSON).
+    pub config: Option<String>,
+}
+
+/// Action `id` with its NIC's port and switch.
+pub async fn work(pool: &AnyPool, id: &str) -> Result<WorkRow, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.node, a.nic, a.kind, a.network, a.channel, n.port_name, s.config \
+         FROM network_actions a \
+         JOIN nics n ON n.node = a.node AND n.name = a.nic \
+         LEFT JOIN switches s ON s.name = n.port_switch WHERE a.id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Records an attach: the attachment and the action DONE, in one transaction.
+pub async fn attach_done(
+    pool: &AnyPool,
+    id: &str,
+    node: &str,
+    nic: &str,
+    network: &str,
+    channel: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO attachments (node, nic, network, channel) VALUES ($1, $2, $3, $4)")
+        .bind(node)
+        .bind(nic)
+        .bind(network)
+        .bind(channel)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Records a detach: the attachments on `channels` gone and the action DONE, in one transaction.
+pub async fn detach_done(
+    pool: &AnyPool,
+    id: &str,
+    node: &str,
+    nic: &str,
+    channels: &[String],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for ch in channels {
+        sqlx::query("DELETE FROM attachments WHERE node = $1 AND nic = $2 AND channel = $3")
+            .bind(node)
+            .bind(nic)
+            .bind(ch)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Sets a PENDING action's status.
+pub async fn finish_pending(pool: &AnyPool, id: &str, status: ActionStatus) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE network_actions SET status = $2 WHERE id = $1 AND status = 'PENDING'")
+        .bind(id)
+        .bind(status.as_str())
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Marks every PENDING action ERROR; returns how many.
+pub async fn fail_all_pending(pool: &AnyPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("UPDATE network_actions SET status = 'ERROR' WHERE status = 'PENDING'").execute(pool).await?;
+    Ok(r.rows_affected())
+}

@@ -1,0 +1,125 @@
+//! Nodes, their project and their metadata.
+
+use sqlx::AnyPool;
+
+use super::Tx;
+
+/// A node's project: `None` when the node does not exist, `Some(None)` when it is free.
+pub async fn project_of(pool: &AnyPool, node: &str) -> Result<Option<Option<String>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT project FROM nodes WHERE name = $1").bind(node).fetch_optional(pool).await
+}
+
+/// Every node's name (`free`: only those in no project), sorted.
+pub async fn list(pool: &AnyPool, free: bool) -> Result<Vec<String>, sqlx::Error> {
+    let sql = if free {
+        "SELECT name FROM nodes WHERE project IS NULL ORDER BY name"
+    } else {
+        "SELECT name FROM nodes ORDER BY name"
+    };
+    sqlx::query_scalar(sql).fetch_all(pool).await
+}
+
+/// The nodes of `project`, sorted.
+pub async fn in_project(pool: &AnyPool, project: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM nodes WHERE project = $1 ORDER BY name").bind(project).fetch_all(pool).await
+}
+
+/// Registers a free node with its BMC (`obm`, JSON) and metadata (label,
+/// JSON text), in one transaction. `Ok(false)`: the name is taken.
+pub async fn insert(pool: &AnyPool, node: &str, obm: &str, metadata: &[(String, String)]) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let res = sqlx::query("INSERT INTO nodes (name, project, obm) VALUES ($1, NULL, $2)")
+        .bind(node)
+        .bind(obm)
+        .execute(&mut *tx)
+        .await;
+    match res {
+        Ok(_) => {}
+        Err(e) if super::is_conflict(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    for (label, value) in metadata {
+        sqlx::query("INSERT INTO node_metadata (node, label, value) VALUES ($1, $2, $3)")
+            .bind(node)
+            .bind(label)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Deletes a free node and its metadata.
+pub async fn delete_free(pool: &AnyPool, node: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM node_metadata WHERE node = $1").bind(node).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM nodes WHERE name = $1 AND project IS NULL").bind(node).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// The node's BMC configuration (JSON).
+pub async fn obm(pool: &AnyPool, node: &str) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT obm FROM nodes WHERE name = $1").bind(node).fetch_one(pool).await
+}
+
+/// Within `tx`: gives a free node to `project`; returns whether it was free.
+pub async fn take_free(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE nodes SET project = $1 WHERE name = $2 AND project IS NULL")
+        .bind(project)
+        .bind(node)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Takes `node` out of `project` unless something still holds it there:
+/// an attached network, a pending networking action, a deployment in
+/// flight (one statement, so the checks are atomic with the write).
+/// Returns whether it left.
+pub async fn release(pool: &AnyPool, node: &str, project: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
+         AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1) \
+         AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING') \
+         AND NOT EXISTS ({})",
+        super::deployments::IN_FLIGHT_SQL
+    )))
+    .bind(node)
+    .bind(project)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// The node's metadata: (label, JSON text), sorted by label.
+pub async fn metadata(pool: &AnyPool, node: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT label, value FROM node_metadata WHERE node = $1 ORDER BY label")
+        .bind(node)
+        .fetch_all(pool)
+        .await
+}
+
+/// Sets (inserts or replaces) one metadata value.
+pub async fn set_metadata(pool: &AnyPool, node: &str, label: &str, value: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO node_metadata (node, label, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (node, label) DO UPDATE SET value = excluded.value",
+    )
+    .bind(node)
+    .bind(label)
+    .bind(value)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Deletes one metadata value; returns whether it existed.
+pub async fn delete_metadata(pool: &AnyPool, node: &str, label: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM node_metadata WHERE node = $1 AND label = $2")
+        .bind(node)
+        .bind(label)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}

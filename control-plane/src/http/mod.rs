@@ -1,0 +1,78 @@
+//! The HTTP layer: routers and thin handlers (extract, call the use case in
+//! `crate::app`, turn the result into a view), the [`ApiError`] response,
+//! and the request extractors. No SQL and no policy here.
+//!
+//! `/v0` ([`v0`]) is HIL's API, one file per resource; `/v1` ([`v1`]) is
+//! metalcast's own. The `/v1` resources not yet moved under [`v1`] (images, keypairs, deployments, reclaim, events, metadata) still live in
+//! their top-level modules with their use cases.
+
+mod error;
+mod extract;
+pub mod v0;
+pub mod v1;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+pub use error::ApiError;
+pub use extract::{Body, Empty, MAX_BODY};
+
+use crate::app::AppState;
+
+/// The whole HTTP API: `/v0` (HIL-compatible), `/v1`, `/metrics`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .nest("/v0", v0::routes())
+        .merge(v1::tokens::routes())
+        .merge(v1::openapi::routes())
+        .merge(crate::images::routes())
+        .merge(crate::keypairs::routes())
+        .merge(v1::quotas::routes())
+        .merge(crate::deploy::routes())
+        .merge(crate::metadata::routes())
+        .merge(crate::reclaim::routes())
+        .merge(crate::upstream::routes())
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.
+        .merge(state.runtime.router())
+        .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Turn axum's own plain-text or empty error responses (path/query
+/// rejections, 405 Method Not Allowed) into the JSON error shape every other
+/// error uses.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let msg = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let kind = match status.as_u16() {
+        401 => "AuthenticationError",
+        403 => "AuthorizationError",
+        404 => "NotFoundError",
+        409 => "BlockedError",
+        400 | 405 | 413 | 415 | 422 => "BadArgumentError",
+        _ => "ServerError",
+    };
+    (status, axum::Json(serde_json::json!({ "type": kind, "msg": msg }))).into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+}

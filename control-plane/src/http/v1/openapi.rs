@@ -1,0 +1,56 @@
+//! The OpenAPI document of `/v1`, served at `/v1/openapi.json`: this
+//! module's [`ApiDoc`] with every resource's fragment merged in.
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+// The handlers by their plain names (and utoipa's `__path_*` items): a
+// path given as `module::handler` would become the operation's tag.
+use super::tokens::{
+    __path_health, __path_token_create, __path_token_delete, __path_token_list, __path_whoami, Health, TokenCreate,
+    WhoAmI,
+};
+use crate::app::AppState;
+use crate::app::tokens::{TokenCreated, TokenInfo};
+
+/// OpenAPI description of `/v1`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "metalcast control plane /v1",
+        description = "metalcast additions to the HIL-compatible /v0 API. \
+            Authenticate with `Authorization: Bearer mct_<id>_<secret>` or HTTP Basic."
+    ),
+    paths(health, whoami, token_create, token_list, token_delete),
+    components(schemas(Health, WhoAmI, TokenCreate, TokenCreated, TokenInfo, ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// Error body shared by `/v0` and `/v1`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// HIL-style error class, e.g. `NotFoundError`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable message.
+    pub msg: String,
+}
+
+/// `GET /v1/openapi.json`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/openapi.json", get(openapi))
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::images::ImagesDoc::openapi());
+    doc.merge(crate::deploy::DeploymentsDoc::openapi());
+    doc.merge(crate::reclaim::ReclaimDoc::openapi());
+    doc.merge(crate::keypairs::KeypairsDoc::openapi());
+    doc.merge(super::quotas::QuotasDoc::openapi());
+    doc.merge(crate::upstream::EventsDoc::openapi());
+    Json(doc)
+}

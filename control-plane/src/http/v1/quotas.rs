@@ -1,0 +1,42 @@
+//! `GET|PUT /v1/projects/{project}/quota`.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+use crate::app::quotas::{self, Quota, QuotaUsage};
+use crate::http::{ApiError, Body};
+
+/// OpenAPI description of these routes (merged into `/v1/openapi.json`).
+#[derive(Debug, OpenApi)]
+#[openapi(paths(show, set), components(schemas(Quota, QuotaUsage)))]
+pub struct QuotasDoc;
+
+/// Routes: `GET|PUT /v1/projects/{project}/quota`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/projects/{project}/quota", get(show).put(set))
+}
+
+/// Show a project's quota and usage (members and admins).
+#[utoipa::path(get, path = "/v1/projects/{project}/quota", responses((status = 200, body = QuotaUsage)))]
+async fn show(
+    State(st): State<AppState>,
+    c: crate::authz::Caller,
+    Path(project): Path<String>,
+) -> Result<Json<QuotaUsage>, ApiError> {
+    Ok(Json(quotas::show(&st, &c, project).await?))
+}
+
+/// Set a project's quota (admin only). Lowering a limit below current use is
+/// allowed: nothing is taken away, new requests are refused.
+#[utoipa::path(put, path = "/v1/projects/{project}/quota", request_body = Quota, responses((status = 200, body = Quota)))]
+async fn set(
+    State(st): State<AppState>,
+    c: crate::authz::Caller,
+    Path(project): Path<String>,
+    Body(q): Body<Quota>,
+) -> Result<Json<Quota>, ApiError> {
+    Ok(Json(quotas::set(&st, &c, project, q).await?))
+}
