@@ -50,6 +50,10 @@ pub enum Action<'a> {
     RevokeNetworkAccess(&'a str),
     /// List a network's attachments, all of them or those of one project.
     ListAttachments(Option<&'a str>),
+    /// Use an SSH keypair (list it, put it in a deployment).
+    UseKeypair,
+    /// Share one's keypair with a project.
+    ShareKeypair,
 }
 
 /// On what.
@@ -66,6 +70,13 @@ pub enum Resource<'a> {
         owner: Option<&'a str>,
         /// Projects with access.
         access: &'a [String],
+    },
+    /// An SSH keypair: its owner and the project it is shared with.
+    Keypair {
+        /// Owning user.
+        owner: &'a str,
+        /// Project it is shared with.
+        project: Option<&'a str>,
     },
 }
 
@@ -130,6 +141,19 @@ pub fn authorize(actor: Actor<'_>, action: Action<'_>, resource: Resource<'_>) -
             c.owns_network(owner) || ((access.is_empty() || access.iter().any(|a| a == p)) && c.has_project(p)),
             "you do not have access to this project",
         ),
+        // A keypair is its owner's, and usable by the members (not the
+        // admins) of the project it is shared with.
+        (Action::UseKeypair, Resource::Keypair { owner, project }) => allowed(
+            c.user.as_deref() == Some(owner) || project.is_some_and(|p| c.projects.contains(p)),
+            "not your keypair",
+        ),
+        (Action::ShareKeypair, Resource::Project(Some(p))) => {
+            if c.projects.contains(p) {
+                Ok(())
+            } else {
+                Err(Error::Forbidden(format!("you are not a member of project {p:?}")))
+            }
+        }
         (action, resource) => Err(Error::internal(format!("no policy for {action:?} on {resource:?}"))),
     }
 }
@@ -170,5 +194,19 @@ mod tests {
         assert!(revoke(&alice, "pb") && revoke(&bob, "pb") && !revoke(&bob, "pc"));
         let list = |c: &Caller, p| authorize(Actor::Caller(c), Action::ListAttachments(p), owned).is_ok();
         assert!(list(&alice, None) && !list(&bob, None) && list(&alice, Some("pa")) && !list(&bob, Some("pb")));
+    }
+
+    #[test]
+    fn keypairs() {
+        let alice = Caller { user: Some("alice".into()), ..member(&["pa"]) };
+        let admin = Caller { user: Some("root".into()), admin: true, ..Default::default() };
+        let use_ = |c: &Caller, owner, project| {
+            authorize(Actor::Caller(c), Action::UseKeypair, Resource::Keypair { owner, project }).is_ok()
+        };
+        assert!(use_(&alice, "alice", None) && use_(&alice, "bob", Some("pa")) && !use_(&alice, "bob", Some("pb")));
+        assert!(!use_(&admin, "bob", Some("pb")), "admins do not use other people's keys");
+        let share = |c: &Caller, p| authorize(Actor::Caller(c), Action::ShareKeypair, Resource::Project(Some(p)));
+        assert!(share(&alice, "pa").is_ok());
+        assert!(matches!(share(&admin, "pb"), Err(Error::Forbidden(m)) if m.contains("not a member")));
     }
 }

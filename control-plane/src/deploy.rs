@@ -471,7 +471,7 @@ async fn ssh_keys(st: &AppState, c: &Caller, names: &[String]) -> Result<Vec<Str
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let usable = crate::keypairs::usable(st, c).await?;
+    let usable = crate::app::keypairs::usable(st, c).await?;
     names
         .iter()
         .map(|n| {

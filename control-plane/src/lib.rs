@@ -14,8 +14,7 @@
 //!
 //! [`server`] serves [`http::app`]. The `/v1` modules below are still
 //! handler, use case and queries in one file, to be split the same way:
-//! [`images`], [`keypairs`], [`deploy`], [`reclaim`], [`metadata`],
-//! [`upstream`].
+//! [`images`], [`deploy`], [`reclaim`], [`upstream`].
 
 pub mod app;
 pub mod auth;
@@ -26,8 +25,6 @@ pub mod deploy;
 pub mod drivers;
 pub mod http;
 pub mod images;
-pub mod keypairs;
-pub mod metadata;
 pub mod metrics;
 pub mod names;
 pub mod reclaim;

@@ -215,8 +215,9 @@ async fn back_to_runtime(
             (m, n)
         })
         .collect();
-    obm.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
-    obm.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
+    let bmc = st.bmc(&obm);
+    bmc.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
+    bmc.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
     let t_end = Instant::now() + timeout;
     loop {
         for (mac, n) in &seen {

@@ -74,6 +74,7 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
         return Err(Error::Conflict("nic is not connected to a switch port".into()));
     };
     let switch: SwitchConfig = serde_json::from_str(&config).map_err(Error::internal)?;
+    let switch = st.switch(&switch);
     let kind = ActionKind::parse(&a.kind).ok_or_else(|| Error::internal(format!("unknown action kind {}", a.kind)))?;
     match (kind, a.network) {
         (ActionKind::ModifyPort, Some(net)) => {

@@ -7,12 +7,15 @@
 //! One file per resource: [`projects`], [`nodes`] (and their NICs and
 //! metadata), [`networks`] (with access and attachments), [`switches`] (and
 //! ports), [`users`], [`tokens`] (with health, whoami and the first admin),
-//! [`actions`] (queued networking actions), [`quotas`].
-//! Deployments, images, keypairs, metadata, reclaim and the upstream sync are
+//! [`actions`] (queued networking actions), [`quotas`], [`keypairs`],
+//! [`metadata`] (the NoCloud seed deployed systems read).
+//! Deployments, images, reclaim and the upstream sync are
 //! still in their own top-level modules, to move here next.
 
 pub mod actions;
 pub mod error;
+pub mod keypairs;
+pub mod metadata;
 pub mod networks;
 pub mod nodes;
 pub mod projects;
@@ -123,9 +126,20 @@ impl AppState {
     /// When the state was cloned already: configure it before serving.
     pub fn with_upstream(self, up: Arc<crate::upstream::Upstream>) -> Self {
         let mut inner = Arc::try_unwrap(self.0).expect("with_upstream before the state is shared");
-        crate::upstream::register(up.clone());
         inner.upstream = Some(up);
         AppState(Arc::new(inner))
+    }
+}
+
+impl AppState {
+    /// The driver of a node's BMC (an `upstream` one gets this server's parent client).
+    pub fn bmc(&self, obm: &crate::drivers::ObmConfig) -> Box<dyn crate::drivers::Bmc> {
+        obm.driver(self.upstream.as_ref())
+    }
+
+    /// The driver of a switch (an `upstream` one gets this server's parent client).
+    pub fn switch(&self, cfg: &crate::drivers::SwitchConfig) -> Box<dyn crate::drivers::Switch> {
+        cfg.driver(self.upstream.as_ref())
     }
 }
 

@@ -129,14 +129,15 @@ pub async fn obm(st: &AppState, actor: Actor<'_>, node: &str) -> Result<ObmConfi
 /// A power action through the node's BMC.
 pub async fn power(st: &AppState, c: &Caller, node: &str, op: PowerOp) -> Result<()> {
     let obm = obm(st, Actor::Caller(c), node).await?;
-    obm.power(op).await?;
+    st.bmc(&obm).power(op).await?;
     tracing::info!(%node, ?op, user = ?c.user, "power action");
     Ok(())
 }
 
 /// Whether the node is powered on.
 pub async fn power_status(st: &AppState, c: &Caller, node: &str) -> Result<bool> {
-    Ok(obm(st, Actor::Caller(c), node).await?.power_status().await?)
+    let obm = obm(st, Actor::Caller(c), node).await?;
+    Ok(st.bmc(&obm).power_status().await?)
 }
 
 /// Sets the next boot device (one of [`BOOT_DEVICES`]).
@@ -145,7 +146,7 @@ pub async fn set_bootdev(st: &AppState, c: &Caller, node: &str, bootdev: &str) -
     if !BOOT_DEVICES.contains(&bootdev) {
         return Err(Error::Unprocessable(format!("bootdev must be one of {BOOT_DEVICES:?}")));
     }
-    Ok(obm.set_bootdev(bootdev).await?)
+    Ok(st.bmc(&obm).set_bootdev(bootdev).await?)
 }
 
 /// The captured console log (404 if no capture is running).
@@ -158,7 +159,7 @@ pub async fn console_log(st: &AppState, c: &Caller, node: &str) -> Result<String
 pub async fn console_start(st: &AppState, c: &Caller, node: &str) -> Result<()> {
     let obm = obm(st, Actor::Caller(c), node).await?;
     if !st.consoles.is_running(node) {
-        let stream = obm.open_console().await?;
+        let stream = st.bmc(&obm).open_console().await?;
         st.consoles.start(node, stream);
         tracing::info!(%node, user = ?c.user, "console capture started");
     }

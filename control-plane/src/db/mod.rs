@@ -10,10 +10,12 @@
 //! with their own words (`app::error::conflict`).
 //!
 //! Not yet here (still in the `/v1` modules, to move next): images,
-//! keypairs, deployments, metadata, events and the upstream sync.
+//! deployments, events and the upstream sync.
 
 pub mod actions;
 pub mod deployments;
+pub mod keypairs;
+pub mod metadata;
 pub mod networks;
 pub mod nics;
 pub mod nodes;

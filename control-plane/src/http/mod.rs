@@ -3,8 +3,9 @@
 //! and the request extractors. No SQL and no policy here.
 //!
 //! `/v0` ([`v0`]) is HIL's API, one file per resource; `/v1` ([`v1`]) is
-//! metalcast's own. The `/v1` resources not yet moved under [`v1`] (images, keypairs, deployments, reclaim, events, metadata) still live in
-//! their top-level modules with their use cases.
+//! metalcast's own. The `/v1` resources not yet moved under [`v1`]
+//! (images, deployments, reclaim, events) still live in their top-level
+//! modules with their use cases.
 
 mod error;
 mod extract;
@@ -29,10 +30,10 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::tokens::routes())
         .merge(v1::openapi::routes())
         .merge(crate::images::routes())
-        .merge(crate::keypairs::routes())
+        .merge(v1::keypairs::routes())
         .merge(v1::quotas::routes())
         .merge(crate::deploy::routes())
-        .merge(crate::metadata::routes())
+        .merge(v1::metadata::routes())
         .merge(crate::reclaim::routes())
         .merge(crate::upstream::routes())
         .route("/metrics", get(metrics))

@@ -140,7 +140,7 @@ async fn ipmitool_against_ipmi_sim() {
     // Readiness: poll the simulator with a bounded deadline.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match obm.power_status().await {
+        match obm.driver(None).power_status().await {
             Ok(_) => break,
             Err(e) if Instant::now() > deadline => panic!("ipmi_sim never answered: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -49,7 +49,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     doc.merge(crate::images::ImagesDoc::openapi());
     doc.merge(crate::deploy::DeploymentsDoc::openapi());
     doc.merge(crate::reclaim::ReclaimDoc::openapi());
-    doc.merge(crate::keypairs::KeypairsDoc::openapi());
+    doc.merge(super::keypairs::KeypairsDoc::openapi());
     doc.merge(super::quotas::QuotasDoc::openapi());
     doc.merge(crate::upstream::EventsDoc::openapi());
     Json(doc)

@@ -10,61 +10,41 @@
 //! A node's first `meta-data` fetch also tells the deployment that the new
 //! system is up.
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use sqlx::Row;
-
-use crate::app::AppState;
-use crate::http::ApiError;
-
-/// Routes under `/v1/metadata/{token}/`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/metadata/{token}/{item}", get(item))
-}
+use super::AppState;
+use super::error::{Error, Result};
+use crate::db;
 
 /// What the token resolves to.
-struct Seed {
+#[derive(Debug)]
+pub(crate) struct Seed {
     deployment: i64,
     node: String,
     user_data: String,
     ssh_keys: Vec<String>,
 }
 
-async fn resolve(st: &AppState, token: &str) -> Result<Seed, ApiError> {
-    let not_found = || ApiError::NotFound("no such metadata".into());
+fn not_found() -> Error {
+    Error::NotFound("no such metadata".into())
+}
+
+async fn resolve(st: &AppState, token: &str) -> Result<Seed> {
     if token.len() != 48 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
-    let r = sqlx::query(
-        "SELECT dn.deployment, dn.node, u.user_data, u.ssh_keys FROM deployment_nodes dn \
-         JOIN deployments d ON d.id = dn.deployment \
-         JOIN nodes n ON n.name = dn.node AND n.project = d.project \
-         LEFT JOIN deployment_userdata u ON u.deployment = dn.deployment \
-         WHERE dn.metadata_token = $1 \
-         AND NOT EXISTS (SELECT 1 FROM deployment_nodes newer WHERE newer.node = dn.node AND newer.deployment > dn.deployment)",
-    )
-    .bind(token)
-    .fetch_optional(&st.db.pool)
-    .await?
-    .ok_or_else(not_found)?;
-    let keys: Option<String> = r.try_get(3)?;
+    let r = db::metadata::resolve(&st.db.pool, token).await?.ok_or_else(not_found)?;
     Ok(Seed {
-        deployment: r.try_get(0)?,
-        node: r.try_get(1)?,
-        user_data: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
-        ssh_keys: keys.unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+        deployment: r.deployment,
+        node: r.node,
+        user_data: r.user_data.unwrap_or_default(),
+        ssh_keys: r.ssh_keys.unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
     })
 }
 
-async fn item(
-    State(st): State<AppState>,
-    Path((token, item)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
-    let seed = resolve(&st, &token).await?;
-    let text = match item.as_str() {
+/// The text of NoCloud `item` (`meta-data`, `user-data`, `vendor-data`)
+/// for the node `token` names; no credentials but the token itself.
+pub async fn item(st: &AppState, token: &str, item: &str) -> Result<String> {
+    let seed = resolve(st, token).await?;
+    Ok(match item {
         "meta-data" => {
             st.deploys.note_fetch(seed.deployment, &seed.node);
             meta_data(&seed)
@@ -72,9 +52,8 @@ async fn item(
         "user-data" if seed.user_data.is_empty() => "#cloud-config\n{}\n".to_owned(),
         "user-data" => seed.user_data,
         "vendor-data" => String::new(),
-        _ => return Err(ApiError::NotFound("no such metadata".into())),
-    };
-    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+        _ => return Err(not_found()),
+    })
 }
 
 /// NoCloud `meta-data` (YAML; strings written as JSON strings, which YAML reads as-is).
