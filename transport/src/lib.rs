@@ -10,6 +10,7 @@
 //! specified in `docs/wire-protocol.md`.
 //!
 //! Parts:
+//! - [`key`]: the per-session key and its packet MAC state;
 //! - [`session`]: what sender and receivers agree on out of band;
 //! - [`packet`]: packet formats and their authentication;
 //! - [`layout`]: chunks to source blocks;
@@ -22,6 +23,7 @@
 pub mod erasure;
 pub mod error;
 mod gf256;
+pub mod key;
 pub mod layout;
 pub mod packet;
 pub mod rate;
@@ -32,7 +34,8 @@ pub mod source;
 mod sys;
 
 pub use error::TransportError;
+pub use key::SessionKey;
 pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
 pub use sender::{ReceiverStatus, Sender, SenderConfig, SenderProgress, SenderSummary, StoredImage};
-pub use session::{SessionKey, SessionSpec};
+pub use session::SessionSpec;
 pub use source::{PacketSource, SocketSource};

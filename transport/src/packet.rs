@@ -7,7 +7,7 @@
 //! Nothing in a packet is looked at beyond the fixed header before the MAC
 //! has been checked.
 
-use crate::session::SessionKey;
+use crate::key::SessionKey;
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"MC";
