@@ -284,6 +284,10 @@ impl BlockDecoder {
     }
 }
 
+/// The decode thread's ends: jobs in, outcomes out, and the thread, which
+/// ends when the job sender is dropped and returns the CPU seconds it used.
+type DecodeThread = (mpsc::SyncSender<Job>, mpsc::Receiver<Outcome>, std::thread::JoinHandle<f64>);
+
 /// One receive of one session.
 pub struct Receiver<'a> {
     spec: &'a SessionSpec,
@@ -333,25 +337,8 @@ impl<'a> Receiver<'a> {
         let _ = self.control.send_to(&p, self.spec.sender);
     }
 
-    /// Receives until every block is written to `sink`, or fails.
-    pub fn run(
-        mut self,
-        sink: &mut dyn ChunkSink,
-        progress: &mut dyn FnMut(&ReceiverProgress),
-    ) -> Result<ReceiverSummary, TransportError> {
-        let nblocks = self.layout.blocks.len();
-        let t = usize::from(self.spec.symbol_size);
-        let mut slots: Vec<Slot> = (0..nblocks).map(|_| Slot::Idle).collect();
-        let mut pending = 0usize;
-        let mut done = 0usize;
-        let mut first_not_done = 0usize;
-        let mut closed_upto = 0usize;
-        let mut rejected = Rejected::default();
-        let (mut received, mut redundant, mut deferred) = (0u64, 0u64, 0u64);
-        let (mut decoded_blocks, mut decode_retries, mut hash_failures) = (0u64, 0u64, 0u64);
-        let mut bytes_written = 0u64;
-        let mut seq_first: Option<u64> = None;
-        let mut seq_max = 0u64;
+    /// Starts the decode thread: [`Job`]s in, [`Outcome`]s out.
+    fn start_decoder(&self) -> Result<DecodeThread, TransportError> {
         let zstd = zstd::bulk::Decompressor::new().map_err(|e| TransportError::io("zstd decompressor", e))?;
         let mut worker = BlockDecoder {
             layout: self.layout.clone(),
@@ -377,254 +364,49 @@ impl<'a> Receiver<'a> {
                 sys::thread_cpu_secs()
             })
             .map_err(|e| TransportError::io("starting the decode thread", e))?;
-        let mut busy = 0usize;
-        // Symbols that arrived for blocks with the decode thread.
-        let mut late: Vec<(usize, u32, Vec<u8>)> = Vec::new();
-        // Block and chunk buffers are reused: fresh memory costs a page fault per 4 KiB on first touch.
-        let mut pool: Vec<Vec<u8>> = Vec::new();
-        let padded = self.layout.padded_len();
-        let mut outs: Vec<Vec<u8>> = Vec::new();
-        let mut last_report = Instant::now() - self.cfg.report_interval;
-        let mut last_packet = Instant::now();
-        let mut first_packet: Option<Instant> = None;
-        let mut last_progress = Instant::now();
-        let mut report_now = true;
+        Ok((job_tx, out_rx, decoder))
+    }
 
-        let loss = |first: Option<u64>, max: u64, got: u64| -> f64 {
-            match first {
-                Some(f) if max > f => (1.0 - got as f64 / (max - f + 1) as f64).clamp(0.0, 0.9),
-                _ => 0.0,
-            }
-        };
+    /// Receives until every block is written to `sink`, or fails.
+    pub fn run(
+        mut self,
+        sink: &mut dyn ChunkSink,
+        progress: &mut dyn FnMut(&ReceiverProgress),
+    ) -> Result<ReceiverSummary, TransportError> {
+        let nblocks = self.layout.blocks.len();
+        let (job_tx, out_rx, decoder) = self.start_decoder()?;
+        let mut st = RxState::new(&self.layout, self.manifest, &self.cfg, job_tx);
 
-        while done < nblocks {
-            let wait = if busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
+        while st.done < nblocks {
+            let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
             let n = self.data.recv(wait)?;
             let now = Instant::now();
             for i in 0..n {
-                let (h, body) = match packet::open(&self.spec.key, self.spec.session_id, self.data.get(i)) {
-                    Ok(x) => x,
-                    Err(r) => {
-                        rejected.count(r);
-                        continue;
-                    }
-                };
-                received += 1;
-                last_packet = now;
-                first_packet.get_or_insert(now);
-                seq_first = Some(seq_first.map_or(h.seq, |f| f.min(h.seq)));
-                seq_max = seq_max.max(h.seq);
-                match h.kind {
-                    Kind::Poll => {
-                        if body.len() != 4 {
-                            rejected.invalid += 1;
-                            continue;
-                        }
-                        let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
-                        closed_upto = closed_upto.max(cursor.min(nblocks));
-                        report_now = true;
-                    }
-                    Kind::Symbol => {
-                        let b = h.a as usize;
-                        let Ok((esi, sym)) = packet::symbol_body(body) else {
-                            rejected.invalid += 1;
-                            continue;
-                        };
-                        if b >= nblocks || sym.len() != t {
-                            rejected.invalid += 1;
-                            continue;
-                        }
-                        let (k, kmax) = (self.layout.blocks[b].k, self.layout.k_max);
-                        if esi >= k && esi < kmax {
-                            // Implicit zero padding is never sent.
-                            rejected.invalid += 1;
-                            continue;
-                        }
-                        if esi < k {
-                            closed_upto = closed_upto.max(b);
-                        }
-                        if matches!(slots[b], Slot::Done) {
-                            redundant += 1;
-                            continue;
-                        }
-                        if matches!(slots[b], Slot::Busy) {
-                            // Kept in case the decode needs more symbols; dropped once the block is done.
-                            if late.len() < MAX_LATE {
-                                late.push((b, esi, sym.to_vec()));
-                            } else {
-                                redundant += 1;
-                            }
-                            continue;
-                        }
-                        if matches!(slots[b], Slot::Idle) {
-                            if pending >= self.cfg.max_pending_blocks {
-                                deferred += 1;
-                                continue;
-                            }
-                            // Symbols past the block's data are zeros both ends know: count them as received.
-                            let mut have = vec![0u64; (kmax as usize).div_ceil(64)];
-                            for e in k..kmax {
-                                have[e as usize / 64] |= 1 << (e % 64);
-                            }
-                            let mut buf = pool.pop().unwrap_or_else(|| vec![0u8; kmax as usize * t]);
-                            buf[k as usize * t..].fill(0);
-                            slots[b] = Slot::Pending(Box::new(Pend {
-                                have,
-                                n_src: kmax - k,
-                                buf,
-                                repairs: Vec::new(),
-                                extra: 0,
-                            }));
-                            pending += 1;
-                        }
-                        let Slot::Pending(p) = &mut slots[b] else { unreachable!("made pending above") };
-                        if !p.add(esi, sym, t, kmax) {
-                            redundant += 1;
-                            continue;
-                        }
-                        if !p.ready(kmax) {
-                            continue;
-                        }
-                        // Enough symbols: to the decode thread (which decodes only if a source symbol is missing).
-                        let Slot::Pending(pend) = std::mem::replace(&mut slots[b], Slot::Busy) else {
-                            unreachable!("pending above")
-                        };
-                        busy += 1;
-                        submit(&job_tx, Job { b, pend, out: outs.pop().unwrap_or_default() })?;
-                    }
-                    _ => rejected.invalid += 1,
-                }
+                st.on_datagram(self.spec, self.data.get(i), now)?;
             }
-
             while let Ok(o) = out_rx.try_recv() {
-                busy -= 1;
-                match o {
-                    Outcome::Ready { b, data, spare, decoded } => {
-                        redundant += late.extract_if(.., |x| x.0 == b).count() as u64;
-                        let chunk = self.layout.blocks[b].chunk;
-                        sink.write_chunk(self.manifest, chunk, &data)
-                            .map_err(|source| TransportError::Sink { chunk, source })?;
-                        // A raw chunk's data is its stored form; otherwise `spare` holds the block.
-                        let stored = if self.manifest.chunks[chunk].raw { &data } else { &spare };
-                        sink.stored_chunk(self.manifest, chunk, stored)
-                            .map_err(|source| TransportError::Sink { chunk, source })?;
-                        bytes_written += data.len() as u64;
-                        decoded_blocks += u64::from(decoded);
-                        slots[b] = Slot::Done;
-                        pending -= 1;
-                        self.data.block_done(b as u32);
-                        done += 1;
-                        while first_not_done < nblocks && matches!(slots[first_not_done], Slot::Done) {
-                            first_not_done += 1;
-                        }
-                        recycle(&mut pool, &mut outs, data, spare, padded);
-                    }
-                    Outcome::Short { b, mut pend, out } => {
-                        decoded_blocks += 1;
-                        decode_retries += 1;
-                        pend.extra += 1;
-                        for (_, esi, sym) in late.extract_if(.., |x| x.0 == b) {
-                            if !pend.add(esi, &sym, t, self.layout.k_max) {
-                                redundant += 1;
-                            }
-                        }
-                        if pend.ready(self.layout.k_max) {
-                            busy += 1;
-                            submit(&job_tx, Job { b, pend, out })?;
-                        } else {
-                            slots[b] = Slot::Pending(pend);
-                            recycle(&mut pool, &mut outs, Vec::new(), out, padded);
-                        }
-                    }
-                    Outcome::Corrupt { b, error, buf, out, decoded } => {
-                        decoded_blocks += u64::from(decoded);
-                        late.retain(|x| x.0 != b);
-                        // Never written. Forget every symbol of the block and fetch it afresh.
-                        tracing::warn!("block {b}: {error}; discarding its symbols");
-                        hash_failures += 1;
-                        slots[b] = Slot::Idle;
-                        pending -= 1;
-                        report_now = true;
-                        recycle(&mut pool, &mut outs, buf, out, padded);
-                    }
-                }
+                st.on_outcome(o, sink, &mut *self.data)?;
             }
             let now = Instant::now();
-            if now.duration_since(last_progress) >= Duration::from_millis(100) {
-                last_progress = now;
-                progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
-            }
-            if done == nblocks {
+            st.on_progress_tick(now, progress);
+            if st.done == nblocks {
                 break;
             }
-            if now.duration_since(last_packet) > self.cfg.idle_timeout {
-                let secs = self.cfg.idle_timeout.as_secs();
-                self.send_report(&Report {
-                    receiver: self.cfg.id,
-                    state: ReportState::Failed,
-                    blocks_done: done as u32,
-                    received,
-                    rejected: rejected.total(),
-                    max_seq: seq_max,
-                    needs: vec![],
-                });
-                let detail = match slots.get(first_not_done) {
-                    Some(Slot::Pending(p)) => format!(
-                        "first missing block {first_not_done}: {} source + {} repair of {} symbols, {} extra wanted, closed_upto {closed_upto}",
-                        p.n_src,
-                        p.repairs.len(),
-                        self.layout.k_max,
-                        p.extra
-                    ),
-                    _ => format!(
-                        "first missing block {first_not_done}: nothing received, closed_upto {closed_upto}, {pending} pending"
-                    ),
-                };
-                return Err(TransportError::Timeout { secs, blocks_left: nblocks - done, detail });
+            if now.duration_since(st.last_packet) > self.cfg.idle_timeout {
+                self.send_report(&st.report(self.cfg.id, ReportState::Failed, st.received, vec![]));
+                return Err(st.timeout(self.cfg.idle_timeout));
             }
-            if report_now || now.duration_since(last_report) >= self.cfg.report_interval {
-                report_now = false;
-                last_report = now;
-                let p_loss = loss(seq_first, seq_max, received + self.data.dropped_on_purpose());
-                let inflate = |need: u32| need + ((f64::from(need) * p_loss / (1.0 - p_loss)).ceil() as u32);
-                let room = self.cfg.max_pending_blocks.saturating_sub(pending);
-                let needs = needs(&self.layout, &slots, first_not_done..closed_upto.min(nblocks), room, inflate);
-                let state = if first_packet.is_none() { ReportState::Hello } else { ReportState::Receiving };
-                self.send_report(&Report {
-                    receiver: self.cfg.id,
-                    state,
-                    blocks_done: done as u32,
-                    received: received + self.data.dropped_on_purpose(),
-                    rejected: rejected.total(),
-                    max_seq: seq_max,
-                    needs,
-                });
+            if let Some(report) = st.on_report_tick(now, &self.cfg, &*self.data) {
+                self.send_report(&report);
             }
         }
 
-        let secs = first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
-        progress(&ReceiverProgress { blocks_done: done, total_blocks: nblocks, received });
+        let secs = st.first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        progress(&st.progress());
         // Before lingering: the fast path keeps dropping the session's symbols meanwhile.
-        let loss_estimate = loss(seq_first, seq_max, received + self.data.dropped_on_purpose());
-        let acked = self.say_done(done as u32, received, rejected.total(), seq_max);
-        drop(job_tx);
-        let decode_cpu_secs = decoder.join().unwrap_or(0.0);
-        Ok(ReceiverSummary {
-            id: self.cfg.id,
-            secs,
-            blocks: done,
-            bytes_written,
-            received,
-            redundant,
-            deferred,
-            rejected,
-            decoded_blocks,
-            decode_retries,
-            hash_failures,
-            loss_estimate,
-            acked,
-            decode_cpu_secs,
-        })
+        let loss_estimate = loss(st.seq_first, st.seq_max, st.received + self.data.dropped_on_purpose());
+        let acked = self.say_done(st.done as u32, st.received, st.rejected.total(), st.seq_max);
+        Ok(st.finish(self.cfg.id, secs, loss_estimate, acked, decoder))
     }
 
     /// Repeats the done report until the sender acknowledges it or `linger` passes.
@@ -653,6 +435,374 @@ impl<'a> Receiver<'a> {
             }
         }
         false
+    }
+}
+
+/// Loss rate estimated from the sequence numbers seen (`first`..=`max`) and
+/// the packets counted (`got`).
+fn loss(first: Option<u64>, max: u64, got: u64) -> f64 {
+    match first {
+        Some(f) if max > f => (1.0 - got as f64 / (max - f + 1) as f64).clamp(0.0, 0.9),
+        _ => 0.0,
+    }
+}
+
+/// What [`Receiver::run`] keeps between events: the blocks' slots, the
+/// buffers in reuse, the counters of the summary and the clocks of reports,
+/// progress and the idle timeout. One method per event: a datagram arrived
+/// ([`on_datagram`](Self::on_datagram), then [`on_poll`](Self::on_poll) or
+/// [`on_symbol`](Self::on_symbol)), the decode thread finished a block
+/// ([`on_outcome`](Self::on_outcome)), a turn of the loop ended
+/// ([`on_progress_tick`](Self::on_progress_tick),
+/// [`on_report_tick`](Self::on_report_tick)), the session ended
+/// ([`finish`](Self::finish)).
+struct RxState<'r> {
+    layout: &'r Layout,
+    manifest: &'r Manifest,
+    /// Symbol size.
+    t: usize,
+    /// Bytes of a block buffer (see [`recycle`]).
+    padded: usize,
+    /// [`ReceiverConfig::max_pending_blocks`].
+    max_pending_blocks: usize,
+    slots: Vec<Slot>,
+    /// Blocks pending or with the decode thread.
+    pending: usize,
+    done: usize,
+    first_not_done: usize,
+    closed_upto: usize,
+    /// Blocks with the decode thread.
+    busy: usize,
+    /// Symbols that arrived for blocks with the decode thread.
+    late: Vec<(usize, u32, Vec<u8>)>,
+    /// Block and chunk buffers are reused: fresh memory costs a page fault per 4 KiB on first touch.
+    pool: Vec<Vec<u8>>,
+    outs: Vec<Vec<u8>>,
+    /// To the decode thread, which ends when this is dropped.
+    jobs: mpsc::SyncSender<Job>,
+    rejected: Rejected,
+    received: u64,
+    redundant: u64,
+    deferred: u64,
+    decoded_blocks: u64,
+    decode_retries: u64,
+    hash_failures: u64,
+    bytes_written: u64,
+    seq_first: Option<u64>,
+    seq_max: u64,
+    last_report: Instant,
+    last_packet: Instant,
+    first_packet: Option<Instant>,
+    last_progress: Instant,
+    report_now: bool,
+}
+
+impl<'r> RxState<'r> {
+    fn new(layout: &'r Layout, manifest: &'r Manifest, cfg: &ReceiverConfig, jobs: mpsc::SyncSender<Job>) -> Self {
+        RxState {
+            layout,
+            manifest,
+            t: usize::from(layout.symbol_size),
+            padded: layout.padded_len(),
+            max_pending_blocks: cfg.max_pending_blocks,
+            slots: (0..layout.blocks.len()).map(|_| Slot::Idle).collect(),
+            pending: 0,
+            done: 0,
+            first_not_done: 0,
+            closed_upto: 0,
+            busy: 0,
+            late: Vec::new(),
+            pool: Vec::new(),
+            outs: Vec::new(),
+            jobs,
+            rejected: Rejected::default(),
+            received: 0,
+            redundant: 0,
+            deferred: 0,
+            decoded_blocks: 0,
+            decode_retries: 0,
+            hash_failures: 0,
+            bytes_written: 0,
+            seq_first: None,
+            seq_max: 0,
+            last_report: Instant::now() - cfg.report_interval,
+            last_packet: Instant::now(),
+            first_packet: None,
+            last_progress: Instant::now(),
+            report_now: true,
+        }
+    }
+
+    /// A datagram of the group, received at `now`: counted as rejected, or
+    /// authentic and handed on by kind.
+    #[inline]
+    fn on_datagram(&mut self, spec: &SessionSpec, pkt: &[u8], now: Instant) -> Result<(), TransportError> {
+        let (h, body) = match packet::open(&spec.key, spec.session_id, pkt) {
+            Ok(x) => x,
+            Err(r) => {
+                self.rejected.count(r);
+                return Ok(());
+            }
+        };
+        self.received += 1;
+        self.last_packet = now;
+        self.first_packet.get_or_insert(now);
+        self.seq_first = Some(self.seq_first.map_or(h.seq, |f| f.min(h.seq)));
+        self.seq_max = self.seq_max.max(h.seq);
+        match h.kind {
+            Kind::Poll => self.on_poll(body),
+            Kind::Symbol => return self.on_symbol(h.a, body),
+            _ => self.rejected.invalid += 1,
+        }
+        Ok(())
+    }
+
+    /// An authentic poll: the sender's cursor closes the blocks before it.
+    #[inline]
+    fn on_poll(&mut self, body: &[u8]) {
+        if body.len() != 4 {
+            self.rejected.invalid += 1;
+            return;
+        }
+        let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
+        self.closed_upto = self.closed_upto.max(cursor.min(self.slots.len()));
+        self.report_now = true;
+    }
+
+    /// An authentic symbol of block `b`: buffered, and the block handed to
+    /// the decode thread once it has enough.
+    #[inline]
+    fn on_symbol(&mut self, b: u32, body: &[u8]) -> Result<(), TransportError> {
+        let b = b as usize;
+        let t = self.t;
+        let Ok((esi, sym)) = packet::symbol_body(body) else {
+            self.rejected.invalid += 1;
+            return Ok(());
+        };
+        if b >= self.slots.len() || sym.len() != t {
+            self.rejected.invalid += 1;
+            return Ok(());
+        }
+        let (k, kmax) = (self.layout.blocks[b].k, self.layout.k_max);
+        if esi >= k && esi < kmax {
+            // Implicit zero padding is never sent.
+            self.rejected.invalid += 1;
+            return Ok(());
+        }
+        if esi < k {
+            self.closed_upto = self.closed_upto.max(b);
+        }
+        if matches!(self.slots[b], Slot::Done) {
+            self.redundant += 1;
+            return Ok(());
+        }
+        if matches!(self.slots[b], Slot::Busy) {
+            // Kept in case the decode needs more symbols; dropped once the block is done.
+            if self.late.len() < MAX_LATE {
+                self.late.push((b, esi, sym.to_vec()));
+            } else {
+                self.redundant += 1;
+            }
+            return Ok(());
+        }
+        if matches!(self.slots[b], Slot::Idle) {
+            if self.pending >= self.max_pending_blocks {
+                self.deferred += 1;
+                return Ok(());
+            }
+            // Symbols past the block's data are zeros both ends know: count them as received.
+            let mut have = vec![0u64; (kmax as usize).div_ceil(64)];
+            for e in k..kmax {
+                have[e as usize / 64] |= 1 << (e % 64);
+            }
+            let mut buf = self.pool.pop().unwrap_or_else(|| vec![0u8; kmax as usize * t]);
+            buf[k as usize * t..].fill(0);
+            self.slots[b] = Slot::Pending(Box::new(Pend { have, n_src: kmax - k, buf, repairs: Vec::new(), extra: 0 }));
+            self.pending += 1;
+        }
+        let Slot::Pending(p) = &mut self.slots[b] else { unreachable!("made pending above") };
+        if !p.add(esi, sym, t, kmax) {
+            self.redundant += 1;
+            return Ok(());
+        }
+        if !p.ready(kmax) {
+            return Ok(());
+        }
+        // Enough symbols: to the decode thread (which decodes only if a source symbol is missing).
+        let Slot::Pending(pend) = std::mem::replace(&mut self.slots[b], Slot::Busy) else {
+            unreachable!("pending above")
+        };
+        self.busy += 1;
+        submit(&self.jobs, Job { b, pend, out: self.outs.pop().unwrap_or_default() })
+    }
+
+    /// The decode thread is done with a block.
+    fn on_outcome(
+        &mut self,
+        o: Outcome,
+        sink: &mut dyn ChunkSink,
+        packets: &mut dyn PacketSource,
+    ) -> Result<(), TransportError> {
+        self.busy -= 1;
+        match o {
+            Outcome::Ready { b, data, spare, decoded } => self.on_block_ready(b, data, spare, decoded, sink, packets),
+            Outcome::Short { b, pend, out } => self.on_block_short(b, pend, out),
+            Outcome::Corrupt { b, error, buf, out, decoded } => {
+                self.on_block_corrupt(b, error, buf, out, decoded);
+                Ok(())
+            }
+        }
+    }
+
+    /// Block `b` decoded and verified: written to the sink, and done.
+    fn on_block_ready(
+        &mut self,
+        b: usize,
+        data: Vec<u8>,
+        spare: Vec<u8>,
+        decoded: bool,
+        sink: &mut dyn ChunkSink,
+        packets: &mut dyn PacketSource,
+    ) -> Result<(), TransportError> {
+        self.redundant += self.late.extract_if(.., |x| x.0 == b).count() as u64;
+        let chunk = self.layout.blocks[b].chunk;
+        sink.write_chunk(self.manifest, chunk, &data).map_err(|source| TransportError::Sink { chunk, source })?;
+        // A raw chunk's data is its stored form; otherwise `spare` holds the block.
+        let stored = if self.manifest.chunks[chunk].raw { &data } else { &spare };
+        sink.stored_chunk(self.manifest, chunk, stored).map_err(|source| TransportError::Sink { chunk, source })?;
+        self.bytes_written += data.len() as u64;
+        self.decoded_blocks += u64::from(decoded);
+        self.slots[b] = Slot::Done;
+        self.pending -= 1;
+        packets.block_done(b as u32);
+        self.done += 1;
+        while self.first_not_done < self.slots.len() && matches!(self.slots[self.first_not_done], Slot::Done) {
+            self.first_not_done += 1;
+        }
+        recycle(&mut self.pool, &mut self.outs, data, spare, self.padded);
+        Ok(())
+    }
+
+    /// Block `b`'s symbols did not determine it: it waits for one more.
+    fn on_block_short(&mut self, b: usize, mut pend: Box<Pend>, out: Vec<u8>) -> Result<(), TransportError> {
+        self.decoded_blocks += 1;
+        self.decode_retries += 1;
+        pend.extra += 1;
+        for (_, esi, sym) in self.late.extract_if(.., |x| x.0 == b) {
+            if !pend.add(esi, &sym, self.t, self.layout.k_max) {
+                self.redundant += 1;
+            }
+        }
+        if pend.ready(self.layout.k_max) {
+            self.busy += 1;
+            submit(&self.jobs, Job { b, pend, out })?;
+        } else {
+            self.slots[b] = Slot::Pending(pend);
+            recycle(&mut self.pool, &mut self.outs, Vec::new(), out, self.padded);
+        }
+        Ok(())
+    }
+
+    /// Block `b` decoded to something the manifest does not sign: fetched afresh.
+    fn on_block_corrupt(&mut self, b: usize, error: BundleError, buf: Vec<u8>, out: Vec<u8>, decoded: bool) {
+        self.decoded_blocks += u64::from(decoded);
+        self.late.retain(|x| x.0 != b);
+        // Never written. Forget every symbol of the block and fetch it afresh.
+        tracing::warn!("block {b}: {error}; discarding its symbols");
+        self.hash_failures += 1;
+        self.slots[b] = Slot::Idle;
+        self.pending -= 1;
+        self.report_now = true;
+        recycle(&mut self.pool, &mut self.outs, buf, out, self.padded);
+    }
+
+    fn progress(&self) -> ReceiverProgress {
+        ReceiverProgress { blocks_done: self.done, total_blocks: self.slots.len(), received: self.received }
+    }
+
+    /// Hands `progress` a snapshot at most every 100 ms.
+    fn on_progress_tick(&mut self, now: Instant, progress: &mut dyn FnMut(&ReceiverProgress)) {
+        if now.duration_since(self.last_progress) >= Duration::from_millis(100) {
+            self.last_progress = now;
+            progress(&self.progress());
+        }
+    }
+
+    /// A report from receiver `id` in `state`.
+    fn report(&self, id: u64, state: ReportState, received: u64, needs: Vec<(u32, u32)>) -> Report {
+        Report {
+            receiver: id,
+            state,
+            blocks_done: self.done as u32,
+            received,
+            rejected: self.rejected.total(),
+            max_seq: self.seq_max,
+            needs,
+        }
+    }
+
+    /// The need report to send now, if one is due (asked for, or an interval since the last).
+    fn on_report_tick(&mut self, now: Instant, cfg: &ReceiverConfig, packets: &dyn PacketSource) -> Option<Report> {
+        if !(self.report_now || now.duration_since(self.last_report) >= cfg.report_interval) {
+            return None;
+        }
+        self.report_now = false;
+        self.last_report = now;
+        let p_loss = loss(self.seq_first, self.seq_max, self.received + packets.dropped_on_purpose());
+        let inflate = |need: u32| need + ((f64::from(need) * p_loss / (1.0 - p_loss)).ceil() as u32);
+        let room = cfg.max_pending_blocks.saturating_sub(self.pending);
+        let nblocks = self.slots.len();
+        let needs = needs(self.layout, &self.slots, self.first_not_done..self.closed_upto.min(nblocks), room, inflate);
+        let state = if self.first_packet.is_none() { ReportState::Hello } else { ReportState::Receiving };
+        Some(self.report(cfg.id, state, self.received + packets.dropped_on_purpose(), needs))
+    }
+
+    /// Nothing authentic arrived for `idle_timeout`: what the receive got stuck on.
+    fn timeout(&self, idle_timeout: Duration) -> TransportError {
+        let secs = idle_timeout.as_secs();
+        let (first_not_done, closed_upto, pending) = (self.first_not_done, self.closed_upto, self.pending);
+        let detail = match self.slots.get(first_not_done) {
+            Some(Slot::Pending(p)) => format!(
+                "first missing block {first_not_done}: {} source + {} repair of {} symbols, {} extra wanted, closed_upto {closed_upto}",
+                p.n_src,
+                p.repairs.len(),
+                self.layout.k_max,
+                p.extra
+            ),
+            _ => format!(
+                "first missing block {first_not_done}: nothing received, closed_upto {closed_upto}, {pending} pending"
+            ),
+        };
+        TransportError::Timeout { secs, blocks_left: self.slots.len() - self.done, detail }
+    }
+
+    /// The session is over: stops the decode thread, waits for it and sums up.
+    fn finish(
+        self,
+        id: u64,
+        secs: f64,
+        loss_estimate: f64,
+        acked: bool,
+        decoder: std::thread::JoinHandle<f64>,
+    ) -> ReceiverSummary {
+        drop(self.jobs);
+        let decode_cpu_secs = decoder.join().unwrap_or(0.0);
+        ReceiverSummary {
+            id,
+            secs,
+            blocks: self.done,
+            bytes_written: self.bytes_written,
+            received: self.received,
+            redundant: self.redundant,
+            deferred: self.deferred,
+            rejected: self.rejected,
+            decoded_blocks: self.decoded_blocks,
+            decode_retries: self.decode_retries,
+            hash_failures: self.hash_failures,
+            loss_estimate,
+            acked,
+            decode_cpu_secs,
+        }
     }
 }
 
