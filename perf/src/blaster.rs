@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::contenders::{BLASTER, Contender};
-use crate::suite::{Env, Outcome};
+use crate::contender::{BLASTER, Contender, Env, Outcome, check_files};
 use crate::sys::thread_cpu_secs;
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 77, 9, 10);
@@ -181,7 +180,7 @@ impl Contender for Blaster {
         out.sender_cpu = sent?;
         // Under loss the blaster delivers less than everything: only complete copies are compared.
         if env.verify && out.delivered.iter().all(|&d| d == env.image.bundle_bytes) {
-            let (_, same) = crate::contenders::check_files(&files, env.image.bundle_hash)?;
+            let (_, same) = check_files(&files, env.image.bundle_hash)?;
             out.identical = Some(same);
         }
         Ok(out)

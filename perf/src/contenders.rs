@@ -25,30 +25,13 @@ use metalcast_node::rx_path::RxPath;
 use metalcast_transport::layout::Layout;
 use metalcast_transport::{ChunkSink, Receiver, ReceiverConfig, Sender, SenderConfig, SessionSpec};
 
-use crate::suite::{Env, Outcome, hash_file};
+// Listed among the contenders' names; defined with the contract the blaster implements.
+pub use crate::contender::BLASTER;
+use crate::contender::{Contender, Env, Outcome, check_files};
 use crate::sys::{Proc, thread_cpu_secs};
-
-/// Name of the raw blaster, the fabric's physical limit.
-pub const BLASTER: &str = "blaster";
 
 /// Every contender name, in the default order.
 pub const ALL: &[&str] = &["metalcast", "metalcast-xdp", "udpcast", "http", "bittorrent", BLASTER];
-
-/// One way of delivering the image.
-pub trait Contender: std::fmt::Debug {
-    /// Name in tables and plots.
-    fn name(&self) -> &'static str;
-    /// Whether it moves data over UDP (loss then spares non-UDP packets) or TCP.
-    fn udp(&self) -> bool;
-    /// Whether receivers end with the raw image (metalcast decompresses) rather than the bundle file.
-    fn delivers_raw(&self) -> bool {
-        false
-    }
-    /// `Err(reason)` when it cannot run here (tool not installed, not root).
-    fn available(&self) -> Result<(), String>;
-    /// One run on `env`'s fabric.
-    fn run(&self, env: &Env<'_>) -> anyhow::Result<Outcome>;
-}
 
 /// The contender called `name`.
 pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Contender>> {
@@ -113,17 +96,6 @@ pub(crate) fn log_tail(work: &Path) -> String {
         }
     }
     out
-}
-
-/// Checks every receiver's file against `want`; `delivered` gets their sizes.
-pub(crate) fn check_files(files: &[PathBuf], want: blake3::Hash) -> anyhow::Result<(Vec<u64>, bool)> {
-    let mut sizes = Vec::new();
-    let mut same = true;
-    for f in files {
-        sizes.push(std::fs::metadata(f).with_context(|| format!("{} missing", f.display()))?.len());
-        same &= hash_file(f)? == want;
-    }
-    Ok((sizes, same))
 }
 
 /// Which receive path metalcast's receivers use.

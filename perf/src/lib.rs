@@ -9,6 +9,9 @@
 //!   [`contenders`] entry (metalcast, udpcast, HTTP, BitTorrent, and the
 //!   [`blaster`] as the fabric's limit) over scenarios of N, loss, image size
 //!   and link rate; [`report`] writes the table, JSON and plots;
+//! - [`contender`]: the contract between them (a contender, the image and
+//!   environment of one run, its outcome), which `suite`, `contenders` and
+//!   `blaster` import and which imports none of them;
 //! - [`multicast`]: the original metalcast-vs-udpcast preset of the suite;
 //! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers, and
 //!   [`validate`]: its CPU constants measured here and its predictions checked
@@ -17,6 +20,7 @@
 //! - [`kexec_boot`]: in a QEMU guest, kexec hand-over versus firmware reboot + PXE;
 
 pub mod blaster;
+pub mod contender;
 pub mod contenders;
 pub mod image_build;
 pub mod interrupt;

@@ -30,10 +30,11 @@ use metalcast_transport::SessionSpec;
 use metalcast_transport::erasure::{FewErasures, MAX_FAST_ERASURES};
 use metalcast_transport::session::SYMBOL_ALIGNMENT;
 
+use crate::contender::{Env, Image};
 use crate::contenders;
 use crate::sim;
 use crate::stats::Summary;
-use crate::suite::{Config, Env, Image, Loss, Scenario, dev_tx, set_offloads};
+use crate::suite::{Config, Loss, Scenario, dev_tx, set_offloads};
 use crate::sys::{machine_busy_secs, thread_cpu_secs};
 
 /// A calibration run within this fraction of the model's link time is link-bound.
