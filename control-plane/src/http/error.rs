@@ -89,26 +89,9 @@ impl ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// The use cases' mapping (constraint violations are conflicts or bad values).
     fn from(e: sqlx::Error) -> Self {
-        if let Some(db) = e.as_database_error() {
-            use sqlx::error::ErrorKind;
-            match db.kind() {
-                ErrorKind::UniqueViolation => {
-                    tracing::debug!(error = %db, "unique violation");
-                    return ApiError::Conflict("object already exists or is in use".into());
-                }
-                ErrorKind::ForeignKeyViolation => {
-                    tracing::debug!(error = %db, "foreign key violation");
-                    return ApiError::Conflict("object is in use or references an object that does not exist".into());
-                }
-                ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
-                    tracing::debug!(error = %db, "constraint violation");
-                    return ApiError::Unprocessable("value violates a constraint".into());
-                }
-                _ => {}
-            }
-        }
-        ApiError::Internal(Box::new(e))
+        crate::app::Error::from(e).into()
     }
 }
 
