@@ -289,7 +289,16 @@ async fn wipe_and_disk_targets_follow_the_registered_inventory(h: &Harness) {
         "timeout_secs": 10});
     let (s, d) = h.call("POST", "/v1/deployments", &alice, Some(req)).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{d}");
-    let last = events(h, &alice, d["id"].as_i64().unwrap()).await.pop().unwrap();
+    // Polled (bounded) rather than read off the event stream, whose last snapshot can lag the end.
+    let id = d["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let last = loop {
+        let (_, v) = h.call("GET", &format!("/v1/deployments/{id}"), &alice, None).await;
+        if v["state"] != "running" || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(last["state"], "failed", "{last}");
     let reason = last["nodes"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("/dev/vda is not in this node's inventory (its disks: /dev/vdb)"), "{reason}");

@@ -197,6 +197,7 @@ fn script() -> Vec<Step> {
 async fn session(h: &Harness) -> String {
     let alice = Who::Basic("alice".into(), "alice-pw".into());
     let bob = Who::Basic("bob".into(), "bob-pw".into());
+    let tag = crate::auth::random_hex(4);
     let mut actions: Vec<String> = Vec::new();
     let mut out = String::new();
     for (who, method, path, body) in script() {
@@ -220,7 +221,10 @@ async fn session(h: &Harness) -> String {
             _ => Who::Anon,
         };
         let body_text = body.map(|b| b.to_string()).unwrap_or_default();
-        let (status, bytes) = h.raw_bytes(method, &sub(path, &actions), &who_v, body_text.clone().into_bytes()).await;
+        // The mock BMC and switch keep state by key: each run (the two
+        // backends run at once) gets keys of its own; the transcript shows the script's.
+        let sent = body_text.replace("\"golden-", &format!("\"golden-{tag}-"));
+        let (status, bytes) = h.raw_bytes(method, &sub(path, &actions), &who_v, sent.into_bytes()).await;
         let mut text = String::from_utf8_lossy(&bytes).into_owned();
         if let Ok(v) = serde_json::from_slice::<Value>(&bytes)
             && let Some(id) = v.get("status_id").and_then(Value::as_str)
