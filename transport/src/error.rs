@@ -28,6 +28,12 @@ pub enum TransportError {
         /// The first missing block and what the receiver had of it.
         detail: String,
     },
+    /// The session was stopped by its owner (`SenderConfig::cancel`).
+    #[error("session cancelled with {receivers_left} receivers unfinished")]
+    Cancelled {
+        /// Receivers that had not reported done.
+        receivers_left: usize,
+    },
     /// The session took longer than its deadline.
     #[error("session deadline of {secs}s passed with {receivers_left} receivers unfinished")]
     Deadline {

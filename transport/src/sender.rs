@@ -48,6 +48,9 @@ pub struct SenderConfig {
     pub poll_interval: Duration,
     /// Send with UDP GSO, one system call per ~64 KB (default true; falls back when unsupported).
     pub gso: bool,
+    /// Set to stop the session early (checked every loop turn; `run` then
+    /// returns [`TransportError::Cancelled`]). Default none.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for SenderConfig {
@@ -64,6 +67,7 @@ impl Default for SenderConfig {
             gather: Duration::from_millis(6),
             poll_interval: Duration::from_millis(50),
             gso: true,
+            cancel: None,
         }
     }
 }
@@ -419,8 +423,12 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
+    fn cancelled(&self) -> bool {
+        self.cfg.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Runs the session to its end: every expected receiver done, or failed
-    /// (timed out), or the deadline. `progress` is called about every 100 ms.
+    /// (timed out), or the deadline, or cancelled. `progress` is called about every 100 ms.
     pub fn run(mut self, progress: &mut dyn FnMut(&SenderProgress)) -> Result<SenderSummary, TransportError> {
         let nblocks = self.layout.blocks.len();
         let mut rxs: HashMap<u64, Rx> = HashMap::new();
@@ -434,6 +442,9 @@ impl<'a> Sender<'a> {
         let join_deadline = Instant::now() + self.cfg.join_timeout;
         let hearing = |rxs: &HashMap<u64, Rx>| rxs.values().filter(|r| r.report.state != ReportState::Hello).count();
         while hearing(&rxs) < self.cfg.expected_receivers && Instant::now() < join_deadline {
+            if self.cancelled() {
+                return Err(TransportError::Cancelled { receivers_left: self.cfg.expected_receivers });
+            }
             self.send_poll(0)?;
             self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _| {})?;
             sys::wait_readable(&self.control, Duration::from_millis(10));
@@ -527,6 +538,9 @@ impl<'a> Sender<'a> {
             }
             if pass == nblocks && waiting == 0 && finished >= self.cfg.expected_receivers {
                 break;
+            }
+            if self.cancelled() {
+                return Err(TransportError::Cancelled { receivers_left: waiting });
             }
             if let Some(d) = self.cfg.deadline
                 && now.duration_since(session_start) > d

@@ -323,3 +323,36 @@ fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
         assert_eq!(summary.done(), 1);
     });
 }
+
+/// A sender whose owner stops it (the control plane shutting down) returns
+/// `Cancelled` within a loop turn, both while it waits for receivers to join
+/// and while it sends, instead of running out its join timeout or deadline.
+#[test]
+fn a_cancelled_sender_stops_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 1);
+    let spec = spec_for(&b);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let cfg = SenderConfig {
+        rate: Some(1_000_000),
+        expected_receivers: 1,
+        join_timeout: Duration::from_secs(60),
+        cancel: Some(Arc::clone(&cancel)),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        let sender = s.spawn(|| Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {}));
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.store(true, Ordering::Relaxed);
+        sender.join().unwrap()
+    });
+    match result {
+        Err(metalcast_transport::TransportError::Cancelled { receivers_left }) => assert_eq!(receivers_left, 1),
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    // Bound, not a speed target: far below the 60 s join timeout it would otherwise wait out.
+    assert!(started.elapsed() < Duration::from_secs(30), "cancel was not honoured");
+}
