@@ -113,7 +113,7 @@ pub struct UpstreamArgs {
 
 impl UpstreamArgs {
     /// The parent connection settings, or `None` when not nested.
-    pub fn config(&self) -> anyhow::Result<Option<metalcast_control_plane::upstream::UpstreamConfig>> {
+    pub fn config(&self) -> anyhow::Result<Option<metalcast_control_plane::app::upstream::UpstreamConfig>> {
         use anyhow::Context;
         let (Some(url), Some(project)) = (&self.upstream, &self.upstream_project) else {
             return Ok(None);
@@ -125,7 +125,7 @@ impl UpstreamArgs {
             }
             (None, None) => anyhow::bail!("--upstream needs --upstream-token or --upstream-token-file"),
         };
-        Ok(Some(metalcast_control_plane::upstream::UpstreamConfig {
+        Ok(Some(metalcast_control_plane::app::upstream::UpstreamConfig {
             url: url.clone(),
             project: project.clone(),
             token: token.trim().to_string(),
@@ -331,8 +331,8 @@ pub enum NodeCmd {
         /// Node name.
         node: String,
         /// Erase the disks first.
-        #[arg(long, value_enum, default_value_t = metalcast_control_plane::reclaim::WipeSpec::None)]
-        wipe: metalcast_control_plane::reclaim::WipeSpec,
+        #[arg(long, value_enum, default_value_t = metalcast_control_plane::app::reclaim::WipeSpec::None)]
+        wipe: metalcast_control_plane::app::reclaim::WipeSpec,
         /// Seconds to wait for the runtime to come back.
         #[arg(long)]
         timeout: Option<u64>,

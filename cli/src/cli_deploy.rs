@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::cli::{CliError, Client};
-use metalcast_control_plane::deploy::{Deployment, HandoverSpec, TERMINAL};
+use metalcast_control_plane::app::deployments::{Deployment, HandoverSpec, TERMINAL};
 
 /// `metalcast deploy`: deploy an image (default), or manage deployments.
 #[derive(Debug, Args)]
@@ -216,10 +216,10 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
                     };
                     bar.set_length(n.blocks_total.max(1) as u64);
                     bar.set_position(n.blocks_done.max(0) as u64);
-                    bar.set_message(if n.state == "failed" {
+                    bar.set_message(if n.state.as_str() == "failed" {
                         format!("failed: {}", n.reason)
                     } else {
-                        n.state.clone()
+                        n.state.to_string()
                     });
                 }
             } else {
@@ -230,8 +230,8 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
                 });
                 let total: i64 = d.nodes.iter().map(|n| n.blocks_total).sum();
                 let done: i64 = d.nodes.iter().map(|n| n.blocks_done).sum();
-                let count = |s: &str| d.nodes.iter().filter(|n| n.state == s).count();
-                let finished = d.nodes.iter().filter(|n| TERMINAL.contains(&n.state.as_str())).count();
+                let count = |s: &str| d.nodes.iter().filter(|n| n.state.as_str() == s).count();
+                let finished = d.nodes.iter().filter(|n| TERMINAL.contains(&n.state)).count();
                 bar.set_length(total.max(1) as u64);
                 bar.set_position(done.max(0) as u64);
                 bar.set_message(format!(
@@ -252,10 +252,10 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
     if !json_out {
         print_summary(&d);
     }
-    if d.state == "running" {
+    if d.state.as_str() == "running" {
         return Err(CliError::Input(format!("deployment {id} is still running (the event stream ended early)")));
     }
-    let failed = d.nodes.iter().filter(|n| n.state == "failed").count();
+    let failed = d.nodes.iter().filter(|n| n.state.as_str() == "failed").count();
     if failed > 0 {
         if json_out {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -307,7 +307,7 @@ pub fn print_summary(d: &Deployment) {
 pub async fn reclaim(
     c: &Client,
     node: &str,
-    wipe: metalcast_control_plane::reclaim::WipeSpec,
+    wipe: metalcast_control_plane::app::reclaim::WipeSpec,
     timeout: Option<u64>,
 ) -> Result<Value, CliError> {
     let mut body = json!({ "wipe": wipe });

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::cli::{CliError, Client, ReqBody, urlencode as e};
-use metalcast_control_plane::images::Visibility;
+use metalcast_control_plane::app::images::Visibility;
 
 /// `metalcast image ...`
 #[derive(Debug, Subcommand)]

@@ -29,7 +29,7 @@ use metalcast_image::SecretKey;
 use serde_json::{Value, json};
 
 use crate::cli::{Client, ReqBody};
-use metalcast_control_plane::deploy::HandoverSpec;
+use metalcast_control_plane::app::deployments::HandoverSpec;
 
 /// Arguments of `metalcast demo`.
 #[derive(Debug, clap::Args)]
@@ -429,7 +429,7 @@ async fn drive(
     }
     if let (Some(disk), Some(g)) = (reclaim_disk, guests.first()) {
         eprintln!("== metalcast node reclaim {g} --wipe zero (kexec back into the runtime image, erase its disk)");
-        let v = crate::cli_deploy::reclaim(&c, g, metalcast_control_plane::reclaim::WipeSpec::Zero, None)
+        let v = crate::cli_deploy::reclaim(&c, g, metalcast_control_plane::app::reclaim::WipeSpec::Zero, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let phases: Vec<String> = v["phases"]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
-use metalcast_control_plane::deploy::Provision;
+use metalcast_control_plane::app::deployments::Provision;
 use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
 use metalcast_image::PublicKey;
@@ -156,7 +156,7 @@ async fn serve(
     tls: Option<(&std::path::Path, &std::path::Path)>,
     registry: Registry,
     provision: Provision,
-    upstream: Option<metalcast_control_plane::upstream::UpstreamConfig>,
+    upstream: Option<metalcast_control_plane::app::upstream::UpstreamConfig>,
 ) -> anyhow::Result<()> {
     let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -180,12 +180,12 @@ async fn serve(
     }
     let mut state = AppState::new(db, vlans).with_registry(registry).with_provision(provision);
     if let Some(cfg) = upstream {
-        let up = metalcast_control_plane::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
+        let up = metalcast_control_plane::app::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
         tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");
         state = state.with_upstream(up);
     }
     // Nested instance: import and follow the parent's inventory.
-    let _sync = metalcast_control_plane::upstream::spawn_sync(&state);
+    let _sync = metalcast_control_plane::app::upstream::spawn_sync(&state);
     match tls {
         Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
             .await

@@ -8,24 +8,20 @@ use std::sync::Mutex;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use base64::Engine;
 
-use crate::app::AppState;
+use crate::app::{AppState, Error};
 use crate::authz::Caller;
-use crate::http::ApiError;
 
 /// Prefix of API tokens: `mct_<id>_<secret>`.
 pub const TOKEN_PREFIX: &str = "mct_";
 
 /// Hash a secret (password or token secret) to a PHC string.
-pub async fn hash_secret(secret: String) -> Result<String, crate::app::Error> {
+pub async fn hash_secret(secret: String) -> Result<String, Error> {
     tokio::task::spawn_blocking(move || Argon2::default().hash_password(secret.as_bytes()).map(|h| h.to_string()))
         .await
-        .map_err(crate::app::Error::internal)?
-        .map_err(|e| crate::app::Error::internal(e.to_string()))
+        .map_err(Error::internal)?
+        .map_err(|e| Error::internal(e.to_string()))
 }
 
 /// Check a secret against a stored PHC string.
@@ -73,33 +69,34 @@ impl AuthCache {
     }
 }
 
-/// Resolves the caller from the `Authorization` header (none: anonymous).
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
-            return Ok(Caller::default());
-        };
-        let value = value.to_str().map_err(|_| ApiError::Unauthenticated)?;
-        let key = *blake3::hash(value.as_bytes()).as_bytes();
-        let user = match state.auth_cache.get(&key) {
-            Some(u) => u,
-            None => {
-                let u = verify_header(state, value).await?;
-                state.auth_cache.put(key, u.clone());
-                u
-            }
-        };
-        load_caller(state, &user).await
+/// Resolves the caller from the value of an `Authorization` header (none:
+/// anonymous); a header that does not name a user is refused.
+pub async fn authenticate(state: &AppState, header: Option<&[u8]>) -> Result<Caller, Error> {
+    let Some(value) = header else {
+        return Ok(Caller::default());
+    };
+    // Visible ASCII only, as `HeaderValue::to_str` has it.
+    if !value.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)) {
+        return Err(Error::Unauthenticated);
     }
+    let value = std::str::from_utf8(value).map_err(|_| Error::Unauthenticated)?;
+    let key = *blake3::hash(value.as_bytes()).as_bytes();
+    let user = match state.auth_cache.get(&key) {
+        Some(u) => u,
+        None => {
+            let u = verify_header(state, value).await?;
+            state.auth_cache.put(key, u.clone());
+            u
+        }
+    };
+    load_caller(state, &user).await
 }
 
-async fn verify_header(state: &AppState, value: &str) -> Result<String, ApiError> {
+async fn verify_header(state: &AppState, value: &str) -> Result<String, Error> {
     let pool = &state.db.pool;
     let fail = || {
         state.metrics.auth_failure();
-        ApiError::Unauthenticated
+        Error::Unauthenticated
     };
     if let Some(b64) = value.strip_prefix("Basic ") {
         let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| fail())?;
@@ -120,7 +117,7 @@ async fn verify_header(state: &AppState, value: &str) -> Result<String, ApiError
 }
 
 /// `Ok(None)` for a malformed or wrong token; `Err` only for database trouble.
-async fn verify_token(state: &AppState, token: &str) -> Result<Option<String>, ApiError> {
+async fn verify_token(state: &AppState, token: &str) -> Result<Option<String>, Error> {
     let Some((id, secret)) = token.strip_prefix(TOKEN_PREFIX).and_then(|rest| rest.split_once('_')) else {
         return Ok(None);
     };
@@ -128,10 +125,10 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Option<String>, A
     Ok(verify_secret(secret.to_string(), phc).await.then_some(user))
 }
 
-async fn load_caller(state: &AppState, user: &str) -> Result<Caller, ApiError> {
+async fn load_caller(state: &AppState, user: &str) -> Result<Caller, Error> {
     let pool = &state.db.pool;
     let Some(admin) = crate::db::users::is_admin(pool, user).await? else {
-        return Err(ApiError::Unauthenticated);
+        return Err(Error::Unauthenticated);
     };
     let projects: HashSet<String> = crate::db::users::projects(pool, user).await?.into_iter().collect();
     Ok(Caller { user: Some(user.to_string()), admin, projects })

@@ -54,6 +54,10 @@ pub enum Action<'a> {
     UseKeypair,
     /// Share one's keypair with a project.
     ShareKeypair,
+    /// See (and deploy) an image.
+    SeeImage,
+    /// Change or delete an image, share it with projects.
+    ManageImage,
 }
 
 /// On what.
@@ -77,6 +81,16 @@ pub enum Resource<'a> {
         owner: &'a str,
         /// Project it is shared with.
         project: Option<&'a str>,
+    },
+    /// A registry image: its owning project (`None`: the admins'), whether it
+    /// is public, and the projects it is shared with (empty unless shared).
+    Image {
+        /// Owning project.
+        owner: Option<&'a str>,
+        /// Visible to every authenticated user.
+        public: bool,
+        /// Member projects of a shared image.
+        shared_with: &'a [String],
     },
 }
 
@@ -154,6 +168,19 @@ pub fn authorize(actor: Actor<'_>, action: Action<'_>, resource: Resource<'_>) -
                 Err(Error::Forbidden(format!("you are not a member of project {p:?}")))
             }
         }
+        // Images follow Nova: public ones for everyone signed in, private ones
+        // for the owner project's members, shared ones for the member projects too.
+        (Action::SeeImage, Resource::Image { owner, public, shared_with }) => allowed(
+            c.user.is_some()
+                && (c.admin
+                    || public
+                    || owner.is_some_and(|o| c.projects.contains(o))
+                    || shared_with.iter().any(|m| c.projects.contains(m))),
+            "image not visible",
+        ),
+        (Action::ManageImage, Resource::Image { owner, .. }) => {
+            allowed(c.admin || owner.is_some_and(|o| c.projects.contains(o)), "not the image's owner")
+        }
         (action, resource) => Err(Error::internal(format!("no policy for {action:?} on {resource:?}"))),
     }
 }
@@ -208,5 +235,20 @@ mod tests {
         let share = |c: &Caller, p| authorize(Actor::Caller(c), Action::ShareKeypair, Resource::Project(Some(p)));
         assert!(share(&alice, "pa").is_ok());
         assert!(matches!(share(&admin, "pb"), Err(Error::Forbidden(m)) if m.contains("not a member")));
+    }
+
+    #[test]
+    fn images() {
+        let alice = member(&["pa"]);
+        let bob = member(&["pb"]);
+        let shared = vec!["pb".to_string()];
+        let private = Resource::Image { owner: Some("pa"), public: false, shared_with: &[] };
+        let with_pb = Resource::Image { owner: Some("pa"), public: false, shared_with: &shared };
+        let public = Resource::Image { owner: None, public: true, shared_with: &[] };
+        let see = |c: &Caller, r| authorize(Actor::Caller(c), Action::SeeImage, r).is_ok();
+        assert!(see(&alice, private) && !see(&bob, private) && see(&bob, with_pb) && see(&bob, public));
+        assert!(!see(&Caller::default(), public), "anonymous callers see no image");
+        let manage = |c: &Caller, r| authorize(Actor::Caller(c), Action::ManageImage, r).is_ok();
+        assert!(manage(&alice, with_pb) && !manage(&bob, with_pb) && !manage(&bob, public));
     }
 }

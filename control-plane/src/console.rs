@@ -105,6 +105,11 @@ impl Consoles {
     pub fn stop(&self, node: &str) -> bool {
         lock(&self.sessions).remove(node).is_some()
     }
+
+    /// Stop every capture (at shutdown).
+    pub fn stop_all(&self) {
+        lock(&self.sessions).clear();
+    }
 }
 
 #[cfg(test)]

@@ -10,27 +10,23 @@
 //! - [`app`]: the use cases, with their own [`app::Error`];
 //! - [`authz`] (the one policy), [`db`] (every SQL statement), [`drivers`]
 //!   (BMCs and switches), [`auth`] (who the caller is);
-//! - plain types and helpers: [`names`], [`registry`], [`metrics`], [`console`].
+//! - plain types and helpers: [`names`], [`registry`], [`metrics`],
+//!   [`console`], [`tasks`] (background work and its shutdown).
 //!
-//! [`server`] serves [`http::app`]. The `/v1` modules below are still
-//! handler, use case and queries in one file, to be split the same way:
-//! [`images`], [`deploy`], [`reclaim`], [`upstream`].
+//! [`server`] serves [`http::app`] and drains the background tasks at shutdown.
 
 pub mod app;
 pub mod auth;
 pub mod authz;
 pub mod console;
 pub mod db;
-pub mod deploy;
 pub mod drivers;
 pub mod http;
-pub mod images;
 pub mod metrics;
 pub mod names;
-pub mod reclaim;
 pub mod registry;
 pub mod server;
-pub mod upstream;
+pub mod tasks;
 
 #[cfg(test)]
 mod tests;

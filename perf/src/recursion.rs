@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use metalcast_control_plane::upstream::{Upstream, UpstreamConfig};
+use metalcast_control_plane::app::upstream::{Upstream, UpstreamConfig};
 use metalcast_control_plane::{AppState, VlanPool};
 use serde_json::{Value, json};
 
@@ -76,7 +76,7 @@ impl Level {
             })
             .await;
         });
-        let sync = metalcast_control_plane::upstream::spawn_sync(&st);
+        let sync = metalcast_control_plane::app::upstream::spawn_sync(&st);
         metalcast_control_plane::install_tls_provider();
         Ok(Level {
             url: format!("http://{addr}"),

@@ -45,7 +45,8 @@ pub async fn status(st: &AppState, id: &str) -> Result<ActionStatus> {
 
 /// Starts executing action `id` in the background.
 fn spawn(st: AppState, id: String) {
-    tokio::spawn(async move {
+    // Tracked, not cancelled: a switch change runs to its end (each driver call is bounded).
+    st.tasks.clone().spawn(async move {
         let status = match execute(&st, &id).await {
             Ok(()) => ActionStatus::Done,
             Err(e) => {

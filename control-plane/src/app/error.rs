@@ -105,3 +105,9 @@ pub fn check_name(kind: &str, name: &str) -> Result<()> {
 pub fn check_mac(mac: &str) -> Result<()> {
     crate::names::check_mac(mac).map_err(Error::BadRequest)
 }
+
+impl From<crate::drivers::parent::UpstreamError> for Error {
+    fn from(e: crate::drivers::parent::UpstreamError) -> Self {
+        Error::Driver(DriverError::Upstream(e))
+    }
+}

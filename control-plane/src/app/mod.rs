@@ -8,20 +8,26 @@
 //! metadata), [`networks`] (with access and attachments), [`switches`] (and
 //! ports), [`users`], [`tokens`] (with health, whoami and the first admin),
 //! [`actions`] (queued networking actions), [`quotas`], [`keypairs`],
-//! [`metadata`] (the NoCloud seed deployed systems read).
-//! Deployments, images, reclaim and the upstream sync are
-//! still in their own top-level modules, to move here next.
+//! [`metadata`] (the NoCloud seed deployed systems read), [`images`] (the
+//! registry), [`deployments`] (with the engine that runs them), [`reclaim`],
+//! [`events`] (the node event log) and [`upstream`] (a nested instance's
+//! parent: network hooks and the inventory sync).
 
 pub mod actions;
+pub mod deployments;
 pub mod error;
+pub mod events;
+pub mod images;
 pub mod keypairs;
 pub mod metadata;
 pub mod networks;
 pub mod nodes;
 pub mod projects;
 pub mod quotas;
+pub mod reclaim;
 pub mod switches;
 pub mod tokens;
+pub mod upstream;
 pub mod users;
 
 pub use error::Error;
@@ -72,11 +78,13 @@ pub struct Inner {
     /// The node runtimes' side: check-ins, instructions, phase reports.
     pub runtime: metalcast_runtime_api::server::RuntimeApi,
     /// How deployments reach the nodes (provisioning network).
-    pub provision: crate::deploy::Provision,
+    pub provision: crate::app::deployments::Provision,
     /// Progress of the deployments running in this process.
-    pub deploys: crate::deploy::Deploys,
+    pub deploys: crate::app::deployments::Deploys,
     /// Parent control plane of a nested instance (`serve --upstream`).
-    pub upstream: Option<Arc<crate::upstream::Upstream>>,
+    pub upstream: Option<Arc<crate::drivers::parent::Upstream>>,
+    /// Background work and its shutdown signal.
+    pub tasks: crate::tasks::Tasks,
 }
 
 impl AppState {
@@ -91,9 +99,10 @@ impl AppState {
             registry: crate::registry::Registry::default(),
             consoles: crate::console::Consoles::default(),
             runtime: metalcast_runtime_api::server::RuntimeApi::new(),
-            provision: crate::deploy::Provision::default(),
-            deploys: crate::deploy::Deploys::default(),
+            provision: crate::app::deployments::Provision::default(),
+            deploys: crate::app::deployments::Deploys::default(),
             upstream: None,
+            tasks: crate::tasks::Tasks::default(),
         }))
     }
 
@@ -113,7 +122,7 @@ impl AppState {
     ///
     /// # Panics
     /// When the state was cloned already: configure it before serving.
-    pub fn with_provision(self, provision: crate::deploy::Provision) -> Self {
+    pub fn with_provision(self, provision: crate::app::deployments::Provision) -> Self {
         let mut inner = std::sync::Arc::try_unwrap(self.0).expect("with_provision before the state is shared");
         inner.provision = provision;
         AppState(std::sync::Arc::new(inner))
@@ -124,7 +133,7 @@ impl AppState {
     ///
     /// # Panics
     /// When the state was cloned already: configure it before serving.
-    pub fn with_upstream(self, up: Arc<crate::upstream::Upstream>) -> Self {
+    pub fn with_upstream(self, up: Arc<crate::drivers::parent::Upstream>) -> Self {
         let mut inner = Arc::try_unwrap(self.0).expect("with_upstream before the state is shared");
         inner.upstream = Some(up);
         AppState(Arc::new(inner))

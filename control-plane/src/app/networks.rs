@@ -117,9 +117,9 @@ pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, acces
         }
         // Nested instance: the parent network must exist before this one
         // claims to (the open transaction is rolled back if it cannot).
-        crate::upstream::network_created(st, vlan).await?;
+        super::upstream::network_created(st, vlan).await?;
         if let Err(e) = tx.commit().await {
-            crate::upstream::network_deleted(st, vlan).await.ok();
+            super::upstream::network_deleted(st, vlan).await.ok();
             return Err(e.into());
         }
         tracing::info!(%network, vlan, "network created");
@@ -146,7 +146,7 @@ pub async fn delete(st: &AppState, c: &Caller, network: &str) -> Result<()> {
         return Err(Error::Conflict("network is attached to nodes or has pending actions".into()));
     }
     // Nested instance: gone here only once it is gone at the parent.
-    crate::upstream::network_deleted(st, u16::try_from(net.vlan).unwrap_or(0)).await?;
+    super::upstream::network_deleted(st, u16::try_from(net.vlan).unwrap_or(0)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,4 +1,13 @@
-//! Deployments (the queries other resources need; the rest is still in `deploy.rs`).
+//! Deployments, their per-node progress rows, and the cloud-init data they carry.
+//!
+//! Deployment and node states are typed ([`DeploymentState`], [`NodeState`])
+//! and stored as their lower-case names.
+
+use serde::{Deserialize, Serialize};
+use sqlx::AnyPool;
+use utoipa::ToSchema;
+
+use super::Tx;
 
 /// The running deployment a node is in flight in: one that is running and
 /// whose node row is not terminal yet. Also used inside other statements
@@ -12,4 +21,344 @@ pub async fn in_flight<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     node: &str,
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(IN_FLIGHT_SQL).bind(node).fetch_optional(exec).await
+}
+
+/// Where a deployment as a whole stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentState {
+    /// At least one node is in flight.
+    Running,
+    /// Every node ended well.
+    Done,
+    /// Every node ended, at least one failed.
+    Failed,
+}
+
+/// Where one node of a deployment stands:
+/// `waiting -> receiving -> verifying -> handover -> booting -> booted`
+/// (`verified` for a deployment without hand-over), or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Instruction not picked up yet, or no data received yet.
+    Waiting,
+    /// Receiving the image.
+    Receiving,
+    /// Image received; checking it.
+    Verifying,
+    /// Verified; handing over (kexec or VM).
+    Handover,
+    /// kexec'd; waiting for the new system to show up.
+    Booting,
+    /// The new system is up (terminal).
+    Booted,
+    /// Written and verified, staying in the runtime (terminal).
+    Verified,
+    /// Failed, with the reason (terminal).
+    Failed,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident = $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The stored and serialized name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = sqlx::Error;
+            fn from_str(s: &str) -> Result<Self, sqlx::Error> {
+                match s {
+                    $($s => Ok(Self::$v),)*
+                    other => Err(sqlx::Error::Decode(format!("unknown {} {other:?}", stringify!($t)).into())),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(DeploymentState { Running = "running", Done = "done", Failed = "failed" });
+text_enum!(NodeState {
+    Waiting = "waiting",
+    Receiving = "receiving",
+    Verifying = "verifying",
+    Handover = "handover",
+    Booting = "booting",
+    Booted = "booted",
+    Verified = "verified",
+    Failed = "failed",
+});
+
+impl NodeState {
+    /// Whether this state ends the node's part in a deployment.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, NodeState::Booted | NodeState::Verified | NodeState::Failed)
+    }
+}
+
+/// A deployment row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeploymentRow {
+    /// Id.
+    pub id: i64,
+    /// Project whose nodes are deployed.
+    pub project: String,
+    /// Image name.
+    pub image: String,
+    /// Hex root hash of the image when the deployment was created.
+    pub root_hash: String,
+    /// [`DeploymentState`] name.
+    pub state: String,
+    /// Multicast group:port of the latest session (or the parent's deployment).
+    pub session_group: Option<String>,
+    /// The latest sender summary, JSON.
+    pub summary: Option<String>,
+    /// What `retry` needs, JSON.
+    pub params: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, once no node is in flight.
+    pub finished_at: Option<i64>,
+}
+
+/// A node's row in a deployment.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeRow {
+    /// Node name.
+    pub node: String,
+    /// [`NodeState`] name.
+    pub state: String,
+    /// Why it failed, or the last detail reported.
+    pub reason: String,
+    /// Blocks written.
+    pub blocks_done: i64,
+    /// Blocks in the image.
+    pub blocks_total: i64,
+    /// Authentic packets received.
+    pub received: i64,
+    /// Packets rejected.
+    pub rejected: i64,
+    /// Milliseconds from the start of the attempt to its terminal state.
+    pub elapsed_ms: Option<i64>,
+    /// Attempts (1 + retries).
+    pub attempts: i64,
+    /// Unix milliseconds when the current attempt started.
+    pub started_at: i64,
+}
+
+const COLUMNS: &str = "id, project, image, root_hash, state, session_group, summary, params, created_by, created_at, \
+                       finished_at";
+const NODE_COLUMNS: &str =
+    "node, state, reason, blocks_done, blocks_total, received, rejected, elapsed_ms, attempts, started_at";
+
+/// Deployment `id`.
+pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<DeploymentRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM deployments WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The nodes of deployment `id`, by name.
+pub async fn nodes(pool: &AnyPool, id: i64) -> Result<Vec<NodeRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {NODE_COLUMNS} FROM deployment_nodes WHERE deployment = $1 ORDER BY node"
+    )))
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every deployment's (id, project), newest first.
+pub async fn list(pool: &AnyPool) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, project FROM deployments ORDER BY id DESC").fetch_all(pool).await
+}
+
+/// A deployment to store.
+#[derive(Debug)]
+pub struct NewDeployment<'a> {
+    /// Project.
+    pub project: &'a str,
+    /// Image name.
+    pub image: &'a str,
+    /// Its root hash now.
+    pub root_hash: &'a str,
+    /// What `retry` needs, JSON.
+    pub params: &'a str,
+    /// Creating user.
+    pub created_by: &'a str,
+    /// cloud-init user-data (empty: none).
+    pub user_data: &'a str,
+    /// SSH public keys, one per line.
+    pub ssh_keys: &'a str,
+}
+
+/// Stores a running deployment and a `waiting` row per node (each with its
+/// metadata token) in `tx`; returns the new id.
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    d: &NewDeployment<'_>,
+    nodes: &[(String, String)],
+    now: i64,
+    now_ms: i64,
+) -> Result<i64, sqlx::Error> {
+    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM deployments").fetch_one(&mut **tx).await?;
+    sqlx::query(
+        "INSERT INTO deployments (id, project, image, root_hash, state, params, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, 'running', $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(d.project)
+    .bind(d.image)
+    .bind(d.root_hash)
+    .bind(d.params)
+    .bind(d.created_by)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    for (node, token) in nodes {
+        sqlx::query(
+            "INSERT INTO deployment_nodes (deployment, node, state, started_at, metadata_token) \
+             VALUES ($1, $2, 'waiting', $3, $4)",
+        )
+        .bind(id)
+        .bind(node)
+        .bind(now_ms)
+        .bind(token)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("INSERT INTO deployment_userdata (deployment, user_data, ssh_keys) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(d.user_data)
+        .bind(d.ssh_keys)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+/// The cloud-init user-data of deployment `id` (empty or missing: none).
+pub async fn user_data(pool: &AnyPool, id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_data FROM deployment_userdata WHERE deployment = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Sets a failed deployment running again; false if it is not failed.
+pub async fn restart(tx: &mut Tx<'_>, id: i64) -> Result<bool, sqlx::Error> {
+    let r =
+        sqlx::query("UPDATE deployments SET state = 'running', finished_at = NULL WHERE id = $1 AND state = 'failed'")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Puts `node` of deployment `id` back to `waiting` for another attempt.
+pub async fn retry_node(tx: &mut Tx<'_>, id: i64, node: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployment_nodes SET state = 'waiting', reason = '', blocks_done = 0, received = 0, \
+         rejected = 0, elapsed_ms = NULL, started_at = $3, attempts = attempts + 1 \
+         WHERE deployment = $1 AND node = $2",
+    )
+    .bind(id)
+    .bind(node)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// Records the session (multicast group:port, or the parent's deployment) of deployment `id`.
+pub async fn set_session(pool: &AnyPool, id: i64, session: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET session_group = $2 WHERE id = $1")
+        .bind(id)
+        .bind(session)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Records the sender's summary (JSON) of deployment `id`.
+pub async fn set_summary(pool: &AnyPool, id: i64, summary: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET summary = $2 WHERE id = $1")
+        .bind(id)
+        .bind(summary)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// The metadata token of every node of deployment `id`: (node, token).
+pub async fn metadata_tokens(pool: &AnyPool, id: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT node, metadata_token FROM deployment_nodes WHERE deployment = $1")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Stores a node's progress (everything but its attempt counters).
+pub async fn update_node(pool: &AnyPool, id: i64, n: &NodeRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
+         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2",
+    )
+    .bind(id)
+    .bind(&n.node)
+    .bind(&n.state)
+    .bind(&n.reason)
+    .bind(n.blocks_done)
+    .bind(n.blocks_total)
+    .bind(n.received)
+    .bind(n.rejected)
+    .bind(n.elapsed_ms)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Records the end of deployment `id`.
+pub async fn finish(
+    pool: &AnyPool,
+    id: i64,
+    state: DeploymentState,
+    finished_at: i64,
+    summary: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET state = $2, finished_at = $3, summary = $4 WHERE id = $1")
+        .bind(id)
+        .bind(state.as_str())
+        .bind(finished_at)
+        .bind(summary)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Marks every node in flight in a running deployment failed with `reason`,
+/// and those deployments failed; returns how many nodes were failed.
+pub async fn fail_in_flight(pool: &AnyPool, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE deployment_nodes SET state = 'failed', reason = $1 \
+         WHERE state NOT IN ('booted', 'verified', 'failed') \
+         AND deployment IN (SELECT id FROM deployments WHERE state = 'running')",
+    )
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    sqlx::query("UPDATE deployments SET state = 'failed', finished_at = $1 WHERE state = 'running'")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
 }

@@ -8,12 +8,11 @@
 //! accepts them too), TEXT and BIGINT columns only. Functions return
 //! `sqlx::Error`; the use cases turn constraint violations into conflicts
 //! with their own words (`app::error::conflict`).
-//!
-//! Not yet here (still in the `/v1` modules, to move next): images,
-//! deployments, events and the upstream sync.
 
 pub mod actions;
 pub mod deployments;
+pub mod events;
+pub mod images;
 pub mod keypairs;
 pub mod metadata;
 pub mod networks;
@@ -23,6 +22,7 @@ pub mod projects;
 pub mod quotas;
 pub mod switches;
 pub mod tokens;
+pub mod upstream;
 pub mod users;
 
 use sqlx::any::AnyPoolOptions;

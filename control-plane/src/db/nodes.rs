@@ -123,3 +123,13 @@ pub async fn delete_metadata(pool: &AnyPool, node: &str, label: &str) -> Result<
         .await?;
     Ok(r.rows_affected() > 0)
 }
+
+/// Whether `node` belongs to `project` (inside `tx`).
+pub async fn owned_by(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<bool, sqlx::Error> {
+    let r: Option<i64> = sqlx::query_scalar("SELECT 1 FROM nodes WHERE name = $1 AND project = $2")
+        .bind(node)
+        .bind(project)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(r.is_some())
+}

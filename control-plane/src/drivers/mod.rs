@@ -11,7 +11,7 @@
 //!
 //! * `upstream` BMC and switch: a nested control plane's imported nodes;
 //!   every operation is delegated to the parent metalcast's REST API
-//!   ([`parent`] is its REST client; the sync is `crate::upstream`).
+//!   ([`parent`] is its REST client; the sync is `crate::app::upstream`).
 //!
 //! One file per driver, each behind the [`Bmc`] or [`Switch`] trait; the
 //! configuration (the API's `obm` and switch objects) is [`ObmConfig`] /

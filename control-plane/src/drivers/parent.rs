@@ -1,5 +1,5 @@
 //! The REST client of a parent control plane (recursive HaaS): the nested
-//! instance's `upstream` drivers and its inventory sync (`crate::upstream`)
+//! instance's `upstream` drivers and its inventory sync (`crate::app::upstream`)
 //! act through it as a member of one project at the parent. Every error is
 //! an [`UpstreamError`] whose text is safe for API callers (no URL, no
 //! token, no addresses). One client per server, built from `serve

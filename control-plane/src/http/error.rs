@@ -5,8 +5,7 @@
 //! this edge (`From`). Client errors carry a message meant for the caller.
 //! Internal errors keep their cause for the log only; the response says
 //! "internal error" and nothing else, so database or driver details never
-//! leak. (The `/v1` modules not yet split into handlers and use cases still
-//! build `ApiError`s themselves.)
+//! leak.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -88,13 +87,6 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    /// The use cases' mapping (constraint violations are conflicts or bad values).
-    fn from(e: sqlx::Error) -> Self {
-        crate::app::Error::from(e).into()
-    }
-}
-
 impl From<crate::app::Error> for ApiError {
     fn from(e: crate::app::Error) -> Self {
         use crate::app::Error as E;
@@ -110,12 +102,6 @@ impl From<crate::app::Error> for ApiError {
             E::Driver(d) => ApiError::Driver(d),
             E::Internal(cause) => ApiError::Internal(cause),
         }
-    }
-}
-
-impl From<crate::drivers::DriverError> for ApiError {
-    fn from(e: crate::drivers::DriverError) -> Self {
-        ApiError::Driver(e)
     }
 }
 

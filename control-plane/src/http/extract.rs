@@ -1,11 +1,23 @@
-//! Request extractors with uniform, clear 4xx errors (the caller's
-//! credentials: `crate::auth`).
+//! Request extractors with uniform, clear 4xx errors: the caller (from its
+//! credentials, checked by `crate::auth`) and JSON bodies.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use crate::app::AppState;
+use crate::authz::Caller;
+
+/// Resolves the caller from the `Authorization` header (none: anonymous).
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        Ok(crate::auth::authenticate(state, header).await?)
+    }
+}
 
 /// Maximum accepted request body, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;

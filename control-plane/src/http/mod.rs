@@ -3,9 +3,7 @@
 //! and the request extractors. No SQL and no policy here.
 //!
 //! `/v0` ([`v0`]) is HIL's API, one file per resource; `/v1` ([`v1`]) is
-//! metalcast's own. The `/v1` resources not yet moved under [`v1`]
-//! (images, deployments, reclaim, events) still live in their top-level
-//! modules with their use cases.
+//! metalcast's own, one file per resource too.
 
 mod error;
 mod extract;
@@ -29,13 +27,13 @@ pub fn app(state: AppState) -> Router {
         .nest("/v0", v0::routes())
         .merge(v1::tokens::routes())
         .merge(v1::openapi::routes())
-        .merge(crate::images::routes())
+        .merge(v1::images::routes())
         .merge(v1::keypairs::routes())
         .merge(v1::quotas::routes())
-        .merge(crate::deploy::routes())
+        .merge(v1::deployments::routes())
         .merge(v1::metadata::routes())
-        .merge(crate::reclaim::routes())
-        .merge(crate::upstream::routes())
+        .merge(v1::reclaim::routes())
+        .merge(v1::events::routes())
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.

@@ -151,7 +151,7 @@ async fn deployments(h: &Harness) {
         .execute(&h.st.db.pool)
         .await
         .unwrap();
-    assert_eq!(crate::deploy::recover(&h.st).await.unwrap(), 1);
+    assert_eq!(crate::app::deployments::recover(&h.st).await.unwrap(), 1);
     let (_, v) = h.call("GET", &format!("/v1/deployments/{id}"), &alice, None).await;
     assert_eq!(v["state"], "failed");
     let n1 = v["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "n1").unwrap().clone();

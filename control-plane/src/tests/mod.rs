@@ -86,7 +86,7 @@ impl Harness {
         let registry_dir = tempfile::tempdir().unwrap();
         let st = AppState::new(db, VlanPool { first: 100, last: 109 })
             .with_registry(crate::registry::Registry::new(registry_dir.path(), vec![signer.public()]))
-            .with_provision(crate::deploy::Provision {
+            .with_provision(crate::app::deployments::Provision {
                 addr: Some(std::net::Ipv4Addr::LOCALHOST),
                 public_url: Some("http://127.0.0.1:9".into()),
                 ..Default::default()

@@ -12,8 +12,8 @@ use metalcast_fabric::Fabric;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::app::upstream::{Upstream, UpstreamConfig};
 use crate::app::{AppState, VlanPool};
-use crate::upstream::{Upstream, UpstreamConfig};
 
 /// `query-status` over our own QMP connection (independent of the driver).
 fn qemu_running(sock: &Path) -> bool {
@@ -77,7 +77,7 @@ impl Level {
         let mut st = AppState::new(db, VlanPool { first: 100, last: 199 }).with_registry(registry);
         if upstream.is_none() {
             // The root has the provisioning network (no runtime ever checks in from this test's nodes).
-            st = st.with_provision(crate::deploy::Provision {
+            st = st.with_provision(crate::app::deployments::Provision {
                 addr: Some(std::net::Ipv4Addr::LOCALHOST),
                 ..Default::default()
             });
@@ -100,7 +100,7 @@ impl Level {
                 .unwrap();
             }
         });
-        let sync = crate::upstream::spawn_sync(&st);
+        let sync = crate::app::upstream::spawn_sync(&st);
         Level { url: format!("http://{addr}"), st, admin, stop: Some(tx), server: Some(server), sync, _dir: dir, pg }
     }
 

@@ -1,10 +1,12 @@
 //! metalcast's own API under `/v1`: one file per resource, and the OpenAPI
-//! document. (Images, deployments, reclaim and events
-//! still live in their top-level modules with their use cases, to move here
-//! next.)
+//! document.
 
+pub mod deployments;
+pub mod events;
+pub mod images;
 pub mod keypairs;
 pub mod metadata;
 pub mod openapi;
 pub mod quotas;
+pub mod reclaim;
 pub mod tokens;

@@ -46,11 +46,11 @@ pub fn routes() -> Router<AppState> {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
-    doc.merge(crate::images::ImagesDoc::openapi());
-    doc.merge(crate::deploy::DeploymentsDoc::openapi());
-    doc.merge(crate::reclaim::ReclaimDoc::openapi());
+    doc.merge(super::images::ImagesDoc::openapi());
+    doc.merge(super::deployments::DeploymentsDoc::openapi());
+    doc.merge(super::reclaim::ReclaimDoc::openapi());
     doc.merge(super::keypairs::KeypairsDoc::openapi());
     doc.merge(super::quotas::QuotasDoc::openapi());
-    doc.merge(crate::upstream::EventsDoc::openapi());
+    doc.merge(super::events::EventsDoc::openapi());
     Json(doc)
 }

@@ -1,6 +1,6 @@
 //! Reclaim: give a node back to the free pool, clean, as fast as possible.
 //!
-//! `POST /v1/nodes/{node}/reclaim` runs these phases in order and reports the
+//! [`reclaim`] (`POST /v1/nodes/{node}/reclaim`) runs these phases in order and reports the
 //! time of each; the first failure stops it with the node still in its
 //! project (nothing half-done is hidden from the database):
 //! 1. `runtime`: bring the node back to the metalcast runtime. Already there:
@@ -18,20 +18,15 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
 use metalcast_runtime_api::{Action, Phase, Role, Status, Wipe, WipeMode};
 use serde::{Deserialize, Serialize};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::app::error::check_name;
+use super::AppState;
+use super::error::{Error, Result, check_name};
 use crate::authz::{Actor, Caller};
 use crate::db::actions::{ActionKind, ActionStatus};
 use crate::drivers::PowerOp;
-use crate::http::ApiError;
-use crate::http::Body;
 
 /// `POST /v1/nodes/{node}/reclaim`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -84,35 +79,18 @@ pub struct Reclaimed {
     pub secs: f64,
 }
 
-/// OpenAPI description of reclaim.
-#[derive(Debug, OpenApi)]
-#[openapi(paths(reclaim), components(schemas(ReclaimRequest, WipeSpec, ReclaimPhase, Reclaimed)))]
-pub struct ReclaimDoc;
-
-/// `POST /v1/nodes/{node}/reclaim`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/nodes/{node}/reclaim", post(reclaim))
-}
-
 /// Return a node to the free pool running the runtime (kexec, else BMC), optionally wiped, networks detached.
-#[utoipa::path(post, path = "/v1/nodes/{node}/reclaim", request_body = ReclaimRequest,
-    responses((status = 200, body = Reclaimed), (status = 409), (status = 502)))]
-async fn reclaim(
-    State(st): State<AppState>,
-    c: Caller,
-    Path(node): Path<String>,
-    Body(req): Body<ReclaimRequest>,
-) -> Result<Json<Reclaimed>, ApiError> {
+pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimRequest) -> Result<Reclaimed> {
     check_name("node", &node)?;
-    let user = c.user.clone().ok_or(ApiError::Unauthenticated)?;
-    let project = crate::app::nodes::project_of(&st, &node).await?;
+    let user = c.user.clone().ok_or(Error::Unauthenticated)?;
+    let project = crate::app::nodes::project_of(st, &node).await?;
     let Some(project) = project else {
         c.require_admin()?;
-        return Err(ApiError::Conflict(format!("node {node:?} is free already")));
+        return Err(Error::Conflict(format!("node {node:?} is free already")));
     };
     c.require_project(Some(&project))?;
     if let Some(other) = crate::db::deployments::in_flight(&st.db.pool, &node).await? {
-        return Err(ApiError::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
+        return Err(Error::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
     }
     let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(300).clamp(5, 3600));
     let t0 = Instant::now();
@@ -120,25 +98,25 @@ async fn reclaim(
 
     // 1. The runtime.
     let t = Instant::now();
-    let (method, detail) = back_to_runtime(&st, &user, &project, &node, timeout).await?;
+    let (method, detail) = back_to_runtime(st, &user, &project, &node, timeout).await?;
     phases.push(ReclaimPhase { phase: "runtime".into(), secs: t.elapsed().as_secs_f64(), detail });
 
     // 2. Wipe.
     if req.wipe != WipeSpec::None {
         let t = Instant::now();
-        let detail = wipe(&st, &node, &project, req.wipe, timeout).await?;
+        let detail = wipe(st, &node, &project, req.wipe, timeout).await?;
         phases.push(ReclaimPhase { phase: "wipe".into(), secs: t.elapsed().as_secs_f64(), detail });
     }
 
     // 3. Networks.
     let t = Instant::now();
-    let detail = detach_all(&st, &node, timeout).await?;
+    let detail = detach_all(st, &node, timeout).await?;
     phases.push(ReclaimPhase { phase: "networks".into(), secs: t.elapsed().as_secs_f64(), detail });
 
     // 4. Free.
     let t = Instant::now();
-    if !crate::app::nodes::free(&st, &node, &project).await? {
-        return Err(ApiError::Conflict("a network or a deployment took the node during the reclaim".into()));
+    if !crate::app::nodes::free(st, &node, &project).await? {
+        return Err(Error::Conflict("a network or a deployment took the node during the reclaim".into()));
     }
     phases.push(ReclaimPhase {
         phase: "free".into(),
@@ -146,12 +124,12 @@ async fn reclaim(
         detail: format!("left project {project}"),
     });
     tracing::info!(%node, %project, %method, secs = t0.elapsed().as_secs_f64(), "node reclaimed");
-    Ok(Json(Reclaimed { node, project, method, phases, secs: t0.elapsed().as_secs_f64() }))
+    Ok(Reclaimed { node, project, method, phases, secs: t0.elapsed().as_secs_f64() })
 }
 
 /// The node's newest runtime check-in: (mac, role, boot id).
-async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, String)>, ApiError> {
-    Ok(crate::deploy::find_runtime(st, node, Duration::ZERO).await?.and_then(|(mac, _, boot)| {
+async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, String)>> {
+    Ok(crate::app::deployments::find_runtime(st, node, Duration::ZERO).await?.and_then(|(mac, _, boot)| {
         let role = st.runtime.node(&mac)?.last_checkin()?.role;
         Some((mac, role, boot))
     }))
@@ -163,7 +141,7 @@ async fn back_to_runtime(
     project: &str,
     node: &str,
     timeout: Duration,
-) -> Result<(String, String), ApiError> {
+) -> Result<(String, String)> {
     if st.upstream.is_some() {
         // A nested instance holds the node through its parent project; the
         // runtime answers to the root. The node leaves our tenant here and
@@ -182,10 +160,11 @@ async fn back_to_runtime(
     match (&now, &st.provision.runtime_image) {
         (Some((mac, Role::Tenant, boot)), Some(image)) => {
             let d =
-                crate::deploy::run_and_wait(st, user, project, image, &[node.to_owned()], timeout.as_secs()).await?;
+                crate::app::deployments::run_and_wait(st, user, project, image, &[node.to_owned()], timeout.as_secs())
+                    .await?;
             let n = d.nodes.iter().find(|n| n.node == node);
             match n {
-                Some(n) if n.state == "booted" => {
+                Some(n) if n.state == super::deployments::NodeState::Booted => {
                     if let Some(c) = st.runtime.node(mac).and_then(|r| r.last_checkin().cloned())
                         && c.role == Role::Runtime
                         && &c.boot_id != boot
@@ -233,7 +212,7 @@ async fn back_to_runtime(
         }
         let left = t_end.saturating_duration_since(Instant::now());
         if left.is_zero() || seen.is_empty() {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Error::Unprocessable(format!(
                 "node {node:?} did not check in with the runtime within {}s after a BMC power cycle ({why_not_kexec})",
                 timeout.as_secs()
             )));
@@ -243,15 +222,15 @@ async fn back_to_runtime(
     }
 }
 
-fn bmc_error(node: &str, why_not_kexec: &str, e: crate::drivers::DriverError) -> ApiError {
+fn bmc_error(node: &str, why_not_kexec: &str, e: crate::drivers::DriverError) -> Error {
     tracing::warn!(%node, error = %e, "reclaim: BMC failed");
-    ApiError::Unprocessable(format!(
+    Error::Unprocessable(format!(
         "node {node:?} cannot be brought back to the runtime: kexec not possible ({why_not_kexec}), BMC: {}",
         e.public_message()
     ))
 }
 
-async fn macs(st: &AppState, node: &str) -> Result<Vec<String>, ApiError> {
+async fn macs(st: &AppState, node: &str) -> Result<Vec<String>> {
     Ok(crate::db::nics::macs(&st.db.pool, node).await?)
 }
 
@@ -259,10 +238,10 @@ async fn macs(st: &AppState, node: &str) -> Result<Vec<String>, ApiError> {
 /// check-in, at this control plane), naming each device; the agent checks
 /// them again (the disk-write guard). A failure or refusal is recorded as a
 /// node event (`GET /v1/events`) and fails the reclaim with its reason.
-async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: Duration) -> Result<String, ApiError> {
+async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: Duration) -> Result<String> {
     let (mac, _, _) = checkin(st, node)
         .await?
-        .ok_or_else(|| ApiError::Unprocessable("no runtime checked in to wipe the disks".into()))?;
+        .ok_or_else(|| Error::Unprocessable("no runtime checked in to wipe the disks".into()))?;
     let devices: Vec<String> = st
         .runtime
         .node(&mac)
@@ -272,22 +251,22 @@ async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: 
         return Ok("the node's inventory lists no disks: nothing to erase".into());
     }
     let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
-    let id = st.runtime.push(&mac, Action::Wipe(Wipe { mode, devices })).map_err(|e| ApiError::Internal(e.into()))?;
+    let id = st.runtime.push(&mac, Action::Wipe(Wipe { mode, devices })).map_err(Error::internal)?;
     let rec = st
         .runtime
         .wait_for(&mac, timeout, |r| r.reports.iter().any(|x| x.instruction == id && x.phase == Phase::Wipe))
         .await
-        .ok_or_else(|| ApiError::Unprocessable(format!("no wipe report within {}s", timeout.as_secs())))?;
+        .ok_or_else(|| Error::Unprocessable(format!("no wipe report within {}s", timeout.as_secs())))?;
     let r = rec.reports.iter().find(|x| x.instruction == id && x.phase == Phase::Wipe).cloned();
     match r {
         Some(r) if r.status == Status::Ok => Ok(r.detail),
         Some(r) => {
             let kind = if r.exit_code == WIPE_REFUSED { "wipe-refused" } else { "wipe-failed" };
-            crate::upstream::record_event(st, node, Some(project), kind, &r.detail).await?;
+            super::events::record(st, node, Some(project), kind, &r.detail).await?;
             tracing::warn!(%node, kind, reason = %r.detail, "reclaim: the runtime did not wipe");
-            Err(ApiError::Unprocessable(format!("wipe failed: {}", r.detail)))
+            Err(Error::Unprocessable(format!("wipe failed: {}", r.detail)))
         }
-        None => Err(ApiError::Internal("wipe report vanished".into())),
+        None => Err(Error::internal("wipe report vanished")),
     }
 }
 
@@ -295,7 +274,7 @@ async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: 
 /// (`metalcast-node`'s exit code 8, `docs/node-runtime.md`).
 const WIPE_REFUSED: u8 = 8;
 
-async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String, ApiError> {
+async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String> {
     let mut ids = Vec::new();
     let mut names = Vec::new();
     for a in crate::db::networks::attachments_of_node(&st.db.pool, node).await? {
@@ -309,20 +288,20 @@ async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<Stri
     Ok(if names.is_empty() { "no networks attached".into() } else { format!("detached {}", names.join(", ")) })
 }
 
-async fn wait_action(st: &AppState, id: &str, timeout: Duration) -> Result<(), ApiError> {
+async fn wait_action(st: &AppState, id: &str, timeout: Duration) -> Result<()> {
     let t_end = Instant::now() + timeout;
     loop {
         let notified = st.action_done.notified();
         match crate::app::actions::status(st, id).await? {
             ActionStatus::Done => return Ok(()),
             ActionStatus::Error => {
-                return Err(ApiError::Unprocessable(format!("detaching a network failed (action {id})")));
+                return Err(Error::Unprocessable(format!("detaching a network failed (action {id})")));
             }
             ActionStatus::Pending => {}
         }
         let left = t_end.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(ApiError::Unprocessable(format!("detaching a network did not finish (action {id})")));
+            return Err(Error::Unprocessable(format!("detaching a network did not finish (action {id})")));
         }
         let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
     }

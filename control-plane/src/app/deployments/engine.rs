@@ -1,0 +1,562 @@
+//! The deployment engine: runs one deployment to its end in the background.
+//!
+//! [`start`] registers the deployment's progress channel and spawns
+//! [`execute`]: on a root instance [`drive`] finds the nodes' runtimes, opens
+//! the multicast session, instructs every node, runs the sender and
+//! [`follow`]s each node's reports; on a nested instance [`drive_upstream`]
+//! hands the deployment to the parent and mirrors its progress. Every phase
+//! change is published and stored ([`set_node`]); the end is stored before
+//! the channel is unregistered.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metalcast_image::Bundle;
+use metalcast_runtime_api::{Action, Deploy, Handover, Phase, Status, Target};
+use metalcast_transport::{Sender, SenderConfig, SessionSpec};
+use tokio::sync::watch;
+
+use super::{
+    Deployment, DeploymentState, HandoverSpec, NodeProgress, NodeState, Params, TargetSpec, find_runtime, load, now_ms,
+};
+use crate::app::AppState;
+use crate::app::error::{Error, Result};
+use crate::db;
+
+/// Why nodes in flight fail when the server shuts down under them.
+const SHUT_DOWN: &str =
+    "the control plane shut down during the deployment (the node may still finish on its own: retry or reclaim it)";
+
+/// Registers `d` as live (before anyone is told it exists) and runs
+/// [`execute`] in the background, tracked by `st.tasks`.
+pub fn start(st: &AppState, d: Deployment, nodes: Vec<String>, addr: Option<Ipv4Addr>, params: Params) {
+    let st = st.clone();
+    let tx = st.deploys.register(d);
+    st.tasks.clone().spawn(async move { execute(&st, tx, nodes, addr, params).await });
+}
+
+/// Runs a deployment to its end: every node terminal, the result stored.
+pub async fn execute(
+    st: &AppState,
+    tx: watch::Sender<Deployment>,
+    nodes: Vec<String>,
+    addr: Option<Ipv4Addr>,
+    params: Params,
+) {
+    let id = tx.borrow().id;
+    let run = async {
+        match (&st.upstream, addr) {
+            // A nested instance's nodes are the parent's: the parent's fabric deploys them.
+            (Some(up), _) => drive_upstream(st, up, id, &nodes, &params, &tx).await,
+            (None, Some(addr)) => drive(st, id, &nodes, addr, &params, &tx).await,
+            (None, None) => Err(Error::Exhausted("no provisioning network".into())),
+        }
+    };
+    // At shutdown the drive is dropped (its sender stops: `CancelOnDrop`) and
+    // what was in flight is recorded as failed with the reason.
+    let why = tokio::select! {
+        r = run => r.err().map(|e| {
+            tracing::error!(id, error = %e, "deployment failed");
+            format!("deployment error: {e}")
+        }),
+        () = st.tasks.shutting_down() => {
+            tracing::warn!(id, "deployment stopped by shutdown");
+            Some(SHUT_DOWN.to_string())
+        }
+    };
+    if let Some(why) = why {
+        for n in &nodes {
+            let _ = set_node(st, &tx, id, n, |p| {
+                if !p.state.is_terminal() {
+                    p.state = NodeState::Failed;
+                    p.reason = why.clone();
+                }
+            })
+            .await;
+        }
+    }
+    if let Err(e) = finish(st, id, &tx).await {
+        tracing::error!(id, error = %e, "cannot record the end of a deployment");
+    }
+    st.deploys.remove(id);
+}
+
+/// Applies `f` to `node`'s progress, publishes it, and stores it. Entering a
+/// terminal state stamps the node's elapsed time.
+async fn set_node(
+    st: &AppState,
+    tx: &watch::Sender<Deployment>,
+    id: i64,
+    node: &str,
+    f: impl FnOnce(&mut NodeProgress),
+) -> Result<()> {
+    let mut out = None;
+    tx.send_modify(|d| {
+        if let Some(p) = d.nodes.iter_mut().find(|p| p.node == node) {
+            f(p);
+            if p.state.is_terminal() && p.elapsed_ms.is_none() {
+                p.elapsed_ms = Some((now_ms() - p.started_at_ms).max(0));
+            }
+            out = Some(p.clone());
+        }
+    });
+    let Some(p) = out else { return Ok(()) };
+    Ok(db::deployments::update_node(&st.db.pool, id, &p.to_row()).await?)
+}
+
+async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Result<()> {
+    let failed = tx.borrow().nodes.iter().any(|n| n.state == NodeState::Failed);
+    let state = if failed { DeploymentState::Failed } else { DeploymentState::Done };
+    let summary = tx.borrow().summary.clone();
+    let summary = summary.map(|s| s.to_string());
+    db::deployments::finish(&st.db.pool, id, state, crate::now(), summary.as_deref()).await?;
+    let fresh = load(st, id).await?;
+    tx.send_modify(|d| {
+        if let Some(f) = fresh {
+            *d = f;
+        }
+    });
+    tracing::info!(id, %state, "deployment finished");
+    Ok(())
+}
+
+/// Why a disk target `device` may not be written on the node whose runtime
+/// checked in as `mac`: it is not one of the disks of its registered
+/// inventory (the node's disk-write guard checks again).
+fn not_in_inventory(st: &AppState, mac: &str, device: &str) -> Option<String> {
+    let disks: Vec<String> = st
+        .runtime
+        .node(mac)
+        .and_then(|r| r.last_checkin().map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect()))
+        .unwrap_or_default();
+    (!disks.iter().any(|d| d == device)).then(|| {
+        format!(
+            "disk write refused: {device} is not in this node's inventory (its disks: {})",
+            if disks.is_empty() { "none".to_string() } else { disks.join(", ") }
+        )
+    })
+}
+
+/// A node taking part in this session.
+struct Member {
+    node: String,
+    mac: String,
+    ip: String,
+    boot_id: String,
+    instruction: u64,
+}
+
+/// Multicast group and port of a session: distinct per deployment and attempt.
+fn session_addr(id: i64, attempt: i64) -> (Ipv4Addr, u16) {
+    let n = (id.unsigned_abs().wrapping_mul(16).wrapping_add(attempt.unsigned_abs())) % 60_000;
+    let group = Ipv4Addr::new(239, 78, (n >> 8) as u8, (n & 0xff) as u8);
+    (group, 20_000 + 2 * (n % 20_000) as u16)
+}
+
+async fn drive(
+    st: &AppState,
+    id: i64,
+    nodes: &[String],
+    addr: Ipv4Addr,
+    params: &Params,
+    tx: &watch::Sender<Deployment>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(params.timeout_secs);
+    let row = db::deployments::get(&st.db.pool, id).await?.ok_or_else(|| Error::internal("deployment vanished"))?;
+    let (image, root_hash) = (row.image, row.root_hash);
+    let path = st.registry.bundle_path(&image);
+    let bundle = tokio::task::spawn_blocking(move || Bundle::open(&path))
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| Error::Conflict(format!("image {image:?} cannot be opened: {e}")))?;
+    if bundle.manifest.root_hash != root_hash {
+        return Err(Error::Conflict(format!("image {image:?} changed since the deployment was created")));
+    }
+    let blocks_total = bundle.manifest.stored_chunks().count() as i64;
+    let attempt = tx.borrow().nodes.iter().map(|n| n.attempts).max().unwrap_or(1);
+
+    // 1. Every node's runtime: the MAC of one of its NICs must have checked in.
+    let join = Duration::from_secs(30).min(deadline.saturating_duration_since(Instant::now()));
+    let mut members = Vec::new();
+    let finding = nodes.iter().map(|n| find_runtime(st, n, join));
+    for (n, found) in nodes.iter().zip(futures_util::future::join_all(finding).await) {
+        match found? {
+            Some((mac, ip, boot_id)) => {
+                if let TargetSpec::Disk { device } = &params.target
+                    && let Some(why) = not_in_inventory(st, &mac, device)
+                {
+                    set_node(st, tx, id, n, |p| {
+                        p.state = NodeState::Failed;
+                        p.reason = why;
+                    })
+                    .await?;
+                    continue;
+                }
+                members.push(Member { node: n.clone(), mac, ip, boot_id, instruction: 0 })
+            }
+            None => {
+                set_node(st, tx, id, n, |p| {
+                    p.state = NodeState::Failed;
+                    p.reason = format!("no runtime checked in from this node's NICs within {}s: is it booted into the metalcast runtime?", join.as_secs());
+                })
+                .await?;
+            }
+        }
+    }
+    if members.is_empty() {
+        return Ok(());
+    }
+
+    // 2. The session, and the instruction for every node.
+    let (group, port) = session_addr(id, attempt);
+    let spec = SessionSpec::new(
+        &bundle.manifest.root_hash,
+        SocketAddrV4::new(group, port),
+        SocketAddrV4::new(addr, port + 1),
+        st.provision.mtu,
+    )
+    .map_err(Error::internal)?;
+    db::deployments::set_session(&st.db.pool, id, &format!("{group}:{port}")).await?;
+    tx.send_modify(|d| d.session = Some(format!("{group}:{port}")));
+    let manifest_b64 = Deploy::encode_manifest(&bundle.signed_manifest().to_bytes());
+    let tokens: HashMap<String, String> =
+        db::deployments::metadata_tokens(&st.db.pool, id).await?.into_iter().collect();
+    for m in &mut members {
+        let token = tokens.get(&m.node).ok_or_else(|| Error::internal("a node without a metadata token"))?;
+        let mut cmdline = params.cmdline_append.clone();
+        if let Some(base) = metadata_base(st) {
+            // cloud-init NoCloud: `ds=nocloud;s=URL` (the `;` is part of the one kernel argument).
+            cmdline = format!("{cmdline} ds=nocloud;s={base}/v1/metadata/{token}/").trim().to_string();
+        }
+        let action = Action::Deploy(Deploy {
+            session: spec.clone(),
+            manifest_b64: manifest_b64.clone(),
+            target: match &params.target {
+                TargetSpec::Memory => Target::Memory,
+                TargetSpec::Disk { device } => Target::Disk { device: device.clone() },
+            },
+            handover: match params.handover {
+                HandoverSpec::Kexec => Handover::Kexec,
+                HandoverSpec::Vm => Handover::Vm,
+                HandoverSpec::None => Handover::None,
+            },
+            cmdline_append: cmdline,
+            idle_timeout_secs: 30,
+        });
+        m.instruction = st.runtime.push(&m.mac, action).map_err(Error::internal)?;
+        set_node(st, tx, id, &m.node, |p| {
+            p.blocks_total = blocks_total;
+            p.reason = String::new();
+        })
+        .await?;
+    }
+
+    // 3. The sender, on a blocking thread; its progress goes straight to the watch channel.
+    let by_ip: HashMap<String, String> = members.iter().map(|m| (m.ip.clone(), m.node.clone())).collect();
+    let cancel = CancelOnDrop::default();
+    let cfg = SenderConfig {
+        cancel: Some(Arc::clone(&cancel.0)),
+        local: addr,
+        rate: (params.rate_mbit > 0).then_some(params.rate_mbit * 1_000_000 / 8),
+        expected_receivers: members.len(),
+        join_timeout: Duration::from_secs(30),
+        receiver_timeout: Duration::from_secs(15),
+        deadline: Some(deadline.saturating_duration_since(Instant::now())),
+        ..Default::default()
+    };
+    let (stx, spec2) = (tx.clone(), spec.clone());
+    let sender = tokio::task::spawn_blocking(move || {
+        let s = Sender::new(&spec2, &bundle, cfg)?;
+        let mut last = Instant::now() - Duration::from_secs(1);
+        s.run(&mut |p| {
+            if last.elapsed() < Duration::from_millis(200) {
+                return;
+            }
+            last = Instant::now();
+            stx.send_if_modified(|d| {
+                let mut changed = false;
+                for r in &p.receivers {
+                    let ip = r.addr.rsplit_once(':').map_or(r.addr.as_str(), |(ip, _)| ip);
+                    let Some(node) = by_ip.get(ip) else { continue };
+                    if let Some(n) = d.nodes.iter_mut().find(|n| &n.node == node) {
+                        if n.state == NodeState::Waiting {
+                            n.state = NodeState::Receiving;
+                        }
+                        if n.blocks_done != i64::from(r.blocks_done) {
+                            n.blocks_done = i64::from(r.blocks_done);
+                            changed = true;
+                        }
+                    }
+                }
+                changed
+            });
+        })
+    });
+
+    // 4. Follow every node's reports until it is terminal.
+    let sender_done = Arc::new(tokio::sync::Notify::new());
+    let sender_finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let followers = members.iter().map(|m| {
+        let (sd, sf) = (Arc::clone(&sender_done), Arc::clone(&sender_finished));
+        follow(st, tx, id, m, params.handover, deadline, sd, sf)
+    });
+    let sender_task = async {
+        let r = sender.await;
+        sender_finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        sender_done.notify_waiters();
+        r
+    };
+    let (summary, results) = tokio::join!(sender_task, futures_util::future::join_all(followers));
+    for r in results {
+        r?;
+    }
+    match summary {
+        Ok(Ok(s)) => {
+            let v = serde_json::to_value(&s).map_err(Error::internal)?;
+            tx.send_modify(|d| d.summary = Some(v.clone()));
+            db::deployments::set_summary(&st.db.pool, id, &v.to_string()).await?;
+        }
+        Ok(Err(e)) => tracing::warn!(id, error = %e, "sender failed"),
+        Err(e) => tracing::warn!(id, error = %e, "sender panicked"),
+    }
+    Ok(())
+}
+
+/// A nested instance's deployment: the image goes to the parent (private to
+/// our project there), the parent deploys, and its per-node progress is
+/// mirrored here until it ends. Nothing is recorded here that the parent did
+/// not report.
+async fn drive_upstream(
+    st: &AppState,
+    up: &crate::drivers::parent::Upstream,
+    id: i64,
+    nodes: &[String],
+    params: &Params,
+    tx: &watch::Sender<Deployment>,
+) -> Result<()> {
+    let row = db::deployments::get(&st.db.pool, id).await?.ok_or_else(|| Error::internal("deployment vanished"))?;
+    let (image, root_hash) = (row.image, row.root_hash);
+    let user_data = db::deployments::user_data(&st.db.pool, id).await?;
+    let parent_image = up.image_name(&root_hash);
+    up.ensure_image(&parent_image, &st.registry.bundle_path(&image), &root_hash).await?;
+    let mut body = serde_json::json!({
+        "image": parent_image,
+        "nodes": nodes,
+        "target": params.target,
+        "handover": params.handover,
+        "cmdline_append": params.cmdline_append,
+        "timeout_secs": params.timeout_secs,
+    });
+    if let Some(u) = user_data.filter(|u| !u.is_empty()) {
+        body["user_data"] = u.into();
+    }
+    if params.rate_mbit > 0 {
+        body["rate_mbit"] = params.rate_mbit.into();
+    }
+    let parent = up.deploy(body).await?;
+    let pid = parent["id"].as_i64().ok_or_else(|| Error::internal("the parent's deployment has no id"))?;
+    let session = format!("parent deployment {pid}");
+    db::deployments::set_session(&st.db.pool, id, &session).await?;
+    tx.send_modify(|d| d.session = Some(session.clone()));
+    tracing::info!(id, parent = pid, "deployment delegated to the parent");
+    // Follow the parent until it ends; an unreachable parent is retried until the deadline.
+    let deadline = Instant::now() + Duration::from_secs(params.timeout_secs + 120);
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match up.deployment(pid).await {
+            Ok(v) => {
+                let d: Deployment = serde_json::from_value(v).map_err(Error::internal)?;
+                for n in &d.nodes {
+                    let same = tx.borrow().nodes.iter().any(|p| {
+                        p.node == n.node
+                            && (p.state, p.reason.as_str(), p.blocks_done, p.blocks_total)
+                                == (n.state, n.reason.as_str(), n.blocks_done, n.blocks_total)
+                    });
+                    if !same {
+                        set_node(st, tx, id, &n.node, |p| {
+                            p.state = n.state;
+                            p.reason = n.reason.clone();
+                            p.blocks_done = n.blocks_done;
+                            p.blocks_total = n.blocks_total;
+                            p.received = n.received;
+                            p.rejected = n.rejected;
+                        })
+                        .await?;
+                    }
+                }
+                if d.is_finished() {
+                    tx.send_modify(|x| x.summary = d.summary.clone());
+                    return Ok(());
+                }
+                wait = Duration::from_millis(500);
+            }
+            Err(e @ crate::drivers::parent::UpstreamError::Unreachable(_)) => {
+                tracing::warn!(id, parent = pid, error = %e, "cannot follow the parent's deployment; retrying");
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Unprocessable(format!("the parent's deployment {pid} did not end in time")));
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Stops the sender (its `cancel` flag) when the drive that owns it is
+/// dropped, e.g. at shutdown.
+#[derive(Debug, Default)]
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Base URL of this server as nodes see it, for the metadata seed.
+fn metadata_base(st: &AppState) -> Option<String> {
+    st.provision.public_url.clone().map(|u| u.trim_end_matches('/').to_string())
+}
+
+fn rejected_total(data: &serde_json::Value) -> i64 {
+    data.get("rejected")
+        .and_then(|r| r.as_object())
+        .map_or(0, |o| o.values().filter_map(serde_json::Value::as_i64).sum())
+}
+
+/// Follows one node's reports (and, after a kexec, its next check-in or metadata fetch) until terminal.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    st: &AppState,
+    tx: &watch::Sender<Deployment>,
+    id: i64,
+    m: &Member,
+    handover: HandoverSpec,
+    deadline: Instant,
+    sender_done: Arc<tokio::sync::Notify>,
+    sender_finished: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    let mut seen_reports = 0usize;
+    let mut after_sender: Option<Instant> = None;
+    loop {
+        let state = tx.borrow().nodes.iter().find(|n| n.node == m.node).map_or(NodeState::Failed, |n| n.state);
+        if state.is_terminal() {
+            return Ok(());
+        }
+        let rec = st.runtime.node(&m.mac).unwrap_or_default();
+        // New phase reports for our instruction.
+        let mine: Vec<_> = rec.reports.iter().filter(|r| r.instruction == m.instruction).cloned().collect();
+        for r in mine.iter().skip(seen_reports) {
+            let (phase, status) = (r.phase, r.status);
+            let detail = r.detail.clone();
+            let data = r.data.clone();
+            set_node(st, tx, id, &m.node, |p| match status {
+                Status::Failed => {
+                    p.state = NodeState::Failed;
+                    p.reason =
+                        format!("{} failed (exit {}): {detail}", format!("{phase:?}").to_lowercase(), r.exit_code);
+                }
+                Status::Ok => match phase {
+                    Phase::Accept => p.state = NodeState::Receiving,
+                    Phase::Receive => {
+                        p.state = NodeState::Verifying;
+                        p.blocks_done = p.blocks_total;
+                        p.received = data.get("received").and_then(serde_json::Value::as_i64).unwrap_or(0);
+                        p.rejected = rejected_total(&data);
+                        p.reason = detail.clone();
+                    }
+                    Phase::Flush | Phase::Wipe | Phase::VmExit | Phase::Seed => {}
+                    Phase::Verify => {
+                        p.state =
+                            if handover == HandoverSpec::None { NodeState::Verified } else { NodeState::Handover };
+                    }
+                    Phase::Handover => {
+                        // The node says what it did: an agent told to stay (`--handover none`, e.g. a
+                        // namespace node that cannot kexec) ends verified.
+                        let did = data.get("handover").and_then(serde_json::Value::as_str).unwrap_or("");
+                        p.state = match (did, handover) {
+                            ("none", _) | (_, HandoverSpec::None) => NodeState::Verified,
+                            (_, HandoverSpec::Vm) => NodeState::Booted,
+                            _ => NodeState::Booting,
+                        };
+                        p.reason = detail.clone();
+                    }
+                },
+            })
+            .await?;
+        }
+        seen_reports = mine.len();
+        let state = tx.borrow().nodes.iter().find(|n| n.node == m.node).map_or(NodeState::Failed, |n| n.state);
+        // After a kexec: a check-in with a new boot id, or a metadata fetch, says the new system is up.
+        if state == NodeState::Booting {
+            let booted_by_checkin = rec.last_checkin().is_some_and(|c| c.boot_id != m.boot_id);
+            let booted_by_metadata = st.deploys.fetched(id, &m.node);
+            if booted_by_checkin || booted_by_metadata {
+                let how = if booted_by_checkin { "checked in from the new system" } else { "metadata fetched" };
+                set_node(st, tx, id, &m.node, |p| {
+                    p.state = NodeState::Booted;
+                    p.reason = how.into();
+                })
+                .await?;
+                continue;
+            }
+        }
+        // Deadlines.
+        let now = Instant::now();
+        if sender_finished.load(std::sync::atomic::Ordering::SeqCst) && after_sender.is_none() {
+            after_sender = Some(now);
+        }
+        let stuck_receiving = after_sender.is_some_and(|t| now.duration_since(t) > Duration::from_secs(60))
+            && matches!(state, NodeState::Waiting | NodeState::Receiving);
+        if stuck_receiving || now >= deadline {
+            let why = if stuck_receiving {
+                if rec.delivered.contains(&m.instruction) {
+                    "no report from the node's runtime after the session ended (it timed out or died)".to_string()
+                } else {
+                    "the node's runtime never picked up the instruction".to_string()
+                }
+            } else {
+                format!("timed out in state {state}")
+            };
+            set_node(st, tx, id, &m.node, |p| {
+                p.state = NodeState::Failed;
+                p.reason = why;
+            })
+            .await?;
+            return Ok(());
+        }
+        // Wait for anything that can move this node on.
+        let reports = rec.reports.len();
+        let checkins = rec.checkins.len();
+        let wait = deadline.saturating_duration_since(now).min(Duration::from_secs(5));
+        let runtime_change =
+            st.runtime.wait_for(&m.mac, wait, |r| r.reports.len() > reports || r.checkins.len() > checkins);
+        tokio::select! {
+            _ = runtime_change => {}
+            _ = sender_done.notified() => {}
+            _ = st.deploys.metadata_fetched.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_differ_per_deployment_and_attempt() {
+        let mut seen = std::collections::HashSet::new();
+        for id in 1..200 {
+            for attempt in 1..4 {
+                let (g, p) = session_addr(id, attempt);
+                assert!(g.is_multicast() && g.octets()[0] == 239, "{g}");
+                assert!(p >= 20_000 && p % 2 == 0);
+                assert!(seen.insert((g, p)), "collision at {id}/{attempt}");
+            }
+        }
+    }
+}
