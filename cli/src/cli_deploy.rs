@@ -8,10 +8,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use metalcast_operator_api::v1::{
+    DeployRequest, Deployment, DeploymentState, HandoverSpec, NodeState, ReclaimRequest, Reclaimed, TERMINAL,
+    TargetSpec, WipeSpec,
+};
+use metalcast_operator_api::{Client, DeploymentEvent};
 use serde_json::{Value, json};
 
-use crate::cli::{CliError, Client};
-use metalcast_control_plane::app::deployments::{Deployment, HandoverSpec, TERMINAL};
+use crate::cli_client::{CliError, out};
 
 /// `metalcast deploy`: deploy an image (default), or manage deployments.
 #[derive(Debug, Args)]
@@ -84,57 +88,24 @@ pub enum DeploySub {
 /// is printed here when following a deployment in table mode).
 pub async fn run(c: &Client, a: &DeployArgs, json_out: bool) -> Result<Value, CliError> {
     match &a.cmd {
-        Some(DeploySub::List) => c.call("GET", "/v1/deployments", None).await.map(list_rows),
+        Some(DeploySub::List) => Ok(list_rows(&c.deployments().await?)),
         Some(DeploySub::Show { id }) => {
-            let v = c.call("GET", &format!("/v1/deployments/{id}"), None).await?;
+            let d = c.deployment(*id).await?;
             if !json_out {
-                print_summary(&parse(&v)?);
+                print_summary(&d);
                 return Ok(Value::Null);
             }
-            Ok(v)
+            out(d)
         }
         Some(DeploySub::Watch { id }) => follow(c, *id, json_out).await,
         Some(DeploySub::Retry { id, no_wait }) => {
-            let v = c.call("POST", &format!("/v1/deployments/{id}/retry"), None).await?;
-            if *no_wait { Ok(v) } else { follow(c, *id, json_out).await }
+            let d = c.deployment_retry(*id).await?;
+            if *no_wait { out(d) } else { follow(c, *id, json_out).await }
         }
         None => {
-            let image = a.image.clone().ok_or_else(|| CliError::Input("--image is required".into()))?;
-            let target = match a.target.as_str() {
-                "memory" => json!({"kind": "memory"}),
-                t => match t.strip_prefix("disk:") {
-                    Some(dev) => json!({"kind": "disk", "device": dev}),
-                    None => return Err(CliError::Input(format!("--target {t:?}: use memory or disk:/dev/DEVICE"))),
-                },
-            };
-            let user_data = match &a.user_data {
-                Some(p) => Some(
-                    std::fs::read_to_string(p).map_err(|e| CliError::Input(format!("reading {}: {e}", p.display())))?,
-                ),
-                None => None,
-            };
-            let mut body = json!({
-                "image": image,
-                "nodes": a.nodes,
-                "target": target,
-                "handover": a.handover,
-                "cmdline_append": a.append,
-                "keypairs": a.keypairs,
-            });
-            for (k, v) in [
-                ("project", a.project.clone().map(Value::from)),
-                ("user_data", user_data.map(Value::from)),
-                ("rate_mbit", a.rate_mbit.map(Value::from)),
-                ("timeout_secs", a.timeout.map(Value::from)),
-            ] {
-                if let Some(v) = v {
-                    body[k] = v;
-                }
-            }
-            let v = c.call("POST", "/v1/deployments", Some(body)).await?;
-            let d = parse(&v)?;
+            let d = c.deploy(&request(a)?).await?;
             if a.no_wait {
-                return Ok(v);
+                return out(d);
             }
             eprintln!("deployment {}: {} to {} node(s) of {}", d.id, d.image, d.nodes.len(), d.project);
             follow(c, d.id, json_out).await
@@ -142,25 +113,46 @@ pub async fn run(c: &Client, a: &DeployArgs, json_out: bool) -> Result<Value, Cl
     }
 }
 
-fn parse(v: &Value) -> Result<Deployment, CliError> {
-    serde_json::from_value(v.clone()).map_err(|e| CliError::Input(format!("unexpected answer from the server: {e}")))
+/// The `POST /v1/deployments` body of `metalcast deploy --image ...`.
+fn request(a: &DeployArgs) -> Result<DeployRequest, CliError> {
+    let image = a.image.clone().ok_or_else(|| CliError::Input("--image is required".into()))?;
+    let target = match a.target.as_str() {
+        "memory" => TargetSpec::Memory,
+        t => match t.strip_prefix("disk:") {
+            Some(dev) => TargetSpec::Disk { device: dev.to_string() },
+            None => return Err(CliError::Input(format!("--target {t:?}: use memory or disk:/dev/DEVICE"))),
+        },
+    };
+    let user_data = match &a.user_data {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).map_err(|e| CliError::Input(format!("reading {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    Ok(DeployRequest {
+        image,
+        nodes: a.nodes.clone(),
+        project: a.project.clone(),
+        target,
+        handover: a.handover,
+        cmdline_append: a.append.clone(),
+        user_data,
+        keypairs: a.keypairs.clone(),
+        rate_mbit: a.rate_mbit,
+        timeout_secs: a.timeout,
+    })
 }
 
-fn list_rows(v: Value) -> Value {
-    let rows = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    let nodes = d["nodes"].as_array().map_or(0, Vec::len);
-                    let failed =
-                        d["nodes"].as_array().map_or(0, |n| n.iter().filter(|x| x["state"] == "failed").count());
-                    json!({"id": d["id"], "project": d["project"], "image": d["image"], "state": d["state"],
-                           "nodes": nodes, "failed": failed, "created_by": d["created_by"]})
-                })
-                .collect()
+/// `deploy list`: one row per deployment, with node counts.
+fn list_rows(ds: &[Deployment]) -> Value {
+    let rows = ds
+        .iter()
+        .map(|d| {
+            let failed = d.nodes.iter().filter(|n| n.state == NodeState::Failed).count();
+            json!({"id": d.id, "project": d.project, "image": d.image, "state": d.state,
+                   "nodes": d.nodes.len(), "failed": failed, "created_by": d.created_by})
         })
-        .unwrap_or_default();
+        .collect();
     Value::Array(rows)
 }
 
@@ -170,7 +162,7 @@ const BARS_PER_NODE_MAX: usize = 16;
 /// Follows the event stream until the deployment ends; prints the summary.
 /// A deployment with failed nodes is an error (exit code 8).
 async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> {
-    let resp = c.get_stream(&format!("/v1/deployments/{id}/events")).await?;
+    let mut events = c.deployment_events(id).await?;
     let multi = MultiProgress::new();
     if !std::io::stderr().is_terminal() {
         multi.set_draw_target(ProgressDrawTarget::hidden());
@@ -181,94 +173,80 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
     let mut bars: Vec<(String, ProgressBar)> = Vec::new();
     let mut aggregate: Option<ProgressBar> = None;
     let mut last: Option<Deployment> = None;
-    let mut buf = String::new();
-    let mut stream = resp.bytes_stream();
-    'outer: while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| CliError::Input(format!("event stream broke: {e}")))?;
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let (mut name, mut data) = ("message", String::new());
-            for line in event.lines() {
-                if let Some(n) = line.strip_prefix("event:") {
-                    name = if n.trim() == "end" { "end" } else { "progress" };
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim_start());
-                }
-            }
-            if name == "end" {
-                break 'outer;
-            }
-            if name != "progress" {
-                continue;
-            }
-            let Ok(d) = serde_json::from_str::<Deployment>(&data) else { continue };
-            if d.nodes.len() <= BARS_PER_NODE_MAX {
-                for n in &d.nodes {
-                    let bar = match bars.iter().find(|(k, _)| *k == n.node) {
-                        Some((_, b)) => b.clone(),
-                        None => {
-                            let b =
-                                multi.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(n.node.clone()));
-                            bars.push((n.node.clone(), b.clone()));
-                            b
-                        }
-                    };
-                    bar.set_length(n.blocks_total.max(1) as u64);
-                    bar.set_position(n.blocks_done.max(0) as u64);
-                    bar.set_message(if n.state.as_str() == "failed" {
-                        format!("failed: {}", n.reason)
-                    } else {
-                        n.state.to_string()
-                    });
-                }
-            } else {
-                let bar = aggregate.get_or_insert_with(|| {
-                    multi.add(
-                        ProgressBar::new(1).with_style(style.clone()).with_prefix(format!("{} nodes", d.nodes.len())),
-                    )
+    while let Some(event) = events.next().await {
+        let d = match event {
+            Ok(DeploymentEvent::Progress(d)) => *d,
+            Ok(DeploymentEvent::End) => break,
+            // A snapshot this client cannot read: wait for the next one.
+            Err(metalcast_operator_api::Error::Decode { .. }) => continue,
+            Err(e) => return Err(CliError::Input(e.to_string())),
+        };
+        if d.nodes.len() <= BARS_PER_NODE_MAX {
+            for n in &d.nodes {
+                let bar = match bars.iter().find(|(k, _)| *k == n.node) {
+                    Some((_, b)) => b.clone(),
+                    None => {
+                        let b = multi.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(n.node.clone()));
+                        bars.push((n.node.clone(), b.clone()));
+                        b
+                    }
+                };
+                bar.set_length(n.blocks_total.max(1) as u64);
+                bar.set_position(n.blocks_done.max(0) as u64);
+                bar.set_message(if n.state == NodeState::Failed {
+                    format!("failed: {}", n.reason)
+                } else {
+                    n.state.to_string()
                 });
-                let total: i64 = d.nodes.iter().map(|n| n.blocks_total).sum();
-                let done: i64 = d.nodes.iter().map(|n| n.blocks_done).sum();
-                let count = |s: &str| d.nodes.iter().filter(|n| n.state.as_str() == s).count();
-                let finished = d.nodes.iter().filter(|n| TERMINAL.contains(&n.state)).count();
-                bar.set_length(total.max(1) as u64);
-                bar.set_position(done.max(0) as u64);
-                bar.set_message(format!(
-                    "{finished} finished ({} booted, {} verified, {} failed), {} receiving",
-                    count("booted"),
-                    count("verified"),
-                    count("failed"),
-                    count("receiving")
-                ));
             }
-            last = Some(d);
+        } else {
+            let bar = aggregate.get_or_insert_with(|| {
+                multi.add(ProgressBar::new(1).with_style(style.clone()).with_prefix(format!("{} nodes", d.nodes.len())))
+            });
+            let total: i64 = d.nodes.iter().map(|n| n.blocks_total).sum();
+            let done: i64 = d.nodes.iter().map(|n| n.blocks_done).sum();
+            let count = |s: NodeState| d.nodes.iter().filter(|n| n.state == s).count();
+            let finished = d.nodes.iter().filter(|n| TERMINAL.contains(&n.state)).count();
+            bar.set_length(total.max(1) as u64);
+            bar.set_position(done.max(0) as u64);
+            bar.set_message(format!(
+                "{finished} finished ({} booted, {} verified, {} failed), {} receiving",
+                count(NodeState::Booted),
+                count(NodeState::Verified),
+                count(NodeState::Failed),
+                count(NodeState::Receiving)
+            ));
         }
+        last = Some(d);
     }
     multi.clear().ok();
     // The stream's last snapshot may precede the final bookkeeping: read the stored result.
-    let v = c.call("GET", &format!("/v1/deployments/{id}"), None).await?;
-    let d = parse(&v).or_else(|e| last.ok_or(e))?;
+    let d = match (c.deployment(id).await, last) {
+        (Ok(d), _) => d,
+        (Err(metalcast_operator_api::Error::Decode { .. }), Some(last)) => last,
+        (Err(e), _) => return Err(e.into()),
+    };
     if !json_out {
         print_summary(&d);
     }
-    if d.state.as_str() == "running" {
+    if d.state == DeploymentState::Running {
         return Err(CliError::Input(format!("deployment {id} is still running (the event stream ended early)")));
     }
-    let failed = d.nodes.iter().filter(|n| n.state.as_str() == "failed").count();
+    let failed = d.nodes.iter().filter(|n| n.state == NodeState::Failed).count();
     if failed > 0 {
         if json_out {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            // As `main` prints answers: through a `Value` (keys sorted, like the server's).
+            println!("{}", serde_json::to_string_pretty(&out(&d)?).unwrap_or_default());
         }
         return Err(CliError::Failed(format!(
             "deployment {id}: {failed} of {} node(s) failed (metalcast deploy retry {id})",
             d.nodes.len()
         )));
     }
-    Ok(if json_out { v } else { Value::Null })
+    if json_out { out(d) } else { Ok(Value::Null) }
 }
 
-/// Prints the per-node table and the session line.
+/// Prints the session line and the per-node table.
 pub fn print_summary(d: &Deployment) {
     println!("deployment {} ({}): {} on {} node(s) of {}", d.id, d.state, d.image, d.nodes.len(), d.project);
     if let Some(s) = &d.summary {
@@ -285,38 +263,23 @@ pub fn print_summary(d: &Deployment) {
             f("rejected_reports"),
         );
     }
-    println!(
-        "{:<16} {:<10} {:>8} {:>11} {:>10} {:>9}  REASON",
-        "NODE", "STATE", "TIME_S", "BLOCKS", "RECEIVED", "REJECTED"
-    );
+    let mut t = crate::table::plain();
+    t.set_header(["NODE", "STATE", "TIME_S", "BLOCKS", "RECEIVED", "REJECTED", "REASON"]);
     for n in &d.nodes {
-        println!(
-            "{:<16} {:<10} {:>8} {:>11} {:>10} {:>9}  {}",
-            n.node,
-            n.state,
+        t.add_row([
+            n.node.clone(),
+            n.state.to_string(),
             n.elapsed_ms.map_or("-".into(), |ms| format!("{:.2}", ms as f64 / 1000.0)),
             format!("{}/{}", n.blocks_done, n.blocks_total),
-            n.received,
-            n.rejected,
-            n.reason
-        );
+            n.received.to_string(),
+            n.rejected.to_string(),
+            n.reason.clone(),
+        ]);
     }
+    print!("{}", crate::table::finish(t, &[2, 3, 4, 5]));
 }
 
 /// `metalcast node reclaim NODE [--wipe MODE]`.
-pub async fn reclaim(
-    c: &Client,
-    node: &str,
-    wipe: metalcast_control_plane::app::reclaim::WipeSpec,
-    timeout: Option<u64>,
-) -> Result<Value, CliError> {
-    let mut body = json!({ "wipe": wipe });
-    if let Some(t) = timeout {
-        body["timeout_secs"] = t.into();
-    }
-    let v = c.call("POST", &format!("/v1/nodes/{}/reclaim", crate::cli::urlencode(node)), Some(body)).await?;
-    Ok(json!({
-        "node": v["node"], "project": v["project"], "method": v["method"],
-        "secs": v["secs"], "phases": v["phases"],
-    }))
+pub async fn reclaim(c: &Client, node: &str, wipe: WipeSpec, timeout: Option<u64>) -> Result<Reclaimed, CliError> {
+    Ok(c.reclaim(node, &ReclaimRequest { wipe, timeout_secs: timeout }).await?)
 }

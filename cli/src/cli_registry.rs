@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use metalcast_operator_api::v1::{KeypairCreate, Quota, UploadQuery, Visibility};
+use metalcast_operator_api::{Client, Error, ErrorBody};
 use serde_json::{Value, json};
 
-use crate::cli::{CliError, Client, ReqBody, urlencode as e};
-use metalcast_control_plane::app::images::Visibility;
+use crate::cli_client::{CliError, out};
 
 /// `metalcast image ...`
 #[derive(Debug, Subcommand)]
@@ -122,51 +123,32 @@ pub enum QuotaCmd {
 /// Run `metalcast image ...`.
 pub async fn run_image(c: &Client, cmd: &ImageCmd) -> Result<Value, CliError> {
     match cmd {
-        ImageCmd::List => c.call("GET", "/v1/images", None).await,
-        ImageCmd::Show { image } => c.call("GET", &format!("/v1/images/{}", e(image)), None).await,
+        ImageCmd::List => out(c.images().await?),
+        ImageCmd::Show { image } => out(c.image(image).await?),
         ImageCmd::Upload { image, bundle, project, visibility } => {
-            let file = tokio::fs::File::open(bundle)
-                .await
+            std::fs::File::open(bundle)
                 .map_err(|err| CliError::Input(format!("cannot open {}: {err}", bundle.display())))?;
-            let len = file
-                .metadata()
-                .await
-                .map_err(|err| CliError::Input(format!("cannot stat {}: {err}", bundle.display())))?
-                .len();
-            let mut query = Vec::new();
-            if let Some(p) = project {
-                query.push(format!("project={}", e(p)));
-            }
-            if let Some(v) = visibility {
-                query.push(format!("visibility={}", v.as_str()));
-            }
-            let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
             // The server refuses a taken name or a caller without access before it
             // reads the body, and then closes the connection under a streaming
             // client; ask first so those cases get their real error.
-            match c.call("GET", &format!("/v1/images/{}", e(image)), None).await {
+            match c.image(image).await {
                 Ok(_) => {
-                    return Err(CliError::Api { status: 409, msg: format!("image {image:?} already exists") });
+                    let msg = format!("image {image:?} already exists");
+                    let body = ErrorBody { msg, kind: "BlockedError".into() };
+                    return Err(Error::Api { status: 409, body }.into());
                 }
-                Err(CliError::Api { status: 404, .. }) => {}
-                Err(other) => return Err(other),
+                Err(Error::Api { status: 404, .. }) => {}
+                Err(other) => return Err(other.into()),
             }
-            let path = format!("/v1/images/{}{q}", e(image));
-            c.send("PUT", &path, ReqBody::File(file, len)).await.map(|(v, _)| v)
+            let query = UploadQuery { project: project.clone(), visibility: *visibility };
+            out(c.image_upload(image, &query, bundle).await?)
         }
-        ImageCmd::Delete { image } => c.call("DELETE", &format!("/v1/images/{}", e(image)), None).await,
-        ImageCmd::Visibility { image, visibility } => {
-            let body = json!({ "visibility": visibility.as_str() });
-            c.call("PUT", &format!("/v1/images/{}/visibility", e(image)), Some(body)).await
-        }
-        ImageCmd::Share { image, project } => {
-            c.call("PUT", &format!("/v1/images/{}/members/{}", e(image), e(project)), None).await
-        }
-        ImageCmd::Unshare { image, project } => {
-            c.call("DELETE", &format!("/v1/images/{}/members/{}", e(image), e(project)), None).await
-        }
+        ImageCmd::Delete { image } => done(c.image_delete(image).await),
+        ImageCmd::Visibility { image, visibility } => done(c.image_set_visibility(image, *visibility).await),
+        ImageCmd::Share { image, project } => done(c.image_share(image, project).await),
+        ImageCmd::Unshare { image, project } => done(c.image_unshare(image, project).await),
         ImageCmd::Manifest { image, file } => {
-            let (_, bytes) = c.send("GET", &format!("/v1/images/{}/manifest", e(image)), ReqBody::Empty).await?;
+            let bytes = c.image_manifest(image).await?;
             std::fs::write(file, &bytes)
                 .map_err(|err| CliError::Input(format!("cannot write {}: {err}", file.display())))?;
             Ok(json!({ "manifest": file.display().to_string(), "bytes": bytes.len() }))
@@ -174,29 +156,43 @@ pub async fn run_image(c: &Client, cmd: &ImageCmd) -> Result<Value, CliError> {
     }
 }
 
+/// A call that answers nothing: prints nothing.
+fn done(r: Result<(), Error>) -> Result<Value, CliError> {
+    r?;
+    Ok(Value::Null)
+}
+
 /// Run `metalcast keypair ...`.
 pub async fn run_keypair(c: &Client, cmd: &KeypairCmd) -> Result<Value, CliError> {
     match cmd {
-        KeypairCmd::List => c.call("GET", "/v1/keypairs", None).await,
+        KeypairCmd::List => out(c.keypairs().await?),
         KeypairCmd::Add { name, file, project } => {
             let key = std::fs::read_to_string(file)
                 .map_err(|err| CliError::Input(format!("cannot read {}: {err}", file.display())))?;
-            let body = json!({ "name": name, "public_key": key.trim(), "project": project });
-            c.call("POST", "/v1/keypairs", Some(body)).await
+            let body =
+                KeypairCreate { name: name.clone(), public_key: key.trim().to_string(), project: project.clone() };
+            out(c.keypair_create(&body).await?)
         }
-        KeypairCmd::Show { name } => c.call("GET", &format!("/v1/keypairs/{}", e(name)), None).await,
-        KeypairCmd::Delete { name } => c.call("DELETE", &format!("/v1/keypairs/{}", e(name)), None).await,
+        KeypairCmd::Show { name } => out(c.keypair(name).await?),
+        KeypairCmd::Delete { name } => done(c.keypair_delete(name).await),
     }
 }
 
 /// Run `metalcast quota ...`.
 pub async fn run_quota(c: &Client, cmd: &QuotaCmd) -> Result<Value, CliError> {
     match cmd {
-        QuotaCmd::Show { project } => c.call("GET", &format!("/v1/projects/{}/quota", e(project)), None).await,
+        QuotaCmd::Show { project } => out(c.quota(project).await?),
         QuotaCmd::Set { project, max_nodes, max_images, max_image_mib } => {
-            let bytes = max_image_mib.map(|m| m.saturating_mul(1 << 20));
-            let body = json!({ "max_nodes": max_nodes, "max_images": max_images, "max_image_bytes": bytes });
-            c.call("PUT", &format!("/v1/projects/{}/quota", e(project)), Some(body)).await
+            let limit = |flag: &str, v: Option<u64>| {
+                v.map(|n| i64::try_from(n).map_err(|_| CliError::Input(format!("--{flag} {n} is too large"))))
+                    .transpose()
+            };
+            let quota = Quota {
+                max_nodes: limit("max-nodes", *max_nodes)?,
+                max_images: limit("max-images", *max_images)?,
+                max_image_bytes: limit("max-image-mib", max_image_mib.map(|m| m.saturating_mul(1 << 20)))?,
+            };
+            out(c.quota_set(project, &quota).await?)
         }
     }
 }

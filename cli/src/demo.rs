@@ -26,10 +26,10 @@ use anyhow::{Context, bail, ensure};
 use metalcast_fabric::qemu::{Guest, GuestSpec};
 use metalcast_fabric::{Fabric, Flow, LossConfig};
 use metalcast_image::SecretKey;
-use serde_json::{Value, json};
-
-use crate::cli::{Client, ReqBody};
-use metalcast_control_plane::app::deployments::HandoverSpec;
+use metalcast_operator_api::v0::{NodeFilter, NodeRegister};
+use metalcast_operator_api::v1::{HandoverSpec, UploadQuery, WipeSpec};
+use metalcast_operator_api::{Auth, Client};
+use serde_json::json;
 
 /// Arguments of `metalcast demo`.
 #[derive(Debug, clap::Args)]
@@ -364,34 +364,31 @@ async fn drive(
     reclaim_disk: Option<&Path>,
     consoles: &[ConsoleRef],
 ) -> anyhow::Result<()> {
-    let c = Client::new(url, Some(token.to_string())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = Client::new(url, Auth::Bearer(token.to_string()))?;
     // The server is starting: wait for it to answer (bounded).
     let t0 = Instant::now();
-    while c.call("GET", "/v1/health", None).await.is_err() {
+    while c.health().await.is_err() {
         ensure!(t0.elapsed() < Duration::from_secs(30), "the control plane did not come up (see server.log)");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let call = |m: &'static str, p: String, b: Option<Value>| {
-        let c = &c;
-        async move { c.call(m, &p, b).await.map_err(|e| anyhow::anyhow!("{m} {p}: {e}")) }
-    };
     eprintln!("== registering project demo, {} nodes (MACs of their NICs), and the images", nodes.len());
-    call("PUT", "/v0/project/demo".into(), None).await?;
+    c.project_create("demo").await.context("creating project demo")?;
     for (n, mac) in nodes {
-        call("PUT", format!("/v0/node/{n}"), Some(json!({"obm": {"type": "none"}}))).await?;
-        call("PUT", format!("/v0/node/{n}/nic/eth0"), Some(json!({"macaddr": mac}))).await?;
-        call("POST", "/v0/project/demo/connect_node".into(), Some(json!({"node": n}))).await?;
+        let node = NodeRegister { obm: json!({"type": "none"}), metadata: Default::default() };
+        c.node_register(n, &node).await.with_context(|| format!("registering node {n}"))?;
+        c.nic_register(n, "eth0", mac).await.with_context(|| format!("registering {n}'s NIC"))?;
+        c.project_connect_node("demo", n).await.with_context(|| format!("adding {n} to project demo"))?;
     }
-    upload(&c, "demo", tenant, "?project=demo").await?;
+    upload(&c, "demo", tenant, Some("demo")).await?;
     if let Some(r) = runtime {
-        upload(&c, "runtime", r, "").await?;
+        upload(&c, "runtime", r, None).await?;
     }
     eprintln!("== waiting for every node's runtime to check in");
     let t0 = Instant::now();
     for (n, _) in nodes {
         loop {
-            let v = call("GET", format!("/v1/nodes/{n}/runtime"), None).await?;
-            if v["checked_in"] == true && v["role"] == "runtime" {
+            let v = c.node_runtime(n).await.with_context(|| format!("node {n}'s runtime report"))?;
+            if v.checked_in && v.role.as_deref() == Some("runtime") {
                 break;
             }
             ensure!(t0.elapsed() < Duration::from_secs(240), "node {n}'s runtime did not check in within 240 s");
@@ -415,7 +412,7 @@ async fn drive(
         timeout: Some(600),
         no_wait: false,
     };
-    crate::cli_deploy::run(&c, &args, false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::cli_deploy::run(&c, &args, false).await?;
 
     for (name, console) in consoles {
         let (line, seed) = wait_console(console, &[&format!("metalcast-marker: {MARKER}")], Duration::from_secs(120))
@@ -423,45 +420,32 @@ async fn drive(
             .with_context(|| format!("guest {name}: no tenant marker after kexec"))?;
         println!("guest {name}: the tenant kernel is running ({line})");
         let Some(seed) = seed else { bail!("guest {name}: no metadata seed URL on its kernel command line") };
-        let meta = c.get_text(&format!("{seed}meta-data")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let meta = c.get_url_text(&format!("{seed}meta-data")).await.context("reading the metadata seed")?;
         ensure!(meta.contains(&format!("local-hostname: \"{name}\"")), "guest {name}: metadata is not its own: {meta}");
         println!("guest {name}: its metadata seed serves its own data ({})", meta.lines().next().unwrap_or_default());
     }
     if let (Some(disk), Some(g)) = (reclaim_disk, guests.first()) {
         eprintln!("== metalcast node reclaim {g} --wipe zero (kexec back into the runtime image, erase its disk)");
-        let v = crate::cli_deploy::reclaim(&c, g, metalcast_control_plane::app::reclaim::WipeSpec::Zero, None)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let phases: Vec<String> = v["phases"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| format!("{} {:.2}s", p["phase"].as_str().unwrap_or("?"), p["secs"].as_f64().unwrap_or(0.0)))
-            .collect();
+        let v = crate::cli_deploy::reclaim(&c, g, WipeSpec::Zero, None).await?;
+        let phases: Vec<String> = v.phases.iter().map(|p| format!("{} {:.2}s", p.phase, p.secs)).collect();
         let data = std::fs::read(disk).with_context(|| format!("reading {}", disk.display()))?;
         ensure!(data.iter().all(|&b| b == 0), "{g}'s disk still holds data after the wipe");
         println!("{g}'s disk reads back as zeroes from the host ({} MiB)", data.len() >> 20);
-        let free = call("GET", "/v0/nodes/free".into(), None).await?;
-        ensure!(
-            free.as_array().is_some_and(|f| f.iter().any(|n| n == g.as_str())),
-            "{g} is not in the free pool: {free}"
-        );
+        let free = c.nodes(NodeFilter::Free).await.context("listing free nodes")?;
+        ensure!(free.contains(g), "{g} is not in the free pool: {free:?}");
         println!(
             "reclaimed {g} by {} in {:.2}s ({}); it is in the free pool, running the runtime",
-            v["method"].as_str().unwrap_or("?"),
-            v["secs"].as_f64().unwrap_or(0.0),
+            v.method,
+            v.secs,
             phases.join(", ")
         );
     }
     Ok(())
 }
 
-async fn upload(c: &Client, name: &str, path: &Path, query: &str) -> anyhow::Result<()> {
-    let f = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
-    let len = f.metadata().await?.len();
-    c.send("PUT", &format!("/v1/images/{name}{query}"), ReqBody::File(f, len))
-        .await
-        .map_err(|e| anyhow::anyhow!("uploading {name}: {e}"))?;
+async fn upload(c: &Client, name: &str, path: &Path, project: Option<&str>) -> anyhow::Result<()> {
+    let query = UploadQuery { project: project.map(str::to_string), visibility: None };
+    c.image_upload(name, &query, path).await.with_context(|| format!("uploading {name}"))?;
     Ok(())
 }
 

@@ -1,26 +1,32 @@
 //! `metalcast`: the operator's command. A thin binary over the libraries:
 //! `serve` runs the control plane (`metalcast_control_plane`), the client
-//! commands talk to one over its REST API ([`cli`], [`cli_deploy`],
-//! [`cli_registry`]), `send` streams a bundle by multicast ([`send`], over
+//! commands talk to one over its REST API through the typed client of
+//! `metalcast_operator_api` ([`cli`] defines them, [`cli_client`],
+//! [`cli_deploy`] and [`cli_registry`] run them, [`table`] prints answers
+//! for humans), `send` streams a bundle by multicast ([`send`], over
 //! `metalcast_transport`) and `demo` stands up the README's main job on a
 //! namespace fabric ([`demo`], over `metalcast_fabric`).
 
 mod cli;
+mod cli_client;
 mod cli_deploy;
 mod cli_registry;
 mod demo;
 mod send;
+mod table;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use cli::{AdminCmd, Cli, Command, Output, render_table, run_client};
+use cli::{AdminCmd, Cli, Command, Output};
+use cli_client::run_client;
 use metalcast_control_plane::app::deployments::Provision;
 use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
 use metalcast_image::PublicKey;
+use table::render_table;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();

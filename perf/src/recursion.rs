@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use metalcast_control_plane::app::upstream::{Upstream, UpstreamConfig};
 use metalcast_control_plane::{AppState, VlanPool};
-use serde_json::{Value, json};
+use metalcast_operator_api::v0::{ActionStatus, NetworkCreate, NodeFilter, NodeRegister, SwitchRegister, UserCreate};
+use metalcast_operator_api::{Auth, Client};
+use serde_json::json;
 
 use crate::stats::Summary;
 
@@ -46,8 +48,8 @@ pub struct Row {
 /// One running control plane.
 struct Level {
     url: String,
-    admin: String,
-    http: reqwest::Client,
+    /// Its operator API, as the admin.
+    api: Client,
     _stop: tokio::sync::oneshot::Sender<()>,
     _sync: Option<tokio::task::JoinHandle<()>>,
     _dir: crate::interrupt::ScratchDir,
@@ -77,54 +79,22 @@ impl Level {
             .await;
         });
         let sync = metalcast_control_plane::app::upstream::spawn_sync(&st);
-        metalcast_control_plane::install_tls_provider();
-        Ok(Level {
-            url: format!("http://{addr}"),
-            admin,
-            http: reqwest::Client::new(),
-            _stop: tx,
-            _sync: sync,
-            _dir: dir,
-        })
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
-        let mut rb = self.http.request(method.parse()?, format!("{}{path}", self.url)).bearer_auth(&self.admin);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = rb.send().await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-    }
-
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let (s, v) = self.call(method, path, body).await?;
-        ensure!((200..300).contains(&s), "{method} {path} at {}: {s} {v}", self.url);
-        Ok(v)
+        let url = format!("http://{addr}");
+        Ok(Level { api: Client::new(&url, Auth::Bearer(admin))?, url, _stop: tx, _sync: sync, _dir: dir })
     }
 
     /// A member of `project` and a token for them (for a child level).
     async fn tenant_token(&self, user: &str, project: &str) -> anyhow::Result<String> {
-        self.ok("PUT", &format!("/v0/auth/basic/user/{user}"), Some(json!({"password": "pw"}))).await?;
-        self.ok("POST", &format!("/v0/auth/basic/user/{user}/add_project"), Some(json!({"project": project}))).await?;
-        let resp = self
-            .http
-            .post(format!("{}/v1/tokens", self.url))
-            .basic_auth(user, Some("pw"))
-            .json(&json!({"description": "bench"}))
-            .send()
-            .await?;
-        let v: Value = resp.json().await?;
-        Ok(v["token"].as_str().context("no token in /v1/tokens answer")?.to_string())
+        self.api.user_create(user, &UserCreate { password: "pw".into(), is_admin: false }).await?;
+        self.api.user_add_project(user, project).await?;
+        let as_user = Client::new(&self.url, Auth::Basic { user: user.into(), password: Some("pw".into()) })?;
+        Ok(as_user.token_create("bench").await?.token)
     }
 
     async fn wait_node(&self, node: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let v = self.ok("GET", "/v0/nodes/all", None).await?;
-            if v.as_array().is_some_and(|a| a.iter().any(|n| n == node)) {
+            if self.api.nodes(NodeFilter::All).await?.iter().any(|n| n == node) {
                 return Ok(());
             }
             ensure!(Instant::now() < deadline, "{node} never appeared at {}", self.url);
@@ -132,19 +102,20 @@ impl Level {
         }
     }
 
-    /// connect/detach and wait for DONE; returns the elapsed time.
-    async fn nic_action(&self, verb: &str, network: &str) -> anyhow::Result<Duration> {
+    /// Connect (else detach) n1's eth0 and wait for DONE; returns the elapsed time.
+    async fn nic_action(&self, connect: bool, network: &str) -> anyhow::Result<Duration> {
         let t = Instant::now();
-        let (s, v) =
-            self.call("POST", &format!("/v0/node/n1/nic/eth0/{verb}"), Some(json!({"network": network}))).await?;
-        ensure!(s == 202, "{verb}: {s} {v}");
-        let id = v["status_id"].as_str().context("no status_id")?.to_string();
+        let (verb, id) = if connect {
+            ("connect_network", self.api.connect_network("n1", "eth0", network, None).await)
+        } else {
+            ("detach_network", self.api.detach_network("n1", "eth0", network).await)
+        };
+        let id = id.with_context(|| format!("{verb} at {}", self.url))?;
         loop {
-            let v = self.ok("GET", &format!("/v0/networking_action/{id}"), None).await?;
-            match v["status"].as_str() {
-                Some("DONE") => return Ok(t.elapsed()),
-                Some("PENDING") => tokio::time::sleep(Duration::from_millis(1)).await,
-                other => bail!("{verb} at {} ended {other:?}", self.url),
+            match self.api.networking_action(&id).await?.status {
+                ActionStatus::Done => return Ok(t.elapsed()),
+                ActionStatus::Pending => tokio::time::sleep(Duration::from_millis(1)).await,
+                ActionStatus::Error => bail!("{verb} at {} ended in ERROR", self.url),
             }
         }
     }
@@ -175,16 +146,16 @@ async fn run_async(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     // Root: the node with a real BMC and switch port, held by project p0.
     let mut levels = vec![Level::start(None).await?];
     let root = &levels[0];
-    root.ok("PUT", "/v0/switch/fab", Some(json!({"type": "linux-vlan-bridges", "netns": sw}))).await?;
-    root.ok("PUT", &format!("/v0/switch/fab/port/{}", h1.switch_port()), None).await?;
-    root.ok("PUT", "/v0/node/n1", Some(json!({"obm": {"type": "qmp", "socket": sock}}))).await?;
-    root.ok("PUT", "/v0/node/n1/nic/eth0", Some(json!({"macaddr": h1.mac_string()}))).await?;
-    root.ok(
-        "POST",
-        &format!("/v0/switch/fab/port/{}/connect_nic", h1.switch_port()),
-        Some(json!({"node": "n1", "nic": "eth0"})),
+    let api = &root.api;
+    api.switch_register("fab", &SwitchRegister::VlanBridges { netns: sw }).await?;
+    api.port_register("fab", h1.switch_port()).await?;
+    api.node_register(
+        "n1",
+        &NodeRegister { obm: json!({"type": "qmp", "socket": sock}), metadata: Default::default() },
     )
     .await?;
+    api.nic_register("n1", "eth0", &h1.mac_string()).await?;
+    api.port_connect_nic("fab", h1.switch_port(), "n1", "eth0").await?;
     // At every level, project p<d> holds n1 and owns the network bench<d>.
     for d in 0..=cfg.max_depth {
         if d > 0 {
@@ -200,16 +171,11 @@ async fn run_async(cfg: &Config) -> anyhow::Result<Vec<Row>> {
             level.wait_node("n1").await?;
             levels.push(level);
         }
-        let level = &levels[d];
-        level.ok("PUT", &format!("/v0/project/p{d}"), None).await?;
-        level.ok("POST", &format!("/v0/project/p{d}/connect_node"), Some(json!({"node": "n1"}))).await?;
-        level
-            .ok(
-                "PUT",
-                &format!("/v0/network/bench{d}"),
-                Some(json!({"owner": format!("p{d}"), "access": format!("p{d}"), "net_id": ""})),
-            )
-            .await?;
+        let api = &levels[d].api;
+        api.project_create(&format!("p{d}")).await?;
+        api.project_connect_node(&format!("p{d}"), "n1").await?;
+        let net = NetworkCreate { owner: format!("p{d}"), access: format!("p{d}"), net_id: String::new() };
+        api.network_create(&format!("bench{d}"), &net).await?;
     }
 
     let mut power: Vec<Vec<f64>> = vec![Vec::new(); cfg.max_depth + 1];
@@ -218,10 +184,10 @@ async fn run_async(cfg: &Config) -> anyhow::Result<Vec<Row>> {
     for rep in 0..=cfg.reps {
         for (d, level) in levels.iter().enumerate() {
             let t = Instant::now();
-            level.ok("POST", "/v0/node/n1/power_cycle", None).await?;
+            level.api.power_cycle("n1", false).await?;
             let p = t.elapsed();
-            let c = level.nic_action("connect_network", &format!("bench{d}")).await?;
-            level.nic_action("detach_network", &format!("bench{d}")).await?;
+            let c = level.nic_action(true, &format!("bench{d}")).await?;
+            level.nic_action(false, &format!("bench{d}")).await?;
             if rep > 0 {
                 power[d].push(p.as_secs_f64());
                 connect[d].push(c.as_secs_f64());

@@ -1,0 +1,243 @@
+//! The client commands (`metalcast <noun> <verb>`): one function per command
+//! group over the typed [`Client`] of `metalcast-operator-api`. Each returns
+//! the JSON to print: the server's answer as it sent it (`-o json`), which
+//! `main` renders as a table otherwise.
+
+use metalcast_operator_api::v0::{
+    NetworkCreate, NodeFilter, NodeRegister, PowerStatus, StatusId, SwitchRegister, UserCreate,
+};
+use metalcast_operator_api::{Auth, Client};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::{
+    Cli, Command, ConsoleVerb, MetadataCmd, NetworkCmd, NicCmd, NodeCmd, Output, PortCmd, PowerVerb, ProjectCmd,
+    ProjectNodeCmd, SwitchCmd, TokenCmd, UserCmd, Which,
+};
+
+/// Failure of a client command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A call to the server failed.
+    #[error(transparent)]
+    Api(#[from] metalcast_operator_api::Error),
+    /// Bad local input.
+    #[error("{0}")]
+    Input(String),
+    /// A deployment ended with failed nodes.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// Process exit code (see the `cli` module docs).
+    pub fn exit_code(&self) -> i32 {
+        use metalcast_operator_api::Error as E;
+        match self {
+            CliError::Api(E::Transport { .. } | E::BadUrl(_)) => 3,
+            CliError::Api(E::Api { status: 401 | 403, .. }) => 4,
+            CliError::Api(E::Api { status: 404, .. }) => 5,
+            CliError::Api(E::Api { status: 409, .. } | E::OtherImage { .. }) => 6,
+            CliError::Api(E::Api { .. }) => 7,
+            CliError::Api(E::Build(_) | E::DotSegment(_) | E::Decode { .. } | E::Stream(_) | E::File { .. }) => 1,
+            CliError::Input(_) => 1,
+            CliError::Failed(_) => 8,
+        }
+    }
+}
+
+/// The client for the global options: `--url`, `--token` (else `--user`
+/// and `--password`), `--ca-cert`.
+pub fn client(cli: &Cli) -> Result<Client, CliError> {
+    let mut b = metalcast_operator_api::reqwest::Client::builder();
+    if let Some(path) = &cli.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| CliError::Input(format!("reading {}: {e}", path.display())))?;
+        let cert = metalcast_operator_api::reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| CliError::Input(format!("{} is not a PEM certificate: {e}", path.display())))?;
+        b = b.tls_certs_only([cert]);
+    }
+    let auth = match (&cli.token, &cli.user) {
+        (Some(t), _) => Auth::Bearer(t.clone()),
+        (None, Some(u)) => Auth::Basic { user: u.clone(), password: cli.password.clone() },
+        (None, None) => Auth::None,
+    };
+    Ok(Client::with_builder(&cli.url, auth, b)?)
+}
+
+/// An answer to print.
+pub fn out<T: Serialize>(answer: T) -> Result<Value, CliError> {
+    serde_json::to_value(answer).map_err(|e| CliError::Input(format!("cannot encode the answer: {e}")))
+}
+
+/// A call that answers nothing: prints nothing.
+fn done(r: Result<(), metalcast_operator_api::Error>) -> Result<Value, CliError> {
+    r?;
+    Ok(Value::Null)
+}
+
+/// The id of an asynchronous networking call, as the server sent it.
+fn status_id(r: Result<String, metalcast_operator_api::Error>) -> Result<Value, CliError> {
+    out(StatusId { status_id: r? })
+}
+
+/// Run a client (REST) command; returns the JSON to print.
+pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
+    let c = client(cli)?;
+    use Command as C;
+    match &cli.command {
+        C::Serve { .. } | C::Admin(_) | C::Completions { .. } | C::Send(_) | C::Demo(_) => {
+            Err(CliError::Input("not a client command".into()))
+        }
+        C::Whoami => out(c.whoami().await?),
+        C::Events { node } => out(c.events(node.as_deref()).await?),
+        C::Action { status_id } => out(c.networking_action(status_id).await?),
+        C::Project(p) => project(&c, p).await,
+        C::Node(n) => node(&c, n).await,
+        C::Network(n) => network(&c, n).await,
+        C::Switch(s) => switch(&c, s).await,
+        C::User(u) => user(&c, u).await,
+        C::Token(t) => token(&c, t).await,
+        C::Image(i) => crate::cli_registry::run_image(&c, i).await,
+        C::Keypair(k) => crate::cli_registry::run_keypair(&c, k).await,
+        C::Quota(q) => crate::cli_registry::run_quota(&c, q).await,
+        C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
+    }
+}
+
+/// `metalcast project ...`
+async fn project(c: &Client, cmd: &ProjectCmd) -> Result<Value, CliError> {
+    match cmd {
+        ProjectCmd::List => out(c.projects().await?),
+        ProjectCmd::Create { project } => done(c.project_create(project).await),
+        ProjectCmd::Delete { project } => done(c.project_delete(project).await),
+        ProjectCmd::Networks { project } => out(c.project_networks(project).await?),
+        ProjectCmd::Node(ProjectNodeCmd::Add { project, node }) => done(c.project_connect_node(project, node).await),
+        ProjectCmd::Node(ProjectNodeCmd::Remove { project, node }) => done(c.project_detach_node(project, node).await),
+        ProjectCmd::Node(ProjectNodeCmd::List { project }) => out(c.project_nodes(project).await?),
+    }
+}
+
+/// `metalcast node ...`
+async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
+    match cmd {
+        NodeCmd::List { which } => {
+            let which = match which {
+                Which::All => NodeFilter::All,
+                Which::Free => NodeFilter::Free,
+            };
+            out(c.nodes(which).await?)
+        }
+        NodeCmd::Show { node } => out(c.node(node).await?),
+        NodeCmd::Reclaim { node, wipe, timeout } => out(crate::cli_deploy::reclaim(c, node, *wipe, *timeout).await?),
+        NodeCmd::Register { node, obm } => {
+            let obm: Value =
+                serde_json::from_str(obm).map_err(|err| CliError::Input(format!("--obm is not JSON: {err}")))?;
+            done(c.node_register(node, &NodeRegister { obm, metadata: Default::default() }).await)
+        }
+        NodeCmd::Delete { node } => done(c.node_delete(node).await),
+        NodeCmd::Power { verb, node } => match verb {
+            PowerVerb::On => done(c.power_on(node).await),
+            PowerVerb::Off => done(c.power_off(node).await),
+            PowerVerb::Cycle => done(c.power_cycle(node, false).await),
+            PowerVerb::Status => out(PowerStatus { power_status: c.power_status(node).await? }),
+        },
+        NodeCmd::Console { verb, node } => match verb {
+            ConsoleVerb::Start => done(c.console_start(node).await),
+            ConsoleVerb::Show => {
+                let log = c.console_show(node).await?;
+                if log.trim().is_empty() { Ok(Value::Null) } else { Ok(Value::String(log)) }
+            }
+            ConsoleVerb::Stop => done(c.console_stop(node).await),
+        },
+        NodeCmd::Bootdev { node, device } => done(c.set_bootdev(node, device).await),
+        NodeCmd::Nic(NicCmd::Add { node, nic, macaddr }) => done(c.nic_register(node, nic, macaddr).await),
+        NodeCmd::Nic(NicCmd::Delete { node, nic }) => done(c.nic_delete(node, nic).await),
+        NodeCmd::Metadata(MetadataCmd::Set { node, label, value }) => {
+            let v = serde_json::from_str(value).unwrap_or(Value::String(value.clone()));
+            done(c.metadata_set(node, label, v).await)
+        }
+        NodeCmd::Metadata(MetadataCmd::Delete { node, label }) => done(c.metadata_delete(node, label).await),
+        NodeCmd::Connect { node, nic, network, channel } => {
+            status_id(c.connect_network(node, nic, network, channel.as_deref()).await)
+        }
+        NodeCmd::Detach { node, nic, network } => status_id(c.detach_network(node, nic, network).await),
+    }
+}
+
+/// `metalcast network ...`
+async fn network(c: &Client, cmd: &NetworkCmd) -> Result<Value, CliError> {
+    match cmd {
+        NetworkCmd::List => out(c.networks().await?),
+        NetworkCmd::Show { network } => out(c.network(network).await?),
+        NetworkCmd::Create { network, owner, access, net_id } => {
+            let body = NetworkCreate { owner: owner.clone(), access: access.clone(), net_id: net_id.clone() };
+            done(c.network_create(network, &body).await)
+        }
+        NetworkCmd::Delete { network } => done(c.network_delete(network).await),
+        NetworkCmd::Attachments { network, project } => out(c.network_attachments(network, project.as_deref()).await?),
+        NetworkCmd::Grant { network, project } => done(c.network_grant(network, project).await),
+        NetworkCmd::Revoke { network, project } => done(c.network_revoke(network, project).await),
+    }
+}
+
+/// `metalcast switch ...`
+async fn switch(c: &Client, cmd: &SwitchCmd) -> Result<Value, CliError> {
+    match cmd {
+        SwitchCmd::List => out(c.switches().await?),
+        SwitchCmd::Show { switch } => out(c.switch(switch).await?),
+        SwitchCmd::Register { switch, bridge, netns } => {
+            let body = SwitchRegister::LinuxBridge { bridge: bridge.clone(), netns: netns.clone() };
+            done(c.switch_register(switch, &body).await)
+        }
+        SwitchCmd::Delete { switch } => done(c.switch_delete(switch).await),
+        SwitchCmd::Port(p) => match p {
+            PortCmd::Add { switch, port } => done(c.port_register(switch, port).await),
+            PortCmd::Delete { switch, port } => done(c.port_delete(switch, port).await),
+            PortCmd::Show { switch, port } => out(c.port(switch, port).await?),
+            PortCmd::Connect { switch, port, node, nic } => done(c.port_connect_nic(switch, port, node, nic).await),
+            PortCmd::Detach { switch, port } => done(c.port_detach_nic(switch, port).await),
+            PortCmd::Revert { switch, port } => status_id(c.port_revert(switch, port).await),
+        },
+    }
+}
+
+/// `metalcast user ...`
+async fn user(c: &Client, cmd: &UserCmd) -> Result<Value, CliError> {
+    match cmd {
+        UserCmd::Create { user, admin, new_password } => {
+            let body = UserCreate { password: new_password.clone(), is_admin: *admin };
+            done(c.user_create(user, &body).await)
+        }
+        UserCmd::Delete { user } => done(c.user_delete(user).await),
+        UserCmd::AddProject { user, project } => done(c.user_add_project(user, project).await),
+        UserCmd::RemoveProject { user, project } => done(c.user_remove_project(user, project).await),
+    }
+}
+
+/// `metalcast token ...`
+async fn token(c: &Client, cmd: &TokenCmd) -> Result<Value, CliError> {
+    match cmd {
+        TokenCmd::Create { description } => out(c.token_create(description).await?),
+        TokenCmd::List => out(c.tokens().await?),
+        TokenCmd::Delete { id } => done(c.token_delete(id).await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metalcast_operator_api::{Error, ErrorBody};
+
+    fn api(status: u16) -> CliError {
+        CliError::Api(Error::Api { status, body: ErrorBody { msg: "m".into(), kind: "X".into() } })
+    }
+
+    #[test]
+    fn exit_codes_follow_the_status() {
+        assert_eq!([401, 403, 404, 409, 422, 502].map(|s| api(s).exit_code()), [4, 4, 5, 6, 7, 7]);
+        assert_eq!(CliError::Api(Error::BadUrl("x".into())).exit_code(), 3);
+        assert_eq!(CliError::Input("x".into()).exit_code(), 1);
+        assert_eq!(CliError::Failed("x".into()).exit_code(), 8);
+        assert_eq!(api(404).to_string(), "404: m");
+    }
+}
