@@ -85,6 +85,8 @@ pub struct Inner {
     pub upstream: Option<Arc<crate::drivers::parent::Upstream>>,
     /// Background work and its shutdown signal.
     pub tasks: crate::tasks::Tasks,
+    /// Picks the BMC and switch drivers ([`crate::drivers::Standard`]).
+    pub drivers: Arc<dyn crate::drivers::Chooser>,
 }
 
 impl AppState {
@@ -103,6 +105,7 @@ impl AppState {
             deploys: crate::app::deployments::Deploys::default(),
             upstream: None,
             tasks: crate::tasks::Tasks::default(),
+            drivers: Arc::new(crate::drivers::Standard),
         }))
     }
 
@@ -128,6 +131,17 @@ impl AppState {
         AppState(std::sync::Arc::new(inner))
     }
 
+    /// Choose drivers with `drivers` instead of [`crate::drivers::Standard`]
+    /// (unit tests: their mock BMC and switch).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_drivers(self, drivers: Arc<dyn crate::drivers::Chooser>) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_drivers before the state is shared");
+        inner.drivers = drivers;
+        AppState(Arc::new(inner))
+    }
+
     /// Make this a nested instance of the parent behind `up` (and register
     /// `up` for the `upstream` drivers).
     ///
@@ -143,12 +157,12 @@ impl AppState {
 impl AppState {
     /// The driver of a node's BMC (an `upstream` one gets this server's parent client).
     pub fn bmc(&self, obm: &crate::drivers::ObmConfig) -> Box<dyn crate::drivers::Bmc> {
-        obm.driver(self.upstream.as_ref())
+        self.drivers.bmc(obm, self.upstream.as_ref())
     }
 
     /// The driver of a switch (an `upstream` one gets this server's parent client).
     pub fn switch(&self, cfg: &crate::drivers::SwitchConfig) -> Box<dyn crate::drivers::Switch> {
-        cfg.driver(self.upstream.as_ref())
+        self.drivers.switch(cfg, self.upstream.as_ref())
     }
 }
 

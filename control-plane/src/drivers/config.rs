@@ -79,13 +79,6 @@ pub enum ObmConfig {
         /// The node's name at the parent.
         node: String,
     },
-    /// In-memory BMC for unit tests.
-    #[cfg(test)]
-    #[serde(rename = "mock")]
-    Mock {
-        /// Key into the mock state table.
-        id: String,
-    },
 }
 
 impl ObmConfig {
@@ -126,8 +119,6 @@ impl ObmConfig {
             }
             ObmConfig::None {} => Ok(()),
             ObmConfig::Upstream { url, project, node } => validate_upstream(url, project, node),
-            #[cfg(test)]
-            ObmConfig::Mock { .. } => Ok(()),
         }
     }
 
@@ -159,9 +150,6 @@ impl ObmConfig {
             ObmConfig::Upstream { url, project, node } => {
                 Box::new(super::upstream::UpstreamBmc { parent: parent_for(parent, url, project), node: node.clone() })
             }
-            // The one place the test-only driver is chosen.
-            #[cfg(test)]
-            ObmConfig::Mock { id } => Box::new(super::mock::MockBmc { id: id.clone() }),
         }
     }
 }
@@ -219,19 +207,6 @@ pub enum SwitchConfig {
         /// The node's name at the parent.
         node: String,
     },
-    /// Switch that records operations, for unit tests.
-    #[cfg(test)]
-    #[serde(rename = "mock")]
-    Mock {
-        /// Key of the operation log / gate in the mock table.
-        key: String,
-        /// Fail every operation (to test the ERROR path).
-        #[serde(default)]
-        fail: bool,
-        /// Block each operation until the test releases the gate.
-        #[serde(default)]
-        hold: bool,
-    },
 }
 
 fn validate_upstream(url: &str, project: &str, node: &str) -> Result<(), String> {
@@ -275,8 +250,6 @@ impl SwitchConfig {
                 Ok(())
             }
             SwitchConfig::Upstream { url, project, node } => validate_upstream(url, project, node),
-            #[cfg(test)]
-            SwitchConfig::Mock { .. } => Ok(()),
         }
     }
 
@@ -291,8 +264,6 @@ impl SwitchConfig {
                 }
             }
             SwitchConfig::Upstream { .. } => crate::names::check_name("port", port),
-            #[cfg(test)]
-            SwitchConfig::Mock { .. } => Ok(()),
         }
     }
 
@@ -307,11 +278,6 @@ impl SwitchConfig {
                 parent: parent_for(parent, url, project),
                 node: node.clone(),
             }),
-            // The one place the test-only driver is chosen.
-            #[cfg(test)]
-            SwitchConfig::Mock { key, fail, hold } => {
-                Box::new(super::mock::MockSwitch { key: key.clone(), fail: *fail, hold: *hold })
-            }
         }
     }
 }

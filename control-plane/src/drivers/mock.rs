@@ -1,9 +1,68 @@
 //! The test-only BMC and switch: they record every operation in a table
 //! tests read ([`log`]), and a `hold` switch waits on a gate tests open
 //! ([`gate`]).
+//!
+//! Tests register them through the real API with ordinary configurations
+//! that name the host `mock.invalid` (RFC 6761: it never resolves, so no
+//! real driver can mean it): a `redfish` BMC whose `system` is the mock's
+//! id ([`obm`]), an `upstream` switch whose `project` is the mock's key and
+//! whose `node` is its mode ([`switch`]). [`Mock`], the test harness's
+//! [`Chooser`], answers those with the mock and everything else with
+//! [`Standard`].
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Value, json};
+
+use super::parent::Upstream;
+use super::{
+    Bmc, Chooser, ConsoleStream, DriverError, DriverFuture, ObmConfig, PowerOp, Standard, Switch, SwitchConfig,
+};
+
+/// The base URL that marks a mock configuration.
+pub const URL: &str = "http://mock.invalid";
+
+/// The `obm` object of a mock BMC with id `id`.
+pub fn obm(id: &str) -> Value {
+    json!({"type": "redfish", "url": URL, "system": id})
+}
+
+/// The body of `PUT /v0/switch/<s>` for a mock switch logging under `key`;
+/// `fail`: every operation fails; `hold`: each waits for the [`gate`].
+pub fn switch(key: &str, fail: bool, hold: bool) -> Value {
+    let mode = match (fail, hold) {
+        (false, false) => "ok",
+        (true, false) => "fail",
+        (false, true) => "hold",
+        (true, true) => "hold-fail",
+    };
+    json!({"type": "upstream", "url": URL, "project": key, "node": mode})
+}
+
+/// The unit tests' driver choice: mock configurations get the mock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mock;
+
+impl Chooser for Mock {
+    fn bmc(&self, obm: &ObmConfig, parent: Option<&Arc<Upstream>>) -> Box<dyn Bmc> {
+        match obm {
+            ObmConfig::Redfish { url, system: Some(id), .. } if url == URL => Box::new(MockBmc { id: id.clone() }),
+            _ => Standard.bmc(obm, parent),
+        }
+    }
+
+    fn switch(&self, cfg: &SwitchConfig, parent: Option<&Arc<Upstream>>) -> Box<dyn Switch> {
+        match cfg {
+            SwitchConfig::Upstream { url, project, node } if url == URL => Box::new(MockSwitch {
+                key: project.clone(),
+                fail: node.ends_with("fail"),
+                hold: node.starts_with("hold"),
+            }),
+            _ => Standard.switch(cfg, parent),
+        }
+    }
+}
 
 /// State of one mock BMC.
 #[derive(Debug, Default)]
@@ -37,8 +96,6 @@ pub fn gate(key: &str) -> std::sync::Arc<tokio::sync::Semaphore> {
         .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(0)))
         .clone()
 }
-
-use super::{Bmc, ConsoleStream, DriverError, DriverFuture, PowerOp, Switch};
 
 /// A BMC that records operations under `id`.
 #[derive(Debug, Clone)]

@@ -16,9 +16,12 @@
 //! One file per driver, each behind the [`Bmc`] or [`Switch`] trait; the
 //! configuration (the API's `obm` and switch objects) is [`ObmConfig`] /
 //! [`SwitchConfig`], and [`ObmConfig::driver`] / [`SwitchConfig::driver`]
-//! pick the implementation. The `upstream` drivers get the parent's client
+//! pick the implementation. The server asks through a [`Chooser`]
+//! ([`Standard`] in production), so a unit test can put its own in front:
+//! the test-only BMC and switch (`mock.rs`) are chosen there and nowhere in
+//! the production code. The `upstream` drivers get the parent's client
 //! ([`parent::Upstream`]) passed in; nothing here reads server state or
-//! globals. A `mock` BMC and switch exist only in unit tests (`mock.rs`).
+//! globals.
 
 mod config;
 mod ipmi;
@@ -32,6 +35,7 @@ mod redfish;
 mod upstream;
 mod vlan_bridges;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -154,4 +158,28 @@ pub trait Switch: Send + Sync {
     fn add_vlan<'a>(&'a self, port: &'a str, vlan: u16, native: bool) -> DriverFuture<'a, ()>;
     /// Removes `vlan` (attached untagged if `native`, else tagged) from `port`.
     fn del_vlan<'a>(&'a self, port: &'a str, vlan: u16, native: bool) -> DriverFuture<'a, ()>;
+}
+
+/// Picks the driver for a configuration. The server holds one; production
+/// uses [`Standard`], unit tests one that answers some configurations with
+/// their mock.
+pub trait Chooser: Send + Sync + std::fmt::Debug {
+    /// The driver of a node's BMC; `parent` as for [`ObmConfig::driver`].
+    fn bmc(&self, obm: &ObmConfig, parent: Option<&Arc<parent::Upstream>>) -> Box<dyn Bmc>;
+    /// The driver of a switch; `parent` as for [`SwitchConfig::driver`].
+    fn switch(&self, cfg: &SwitchConfig, parent: Option<&Arc<parent::Upstream>>) -> Box<dyn Switch>;
+}
+
+/// The production choice: each configuration's own driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standard;
+
+impl Chooser for Standard {
+    fn bmc(&self, obm: &ObmConfig, parent: Option<&Arc<parent::Upstream>>) -> Box<dyn Bmc> {
+        obm.driver(parent)
+    }
+
+    fn switch(&self, cfg: &SwitchConfig, parent: Option<&Arc<parent::Upstream>>) -> Box<dyn Switch> {
+        cfg.driver(parent)
+    }
 }

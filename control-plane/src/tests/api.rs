@@ -7,7 +7,7 @@ use super::{Harness, Who};
 use crate::both_backends;
 
 fn mock_obm(id: &str) -> Value {
-    json!({ "obm": { "type": "mock", "id": id } })
+    json!({ "obm": crate::drivers::mock::obm(id) })
 }
 
 /// Projects, nodes, NICs, metadata: happy paths and in-use rules.
@@ -19,7 +19,7 @@ async fn lifecycle(h: &Harness) {
     assert_eq!(h.ok("GET", "/v0/projects", None).await, json!(["pa"]));
 
     h.ok("PUT", "/v0/node/n1", Some(mock_obm(&format!("lc-{tag}")))).await;
-    h.ok("PUT", "/v0/node/n2", Some(json!({"obm": {"type": "mock", "id": "x"}, "metadata": {"rack": "r1"}}))).await;
+    h.ok("PUT", "/v0/node/n2", Some(json!({"obm": crate::drivers::mock::obm("x"), "metadata": {"rack": "r1"}}))).await;
     let (s, _) = h.call("PUT", "/v0/node/n1", &h.admin, Some(mock_obm("y"))).await;
     assert_eq!(s, StatusCode::CONFLICT);
     h.ok("PUT", "/v0/node/n1/nic/eth0", Some(json!({"macaddr": "52:54:00:00:00:01"}))).await;
@@ -144,7 +144,7 @@ async fn bad_input(h: &Harness) {
         (
             "PUT",
             "/v0/node/n%3Brm",
-            br#"{"obm":{"type":"mock","id":"z"}}"#.to_vec(),
+            br#"{"obm":{"type":"redfish","url":"http://mock.invalid","system":"z"}}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid node name",
         ),
@@ -278,7 +278,7 @@ async fn setup_wired_node(h: &Harness, key: &str, hold: bool, fail: bool) -> Who
     let alice = h.user("alice", &["pa"]).await;
     h.ok("PUT", "/v0/node/n1", Some(mock_obm(key))).await;
     h.ok("PUT", "/v0/node/n1/nic/eth0", Some(json!({"macaddr": "52:54:00:00:00:01"}))).await;
-    h.ok("PUT", "/v0/switch/sw", Some(json!({"type": "mock", "key": key, "hold": hold, "fail": fail}))).await;
+    h.ok("PUT", "/v0/switch/sw", Some(crate::drivers::mock::switch(key, fail, hold))).await;
     h.ok("PUT", "/v0/switch/sw/port/p1", None).await;
     h.ok("POST", "/v0/switch/sw/port/p1/connect_nic", Some(json!({"node": "n1", "nic": "eth0"}))).await;
     h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n1"}))).await;

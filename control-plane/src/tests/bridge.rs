@@ -98,7 +98,7 @@ async fn linux_bridge_switch_in_netns() {
     h.ok("PUT", "/v0/switch/br/port/nope0", None).await;
     h.ok("PUT", "/v0/project/pa", None).await;
     for node in ["n1", "n2"] {
-        h.ok("PUT", &format!("/v0/node/{node}"), Some(json!({"obm": {"type": "mock", "id": "br"}}))).await;
+        h.ok("PUT", &format!("/v0/node/{node}"), Some(json!({"obm": crate::drivers::mock::obm("br")}))).await;
         h.ok("PUT", &format!("/v0/node/{node}/nic/eth0"), Some(json!({"macaddr": "52:54:00:00:00:01"}))).await;
         h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": node}))).await;
     }

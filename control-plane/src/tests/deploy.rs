@@ -171,11 +171,11 @@ async fn deployments(h: &Harness) {
     // runtime's check-in (through the real runtime API) frees the node.
     let bmc = format!("n4-{}", crate::auth::random_hex(4));
     let mac = "52:54:00:00:10:04";
-    h.ok("PUT", "/v0/node/n4", Some(json!({"obm": {"type": "mock", "id": bmc}}))).await;
+    h.ok("PUT", "/v0/node/n4", Some(json!({"obm": crate::drivers::mock::obm(&bmc)}))).await;
     h.ok("PUT", "/v0/node/n4/nic/eth0", Some(json!({"macaddr": mac}))).await;
     h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n4"}))).await;
     // n4's NIC is on a network (mock switch): the reclaim must detach it.
-    h.ok("PUT", "/v0/switch/sw4", Some(json!({"type": "mock", "key": bmc, "hold": false, "fail": false}))).await;
+    h.ok("PUT", "/v0/switch/sw4", Some(crate::drivers::mock::switch(&bmc, false, false))).await;
     h.ok("PUT", "/v0/switch/sw4/port/p4", None).await;
     h.ok("POST", "/v0/switch/sw4/port/p4/connect_nic", Some(json!({"node": "n4", "nic": "eth0"}))).await;
     h.ok("PUT", "/v0/network/net4", Some(json!({"owner": "pa", "access": "pa", "net_id": ""}))).await;

@@ -24,7 +24,7 @@ const OPENAPI_PATH: &str = "src/tests/golden/openapi.json";
 type Step = (&'static str, &'static str, &'static str, Option<Value>);
 
 fn script() -> Vec<Step> {
-    let mock_sw = json!({"type": "mock", "key": "golden-sw", "hold": false, "fail": false});
+    let mock_sw = crate::drivers::mock::switch("golden-sw", false, false);
     vec![
         // Users and projects.
         ("admin", "PUT", "/v0/project/pa", None),
@@ -43,12 +43,12 @@ fn script() -> Vec<Step> {
         ("alice", "GET", "/v0/projects", None),
         ("alice", "PUT", "/v0/project/pc", None),
         // Nodes, NICs, metadata.
-        ("admin", "PUT", "/v0/node/n1", Some(json!({"obm": {"type": "mock", "id": "golden-n1"}}))),
+        ("admin", "PUT", "/v0/node/n1", Some(json!({"obm": crate::drivers::mock::obm("golden-n1")}))),
         (
             "admin",
             "PUT",
             "/v0/node/n2",
-            Some(json!({"obm": {"type": "mock", "id": "golden-n2"}, "metadata": {"rack": "r1"}})),
+            Some(json!({"obm": crate::drivers::mock::obm("golden-n2"), "metadata": {"rack": "r1"}})),
         ),
         ("admin", "PUT", "/v0/node/n3", Some(json!({"obm": {"type": "none"}}))),
         ("admin", "PUT", "/v0/node/n1", Some(json!({"obm": {"type": "none"}}))),

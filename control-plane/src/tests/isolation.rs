@@ -22,14 +22,14 @@ async fn isolation(h: &Harness) {
     h.ok("PUT", "/v0/project/pb", None).await;
     let alice = h.user("alice", &["pa"]).await;
     let bob = h.user("bob", &["pb"]).await;
-    let obm = json!({"obm": {"type": "mock", "id": key}});
+    let obm = json!({"obm": crate::drivers::mock::obm(&key)});
     for n in ["na", "nb", "nf"] {
         h.ok("PUT", &format!("/v0/node/{n}"), Some(obm.clone())).await;
     }
     h.ok("PUT", "/v0/node/na/nic/eth0", Some(json!({"macaddr": "52:54:00:00:00:01"}))).await;
     h.ok("PUT", "/v0/node/nb/nic/eth0", Some(json!({"macaddr": "52:54:00:00:00:02"}))).await;
     h.ok("PUT", "/v0/node/na/metadata/k", Some(json!({"value": 1}))).await;
-    h.ok("PUT", "/v0/switch/sw", Some(json!({"type": "mock", "key": key}))).await;
+    h.ok("PUT", "/v0/switch/sw", Some(crate::drivers::mock::switch(&key, false, false))).await;
     for p in ["p1", "p2", "p3"] {
         h.ok("PUT", &format!("/v0/switch/sw/port/{p}"), None).await;
     }
@@ -127,7 +127,7 @@ async fn isolation(h: &Harness) {
         ("PUT", "/v0/network/neta/access/pb", None, [x, x, s(403), s(401)]),
         ("PUT", "/v0/network/privb/access/pa", None, [x, s(403), s(403), s(401)]),
         ("DELETE", "/v0/network/privb/access/pb", None, [x, s(403), x, s(401)]),
-        ("PUT", "/v0/switch/s2", Some(json!({"type": "mock", "key": "k"})), [x, s(403), s(403), s(401)]),
+        ("PUT", "/v0/switch/s2", Some(crate::drivers::mock::switch("k", false, false)), [x, s(403), s(403), s(401)]),
         ("DELETE", "/v0/switch/sw", None, [s(409), s(403), s(403), s(401)]),
         ("PUT", "/v0/switch/sw/port/p9", None, [x, s(403), s(403), s(401)]),
         ("DELETE", "/v0/switch/sw/port/p3", None, [x, s(403), s(403), s(401)]),

@@ -90,7 +90,8 @@ impl Harness {
                 addr: Some(std::net::Ipv4Addr::LOCALHOST),
                 public_url: Some("http://127.0.0.1:9".into()),
                 ..Default::default()
-            });
+            })
+            .with_drivers(std::sync::Arc::new(crate::drivers::mock::Mock));
         let b = crate::app::tokens::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
         Harness {
             app: crate::app(st.clone()),

@@ -173,7 +173,8 @@ async fn node_quota_race(h: &Harness) {
     let alice = h.user("alice", &["pa"]).await;
     h.ok("PUT", "/v1/projects/pa/quota", Some(json!({"max_nodes": 2}))).await;
     for i in 0..6 {
-        h.ok("PUT", &format!("/v0/node/q{i}"), Some(json!({ "obm": { "type": "mock", "id": format!("q{i}") } }))).await;
+        h.ok("PUT", &format!("/v0/node/q{i}"), Some(json!({ "obm": crate::drivers::mock::obm(&format!("q{i}")) })))
+            .await;
     }
     let calls: Vec<_> = (0..6)
         .map(|i| h.call("POST", "/v0/project/pa/connect_node", &alice, Some(json!({ "node": format!("q{i}") }))))

@@ -113,7 +113,7 @@ async fn vlan_bridges_isolate_projects_on_a_real_fabric() {
     let bob = h.user("bob", &["pb"]).await;
     for (host, project) in [(a1, "pa"), (a2, "pa"), (b1, "pb")] {
         let node = host.name();
-        h.ok("PUT", &format!("/v0/node/{node}"), Some(json!({"obm": {"type": "mock", "id": "vlaniso"}}))).await;
+        h.ok("PUT", &format!("/v0/node/{node}"), Some(json!({"obm": crate::drivers::mock::obm("vlaniso")}))).await;
         h.ok("PUT", &format!("/v0/node/{node}/nic/eth0"), Some(json!({"macaddr": host.mac_string()}))).await;
         h.ok("PUT", &format!("/v0/switch/fab/port/{}", host.switch_port()), None).await;
         h.ok(
