@@ -7,44 +7,13 @@ use metalcast_operator_api::v0::{
     NetworkCreate, NodeFilter, NodeRegister, PowerStatus, StatusId, SwitchRegister, UserCreate,
 };
 use metalcast_operator_api::{Auth, Client};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::{
     Cli, Command, ConsoleVerb, MetadataCmd, NetworkCmd, NicCmd, NodeCmd, Output, PortCmd, PowerVerb, ProjectCmd,
     ProjectNodeCmd, SwitchCmd, TokenCmd, UserCmd, Which,
 };
-
-/// Failure of a client command.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// A call to the server failed.
-    #[error(transparent)]
-    Api(#[from] metalcast_operator_api::Error),
-    /// Bad local input.
-    #[error("{0}")]
-    Input(String),
-    /// A deployment ended with failed nodes.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl CliError {
-    /// Process exit code (see the `cli` module docs).
-    pub fn exit_code(&self) -> i32 {
-        use metalcast_operator_api::Error as E;
-        match self {
-            CliError::Api(E::Transport { .. } | E::BadUrl(_)) => 3,
-            CliError::Api(E::Api { status: 401 | 403, .. }) => 4,
-            CliError::Api(E::Api { status: 404, .. }) => 5,
-            CliError::Api(E::Api { status: 409, .. } | E::OtherImage { .. }) => 6,
-            CliError::Api(E::Api { .. }) => 7,
-            CliError::Api(E::Build(_) | E::DotSegment(_) | E::Decode { .. } | E::Stream(_) | E::File { .. }) => 1,
-            CliError::Input(_) => 1,
-            CliError::Failed(_) => 8,
-        }
-    }
-}
+use crate::cli_error::{CliError, out};
 
 /// The client for the global options: `--url`, `--token` (else `--user`
 /// and `--password`), `--ca-cert`.
@@ -62,11 +31,6 @@ pub fn client(cli: &Cli) -> Result<Client, CliError> {
         (None, None) => Auth::None,
     };
     Ok(Client::with_builder(&cli.url, auth, b)?)
-}
-
-/// An answer to print.
-pub fn out<T: Serialize>(answer: T) -> Result<Value, CliError> {
-    serde_json::to_value(answer).map_err(|e| CliError::Input(format!("cannot encode the answer: {e}")))
 }
 
 /// A call that answers nothing: prints nothing.

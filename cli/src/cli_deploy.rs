@@ -15,7 +15,7 @@ use metalcast_operator_api::v1::{
 use metalcast_operator_api::{Client, DeploymentEvent};
 use serde_json::{Value, json};
 
-use crate::cli_client::{CliError, out};
+use crate::cli_error::{CliError, out};
 
 /// `metalcast deploy`: deploy an image (default), or manage deployments.
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use metalcast_operator_api::v1::{KeypairCreate, Quota, UploadQuery, Visibility};
 use metalcast_operator_api::{Client, Error, ErrorBody};
 use serde_json::{Value, json};
 
-use crate::cli_client::{CliError, out};
+use crate::cli_error::{CliError, out};
 
 /// `metalcast image ...`
 #[derive(Debug, Subcommand)]

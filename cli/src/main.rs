@@ -10,6 +10,7 @@
 mod cli;
 mod cli_client;
 mod cli_deploy;
+mod cli_error;
 mod cli_registry;
 mod demo;
 mod send;

@@ -10,7 +10,21 @@
 
 use std::collections::HashSet;
 
-use crate::app::error::Error;
+/// A refusal by the policy. The use cases turn it into their own error
+/// (`app::Error`: 401, 403, or an internal error for a missing rule).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An anonymous caller where a user is required.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The caller lacks the access; the text says which.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No rule covers this action on this resource (a programming error:
+    /// refused, and logged as internal).
+    #[error("no policy for {0}")]
+    NoPolicy(String),
+}
 
 /// An authenticated (or anonymous) API caller.
 #[derive(Debug, Clone, Default)]
@@ -181,7 +195,7 @@ pub fn authorize(actor: Actor<'_>, action: Action<'_>, resource: Resource<'_>) -
         (Action::ManageImage, Resource::Image { owner, .. }) => {
             allowed(c.admin || owner.is_some_and(|o| c.projects.contains(o)), "not the image's owner")
         }
-        (action, resource) => Err(Error::internal(format!("no policy for {action:?} on {resource:?}"))),
+        (action, resource) => Err(Error::NoPolicy(format!("{action:?} on {resource:?}"))),
     }
 }
 

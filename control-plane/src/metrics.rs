@@ -5,12 +5,6 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-
-use crate::app::AppState;
-
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -30,7 +24,8 @@ impl Metrics {
         *self.actions.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1;
     }
 
-    fn request(&self, method: &str, route: &str, status: u16) {
+    /// Count an answered HTTP request by method, matched route and status.
+    pub fn request(&self, method: &str, route: &str, status: u16) {
         *self
             .requests
             .lock()
@@ -57,17 +52,4 @@ impl Metrics {
         }
         s
     }
-}
-
-/// Middleware counting every request by method, matched route and status.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let start = std::time::Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    state.metrics.request(&method, &route, status);
-    tracing::debug!(%method, %route, status, micros = start.elapsed().as_micros() as u64, "request");
-    resp
 }

@@ -111,3 +111,19 @@ impl From<crate::drivers::parent::UpstreamError> for Error {
         Error::Driver(DriverError::Upstream(e))
     }
 }
+
+impl From<crate::auth::HashError> for Error {
+    fn from(e: crate::auth::HashError) -> Self {
+        Error::internal(e)
+    }
+}
+
+impl From<crate::authz::Error> for Error {
+    fn from(e: crate::authz::Error) -> Self {
+        match e {
+            crate::authz::Error::Unauthenticated => Error::Unauthenticated,
+            crate::authz::Error::Forbidden(msg) => Error::Forbidden(msg),
+            no_policy @ crate::authz::Error::NoPolicy(_) => Error::internal(no_policy),
+        }
+    }
+}

@@ -133,7 +133,7 @@ pub fn may_see(c: &Caller, img: &ImageInfo) -> bool {
 
 /// Fails unless `c` may change `img` (owner project member or admin), with `msg`.
 fn require_manage(c: &Caller, img: &ImageInfo, msg: &str) -> Result<()> {
-    authorize(Actor::Caller(c), Action::ManageImage, img.resource()).map_err(|_| c.denied(msg))
+    authorize(Actor::Caller(c), Action::ManageImage, img.resource()).map_err(|_| c.denied(msg).into())
 }
 
 /// Fails unless `c` may publish an image.

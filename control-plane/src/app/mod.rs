@@ -14,6 +14,7 @@
 //! parent: network hooks and the inventory sync).
 
 pub mod actions;
+pub mod authn;
 pub mod deployments;
 pub mod error;
 pub mod events;

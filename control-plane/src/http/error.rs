@@ -10,7 +10,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 /// Errors returned by the REST API.
 #[derive(Debug, thiserror::Error)]
@@ -123,4 +125,14 @@ impl IntoResponse for ApiError {
         };
         (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response()
     }
+}
+
+/// Error body shared by `/v0` and `/v1`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// HIL-style error class, e.g. `NotFoundError`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable message.
+    pub msg: String,
 }

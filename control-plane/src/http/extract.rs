@@ -15,7 +15,7 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        Ok(crate::auth::authenticate(state, header).await?)
+        Ok(crate::app::authn::authenticate(state, header).await?)
     }
 }
 

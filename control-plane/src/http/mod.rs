@@ -40,7 +40,7 @@ pub fn app(state: AppState) -> Router {
         .merge(state.runtime.router())
         .fallback(|| async { ApiError::NotFound("no such API endpoint".into()) })
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -74,4 +74,24 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+}
+
+/// Middleware counting every request by method, matched route and status.
+async fn track(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.metrics.request(&method, &route, status);
+    tracing::debug!(%method, %route, status, micros = start.elapsed().as_micros() as u64, "request");
+    resp
 }

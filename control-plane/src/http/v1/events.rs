@@ -29,7 +29,7 @@ struct EventsQuery {
 /// `GET /v1/events[?node=N]`: node events of the caller's projects (admins: all), oldest first.
 #[utoipa::path(get, path = "/v1/events",
     params(("node" = Option<String>, Query, description = "only events of this node")),
-    responses((status = 200, body = [NodeEvent]), (status = 401, body = crate::http::v1::openapi::ErrorBody)))]
+    responses((status = 200, body = [NodeEvent]), (status = 401, body = crate::http::error::ErrorBody)))]
 async fn list_events(
     State(st): State<AppState>,
     c: Caller,

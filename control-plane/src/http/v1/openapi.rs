@@ -4,8 +4,7 @@
 use axum::Json;
 use axum::Router;
 use axum::routing::get;
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 // The handlers by their plain names (and utoipa's `__path_*` items): a
 // path given as `module::handler` would become the operation's tag.
@@ -15,6 +14,7 @@ use super::tokens::{
 };
 use crate::app::AppState;
 use crate::app::tokens::{TokenCreated, TokenInfo};
+use crate::http::error::ErrorBody;
 
 /// OpenAPI description of `/v1`.
 #[derive(Debug, OpenApi)]
@@ -28,16 +28,6 @@ use crate::app::tokens::{TokenCreated, TokenInfo};
     components(schemas(Health, WhoAmI, TokenCreate, TokenCreated, TokenInfo, ErrorBody))
 )]
 pub struct ApiDoc;
-
-/// Error body shared by `/v0` and `/v1`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// HIL-style error class, e.g. `NotFoundError`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Human-readable message.
-    pub msg: String,
-}
 
 /// `GET /v1/openapi.json`.
 pub fn routes() -> Router<AppState> {

@@ -8,10 +8,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::openapi::ErrorBody;
 use crate::app::AppState;
 use crate::app::tokens::{self, TokenCreated, TokenInfo};
 use crate::authz::Caller;
+use crate::http::error::ErrorBody;
 use crate::http::{ApiError, Body};
 
 /// Routes.
