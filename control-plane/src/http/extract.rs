@@ -25,7 +25,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// A JSON request body. Unlike `axum::Json` it does not insist on a
 /// `Content-Type` header (HIL's client library does not send one), and an
 /// empty body is read as `{}` so that missing required fields are reported
-/// by name.
+/// by name. Every body of the API is a JSON object: anything else (an array,
+/// which serde would map onto a struct's fields by position, a string, a
+/// number) is a 400.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -41,6 +43,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             }
         })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest("invalid request body: expected a JSON object".into()));
+        }
         serde_json::from_slice(text).map(Body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
     }
 }

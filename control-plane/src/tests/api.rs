@@ -170,6 +170,17 @@ async fn bad_input(h: &Harness) {
             "obm.host",
         ),
         ("PUT", "/v0/node/n2", br#"{"obm": "#.to_vec(), StatusCode::BAD_REQUEST, "invalid request body"),
+        // Bodies are JSON objects: serde would map an array onto a struct's fields by position.
+        ("PUT", "/v0/network/nx", br#"["admin","",""]"#.to_vec(), StatusCode::BAD_REQUEST, "expected a JSON object"),
+        (
+            "POST",
+            "/v0/project/pa/connect_node",
+            br#" ["n1"]"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "expected a JSON object",
+        ),
+        ("PUT", "/v0/project/pb", br#""x""#.to_vec(), StatusCode::BAD_REQUEST, "expected a JSON object"),
+        ("POST", "/v1/keypairs", b"[]".to_vec(), StatusCode::BAD_REQUEST, "expected a JSON object"),
         ("PUT", "/v0/node/n2", big, StatusCode::PAYLOAD_TOO_LARGE, "too large"),
         ("PUT", "/v0/node/n1/nic/eth0", br#"{"macaddr":"nope"}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid macaddr"),
         (
