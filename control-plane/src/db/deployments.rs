@@ -23,6 +23,15 @@ pub async fn in_flight<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     sqlx::query_scalar(IN_FLIGHT_SQL).bind(node).fetch_optional(exec).await
 }
 
+/// The newest deployment after `id` that includes `node`, if any.
+pub async fn newer_for_node(tx: &mut Tx<'_>, node: &str, id: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MAX(deployment) FROM deployment_nodes WHERE node = $1 AND deployment > $2")
+        .bind(node)
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+}
+
 /// Where a deployment as a whole stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -215,6 +215,21 @@ async fn deployments(h: &Harness) {
     assert!(free.as_array().unwrap().iter().any(|n| n == "n4"), "{free}");
     // Reclaiming a free node is a conflict.
     assert_eq!(h.call("POST", "/v1/nodes/n4/reclaim", &h.admin.clone(), Some(json!({}))).await.0, StatusCode::CONFLICT);
+
+    // The event stream exists when the 202 goes out: subscribed at once, it runs to the end.
+    let (s, d2) = h
+        .call("POST", "/v1/deployments", &alice, Some(json!({"image": "img", "nodes": ["n1"], "timeout_secs": 10})))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d2}");
+    let id2 = d2["id"].as_i64().unwrap();
+    let last = events(h, &alice, id2).await.pop().unwrap();
+    assert_eq!(last["state"], "failed", "the stream ended before the deployment: {last}");
+    // n1 was deployed again since: retrying the older deployment would overwrite that.
+    let (s, v) = h.call("POST", &format!("/v1/deployments/{id}/retry"), &alice, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains(&format!("newer deployment {id2}")), "{v}");
+    let (_, v) = h.call("GET", &format!("/v1/deployments/{id}"), &alice, None).await;
+    assert_eq!(v["state"], "failed", "a refused retry changes nothing: {v}");
 }
 both_backends!(deployments);
 

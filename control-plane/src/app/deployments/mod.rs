@@ -483,6 +483,15 @@ pub async fn retry(st: &AppState, c: &Caller, id: i64) -> Result<Deployment> {
         )));
     }
     let failed: Vec<String> = d.nodes.iter().filter(|n| n.state == NodeState::Failed).map(|n| n.node.clone()).collect();
+    // A node deployed again since is no longer this deployment's to finish:
+    // retrying would overwrite the newer image.
+    for n in &failed {
+        if let Some(newer) = db::deployments::newer_for_node(&mut tx, n, id).await? {
+            return Err(Error::Conflict(format!(
+                "node {n:?} was deployed again by the newer deployment {newer}: deploy anew instead of retrying {id}"
+            )));
+        }
+    }
     let mut nodes = Vec::new();
     for n in failed {
         // Still the project's node, and not in flight elsewhere (its row here is `failed`).
