@@ -9,7 +9,8 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 use metalcast_operator_api::v1::WipeSpec;
 
 /// Command line of the `metalcast` binary.
@@ -26,10 +27,12 @@ pub struct Cli {
     /// Server URL for client commands.
     #[arg(long, env = "METALCAST_URL", default_value = "http://127.0.0.1:7000", global = true)]
     pub url: String,
-    /// API token (`mct_...`), sent as a Bearer token.
+    /// API token (`mct_...`), sent as a Bearer token. Either a token or
+    /// --user/--password: a flag beats the environment, and the two given
+    /// the same way (both flags, or both variables) are refused.
     #[arg(long, env = "METALCAST_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// User for HTTP Basic authentication (when no token is given).
+    /// User for HTTP Basic authentication (instead of a token).
     #[arg(long, env = "METALCAST_USER", global = true)]
     pub user: Option<String>,
     /// Password for HTTP Basic authentication.
@@ -597,7 +600,8 @@ pub enum PortCmd {
 pub enum UserCmd {
     /// Create a user (admin); password from --new-password or METALCAST_NEW_PASSWORD.
     Create {
-        /// User name.
+        /// User name. (Its own id: the global --user is another argument.)
+        #[arg(id = "user_name", value_name = "USER")]
         user: String,
         /// Make the user an administrator.
         #[arg(long)]
@@ -608,19 +612,22 @@ pub enum UserCmd {
     },
     /// Delete a user (admin).
     Delete {
-        /// User name.
+        /// User name. (Its own id: the global --user is another argument.)
+        #[arg(id = "user_name", value_name = "USER")]
         user: String,
     },
     /// Add a user to a project (admin).
     AddProject {
-        /// User name.
+        /// User name. (Its own id: the global --user is another argument.)
+        #[arg(id = "user_name", value_name = "USER")]
         user: String,
         /// Project name.
         project: String,
     },
     /// Remove a user from a project (admin).
     RemoveProject {
-        /// User name.
+        /// User name. (Its own id: the global --user is another argument.)
+        #[arg(id = "user_name", value_name = "USER")]
         user: String,
         /// Project name.
         project: String,
@@ -655,10 +662,38 @@ fn parse_vlan_range(s: &str) -> Result<metalcast_control_plane::VlanPool, String
     Ok(metalcast_control_plane::VlanPool { first, last })
 }
 
+impl Cli {
+    /// Settles which credentials a client command uses. A flag on the
+    /// command line beats the environment (`--user alice` while
+    /// `METALCAST_TOKEN` is exported uses alice, not the token); a token and
+    /// a user given the same way (both flags, or both variables) are refused,
+    /// since either choice could act as someone the caller did not mean.
+    pub fn settle_credentials(&mut self, m: &ArgMatches) -> Result<(), String> {
+        // Global arguments: clap propagates their values (and sources) to the top-level matches.
+        let from_flag = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+        if self.token.is_some() && self.user.is_some() {
+            match (from_flag("token"), from_flag("user")) {
+                (true, false) => self.user = None,
+                (false, true) => self.token = None,
+                (true, true) => return Err("give either --token or --user/--password, not both".into()),
+                (false, false) => {
+                    return Err("both METALCAST_TOKEN and METALCAST_USER are set: unset one, or choose with \
+                                --token or --user on the command line"
+                        .into());
+                }
+            }
+        }
+        if self.user.is_none() {
+            self.password = None;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -673,5 +708,12 @@ mod tests {
         let c = Cli::try_parse_from(["metalcast", "project", "node", "add", "p1", "n1"]).unwrap();
         assert!(matches!(c.command, Command::Project(ProjectCmd::Node(ProjectNodeCmd::Add { .. }))));
         assert!(Cli::try_parse_from(["metalcast", "serve", "--vlan-range", "5-1"]).is_err());
+        // `user create alice` names the new user; it must not set the global --user.
+        let m = Cli::command()
+            .try_get_matches_from(["metalcast", "user", "create", "alice", "--new-password", "x"])
+            .unwrap();
+        let c = Cli::from_arg_matches(&m).unwrap();
+        assert_eq!(c.user, None);
+        assert!(matches!(c.command, Command::User(UserCmd::Create { ref user, .. }) if user == "alice"));
     }
 }

@@ -91,6 +91,27 @@ async fn cli_against_server() {
         assert!(stdout(&o).contains("\"admin\": true"), "{o:?}");
         let o = run(&["completions", "bash"]);
         assert!(o.status.success() && stdout(&o).contains("metalcast"));
+
+        // Credentials: a flag beats the environment; mixing a token and a user is refused.
+        let o = run(&["user", "create", "alice", "--new-password", "alicepw"]);
+        assert!(o.status.success(), "{o:?}");
+        let o = run(&["--user", "alice", "--password", "alicepw", "whoami", "-o", "json"]);
+        assert!(stdout(&o).contains("\"user\": \"alice\""), "the exported admin token won over --user: {o:?}");
+        let o = run(&["--user", "alice", "--password", "wrong", "whoami"]);
+        assert_eq!(o.status.code(), Some(4), "a wrong password must not fall back to the token: {o:?}");
+        let o = run(&["--user", "alice", "--password", "alicepw", "--token", &t, "whoami"]);
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("not both"), "{o:?}");
+        let both_env = Command::new(env!("CARGO_BIN_EXE_metalcast"))
+            .args(["whoami"])
+            .env("METALCAST_URL", &u)
+            .env("METALCAST_TOKEN", &t)
+            .env("METALCAST_USER", "alice")
+            .env("METALCAST_PASSWORD", "alicepw")
+            .output()
+            .unwrap();
+        assert_eq!(both_env.status.code(), Some(2), "{both_env:?}");
+        assert!(String::from_utf8_lossy(&both_env.stderr).contains("unset one"), "{both_env:?}");
     })
     .await
     .unwrap();
