@@ -152,6 +152,11 @@ impl Client {
         for attempt in 0..5u32 {
             match self.http.post(&url).config().timeout_global(Some(Duration::from_secs(5))).build().send_json(r) {
                 Ok(resp) if resp.status().is_success() => return,
+                // Refused for good (e.g. 409: an instruction of an earlier server process): do not repeat it.
+                Ok(resp) if resp.status().is_client_error() => {
+                    eprintln!("metalcast: report {:?} refused ({}); not retried", r.phase, resp.status());
+                    return;
+                }
                 Ok(resp) => eprintln!("metalcast: report {:?} answered {}", r.phase, resp.status()),
                 Err(e) => eprintln!("metalcast: report {:?}: {e}", r.phase),
             }

@@ -8,8 +8,22 @@
 //! decides whether to queue the instruction again. The table is in memory: a
 //! restarted server knows no node until it checks in again, which the agent
 //! does whenever a poll answers 404.
+//!
+//! Instruction ids are unique across server processes, not only within one:
+//! each process counts up from its start time in microseconds, so an id a
+//! previous process gave out is never given again (unless the wall clock
+//! steps back by more than the previous process's lifetime). A report is
+//! accepted only for an instruction this process delivered to that node; a
+//! late or retried report of an earlier process's instruction is refused
+//! (409) and counted ([`RuntimeApi::stale_reports`]), so it can never land
+//! on a newer instruction that happens to share its number.
+//!
+//! Stopping: [`RuntimeApi::stop_polls`] answers every waiting and every new
+//! long-poll at once with 503 and `Retry-After` ("come back"), so a server
+//! that shuts down does not wait out the nodes' long-polls.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +85,10 @@ struct Inner {
     changed: Notify,
     epoch: u64,
     default_wait: u64,
+    /// Set by [`RuntimeApi::stop_polls`].
+    stopping: AtomicBool,
+    /// Reports refused because they named no instruction delivered to the node.
+    stale_reports: AtomicU64,
 }
 
 /// The runtime API's server state; cheap to clone (shared).
@@ -90,6 +108,8 @@ impl Default for RuntimeApi {
 enum HttpError {
     BadRequest(String),
     UnknownNode,
+    StaleReport(u64),
+    Stopping,
 }
 
 impl IntoResponse for HttpError {
@@ -97,6 +117,14 @@ impl IntoResponse for HttpError {
         let (code, msg) = match self {
             HttpError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             HttpError::UnknownNode => (StatusCode::NOT_FOUND, "unknown node: check in first".to_owned()),
+            HttpError::StaleReport(id) => {
+                (StatusCode::CONFLICT, format!("instruction {id} was not given to this node by this server"))
+            }
+            HttpError::Stopping => {
+                let body = Json(serde_json::json!({ "error": "the control plane is stopping: come back" }));
+                return (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "5")], body)
+                    .into_response();
+            }
         };
         (code, Json(serde_json::json!({ "error": msg }))).into_response()
     }
@@ -116,12 +144,16 @@ impl RuntimeApi {
     pub fn new() -> Self {
         // The epoch only has to differ between server processes: the start time in nanoseconds does.
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        // Ids count up from the start time in microseconds: unique across processes (module docs).
+        let table = Table { nodes: HashMap::new(), next_id: epoch / 1000 };
         RuntimeApi {
             inner: Arc::new(Inner {
-                table: Mutex::new(Table::default()),
+                table: Mutex::new(table),
                 changed: Notify::new(),
                 epoch,
                 default_wait: 25,
+                stopping: AtomicBool::new(false),
+                stale_reports: AtomicU64::new(0),
             }),
         }
     }
@@ -205,6 +237,21 @@ impl RuntimeApi {
         self.wait_for(node, timeout, |r| r.checkins.len() > seen).await.and_then(|r| r.last_checkin().cloned())
     }
 
+    /// Ends every long-poll now and every later one at once with 503 and
+    /// `Retry-After` (the agent checks in again after its back-off); check-ins
+    /// and reports are still taken. For a server that is stopping.
+    pub fn stop_polls(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Reports refused since start because they named an instruction this
+    /// server never delivered to that node (e.g. retried by an agent across
+    /// a server restart).
+    pub fn stale_reports(&self) -> u64 {
+        self.inner.stale_reports.load(Ordering::Relaxed)
+    }
+
     /// Serves the router on `listener` until `shutdown` resolves.
     pub async fn serve(
         &self,
@@ -238,6 +285,9 @@ async fn instruction(
     let deadline = Instant::now() + wait;
     loop {
         let notified = api.inner.changed.notified();
+        if api.inner.stopping.load(Ordering::SeqCst) {
+            return Err(HttpError::Stopping);
+        }
         {
             let mut t = api.table();
             let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
@@ -299,6 +349,12 @@ async fn report(
     {
         let mut t = api.table();
         let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+        if !rec.delivered.contains(&r.instruction) {
+            drop(t);
+            api.inner.stale_reports.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%node, instruction = r.instruction, "refused a report for an instruction not delivered to this node");
+            return Err(HttpError::StaleReport(r.instruction));
+        }
         rec.reports.push(r);
     }
     api.inner.changed.notify_waiters();
@@ -373,6 +429,75 @@ mod tests {
         let (s, _) = call(&api, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(rep)).await;
         assert_eq!(s, StatusCode::NO_CONTENT);
         assert_eq!(api.node(mac).unwrap().reports.len(), 1);
+    }
+
+    /// Checks `mac` in and hands it instruction `action`; returns its id.
+    async fn deliver(api: &RuntimeApi, mac: &str, action: Action) -> u64 {
+        let (s, _) =
+            call(api, "POST", "/v1/runtime/checkin", Some(serde_json::to_value(checkin_body(mac)).unwrap())).await;
+        assert_eq!(s, StatusCode::OK);
+        let id = api.push(mac, action).unwrap();
+        let (s, b) = call(api, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=0"), None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(serde_json::from_slice::<Instruction>(&b).unwrap().id, id);
+        id
+    }
+
+    /// The stale-report sequence of a server restart: the old process gave
+    /// out an instruction, the node's agent keeps retrying its failure
+    /// report, and the new process (a new table) has handed the node an
+    /// instruction of its own. The old report must not land on the new one.
+    #[tokio::test]
+    async fn reports_of_an_earlier_server_process_are_refused_and_counted() {
+        let mac = "52:54:00:00:00:07";
+        let old = RuntimeApi::new();
+        let old_id = deliver(&old, mac, Action::PowerOff).await;
+        tokio::time::sleep(Duration::from_millis(2)).await; // the restart takes longer than this
+        let new = RuntimeApi::new();
+        let new_id = deliver(&new, mac, Action::PowerOff).await;
+        assert_ne!(old_id, new_id, "instruction ids repeat across server processes");
+        assert!(new_id > old_id);
+        let stale = serde_json::json!({"instruction": old_id, "boot_id": "b1", "phase": "receive", "status": "failed",
+                                       "secs": 1.0, "exit_code": 3, "detail": "receive failed"});
+        let (s, b) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(stale)).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(new.stale_reports(), 1);
+        assert!(new.node(mac).unwrap().reports.is_empty(), "a stale report was recorded");
+        // A report of an instruction queued but not yet delivered is refused too.
+        let queued = new.push(mac, Action::PowerOff).unwrap();
+        let early = serde_json::json!({"instruction": queued, "boot_id": "b1", "phase": "handover", "status": "ok",
+                                       "secs": 1.0, "exit_code": 0});
+        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(early)).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        // The node's own report of the new instruction is taken.
+        let ok = serde_json::json!({"instruction": new_id, "boot_id": "b1", "phase": "handover", "status": "ok",
+                                    "secs": 1.0, "exit_code": 0});
+        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(ok)).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(new.node(mac).unwrap().reports.len(), 1);
+        assert_eq!(new.stale_reports(), 2);
+    }
+
+    /// A stopping server ends long-polls at once with a "come back" answer.
+    #[tokio::test]
+    async fn stop_polls_ends_waiting_and_new_polls_at_once() {
+        let api = RuntimeApi::new();
+        let mac = "52:54:00:00:00:08";
+        let (s, _) =
+            call(&api, "POST", "/v1/runtime/checkin", Some(serde_json::to_value(checkin_body(mac)).unwrap())).await;
+        assert_eq!(s, StatusCode::OK);
+        let api2 = api.clone();
+        let poll = tokio::spawn(async move {
+            call(&api2, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=60"), None).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        api.stop_polls();
+        // Bounded: the poll asked for 60 s.
+        let (s, _) =
+            tokio::time::timeout(Duration::from_secs(10), poll).await.expect("the poll was not ended").unwrap();
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        let (s, _) = call(&api, "GET", &format!("/v1/runtime/nodes/{mac}/instruction?wait=60"), None).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]
