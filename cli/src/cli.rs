@@ -89,6 +89,11 @@ pub struct ProvisionArgs {
     /// reclaimed nodes are kexec'd back into.
     #[arg(long)]
     pub runtime_image: Option<String>,
+    /// On SIGTERM / SIGINT: new deployments are refused at once, and the
+    /// running ones may finish for up to this many seconds (their nodes
+    /// still report) before they are stopped and recorded as interrupted.
+    #[arg(long, env = "METALCAST_DRAIN_SECS", default_value_t = 120)]
+    pub drain_secs: u64,
 }
 
 /// Options of `metalcast serve` that make it a nested control plane

@@ -108,6 +108,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(e) => return report(Err(e)),
             };
             let scheme = if tls.is_some() { "https" } else { "http" };
+            let provision_args_drain = provision.drain_secs;
             let provision = Provision {
                 addr: provision.provision_addr,
                 public_url: provision
@@ -122,7 +123,18 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Ok(u) => u,
                 Err(e) => return report(Err(e)),
             };
-            report(serve(*listen, &db.database_url, *vlan_range, tls, registry, provision, upstream).await)
+            let drain = std::time::Duration::from_secs(provision_args_drain);
+            let serve = Serve {
+                listen: *listen,
+                url: &db.database_url,
+                vlans: *vlan_range,
+                tls,
+                registry,
+                provision,
+                upstream,
+                drain,
+            };
+            report(serve.run().await)
         }
         Command::Admin(AdminCmd::Bootstrap { db, admin_user, admin_password }) => {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
@@ -164,48 +176,56 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn serve(
+/// Everything `metalcast serve` was told, settled from its flags.
+struct Serve<'a> {
     listen: std::net::SocketAddr,
-    url: &str,
+    url: &'a str,
     vlans: VlanPool,
-    tls: Option<(&std::path::Path, &std::path::Path)>,
+    tls: Option<(&'a std::path::Path, &'a std::path::Path)>,
     registry: Registry,
     provision: Provision,
     upstream: Option<metalcast_control_plane::app::upstream::UpstreamConfig>,
-) -> anyhow::Result<()> {
-    let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    let shutdown = async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
+    drain: std::time::Duration,
+}
+
+impl Serve<'_> {
+    async fn run(self) -> anyhow::Result<()> {
+        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain } = self;
+        let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let shutdown = async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing SIGTERM handler");
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
             }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            tracing::info!("shutting down");
+        };
+        if provision.addr.is_none() {
+            tracing::warn!("no --provision-addr given: deployments will be refused");
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-    };
-    if provision.addr.is_none() {
-        tracing::warn!("no --provision-addr given: deployments will be refused");
-    }
-    let mut state = AppState::new(db, vlans).with_registry(registry).with_provision(provision);
-    if let Some(cfg) = upstream {
-        let up = metalcast_control_plane::app::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
-        tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");
-        state = state.with_upstream(up);
-    }
-    // Nested instance: import and follow the parent's inventory.
-    let _sync = metalcast_control_plane::app::upstream::spawn_sync(&state);
-    match tls {
-        Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
-            .await
-            .with_context(|| format!("serving HTTPS with {}", cert.display())),
-        None => metalcast_control_plane::serve(listener, state, shutdown).await.context("serving HTTP"),
+        let mut state =
+            AppState::new(db, vlans).with_registry(registry).with_provision(provision).with_drain_time(drain);
+        if let Some(cfg) = upstream {
+            let up = metalcast_control_plane::app::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
+            tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");
+            state = state.with_upstream(up);
+        }
+        // Nested instance: import and follow the parent's inventory.
+        let _sync = metalcast_control_plane::app::upstream::spawn_sync(&state);
+        match tls {
+            Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
+                .await
+                .with_context(|| format!("serving HTTPS with {}", cert.display())),
+            None => metalcast_control_plane::serve(listener, state, shutdown).await.context("serving HTTP"),
+        }
     }
 }
 

@@ -1,11 +1,19 @@
 //! The server loop: serves the HTTP API ([`crate::http::app`]) over HTTP or
 //! HTTPS until shutdown, after recovering work a restart interrupted.
 //!
-//! Shutdown: when the `shutdown` future completes, background work is told
-//! to stop (`AppState::tasks`; a running deployment records its nodes in
-//! flight as failed, with the reason) and the listener stops accepting; once
-//! in-flight requests are done, `serve` waits up to [`DEFAULT_DRAIN`] for the
-//! background tasks, then returns.
+//! Shutdown, when the `shutdown` future completes (SIGTERM / SIGINT in
+//! `metalcast serve`):
+//! 1. Drain: new deployments, retries and reclaims are refused (503 with
+//!    `Retry-After`); everything else, the node runtimes' API (check-ins,
+//!    reports) and the progress streams stay up, so running deployments can
+//!    finish, for at most the drain time (`Tasks::drain_time`, `serve
+//!    --drain-secs`, default 120 s). An idle server skips this at once.
+//! 2. Stop: background work is told to stop (a deployment still running
+//!    stops its sender and records its nodes in flight as failed, with the
+//!    reason), the nodes' long-polls are answered at once with "come back"
+//!    (503), and the listener stops accepting; once in-flight requests are
+//!    done, `serve` waits up to [`DEFAULT_DRAIN`] for the background tasks
+//!    to record where they stopped, then returns.
 
 use std::future::Future;
 
@@ -13,11 +21,28 @@ use crate::app::AppState;
 use crate::http::app;
 pub use crate::tasks::DEFAULT_DRAIN;
 
-/// `shutdown`, then the signal to every background task.
-async fn signal_tasks(tasks: crate::tasks::Tasks, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// `shutdown`, then the drain (running deployments may finish, bounded),
+/// then the signal to every background task; the listener closes when this
+/// returns.
+async fn signal_tasks(state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
     shutdown.await;
+    let bound = state.tasks.drain_time();
+    state.tasks.begin_drain();
+    let running = state.deploys.running();
+    if running > 0 {
+        tracing::info!(running, secs = bound.as_secs(), "shutting down: no new work; waiting for running deployments");
+        let deadline = tokio::time::Instant::now() + bound;
+        while state.deploys.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let left = state.deploys.running();
+        if left > 0 {
+            tracing::warn!(left, secs = bound.as_secs(), "drain time passed: stopping the deployments still running");
+        }
+    }
     tracing::info!("shutting down: stopping background work");
-    tasks.begin_shutdown();
+    state.tasks.begin_shutdown();
+    state.runtime.stop_polls();
 }
 
 /// Waits (bounded) for the background tasks and stops console captures.
@@ -38,9 +63,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     recover(&state).await;
     tracing::info!(addr = ?listener.local_addr().ok(), "metalcast control plane listening (http)");
-    let r = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(signal_tasks(state.tasks.clone(), shutdown))
-        .await;
+    let r =
+        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal_tasks(state.clone(), shutdown)).await;
     drain(&state).await;
     r
 }
@@ -59,7 +83,7 @@ pub async fn serve_tls(
     recover(&state).await;
     tracing::info!(addr = ?listener.local_addr().ok(), "metalcast control plane listening (https)");
     let handle = axum_server::Handle::new();
-    let (h, signal) = (handle.clone(), signal_tasks(state.tasks.clone(), shutdown));
+    let (h, signal) = (handle.clone(), signal_tasks(state.clone(), shutdown));
     tokio::spawn(async move {
         signal.await;
         h.graceful_shutdown(Some(std::time::Duration::from_secs(30)));

@@ -4,10 +4,13 @@
 //! process exits.
 //!
 //! Background work (networking actions, deployments, the upstream sync) is
-//! spawned with [`Tasks::spawn`]. When `serve`'s shutdown signal fires,
-//! [`Tasks::begin_shutdown`] cancels the token: each task finishes or stops at
-//! its next safe point and records where it stopped; [`Tasks::drain`] then
-//! waits for all of them, at most the drain time.
+//! spawned with [`Tasks::spawn`]. Shutdown has two steps. When `serve`'s
+//! shutdown signal fires, [`Tasks::begin_drain`]: no new long-running work is
+//! accepted, while the work that runs (a rollout) may finish, for at most
+//! the drain time ([`Tasks::drain_time`], `serve --drain-secs`). Then
+//! [`Tasks::begin_shutdown`] cancels the token: each task stops at its next
+//! safe point and records where it stopped; [`Tasks::drain`] waits for all
+//! of them, at most [`DEFAULT_DRAIN`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,17 +18,54 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long `serve` waits for background work after its shutdown signal, by default.
+/// How long `serve` waits for background tasks to record where they
+/// stopped, once told to stop.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
+/// How long running deployments may go on after the shutdown signal, by default.
+pub const DEFAULT_DRAIN_TIME: Duration = Duration::from_secs(120);
+
 /// The shutdown token and the tracker of every background task.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tasks {
     token: CancellationToken,
+    draining: CancellationToken,
     tracker: TaskTracker,
+    drain_time: Duration,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks::new(DEFAULT_DRAIN_TIME)
+    }
 }
 
 impl Tasks {
+    /// A task set whose running work may go on for `drain_time` after the shutdown signal.
+    pub fn new(drain_time: Duration) -> Tasks {
+        Tasks {
+            token: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            drain_time,
+        }
+    }
+
+    /// How long running work may go on after the shutdown signal.
+    pub fn drain_time(&self) -> Duration {
+        self.drain_time
+    }
+
+    /// Stops accepting new long-running work (idempotent); what runs goes on.
+    pub fn begin_drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Whether new long-running work is refused (draining or shut down).
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled() || self.token.is_cancelled()
+    }
+
     /// Runs `fut` in the background, tracked: [`Tasks::drain`] waits for it.
     pub fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
     where
@@ -47,6 +87,7 @@ impl Tasks {
 
     /// Tells every task to stop (idempotent).
     pub fn begin_shutdown(&self) {
+        self.draining.cancel();
         self.token.cancel();
     }
 

@@ -29,6 +29,9 @@ pub enum Error {
     /// A resource pool (VLAN ids) is exhausted.
     #[error("{0}")]
     Exhausted(String),
+    /// The server is shutting down and takes no new long-running work.
+    #[error("{0}")]
+    ShuttingDown(String),
     /// The request body is larger than the server accepts.
     #[error("request body too large")]
     TooLarge,

@@ -132,6 +132,17 @@ impl AppState {
         AppState(std::sync::Arc::new(inner))
     }
 
+    /// Let running deployments go on for up to `drain` after the shutdown
+    /// signal (default [`crate::tasks::DEFAULT_DRAIN_TIME`]).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_drain_time(self, drain: std::time::Duration) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_drain_time before the state is shared");
+        inner.tasks = crate::tasks::Tasks::new(drain);
+        AppState(Arc::new(inner))
+    }
+
     /// Choose drivers with `drivers` instead of [`crate::drivers::Standard`]
     /// (unit tests: their mock BMC and switch).
     ///

@@ -89,6 +89,7 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
         return Err(Error::Conflict(format!("node {node:?} is free already")));
     };
     c.require_project(Some(&project))?;
+    crate::app::deployments::refuse_if_draining(st)?;
     if let Some(other) = crate::db::deployments::in_flight(&st.db.pool, &node).await? {
         return Err(Error::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
     }

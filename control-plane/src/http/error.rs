@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A resource pool (VLAN ids) is exhausted.
     #[error("{0}")]
     Exhausted(String),
+    /// The server is shutting down (503, `Retry-After`).
+    #[error("{0}")]
+    ShuttingDown(String),
     /// The request body is larger than the server accepts.
     #[error("request body too large")]
     TooLarge,
@@ -59,7 +62,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Exhausted(_) | ApiError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Driver(crate::drivers::DriverError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Driver(_) => StatusCode::BAD_GATEWAY,
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Conflict(_) => "BlockedError",
             ApiError::Unprocessable(_) => "BadArgumentError",
             ApiError::Exhausted(_) => "AllocationError",
+            ApiError::ShuttingDown(_) => "ServiceUnavailableError",
             ApiError::TooLarge => "BadArgumentError",
             ApiError::Driver(_) => "DriverError",
             ApiError::Internal(_) => "ServerError",
@@ -100,6 +104,7 @@ impl From<crate::app::Error> for ApiError {
             E::Conflict(m) => ApiError::Conflict(m),
             E::Unprocessable(m) => ApiError::Unprocessable(m),
             E::Exhausted(m) => ApiError::Exhausted(m),
+            E::ShuttingDown(m) => ApiError::ShuttingDown(m),
             E::TooLarge => ApiError::TooLarge,
             E::Driver(d) => ApiError::Driver(d),
             E::Internal(cause) => ApiError::Internal(cause),
@@ -123,7 +128,11 @@ impl IntoResponse for ApiError {
             ApiError::Driver(e) => format!("driver error: {}", e.public_message()),
             _ => self.to_string(),
         };
-        (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response()
+        let mut resp = (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response();
+        if matches!(self, ApiError::ShuttingDown(_)) {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
+        }
+        resp
     }
 }
 

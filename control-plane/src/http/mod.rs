@@ -73,7 +73,13 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+    let mut text = st.metrics.render();
+    text.push_str(
+        "# HELP metalcast_runtime_stale_reports_total Node reports refused: they named no instruction this server gave that node.\n\
+         # TYPE metalcast_runtime_stale_reports_total counter\n",
+    );
+    text.push_str(&format!("metalcast_runtime_stale_reports_total {}\n", st.runtime.stale_reports()));
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Middleware counting every request by method, matched route and status.

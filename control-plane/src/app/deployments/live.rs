@@ -28,6 +28,11 @@ impl Deploys {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
     }
 
+    /// How many deployments run here.
+    pub fn running(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Registers `d` as running here; returns its progress channel.
     pub fn register(&self, d: Deployment) -> watch::Sender<Deployment> {
         let id = d.id;

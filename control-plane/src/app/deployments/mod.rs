@@ -341,6 +341,7 @@ fn provisioning(st: &AppState) -> Result<Option<Ipv4Addr>> {
 
 /// Deploys an image to nodes of a project; returns the new deployment (running).
 pub async fn create(st: &AppState, c: &Caller, req: DeployRequest) -> Result<Deployment> {
+    refuse_if_draining(st)?;
     let user = c.user.clone().ok_or(Error::Unauthenticated)?;
     let addr = provisioning(st)?;
     let img = super::images::visible(st, c, &req.image).await?;
@@ -468,6 +469,7 @@ async fn insert(
 /// Deploys the failed nodes of a finished deployment again, with a new session.
 pub async fn retry(st: &AppState, c: &Caller, id: i64) -> Result<Deployment> {
     let d = visible(st, c, id).await?;
+    refuse_if_draining(st)?;
     let addr = st.provision.addr;
     if addr.is_none() && st.upstream.is_none() {
         return Err(Error::Exhausted("this server has no provisioning network (--provision-addr)".into()));
@@ -510,6 +512,15 @@ pub async fn retry(st: &AppState, c: &Caller, id: i64) -> Result<Deployment> {
     let d = load_existing(st, id).await?;
     engine::start(st, d.clone(), nodes, addr, params);
     Ok(d)
+}
+
+/// New rollouts are refused once the server is shutting down (the running
+/// ones may finish: `crate::tasks`).
+pub(crate) fn refuse_if_draining(st: &AppState) -> Result<()> {
+    if st.tasks.is_draining() {
+        return Err(Error::ShuttingDown("the control plane is shutting down: try again shortly".into()));
+    }
+    Ok(())
 }
 
 /// At server start: whatever was in flight when the previous process stopped
