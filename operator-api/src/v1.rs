@@ -3,7 +3,7 @@
 //!
 //! Copies of the server's types with the same serde attributes and field
 //! order: tokens and health (`http/v1/tokens.rs`, `app/tokens.rs`), node
-//! events (`drivers/parent.rs`), quotas and keypairs (`app/quotas.rs`,
+//! events (`app/events.rs`), quotas and keypairs (`app/quotas.rs`,
 //! `app/keypairs.rs`), images (`app/images.rs`), deployments and runtime
 //! reports (`app/deployments/`, `db/deployments.rs`), reclaim
 //! (`app/reclaim.rs`).

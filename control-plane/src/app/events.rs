@@ -2,12 +2,30 @@
 //! should know about (taken back by the parent, a wipe refused), visible to
 //! the members of the project that held it (admins: all).
 
+use serde::{Deserialize, Serialize};
+
 use super::AppState;
 use super::error::{Error, Result};
 use crate::authz::Caller;
 use crate::db;
 
-pub use crate::drivers::parent::NodeEvent;
+/// Something that happened to a node that its project should learn about,
+/// e.g. the parent taking it back.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeEvent {
+    /// Event id.
+    pub id: String,
+    /// Node name.
+    pub node: String,
+    /// Project that held the node when it happened (`null`: none).
+    pub project: Option<String>,
+    /// `reclaimed`: the node was taken away by the parent control plane.
+    pub kind: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
 
 /// Event ids sort chronologically: nanoseconds since the epoch, then randomness.
 fn event_id() -> String {

@@ -29,14 +29,14 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use metalcast_operator_api::v0::NodeView;
 
 use super::AppState;
 use super::error::{Error, Result};
 use crate::db;
 use crate::drivers::{DriverError, ObmConfig};
 
-pub use crate::drivers::parent::{MAX_BACKOFF, NodeEvent, Upstream, UpstreamConfig, UpstreamError};
+pub use crate::drivers::parent::{MAX_BACKOFF, Upstream, UpstreamConfig, UpstreamError};
 
 /// Hook of network creation: on a nested instance, create the parent
 /// network that carries the new network with VLAN label `vlan`.
@@ -146,27 +146,12 @@ pub async fn sync_once(st: &AppState, up: &Upstream) -> Result<SyncReport> {
 /// Insert an imported node: the node (upstream BMC), its NICs, a switch of
 /// its own whose ports are the NIC names, each NIC wired to its port, and
 /// the parent's metadata. A node of that name registered locally by the admin wins.
-async fn import_node(st: &AppState, up: &Upstream, node: &str, v: &Value) -> Result<()> {
+async fn import_node(st: &AppState, up: &Upstream, node: &str, v: &NodeView) -> Result<()> {
     let obm = serde_json::to_string(&up.obm_for(node)).map_err(Error::internal)?;
     let switch = serde_json::to_string(&up.switch_for(node)).map_err(Error::internal)?;
-    let nics = v["nics"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|nic| Some((nic["label"].as_str()?, nic["macaddr"].as_str()?)))
-        .collect();
-    // The parent returns each metadata value as its JSON text.
-    let metadata = v["metadata"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(label, value)| {
-                    (label.as_str(), value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let nics = v.nics.iter().map(|nic| (nic.label.as_str(), nic.macaddr.as_str())).collect();
+    // The parent sends each metadata value as its JSON text, as stored here.
+    let metadata = v.metadata.iter().map(|(label, value)| (label.as_str(), value.clone())).collect();
     let import = db::upstream::Import { node, obm: &obm, switch: &switch, nics, metadata };
     let mut tx = st.db.pool.begin().await?;
     if db::upstream::import(&mut tx, &import).await? {

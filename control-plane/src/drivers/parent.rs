@@ -1,37 +1,23 @@
 //! The REST client of a parent control plane (recursive HaaS): the nested
 //! instance's `upstream` drivers and its inventory sync (`crate::app::upstream`)
-//! act through it as a member of one project at the parent. Every error is
-//! an [`UpstreamError`] whose text is safe for API callers (no URL, no
-//! token, no addresses). One client per server, built from `serve
-//! --upstream*` and handed to whoever needs it; the token never enters the
-//! database.
+//! act through it as a member of one project at the parent. It is the
+//! operator-API crate's typed [`Client`] (its URLs, its answer types) with
+//! the recursion's rules on top: a node the parent refuses is gone, a
+//! networking action is waited for, a missing image is uploaded. Every
+//! error is an [`UpstreamError`] whose text is safe for API callers (no URL,
+//! no token, no addresses); the underlying error is only logged. One client
+//! per server, built from `serve --upstream*` and handed to whoever needs
+//! it; the token never enters the database.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
-use serde::{Deserialize, Serialize};
+use metalcast_operator_api::v0::{ActionStatus, NetworkCreate, NodeView, PowerState};
+use metalcast_operator_api::v1::{DeployRequest, Deployment, NodeEvent};
+use metalcast_operator_api::{Auth, Client, Error as ApiError};
 
 use super::{ObmConfig, PowerOp, SwitchConfig};
-
-/// Something that happened to a node that its project should learn about,
-/// e.g. the parent taking it back.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeEvent {
-    /// Event id.
-    pub id: String,
-    /// Node name.
-    pub node: String,
-    /// Project that held the node when it happened (`null`: none).
-    pub project: Option<String>,
-    /// `reclaimed`: the node was taken away by the parent control plane.
-    pub kind: String,
-    /// Human-readable reason.
-    pub reason: String,
-    /// Unix seconds.
-    pub created_at: i64,
-}
 
 /// Longest wait between sync attempts while the parent is unreachable.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -39,8 +25,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Timeout of one HTTP request to the parent.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Timeout of making a connection to the parent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timeout of an image upload to the parent (instead of [`REQUEST_TIMEOUT`]).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// How long a delegated networking action may stay PENDING at the parent.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longest part of the parent's error message passed on to callers.
+const MAX_MSG_CHARS: usize = 300;
 
 /// Failure of a call to the parent. The text is what nested API callers see:
 /// it never contains the parent's URL, the token or transport details.
@@ -73,6 +68,72 @@ pub enum UpstreamError {
     NotConfigured,
 }
 
+/// What a transport failure (no complete HTTP answer) is called for callers.
+fn transport_failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection lost"
+    } else {
+        "request failed"
+    }
+}
+
+/// The caller-safe [`UpstreamError`] of the failed call `call` to the
+/// parent. Nothing of the parent's URL, the token or the transport goes into
+/// the text; the underlying error is logged.
+fn upstream_error(call: &'static str, e: ApiError) -> UpstreamError {
+    match e {
+        ApiError::Api { status, body } => {
+            tracing::debug!(call, status, msg = %body.msg, "the parent refused an upstream request");
+            // An answer that is not the server's `{"type", "msg"}` comes from
+            // something in front of it (a proxy's page may name hosts): only
+            // the status's reason is passed on.
+            let msg = if body.kind.is_empty() {
+                reqwest::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("error")
+                    .to_string()
+            } else {
+                body.msg.chars().take(MAX_MSG_CHARS).collect()
+            };
+            UpstreamError::Refused { status, msg }
+        }
+        ApiError::OtherImage { name, .. } => {
+            UpstreamError::Refused { status: 409, msg: format!("the parent has another image named {name:?}") }
+        }
+        // A name that cannot be a path segment; the parent refuses invalid
+        // names with 400 too.
+        ApiError::DotSegment(name) => {
+            UpstreamError::Refused { status: 400, msg: format!("{name:?} is not a valid name") }
+        }
+        ApiError::Transport { ref source, .. } => {
+            tracing::warn!(call, error = %e, "upstream request failed");
+            UpstreamError::Unreachable(transport_failure(source))
+        }
+        ApiError::Stream(_) => {
+            tracing::warn!(call, error = %e, "upstream request failed");
+            UpstreamError::Unreachable("connection lost")
+        }
+        ApiError::File { .. } => {
+            tracing::warn!(call, error = %e, "upstream request failed");
+            UpstreamError::Unreachable("cannot read the image bundle")
+        }
+        ApiError::Decode { .. } => {
+            tracing::warn!(call, error = %e, "unexpected answer from the parent");
+            UpstreamError::BadResponse
+        }
+        // Only when the client is built, which `Upstream::new` checks.
+        ApiError::BadUrl(_) | ApiError::Build(_) => {
+            tracing::warn!(call, error = %e, "upstream request failed");
+            UpstreamError::Unreachable("request failed")
+        }
+    }
+}
+
 /// Connection settings of a nested control plane.
 #[derive(Clone)]
 pub struct UpstreamConfig {
@@ -97,27 +158,16 @@ impl std::fmt::Debug for UpstreamConfig {
     }
 }
 
-/// REST client of the parent control plane, acting for one project.
+/// REST client of the parent control plane, acting for one project: the
+/// operator-API [`Client`] with our token, and the parent's answers
+/// translated into [`UpstreamError`]s.
 #[derive(Debug)]
 pub struct Upstream {
     cfg: UpstreamConfig,
-    http: reqwest::Client,
+    /// The parent's operator API, as a member of `cfg.project`.
+    api: Client,
     /// Wakes the sync task early (a driver call found a node gone).
     kick: tokio::sync::Notify,
-}
-
-/// Percent-encode one path segment (names are `[A-Za-z0-9_.-]` already;
-/// this keeps anything else from changing the path).
-fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Upstream {
@@ -153,12 +203,14 @@ impl Upstream {
             return Err("the upstream token is empty".into());
         }
         cfg.token = cfg.token.trim().to_string();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Arc::new(Upstream { cfg, http, kick: tokio::sync::Notify::new() }))
+        let builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(CONNECT_TIMEOUT);
+        let api = Client::with_builder(&cfg.url, Auth::Bearer(cfg.token.clone()), builder)
+            .map_err(|e| match e {
+                ApiError::Build(source) => format!("building the HTTP client: {source}"),
+                other => other.to_string(),
+            })?
+            .with_upload_timeout(UPLOAD_TIMEOUT);
+        Ok(Arc::new(Upstream { cfg, api, kick: tokio::sync::Notify::new() }))
     }
 
     /// The settings this client was built with.
@@ -189,45 +241,25 @@ impl Upstream {
         self.kick.notify_one();
     }
 
-    async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, UpstreamError> {
-        let url = format!("{}{path}", self.cfg.url);
-        let mut rb = self.http.request(method, &url).bearer_auth(&self.cfg.token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = rb.send().await.map_err(|e| {
-            tracing::warn!(path, error = %e, "upstream request failed");
-            UpstreamError::Unreachable(if e.is_timeout() {
-                "request timed out"
-            } else if e.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
-            })
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|_| UpstreamError::Unreachable("connection lost"))?;
-        let v: Value =
-            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        if status.is_success() {
-            return Ok(v);
-        }
-        let msg = v["msg"].as_str().unwrap_or_else(|| status.canonical_reason().unwrap_or("error"));
-        // Keep the parent's public message, bounded.
-        let msg: String = msg.chars().take(300).collect();
-        Err(UpstreamError::Refused { status: status.as_u16(), msg })
+    /// Awaits the client call `call` (named `name` in the log), its failure
+    /// as an [`UpstreamError`].
+    async fn call<T>(
+        &self,
+        name: &'static str,
+        call: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, UpstreamError> {
+        call.await.map_err(|e| upstream_error(name, e))
     }
 
-    /// Like [`Upstream::request`] for a call about one node: 403/404 mean the
+    /// Like [`Upstream::call`] for a call about one node: 403/404 mean the
     /// parent took the node back; the sync task is woken to drop it here.
-    async fn node_request(
+    async fn node_call<T>(
         &self,
         node: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, UpstreamError> {
-        match self.request(method, path, body).await {
+        name: &'static str,
+        call: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, UpstreamError> {
+        match self.call(name, call).await {
             Err(UpstreamError::Refused { status: 403 | 404, .. }) => {
                 self.kick();
                 Err(UpstreamError::NodeGone(node.into()))
@@ -238,115 +270,85 @@ impl Upstream {
 
     /// Names of the nodes our project holds at the parent.
     pub async fn project_nodes(&self) -> Result<Vec<String>, UpstreamError> {
-        let v =
-            self.request(reqwest::Method::GET, &format!("/v0/project/{}/nodes", seg(&self.cfg.project)), None).await?;
-        serde_json::from_value(v).map_err(|_| UpstreamError::BadResponse)
+        self.call("project nodes", self.api.project_nodes(&self.cfg.project)).await
     }
 
     /// The parent's `show_node` of `node`.
-    pub async fn node(&self, node: &str) -> Result<Value, UpstreamError> {
-        self.node_request(node, reqwest::Method::GET, &format!("/v0/node/{}", seg(node)), None).await
+    pub async fn node(&self, node: &str) -> Result<NodeView, UpstreamError> {
+        self.node_call(node, "show node", self.api.node(node)).await
     }
 
     /// Power action at the parent.
     pub async fn power(&self, node: &str, op: PowerOp) -> Result<(), UpstreamError> {
-        let verb = match op {
-            PowerOp::On => "power_on",
-            PowerOp::Off => "power_off",
-            PowerOp::Cycle => "power_cycle",
-        };
-        let path = format!("/v0/node/{}/{verb}", seg(node));
-        self.node_request(node, reqwest::Method::POST, &path, None).await.map(drop)
+        match op {
+            PowerOp::On => self.node_call(node, "power on", self.api.power_on(node)).await,
+            PowerOp::Off => self.node_call(node, "power off", self.api.power_off(node)).await,
+            PowerOp::Cycle => self.node_call(node, "power cycle", self.api.power_cycle(node, false)).await,
+        }
     }
 
-    /// Power status at the parent (true = on).
-    pub async fn power_status(&self, node: &str) -> Result<bool, UpstreamError> {
-        let path = format!("/v0/node/{}/power_status", seg(node));
-        let v = self.node_request(node, reqwest::Method::GET, &path, None).await?;
-        match v["power_status"].as_str() {
-            Some("on") => Ok(true),
-            Some("off") => Ok(false),
-            _ => Err(UpstreamError::BadResponse),
-        }
+    /// Power status at the parent.
+    pub async fn power_status(&self, node: &str) -> Result<PowerState, UpstreamError> {
+        self.node_call(node, "power status", self.api.power_status(node)).await
     }
 
     /// Boot device at the parent.
     pub async fn set_bootdev(&self, node: &str, dev: &str) -> Result<(), UpstreamError> {
-        let path = format!("/v0/node/{}/boot_device", seg(node));
-        self.node_request(node, reqwest::Method::PUT, &path, Some(json!({ "bootdev": dev }))).await.map(drop)
+        self.node_call(node, "boot device", self.api.set_bootdev(node, dev)).await
     }
 
     /// Start the parent's console capture of `node`.
     pub async fn console_start(&self, node: &str) -> Result<(), UpstreamError> {
-        let path = format!("/v0/node/{}/console", seg(node));
-        self.node_request(node, reqwest::Method::PUT, &path, None).await.map(drop)
+        self.node_call(node, "console start", self.api.console_start(node)).await
     }
 
-    /// The parent's console log of `node` (text).
+    /// The parent's console log of `node` (text). Only 403 means the node
+    /// is gone (404: no log is being captured).
     pub async fn console_show(&self, node: &str) -> Result<String, UpstreamError> {
-        let path = format!("/v0/node/{}/console", seg(node));
-        let url = format!("{}{path}", self.cfg.url);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.cfg.token)
-            .send()
-            .await
-            .map_err(|_| UpstreamError::Unreachable("request failed"))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::FORBIDDEN {
-            self.kick();
-            return Err(UpstreamError::NodeGone(node.into()));
+        match self.call("console show", self.api.console_show(node)).await {
+            Err(UpstreamError::Refused { status: 403, .. }) => {
+                self.kick();
+                Err(UpstreamError::NodeGone(node.into()))
+            }
+            Err(UpstreamError::Refused { status, .. }) => {
+                Err(UpstreamError::Refused { status, msg: "console log unavailable".into() })
+            }
+            other => other,
         }
-        if !status.is_success() {
-            return Err(UpstreamError::Refused { status: status.as_u16(), msg: "console log unavailable".into() });
-        }
-        resp.text().await.map_err(|_| UpstreamError::Unreachable("connection lost"))
     }
 
     /// Stop the parent's console capture of `node`.
     pub async fn console_stop(&self, node: &str) -> Result<(), UpstreamError> {
-        let path = format!("/v0/node/{}/console", seg(node));
-        self.node_request(node, reqwest::Method::DELETE, &path, None).await.map(drop)
+        self.node_call(node, "console stop", self.api.console_stop(node)).await
     }
 
     /// Create the parent network `name`, owned by and accessible to our project.
     pub async fn network_create(&self, name: &str) -> Result<(), UpstreamError> {
-        let body = json!({ "owner": self.cfg.project, "access": self.cfg.project, "net_id": "" });
-        self.request(reqwest::Method::PUT, &format!("/v0/network/{}", seg(name)), Some(body)).await.map(drop)
+        let body =
+            NetworkCreate { owner: self.cfg.project.clone(), access: self.cfg.project.clone(), net_id: String::new() };
+        self.call("network create", self.api.network_create(name, &body)).await
     }
 
     /// Delete the parent network `name` (already gone counts as deleted).
     pub async fn network_delete(&self, name: &str) -> Result<(), UpstreamError> {
-        match self.request(reqwest::Method::DELETE, &format!("/v0/network/{}", seg(name)), None).await {
+        match self.call("network delete", self.api.network_delete(name)).await {
             Err(UpstreamError::Refused { status: 404, .. }) => Ok(()),
-            other => other.map(drop),
+            other => other,
         }
-    }
-
-    /// Connect (`Some(network)`) or detach (`None`, from `detach_from`) a NIC
-    /// at the parent and wait until the parent's networking action is DONE.
-    async fn nic_action(&self, node: &str, nic: &str, verb: &str, network: &str) -> Result<(), UpstreamError> {
-        let path = format!("/v0/node/{}/nic/{}/{verb}", seg(node), seg(nic));
-        let v = self.node_request(node, reqwest::Method::POST, &path, Some(json!({ "network": network }))).await?;
-        let id = v["status_id"].as_str().ok_or(UpstreamError::BadResponse)?.to_string();
-        self.wait_action(node, &id).await
     }
 
     /// Poll the parent's networking action `id` until it leaves PENDING.
     async fn wait_action(&self, node: &str, id: &str) -> Result<(), UpstreamError> {
-        let path = format!("/v0/networking_action/{}", seg(id));
         let deadline = tokio::time::Instant::now() + ACTION_TIMEOUT;
         // Short first pauses: each nesting level polls its parent, so long
         // ones would add up along the chain.
         let mut pause = Duration::from_millis(2);
         loop {
-            let v = self.node_request(node, reqwest::Method::GET, &path, None).await?;
-            match v["status"].as_str() {
-                Some("DONE") => return Ok(()),
-                Some("ERROR") => return Err(UpstreamError::ActionFailed("ended in ERROR at the parent")),
-                Some("PENDING") => {}
-                _ => return Err(UpstreamError::BadResponse),
+            let action = self.node_call(node, "networking action", self.api.networking_action(id)).await?;
+            match action.status {
+                ActionStatus::Done => return Ok(()),
+                ActionStatus::Error => return Err(UpstreamError::ActionFailed("ended in ERROR at the parent")),
+                ActionStatus::Pending => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(UpstreamError::ActionFailed("did not finish at the parent in time"));
@@ -356,16 +358,23 @@ impl Upstream {
         }
     }
 
-    /// Connect `node`'s `nic` to the parent network `network` (native channel).
+    /// Connect `node`'s `nic` to the parent network `network` (native
+    /// channel) and wait until the parent's networking action is DONE.
     pub async fn connect(&self, node: &str, nic: &str, network: &str) -> Result<(), UpstreamError> {
-        self.nic_action(node, nic, "connect_network", network).await
+        let id = self.node_call(node, "connect network", self.api.connect_network(node, nic, network, None)).await?;
+        self.wait_action(node, &id).await
     }
 
-    /// Detach `node`'s `nic` from the parent network `network`. The parent
-    /// answering that the network is not attached (its admin detached it
-    /// already) counts as done: that is the state asked for, confirmed.
+    /// Detach `node`'s `nic` from the parent network `network` and wait until
+    /// the parent's networking action is DONE. The parent answering that the
+    /// network is not attached (its admin detached it already) counts as
+    /// done: that is the state asked for, confirmed.
     pub async fn detach(&self, node: &str, nic: &str, network: &str) -> Result<(), UpstreamError> {
-        match self.nic_action(node, nic, "detach_network", network).await {
+        let detached = async {
+            let id = self.node_call(node, "detach network", self.api.detach_network(node, nic, network)).await?;
+            self.wait_action(node, &id).await
+        };
+        match detached.await {
             Err(UpstreamError::Refused { status: 409, msg }) if msg.contains("not attached") => {
                 tracing::info!(%node, %nic, %network, "already detached at the parent");
                 Ok(())
@@ -376,8 +385,7 @@ impl Upstream {
 
     /// The parent's node events visible to our project (newest last).
     pub async fn events(&self) -> Result<Vec<NodeEvent>, UpstreamError> {
-        let v = self.request(reqwest::Method::GET, "/v1/events", None).await?;
-        serde_json::from_value(v).map_err(|_| UpstreamError::BadResponse)
+        self.call("events", self.api.events(None)).await
     }
 
     /// The name an image of ours gets at the parent: `<project>-<first 16 hex
@@ -391,50 +399,97 @@ impl Upstream {
     /// as image `name`, private to our project: uploads it if missing. The
     /// parent checks the signature against its own trusted keys.
     pub async fn ensure_image(&self, name: &str, path: &std::path::Path, root_hash: &str) -> Result<(), UpstreamError> {
-        match self.request(reqwest::Method::GET, &format!("/v1/images/{}", seg(name)), None).await {
-            Ok(v) if v["root_hash"].as_str() == Some(root_hash) => return Ok(()),
-            Ok(_) => {
-                return Err(UpstreamError::Refused {
-                    status: 409,
-                    msg: format!("the parent has another image named {name:?}"),
-                });
-            }
-            Err(UpstreamError::Refused { status: 404, .. }) => {}
-            Err(e) => return Err(e),
+        let ensured = self.api.ensure_image(name, path, root_hash, Some(&self.cfg.project)).await;
+        match ensured.map_err(|e| upstream_error("ensure image", e)) {
+            Ok(_) => Ok(()),
+            Err(UpstreamError::Unreachable("request failed")) => Err(UpstreamError::Unreachable("image upload failed")),
+            Err(e) => Err(e),
         }
-        let f = tokio::fs::File::open(path)
-            .await
-            .map_err(|_| UpstreamError::Unreachable("cannot read the image bundle"))?;
-        let len = f.metadata().await.map_err(|_| UpstreamError::Unreachable("cannot read the image bundle"))?.len();
-        let url = format!("{}/v1/images/{}?project={}", self.cfg.url, seg(name), seg(&self.cfg.project));
-        let resp = self
-            .http
-            .put(&url)
-            .bearer_auth(&self.cfg.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .timeout(Duration::from_secs(3600))
-            .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)))
-            .send()
-            .await
-            .map_err(|_| UpstreamError::Unreachable("image upload failed"))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        let msg: String = v["msg"].as_str().unwrap_or("image upload refused").chars().take(300).collect();
-        Err(UpstreamError::Refused { status: status.as_u16(), msg })
     }
 
     /// Asks the parent to deploy (`POST /v1/deployments` as our project);
     /// returns the parent's deployment.
-    pub async fn deploy(&self, body: Value) -> Result<Value, UpstreamError> {
-        self.request(reqwest::Method::POST, "/v1/deployments", Some(body)).await
+    pub async fn deploy(&self, req: &DeployRequest) -> Result<Deployment, UpstreamError> {
+        self.call("deploy", self.api.deploy(req)).await
     }
 
     /// The parent's deployment `id`.
-    pub async fn deployment(&self, id: i64) -> Result<Value, UpstreamError> {
-        self.request(reqwest::Method::GET, &format!("/v1/deployments/{id}"), None).await
+    pub async fn deployment(&self, id: i64) -> Result<Deployment, UpstreamError> {
+        self.call("deployment", self.api.deployment(id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metalcast_operator_api::ErrorBody;
+
+    use super::*;
+
+    fn api_error(status: u16, body: &[u8]) -> ApiError {
+        ApiError::Api { status, body: ErrorBody::parse(status, body) }
+    }
+
+    #[test]
+    fn refusals_keep_the_parents_message_bounded() {
+        let long = "x".repeat(400);
+        let body = format!(r#"{{"type":"BlockedError","msg":"{long}"}}"#);
+        match upstream_error("test", api_error(409, body.as_bytes())) {
+            UpstreamError::Refused { status: 409, msg } => assert_eq!(msg.chars().count(), MAX_MSG_CHARS),
+            other => panic!("{other:?}"),
+        }
+        let e = upstream_error("test", api_error(404, br#"{"type":"NotFoundError","msg":"node \"n1\" not found"}"#));
+        assert_eq!(e.to_string(), "upstream refused the request (404): node \"n1\" not found");
+    }
+
+    #[test]
+    fn other_error_pages_become_the_status_reason() {
+        // A proxy's page in front of the parent may name hosts.
+        let page = b"<html>502 Bad Gateway at 10.1.2.3:7000</html>";
+        let e = upstream_error("test", api_error(502, page));
+        assert_eq!(e.to_string(), "upstream refused the request (502): Bad Gateway");
+    }
+
+    #[test]
+    fn a_name_clash_is_a_conflict() {
+        let e = upstream_error("test", ApiError::OtherImage { name: "p-0123".into(), root_hash: "ab".into() });
+        assert!(matches!(e, UpstreamError::Refused { status: 409, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "upstream refused the request (409): the parent has another image named \"p-0123\"");
+    }
+
+    #[tokio::test]
+    async fn transport_failures_name_neither_url_nor_token() {
+        // Nothing listens on port 9.
+        let up = Upstream::new(UpstreamConfig {
+            url: "http://127.0.0.1:9/".into(),
+            project: "p1".into(),
+            token: "mct_id_secret".into(),
+            sync_interval: Duration::from_secs(60),
+        })
+        .expect("client");
+        let e = up.project_nodes().await.expect_err("nothing listens");
+        assert!(matches!(e, UpstreamError::Unreachable("cannot connect")), "{e:?}");
+        let text = e.to_string();
+        assert!(!text.contains("127.0.0.1") && !text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn an_unreadable_bundle_is_named_without_its_path() {
+        let e = ApiError::File { path: "/var/lib/x/bundle".into(), source: std::io::Error::other("gone") };
+        let e = upstream_error("test", e);
+        assert_eq!(e.to_string(), "upstream unreachable: cannot read the image bundle");
+    }
+
+    #[test]
+    fn the_config_is_checked() {
+        let cfg = |url: &str, token: &str| UpstreamConfig {
+            url: url.into(),
+            project: "p1".into(),
+            token: token.into(),
+            sync_interval: Duration::from_secs(60),
+        };
+        assert!(Upstream::new(cfg("ftp://x", "t")).is_err());
+        assert!(Upstream::new(cfg("http://x", "  ")).is_err());
+        let up = Upstream::new(cfg("http://x:7000//", " t ")).expect("valid");
+        assert_eq!((up.url(), up.config().token.as_str()), ("http://x:7000", "t"));
     }
 }

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metalcast_operator_api::v0::PowerState;
+
 use super::parent::{Upstream, UpstreamError};
 use super::{Bmc, ConsoleStream, DriverError, DriverFuture, PowerOp, Switch};
 
@@ -30,7 +32,7 @@ impl Bmc for UpstreamBmc {
     }
 
     fn power_status(&self) -> DriverFuture<'_, bool> {
-        Box::pin(async move { Ok(self.up()?.power_status(&self.node).await?) })
+        Box::pin(async move { Ok(self.up()?.power_status(&self.node).await? == PowerState::On) })
     }
 
     fn set_bootdev<'a>(&'a self, dev: &'a str) -> DriverFuture<'a, ()> {

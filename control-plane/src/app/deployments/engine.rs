@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metalcast_image::Bundle;
+use metalcast_operator_api::v1;
 use metalcast_runtime_api::{Action, Deploy, Handover, Phase, Status, Target};
 use metalcast_transport::{Sender, SenderConfig, SessionSpec};
 use tokio::sync::watch;
@@ -342,22 +343,17 @@ async fn drive_upstream(
     let user_data = db::deployments::user_data(&st.db.pool, id).await?;
     let parent_image = up.image_name(&root_hash);
     up.ensure_image(&parent_image, &st.registry.bundle_path(&image), &root_hash).await?;
-    let mut body = serde_json::json!({
-        "image": parent_image,
-        "nodes": nodes,
-        "target": params.target,
-        "handover": params.handover,
-        "cmdline_append": params.cmdline_append,
-        "timeout_secs": params.timeout_secs,
-    });
-    if let Some(u) = user_data.filter(|u| !u.is_empty()) {
-        body["user_data"] = u.into();
-    }
-    if params.rate_mbit > 0 {
-        body["rate_mbit"] = params.rate_mbit.into();
-    }
-    let parent = up.deploy(body).await?;
-    let pid = parent["id"].as_i64().ok_or_else(|| Error::internal("the parent's deployment has no id"))?;
+    let req = v1::DeployRequest {
+        nodes: nodes.to_vec(),
+        target: params.target.clone().into(),
+        handover: params.handover.into(),
+        cmdline_append: params.cmdline_append.clone(),
+        user_data: user_data.filter(|u| !u.is_empty()),
+        rate_mbit: (params.rate_mbit > 0).then_some(params.rate_mbit),
+        timeout_secs: Some(params.timeout_secs),
+        ..v1::DeployRequest::new(parent_image)
+    };
+    let pid = up.deploy(&req).await?.id;
     let session = format!("parent deployment {pid}");
     db::deployments::set_session(&st.db.pool, id, &session).await?;
     tx.send_modify(|d| d.session = Some(session.clone()));
@@ -367,17 +363,17 @@ async fn drive_upstream(
     let mut wait = Duration::from_millis(200);
     loop {
         match up.deployment(pid).await {
-            Ok(v) => {
-                let d: Deployment = serde_json::from_value(v).map_err(Error::internal)?;
+            Ok(d) => {
                 for n in &d.nodes {
+                    let state = NodeState::from(n.state);
                     let same = tx.borrow().nodes.iter().any(|p| {
                         p.node == n.node
                             && (p.state, p.reason.as_str(), p.blocks_done, p.blocks_total)
-                                == (n.state, n.reason.as_str(), n.blocks_done, n.blocks_total)
+                                == (state, n.reason.as_str(), n.blocks_done, n.blocks_total)
                     });
                     if !same {
                         set_node(st, tx, id, &n.node, |p| {
-                            p.state = n.state;
+                            p.state = state;
                             p.reason = n.reason.clone();
                             p.blocks_done = n.blocks_done;
                             p.blocks_total = n.blocks_total;

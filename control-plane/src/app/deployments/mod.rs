@@ -24,6 +24,7 @@ pub mod live;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use metalcast_operator_api::v1;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use utoipa::ToSchema;
@@ -85,6 +86,42 @@ pub enum HandoverSpec {
     Vm,
     /// Stay in the runtime (pre-staging; the node ends `verified`).
     None,
+}
+
+impl From<TargetSpec> for v1::TargetSpec {
+    fn from(t: TargetSpec) -> Self {
+        match t {
+            TargetSpec::Memory => v1::TargetSpec::Memory,
+            TargetSpec::Disk { device } => v1::TargetSpec::Disk { device },
+        }
+    }
+}
+
+impl From<HandoverSpec> for v1::HandoverSpec {
+    fn from(h: HandoverSpec) -> Self {
+        match h {
+            HandoverSpec::Kexec => v1::HandoverSpec::Kexec,
+            HandoverSpec::Vm => v1::HandoverSpec::Vm,
+            HandoverSpec::None => v1::HandoverSpec::None,
+        }
+    }
+}
+
+/// A node state as a parent control plane reports it (a nested instance's
+/// deployments mirror the parent's).
+impl From<v1::NodeState> for NodeState {
+    fn from(s: v1::NodeState) -> Self {
+        match s {
+            v1::NodeState::Waiting => NodeState::Waiting,
+            v1::NodeState::Receiving => NodeState::Receiving,
+            v1::NodeState::Verifying => NodeState::Verifying,
+            v1::NodeState::Handover => NodeState::Handover,
+            v1::NodeState::Booting => NodeState::Booting,
+            v1::NodeState::Booted => NodeState::Booted,
+            v1::NodeState::Verified => NodeState::Verified,
+            v1::NodeState::Failed => NodeState::Failed,
+        }
+    }
 }
 
 /// `POST /v1/deployments`.
