@@ -3,9 +3,10 @@
 //! checks the chunk against the signed manifest, hands it to a sink, and
 //! tells the sender what it still needs.
 
+use std::cell::Cell;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use metalcast_image::{BundleError, Manifest, PartFiles};
 use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
@@ -13,7 +14,7 @@ use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 use crate::erasure::{FewErasures, fast_erasure_limit};
 use crate::error::TransportError;
 use crate::layout::Layout;
-use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
+use crate::packet::{self, FailReason, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
 use crate::session::SessionSpec;
 use crate::source::{PacketSource, SocketSource};
 use crate::sys;
@@ -213,6 +214,10 @@ enum Slot {
     Done,
 }
 
+/// Copies of the failed report sent when a receive fails (reports are best
+/// effort; the sender otherwise learns of the failure only by its timeout).
+const FAILED_REPORTS: usize = 3;
+
 /// Blocks handed to the decode thread at most this far ahead of it.
 const DECODE_QUEUE: usize = 2;
 /// Nice steps the decode thread runs below the receive thread.
@@ -295,7 +300,28 @@ pub struct Receiver<'a> {
     layout: Layout,
     cfg: ReceiverConfig,
     data: Box<dyn PacketSource + 'a>,
+    reports: Reports<'a>,
+}
+
+/// The report socket, and the counter that makes every report fresh.
+struct Reports<'a> {
+    spec: &'a SessionSpec,
     control: UdpSocket,
+    /// The last report's counter.
+    counter: Cell<u64>,
+}
+
+impl Reports<'_> {
+    /// Sends `report` under the next counter value. Reports are best effort:
+    /// a lost one is repeated at the next interval.
+    fn send(&self, mut report: Report) {
+        report.counter = self.counter.get() + 1;
+        self.counter.set(report.counter);
+        let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
+        report.encode(&mut body);
+        let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
+        let _ = self.control.send_to(&p, self.spec.sender);
+    }
 }
 
 impl std::fmt::Debug for Receiver<'_> {
@@ -326,15 +352,13 @@ impl<'a> Receiver<'a> {
         let layout = Layout::new(manifest, spec.symbol_size);
         let control = sys::control_socket(SocketAddrV4::new(cfg.iface, 0))?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("report socket", e))?;
-        Ok(Receiver { spec, manifest, layout, cfg, data, control })
-    }
-
-    fn send_report(&self, report: &Report) {
-        let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
-        report.encode(&mut body);
-        let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
-        // Reports are best effort: a lost one is repeated at the next interval.
-        let _ = self.control.send_to(&p, self.spec.sender);
+        // Report counters start at the clock in microseconds, so a receiver
+        // restarted under the same id carries on above its earlier reports
+        // (it reports far less often than once a microsecond).
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let reports =
+            Reports { spec, control, counter: Cell::new(u64::try_from(now.as_micros()).unwrap_or(u64::MAX / 2)) };
+        Ok(Receiver { spec, manifest, layout, cfg, data, reports })
     }
 
     /// Starts the decode thread: [`Job`]s in, [`Outcome`]s out.
@@ -377,28 +401,43 @@ impl<'a> Receiver<'a> {
         let (job_tx, out_rx, decoder) = self.start_decoder()?;
         let mut st = RxState::new(&self.layout, self.manifest, &self.cfg, job_tx);
 
-        while st.done < nblocks {
-            let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
-            let n = self.data.recv(wait)?;
-            let now = Instant::now();
-            for i in 0..n {
-                st.on_datagram(self.spec, self.data.get(i), now)?;
+        let mut receive = || -> Result<(), TransportError> {
+            while st.done < nblocks {
+                let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
+                let n = self.data.recv(wait)?;
+                let now = Instant::now();
+                for i in 0..n {
+                    st.on_datagram(self.spec, self.data.get(i), now)?;
+                }
+                while let Ok(o) = out_rx.try_recv() {
+                    st.on_outcome(o, sink, &mut *self.data)?;
+                }
+                let now = Instant::now();
+                st.on_progress_tick(now, progress);
+                if st.done == nblocks {
+                    break;
+                }
+                if now.duration_since(st.last_packet) > self.cfg.idle_timeout {
+                    return Err(st.timeout(self.cfg.idle_timeout));
+                }
+                if let Some(report) = st.on_report_tick(now, &self.cfg, &*self.data) {
+                    self.reports.send(report);
+                }
             }
-            while let Ok(o) = out_rx.try_recv() {
-                st.on_outcome(o, sink, &mut *self.data)?;
+            Ok(())
+        };
+        if let Err(e) = receive() {
+            let reason = match e {
+                TransportError::Timeout { .. } => FailReason::TimedOut,
+                TransportError::Sink { .. } => FailReason::WriteFailed,
+                _ => FailReason::Other,
+            };
+            tracing::warn!(?reason, "receive failed: {e}");
+            for _ in 0..FAILED_REPORTS {
+                self.reports
+                    .send(Report { reason, ..st.report(self.cfg.id, ReportState::Failed, st.received, vec![]) });
             }
-            let now = Instant::now();
-            st.on_progress_tick(now, progress);
-            if st.done == nblocks {
-                break;
-            }
-            if now.duration_since(st.last_packet) > self.cfg.idle_timeout {
-                self.send_report(&st.report(self.cfg.id, ReportState::Failed, st.received, vec![]));
-                return Err(st.timeout(self.cfg.idle_timeout));
-            }
-            if let Some(report) = st.on_report_tick(now, &self.cfg, &*self.data) {
-                self.send_report(&report);
-            }
+            return Err(e);
         }
 
         let secs = st.first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -413,7 +452,9 @@ impl<'a> Receiver<'a> {
     fn say_done(&self, blocks: u32, received: u64, rejected: u64, max_seq: u64) -> bool {
         let report = Report {
             receiver: self.cfg.id,
+            counter: 0,
             state: ReportState::Done,
+            reason: FailReason::None,
             blocks_done: blocks,
             received,
             rejected,
@@ -423,9 +464,9 @@ impl<'a> Receiver<'a> {
         let until = Instant::now() + self.cfg.linger;
         let mut buf = [0u8; 256];
         while Instant::now() < until {
-            self.send_report(&report);
-            sys::wait_readable(&self.control, Duration::from_millis(50));
-            while let Ok(n) = self.control.recv(&mut buf) {
+            self.reports.send(report.clone());
+            sys::wait_readable(&self.reports.control, Duration::from_millis(50));
+            while let Ok(n) = self.reports.control.recv(&mut buf) {
                 if let Ok((h, body)) = packet::open(&self.spec.key, self.spec.session_id, &buf[..n])
                     && h.kind == Kind::Ack
                     && body == self.cfg.id.to_le_bytes()
@@ -732,7 +773,9 @@ impl<'r> RxState<'r> {
     fn report(&self, id: u64, state: ReportState, received: u64, needs: Vec<(u32, u32)>) -> Report {
         Report {
             receiver: id,
+            counter: 0,
             state,
+            reason: FailReason::None,
             blocks_done: self.done as u32,
             received,
             rejected: self.rejected.total(),

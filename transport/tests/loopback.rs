@@ -268,7 +268,7 @@ fn gro_reads_are_split_into_the_datagrams_sent() {
 /// receiver to wait out its whole linger.
 #[test]
 fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
-    use metalcast_transport::packet::{self, Kind, Report, ReportState};
+    use metalcast_transport::packet::{self, FailReason, Kind, Report, ReportState};
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path(), 1);
     let spec = spec_for(&b);
@@ -277,8 +277,21 @@ fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
     data.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let control = UdpSocket::bind("127.0.0.1:0").unwrap();
     control.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Every report is fresh: its counter is above the last one's.
+    let counter = std::cell::Cell::new(0u64);
     let report = |state| {
-        let r = Report { receiver: 5, state, blocks_done: 0, received: 0, rejected: 0, max_seq: 0, needs: vec![] };
+        counter.set(counter.get() + 1);
+        let r = Report {
+            receiver: 5,
+            counter: counter.get(),
+            state,
+            reason: FailReason::None,
+            blocks_done: 0,
+            received: 0,
+            rejected: 0,
+            max_seq: 0,
+            needs: vec![],
+        };
         let mut body = Vec::new();
         r.encode(&mut body);
         packet::build(&spec.key, Kind::Report, spec.session_id, 0, 0, &body)
@@ -355,4 +368,119 @@ fn a_cancelled_sender_stops_at_once() {
     }
     // Bound, not a speed target: far below the 60 s join timeout it would otherwise wait out.
     assert!(started.elapsed() < Duration::from_secs(30), "cancel was not honoured");
+}
+
+fn v4(a: std::net::SocketAddr) -> SocketAddrV4 {
+    match a {
+        std::net::SocketAddr::V4(a) => a,
+        a => panic!("{a} is not IPv4"),
+    }
+}
+
+/// Reports are authentic but were not fresh: an attacker who captured a
+/// receiver's early reports and resends them (from its own address) after
+/// that receiver is done moved it back to "receiving", kept the sender
+/// waiting and ended the session with the receiver "timed-out" at the
+/// attacker's address. Now each report carries a counter that must rise:
+/// replays are rejected as stale and counted, and the sender finishes at once
+/// with the receiver done at its real address.
+#[test]
+fn replayed_reports_are_rejected_as_stale_and_change_nothing() {
+    use metalcast_transport::packet::{self, Kind, Report, ReportState};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 4);
+    let spec = spec_for(&b);
+    let m = b.manifest.clone();
+    // An on-path tap between receiver and sender: a relay that keeps a copy
+    // of every report. The sender sees the receiver at `near_sender`'s address.
+    let near_receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let near_sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&near_receiver, &near_sender] {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    }
+    let receiver_addr = v4(near_sender.local_addr().unwrap());
+    let rx_spec = SessionSpec { sender: v4(near_receiver.local_addr().unwrap()), ..spec.clone() };
+    let captured: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let reply_to = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    // The relay stops when told, or on its own should the test fail first.
+    let relaying = || !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90);
+
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut buf = vec![0u8; 2048];
+            while relaying() {
+                if let Ok((n, from)) = near_receiver.recv_from(&mut buf) {
+                    *reply_to.lock().unwrap() = Some(from);
+                    captured.lock().unwrap().push(buf[..n].to_vec());
+                    let _ = near_sender.send_to(&buf[..n], spec.sender);
+                }
+            }
+        });
+        s.spawn(|| {
+            let mut buf = vec![0u8; 2048];
+            while relaying() {
+                if let Ok(n) = near_sender.recv(&mut buf)
+                    && let Some(to) = *reply_to.lock().unwrap()
+                {
+                    let _ = near_receiver.send_to(&buf[..n], to);
+                }
+            }
+        });
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig {
+                rate: Some(200_000_000),
+                expected_receivers: 1,
+                // Longer than the attack below: a sender that believed the
+                // replays would still be waiting when the attacker gives up.
+                receiver_timeout: Duration::from_secs(30),
+                ..Default::default()
+            };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {})
+        });
+        let cfg = ReceiverConfig { id: 7, idle_timeout: Duration::from_secs(20), ..Default::default() };
+        let r = Receiver::new(&rx_spec, &m, cfg).unwrap().run(&mut MemorySink::new(&m), &mut |_| {}).unwrap();
+        assert!(r.acked, "the done report was never acked");
+        // The captured reports sent before the first done report: hello and receiving.
+        let early: Vec<Vec<u8>> = captured
+            .lock()
+            .unwrap()
+            .iter()
+            .take_while(|p| {
+                let (h, body) = packet::open(&spec.key, spec.session_id, p).unwrap();
+                h.kind == Kind::Report && Report::decode(body).unwrap().state != ReportState::Done
+            })
+            .cloned()
+            .collect();
+        assert!(!early.is_empty(), "no early report was captured");
+        // The attack: those reports again and again, from the attacker's address.
+        let attack = Instant::now();
+        let mut replays = 0u64;
+        while !sender.is_finished() && attack.elapsed() < Duration::from_secs(20) {
+            for p in &early {
+                attacker.send_to(p, spec.sender).unwrap();
+                replays += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let finished_after = attack.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let summary = sender.join().unwrap().expect("the session succeeds");
+        eprintln!("{replays} replays over {finished_after:?}: {summary:?}");
+        let rx = &summary.receivers[..];
+        assert_eq!(rx.len(), 1, "{rx:?}");
+        assert_eq!(rx[0].state, "done", "a replay moved the receiver back: {rx:?}");
+        assert_eq!(rx[0].addr, receiver_addr.to_string(), "the receiver is recorded at another address");
+        assert!(summary.rejected_by_reason.stale > 0, "replays not counted as stale: {:?}", summary.rejected_by_reason);
+        assert_eq!(summary.rejected_reports, summary.rejected_by_reason.stale, "{:?}", summary.rejected_by_reason);
+        // A bound against a sender held up by the replays, not a speed target:
+        // the farewell ends 200 ms after the last done report.
+        assert!(finished_after < Duration::from_secs(10), "the sender kept running {finished_after:?} under replays");
+    });
 }
