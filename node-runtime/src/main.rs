@@ -25,7 +25,8 @@ struct Cli {
 enum Cmd {
     /// Receive one image from a multicast session and write its parts to a directory.
     ///
-    /// Exit codes: 0 done, 1 failure, 2 usage, 3 manifest not trusted, 4 timed out, 5 write failed.
+    /// Exit codes: 0 done, 1 failure, 2 usage, 3 manifest not trusted, 4 timed out, 5 write failed,
+    /// 9 the image as sent is corrupt (a block failed its hash 3 times).
     Receive {
         /// Signed manifest file (from `metalcast send --manifest-out` or `metalcast-image export-manifest`).
         #[arg(long)]

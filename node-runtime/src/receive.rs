@@ -46,6 +46,7 @@ impl ReceiveError {
         match self {
             ReceiveError::Untrusted(_) => crate::exit::UNTRUSTED,
             ReceiveError::Transport(TransportError::Timeout { .. }) => crate::exit::TIMEOUT,
+            ReceiveError::Transport(TransportError::CorruptBlock { .. }) => crate::exit::CORRUPT,
             ReceiveError::Transport(TransportError::Sink { .. }) | ReceiveError::Output(_) => crate::exit::WRITE,
             _ => crate::exit::FAILURE,
         }

@@ -42,6 +42,31 @@ pub enum TransportError {
         /// Receivers that had not reported done.
         receivers_left: usize,
     },
+    /// A stored chunk of the image to send does not match its manifest: the
+    /// sender refuses to send the image (receivers could never verify it).
+    #[error("refusing to send the image: chunk {chunk} does not match the manifest: {source}")]
+    CorruptChunk {
+        /// Chunk index in the manifest.
+        chunk: usize,
+        /// What the check found.
+        #[source]
+        source: metalcast_image::BundleError,
+    },
+    /// One block decoded to a chunk that failed the manifest's hash
+    /// [`crate::receiver::MAX_HASH_FAILURES`] times, each time from fresh
+    /// symbols: the image being sent is corrupt, and asking again would loop
+    /// forever.
+    #[error(
+        "block {block} (chunk {chunk}) failed the manifest's hash {failures} times: the image being sent is corrupt"
+    )]
+    CorruptBlock {
+        /// Block number in the session.
+        block: usize,
+        /// Chunk index in the manifest.
+        chunk: usize,
+        /// Hash failures of that block.
+        failures: u32,
+    },
     /// Writing decoded data failed.
     #[error("writing chunk {chunk}: {source}")]
     Sink {

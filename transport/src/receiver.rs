@@ -4,6 +4,7 @@
 //! tells the sender what it still needs.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -213,6 +214,14 @@ enum Slot {
     Busy,
     Done,
 }
+
+/// Times one block may decode to a chunk that fails the manifest's hash
+/// before the receive stops with [`TransportError::CorruptBlock`]. Each
+/// failure discards every symbol of the block and fetches it afresh, so one
+/// bad symbol (a corrupting path, a key holder's forgery) costs one failure;
+/// the same block failing again from fresh symbols means the sender's copy
+/// of the chunk is wrong, and asking again would loop forever.
+pub const MAX_HASH_FAILURES: u32 = 3;
 
 /// Copies of the failed report sent when a receive fails (reports are best
 /// effort; the sender otherwise learns of the failure only by its timeout).
@@ -429,6 +438,7 @@ impl<'a> Receiver<'a> {
         if let Err(e) = receive() {
             let reason = match e {
                 TransportError::Timeout { .. } => FailReason::TimedOut,
+                TransportError::CorruptBlock { .. } => FailReason::CorruptBlock,
                 TransportError::Sink { .. } => FailReason::WriteFailed,
                 _ => FailReason::Other,
             };
@@ -528,6 +538,8 @@ struct RxState<'r> {
     decoded_blocks: u64,
     decode_retries: u64,
     hash_failures: u64,
+    /// Hash failures per block, for [`MAX_HASH_FAILURES`].
+    block_hash_failures: HashMap<usize, u32>,
     bytes_written: u64,
     seq_first: Option<u64>,
     seq_max: u64,
@@ -563,6 +575,7 @@ impl<'r> RxState<'r> {
             decoded_blocks: 0,
             decode_retries: 0,
             hash_failures: 0,
+            block_hash_failures: HashMap::new(),
             bytes_written: 0,
             seq_first: None,
             seq_max: 0,
@@ -688,10 +701,7 @@ impl<'r> RxState<'r> {
         match o {
             Outcome::Ready { b, data, spare, decoded } => self.on_block_ready(b, data, spare, decoded, sink, packets),
             Outcome::Short { b, pend, out } => self.on_block_short(b, pend, out),
-            Outcome::Corrupt { b, error, buf, out, decoded } => {
-                self.on_block_corrupt(b, error, buf, out, decoded);
-                Ok(())
-            }
+            Outcome::Corrupt { b, error, buf, out, decoded } => self.on_block_corrupt(b, error, buf, out, decoded),
         }
     }
 
@@ -744,8 +754,16 @@ impl<'r> RxState<'r> {
         Ok(())
     }
 
-    /// Block `b` decoded to something the manifest does not sign: fetched afresh.
-    fn on_block_corrupt(&mut self, b: usize, error: BundleError, buf: Vec<u8>, out: Vec<u8>, decoded: bool) {
+    /// Block `b` decoded to something the manifest does not sign: fetched
+    /// afresh, unless it failed [`MAX_HASH_FAILURES`] times already.
+    fn on_block_corrupt(
+        &mut self,
+        b: usize,
+        error: BundleError,
+        buf: Vec<u8>,
+        out: Vec<u8>,
+        decoded: bool,
+    ) -> Result<(), TransportError> {
         self.decoded_blocks += u64::from(decoded);
         self.late.retain(|x| x.0 != b);
         // Never written. Forget every symbol of the block and fetch it afresh.
@@ -755,6 +773,16 @@ impl<'r> RxState<'r> {
         self.pending -= 1;
         self.report_now = true;
         recycle(&mut self.pool, &mut self.outs, buf, out, self.padded);
+        let failures = self.block_hash_failures.entry(b).or_insert(0);
+        *failures += 1;
+        if *failures >= MAX_HASH_FAILURES {
+            return Err(TransportError::CorruptBlock {
+                block: b,
+                chunk: self.layout.blocks[b].chunk,
+                failures: *failures,
+            });
+        }
+        Ok(())
     }
 
     fn progress(&self) -> ReceiverProgress {

@@ -1,9 +1,13 @@
 //! The sender: streams every block's source symbols once (the first pass),
 //! then answers receivers' per-block deficits with fresh repair symbols,
 //! sized for the neediest receiver, until every expected receiver is done.
+//! A thread checks every chunk against the manifest ahead of the first pass:
+//! a corrupt image is refused, never sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metalcast_image::{Bundle, BundleError, Manifest};
@@ -466,7 +470,30 @@ impl<'a> Sender<'a> {
 
     /// Runs the session to its end: every expected receiver done, or failed
     /// (timed out), or the deadline, or cancelled. `progress` is called about every 100 ms.
+    ///
+    /// Meanwhile a thread checks every stored chunk against the manifest, in
+    /// send order; the first pass never overtakes it, and a chunk that fails
+    /// ends the session at once with [`TransportError::CorruptChunk`]: every
+    /// receiver would decode it, fail its hash and ask again, forever.
     pub fn run(mut self, progress: &mut dyn FnMut(&SenderProgress)) -> Result<SenderSummary, TransportError> {
+        let verification = Verification::default();
+        let (image, layout) = (self.bundle, self.layout.clone());
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("metalcast-verify".into())
+                .spawn_scoped(s, || verify_chunks(image, &layout, &verification))
+                .map_err(|e| TransportError::io("starting the chunk verifier", e))?;
+            let r = self.session(progress, &verification);
+            verification.stop.store(true, Ordering::Relaxed);
+            r
+        })
+    }
+
+    fn session(
+        &mut self,
+        progress: &mut dyn FnMut(&SenderProgress),
+        verified: &Verification,
+    ) -> Result<SenderSummary, TransportError> {
         let nblocks = self.layout.blocks.len();
         let mut rxs: HashMap<u64, Rx> = HashMap::new();
         let mut rejected_reports = RejectedReports::default();
@@ -481,6 +508,9 @@ impl<'a> Sender<'a> {
         while hearing(&rxs) < self.cfg.expected_receivers && Instant::now() < join_deadline {
             if self.cancelled() {
                 return Err(TransportError::Cancelled { receivers_left: self.cfg.expected_receivers });
+            }
+            if let Some(e) = verified.take_error() {
+                return Err(e);
             }
             self.send_poll(0)?;
             self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _| {})?;
@@ -579,6 +609,9 @@ impl<'a> Sender<'a> {
             if self.cancelled() {
                 return Err(TransportError::Cancelled { receivers_left: waiting });
             }
+            if let Some(e) = verified.take_error() {
+                return Err(e);
+            }
             if let Some(d) = self.cfg.deadline
                 && now.duration_since(session_start) > d
             {
@@ -612,6 +645,11 @@ impl<'a> Sender<'a> {
                 next_repair_id[b] += n;
                 repair_packets += u64::from(n);
                 bursts += 1;
+                continue;
+            }
+            if pass < nblocks && pass >= verified.upto() {
+                // The verifier (normally far ahead) has not checked this block yet.
+                sys::wait_readable(&self.control, Duration::from_millis(1));
                 continue;
             }
             if pass < nblocks {
@@ -777,6 +815,63 @@ fn advances(old: &Report, new: &Report) -> bool {
     new.counter > old.counter
         && new.state.rank() >= old.state.rank()
         && (old.state.rank() < ReportState::Done.rank() || new.state == old.state)
+}
+
+/// How far the chunk verifier got, shared with the sending loop.
+#[derive(Default)]
+struct Verification {
+    /// Blocks checked so far, in send order: the first pass sends only below it.
+    upto: AtomicUsize,
+    /// Set once `error` holds what stopped the verifier.
+    failed: AtomicBool,
+    error: Mutex<Option<TransportError>>,
+    /// Set when the session ends: the verifier stops.
+    stop: AtomicBool,
+}
+
+impl Verification {
+    fn upto(&self) -> usize {
+        self.upto.load(Ordering::Acquire)
+    }
+
+    /// What stopped the verifier, if anything (handed out once).
+    fn take_error(&self) -> Option<TransportError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    fn fail(&self, e: TransportError) {
+        *self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+/// Checks every block's stored chunk against the manifest (decompressed and
+/// hashed, as a receiver will), in send order, publishing its progress in `v`.
+fn verify_chunks(image: &dyn StoredImage, layout: &Layout, v: &Verification) {
+    let mut zstd = match zstd::bulk::Decompressor::new() {
+        Ok(z) => z,
+        Err(e) => return v.fail(TransportError::io("zstd decompressor", e)),
+    };
+    let (mut stored, mut out) = (Vec::new(), Vec::new());
+    for (b, blk) in layout.blocks.iter().enumerate() {
+        if v.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        stored.resize(blk.len as usize, 0);
+        if let Err(e) = image.read_data(blk.offset, &mut stored) {
+            return v.fail(e.into());
+        }
+        if let Err(source) =
+            metalcast_image::check_or_decode_chunk(image.manifest(), blk.chunk, &stored, &mut zstd, &mut out)
+        {
+            tracing::error!(chunk = blk.chunk, block = b, "{source}");
+            return v.fail(TransportError::CorruptChunk { chunk: blk.chunk, source });
+        }
+        v.upto.store(b + 1, Ordering::Release);
+    }
 }
 
 fn statuses(rxs: &HashMap<u64, Rx>, start: Instant) -> Vec<ReceiverStatus> {

@@ -484,3 +484,168 @@ fn replayed_reports_are_rejected_as_stale_and_change_nothing() {
         assert!(finished_after < Duration::from_secs(10), "the sender kept running {finished_after:?} under replays");
     });
 }
+
+/// The offset in the bundle file of a stored chunk's data.
+fn chunk_file_offset(b: &Bundle, chunk: usize) -> u64 {
+    metalcast_image::format::DATA_OFFSET + b.manifest.chunks[chunk].offset.expect("a stored chunk")
+}
+
+/// A bundle with one flipped byte in one chunk used to be streamed as is:
+/// every receiver decoded that block, failed its hash, discarded it and
+/// asked again, forever. The sender checks every chunk against the manifest
+/// before it sends it, and refuses the bundle naming the chunk; nothing of
+/// that chunk goes on the wire.
+#[test]
+fn the_sender_refuses_a_bundle_with_a_corrupt_chunk() {
+    use metalcast_transport::packet::{self, FailReason, Kind, Report, ReportState};
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = {
+        let b = bundle(dir.path(), 3);
+        b.path().to_path_buf()
+    };
+    let b = Bundle::open(&path).unwrap();
+    let (block, victim) = b.manifest.stored_chunks().enumerate().nth(1).map(|(i, c)| (i, c.index)).unwrap();
+    let at = chunk_file_offset(&b, victim) + u64::from(b.manifest.chunks[victim].stored) / 2;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    drop(f);
+    let b = Bundle::open(&path).unwrap();
+    let spec = spec_for(&b);
+    // Listens where the symbols go (unicast test mode), and reports "receiving"
+    // so that the first pass starts.
+    let data = UdpSocket::bind(spec.group_addr()).unwrap();
+    data.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut counter = 0;
+    let mut receiving = || {
+        counter += 1;
+        let r = Report {
+            receiver: 1,
+            counter,
+            state: ReportState::Receiving,
+            reason: FailReason::None,
+            blocks_done: 0,
+            received: 0,
+            rejected: 0,
+            max_seq: 0,
+            needs: vec![],
+        };
+        let mut body = Vec::new();
+        r.encode(&mut body);
+        let _ = control.send_to(&packet::build(&spec.key, Kind::Report, spec.session_id, 0, 0, &body), spec.sender);
+    };
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig {
+                rate: Some(50_000_000),
+                expected_receivers: 1,
+                join_timeout: Duration::from_secs(2),
+                receiver_timeout: Duration::from_secs(5),
+                deadline: Some(Duration::from_secs(60)),
+                ..Default::default()
+            };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {})
+        });
+        let mut buf = vec![0u8; 65536];
+        while !sender.is_finished() {
+            receiving();
+            if let Ok(n) = data.recv(&mut buf)
+                && let Ok((h, _)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+            {
+                assert!(
+                    !(h.kind == Kind::Symbol && h.a as usize == block),
+                    "a symbol of the corrupt chunk's block was sent"
+                );
+            }
+        }
+        sender.join().unwrap()
+    });
+    match result {
+        Err(metalcast_transport::TransportError::CorruptChunk { chunk, source }) => {
+            assert_eq!(chunk, victim, "{source}");
+            eprintln!("refused: chunk {chunk}: {source}");
+        }
+        other => panic!("expected CorruptChunk for chunk {victim}, got {other:?}"),
+    }
+    // Bound, not a speed target: far below the deadline it would otherwise run into.
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Packets of a corrupt block, authentic under the session key (a sender
+/// whose copy of the chunk is wrong, or a key holder): the receiver decodes
+/// the block, fails its hash, discards it and asks again; the carousel sends
+/// the same bytes again. After `MAX_HASH_FAILURES` failures of the block it
+/// stops with `CorruptBlock` and tells the sender why, instead of looping
+/// until the carousel stops.
+#[test]
+fn a_block_that_keeps_failing_its_hash_stops_the_receiver() {
+    use metalcast_transport::layout::Layout;
+    use metalcast_transport::packet::{self, FailReason, Header, Kind, Report, ReportState};
+    use metalcast_transport::receiver::MAX_HASH_FAILURES;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 3);
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    control.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let spec = SessionSpec { sender: v4(control.local_addr().unwrap()), ..spec_for(&b) };
+    let m = b.manifest.clone();
+    let layout = Layout::new(&m, spec.symbol_size);
+    let t = usize::from(spec.symbol_size);
+    let mut seq = 0u64;
+    let mut pkt = |blk: usize, esi: u32, sym: &[u8]| {
+        let mut p = vec![0u8; packet::HEADER_LEN];
+        Header { kind: Kind::Symbol, session: spec.session_id, seq, a: blk as u32 }.write(&mut p);
+        seq += 1;
+        p.extend_from_slice(&esi.to_le_bytes());
+        p.extend_from_slice(sym);
+        p.resize(p.len() + packet::MAC_LEN, 0);
+        packet::seal_in_place(&spec.key, &mut p);
+        p
+    };
+    // Phase 1: every block's source symbols, block 0's from a copy of its
+    // stored bytes with one byte flipped. Phase 2, the carousel: block 0's
+    // (corrupt) source symbols again and again.
+    let (mut first, mut again) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; layout.padded_len()];
+    for (i, blk) in layout.blocks.iter().enumerate() {
+        buf.fill(0);
+        b.read_data(blk.offset, &mut buf[..blk.len as usize]).unwrap();
+        if i == 0 {
+            buf[blk.len as usize / 2] ^= 0x01;
+        }
+        for esi in 0..blk.k {
+            let sym = &buf[esi as usize * t..(esi as usize + 1) * t];
+            first.push(pkt(i, esi, sym));
+            if i == 0 {
+                again.push(pkt(i, esi, sym));
+            }
+        }
+    }
+    let src = Replay { phases: [first, again], phase: 0, pos: 0, n: 0, rounds: 200 };
+    let cfg =
+        ReceiverConfig { id: 9, idle_timeout: Duration::from_secs(10), linger: Duration::ZERO, ..Default::default() };
+    let rx = Receiver::with_source(&spec, &m, cfg, Box::new(src)).unwrap();
+    let mut sink = MemorySink::new(&m);
+    match rx.run(&mut sink, &mut |_| {}) {
+        Err(metalcast_transport::TransportError::CorruptBlock { block, chunk, failures }) => {
+            assert_eq!((block, chunk, failures), (0, layout.blocks[0].chunk, MAX_HASH_FAILURES));
+        }
+        other => panic!("expected CorruptBlock, got {other:?}"),
+    }
+    // The sender hears why: a failed report with its reason (after the need reports).
+    let mut buf = vec![0u8; 2048];
+    let failed = std::iter::from_fn(|| control.recv(&mut buf).ok().map(|n| buf[..n].to_vec()))
+        .map(|p| {
+            let (h, body) = packet::open(&spec.key, spec.session_id, &p).unwrap();
+            assert_eq!(h.kind, Kind::Report);
+            Report::decode(body).unwrap()
+        })
+        .find(|r| r.state == ReportState::Failed)
+        .expect("a failed report");
+    assert_eq!((failed.receiver, failed.reason), (9, FailReason::CorruptBlock));
+}
