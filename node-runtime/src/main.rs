@@ -49,7 +49,7 @@ enum Cmd {
         /// Receiver id reported to the sender (default: random).
         #[arg(long)]
         id: Option<u64>,
-        /// Give up after this many seconds without data.
+        /// Give up after this many seconds without new data (replayed packets do not count).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
         /// Receive path: XDP/AF_XDP fast path, plain UDP socket, or XDP when

@@ -18,7 +18,8 @@ pub enum TransportError {
     /// The bundle or manifest is unusable.
     #[error(transparent)]
     Bundle(#[from] metalcast_image::BundleError),
-    /// Nothing authentic arrived for too long.
+    /// Nothing that advanced the session (a new packet of the sender, or a
+    /// symbol the receiver lacked) arrived for too long.
     #[error("no data for {secs}s: giving up ({blocks_left} blocks still missing; {detail})")]
     Timeout {
         /// Seconds waited.

@@ -73,7 +73,10 @@ pub struct ReceiverConfig {
     pub id: u64,
     /// Address of the interface to join the group on and report from (default 0.0.0.0).
     pub iface: std::net::Ipv4Addr,
-    /// Give up when no authentic packet arrives for this long (default 30 s).
+    /// Give up when nothing advances the session for this long (default 30
+    /// s): no new packet of the sender (a sequence number above every one
+    /// seen) and no symbol the receiver lacked. Authentic duplicates (a
+    /// replay of captured packets after the sender died) do not count.
     pub idle_timeout: Duration,
     /// Interval between need reports while something is missing (default 5 ms).
     pub report_interval: Duration,
@@ -544,6 +547,8 @@ struct RxState<'r> {
     seq_first: Option<u64>,
     seq_max: u64,
     last_report: Instant,
+    /// When the last packet that advanced the session arrived (see
+    /// [`ReceiverConfig::idle_timeout`]).
     last_packet: Instant,
     first_packet: Option<Instant>,
     last_progress: Instant,
@@ -588,7 +593,10 @@ impl<'r> RxState<'r> {
     }
 
     /// A datagram of the group, received at `now`: counted as rejected, or
-    /// authentic and handed on by kind.
+    /// authentic and handed on by kind. Only a packet that advances the
+    /// session restarts the idle timeout: one newer than every packet seen
+    /// (sequence numbers count up, and a replay can not raise its own), or a
+    /// symbol the receiver lacked.
     #[inline]
     fn on_datagram(&mut self, spec: &SessionSpec, pkt: &[u8], now: Instant) -> Result<(), TransportError> {
         let (h, body) = match packet::open(&spec.key, spec.session_id, pkt) {
@@ -598,57 +606,68 @@ impl<'r> RxState<'r> {
                 return Ok(());
             }
         };
+        let fresh = self.seq_first.is_none() || h.seq > self.seq_max;
         self.received += 1;
-        self.last_packet = now;
         self.first_packet.get_or_insert(now);
         self.seq_first = Some(self.seq_first.map_or(h.seq, |f| f.min(h.seq)));
         self.seq_max = self.seq_max.max(h.seq);
-        match h.kind {
-            Kind::Poll => self.on_poll(body),
-            Kind::Symbol => return self.on_symbol(h.a, body),
-            _ => self.rejected.invalid += 1,
+        let advanced = match h.kind {
+            Kind::Poll => fresh | self.on_poll(body, fresh),
+            Kind::Symbol => fresh | self.on_symbol(h.a, body)?,
+            _ => {
+                self.rejected.invalid += 1;
+                false
+            }
+        };
+        if advanced {
+            self.last_packet = now;
         }
         Ok(())
     }
 
-    /// An authentic poll: the sender's cursor closes the blocks before it.
+    /// An authentic poll: the sender's cursor closes the blocks before it; a
+    /// `fresh` one (not a replay) asks for a report at once. Returns whether
+    /// it closed a block.
     #[inline]
-    fn on_poll(&mut self, body: &[u8]) {
+    fn on_poll(&mut self, body: &[u8], fresh: bool) -> bool {
         if body.len() != 4 {
             self.rejected.invalid += 1;
-            return;
+            return false;
         }
         let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
+        let before = self.closed_upto;
         self.closed_upto = self.closed_upto.max(cursor.min(self.slots.len()));
-        self.report_now = true;
+        self.report_now |= fresh;
+        self.closed_upto > before
     }
 
     /// An authentic symbol of block `b`: buffered, and the block handed to
-    /// the decode thread once it has enough.
+    /// the decode thread once it has enough. Returns whether it was new to a
+    /// block being collected.
     #[inline]
-    fn on_symbol(&mut self, b: u32, body: &[u8]) -> Result<(), TransportError> {
+    fn on_symbol(&mut self, b: u32, body: &[u8]) -> Result<bool, TransportError> {
         let b = b as usize;
         let t = self.t;
         let Ok((esi, sym)) = packet::symbol_body(body) else {
             self.rejected.invalid += 1;
-            return Ok(());
+            return Ok(false);
         };
         if b >= self.slots.len() || sym.len() != t {
             self.rejected.invalid += 1;
-            return Ok(());
+            return Ok(false);
         }
         let (k, kmax) = (self.layout.blocks[b].k, self.layout.k_max);
         if esi >= k && esi < kmax {
             // Implicit zero padding is never sent.
             self.rejected.invalid += 1;
-            return Ok(());
+            return Ok(false);
         }
         if esi < k {
             self.closed_upto = self.closed_upto.max(b);
         }
         if matches!(self.slots[b], Slot::Done) {
             self.redundant += 1;
-            return Ok(());
+            return Ok(false);
         }
         if matches!(self.slots[b], Slot::Busy) {
             // Kept in case the decode needs more symbols; dropped once the block is done.
@@ -657,12 +676,12 @@ impl<'r> RxState<'r> {
             } else {
                 self.redundant += 1;
             }
-            return Ok(());
+            return Ok(false);
         }
         if matches!(self.slots[b], Slot::Idle) {
             if self.pending >= self.max_pending_blocks {
                 self.deferred += 1;
-                return Ok(());
+                return Ok(false);
             }
             // Symbols past the block's data are zeros both ends know: count them as received.
             let mut have = vec![0u64; (kmax as usize).div_ceil(64)];
@@ -677,17 +696,18 @@ impl<'r> RxState<'r> {
         let Slot::Pending(p) = &mut self.slots[b] else { unreachable!("made pending above") };
         if !p.add(esi, sym, t, kmax) {
             self.redundant += 1;
-            return Ok(());
+            return Ok(false);
         }
         if !p.ready(kmax) {
-            return Ok(());
+            return Ok(true);
         }
         // Enough symbols: to the decode thread (which decodes only if a source symbol is missing).
         let Slot::Pending(pend) = std::mem::replace(&mut self.slots[b], Slot::Busy) else {
             unreachable!("pending above")
         };
         self.busy += 1;
-        submit(&self.jobs, Job { b, pend, out: self.outs.pop().unwrap_or_default() })
+        submit(&self.jobs, Job { b, pend, out: self.outs.pop().unwrap_or_default() })?;
+        Ok(true)
     }
 
     /// The decode thread is done with a block.
@@ -828,7 +848,7 @@ impl<'r> RxState<'r> {
         Some(self.report(cfg.id, state, self.received + packets.dropped_on_purpose(), needs))
     }
 
-    /// Nothing authentic arrived for `idle_timeout`: what the receive got stuck on.
+    /// Nothing advanced the session for `idle_timeout`: what the receive got stuck on.
     fn timeout(&self, idle_timeout: Duration) -> TransportError {
         let secs = idle_timeout.as_secs();
         let (first_not_done, closed_upto, pending) = (self.first_not_done, self.closed_upto, self.pending);

@@ -649,3 +649,105 @@ fn a_block_that_keeps_failing_its_hash_stops_the_receiver() {
         .expect("a failed report");
     assert_eq!((failed.receiver, failed.reason), (9, FailReason::CorruptBlock));
 }
+
+/// Records the datagrams it passes on while `recording` is set: a tap on the
+/// receiver's link.
+struct Recording {
+    inner: metalcast_transport::SocketSource,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    recording: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl metalcast_transport::PacketSource for Recording {
+    fn recv(&mut self, timeout: Duration) -> Result<usize, metalcast_transport::TransportError> {
+        let n = self.inner.recv(timeout)?;
+        if self.recording.load(std::sync::atomic::Ordering::Relaxed) {
+            self.log.lock().unwrap().extend((0..n).map(|i| self.inner.get(i).to_vec()));
+        }
+        Ok(n)
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self.inner.get(i)
+    }
+}
+
+/// The sender dies mid-session and an attacker replays the session's
+/// captured data packets into the receiver's socket: authentic, but nothing
+/// new. They used to restart the idle timeout with every packet (31 s
+/// instead of 5 s in the field); now only packets that advance the session
+/// do, and the receiver times out as if the replays were not there.
+#[test]
+fn replayed_data_packets_do_not_keep_an_orphaned_receiver_alive() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 8);
+    let spec = spec_for(&b);
+    let m = b.manifest.clone();
+    let idle_timeout = Duration::from_secs(3);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let recording = Arc::new(AtomicBool::new(true));
+    let source = Recording {
+        inner: metalcast_transport::SocketSource::join(&spec, Ipv4Addr::LOCALHOST).unwrap(),
+        log: Arc::clone(&log),
+        recording: Arc::clone(&recording),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let receiver_ended = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            let cfg = ReceiverConfig { id: 3, idle_timeout, linger: Duration::ZERO, ..Default::default() };
+            let rx = Receiver::with_source(&spec, &m, cfg, Box::new(source)).unwrap();
+            let r = rx.run(&mut MemorySink::new(&m), &mut |_| {});
+            receiver_ended.store(true, Ordering::Relaxed);
+            (r, Instant::now())
+        });
+        // A slow sender, stopped part way through its first pass.
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig {
+                rate: Some(1_000_000),
+                adaptive: false,
+                expected_receivers: 1,
+                cancel: Some(Arc::clone(&cancel)),
+                ..Default::default()
+            };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {})
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        cancel.store(true, Ordering::Relaxed);
+        assert!(
+            matches!(sender.join().unwrap(), Err(metalcast_transport::TransportError::Cancelled { .. })),
+            "the sender was to be stopped before the receiver finished"
+        );
+        let sender_gone = Instant::now();
+        recording.store(false, Ordering::Relaxed);
+        let captured = std::mem::take(&mut *log.lock().unwrap());
+        assert!(!captured.is_empty(), "nothing was captured");
+        // The replay: the captured packets into the receiver's socket, over and over.
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut replays = 0u64;
+        'replay: while sender_gone.elapsed() < Duration::from_secs(30) {
+            for chunk in captured.chunks(32) {
+                if receiver_ended.load(Ordering::Relaxed) {
+                    break 'replay;
+                }
+                for p in chunk {
+                    let _ = attacker.send_to(p, spec.group_addr());
+                    replays += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let (result, ended) = receiver.join().unwrap();
+        let after = ended.duration_since(sender_gone);
+        eprintln!("{replays} packets replayed; receiver ended {after:?} after the sender: {result:?}");
+        assert!(
+            matches!(result, Err(metalcast_transport::TransportError::Timeout { .. })),
+            "expected a timeout, got {result:?}"
+        );
+        // A bound against a receiver kept alive by the replays, not a speed target.
+        assert!(after < idle_timeout + Duration::from_secs(5), "timed out {after:?} after the sender died");
+    });
+}
