@@ -68,6 +68,12 @@ pub enum TransportError {
         /// Hash failures of that block.
         failures: u32,
     },
+    /// The receive was stopped by its owner (`ReceiverConfig::cancel`).
+    #[error("receive cancelled with {blocks_left} blocks still missing")]
+    ReceiveCancelled {
+        /// Blocks not yet written.
+        blocks_left: usize,
+    },
     /// Writing decoded data failed.
     #[error("writing chunk {chunk}: {source}")]
     Sink {

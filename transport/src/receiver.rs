@@ -6,7 +6,8 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{SocketAddrV4, UdpSocket};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use metalcast_image::{BundleError, Manifest, PartFiles};
@@ -85,6 +86,10 @@ pub struct ReceiverConfig {
     pub max_pending_blocks: usize,
     /// How long to repeat the done report until the sender acknowledges it (default 2 s).
     pub linger: Duration,
+    /// Set to stop the receive early (checked every loop turn, at least every
+    /// `report_interval`; `run` then reports failure to the sender and returns
+    /// [`TransportError::ReceiveCancelled`]). Default none.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ReceiverConfig {
@@ -98,6 +103,7 @@ impl Default for ReceiverConfig {
             report_interval: Duration::from_millis(5),
             max_pending_blocks: 64,
             linger: Duration::from_secs(2),
+            cancel: None,
         }
     }
 }
@@ -415,6 +421,9 @@ impl<'a> Receiver<'a> {
 
         let mut receive = || -> Result<(), TransportError> {
             while st.done < nblocks {
+                if self.cfg.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(TransportError::ReceiveCancelled { blocks_left: nblocks - st.done });
+                }
                 let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
                 let n = self.data.recv(wait)?;
                 let now = Instant::now();
@@ -443,6 +452,7 @@ impl<'a> Receiver<'a> {
                 TransportError::Timeout { .. } => FailReason::TimedOut,
                 TransportError::CorruptBlock { .. } => FailReason::CorruptBlock,
                 TransportError::Sink { .. } => FailReason::WriteFailed,
+                TransportError::ReceiveCancelled { .. } => FailReason::Cancelled,
                 _ => FailReason::Other,
             };
             tracing::warn!(?reason, "receive failed: {e}");
