@@ -252,7 +252,7 @@ pub fn print_summary(d: &Deployment) {
     if let Some(s) = &d.summary {
         let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
         println!(
-            "session {}: {:.2}s, wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols, {} forged reports dropped",
+            "session {}: {:.2}s, wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols, {} reports rejected (forged or replayed)",
             d.session.as_deref().unwrap_or("-"),
             f("secs"),
             f("wire_ratio"),

@@ -43,6 +43,11 @@ pub struct SendArgs {
     /// Seconds of silence after which a receiver is given up on.
     #[arg(long, default_value_t = 15)]
     pub receiver_timeout: u64,
+    /// Give up on the whole session after this many seconds, joining included (0: never), and
+    /// exit 1: bounds how long receivers that never finish (a broken path, a misbehaving key
+    /// holder) can keep the sender running. Raise it for images that take longer to send.
+    #[arg(long, default_value_t = 3600)]
+    pub deadline: u64,
     /// Write the session spec (includes the session key: mode 0600) here, for receivers.
     #[arg(long)]
     pub session_out: PathBuf,
@@ -86,6 +91,7 @@ pub fn run(a: SendArgs) -> anyhow::Result<SenderSummary> {
         expected_receivers: a.receivers,
         join_timeout: Duration::from_secs(a.join_timeout),
         receiver_timeout: Duration::from_secs(a.receiver_timeout),
+        deadline: (a.deadline > 0).then(|| Duration::from_secs(a.deadline)),
         gso: !a.no_gso,
         ..Default::default()
     };
@@ -135,7 +141,7 @@ pub fn run(a: SendArgs) -> anyhow::Result<SenderSummary> {
 /// Prints a summary table.
 pub fn print_summary(s: &SenderSummary) {
     println!(
-        "session {:016x}: {} of {} receivers done in {:.2}s; wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols in {} bursts, {} forged reports dropped",
+        "session {:016x}: {} of {} receivers done in {:.2}s; wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols in {} bursts, {} reports rejected ({} bad MAC, {} stale/replayed, {} other session, {} malformed, {} invalid)",
         s.session_id,
         s.done(),
         s.receivers.len(),
@@ -146,7 +152,12 @@ pub fn print_summary(s: &SenderSummary) {
         s.source_packets,
         s.repair_packets,
         s.bursts,
-        s.rejected_reports
+        s.rejected_reports,
+        s.rejected_by_reason.bad_mac,
+        s.rejected_by_reason.stale,
+        s.rejected_by_reason.other_session,
+        s.rejected_by_reason.malformed,
+        s.rejected_by_reason.invalid,
     );
     println!(
         "{:>18} {:>22} {:>10} {:>8} {:>10} {:>9} {:>8}",
@@ -157,7 +168,10 @@ pub fn print_summary(s: &SenderSummary) {
             "{:>18x} {:>22} {:>10} {:>8} {:>10} {:>9} {:>8}",
             r.id,
             r.addr,
-            r.state,
+            match r.failure {
+                Some(why) => format!("{} ({why})", r.state),
+                None => r.state.clone(),
+            },
             r.blocks_done,
             r.received,
             r.rejected,

@@ -2,9 +2,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// A metalcast packet (header, a small body, a dummy MAC) of `kind`, wire version 2.
+/// A metalcast packet (header, a small body, a dummy MAC) of `kind`, wire version 3.
 pub(crate) fn mc_packet(kind: u8, session: u64, a: u32) -> Vec<u8> {
-    mc_packet_version(2, kind, session, a)
+    mc_packet_version(3, kind, session, a)
 }
 
 /// [`mc_packet`] with another wire version byte.

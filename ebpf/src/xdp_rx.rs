@@ -480,7 +480,7 @@ mod tests {
                 })
                 .build(),
             ),
-            ("older wire version (1)", Frame::v4(GROUP, PORT, testing::mc_packet_version(1, 1, SID, 3)).build()),
+            ("older wire version (2)", Frame::v4(GROUP, PORT, testing::mc_packet_version(2, 1, SID, 3)).build()),
             ("ARP", testing::arp()),
             ("TCP (SSH)", Frame::v4(GROUP, 22, sym(3)).tcp().build()),
         ];

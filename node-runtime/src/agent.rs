@@ -316,6 +316,7 @@ fn deploy(cfg: &AgentConfig, run: &Run<'_>, iface: Ipv4Addr, d: &Deploy, held: &
             let code = match e {
                 TransportError::Timeout { .. } => exit::TIMEOUT,
                 TransportError::Sink { .. } => exit::WRITE,
+                TransportError::CorruptBlock { .. } => exit::CORRUPT,
                 _ => exit::FAILURE,
             };
             (code, e.to_string())

@@ -22,3 +22,9 @@ pub const NETWORK: u8 = 7;
 /// disk-write guard: not the node's runtime, a device outside the node's
 /// disks, or one in use (`docs/node-runtime.md`).
 pub const REFUSED: u8 = 8;
+/// The image as sent is corrupt: one block decoded to a chunk that failed
+/// the manifest's hash again and again (`metalcast_transport::receiver::MAX_HASH_FAILURES`).
+pub const CORRUPT: u8 = 9;
+/// Stopped by a signal: 128 plus its number, as a shell reports a process
+/// killed by it (130 SIGINT, 143 SIGTERM); partial outputs are removed first.
+pub const SIGNALLED: u8 = 128;

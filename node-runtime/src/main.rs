@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +26,9 @@ struct Cli {
 enum Cmd {
     /// Receive one image from a multicast session and write its parts to a directory.
     ///
-    /// Exit codes: 0 done, 1 failure, 2 usage, 3 manifest not trusted, 4 timed out, 5 write failed.
+    /// Exit codes: 0 done, 1 failure, 2 usage, 3 manifest not trusted, 4 timed out, 5 write failed,
+    /// 9 the image as sent is corrupt (a block failed its hash 3 times), 130/143 stopped by
+    /// SIGINT/SIGTERM. On every failure the partial outputs are removed.
     Receive {
         /// Signed manifest file (from `metalcast send --manifest-out` or `metalcast-image export-manifest`).
         #[arg(long)]
@@ -48,7 +51,7 @@ enum Cmd {
         /// Receiver id reported to the sender (default: random).
         #[arg(long)]
         id: Option<u64>,
-        /// Give up after this many seconds without data.
+        /// Give up after this many seconds without new data (replayed packets do not count).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
         /// Receive path: XDP/AF_XDP fast path, plain UDP socket, or XDP when
@@ -252,6 +255,14 @@ fn main() -> ExitCode {
         eprintln!("error: give a trusted key with --key, or --allow-unsigned");
         return ExitCode::from(exit::USAGE);
     }
+    // Before any thread starts: SIGINT and SIGTERM stop the receive, which then cleans up.
+    let stop = match receive::StopSignals::catch() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: catching SIGINT and SIGTERM: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
     let job = receive::ReceiveJob {
         manifest,
         session,
@@ -262,6 +273,7 @@ fn main() -> ExitCode {
         id: id.unwrap_or_else(|| metalcast_transport::ReceiverConfig::default().id),
         idle_timeout: Duration::from_secs(timeout),
         rx_path,
+        cancel: Some(Arc::clone(&stop.cancel)),
     };
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -321,7 +333,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
+            ExitCode::from(stop.exit_code(&e))
         }
     }
 }

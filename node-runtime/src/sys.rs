@@ -320,3 +320,25 @@ pub fn signal(pid: u32, kill: bool) -> io::Result<()> {
     let sig = if kill { Signal::SIGKILL } else { Signal::SIGTERM };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(Into::into)
 }
+
+/// SIGINT and SIGTERM: the signals that ask a process to stop.
+fn stop_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread, and so in every thread
+/// it starts afterwards: they stay pending until [`wait_stop_signal`] takes
+/// them, instead of ending the process on the spot.
+pub fn block_stop_signals() -> io::Result<()> {
+    stop_signals().thread_block().map_err(Into::into)
+}
+
+/// Waits for SIGINT or SIGTERM (blocked by [`block_stop_signals`]) and
+/// returns its number.
+pub fn wait_stop_signal() -> io::Result<i32> {
+    stop_signals().wait().map(|s| s as i32).map_err(Into::into)
+}

@@ -36,6 +36,6 @@ mod sys;
 pub use error::TransportError;
 pub use key::SessionKey;
 pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
-pub use sender::{ReceiverStatus, Sender, SenderConfig, SenderProgress, SenderSummary, StoredImage};
+pub use sender::{ReceiverStatus, RejectedReports, Sender, SenderConfig, SenderProgress, SenderSummary, StoredImage};
 pub use session::SessionSpec;
 pub use source::{PacketSource, SocketSource};

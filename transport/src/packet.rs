@@ -11,8 +11,9 @@ use crate::key::SessionKey;
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"MC";
-/// Wire protocol version (2: AEGIS-128L packet MAC; 1 used keyed BLAKE3).
-pub const VERSION: u8 = 2;
+/// Wire protocol version (3: reports carry a freshness counter and a failure
+/// reason; 2 introduced the AEGIS-128L packet MAC; 1 used keyed BLAKE3).
+pub const VERSION: u8 = 3;
 /// Fixed header length.
 pub const HEADER_LEN: usize = 24;
 /// MAC length.
@@ -165,21 +166,89 @@ pub enum ReportState {
     Receiving = 1,
     /// Every block decoded, verified and written.
     Done = 2,
-    /// Gave up (write error, timeout); `needs` is empty.
+    /// Gave up (see [`FailReason`]); `needs` is empty.
     Failed = 3,
+}
+
+impl ReportState {
+    /// Where the state lies on a receiver's one-way path: hello, then
+    /// receiving, then done or failed (both final). A sender never moves a
+    /// receiver to a lower rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            ReportState::Hello => 0,
+            ReportState::Receiving => 1,
+            ReportState::Done | ReportState::Failed => 2,
+        }
+    }
+}
+
+/// Why a receiver failed (the byte after the state in a report; 0 in other states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum FailReason {
+    /// Not failed, or no reason given.
+    None = 0,
+    /// Nothing that advanced the session arrived for its idle timeout.
+    TimedOut = 1,
+    /// A block decoded to a chunk that failed the manifest's hash again and
+    /// again: the image being sent is corrupt.
+    CorruptBlock = 2,
+    /// Writing a verified chunk failed.
+    WriteFailed = 3,
+    /// Stopped by its owner (a signal).
+    Cancelled = 4,
+    /// Anything else.
+    Other = 5,
+}
+
+impl std::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailReason::None => "none",
+            FailReason::TimedOut => "timed-out",
+            FailReason::CorruptBlock => "corrupt-block",
+            FailReason::WriteFailed => "write-failed",
+            FailReason::Cancelled => "cancelled",
+            FailReason::Other => "other",
+        })
+    }
+}
+
+impl FailReason {
+    fn from_u8(v: u8) -> Option<FailReason> {
+        Some(match v {
+            0 => FailReason::None,
+            1 => FailReason::TimedOut,
+            2 => FailReason::CorruptBlock,
+            3 => FailReason::WriteFailed,
+            4 => FailReason::Cancelled,
+            5 => FailReason::Other,
+            _ => return None,
+        })
+    }
 }
 
 /// A receiver's report (unicast to the sender).
 ///
-/// Body: receiver id u64, state u8, reserved u8, need count u16, blocks done
-/// u32, packets received u64, packets rejected u64, highest sequence number
-/// processed u64, then per need: block u32, symbols wanted u32.
+/// Body: receiver id u64, counter u64, state u8, fail reason u8, need count
+/// u16, blocks done u32, packets received u64, packets rejected u64, highest
+/// sequence number processed u64, then per need: block u32, symbols wanted u32.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Stable receiver identity.
     pub receiver: u64,
+    /// Freshness: strictly increasing over a receiver's reports (it starts at
+    /// the receiver's clock in microseconds since the Unix epoch). Under the
+    /// MAC with the identity, so a sender takes a report only if its counter
+    /// is above the last one it took from that receiver: a replayed report is
+    /// stale.
+    pub counter: u64,
     /// What the receiver is doing.
     pub state: ReportState,
+    /// Why it failed ([`ReportState::Failed`] only; else [`FailReason::None`]).
+    pub reason: FailReason,
     /// Blocks decoded and written so far.
     pub blocks_done: u32,
     /// Authentic packets received (in need reports, counting those a fast
@@ -197,14 +266,15 @@ pub struct Report {
 
 /// Most needs one report can carry while staying under 1400 bytes.
 pub const MAX_NEEDS_PER_REPORT: usize = 160;
-const REPORT_FIXED: usize = 8 + 1 + 1 + 2 + 4 + 8 + 8 + 8;
+const REPORT_FIXED: usize = 8 + 8 + 1 + 1 + 2 + 4 + 8 + 8 + 8;
 
 impl Report {
     /// Encodes the body.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.receiver.to_le_bytes());
+        out.extend_from_slice(&self.counter.to_le_bytes());
         out.push(self.state as u8);
-        out.push(0);
+        out.push(self.reason as u8);
         let n = self.needs.len().min(MAX_NEEDS_PER_REPORT);
         out.extend_from_slice(&(n as u16).to_le_bytes());
         out.extend_from_slice(&self.blocks_done.to_le_bytes());
@@ -224,25 +294,28 @@ impl Report {
         }
         let u32at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
         let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        let state = match b[8] {
+        let state = match b[16] {
             0 => ReportState::Hello,
             1 => ReportState::Receiving,
             2 => ReportState::Done,
             3 => ReportState::Failed,
             _ => return Err(Reject::Invalid),
         };
-        let n = u16::from_le_bytes([b[10], b[11]]) as usize;
+        let reason = FailReason::from_u8(b[17]).ok_or(Reject::Invalid)?;
+        let n = u16::from_le_bytes([b[18], b[19]]) as usize;
         if n > MAX_NEEDS_PER_REPORT || b.len() != REPORT_FIXED + 8 * n {
             return Err(Reject::Invalid);
         }
         let needs = (0..n).map(|i| (u32at(REPORT_FIXED + 8 * i), u32at(REPORT_FIXED + 8 * i + 4))).collect();
         Ok(Report {
             receiver: u64at(0),
+            counter: u64at(8),
             state,
-            blocks_done: u32at(12),
-            received: u64at(16),
-            rejected: u64at(24),
-            max_seq: u64at(32),
+            reason,
+            blocks_done: u32at(20),
+            received: u64at(24),
+            rejected: u64at(32),
+            max_seq: u64at(40),
             needs,
         })
     }
@@ -285,7 +358,9 @@ mod tests {
     fn report_round_trip_and_bounds() {
         let r = Report {
             receiver: 5,
+            counter: 1 << 40,
             state: ReportState::Receiving,
+            reason: FailReason::None,
             blocks_done: 3,
             received: 100,
             rejected: 2,
@@ -297,8 +372,16 @@ mod tests {
         assert_eq!(Report::decode(&b).unwrap(), r);
         assert_eq!(Report::decode(&b[..b.len() - 1]), Err(Reject::Invalid));
         let mut bad = b.clone();
-        bad[8] = 9;
+        bad[16] = 9;
         assert_eq!(Report::decode(&bad), Err(Reject::Invalid));
+        let mut bad = b.clone();
+        bad[17] = 200;
+        assert_eq!(Report::decode(&bad), Err(Reject::Invalid));
+        let failed =
+            Report { state: ReportState::Failed, reason: FailReason::CorruptBlock, needs: vec![], ..r.clone() };
+        let mut f = Vec::new();
+        failed.encode(&mut f);
+        assert_eq!(Report::decode(&f).unwrap(), failed);
         let big = Report { needs: (0..1000).map(|i| (i, 1)).collect(), ..r };
         let mut b = Vec::new();
         big.encode(&mut b);

@@ -3,9 +3,12 @@
 //! checks the chunk against the signed manifest, hands it to a sink, and
 //! tells the sender what it still needs.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::{SocketAddrV4, UdpSocket};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use metalcast_image::{BundleError, Manifest, PartFiles};
 use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
@@ -13,7 +16,7 @@ use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 use crate::erasure::{FewErasures, fast_erasure_limit};
 use crate::error::TransportError;
 use crate::layout::Layout;
-use crate::packet::{self, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
+use crate::packet::{self, FailReason, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
 use crate::session::SessionSpec;
 use crate::source::{PacketSource, SocketSource};
 use crate::sys;
@@ -71,7 +74,10 @@ pub struct ReceiverConfig {
     pub id: u64,
     /// Address of the interface to join the group on and report from (default 0.0.0.0).
     pub iface: std::net::Ipv4Addr,
-    /// Give up when no authentic packet arrives for this long (default 30 s).
+    /// Give up when nothing advances the session for this long (default 30
+    /// s): no new packet of the sender (a sequence number above every one
+    /// seen) and no symbol the receiver lacked. Authentic duplicates (a
+    /// replay of captured packets after the sender died) do not count.
     pub idle_timeout: Duration,
     /// Interval between need reports while something is missing (default 5 ms).
     pub report_interval: Duration,
@@ -80,6 +86,10 @@ pub struct ReceiverConfig {
     pub max_pending_blocks: usize,
     /// How long to repeat the done report until the sender acknowledges it (default 2 s).
     pub linger: Duration,
+    /// Set to stop the receive early (checked every loop turn, at least every
+    /// `report_interval`; `run` then reports failure to the sender and returns
+    /// [`TransportError::ReceiveCancelled`]). Default none.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ReceiverConfig {
@@ -93,6 +103,7 @@ impl Default for ReceiverConfig {
             report_interval: Duration::from_millis(5),
             max_pending_blocks: 64,
             linger: Duration::from_secs(2),
+            cancel: None,
         }
     }
 }
@@ -213,6 +224,18 @@ enum Slot {
     Done,
 }
 
+/// Times one block may decode to a chunk that fails the manifest's hash
+/// before the receive stops with [`TransportError::CorruptBlock`]. Each
+/// failure discards every symbol of the block and fetches it afresh, so one
+/// bad symbol (a corrupting path, a key holder's forgery) costs one failure;
+/// the same block failing again from fresh symbols means the sender's copy
+/// of the chunk is wrong, and asking again would loop forever.
+pub const MAX_HASH_FAILURES: u32 = 3;
+
+/// Copies of the failed report sent when a receive fails (reports are best
+/// effort; the sender otherwise learns of the failure only by its timeout).
+const FAILED_REPORTS: usize = 3;
+
 /// Blocks handed to the decode thread at most this far ahead of it.
 const DECODE_QUEUE: usize = 2;
 /// Nice steps the decode thread runs below the receive thread.
@@ -295,7 +318,28 @@ pub struct Receiver<'a> {
     layout: Layout,
     cfg: ReceiverConfig,
     data: Box<dyn PacketSource + 'a>,
+    reports: Reports<'a>,
+}
+
+/// The report socket, and the counter that makes every report fresh.
+struct Reports<'a> {
+    spec: &'a SessionSpec,
     control: UdpSocket,
+    /// The last report's counter.
+    counter: Cell<u64>,
+}
+
+impl Reports<'_> {
+    /// Sends `report` under the next counter value. Reports are best effort:
+    /// a lost one is repeated at the next interval.
+    fn send(&self, mut report: Report) {
+        report.counter = self.counter.get() + 1;
+        self.counter.set(report.counter);
+        let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
+        report.encode(&mut body);
+        let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
+        let _ = self.control.send_to(&p, self.spec.sender);
+    }
 }
 
 impl std::fmt::Debug for Receiver<'_> {
@@ -326,15 +370,13 @@ impl<'a> Receiver<'a> {
         let layout = Layout::new(manifest, spec.symbol_size);
         let control = sys::control_socket(SocketAddrV4::new(cfg.iface, 0))?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("report socket", e))?;
-        Ok(Receiver { spec, manifest, layout, cfg, data, control })
-    }
-
-    fn send_report(&self, report: &Report) {
-        let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
-        report.encode(&mut body);
-        let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
-        // Reports are best effort: a lost one is repeated at the next interval.
-        let _ = self.control.send_to(&p, self.spec.sender);
+        // Report counters start at the clock in microseconds, so a receiver
+        // restarted under the same id carries on above its earlier reports
+        // (it reports far less often than once a microsecond).
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let reports =
+            Reports { spec, control, counter: Cell::new(u64::try_from(now.as_micros()).unwrap_or(u64::MAX / 2)) };
+        Ok(Receiver { spec, manifest, layout, cfg, data, reports })
     }
 
     /// Starts the decode thread: [`Job`]s in, [`Outcome`]s out.
@@ -377,28 +419,48 @@ impl<'a> Receiver<'a> {
         let (job_tx, out_rx, decoder) = self.start_decoder()?;
         let mut st = RxState::new(&self.layout, self.manifest, &self.cfg, job_tx);
 
-        while st.done < nblocks {
-            let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
-            let n = self.data.recv(wait)?;
-            let now = Instant::now();
-            for i in 0..n {
-                st.on_datagram(self.spec, self.data.get(i), now)?;
+        let mut receive = || -> Result<(), TransportError> {
+            while st.done < nblocks {
+                if self.cfg.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(TransportError::ReceiveCancelled { blocks_left: nblocks - st.done });
+                }
+                let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
+                let n = self.data.recv(wait)?;
+                let now = Instant::now();
+                for i in 0..n {
+                    st.on_datagram(self.spec, self.data.get(i), now)?;
+                }
+                while let Ok(o) = out_rx.try_recv() {
+                    st.on_outcome(o, sink, &mut *self.data)?;
+                }
+                let now = Instant::now();
+                st.on_progress_tick(now, progress);
+                if st.done == nblocks {
+                    break;
+                }
+                if now.duration_since(st.last_packet) > self.cfg.idle_timeout {
+                    return Err(st.timeout(self.cfg.idle_timeout));
+                }
+                if let Some(report) = st.on_report_tick(now, &self.cfg, &*self.data) {
+                    self.reports.send(report);
+                }
             }
-            while let Ok(o) = out_rx.try_recv() {
-                st.on_outcome(o, sink, &mut *self.data)?;
+            Ok(())
+        };
+        if let Err(e) = receive() {
+            let reason = match e {
+                TransportError::Timeout { .. } => FailReason::TimedOut,
+                TransportError::CorruptBlock { .. } => FailReason::CorruptBlock,
+                TransportError::Sink { .. } => FailReason::WriteFailed,
+                TransportError::ReceiveCancelled { .. } => FailReason::Cancelled,
+                _ => FailReason::Other,
+            };
+            tracing::warn!(?reason, "receive failed: {e}");
+            for _ in 0..FAILED_REPORTS {
+                self.reports
+                    .send(Report { reason, ..st.report(self.cfg.id, ReportState::Failed, st.received, vec![]) });
             }
-            let now = Instant::now();
-            st.on_progress_tick(now, progress);
-            if st.done == nblocks {
-                break;
-            }
-            if now.duration_since(st.last_packet) > self.cfg.idle_timeout {
-                self.send_report(&st.report(self.cfg.id, ReportState::Failed, st.received, vec![]));
-                return Err(st.timeout(self.cfg.idle_timeout));
-            }
-            if let Some(report) = st.on_report_tick(now, &self.cfg, &*self.data) {
-                self.send_report(&report);
-            }
+            return Err(e);
         }
 
         let secs = st.first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
@@ -413,7 +475,9 @@ impl<'a> Receiver<'a> {
     fn say_done(&self, blocks: u32, received: u64, rejected: u64, max_seq: u64) -> bool {
         let report = Report {
             receiver: self.cfg.id,
+            counter: 0,
             state: ReportState::Done,
+            reason: FailReason::None,
             blocks_done: blocks,
             received,
             rejected,
@@ -423,9 +487,9 @@ impl<'a> Receiver<'a> {
         let until = Instant::now() + self.cfg.linger;
         let mut buf = [0u8; 256];
         while Instant::now() < until {
-            self.send_report(&report);
-            sys::wait_readable(&self.control, Duration::from_millis(50));
-            while let Ok(n) = self.control.recv(&mut buf) {
+            self.reports.send(report.clone());
+            sys::wait_readable(&self.reports.control, Duration::from_millis(50));
+            while let Ok(n) = self.reports.control.recv(&mut buf) {
                 if let Ok((h, body)) = packet::open(&self.spec.key, self.spec.session_id, &buf[..n])
                     && h.kind == Kind::Ack
                     && body == self.cfg.id.to_le_bytes()
@@ -487,10 +551,14 @@ struct RxState<'r> {
     decoded_blocks: u64,
     decode_retries: u64,
     hash_failures: u64,
+    /// Hash failures per block, for [`MAX_HASH_FAILURES`].
+    block_hash_failures: HashMap<usize, u32>,
     bytes_written: u64,
     seq_first: Option<u64>,
     seq_max: u64,
     last_report: Instant,
+    /// When the last packet that advanced the session arrived (see
+    /// [`ReceiverConfig::idle_timeout`]).
     last_packet: Instant,
     first_packet: Option<Instant>,
     last_progress: Instant,
@@ -522,6 +590,7 @@ impl<'r> RxState<'r> {
             decoded_blocks: 0,
             decode_retries: 0,
             hash_failures: 0,
+            block_hash_failures: HashMap::new(),
             bytes_written: 0,
             seq_first: None,
             seq_max: 0,
@@ -534,7 +603,10 @@ impl<'r> RxState<'r> {
     }
 
     /// A datagram of the group, received at `now`: counted as rejected, or
-    /// authentic and handed on by kind.
+    /// authentic and handed on by kind. Only a packet that advances the
+    /// session restarts the idle timeout: one newer than every packet seen
+    /// (sequence numbers count up, and a replay can not raise its own), or a
+    /// symbol the receiver lacked.
     #[inline]
     fn on_datagram(&mut self, spec: &SessionSpec, pkt: &[u8], now: Instant) -> Result<(), TransportError> {
         let (h, body) = match packet::open(&spec.key, spec.session_id, pkt) {
@@ -544,57 +616,68 @@ impl<'r> RxState<'r> {
                 return Ok(());
             }
         };
+        let fresh = self.seq_first.is_none() || h.seq > self.seq_max;
         self.received += 1;
-        self.last_packet = now;
         self.first_packet.get_or_insert(now);
         self.seq_first = Some(self.seq_first.map_or(h.seq, |f| f.min(h.seq)));
         self.seq_max = self.seq_max.max(h.seq);
-        match h.kind {
-            Kind::Poll => self.on_poll(body),
-            Kind::Symbol => return self.on_symbol(h.a, body),
-            _ => self.rejected.invalid += 1,
+        let advanced = match h.kind {
+            Kind::Poll => fresh | self.on_poll(body, fresh),
+            Kind::Symbol => fresh | self.on_symbol(h.a, body)?,
+            _ => {
+                self.rejected.invalid += 1;
+                false
+            }
+        };
+        if advanced {
+            self.last_packet = now;
         }
         Ok(())
     }
 
-    /// An authentic poll: the sender's cursor closes the blocks before it.
+    /// An authentic poll: the sender's cursor closes the blocks before it; a
+    /// `fresh` one (not a replay) asks for a report at once. Returns whether
+    /// it closed a block.
     #[inline]
-    fn on_poll(&mut self, body: &[u8]) {
+    fn on_poll(&mut self, body: &[u8], fresh: bool) -> bool {
         if body.len() != 4 {
             self.rejected.invalid += 1;
-            return;
+            return false;
         }
         let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
+        let before = self.closed_upto;
         self.closed_upto = self.closed_upto.max(cursor.min(self.slots.len()));
-        self.report_now = true;
+        self.report_now |= fresh;
+        self.closed_upto > before
     }
 
     /// An authentic symbol of block `b`: buffered, and the block handed to
-    /// the decode thread once it has enough.
+    /// the decode thread once it has enough. Returns whether it was new to a
+    /// block being collected.
     #[inline]
-    fn on_symbol(&mut self, b: u32, body: &[u8]) -> Result<(), TransportError> {
+    fn on_symbol(&mut self, b: u32, body: &[u8]) -> Result<bool, TransportError> {
         let b = b as usize;
         let t = self.t;
         let Ok((esi, sym)) = packet::symbol_body(body) else {
             self.rejected.invalid += 1;
-            return Ok(());
+            return Ok(false);
         };
         if b >= self.slots.len() || sym.len() != t {
             self.rejected.invalid += 1;
-            return Ok(());
+            return Ok(false);
         }
         let (k, kmax) = (self.layout.blocks[b].k, self.layout.k_max);
         if esi >= k && esi < kmax {
             // Implicit zero padding is never sent.
             self.rejected.invalid += 1;
-            return Ok(());
+            return Ok(false);
         }
         if esi < k {
             self.closed_upto = self.closed_upto.max(b);
         }
         if matches!(self.slots[b], Slot::Done) {
             self.redundant += 1;
-            return Ok(());
+            return Ok(false);
         }
         if matches!(self.slots[b], Slot::Busy) {
             // Kept in case the decode needs more symbols; dropped once the block is done.
@@ -603,12 +686,12 @@ impl<'r> RxState<'r> {
             } else {
                 self.redundant += 1;
             }
-            return Ok(());
+            return Ok(false);
         }
         if matches!(self.slots[b], Slot::Idle) {
             if self.pending >= self.max_pending_blocks {
                 self.deferred += 1;
-                return Ok(());
+                return Ok(false);
             }
             // Symbols past the block's data are zeros both ends know: count them as received.
             let mut have = vec![0u64; (kmax as usize).div_ceil(64)];
@@ -623,17 +706,18 @@ impl<'r> RxState<'r> {
         let Slot::Pending(p) = &mut self.slots[b] else { unreachable!("made pending above") };
         if !p.add(esi, sym, t, kmax) {
             self.redundant += 1;
-            return Ok(());
+            return Ok(false);
         }
         if !p.ready(kmax) {
-            return Ok(());
+            return Ok(true);
         }
         // Enough symbols: to the decode thread (which decodes only if a source symbol is missing).
         let Slot::Pending(pend) = std::mem::replace(&mut self.slots[b], Slot::Busy) else {
             unreachable!("pending above")
         };
         self.busy += 1;
-        submit(&self.jobs, Job { b, pend, out: self.outs.pop().unwrap_or_default() })
+        submit(&self.jobs, Job { b, pend, out: self.outs.pop().unwrap_or_default() })?;
+        Ok(true)
     }
 
     /// The decode thread is done with a block.
@@ -647,10 +731,7 @@ impl<'r> RxState<'r> {
         match o {
             Outcome::Ready { b, data, spare, decoded } => self.on_block_ready(b, data, spare, decoded, sink, packets),
             Outcome::Short { b, pend, out } => self.on_block_short(b, pend, out),
-            Outcome::Corrupt { b, error, buf, out, decoded } => {
-                self.on_block_corrupt(b, error, buf, out, decoded);
-                Ok(())
-            }
+            Outcome::Corrupt { b, error, buf, out, decoded } => self.on_block_corrupt(b, error, buf, out, decoded),
         }
     }
 
@@ -703,8 +784,16 @@ impl<'r> RxState<'r> {
         Ok(())
     }
 
-    /// Block `b` decoded to something the manifest does not sign: fetched afresh.
-    fn on_block_corrupt(&mut self, b: usize, error: BundleError, buf: Vec<u8>, out: Vec<u8>, decoded: bool) {
+    /// Block `b` decoded to something the manifest does not sign: fetched
+    /// afresh, unless it failed [`MAX_HASH_FAILURES`] times already.
+    fn on_block_corrupt(
+        &mut self,
+        b: usize,
+        error: BundleError,
+        buf: Vec<u8>,
+        out: Vec<u8>,
+        decoded: bool,
+    ) -> Result<(), TransportError> {
         self.decoded_blocks += u64::from(decoded);
         self.late.retain(|x| x.0 != b);
         // Never written. Forget every symbol of the block and fetch it afresh.
@@ -714,6 +803,16 @@ impl<'r> RxState<'r> {
         self.pending -= 1;
         self.report_now = true;
         recycle(&mut self.pool, &mut self.outs, buf, out, self.padded);
+        let failures = self.block_hash_failures.entry(b).or_insert(0);
+        *failures += 1;
+        if *failures >= MAX_HASH_FAILURES {
+            return Err(TransportError::CorruptBlock {
+                block: b,
+                chunk: self.layout.blocks[b].chunk,
+                failures: *failures,
+            });
+        }
+        Ok(())
     }
 
     fn progress(&self) -> ReceiverProgress {
@@ -732,7 +831,9 @@ impl<'r> RxState<'r> {
     fn report(&self, id: u64, state: ReportState, received: u64, needs: Vec<(u32, u32)>) -> Report {
         Report {
             receiver: id,
+            counter: 0,
             state,
+            reason: FailReason::None,
             blocks_done: self.done as u32,
             received,
             rejected: self.rejected.total(),
@@ -757,7 +858,7 @@ impl<'r> RxState<'r> {
         Some(self.report(cfg.id, state, self.received + packets.dropped_on_purpose(), needs))
     }
 
-    /// Nothing authentic arrived for `idle_timeout`: what the receive got stuck on.
+    /// Nothing advanced the session for `idle_timeout`: what the receive got stuck on.
     fn timeout(&self, idle_timeout: Duration) -> TransportError {
         let secs = idle_timeout.as_secs();
         let (first_not_done, closed_upto, pending) = (self.first_not_done, self.closed_upto, self.pending);

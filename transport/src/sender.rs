@@ -1,9 +1,13 @@
 //! The sender: streams every block's source symbols once (the first pass),
 //! then answers receivers' per-block deficits with fresh repair symbols,
 //! sized for the neediest receiver, until every expected receiver is done.
+//! A thread checks every chunk against the manifest ahead of the first pass:
+//! a corrupt image is refused, never sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metalcast_image::{Bundle, BundleError, Manifest};
@@ -12,7 +16,7 @@ use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
 use crate::erasure::{FewErasures, MAX_DIRECT_REPAIRS};
 use crate::error::TransportError;
 use crate::layout::Layout;
-use crate::packet::{self, Kind, MAX_ESI, OVERHEAD, Report, ReportState};
+use crate::packet::{self, FailReason, Kind, MAX_ESI, OVERHEAD, Reject, Report, ReportState};
 use crate::rate::{RateControl, RxLoss};
 use crate::session::SessionSpec;
 use crate::sys;
@@ -89,6 +93,8 @@ pub struct ReceiverStatus {
     pub rejected: u64,
     /// Seconds from the first pass start to its done report.
     pub done_secs: Option<f64>,
+    /// Why it failed, if it reported failure.
+    pub failure: Option<FailReason>,
 }
 
 /// A snapshot for progress displays.
@@ -123,8 +129,10 @@ pub struct SenderSummary {
     pub repair_packets: u64,
     /// Repair bursts sent.
     pub bursts: u64,
-    /// Invalid or unauthentic control packets dropped.
+    /// Control packets dropped: the total of `rejected_by_reason`.
     pub rejected_reports: u64,
+    /// Control packets dropped, by reason.
+    pub rejected_by_reason: RejectedReports,
     /// Highest send rate reached, UDP payload bytes per second (None: unpaced).
     pub peak_rate: Option<f64>,
     /// Send rate at the end of the first pass (None: unpaced).
@@ -136,6 +144,39 @@ pub struct SenderSummary {
     pub rate_cuts: u64,
     /// Per receiver.
     pub receivers: Vec<ReceiverStatus>,
+}
+
+/// Control packets the sender dropped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedReports {
+    /// Too short, wrong magic, version or kind.
+    pub malformed: u64,
+    /// Another session's packet.
+    pub other_session: u64,
+    /// MAC did not verify (forged or corrupted).
+    pub bad_mac: u64,
+    /// Authentic but not a valid report.
+    pub invalid: u64,
+    /// Authentic, but not newer than the last report taken from its receiver
+    /// (its counter is not above that report's), or one that would move the
+    /// receiver's state back: a replay.
+    pub stale: u64,
+}
+
+impl RejectedReports {
+    /// All rejections.
+    pub fn total(&self) -> u64 {
+        self.malformed + self.other_session + self.bad_mac + self.invalid + self.stale
+    }
+
+    fn count(&mut self, r: Reject) {
+        match r {
+            Reject::Malformed => self.malformed += 1,
+            Reject::OtherSession => self.other_session += 1,
+            Reject::BadMac => self.bad_mac += 1,
+            Reject::Invalid => self.invalid += 1,
+        }
+    }
 }
 
 impl SenderSummary {
@@ -429,10 +470,33 @@ impl<'a> Sender<'a> {
 
     /// Runs the session to its end: every expected receiver done, or failed
     /// (timed out), or the deadline, or cancelled. `progress` is called about every 100 ms.
+    ///
+    /// Meanwhile a thread checks every stored chunk against the manifest, in
+    /// send order; the first pass never overtakes it, and a chunk that fails
+    /// ends the session at once with [`TransportError::CorruptChunk`]: every
+    /// receiver would decode it, fail its hash and ask again, forever.
     pub fn run(mut self, progress: &mut dyn FnMut(&SenderProgress)) -> Result<SenderSummary, TransportError> {
+        let verification = Verification::default();
+        let (image, layout) = (self.bundle, self.layout.clone());
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("metalcast-verify".into())
+                .spawn_scoped(s, || verify_chunks(image, &layout, &verification))
+                .map_err(|e| TransportError::io("starting the chunk verifier", e))?;
+            let r = self.session(progress, &verification);
+            verification.stop.store(true, Ordering::Relaxed);
+            r
+        })
+    }
+
+    fn session(
+        &mut self,
+        progress: &mut dyn FnMut(&SenderProgress),
+        verified: &Verification,
+    ) -> Result<SenderSummary, TransportError> {
         let nblocks = self.layout.blocks.len();
         let mut rxs: HashMap<u64, Rx> = HashMap::new();
-        let mut rejected_reports = 0u64;
+        let mut rejected_reports = RejectedReports::default();
         let mut ctl_buf = vec![0u8; 2048];
         let session_start = Instant::now();
 
@@ -444,6 +508,9 @@ impl<'a> Sender<'a> {
         while hearing(&rxs) < self.cfg.expected_receivers && Instant::now() < join_deadline {
             if self.cancelled() {
                 return Err(TransportError::Cancelled { receivers_left: self.cfg.expected_receivers });
+            }
+            if let Some(e) = verified.take_error() {
+                return Err(e);
             }
             self.send_poll(0)?;
             self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _| {})?;
@@ -542,6 +609,9 @@ impl<'a> Sender<'a> {
             if self.cancelled() {
                 return Err(TransportError::Cancelled { receivers_left: waiting });
             }
+            if let Some(e) = verified.take_error() {
+                return Err(e);
+            }
             if let Some(d) = self.cfg.deadline
                 && now.duration_since(session_start) > d
             {
@@ -575,6 +645,11 @@ impl<'a> Sender<'a> {
                 next_repair_id[b] += n;
                 repair_packets += u64::from(n);
                 bursts += 1;
+                continue;
+            }
+            if pass < nblocks && pass >= verified.upto() {
+                // The verifier (normally far ahead) has not checked this block yet.
+                sys::wait_readable(&self.control, Duration::from_millis(1));
                 continue;
             }
             if pass < nblocks {
@@ -617,7 +692,8 @@ impl<'a> Sender<'a> {
             source_packets,
             repair_packets,
             bursts,
-            rejected_reports,
+            rejected_reports: rejected_reports.total(),
+            rejected_by_reason: rejected_reports,
             peak_rate: rate_ctl.as_ref().map(|c| c.peak).or(bucket.as_ref().map(|b| b.rate)),
             pass_rate,
             pass_secs,
@@ -635,7 +711,7 @@ impl<'a> Sender<'a> {
         &mut self,
         rxs: &mut HashMap<u64, Rx>,
         buf: &mut [u8],
-        rejected: &mut u64,
+        rejected: &mut RejectedReports,
     ) -> Result<(), TransportError> {
         let end = Instant::now() + FAREWELL_MAX;
         loop {
@@ -650,12 +726,15 @@ impl<'a> Sender<'a> {
     }
 
     /// Reads every pending control packet; records receivers, acks done
-    /// reports, and hands each `(block, need)` to `on_need`.
+    /// reports, and hands each `(block, need)` to `on_need`. A report that is
+    /// not newer than the last one taken from its receiver, or would move it
+    /// back (see [`advances`]), is a replay: dropped and counted as stale,
+    /// before it can change anything or be acked.
     fn drain_control(
         &mut self,
         rxs: &mut HashMap<u64, Rx>,
         buf: &mut [u8],
-        rejected: &mut u64,
+        rejected: &mut RejectedReports,
         on_need: &mut dyn FnMut(u32, u32, u64),
     ) -> Result<(), TransportError> {
         loop {
@@ -674,11 +753,23 @@ impl<'a> Sender<'a> {
                 Ok(r) => r,
                 Err(reason) => {
                     tracing::debug!(%from, %reason, len = n, "control packet rejected");
-                    *rejected += 1;
+                    rejected.count(reason);
                     continue;
                 }
             };
-            tracing::trace!(receiver = report.receiver, state = ?report.state, needs = report.needs.len(), max_seq = report.max_seq, "report");
+            let before = rxs.get(&report.receiver).map(|e| e.report.state);
+            if let Some(e) = rxs.get(&report.receiver)
+                && !advances(&e.report, &report)
+            {
+                tracing::debug!(%from, receiver = report.receiver, counter = report.counter, last = e.report.counter,
+                    state = ?report.state, "stale report rejected (a replay?)");
+                rejected.stale += 1;
+                continue;
+            }
+            tracing::trace!(receiver = report.receiver, counter = report.counter, state = ?report.state, needs = report.needs.len(), max_seq = report.max_seq, "report");
+            if report.state == ReportState::Failed && before != Some(ReportState::Failed) {
+                tracing::warn!(receiver = report.receiver, %from, reason = ?report.reason, "receiver failed");
+            }
             let now = Instant::now();
             for &(b, k) in &report.needs {
                 on_need(b, k, report.max_seq);
@@ -708,8 +799,78 @@ impl<'a> Sender<'a> {
             if report.state == ReportState::Done && e.done_at.is_none() {
                 e.done_at = Some(now);
             }
+            // Blocks are never unwritten; a receiver restarted under the same id starts again from 0.
+            let blocks_done = report.blocks_done.max(e.report.blocks_done);
             e.report = report;
+            e.report.blocks_done = blocks_done;
         }
+    }
+}
+
+/// Whether `new` may replace `old`, the last report taken from the same
+/// receiver: it must be newer (a higher counter, which a replay never has)
+/// and must not move the receiver back (hello, receiving, then done or
+/// failed, both final).
+fn advances(old: &Report, new: &Report) -> bool {
+    new.counter > old.counter
+        && new.state.rank() >= old.state.rank()
+        && (old.state.rank() < ReportState::Done.rank() || new.state == old.state)
+}
+
+/// How far the chunk verifier got, shared with the sending loop.
+#[derive(Default)]
+struct Verification {
+    /// Blocks checked so far, in send order: the first pass sends only below it.
+    upto: AtomicUsize,
+    /// Set once `error` holds what stopped the verifier.
+    failed: AtomicBool,
+    error: Mutex<Option<TransportError>>,
+    /// Set when the session ends: the verifier stops.
+    stop: AtomicBool,
+}
+
+impl Verification {
+    fn upto(&self) -> usize {
+        self.upto.load(Ordering::Acquire)
+    }
+
+    /// What stopped the verifier, if anything (handed out once).
+    fn take_error(&self) -> Option<TransportError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    fn fail(&self, e: TransportError) {
+        *self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+/// Checks every block's stored chunk against the manifest (decompressed and
+/// hashed, as a receiver will), in send order, publishing its progress in `v`.
+fn verify_chunks(image: &dyn StoredImage, layout: &Layout, v: &Verification) {
+    let mut zstd = match zstd::bulk::Decompressor::new() {
+        Ok(z) => z,
+        Err(e) => return v.fail(TransportError::io("zstd decompressor", e)),
+    };
+    let (mut stored, mut out) = (Vec::new(), Vec::new());
+    for (b, blk) in layout.blocks.iter().enumerate() {
+        if v.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        stored.resize(blk.len as usize, 0);
+        if let Err(e) = image.read_data(blk.offset, &mut stored) {
+            return v.fail(e.into());
+        }
+        if let Err(source) =
+            metalcast_image::check_or_decode_chunk(image.manifest(), blk.chunk, &stored, &mut zstd, &mut out)
+        {
+            tracing::error!(chunk = blk.chunk, block = b, "{source}");
+            return v.fail(TransportError::CorruptChunk { chunk: blk.chunk, source });
+        }
+        v.upto.store(b + 1, Ordering::Release);
     }
 }
 
@@ -734,6 +895,7 @@ fn statuses(rxs: &HashMap<u64, Rx>, start: Instant) -> Vec<ReceiverStatus> {
             received: r.report.received,
             rejected: r.report.rejected,
             done_secs: r.done_at.map(|t| t.saturating_duration_since(start).as_secs_f64()),
+            failure: (r.report.state == ReportState::Failed).then_some(r.report.reason),
         })
         .collect();
     v.sort_by_key(|r| r.id);

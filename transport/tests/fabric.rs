@@ -5,7 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use metalcast_fabric::{Fabric, Flow, GilbertElliott, LossConfig, skip_unless_root};
 use metalcast_image::{Bundle, Manifest, spec_from_inputs};
@@ -46,25 +47,28 @@ fn make_bundle(dir: &Path) -> (PathBuf, Vec<[u8; 32]>) {
 
 struct Outcome {
     sender: SenderSummary,
+    /// Wall time of the sender's run, joining included.
+    sender_secs: f64,
     receivers: Vec<ReceiverSummary>,
 }
+
+/// An attack on the session: runs on the attacker host with the session's
+/// spec; the flag is set once the sender has returned.
+type Attack = Box<dyn FnOnce(SessionSpec, Arc<AtomicBool>) + Send>;
+
+/// The control port of the sender in [`run_session`].
+const CONTROL_PORT: u16 = 47001;
 
 /// Runs one session from the fabric's sender to every receiver, checks
 /// every receiver's parts against `hashes`, and returns the summaries.
 /// `attack`, if set, runs on the attacker host during the session.
-fn run_session(
-    f: &Fabric,
-    bundle: &Path,
-    hashes: &[[u8; 32]],
-    attack: Option<Box<dyn FnOnce(SessionSpec) + Send>>,
-    rate: Option<u64>,
-) -> Outcome {
+fn run_session(f: &Fabric, bundle: &Path, hashes: &[[u8; 32]], attack: Option<Attack>, rate: Option<u64>) -> Outcome {
     let manifest: Arc<Manifest> = Arc::new(Bundle::open(bundle).unwrap().manifest);
     let spec = SessionSpec {
         session_id: 0x5eed_0000 + u64::from(std::process::id()),
         group: Ipv4Addr::new(239, 77, 1, 1),
         port: 47000,
-        sender: SocketAddrV4::new(f.sender().ipv4(), 47001),
+        sender: SocketAddrV4::new(f.sender().ipv4(), CONTROL_PORT),
         key: SessionKey::generate(),
         symbol_size: SessionSpec::symbol_size_for_mtu(1500).unwrap(),
         root_hash: manifest.root_hash.clone(),
@@ -94,9 +98,10 @@ fn run_session(
             .unwrap()
         })
         .collect();
+    let sender_over = Arc::new(AtomicBool::new(false));
     let attacker = attack.map(|a| {
-        let spec = spec.clone();
-        f.get_host("attacker").expect("fabric has an attacker host").spawn_in(move || a(spec)).unwrap()
+        let (spec, over) = (spec.clone(), Arc::clone(&sender_over));
+        f.get_host("attacker").expect("fabric has an attacker host").spawn_in(move || a(spec, over)).unwrap()
     });
     let (bundle, ip) = (bundle.to_path_buf(), f.sender().ipv4());
     let sender = f
@@ -111,7 +116,8 @@ fn run_session(
                 ..Default::default()
             };
             let mut last = std::time::Instant::now();
-            Sender::new(&spec, &b, cfg)
+            let started = Instant::now();
+            let summary = Sender::new(&spec, &b, cfg)
                 .unwrap()
                 .run(&mut |p| {
                     if last.elapsed() > Duration::from_secs(5) {
@@ -124,16 +130,18 @@ fn run_session(
                         );
                     }
                 })
-                .unwrap()
+                .unwrap();
+            (summary, started.elapsed().as_secs_f64())
         })
         .unwrap();
     let receivers: Vec<_> = rx_handles.into_iter().map(|h| h.join().expect("receiver thread")).collect();
-    let sender = sender.join().expect("sender thread");
+    let (sender, sender_secs) = sender.join().expect("sender thread");
+    sender_over.store(true, Ordering::Relaxed);
     if let Some(a) = attacker {
         a.join().expect("attacker thread");
     }
     assert_eq!(sender.done(), n, "not every receiver reported done: {:?}", sender.receivers);
-    Outcome { sender, receivers }
+    Outcome { sender, sender_secs, receivers }
 }
 
 fn fabric(n: usize, attacker: bool) -> Fabric {
@@ -215,7 +223,7 @@ fn forged_and_replayed_packets_are_rejected_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (bundle, hashes) = make_bundle(dir.path());
     let f = fabric(4, true);
-    let attack = Box::new(|spec: SessionSpec| {
+    let attack: Attack = Box::new(|spec: SessionSpec, _| {
         let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         sock.set_multicast_ttl_v4(1).unwrap();
         let old_key = SessionKey::generate();
@@ -253,6 +261,98 @@ fn forged_and_replayed_packets_are_rejected_and_counted() {
     assert!(other > 0 && bad_mac > 0 && malformed > 0, "rejections not counted: {other} {bad_mac} {malformed}");
     assert!(o.sender.rejected_reports > 0, "forged reports were not counted");
     assert!(o.receivers.iter().all(|r| r.hash_failures == 0), "a forged symbol reached the decoder");
+}
+
+/// Copies the UDP payload of every IPv4 datagram for `to` that the calling
+/// thread's namespace sees to `out`, until `stop`: a mirrored switch port.
+fn mirror_datagrams_to(to: SocketAddrV4, out: std::sync::mpsc::Sender<Vec<u8>>, stop: &AtomicBool) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::io::Read;
+    const ETH_P_ALL: u16 = 0x0003;
+    let s = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))))
+        .expect("AF_PACKET socket");
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = (&s).read(&mut buf) else { continue };
+        let f = &buf[..n];
+        // Ethernet, IPv4, UDP.
+        if n < 14 + 20 + 8 || f[12..14] != [0x08, 0x00] || f[14] >> 4 != 4 || f[23] != 17 {
+            continue;
+        }
+        let udp = 14 + usize::from(f[14] & 0x0f) * 4;
+        if n < udp + 8 || f[30..34] != to.ip().octets() || f[udp + 2..udp + 4] != to.port().to_be_bytes() {
+            continue;
+        }
+        let _ = out.send(f[udp + 8..].to_vec());
+    }
+}
+
+/// Reports are MACed but used not to be fresh: an attacker on the LAN who
+/// captured receivers' early reports and resent them kept the sender
+/// running long after every receiver had finished, and ended the session
+/// with every receiver "timed-out" at the attacker's address. Here the
+/// attacker sees every report to the sender (a mirrored port) and replays
+/// them throughout the session and after it; each replay is stale, counted
+/// and changes nothing: every receiver is done at its own address, and the
+/// sender ends while the attack goes on.
+#[test]
+fn replayed_reports_are_stale_and_change_nothing() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(4, true);
+    let (tx, captured) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let control = SocketAddrV4::new(f.sender().ipv4(), CONTROL_PORT);
+    let mirror = {
+        let stop = Arc::clone(&stop);
+        f.sender().spawn_in(move || mirror_datagrams_to(control, tx, &stop)).unwrap()
+    };
+    /// The attack's own bound: a sender still running after it was fooled.
+    const ATTACK: Duration = Duration::from_secs(60);
+    let replays = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = Arc::clone(&replays);
+    let attack: Attack = Box::new(move |spec: SessionSpec, sender_over: Arc<AtomicBool>| {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut reports: Vec<Vec<u8>> = Vec::new();
+        let started = Instant::now();
+        let (mut next, mut latest) = (0, 0);
+        while !sender_over.load(Ordering::Relaxed) && started.elapsed() < ATTACK {
+            // The earliest reports (hello, receiving) and, from then on, the latest ones.
+            for p in captured.try_iter() {
+                if reports.len() < 400 {
+                    reports.push(p);
+                } else {
+                    reports[200 + latest % 200] = p;
+                    latest += 1;
+                }
+            }
+            for _ in 0..32.min(reports.len()) {
+                next = (next + 1) % reports.len();
+                let _ = sock.send_to(&reports[next], spec.sender);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    for h in f.receivers() {
+        h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(2.0).udp_only()).unwrap();
+    }
+    let o = run_session(&f, &bundle, &hashes, Some(attack), CAP);
+    stop.store(true, Ordering::Relaxed);
+    mirror.join().unwrap();
+    print("replayed reports", &o);
+    let r = &o.sender.rejected_by_reason;
+    eprintln!("{} replays sent; sender ran {:.1}s; rejected {r:?}", replays.load(Ordering::Relaxed), o.sender_secs);
+    assert!(r.stale > 0, "no replay was rejected as stale: {r:?}");
+    assert_eq!(r.bad_mac + r.malformed + r.other_session + r.invalid, 0, "{r:?}");
+    for rx in &o.sender.receivers {
+        let host = &f.receivers()[rx.id as usize - 1];
+        assert!(rx.addr.starts_with(&format!("{}:", host.ipv4())), "receiver {} recorded at {}", rx.id, rx.addr);
+    }
+    // A bound against a sender held up by the replays, not a speed target.
+    assert!(o.sender_secs < ATTACK.as_secs_f64(), "the sender ran {:.1}s, as long as the attack", o.sender_secs);
 }
 
 #[test]
@@ -322,7 +422,9 @@ fn late_joiner_catches_up_and_a_dead_receiver_is_given_up() {
             let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             let r = metalcast_transport::packet::Report {
                 receiver: 99,
+                counter: 1,
                 state: metalcast_transport::packet::ReportState::Hello,
+                reason: metalcast_transport::packet::FailReason::None,
                 blocks_done: 0,
                 received: 0,
                 rejected: 0,

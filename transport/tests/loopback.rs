@@ -268,7 +268,7 @@ fn gro_reads_are_split_into_the_datagrams_sent() {
 /// receiver to wait out its whole linger.
 #[test]
 fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
-    use metalcast_transport::packet::{self, Kind, Report, ReportState};
+    use metalcast_transport::packet::{self, FailReason, Kind, Report, ReportState};
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path(), 1);
     let spec = spec_for(&b);
@@ -277,8 +277,21 @@ fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
     data.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let control = UdpSocket::bind("127.0.0.1:0").unwrap();
     control.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Every report is fresh: its counter is above the last one's.
+    let counter = std::cell::Cell::new(0u64);
     let report = |state| {
-        let r = Report { receiver: 5, state, blocks_done: 0, received: 0, rejected: 0, max_seq: 0, needs: vec![] };
+        counter.set(counter.get() + 1);
+        let r = Report {
+            receiver: 5,
+            counter: counter.get(),
+            state,
+            reason: FailReason::None,
+            blocks_done: 0,
+            received: 0,
+            rejected: 0,
+            max_seq: 0,
+            needs: vec![],
+        };
         let mut body = Vec::new();
         r.encode(&mut body);
         packet::build(&spec.key, Kind::Report, spec.session_id, 0, 0, &body)
@@ -355,4 +368,386 @@ fn a_cancelled_sender_stops_at_once() {
     }
     // Bound, not a speed target: far below the 60 s join timeout it would otherwise wait out.
     assert!(started.elapsed() < Duration::from_secs(30), "cancel was not honoured");
+}
+
+fn v4(a: std::net::SocketAddr) -> SocketAddrV4 {
+    match a {
+        std::net::SocketAddr::V4(a) => a,
+        a => panic!("{a} is not IPv4"),
+    }
+}
+
+/// Reports are authentic but were not fresh: an attacker who captured a
+/// receiver's early reports and resends them (from its own address) after
+/// that receiver is done moved it back to "receiving", kept the sender
+/// waiting and ended the session with the receiver "timed-out" at the
+/// attacker's address. Now each report carries a counter that must rise:
+/// replays are rejected as stale and counted, and the sender finishes at once
+/// with the receiver done at its real address.
+#[test]
+fn replayed_reports_are_rejected_as_stale_and_change_nothing() {
+    use metalcast_transport::packet::{self, Kind, Report, ReportState};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 4);
+    let spec = spec_for(&b);
+    let m = b.manifest.clone();
+    // An on-path tap between receiver and sender: a relay that keeps a copy
+    // of every report. The sender sees the receiver at `near_sender`'s address.
+    let near_receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let near_sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&near_receiver, &near_sender] {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    }
+    let receiver_addr = v4(near_sender.local_addr().unwrap());
+    let rx_spec = SessionSpec { sender: v4(near_receiver.local_addr().unwrap()), ..spec.clone() };
+    let captured: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let reply_to = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    // The relay stops when told, or on its own should the test fail first.
+    let relaying = || !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90);
+
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut buf = vec![0u8; 2048];
+            while relaying() {
+                if let Ok((n, from)) = near_receiver.recv_from(&mut buf) {
+                    *reply_to.lock().unwrap() = Some(from);
+                    captured.lock().unwrap().push(buf[..n].to_vec());
+                    let _ = near_sender.send_to(&buf[..n], spec.sender);
+                }
+            }
+        });
+        s.spawn(|| {
+            let mut buf = vec![0u8; 2048];
+            while relaying() {
+                if let Ok(n) = near_sender.recv(&mut buf)
+                    && let Some(to) = *reply_to.lock().unwrap()
+                {
+                    let _ = near_receiver.send_to(&buf[..n], to);
+                }
+            }
+        });
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig {
+                rate: Some(200_000_000),
+                expected_receivers: 1,
+                // Longer than the attack below: a sender that believed the
+                // replays would still be waiting when the attacker gives up.
+                receiver_timeout: Duration::from_secs(30),
+                ..Default::default()
+            };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {})
+        });
+        let cfg = ReceiverConfig { id: 7, idle_timeout: Duration::from_secs(20), ..Default::default() };
+        let r = Receiver::new(&rx_spec, &m, cfg).unwrap().run(&mut MemorySink::new(&m), &mut |_| {}).unwrap();
+        assert!(r.acked, "the done report was never acked");
+        // The captured reports sent before the first done report: hello and receiving.
+        let early: Vec<Vec<u8>> = captured
+            .lock()
+            .unwrap()
+            .iter()
+            .take_while(|p| {
+                let (h, body) = packet::open(&spec.key, spec.session_id, p).unwrap();
+                h.kind == Kind::Report && Report::decode(body).unwrap().state != ReportState::Done
+            })
+            .cloned()
+            .collect();
+        assert!(!early.is_empty(), "no early report was captured");
+        // The attack: those reports again and again, from the attacker's address.
+        let attack = Instant::now();
+        let mut replays = 0u64;
+        while !sender.is_finished() && attack.elapsed() < Duration::from_secs(20) {
+            for p in &early {
+                attacker.send_to(p, spec.sender).unwrap();
+                replays += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let finished_after = attack.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let summary = sender.join().unwrap().expect("the session succeeds");
+        eprintln!("{replays} replays over {finished_after:?}: {summary:?}");
+        let rx = &summary.receivers[..];
+        assert_eq!(rx.len(), 1, "{rx:?}");
+        assert_eq!(rx[0].state, "done", "a replay moved the receiver back: {rx:?}");
+        assert_eq!(rx[0].addr, receiver_addr.to_string(), "the receiver is recorded at another address");
+        assert!(summary.rejected_by_reason.stale > 0, "replays not counted as stale: {:?}", summary.rejected_by_reason);
+        assert_eq!(summary.rejected_reports, summary.rejected_by_reason.stale, "{:?}", summary.rejected_by_reason);
+        // A bound against a sender held up by the replays, not a speed target:
+        // the farewell ends 200 ms after the last done report.
+        assert!(finished_after < Duration::from_secs(10), "the sender kept running {finished_after:?} under replays");
+    });
+}
+
+/// The offset in the bundle file of a stored chunk's data.
+fn chunk_file_offset(b: &Bundle, chunk: usize) -> u64 {
+    metalcast_image::format::DATA_OFFSET + b.manifest.chunks[chunk].offset.expect("a stored chunk")
+}
+
+/// A bundle with one flipped byte in one chunk used to be streamed as is:
+/// every receiver decoded that block, failed its hash, discarded it and
+/// asked again, forever. The sender checks every chunk against the manifest
+/// before it sends it, and refuses the bundle naming the chunk; nothing of
+/// that chunk goes on the wire.
+#[test]
+fn the_sender_refuses_a_bundle_with_a_corrupt_chunk() {
+    use metalcast_transport::packet::{self, FailReason, Kind, Report, ReportState};
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = {
+        let b = bundle(dir.path(), 3);
+        b.path().to_path_buf()
+    };
+    let b = Bundle::open(&path).unwrap();
+    let (block, victim) = b.manifest.stored_chunks().enumerate().nth(1).map(|(i, c)| (i, c.index)).unwrap();
+    let at = chunk_file_offset(&b, victim) + u64::from(b.manifest.chunks[victim].stored) / 2;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    drop(f);
+    let b = Bundle::open(&path).unwrap();
+    let spec = spec_for(&b);
+    // Listens where the symbols go (unicast test mode), and reports "receiving"
+    // so that the first pass starts.
+    let data = UdpSocket::bind(spec.group_addr()).unwrap();
+    data.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut counter = 0;
+    let mut receiving = || {
+        counter += 1;
+        let r = Report {
+            receiver: 1,
+            counter,
+            state: ReportState::Receiving,
+            reason: FailReason::None,
+            blocks_done: 0,
+            received: 0,
+            rejected: 0,
+            max_seq: 0,
+            needs: vec![],
+        };
+        let mut body = Vec::new();
+        r.encode(&mut body);
+        let _ = control.send_to(&packet::build(&spec.key, Kind::Report, spec.session_id, 0, 0, &body), spec.sender);
+    };
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig {
+                rate: Some(50_000_000),
+                expected_receivers: 1,
+                join_timeout: Duration::from_secs(2),
+                receiver_timeout: Duration::from_secs(5),
+                deadline: Some(Duration::from_secs(60)),
+                ..Default::default()
+            };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {})
+        });
+        let mut buf = vec![0u8; 65536];
+        while !sender.is_finished() {
+            receiving();
+            if let Ok(n) = data.recv(&mut buf)
+                && let Ok((h, _)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+            {
+                assert!(
+                    !(h.kind == Kind::Symbol && h.a as usize == block),
+                    "a symbol of the corrupt chunk's block was sent"
+                );
+            }
+        }
+        sender.join().unwrap()
+    });
+    match result {
+        Err(metalcast_transport::TransportError::CorruptChunk { chunk, source }) => {
+            assert_eq!(chunk, victim, "{source}");
+            eprintln!("refused: chunk {chunk}: {source}");
+        }
+        other => panic!("expected CorruptChunk for chunk {victim}, got {other:?}"),
+    }
+    // Bound, not a speed target: far below the deadline it would otherwise run into.
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Packets of a corrupt block, authentic under the session key (a sender
+/// whose copy of the chunk is wrong, or a key holder): the receiver decodes
+/// the block, fails its hash, discards it and asks again; the carousel sends
+/// the same bytes again. After `MAX_HASH_FAILURES` failures of the block it
+/// stops with `CorruptBlock` and tells the sender why, instead of looping
+/// until the carousel stops.
+#[test]
+fn a_block_that_keeps_failing_its_hash_stops_the_receiver() {
+    use metalcast_transport::layout::Layout;
+    use metalcast_transport::packet::{self, FailReason, Header, Kind, Report, ReportState};
+    use metalcast_transport::receiver::MAX_HASH_FAILURES;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 3);
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    control.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let spec = SessionSpec { sender: v4(control.local_addr().unwrap()), ..spec_for(&b) };
+    let m = b.manifest.clone();
+    let layout = Layout::new(&m, spec.symbol_size);
+    let t = usize::from(spec.symbol_size);
+    let mut seq = 0u64;
+    let mut pkt = |blk: usize, esi: u32, sym: &[u8]| {
+        let mut p = vec![0u8; packet::HEADER_LEN];
+        Header { kind: Kind::Symbol, session: spec.session_id, seq, a: blk as u32 }.write(&mut p);
+        seq += 1;
+        p.extend_from_slice(&esi.to_le_bytes());
+        p.extend_from_slice(sym);
+        p.resize(p.len() + packet::MAC_LEN, 0);
+        packet::seal_in_place(&spec.key, &mut p);
+        p
+    };
+    // Phase 1: every block's source symbols, block 0's from a copy of its
+    // stored bytes with one byte flipped. Phase 2, the carousel: block 0's
+    // (corrupt) source symbols again and again.
+    let (mut first, mut again) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; layout.padded_len()];
+    for (i, blk) in layout.blocks.iter().enumerate() {
+        buf.fill(0);
+        b.read_data(blk.offset, &mut buf[..blk.len as usize]).unwrap();
+        if i == 0 {
+            buf[blk.len as usize / 2] ^= 0x01;
+        }
+        for esi in 0..blk.k {
+            let sym = &buf[esi as usize * t..(esi as usize + 1) * t];
+            first.push(pkt(i, esi, sym));
+            if i == 0 {
+                again.push(pkt(i, esi, sym));
+            }
+        }
+    }
+    let src = Replay { phases: [first, again], phase: 0, pos: 0, n: 0, rounds: 200 };
+    let cfg =
+        ReceiverConfig { id: 9, idle_timeout: Duration::from_secs(10), linger: Duration::ZERO, ..Default::default() };
+    let rx = Receiver::with_source(&spec, &m, cfg, Box::new(src)).unwrap();
+    let mut sink = MemorySink::new(&m);
+    match rx.run(&mut sink, &mut |_| {}) {
+        Err(metalcast_transport::TransportError::CorruptBlock { block, chunk, failures }) => {
+            assert_eq!((block, chunk, failures), (0, layout.blocks[0].chunk, MAX_HASH_FAILURES));
+        }
+        other => panic!("expected CorruptBlock, got {other:?}"),
+    }
+    // The sender hears why: a failed report with its reason (after the need reports).
+    let mut buf = vec![0u8; 2048];
+    let failed = std::iter::from_fn(|| control.recv(&mut buf).ok().map(|n| buf[..n].to_vec()))
+        .map(|p| {
+            let (h, body) = packet::open(&spec.key, spec.session_id, &p).unwrap();
+            assert_eq!(h.kind, Kind::Report);
+            Report::decode(body).unwrap()
+        })
+        .find(|r| r.state == ReportState::Failed)
+        .expect("a failed report");
+    assert_eq!((failed.receiver, failed.reason), (9, FailReason::CorruptBlock));
+}
+
+/// Records the datagrams it passes on while `recording` is set: a tap on the
+/// receiver's link.
+struct Recording {
+    inner: metalcast_transport::SocketSource,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    recording: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl metalcast_transport::PacketSource for Recording {
+    fn recv(&mut self, timeout: Duration) -> Result<usize, metalcast_transport::TransportError> {
+        let n = self.inner.recv(timeout)?;
+        if self.recording.load(std::sync::atomic::Ordering::Relaxed) {
+            self.log.lock().unwrap().extend((0..n).map(|i| self.inner.get(i).to_vec()));
+        }
+        Ok(n)
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self.inner.get(i)
+    }
+}
+
+/// The sender dies mid-session and an attacker replays the session's
+/// captured data packets into the receiver's socket: authentic, but nothing
+/// new. They used to restart the idle timeout with every packet (31 s
+/// instead of 5 s in the field); now only packets that advance the session
+/// do, and the receiver times out as if the replays were not there.
+#[test]
+fn replayed_data_packets_do_not_keep_an_orphaned_receiver_alive() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 8);
+    let spec = spec_for(&b);
+    let m = b.manifest.clone();
+    let idle_timeout = Duration::from_secs(3);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let recording = Arc::new(AtomicBool::new(true));
+    let source = Recording {
+        inner: metalcast_transport::SocketSource::join(&spec, Ipv4Addr::LOCALHOST).unwrap(),
+        log: Arc::clone(&log),
+        recording: Arc::clone(&recording),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let receiver_ended = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            let cfg = ReceiverConfig { id: 3, idle_timeout, linger: Duration::ZERO, ..Default::default() };
+            let rx = Receiver::with_source(&spec, &m, cfg, Box::new(source)).unwrap();
+            let r = rx.run(&mut MemorySink::new(&m), &mut |_| {});
+            receiver_ended.store(true, Ordering::Relaxed);
+            (r, Instant::now())
+        });
+        // A slow sender, stopped part way through its first pass.
+        let sender = s.spawn(|| {
+            let cfg = SenderConfig {
+                rate: Some(1_000_000),
+                adaptive: false,
+                expected_receivers: 1,
+                cancel: Some(Arc::clone(&cancel)),
+                ..Default::default()
+            };
+            Sender::new(&spec, &b, cfg).unwrap().run(&mut |_| {})
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        cancel.store(true, Ordering::Relaxed);
+        assert!(
+            matches!(sender.join().unwrap(), Err(metalcast_transport::TransportError::Cancelled { .. })),
+            "the sender was to be stopped before the receiver finished"
+        );
+        let sender_gone = Instant::now();
+        recording.store(false, Ordering::Relaxed);
+        let captured = std::mem::take(&mut *log.lock().unwrap());
+        assert!(!captured.is_empty(), "nothing was captured");
+        // The replay: the captured packets into the receiver's socket, over and over.
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut replays = 0u64;
+        'replay: while sender_gone.elapsed() < Duration::from_secs(30) {
+            for chunk in captured.chunks(32) {
+                if receiver_ended.load(Ordering::Relaxed) {
+                    break 'replay;
+                }
+                for p in chunk {
+                    let _ = attacker.send_to(p, spec.group_addr());
+                    replays += 1;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let (result, ended) = receiver.join().unwrap();
+        let after = ended.duration_since(sender_gone);
+        eprintln!("{replays} packets replayed; receiver ended {after:?} after the sender: {result:?}");
+        assert!(
+            matches!(result, Err(metalcast_transport::TransportError::Timeout { .. })),
+            "expected a timeout, got {result:?}"
+        );
+        // A bound against a receiver kept alive by the replays, not a speed target.
+        assert!(after < idle_timeout + Duration::from_secs(5), "timed out {after:?} after the sender died");
+    });
 }
