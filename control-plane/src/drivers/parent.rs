@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use metalcast_operator_api::v0::{ActionStatus, NetworkCreate, NodeView, PowerState};
 use metalcast_operator_api::v1::{DeployRequest, Deployment, NodeEvent};
-use metalcast_operator_api::{Auth, Client, Error as ApiError};
+use metalcast_operator_api::{Auth, Client, Error as ClientError};
 
 use super::{ObmConfig, PowerOp, SwitchConfig};
 
@@ -84,9 +84,9 @@ fn transport_failure(e: &reqwest::Error) -> &'static str {
 /// The caller-safe [`UpstreamError`] of the failed call `call` to the
 /// parent. Nothing of the parent's URL, the token or the transport goes into
 /// the text; the underlying error is logged.
-fn upstream_error(call: &'static str, e: ApiError) -> UpstreamError {
+fn upstream_error(call: &'static str, e: ClientError) -> UpstreamError {
     match e {
-        ApiError::Api { status, body } => {
+        ClientError::Api { status, body } => {
             tracing::debug!(call, status, msg = %body.msg, "the parent refused an upstream request");
             // An answer that is not the server's `{"type", "msg"}` comes from
             // something in front of it (a proxy's page may name hosts): only
@@ -102,32 +102,32 @@ fn upstream_error(call: &'static str, e: ApiError) -> UpstreamError {
             };
             UpstreamError::Refused { status, msg }
         }
-        ApiError::OtherImage { name, .. } => {
+        ClientError::OtherImage { name, .. } => {
             UpstreamError::Refused { status: 409, msg: format!("the parent has another image named {name:?}") }
         }
         // A name that cannot be a path segment; the parent refuses invalid
         // names with 400 too.
-        ApiError::DotSegment(name) => {
+        ClientError::DotSegment(name) => {
             UpstreamError::Refused { status: 400, msg: format!("{name:?} is not a valid name") }
         }
-        ApiError::Transport { ref source, .. } => {
+        ClientError::Transport { ref source, .. } => {
             tracing::warn!(call, error = %e, "upstream request failed");
             UpstreamError::Unreachable(transport_failure(source))
         }
-        ApiError::Stream(_) => {
+        ClientError::Stream(_) => {
             tracing::warn!(call, error = %e, "upstream request failed");
             UpstreamError::Unreachable("connection lost")
         }
-        ApiError::File { .. } => {
+        ClientError::File { .. } => {
             tracing::warn!(call, error = %e, "upstream request failed");
             UpstreamError::Unreachable("cannot read the image bundle")
         }
-        ApiError::Decode { .. } => {
+        ClientError::Decode { .. } => {
             tracing::warn!(call, error = %e, "unexpected answer from the parent");
             UpstreamError::BadResponse
         }
         // Only when the client is built, which `Upstream::new` checks.
-        ApiError::BadUrl(_) | ApiError::Build(_) => {
+        ClientError::BadUrl(_) | ClientError::Build(_) => {
             tracing::warn!(call, error = %e, "upstream request failed");
             UpstreamError::Unreachable("request failed")
         }
@@ -206,7 +206,7 @@ impl Upstream {
         let builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(CONNECT_TIMEOUT);
         let api = Client::with_builder(&cfg.url, Auth::Bearer(cfg.token.clone()), builder)
             .map_err(|e| match e {
-                ApiError::Build(source) => format!("building the HTTP client: {source}"),
+                ClientError::Build(source) => format!("building the HTTP client: {source}"),
                 other => other.to_string(),
             })?
             .with_upload_timeout(UPLOAD_TIMEOUT);
@@ -246,7 +246,7 @@ impl Upstream {
     async fn call<T>(
         &self,
         name: &'static str,
-        call: impl Future<Output = Result<T, ApiError>>,
+        call: impl Future<Output = Result<T, ClientError>>,
     ) -> Result<T, UpstreamError> {
         call.await.map_err(|e| upstream_error(name, e))
     }
@@ -257,7 +257,7 @@ impl Upstream {
         &self,
         node: &str,
         name: &'static str,
-        call: impl Future<Output = Result<T, ApiError>>,
+        call: impl Future<Output = Result<T, ClientError>>,
     ) -> Result<T, UpstreamError> {
         match self.call(name, call).await {
             Err(UpstreamError::Refused { status: 403 | 404, .. }) => {
@@ -425,8 +425,8 @@ mod tests {
 
     use super::*;
 
-    fn api_error(status: u16, body: &[u8]) -> ApiError {
-        ApiError::Api { status, body: ErrorBody::parse(status, body) }
+    fn api_error(status: u16, body: &[u8]) -> ClientError {
+        ClientError::Api { status, body: ErrorBody::parse(status, body) }
     }
 
     #[test]
@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn a_name_clash_is_a_conflict() {
-        let e = upstream_error("test", ApiError::OtherImage { name: "p-0123".into(), root_hash: "ab".into() });
+        let e = upstream_error("test", ClientError::OtherImage { name: "p-0123".into(), root_hash: "ab".into() });
         assert!(matches!(e, UpstreamError::Refused { status: 409, .. }), "{e:?}");
         assert_eq!(e.to_string(), "upstream refused the request (409): the parent has another image named \"p-0123\"");
     }
@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_bundle_is_named_without_its_path() {
-        let e = ApiError::File { path: "/var/lib/x/bundle".into(), source: std::io::Error::other("gone") };
+        let e = ClientError::File { path: "/var/lib/x/bundle".into(), source: std::io::Error::other("gone") };
         let e = upstream_error("test", e);
         assert_eq!(e.to_string(), "upstream unreachable: cannot read the image bundle");
     }
