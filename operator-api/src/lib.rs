@@ -15,6 +15,8 @@
 //!   ([`DeploymentEvent`]) and typed failures ([`Error`], with the server's
 //!   [`ErrorBody`]).
 //! * [`path`]: the percent-encoder for path segments and query values.
+//! * [`carrier`]: the names a nested control plane's networks and images
+//!   carry at its parent, which the parent reserves for it.
 //!
 //! The types are copies of the server's (same serde attributes, field
 //! order as the server serialises them), so a value decoded here and
@@ -23,6 +25,7 @@
 //! Feature `clap` derives `clap::ValueEnum` on the enums the CLI takes as
 //! flag values.
 
+pub mod carrier;
 mod client;
 mod error;
 pub mod path;

@@ -52,6 +52,16 @@ impl Error {
         Error::NotFound(format!("{kind} {name:?} does not exist"))
     }
 
+    /// The message a caller may see: the error itself, with a driver's
+    /// public cause (e.g. the parent's refusal, for a nested instance) and
+    /// never an internal one.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Driver(e) => format!("driver error: {}", e.public_message()),
+            other => other.to_string(),
+        }
+    }
+
     /// An internal error from any cause.
     pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Error::Internal(e.into())
@@ -102,6 +112,18 @@ pub fn conflict<T>(r: std::result::Result<T, sqlx::Error>, msg: impl FnOnce() ->
 /// Checks an object name given in a URL path or body ([`crate::names::check_name`]); a 400 if illegal.
 pub fn check_name(kind: &str, name: &str) -> Result<()> {
     crate::names::check_name(kind, name).map_err(Error::BadRequest)
+}
+
+/// Checks the name of a network or image ([`crate::names::check_object_name`]:
+/// carrier names allowed); a 400 if illegal.
+pub fn check_object_name(kind: &str, name: &str) -> Result<()> {
+    crate::names::check_object_name(kind, name).map_err(Error::BadRequest)
+}
+
+/// Refuses a carrier name for an object of another owner
+/// ([`crate::names::check_carrier_owner`]); a 403.
+pub fn check_carrier_owner(kind: &str, name: &str, owner: Option<&str>) -> Result<()> {
+    crate::names::check_carrier_owner(kind, name, owner).map_err(Error::Forbidden)
 }
 
 /// Checks a MAC address ([`crate::names::check_mac`]); a 400 if illegal.

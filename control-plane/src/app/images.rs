@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{Error, Result, check_name, conflict};
+use super::error::{Error, Result, check_carrier_owner, check_name, check_object_name, conflict};
 use super::quotas;
 use crate::authz::{Action, Actor, Caller, Resource, authorize};
 use crate::db;
@@ -122,7 +122,7 @@ async fn load(st: &AppState, name: &str) -> Result<Option<ImageInfo>> {
 
 /// Load an image regardless of who asks (for the server's own use, e.g. the runtime image of reclaim).
 pub async fn load_any(st: &AppState, name: &str) -> Result<Option<ImageInfo>> {
-    check_name("image", name)?;
+    check_object_name("image", name)?;
     load(st, name).await
 }
 
@@ -143,7 +143,7 @@ fn require_publish(c: &Caller) -> Result<()> {
 
 /// Load an image the caller may see; otherwise 404 (its existence is not revealed).
 pub async fn visible(st: &AppState, c: &Caller, name: &str) -> Result<ImageInfo> {
-    check_name("image", name)?;
+    check_object_name("image", name)?;
     if c.user.is_none() {
         return Err(Error::Unauthenticated);
     }
@@ -209,7 +209,7 @@ where
     S: Stream<Item = std::result::Result<B, E>> + Unpin,
     B: AsRef<[u8]>,
 {
-    check_name("image", name)?;
+    check_object_name("image", name)?;
     let user = c.user.clone().ok_or(Error::Unauthenticated)?;
     match &project {
         Some(p) => {
@@ -218,6 +218,7 @@ where
         }
         None => c.require_admin()?,
     }
+    check_carrier_owner("image", name, project.as_deref())?;
     let visibility = visibility.unwrap_or(if project.is_some() { Visibility::Private } else { Visibility::Public });
     if visibility == Visibility::Public {
         require_publish(c)?;

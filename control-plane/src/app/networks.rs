@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::AppState;
-use super::error::{Error, Result, check_name, conflict};
+use super::error::{Error, Result, check_carrier_owner, check_name, check_object_name, conflict};
 use crate::authz::{Action, Actor, Caller, Resource, authorize};
 use crate::db;
 use crate::db::actions::ActionKind;
@@ -36,7 +36,7 @@ impl Network {
 
 /// Network `name` (404 if it does not exist).
 pub async fn load(st: &AppState, name: &str) -> Result<Network> {
-    check_name("network", name)?;
+    check_object_name("network", name)?;
     let row = db::networks::load(&st.db.pool, name).await?.ok_or_else(|| Error::not_found("network", name))?;
     let access = db::networks::access(&st.db.pool, name).await?;
     Ok(Network { name: name.to_string(), owner: row.owner, vlan: row.vlan, access })
@@ -60,7 +60,7 @@ pub async fn list(st: &AppState, c: &Caller) -> Result<BTreeMap<String, (i64, Ve
 /// pool), or an admin network (public, or for one project; a fixed VLAN
 /// id or an allocated one).
 pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, access: &str, net_id: &str) -> Result<()> {
-    check_name("network", network)?;
+    check_object_name("network", network)?;
     let (owner, access) = if owner != "admin" {
         check_name("project", owner)?;
         c.require_project(Some(owner))?;
@@ -83,6 +83,7 @@ pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, acces
             (None, Some(access.to_string()))
         }
     };
+    check_carrier_owner("network", network, owner.as_deref())?;
     if db::networks::exists(&st.db.pool, network).await? {
         return Err(Error::Conflict(format!("network {network:?} already exists")));
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use metalcast_operator_api::v0::{ActionStatus, NetworkCreate, NodeView, PowerState};
 use metalcast_operator_api::v1::{DeployRequest, Deployment, NodeEvent};
-use metalcast_operator_api::{Auth, Client, Error as ClientError};
+use metalcast_operator_api::{Auth, Client, Error as ClientError, carrier};
 
 use super::{ObmConfig, PowerOp, SwitchConfig};
 
@@ -230,10 +230,10 @@ impl Upstream {
     }
 
     /// Name of the parent network that carries the nested network with
-    /// VLAN label `vlan`: `<project>-v<vlan>` (unique at the parent, since
-    /// project names are).
+    /// VLAN label `vlan`: `<project>~v<vlan>` ([`carrier::network`]; the
+    /// parent reserves it for our project).
     pub fn network_name(&self, vlan: u16) -> String {
-        format!("{}-v{vlan}", self.cfg.project)
+        carrier::network(&self.cfg.project, vlan)
     }
 
     /// Wake the sync task now.
@@ -388,11 +388,12 @@ impl Upstream {
         self.call("events", self.api.events(None)).await
     }
 
-    /// The name an image of ours gets at the parent: `<project>-<first 16 hex
-    /// of its root hash>` (private to our project there; the same bundle is
+    /// The name an image of ours gets at the parent: `<project>~<first 16
+    /// hex of its root hash>` ([`carrier::image`]; private to our project
+    /// there, and a name the parent reserves for it; the same bundle is
     /// uploaded once whatever it is called here).
     pub fn image_name(&self, root_hash: &str) -> String {
-        format!("{}-{}", self.cfg.project, &root_hash[..root_hash.len().min(16)])
+        carrier::image(&self.cfg.project, root_hash)
     }
 
     /// Makes sure the parent has the bundle at `path` (root hash `root_hash`)

@@ -367,11 +367,11 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
             .await;
     assert_eq!(s, 200, "{v}");
     let v1 = vlan_of(&a1, "net1").await;
-    let at_a = format!("A1-v{v1}");
+    let at_a = metalcast_operator_api::carrier::network("A1", v1);
     let net_a = a.ok("GET", &format!("/v0/network/{at_a}"), Value::Null).await;
     assert_eq!(net_a["owner"], json!("A1"), "{net_a}");
     let va = vlan_of(&a, &at_a).await;
-    let at_root = format!("A-v{va}");
+    let at_root = metalcast_operator_api::carrier::network("A", va);
     let net_root = root.ok("GET", &format!("/v0/network/{at_root}"), Value::Null).await;
     assert_eq!(net_root["owner"], json!("A"), "{net_root}");
     let vroot = vlan_of(&root, &at_root).await;
@@ -553,4 +553,117 @@ async fn three_levels_delegate_isolate_and_reclaim(pg: Option<&str>) {
     for level in [a1, a, root] {
         level.finish().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn carrier_names_cannot_be_squatted_sqlite() {
+    carrier_names_cannot_be_squatted(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn carrier_names_cannot_be_squatted_postgres() {
+    let Ok(base) = std::env::var("METALCAST_TEST_PG_URL") else {
+        super::skip("METALCAST_TEST_PG_URL is not set; PostgreSQL variant not run");
+        return;
+    };
+    carrier_names_cannot_be_squatted(Some(&base)).await;
+}
+
+/// A sibling tenant at the parent cannot take the names a nested instance
+/// will need (its first carrier network, its carrier image), nor can a
+/// long project name make them invalid; a nested deployment the parent
+/// refuses tells the nested tenant the parent's reason.
+async fn carrier_names_cannot_be_squatted(pg: Option<&str>) {
+    use metalcast_operator_api::carrier;
+
+    let signer = metalcast_image::SecretKey::generate();
+    // The root trusts another key: the nested deployment's image is refused there.
+    let root = Level::start(None, pg, &metalcast_image::SecretKey::generate().public()).await;
+    let long = format!("A{}", "x".repeat(59));
+    for p in ["A", "B", long.as_str()] {
+        root.ok("PUT", &format!("/v0/project/{p}"), Value::Null).await;
+    }
+    let a_token = root.tenant("alice", "A").await;
+    root.tenant("bob", "B").await;
+    let long_token = root.tenant("lena", &long).await;
+    let bob = Auth::Basic("bob");
+
+    // Bob squats what A's nested instance will name its first network and
+    // an image: both refused, naming the reservation.
+    let first = carrier::network("A", 100);
+    let (s, v) = http(
+        &root.url,
+        "PUT",
+        &format!("/v0/network/{first}"),
+        bob,
+        Some(json!({"owner": "B", "access": "B", "net_id": ""})),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("reserved"), "{v}");
+    let img = carrier::image("A", &"ab".repeat(32));
+    let path = format!("/v1/images/{img}?project=B");
+    let (s, v) = http_bytes(&root.url, "PUT", &path, bob, super::registry::bundle(Some(&signer), 1)).await;
+    assert_eq!(s, 403, "{v}");
+    // The root's admin cannot make a carrier name public or admin-owned either.
+    let (s, v) = root
+        .call("PUT", &format!("/v0/network/{first}"), Some(json!({"owner": "admin", "access": "", "net_id": ""})))
+        .await;
+    assert_eq!(s, 403, "{v}");
+    // The old, predictable name is an ordinary name now: Bob may have it.
+    let (s, v) =
+        http(&root.url, "PUT", "/v0/network/A-v100", bob, Some(json!({"owner": "B", "access": "B", "net_id": ""})))
+            .await;
+    assert_eq!(s, 200, "{v}");
+
+    // A's nested instance creates its networks regardless.
+    let a = Level::start(Some(root.upstream_for("A", &a_token)), None, &signer.public()).await;
+    a.ok("PUT", "/v0/project/t1", Value::Null).await;
+    a.tenant("carol", "t1").await;
+    let carol = Auth::Basic("carol");
+    let (s, v) =
+        http(&a.url, "PUT", "/v0/network/net1", carol, Some(json!({"owner": "t1", "access": "t1", "net_id": ""})))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    let carried = carrier::network("A", vlan_of(&a, "net1").await);
+    let at_root = root.ok("GET", &format!("/v0/network/{carried}"), Value::Null).await;
+    assert_eq!(at_root["owner"], json!("A"), "{at_root}");
+
+    // A 60-character project's nested instance too (its carrier names fit).
+    let l = Level::start(Some(root.upstream_for(&long, &long_token)), None, &signer.public()).await;
+    l.ok("PUT", "/v0/project/t2", Value::Null).await;
+    l.ok("PUT", "/v0/network/net2", json!({"owner": "t2", "access": "t2", "net_id": ""})).await;
+    let carried = carrier::network(&long, vlan_of(&l, "net2").await);
+    assert!(carried.len() <= 64, "{carried}");
+    let at_root = root.ok("GET", &format!("/v0/network/{carried}"), Value::Null).await;
+    assert_eq!(at_root["owner"], json!(long), "{at_root}");
+
+    // A nested deployment the parent refuses carries the parent's reason.
+    root.ok("PUT", "/v0/node/n1", json!({"obm": {"type": "none"}})).await;
+    root.ok("PUT", "/v0/node/n1/nic/eth0", json!({"macaddr": "52:54:00:00:31:01"})).await;
+    root.ok("POST", "/v0/project/A/connect_node", json!({"node": "n1"})).await;
+    a.wait_nodes(&["n1"]).await;
+    a.ok("POST", "/v0/project/t1/connect_node", json!({"node": "n1"})).await;
+    let (s, v) =
+        http_bytes(&a.url, "PUT", "/v1/images/img?project=t1", carol, super::registry::bundle(Some(&signer), 2)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, d) = http(&a.url, "POST", "/v1/deployments", carol, Some(json!({"image": "img", "nodes": ["n1"]}))).await;
+    assert_eq!(s, 202, "{d}");
+    let path = format!("/v1/deployments/{}", d["id"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let d = loop {
+        let (s, d) = http(&a.url, "GET", &path, carol, None).await;
+        assert_eq!(s, 200, "{d}");
+        if d["state"] != json!("running") {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "deployment still running: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = d["nodes"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("upstream refused the request"), "the parent's refusal is hidden: {d}");
+
+    l.finish().await;
+    a.finish().await;
+    root.finish().await;
 }

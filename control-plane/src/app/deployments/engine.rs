@@ -60,7 +60,7 @@ pub async fn execute(
     let why = tokio::select! {
         r = run => r.err().map(|e| {
             tracing::error!(id, error = %e, "deployment failed");
-            format!("deployment error: {e}")
+            format!("deployment error: {}", e.public_message())
         }),
         () = st.tasks.shutting_down() => {
             tracing::warn!(id, "deployment stopped by shutdown");
