@@ -49,6 +49,12 @@ if ! command -v sushy-emulator >/dev/null 2>&1; then
         || python3 -m pip install --quiet --break-system-packages sushy-tools
 fi
 
+# OpenAPI 3.1 validator for the served document's test (tests/api.rs).
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    python3 -m pip install --quiet 'openapi-spec-validator>=0.7,<1' \
+        || python3 -m pip install --quiet --break-system-packages 'openapi-spec-validator>=0.7,<1'
+fi
+
 # .ci/run sources /tmp/metalcast-ci.env before the tests.
 pg_url=postgres://metalcast:metalcast@127.0.0.1/metalcast_test
 touch /tmp/metalcast-ci.env

@@ -46,7 +46,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Show what the node's runtime last reported (project members and admins).
-#[utoipa::path(get, path = "/v1/nodes/{node}/runtime", responses((status = 200, body = NodeRuntime), (status = 404)))]
+#[utoipa::path(get, path = "/v1/nodes/{node}/runtime", operation_id = "node_runtime_show", params(("node" = String, Path, description = "node name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200, body = NodeRuntime), (status = 404)))]
 async fn node_runtime(
     State(st): State<AppState>,
     c: Caller,
@@ -56,7 +56,7 @@ async fn node_runtime(
 }
 
 /// Deploy an image to nodes of a project.
-#[utoipa::path(post, path = "/v1/deployments", request_body = DeployRequest,
+#[utoipa::path(post, path = "/v1/deployments", operation_id = "deployment_create", request_body = DeployRequest,
     responses((status = 202, body = Deployment), (status = 404), (status = 409), (status = 503)))]
 async fn create(
     State(st): State<AppState>,
@@ -67,20 +67,20 @@ async fn create(
 }
 
 /// List the deployments of the caller's projects (all for an admin), newest first.
-#[utoipa::path(get, path = "/v1/deployments", responses((status = 200, body = [Deployment])))]
+#[utoipa::path(get, path = "/v1/deployments", operation_id = "deployment_list", responses((status = 200, body = [Deployment])))]
 async fn list(State(st): State<AppState>, c: Caller) -> Result<Json<Vec<Deployment>>, ApiError> {
     Ok(Json(deployments::list(&st, &c).await?))
 }
 
 /// Show a deployment and every node's phase.
-#[utoipa::path(get, path = "/v1/deployments/{id}", responses((status = 200, body = Deployment), (status = 404)))]
+#[utoipa::path(get, path = "/v1/deployments/{id}", operation_id = "deployment_show", params(("id" = i64, Path, description = "deployment id")), responses((status = 200, body = Deployment), (status = 404)))]
 async fn show(State(st): State<AppState>, c: Caller, Path(id): Path<i64>) -> Result<Json<Deployment>, ApiError> {
     Ok(Json(deployments::show(&st, &c, id).await?))
 }
 
 /// Live progress as a server-sent event stream: one `progress` event with the
 /// whole deployment on every change (coalesced), ending with an `end` event.
-#[utoipa::path(get, path = "/v1/deployments/{id}/events", responses((status = 200, description = "text/event-stream of Deployment snapshots")))]
+#[utoipa::path(get, path = "/v1/deployments/{id}/events", operation_id = "deployment_events", params(("id" = i64, Path, description = "deployment id")), responses((status = 200, description = "text/event-stream of Deployment snapshots")))]
 async fn events(
     State(st): State<AppState>,
     c: Caller,
@@ -128,7 +128,7 @@ fn progress_stream(
 }
 
 /// Deploy the failed nodes of a finished deployment again, with a new session.
-#[utoipa::path(post, path = "/v1/deployments/{id}/retry", responses((status = 202, body = Deployment), (status = 409)))]
+#[utoipa::path(post, path = "/v1/deployments/{id}/retry", operation_id = "deployment_retry", params(("id" = i64, Path, description = "deployment id")), responses((status = 202, body = Deployment), (status = 409)))]
 async fn retry(
     State(st): State<AppState>,
     c: Caller,

@@ -27,7 +27,7 @@ struct EventsQuery {
 }
 
 /// `GET /v1/events[?node=N]`: node events of the caller's projects (admins: all), oldest first.
-#[utoipa::path(get, path = "/v1/events",
+#[utoipa::path(get, path = "/v1/events", operation_id = "event_list",
     params(("node" = Option<String>, Query, description = "only events of this node")),
     responses((status = 200, body = [NodeEvent]), (status = 401, body = crate::http::error::ErrorBody)))]
 async fn list_events(

@@ -44,19 +44,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// List the images the caller may see.
-#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageInfo])))]
+#[utoipa::path(get, path = "/v1/images", operation_id = "image_list", responses((status = 200, body = [ImageInfo])))]
 async fn list(State(st): State<AppState>, c: Caller) -> Result<Json<Vec<ImageInfo>>, ApiError> {
     Ok(Json(images::list(&st, &c).await?))
 }
 
 /// Show one image.
-#[utoipa::path(get, path = "/v1/images/{name}", responses((status = 200, body = ImageInfo)))]
+#[utoipa::path(get, path = "/v1/images/{name}", operation_id = "image_show", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>")), responses((status = 200, body = ImageInfo)))]
 async fn show(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<ImageInfo>, ApiError> {
     Ok(Json(images::show(&st, &c, &name).await?))
 }
 
 /// The image's standalone signed manifest (what nodes verify chunks against).
-#[utoipa::path(get, path = "/v1/images/{name}/manifest",
+#[utoipa::path(get, path = "/v1/images/{name}/manifest", operation_id = "image_manifest", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>")),
     responses((status = 200, description = "signed manifest bytes", content_type = "application/octet-stream")))]
 async fn manifest(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Response, ApiError> {
     let bytes = images::manifest(&st, &c, &name).await?;
@@ -64,10 +64,11 @@ async fn manifest(State(st): State<AppState>, c: Caller, Path(name): Path<String
 }
 
 /// Upload a signed bundle as image `name`. The body is the bundle file.
-#[utoipa::path(put, path = "/v1/images/{name}",
-    params(("project" = Option<String>, Query, description = "owner project (omit: administrator image)"),
+#[utoipa::path(put, path = "/v1/images/{name}", operation_id = "image_upload",
+    params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"),
+           ("project" = Option<String>, Query, description = "owner project (omit: administrator image)"),
            ("visibility" = Option<Visibility>, Query, description = "public, private or shared")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = String, content_type = "application/octet-stream", description = "the signed bundle file (`metalcast-image build`)"),
     responses((status = 201, body = ImageInfo), (status = 409), (status = 413), (status = 422)))]
 async fn upload(
     State(st): State<AppState>,
@@ -81,14 +82,14 @@ async fn upload(
 }
 
 /// Delete an image (owner project member or admin).
-#[utoipa::path(delete, path = "/v1/images/{name}", responses((status = 200)))]
+#[utoipa::path(delete, path = "/v1/images/{name}", operation_id = "image_delete", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>")), responses((status = 200)))]
 async fn remove(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<()>, ApiError> {
     images::delete(&st, &c, &name).await?;
     Ok(Json(()))
 }
 
 /// Change an image's visibility (publishing needs an administrator).
-#[utoipa::path(put, path = "/v1/images/{name}/visibility", request_body = SetVisibility, responses((status = 200)))]
+#[utoipa::path(put, path = "/v1/images/{name}/visibility", operation_id = "image_set_visibility", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>")), request_body = SetVisibility, responses((status = 200)))]
 async fn set_visibility(
     State(st): State<AppState>,
     c: Caller,
@@ -100,7 +101,7 @@ async fn set_visibility(
 }
 
 /// Share an image with a project.
-#[utoipa::path(put, path = "/v1/images/{name}/members/{project}", responses((status = 200)))]
+#[utoipa::path(put, path = "/v1/images/{name}/members/{project}", operation_id = "image_member_add", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"), ("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200)))]
 async fn add_member(
     State(st): State<AppState>,
     c: Caller,
@@ -111,7 +112,7 @@ async fn add_member(
 }
 
 /// Stop sharing an image with a project.
-#[utoipa::path(delete, path = "/v1/images/{name}/members/{project}", responses((status = 200)))]
+#[utoipa::path(delete, path = "/v1/images/{name}/members/{project}", operation_id = "image_member_remove", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"), ("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200)))]
 async fn remove_member(
     State(st): State<AppState>,
     c: Caller,

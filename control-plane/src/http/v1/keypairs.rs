@@ -22,13 +22,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// List the keys the caller may use.
-#[utoipa::path(get, path = "/v1/keypairs", responses((status = 200, body = [Keypair])))]
+#[utoipa::path(get, path = "/v1/keypairs", operation_id = "keypair_list", responses((status = 200, body = [Keypair])))]
 async fn list(State(st): State<AppState>, c: Caller) -> Result<Json<Vec<Keypair>>, ApiError> {
     Ok(Json(keypairs::usable(&st, &c).await?))
 }
 
 /// Register a public key.
-#[utoipa::path(post, path = "/v1/keypairs", request_body = KeypairCreate, responses((status = 201, body = Keypair)))]
+#[utoipa::path(post, path = "/v1/keypairs", operation_id = "keypair_create", request_body = KeypairCreate, responses((status = 201, body = Keypair)))]
 async fn create(
     State(st): State<AppState>,
     c: Caller,
@@ -38,13 +38,13 @@ async fn create(
 }
 
 /// Show one of the caller's own keys.
-#[utoipa::path(get, path = "/v1/keypairs/{name}", responses((status = 200, body = Keypair)))]
+#[utoipa::path(get, path = "/v1/keypairs/{name}", operation_id = "keypair_show", params(("name" = String, Path, description = "keypair name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200, body = Keypair)))]
 async fn show(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<Keypair>, ApiError> {
     Ok(Json(keypairs::show(&st, &c, &name).await?))
 }
 
 /// Delete one of the caller's own keys.
-#[utoipa::path(delete, path = "/v1/keypairs/{name}", responses((status = 200)))]
+#[utoipa::path(delete, path = "/v1/keypairs/{name}", operation_id = "keypair_delete", params(("name" = String, Path, description = "keypair name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200)))]
 async fn remove(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<()>, ApiError> {
     keypairs::delete(&st, &c, &name).await?;
     Ok(Json(()))

@@ -33,7 +33,7 @@ pub struct Health {
 }
 
 /// Liveness and database check (no authentication).
-#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/v1/health", operation_id = "health", responses((status = 200, body = Health)))]
 pub async fn health(State(st): State<AppState>) -> Result<Json<Health>, ApiError> {
     let database = tokens::health(&st).await?;
     Ok(Json(Health { status: "ok".into(), database: database.into() }))
@@ -51,7 +51,7 @@ pub struct WhoAmI {
 }
 
 /// Who am I (requires credentials).
-#[utoipa::path(get, path = "/v1/whoami",
+#[utoipa::path(get, path = "/v1/whoami", operation_id = "whoami",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub async fn whoami(c: Caller) -> Result<Json<WhoAmI>, ApiError> {
     let user = tokens::user(&c)?.to_string();
@@ -70,7 +70,7 @@ pub struct TokenCreate {
 }
 
 /// Create a token for the caller.
-#[utoipa::path(post, path = "/v1/tokens", request_body = TokenCreate,
+#[utoipa::path(post, path = "/v1/tokens", operation_id = "token_create", request_body = TokenCreate,
     responses((status = 201, body = TokenCreated), (status = 401, body = ErrorBody)))]
 pub async fn token_create(
     State(st): State<AppState>,
@@ -82,14 +82,14 @@ pub async fn token_create(
 }
 
 /// List the caller's tokens (all tokens for admins).
-#[utoipa::path(get, path = "/v1/tokens",
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "token_list",
     responses((status = 200, body = [TokenInfo]), (status = 401, body = ErrorBody)))]
 pub async fn token_list(State(st): State<AppState>, c: Caller) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     Ok(Json(tokens::list(&st, &c).await?))
 }
 
 /// Delete a token (own tokens; admins may delete any).
-#[utoipa::path(delete, path = "/v1/tokens/{id}",
+#[utoipa::path(delete, path = "/v1/tokens/{id}", operation_id = "token_delete",
     params(("id" = String, Path, description = "token id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn token_delete(
