@@ -320,3 +320,37 @@ async fn wipe_and_disk_targets_follow_the_registered_inventory(h: &Harness) {
     assert!(h.st.runtime.node(mac).unwrap().queued.is_empty(), "nothing was sent to the node");
 }
 both_backends!(wipe_and_disk_targets_follow_the_registered_inventory);
+
+/// A server without a provisioning network still tells a caller what is
+/// wrong with the request (400) before saying it cannot deploy (503).
+async fn bad_bodies_are_refused_before_a_missing_provisioning_network(h: &Harness) {
+    use tower::ServiceExt;
+    h.ok("PUT", "/v0/project/pa", None).await;
+    let alice = h.user("alice", &["pa"]).await;
+    let (s, v) = h.raw("PUT", "/v1/images/img?project=pa", &alice, bundle(Some(&h.signer), 7)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // The same database and registry, served by a state without --provision-addr.
+    let st = crate::app::AppState::new(h.st.db.clone(), crate::app::VlanPool { first: 100, last: 109 })
+        .with_registry(crate::registry::Registry::new(h.registry_dir.path(), vec![h.signer.public()]));
+    let app = crate::app(st);
+    let Who::Basic(u, p) = &alice else { unreachable!() };
+    let auth =
+        format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{u}:{p}")));
+    let post = |body: Value| {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/deployments")
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        app.clone().oneshot(req)
+    };
+    let bad = json!({"image": "img", "nodes": ["n1"], "target": {"kind": "disk", "device": "/etc/passwd"}});
+    assert_eq!(post(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let bad = json!({"image": "img"});
+    assert_eq!(post(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let good = json!({"image": "img", "nodes": ["n1"]});
+    assert_eq!(post(good).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+both_backends!(bad_bodies_are_refused_before_a_missing_provisioning_network);

@@ -380,7 +380,6 @@ fn provisioning(st: &AppState) -> Result<Option<Ipv4Addr>> {
 pub async fn create(st: &AppState, c: &Caller, req: DeployRequest) -> Result<Deployment> {
     refuse_if_draining(st)?;
     let user = c.user.clone().ok_or(Error::Unauthenticated)?;
-    let addr = provisioning(st)?;
     let img = super::images::visible(st, c, &req.image).await?;
     if let Some(p) = &req.project {
         check_name("project", p)?;
@@ -399,6 +398,11 @@ pub async fn create(st: &AppState, c: &Caller, req: DeployRequest) -> Result<Dep
     if req.user_data.as_ref().is_some_and(|u| u.len() > 64 * 1024 - 4096) {
         return Err(Error::TooLarge);
     }
+    if req.project.is_none() && req.nodes.is_empty() {
+        return Err(Error::BadRequest("give nodes, or a project to deploy all its nodes".into()));
+    }
+    // A bad request is told so even by a server that cannot deploy.
+    let addr = provisioning(st)?;
     // Which project, which nodes.
     let (project, nodes) = match (&req.project, req.nodes.is_empty()) {
         (None, true) => return Err(Error::BadRequest("give nodes, or a project to deploy all its nodes".into())),
