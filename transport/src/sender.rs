@@ -678,6 +678,16 @@ impl<'a> Sender<'a> {
                 break; // Everyone we heard of is finished; the rest never joined.
             }
 
+            // Once the first pass is over, poll on schedule even while repair
+            // keeps the sender busy: a poll is what closes the last blocks at
+            // the receivers. (Polled only when idle, on-time receivers could
+            // not ask for their last blocks while a late joiner was being
+            // served, and finished with it.)
+            if pass == nblocks && now.duration_since(last_poll) >= self.cfg.poll_interval {
+                self.send_poll(pass)?;
+                last_poll = now;
+            }
+
             // Pick work: a due repair burst while the budget allows (always once
             // the first pass is over), else the next first-pass block.
             let ready = (0..nblocks).find(|&b| due[b].is_some_and(|t| t <= now));
@@ -736,11 +746,7 @@ impl<'a> Sender<'a> {
                 }
                 continue;
             }
-            // Idle: poll receivers now and then, wait for reports.
-            if now.duration_since(last_poll) >= self.cfg.poll_interval {
-                self.send_poll(pass)?;
-                last_poll = now;
-            }
+            // Idle: wait for reports.
             let later = due_later.iter().flatten().filter(|_| pass == nblocks);
             let next_due = due.iter().flatten().chain(later).min().copied();
             let wait = next_due
