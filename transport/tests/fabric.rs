@@ -477,7 +477,10 @@ fn a_lossy_outlier_is_reported_and_served_after_the_others() {
             r.id, r.addr, r.done_secs, r.loss, r.outlier
         );
     }
-    eprintln!("  outlier repair {} of {} repair symbols", s.outlier_repair_packets, s.repair_packets);
+    eprintln!(
+        "  first pass {:.2}s; outlier repair {} of {} repair symbols",
+        s.pass_secs, s.outlier_repair_packets, s.repair_packets
+    );
     let outlier_id = OUTLIER as u64 + 1;
     let flagged: Vec<_> = s.outlier_receivers().map(|r| (r.id, r.outlier)).collect();
     assert_eq!(flagged, vec![(outlier_id, Some(metalcast_transport::OutlierKind::Lossy))], "{:?}", s.receivers);
