@@ -1064,3 +1064,61 @@ fn statuses(rxs: &HashMap<u64, Rx>, start: Instant) -> Vec<ReceiverStatus> {
     v.sort_by_key(|r| r.id);
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receiver in `state` whose reports showed `loss` over 10,000 packets.
+    fn rx(id: u64, state: ReportState, loss: Option<f64>) -> Rx {
+        let mut meter = LossMeter::default();
+        if let Some(l) = loss {
+            meter.update(0, 0);
+            meter.update(10_000, ((1.0 - l) * 10_000.0).round() as u64);
+        }
+        let report = Report {
+            receiver: id,
+            counter: 1,
+            state,
+            reason: FailReason::None,
+            blocks_done: 0,
+            received: 0,
+            rejected: 0,
+            max_seq: 0,
+            needs: vec![],
+        };
+        let addr = "10.0.0.1:5000".parse().expect("an address");
+        let (loss, outlier) = (RxLoss::default(), None);
+        Rx { addr, last_seen: Instant::now(), report, done_at: None, timed_out: false, loss, meter, outlier }
+    }
+
+    #[test]
+    fn a_lossy_and_a_late_receiver_wait_while_they_are_a_minority() {
+        let now = Instant::now();
+        let mut rxs: HashMap<u64, Rx> = (1..=7).map(|i| (i, rx(i, ReportState::Receiving, Some(0.01)))).collect();
+        rxs.insert(8, rx(8, ReportState::Receiving, Some(0.3)));
+        let mut w = Waiting::new(true, &rxs, now);
+        // Not classified yet: the lossy receiver is served like anyone.
+        assert!(!w.waits(8, 300, 737));
+        // A late joiner's large needs wait from its first report on; small ones do not.
+        assert!(w.waits(9, 737, 737) && !w.waits(9, 10, 737));
+        rxs.insert(9, rx(9, ReportState::Receiving, None));
+        w.classify(&mut rxs, now);
+        assert_eq!(rxs[&8].outlier, Some(OutlierKind::Lossy));
+        assert_eq!(rxs[&9].outlier, Some(OutlierKind::Late));
+        assert!((1..=7).all(|i| rxs[&i].outlier.is_none()));
+        // The bar is 6% (median 1%): 49 of 737 symbols are served at once, more wait.
+        assert!(w.waits(8, 300, 737) && w.waits(8, 50, 737) && !w.waits(8, 49, 737));
+        assert!(!w.waits(1, 300, 737), "a healthy receiver's need never waits");
+        // Seven flagged among fourteen: no majority left to protect, nothing waits.
+        for i in 10..=14 {
+            rxs.insert(i, rx(i, ReportState::Receiving, None));
+        }
+        w.classify(&mut rxs, now);
+        assert!(!w.waits(8, 300, 737) && !w.waits(10, 737, 737));
+        // Off by configuration: nothing waits, late or lossy.
+        let mut off = Waiting::new(false, &HashMap::new(), now);
+        off.classify(&mut rxs, now);
+        assert!(!off.waits(8, 300, 737) && !off.waits(15, 737, 737));
+    }
+}
