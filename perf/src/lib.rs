@@ -13,6 +13,8 @@
 //!   environment of one run, its outcome), which `suite`, `contenders` and
 //!   `blaster` import and which imports none of them;
 //! - [`multicast`]: the original metalcast-vs-udpcast preset of the suite;
+//! - [`outliers`]: one lossy or late receiver among N, the healthy ones'
+//!   completion time against a run without it;
 //! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers, and
 //!   [`validate`]: its CPU constants measured here and its predictions checked
 //!   against real fabric runs;
@@ -26,6 +28,7 @@ pub mod image_build;
 pub mod interrupt;
 pub mod kexec_boot;
 pub mod multicast;
+pub mod outliers;
 pub mod recursion;
 pub mod report;
 pub mod rx_path;

@@ -61,6 +61,46 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// One lossy or late receiver among N: the healthy receivers' completion time over their own in a run
+    /// without it (root).
+    Outliers {
+        /// Receivers, the outlier (the last one) included.
+        #[arg(long, default_value_t = 16)]
+        receivers: usize,
+        /// Image size, MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+        /// Random loss on every link, percent.
+        #[arg(long, default_value_t = 1.0)]
+        base_loss: f64,
+        /// The lossy outlier's loss, percent (one case each; empty: none).
+        #[arg(long, value_delimiter = ',', default_value = "20,30")]
+        outlier_loss: Vec<f64>,
+        /// When the late joiner joins, percent of the first pass (one case each; empty: none).
+        #[arg(long, value_delimiter = ',', default_value = "25,50")]
+        late: Vec<f64>,
+        /// Emulated link rates, Mbit/s, every link both ways (0: unthrottled).
+        #[arg(long, value_delimiter = ',', default_value = "0,200")]
+        link_mbit: Vec<u64>,
+        /// Repetitions.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// The sender's rate cap, Mbit/s of UDP payload (0: none; an emulated link caps it too).
+        #[arg(long, default_value_t = 0)]
+        rate_mbit: u64,
+        /// Also run every case with the sender's outlier policy off (before/after).
+        #[arg(long)]
+        compare_policy: bool,
+        /// Give up on one session after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// Scratch directory for the image.
+        #[arg(long, default_value = "/var/tmp")]
+        scratch: PathBuf,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Receive CPU per GB and max packets/s: AF_XDP vs recvmmsg, one sender, one receiver (root).
     RxPath {
         /// Seconds of sending per run.
@@ -148,6 +188,40 @@ fn main() -> anyhow::Result<()> {
             println!("{}", metalcast_bench::report::markdown(&report));
             if let Some(j) = json {
                 std::fs::write(&j, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", j.display()))?;
+            }
+        }
+        Cmd::Outliers {
+            receivers,
+            size_mib,
+            base_loss,
+            outlier_loss,
+            late,
+            link_mbit,
+            reps,
+            rate_mbit,
+            compare_policy,
+            timeout_secs,
+            scratch,
+            json,
+        } => {
+            let cfg = metalcast_bench::outliers::Config {
+                receivers,
+                size_mib,
+                base_loss,
+                outlier_loss,
+                late,
+                link_mbit,
+                reps,
+                rate_mbit,
+                compare_policy,
+                scratch,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            let rows = metalcast_bench::outliers::run(&cfg)?;
+            println!("{}", metalcast_bench::outliers::markdown(&cfg, &rows));
+            if let Some(j) = json {
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
                     .with_context(|| format!("writing {}", j.display()))?;
             }
         }

@@ -16,6 +16,7 @@
 //! - [`layout`]: chunks to source blocks;
 //! - [`sender`] and [`receiver`]: the two ends;
 //! - [`rate`]: the adaptive send rate;
+//! - [`outlier`]: which receivers' repair may wait (lossy outliers, late joiners);
 //! - [`erasure`]: the cheap decode for blocks that lost a few source symbols;
 //! - [`source`]: where the receiver's datagrams come from (socket or fast path);
 //! - `sys`: sockets, GSO and `recvmmsg` (all the unsafe code).
@@ -25,6 +26,7 @@ pub mod error;
 mod gf256;
 pub mod key;
 pub mod layout;
+pub mod outlier;
 pub mod packet;
 pub mod rate;
 pub mod receiver;
@@ -35,6 +37,7 @@ mod sys;
 
 pub use error::TransportError;
 pub use key::SessionKey;
+pub use outlier::OutlierKind;
 pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
 pub use sender::{ReceiverStatus, RejectedReports, Sender, SenderConfig, SenderProgress, SenderSummary, StoredImage};
 pub use session::SessionSpec;

@@ -1,6 +1,8 @@
 //! The sender: streams every block's source symbols once (the first pass),
 //! then answers receivers' per-block deficits with fresh repair symbols,
 //! sized for the neediest receiver, until every expected receiver is done.
+//! Lossy outliers' and late joiners' large deficits wait until the first
+//! pass is over, and then for the others' (see [`crate::outlier`]).
 //! A thread checks every chunk against the manifest ahead of the first pass:
 //! a corrupt image is refused, never sent.
 
@@ -16,6 +18,7 @@ use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
 use crate::erasure::{FewErasures, MAX_DIRECT_REPAIRS};
 use crate::error::TransportError;
 use crate::layout::Layout;
+use crate::outlier::{self, LossMeter, OutlierKind};
 use crate::packet::{self, FailReason, Kind, MAX_ESI, OVERHEAD, Reject, Report, ReportState};
 use crate::rate::{RateControl, RxLoss};
 use crate::session::SessionSpec;
@@ -52,6 +55,12 @@ pub struct SenderConfig {
     pub poll_interval: Duration,
     /// Send with UDP GSO, one system call per ~64 KB (default true; falls back when unsupported).
     pub gso: bool,
+    /// Let lossy outliers and late joiners wait (default true): their needs
+    /// above what a healthy receiver asks are served after the first pass,
+    /// and only when no other receiver's need is due, so they do not slow
+    /// the others (`docs/wire-protocol.md`, "Outliers and late joiners").
+    /// Off: every need is served at once, sized for the neediest receiver.
+    pub outliers_wait: bool,
     /// Set to stop the session early (checked every loop turn; `run` then
     /// returns [`TransportError::Cancelled`]). Default none.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -71,6 +80,7 @@ impl Default for SenderConfig {
             gather: Duration::from_millis(6),
             poll_interval: Duration::from_millis(50),
             gso: true,
+            outliers_wait: true,
             cancel: None,
         }
     }
@@ -95,6 +105,13 @@ pub struct ReceiverStatus {
     pub done_secs: Option<f64>,
     /// Why it failed, if it reported failure.
     pub failure: Option<FailReason>,
+    /// Its loss as the sender measures it from its reports (once they cover
+    /// a few thousand packets).
+    pub loss: Option<f64>,
+    /// Set if the sender classed it as a lossy outlier or a late joiner: its
+    /// large needs waited for the end of the first pass (while such receivers
+    /// were a minority, and unless `SenderConfig::outliers_wait` was off).
+    pub outlier: Option<OutlierKind>,
 }
 
 /// A snapshot for progress displays.
@@ -142,6 +159,12 @@ pub struct SenderSummary {
     pub pass_secs: f64,
     /// Times the adaptive rate was cut for loss.
     pub rate_cuts: u64,
+    /// Receivers whose large needs were made to wait (lossy outliers and
+    /// late joiners; each is marked in `receivers`).
+    pub outliers: u64,
+    /// Repair symbols sent for needs that waited: what the outliers cost on
+    /// the wire beyond the others' repair.
+    pub outlier_repair_packets: u64,
     /// Per receiver.
     pub receivers: Vec<ReceiverStatus>,
 }
@@ -184,6 +207,11 @@ impl SenderSummary {
     pub fn done(&self) -> usize {
         self.receivers.iter().filter(|r| r.state == "done").count()
     }
+
+    /// The receivers whose large needs were made to wait.
+    pub fn outlier_receivers(&self) -> impl Iterator<Item = &ReceiverStatus> {
+        self.receivers.iter().filter(|r| r.outlier.is_some())
+    }
 }
 
 struct Rx {
@@ -193,6 +221,9 @@ struct Rx {
     done_at: Option<Instant>,
     timed_out: bool,
     loss: RxLoss,
+    /// Its loss since its first report while receiving (for the outlier policy).
+    meter: LossMeter,
+    outlier: Option<OutlierKind>,
 }
 
 struct TokenBucket {
@@ -513,7 +544,7 @@ impl<'a> Sender<'a> {
                 return Err(e);
             }
             self.send_poll(0)?;
-            self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _| {})?;
+            self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _, _| {})?;
             sys::wait_readable(&self.control, Duration::from_millis(10));
         }
         if hearing(&rxs) < self.cfg.expected_receivers {
@@ -553,19 +584,35 @@ impl<'a> Sender<'a> {
         // different times needs two, and at 5% loss the bursts fell behind the
         // pass by 54 of 256 blocks, leaving their decodes to the end.
         let mut repair_budget = 0u64;
+        // Needs that wait (lossy outliers', late joiners'): served once the
+        // first pass is over, and only while no other need is due.
+        let mut waiting = Waiting::new(self.cfg.outliers_wait, &rxs, start);
+        let mut owed_later = vec![0u32; nblocks];
+        let mut due_later: Vec<Option<Instant>> = vec![None; nblocks];
+        let mut outlier_repair_packets = 0u64;
+        let ks: Vec<u32> = self.layout.blocks.iter().map(|b| b.k).collect();
 
         loop {
             let now = Instant::now();
             {
                 let (owed, due, last_seq) = (&mut owed, &mut due, &last_seq);
+                let (owed_later, due_later, waiting, ks) = (&mut owed_later, &mut due_later, &waiting, &ks);
                 let gather = self.cfg.gather;
-                self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |b, n, seen| {
+                self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |rx, b, n, seen| {
                     let b = b as usize;
                     if b < nblocks && n > 0 && seen >= last_seq[b] {
-                        owed[b] = owed[b].max(n);
-                        due[b].get_or_insert(now + gather);
+                        if waiting.waits(rx, n, ks[b]) {
+                            owed_later[b] = owed_later[b].max(n);
+                            due_later[b].get_or_insert(now + gather);
+                        } else {
+                            owed[b] = owed[b].max(n);
+                            due[b].get_or_insert(now + gather);
+                        }
                     }
                 })?;
+            }
+            if now.duration_since(waiting.last) >= CLASSIFY_INTERVAL {
+                waiting.classify(&mut rxs, now);
             }
             if let Some(c) = rate_ctl.as_mut()
                 && c.due(self.seq, now)
@@ -631,6 +678,16 @@ impl<'a> Sender<'a> {
                 break; // Everyone we heard of is finished; the rest never joined.
             }
 
+            // Once the first pass is over, poll on schedule even while repair
+            // keeps the sender busy: a poll is what closes the last blocks at
+            // the receivers. (Polled only when idle, on-time receivers could
+            // not ask for their last blocks while a late joiner was being
+            // served, and finished with it.)
+            if pass == nblocks && now.duration_since(last_poll) >= self.cfg.poll_interval {
+                self.send_poll(pass)?;
+                last_poll = now;
+            }
+
             // Pick work: a due repair burst while the budget allows (always once
             // the first pass is over), else the next first-pass block.
             let ready = (0..nblocks).find(|&b| due[b].is_some_and(|t| t <= now));
@@ -640,11 +697,36 @@ impl<'a> Sender<'a> {
                 repair_budget = repair_budget.saturating_sub(u64::from(n));
                 owed[b] = 0;
                 due[b] = None;
+                // Waiting needs for the block predate this burst, as the others'
+                // do: the receivers' next reports say what is still missing.
+                owed_later[b] = 0;
+                due_later[b] = None;
                 self.send_repair(b, next_repair_id[b], n, &mut bucket)?;
                 last_seq[b] = self.seq - 1;
                 next_repair_id[b] += n;
                 repair_packets += u64::from(n);
                 bursts += 1;
+                continue;
+            }
+            // Once the first pass is over and no other need is due: waiting
+            // needs, a slice at a time, so that a need of the others that
+            // comes due meanwhile goes first.
+            let ready_later =
+                (pass == nblocks).then(|| (0..nblocks).find(|&b| due_later[b].is_some_and(|t| t <= now))).flatten();
+            if let Some(b) = ready_later {
+                let n = owed_later[b].min(LATER_SLICE).min(MAX_ESI - next_repair_id[b]);
+                owed_later[b] = if n == 0 { 0 } else { owed_later[b] - n };
+                if owed_later[b] == 0 {
+                    due_later[b] = None;
+                }
+                if n > 0 {
+                    self.send_repair(b, next_repair_id[b], n, &mut bucket)?;
+                    last_seq[b] = self.seq - 1;
+                    next_repair_id[b] += n;
+                    repair_packets += u64::from(n);
+                    outlier_repair_packets += u64::from(n);
+                    bursts += 1;
+                }
                 continue;
             }
             if pass < nblocks && pass >= verified.upto() {
@@ -664,12 +746,9 @@ impl<'a> Sender<'a> {
                 }
                 continue;
             }
-            // Idle: poll receivers now and then, wait for reports.
-            if now.duration_since(last_poll) >= self.cfg.poll_interval {
-                self.send_poll(pass)?;
-                last_poll = now;
-            }
-            let next_due = due.iter().flatten().min().copied();
+            // Idle: wait for reports.
+            let later = due_later.iter().flatten().filter(|_| pass == nblocks);
+            let next_due = due.iter().flatten().chain(later).min().copied();
             let wait = next_due
                 .map_or(Duration::from_millis(5), |t| t.saturating_duration_since(now))
                 .min(Duration::from_millis(5));
@@ -698,6 +777,8 @@ impl<'a> Sender<'a> {
             pass_rate,
             pass_secs,
             rate_cuts: rate_ctl.as_ref().map_or(0, |c| c.cuts),
+            outliers: rxs.values().filter(|r| r.outlier.is_some()).count() as u64,
+            outlier_repair_packets,
             receivers: statuses(&rxs, start),
         })
     }
@@ -715,7 +796,7 @@ impl<'a> Sender<'a> {
     ) -> Result<(), TransportError> {
         let end = Instant::now() + FAREWELL_MAX;
         loop {
-            self.drain_control(rxs, buf, rejected, &mut |_, _, _| {})?;
+            self.drain_control(rxs, buf, rejected, &mut |_, _, _, _| {})?;
             let now = Instant::now();
             let last_heard = rxs.values().filter(|r| r.report.state == ReportState::Done).map(|r| r.last_seen).max();
             if now >= end || last_heard.is_none_or(|t| now.duration_since(t) >= FAREWELL_QUIET) {
@@ -735,7 +816,7 @@ impl<'a> Sender<'a> {
         rxs: &mut HashMap<u64, Rx>,
         buf: &mut [u8],
         rejected: &mut RejectedReports,
-        on_need: &mut dyn FnMut(u32, u32, u64),
+        on_need: &mut dyn FnMut(u64, u32, u32, u64),
     ) -> Result<(), TransportError> {
         loop {
             let (n, from) = match self.control.recv_from(buf) {
@@ -772,7 +853,7 @@ impl<'a> Sender<'a> {
             }
             let now = Instant::now();
             for &(b, k) in &report.needs {
-                on_need(b, k, report.max_seq);
+                on_need(report.receiver, b, k, report.max_seq);
             }
             if report.state == ReportState::Done {
                 let ack = packet::build(
@@ -792,9 +873,14 @@ impl<'a> Sender<'a> {
                 done_at: None,
                 timed_out: false,
                 loss: RxLoss::default(),
+                meter: LossMeter::default(),
+                outlier: None,
             });
             e.last_seen = now;
             e.addr = from;
+            if report.state == ReportState::Receiving {
+                e.meter.update(report.max_seq, report.received);
+            }
             e.timed_out = false;
             if report.state == ReportState::Done && e.done_at.is_none() {
                 e.done_at = Some(now);
@@ -804,6 +890,81 @@ impl<'a> Sender<'a> {
             e.report = report;
             e.report.blocks_done = blocks_done;
         }
+    }
+}
+
+/// How often the sender reclassifies receivers as outliers.
+const CLASSIFY_INTERVAL: Duration = Duration::from_millis(20);
+/// Most repair symbols sent at once for a waiting need (about 2 ms at
+/// 800 Mbit/s): between slices, the others' needs that came due go first.
+const LATER_SLICE: u32 = 128;
+
+/// The outlier policy during a session (`docs/wire-protocol.md`, "Outliers
+/// and late joiners"): whose large needs wait until the first pass is over.
+struct Waiting {
+    enabled: bool,
+    /// Off by configuration, or while the flagged receivers are not a
+    /// minority of those receiving (the policy protects a majority).
+    active: bool,
+    /// Receivers hearing the group when the first pass began and not
+    /// flagged since: the large needs of anyone else wait.
+    on_time: std::collections::HashSet<u64>,
+    /// Loss above which a receiver is a lossy outlier ([`outlier::MIN_MARGIN`]
+    /// until enough receivers are measured): also sets the need cap.
+    threshold: f64,
+    /// When receivers were last classified.
+    last: Instant,
+}
+
+impl Waiting {
+    fn new(enabled: bool, rxs: &HashMap<u64, Rx>, now: Instant) -> Self {
+        let on_time =
+            rxs.values().filter(|r| r.report.state != ReportState::Hello).map(|r| r.report.receiver).collect();
+        Waiting { enabled, active: enabled, on_time, threshold: outlier::MIN_MARGIN, last: now }
+    }
+
+    /// Whether receiver `rx`'s need of `need` symbols for a block of `k`
+    /// waits: it is flagged (a late joiner is from its first report; a lossy
+    /// outlier once classified), the policy is active, and the need is larger
+    /// than a receiver at the threshold loss would ask. A flagged receiver's
+    /// healthy-sized needs are served at once.
+    fn waits(&self, rx: u64, need: u32, k: u32) -> bool {
+        self.active && !self.on_time.contains(&rx) && need > outlier::need_cap(k, self.threshold)
+    }
+
+    /// Flags receivers still receiving as late (not hearing the group when
+    /// the first pass began) or lossy (loss above the threshold); a flag
+    /// stays for the session. Then decides whether the policy is active.
+    fn classify(&mut self, rxs: &mut HashMap<u64, Rx>, now: Instant) {
+        self.last = now;
+        let mut losses: Vec<f64> = rxs.values().filter(|r| !r.timed_out).filter_map(|r| r.meter.loss()).collect();
+        let threshold = outlier::loss_threshold(&mut losses);
+        self.threshold = threshold.unwrap_or(outlier::MIN_MARGIN);
+        for r in rxs.values_mut() {
+            if r.outlier.is_some() || r.timed_out || r.report.state != ReportState::Receiving {
+                continue;
+            }
+            let id = r.report.receiver;
+            let loss = r.meter.loss();
+            r.outlier = if !self.on_time.contains(&id) {
+                Some(OutlierKind::Late)
+            } else if let (Some(t), Some(l)) = (threshold, loss)
+                && l > t
+            {
+                Some(OutlierKind::Lossy)
+            } else {
+                None
+            };
+            if let Some(kind) = r.outlier {
+                // A lossy receiver is treated as a late one from now on.
+                self.on_time.remove(&id);
+                tracing::warn!(receiver = id, addr = %r.addr, ?kind, loss = ?loss, threshold = ?threshold,
+                    "outlier: its large needs wait until the first pass is over");
+            }
+        }
+        let live = rxs.values().filter(|r| !r.timed_out && r.report.state != ReportState::Hello);
+        let (receiving, flagged) = live.fold((0, 0), |(n, f), r| (n + 1, f + usize::from(r.outlier.is_some())));
+        self.active = self.enabled && 2 * flagged < receiving;
     }
 }
 
@@ -896,8 +1057,68 @@ fn statuses(rxs: &HashMap<u64, Rx>, start: Instant) -> Vec<ReceiverStatus> {
             rejected: r.report.rejected,
             done_secs: r.done_at.map(|t| t.saturating_duration_since(start).as_secs_f64()),
             failure: (r.report.state == ReportState::Failed).then_some(r.report.reason),
+            loss: r.meter.loss(),
+            outlier: r.outlier,
         })
         .collect();
     v.sort_by_key(|r| r.id);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receiver in `state` whose reports showed `loss` over 10,000 packets.
+    fn rx(id: u64, state: ReportState, loss: Option<f64>) -> Rx {
+        let mut meter = LossMeter::default();
+        if let Some(l) = loss {
+            meter.update(0, 0);
+            meter.update(10_000, ((1.0 - l) * 10_000.0).round() as u64);
+        }
+        let report = Report {
+            receiver: id,
+            counter: 1,
+            state,
+            reason: FailReason::None,
+            blocks_done: 0,
+            received: 0,
+            rejected: 0,
+            max_seq: 0,
+            needs: vec![],
+        };
+        let addr = "10.0.0.1:5000".parse().expect("an address");
+        let (loss, outlier) = (RxLoss::default(), None);
+        Rx { addr, last_seen: Instant::now(), report, done_at: None, timed_out: false, loss, meter, outlier }
+    }
+
+    #[test]
+    fn a_lossy_and_a_late_receiver_wait_while_they_are_a_minority() {
+        let now = Instant::now();
+        let mut rxs: HashMap<u64, Rx> = (1..=7).map(|i| (i, rx(i, ReportState::Receiving, Some(0.01)))).collect();
+        rxs.insert(8, rx(8, ReportState::Receiving, Some(0.3)));
+        let mut w = Waiting::new(true, &rxs, now);
+        // Not classified yet: the lossy receiver is served like anyone.
+        assert!(!w.waits(8, 300, 737));
+        // A late joiner's large needs wait from its first report on; small ones do not.
+        assert!(w.waits(9, 737, 737) && !w.waits(9, 10, 737));
+        rxs.insert(9, rx(9, ReportState::Receiving, None));
+        w.classify(&mut rxs, now);
+        assert_eq!(rxs[&8].outlier, Some(OutlierKind::Lossy));
+        assert_eq!(rxs[&9].outlier, Some(OutlierKind::Late));
+        assert!((1..=7).all(|i| rxs[&i].outlier.is_none()));
+        // The bar is 6% (median 1%): 49 of 737 symbols are served at once, more wait.
+        assert!(w.waits(8, 300, 737) && w.waits(8, 50, 737) && !w.waits(8, 49, 737));
+        assert!(!w.waits(1, 300, 737), "a healthy receiver's need never waits");
+        // Seven flagged among fourteen: no majority left to protect, nothing waits.
+        for i in 10..=14 {
+            rxs.insert(i, rx(i, ReportState::Receiving, None));
+        }
+        w.classify(&mut rxs, now);
+        assert!(!w.waits(8, 300, 737) && !w.waits(10, 737, 737));
+        // Off by configuration: nothing waits, late or lossy.
+        let mut off = Waiting::new(false, &HashMap::new(), now);
+        off.classify(&mut rxs, now);
+        assert!(!off.waits(8, 300, 737) && !off.waits(15, 737, 737));
+    }
 }

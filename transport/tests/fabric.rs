@@ -450,6 +450,151 @@ fn late_joiner_catches_up_and_a_dead_receiver_is_given_up() {
     assert!(early.iter().all(|r| r.blocks == late.blocks));
 }
 
+/// Issue 23, item 4: one receiver at 30% random loss among eight used to
+/// set everyone's pace (every repair burst was sized for it). Now the sender
+/// classes it as a lossy outlier, serves its large needs after the first
+/// pass, and reports it; it still completes byte-identical, as do the
+/// others. (How much faster the healthy receivers are is measured by
+/// `metalcast-bench outliers`, not asserted here.)
+#[test]
+fn a_lossy_outlier_is_reported_and_served_after_the_others() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(8, false);
+    const OUTLIER: usize = 5;
+    for (i, h) in f.receivers().iter().enumerate() {
+        let pct = if i == OUTLIER { 30.0 } else { 1.0 };
+        h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(pct).udp_only()).unwrap();
+    }
+    // run_session checks every receiver's parts and that all eight reported done.
+    let o = run_session(&f, &bundle, &hashes, None, CAP);
+    print("one receiver at 30%", &o);
+    let s = &o.sender;
+    for r in &s.receivers {
+        eprintln!(
+            "  receiver {} at {}: done at {:?}s, loss {:?}, outlier {:?}",
+            r.id, r.addr, r.done_secs, r.loss, r.outlier
+        );
+    }
+    eprintln!(
+        "  first pass {:.2}s; outlier repair {} of {} repair symbols",
+        s.pass_secs, s.outlier_repair_packets, s.repair_packets
+    );
+    let outlier_id = OUTLIER as u64 + 1;
+    let flagged: Vec<_> = s.outlier_receivers().map(|r| (r.id, r.outlier)).collect();
+    assert_eq!(flagged, vec![(outlier_id, Some(metalcast_transport::OutlierKind::Lossy))], "{:?}", s.receivers);
+    assert_eq!(s.outliers, 1);
+    let r = s.receivers.iter().find(|r| r.id == outlier_id).unwrap();
+    assert!(r.addr.starts_with(&format!("{}:", f.receivers()[OUTLIER].ipv4())), "outlier reported at {}", r.addr);
+    assert!(r.loss.is_some_and(|l| (0.2..0.4).contains(&l)), "sender measured {:?}", r.loss);
+    assert!(s.outlier_repair_packets > 0, "the outlier's needs never waited");
+    assert!(o.receivers[OUTLIER].decoded_blocks > 0);
+}
+
+/// Issue 23, item 3: receivers joining late (one during the first pass, one
+/// after it) used to hold the on-time ones back. Now both are classed as
+/// late joiners and served after the first pass and the others' needs;
+/// all eight complete byte-identical, and only the two are reported.
+#[test]
+fn late_joiners_are_reported_and_everyone_completes() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(8, false);
+    for h in f.receivers() {
+        h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(1.0).udp_only()).unwrap();
+    }
+    let manifest: Arc<Manifest> = Arc::new(Bundle::open(&bundle).unwrap().manifest);
+    let spec = SessionSpec::new(
+        &manifest.root_hash,
+        SocketAddrV4::new(Ipv4Addr::new(239, 77, 3, 3), 47200),
+        SocketAddrV4::new(f.sender().ipv4(), 47201),
+        1500,
+    )
+    .unwrap();
+    let start_receiver = |i: usize| {
+        let h = &f.receivers()[i];
+        let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.clone());
+        h.spawn_in(move || {
+            let cfg = ReceiverConfig {
+                id: i as u64 + 1,
+                iface: ip,
+                idle_timeout: Duration::from_secs(15),
+                ..Default::default()
+            };
+            let mut sink = MemorySink::new(&m);
+            let s = Receiver::new(&spec, &m, cfg).unwrap().run(&mut sink, &mut |_| {}).expect("receive completes");
+            for (p, want) in sink.parts.iter().zip(&hashes) {
+                assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
+            }
+            s
+        })
+        .unwrap()
+    };
+    // Receivers 6 and 7 join late: 6 a third of the way into the first pass, 7 after it.
+    const DURING: usize = 6;
+    const AFTER: usize = 7;
+    let on_time: Vec<_> = (0..DURING).map(start_receiver).collect();
+    let (tx, moments) = std::sync::mpsc::channel();
+    let (b, ip) = (bundle.clone(), f.sender().ipv4());
+    let sender_spec = spec.clone();
+    let sender = f
+        .sender()
+        .spawn_in(move || {
+            let b = Bundle::open(&b).unwrap();
+            let cfg = SenderConfig {
+                local: ip,
+                rate: Some(20_000_000),
+                expected_receivers: 8,
+                join_timeout: Duration::from_secs(2),
+                deadline: Some(Duration::from_secs(120)),
+                ..Default::default()
+            };
+            let (mut third, mut over) = (false, false);
+            Sender::new(&sender_spec, &b, cfg)
+                .unwrap()
+                .run(&mut |p| {
+                    if !third && p.pass_blocks >= p.total_blocks / 3 {
+                        third = true;
+                        let _ = tx.send(DURING);
+                    }
+                    if !over && p.pass_blocks == p.total_blocks {
+                        over = true;
+                        let _ = tx.send(AFTER);
+                    }
+                })
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(moments.recv_timeout(Duration::from_secs(60)), Ok(DURING), "first pass reached a third");
+    let during = start_receiver(DURING);
+    assert_eq!(moments.recv_timeout(Duration::from_secs(60)), Ok(AFTER), "first pass ended");
+    let after = start_receiver(AFTER);
+    let on_time: Vec<_> = on_time.into_iter().map(|h| h.join().expect("on-time receiver")).collect();
+    let late =
+        [during.join().expect("receiver joining during the pass"), after.join().expect("receiver joining after it")];
+    let s = sender.join().unwrap();
+    for r in &s.receivers {
+        eprintln!(
+            "  receiver {} at {}: done at {:?}s, loss {:?}, outlier {:?}",
+            r.id, r.addr, r.done_secs, r.loss, r.outlier
+        );
+    }
+    eprintln!(
+        "  first pass {:.2}s; outlier repair {} of {} repair symbols",
+        s.pass_secs, s.outlier_repair_packets, s.repair_packets
+    );
+    assert_eq!(s.done(), 8, "{:?}", s.receivers);
+    let flagged: Vec<_> = s.outlier_receivers().map(|r| (r.id, r.outlier)).collect();
+    let late_kind = Some(metalcast_transport::OutlierKind::Late);
+    assert_eq!(flagged, vec![(DURING as u64 + 1, late_kind), (AFTER as u64 + 1, late_kind)], "{:?}", s.receivers);
+    assert_eq!(s.outliers, 2);
+    // Both missed blocks that only repair symbols brought them.
+    assert!(late.iter().all(|r| r.decoded_blocks > 0), "{late:?}");
+    assert!(on_time.iter().chain(&late).all(|r| r.blocks == manifest.stored_chunks().count()));
+}
+
 #[test]
 #[ignore = "debugging aid: cargo test -p metalcast-transport --test fabric debug_small -- --ignored --nocapture"]
 fn debug_small() {
