@@ -97,6 +97,11 @@ pub async fn serve_tls(
 }
 
 async fn recover(state: &AppState) {
+    match crate::app::runtime::take_id_block(state).await {
+        Ok(block) => tracing::info!(block, "runtime instruction ids from this process's own block"),
+        // The runtime API's own ids (from the start time) stay unique unless the clock steps back.
+        Err(e) => tracing::error!(error = %e, "cannot take a block of instruction ids: ids from the start time"),
+    }
     match crate::app::actions::recover(state).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(n, "marked networking actions interrupted by a restart as ERROR"),

@@ -221,6 +221,8 @@ struct Run<'a> {
     node: String,
     boot_id: String,
     instruction: u64,
+    /// The instruction's multicast session (deploy, seed): every report names it.
+    session: Option<u64>,
 }
 
 impl Run<'_> {
@@ -243,6 +245,7 @@ impl Run<'_> {
             exit_code,
             detail,
             data,
+            session: self.session,
         };
         self.reporter.post(&self.node, report);
         status == Status::Ok
@@ -466,8 +469,8 @@ fn hold(held: &mut Option<Held>, keep: Option<Held>) {
 
 /// Reports (under the deploy's instruction) when the VM it started exits.
 fn vm_exit_reporter(run: &Run<'_>) -> Box<dyn FnOnce(crate::vm::VmExit) + Send> {
-    let (reporter, node, boot_id, instruction) =
-        (run.reporter.clone(), run.node.clone(), run.boot_id.clone(), run.instruction);
+    let (reporter, node, boot_id, instruction, session) =
+        (run.reporter.clone(), run.node.clone(), run.boot_id.clone(), run.instruction, run.session);
     Box::new(move |e| {
         let code = e.status.and_then(|s| s.code());
         let signal = e.status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
@@ -490,6 +493,7 @@ fn vm_exit_reporter(run: &Run<'_>) -> Box<dyn FnOnce(crate::vm::VmExit) + Send> 
                 exit_code: if clean { exit::OK } else { exit::HANDOVER },
                 detail,
                 data: serde_json::json!({ "qemu_pid": e.pid, "exit_code": code, "signal": signal }),
+                session,
             },
         );
     })
@@ -729,6 +733,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
                         node: reply.node.clone(),
                         boot_id: boot_id.clone(),
                         instruction: i.id,
+                        session: i.action.session_id(),
                     };
                     match i.action {
                         Action::Deploy(d) => {

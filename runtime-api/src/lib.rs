@@ -243,6 +243,17 @@ pub enum Action {
     PowerOff,
 }
 
+impl Action {
+    /// The id of the multicast session this action runs in (deploy and seed), if any.
+    pub fn session_id(&self) -> Option<u64> {
+        match self {
+            Action::Deploy(d) => Some(d.session.session_id),
+            Action::Seed(s) => Some(s.session.session_id),
+            Action::Wipe(_) | Action::CheckIn | Action::PowerOff => None,
+        }
+    }
+}
+
 /// An instruction, as returned by the long-poll. (No `deny_unknown_fields`
 /// here: serde cannot combine it with `flatten`; the flattened [`Action`]
 /// variants reject unknown fields themselves.)
@@ -337,6 +348,11 @@ pub struct Report {
     /// Machine-readable detail (e.g. the receiver summary).
     #[serde(default)]
     pub data: serde_json::Value,
+    /// The fountain session of the instruction ([`Action::session_id`]),
+    /// for a deploy or seed instruction: a report names the session it
+    /// belongs to, and the server refuses one that names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
 }
 
 /// Errors in API bodies.

@@ -9,14 +9,17 @@
 //! restarted server knows no node until it checks in again, which the agent
 //! does whenever a poll answers 404.
 //!
-//! Instruction ids are unique across server processes, not only within one:
-//! each process counts up from its start time in microseconds, so an id a
-//! previous process gave out is never given again (unless the wall clock
-//! steps back by more than the previous process's lifetime). A report is
-//! accepted only for an instruction this process delivered to that node; a
-//! late or retried report of an earlier process's instruction is refused
-//! (409) and counted ([`RuntimeApi::stale_reports`]), so it can never land
-//! on a newer instruction that happens to share its number.
+//! Instruction ids are unique across server processes, not only within one.
+//! The control plane gives each process its own block of ids, persisted in
+//! its database ([`RuntimeApi::use_id_block`]); without one (tests, a bare
+//! runtime API) a process counts up from its start time in microseconds, so
+//! an id a previous process gave out is not given again unless the wall
+//! clock steps back. A report is accepted only for an instruction this
+//! process delivered to that node and, for a deploy or seed instruction,
+//! only if it names that instruction's multicast session; a late or retried
+//! report of an earlier process's instruction, or of another session, is
+//! refused (409) and counted ([`RuntimeApi::stale_reports`]), so it can
+//! never land on a newer instruction.
 //!
 //! Stopping: [`RuntimeApi::stop_polls`] answers every waiting and every new
 //! long-poll at once with 503 and `Retry-After` ("come back"), so a server
@@ -77,7 +80,28 @@ impl NodeRecord {
 struct Table {
     nodes: HashMap<String, NodeRecord>,
     next_id: u64,
+    /// The last id of this process's block ([`RuntimeApi::use_id_block`]).
+    last_id: u64,
+    /// The multicast session of every delivered deploy or seed instruction, by instruction id.
+    sessions: HashMap<u64, u64>,
 }
+
+impl Table {
+    /// The next instruction id (module docs: unique across processes).
+    fn take_id(&mut self) -> Result<u64, crate::ApiError> {
+        if self.next_id >= self.last_id {
+            return Err(crate::ApiError::Invalid(
+                "this server process gave out every instruction id of its block".into(),
+            ));
+        }
+        self.next_id += 1;
+        Ok(self.next_id)
+    }
+}
+
+/// How many instruction ids one server process may give out from a
+/// persisted block ([`RuntimeApi::use_id_block`]).
+pub const ID_BLOCK: u64 = 1 << 32;
 
 #[derive(Debug)]
 struct Inner {
@@ -117,9 +141,10 @@ impl IntoResponse for HttpError {
         let (code, msg) = match self {
             HttpError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             HttpError::UnknownNode => (StatusCode::NOT_FOUND, "unknown node: check in first".to_owned()),
-            HttpError::StaleReport(id) => {
-                (StatusCode::CONFLICT, format!("instruction {id} was not given to this node by this server"))
-            }
+            HttpError::StaleReport(id) => (
+                StatusCode::CONFLICT,
+                format!("instruction {id} was not given to this node by this server, or in another session"),
+            ),
             HttpError::Stopping => {
                 let body = Json(serde_json::json!({ "error": "the control plane is stopping: come back" }));
                 return (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "5")], body)
@@ -145,7 +170,8 @@ impl RuntimeApi {
         // The epoch only has to differ between server processes: the start time in nanoseconds does.
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         // Ids count up from the start time in microseconds: unique across processes (module docs).
-        let table = Table { nodes: HashMap::new(), next_id: epoch / 1000 };
+        let first = epoch / 1000;
+        let table = Table { next_id: first, last_id: u64::MAX, ..Default::default() };
         RuntimeApi {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -180,13 +206,23 @@ impl RuntimeApi {
         let node = normalize_mac(node)?;
         let id = {
             let mut t = self.table();
-            t.next_id += 1;
-            let id = t.next_id;
+            let id = t.take_id()?;
             t.nodes.entry(node).or_default().queued.push_back(Instruction { id, action });
             id
         };
         self.inner.changed.notify_waiters();
         Ok(id)
+    }
+
+    /// Gives out instruction ids from the persisted block number `block`
+    /// from now on: ids `block * ID_BLOCK + 1 ..= (block + 1) * ID_BLOCK - 1`.
+    /// The control plane takes a new block from its database at every start,
+    /// so no two processes on one database ever give out the same id. Call it
+    /// before serving; ids given out before stay valid.
+    pub fn use_id_block(&self, block: u64) {
+        let mut t = self.table();
+        t.next_id = block.saturating_mul(ID_BLOCK);
+        t.last_id = t.next_id.saturating_add(ID_BLOCK - 1);
     }
 
     /// Offers `action` under `name` to `node` for attended mode (the console
@@ -293,6 +329,9 @@ async fn instruction(
             let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
             if let Some(i) = rec.queued.pop_front() {
                 rec.delivered.push(i.id);
+                if let Some(session) = i.action.session_id() {
+                    t.sessions.insert(i.id, session);
+                }
                 drop(t);
                 api.inner.changed.notify_waiters();
                 return Ok(Json(i).into_response());
@@ -325,8 +364,7 @@ async fn choose(
     let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let id = {
         let mut t = api.table();
-        t.next_id += 1;
-        let id = t.next_id;
+        let id = t.take_id().map_err(|e| HttpError::BadRequest(e.to_string()))?;
         let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
         let (_, action, _) =
             rec.offers.get(index).ok_or_else(|| HttpError::BadRequest(format!("no offer {index}")))?.clone();
@@ -348,11 +386,15 @@ async fn report(
     tracing::info!(%node, instruction = r.instruction, phase = ?r.phase, status = ?r.status, secs = r.secs, "runtime report");
     {
         let mut t = api.table();
+        let session = t.sessions.get(&r.instruction).copied();
         let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
-        if !rec.delivered.contains(&r.instruction) {
+        let delivered = rec.delivered.contains(&r.instruction);
+        if !delivered || session.is_some_and(|s| r.session != Some(s)) {
             drop(t);
             api.inner.stale_reports.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%node, instruction = r.instruction, "refused a report for an instruction not delivered to this node");
+            let why =
+                if delivered { "names another session" } else { "names an instruction not delivered to this node" };
+            tracing::warn!(%node, instruction = r.instruction, session = ?r.session, "refused a report: it {why}");
             return Err(HttpError::StaleReport(r.instruction));
         }
         rec.reports.push(r);
@@ -476,6 +518,67 @@ mod tests {
         assert_eq!(s, StatusCode::NO_CONTENT);
         assert_eq!(new.node(mac).unwrap().reports.len(), 1);
         assert_eq!(new.stale_reports(), 2);
+    }
+
+    /// Ids from persisted blocks: a later process's ids are all above an
+    /// earlier one's whatever the clock says, and an exhausted block is an
+    /// error, not a repeat.
+    #[tokio::test]
+    async fn ids_come_from_the_persisted_block() {
+        let mac = "52:54:00:00:00:08";
+        let old = RuntimeApi::new();
+        old.use_id_block(5);
+        let old_id = deliver(&old, mac, Action::PowerOff).await;
+        assert_eq!(old_id, 5 * ID_BLOCK + 1);
+        let new = RuntimeApi::new();
+        new.use_id_block(6);
+        let new_id = deliver(&new, mac, Action::PowerOff).await;
+        assert_eq!(new_id, 6 * ID_BLOCK + 1);
+        let stale = serde_json::json!({"instruction": old_id, "boot_id": "b1", "phase": "receive", "status": "failed",
+                                       "secs": 1.0, "exit_code": 3});
+        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(stale)).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        assert_eq!(new.stale_reports(), 1);
+        // The last block a u64 can hold: one id short of its end, then refused.
+        let full = RuntimeApi::new();
+        full.use_id_block(u64::MAX / ID_BLOCK - 1);
+        {
+            let mut t = full.table();
+            t.next_id = t.last_id - 1;
+        }
+        assert!(full.push(mac, Action::PowerOff).is_ok());
+        assert!(full.push(mac, Action::PowerOff).is_err(), "an id beyond the block was given out");
+    }
+
+    /// A report of a deploy or seed instruction must name that instruction's
+    /// session: one naming another session (or none) is refused and counted.
+    #[tokio::test]
+    async fn a_report_naming_another_session_is_refused() {
+        let mac = "52:54:00:00:00:09";
+        let api = RuntimeApi::new();
+        let spec =
+            crate::SessionSpec::new("ab", "239.1.1.1:5000".parse().unwrap(), "10.0.0.1:5001".parse().unwrap(), 1500)
+                .unwrap();
+        let want = spec.session_id;
+        let action = Action::Seed(serde_json::from_value(serde_json::json!({"session": spec})).unwrap());
+        let id = deliver(&api, mac, action).await;
+        let report = |session: Option<u64>| {
+            let mut r = serde_json::json!({"instruction": id, "boot_id": "b1", "phase": "seed", "status": "ok",
+                                           "secs": 1.0, "exit_code": 0});
+            if let Some(s) = session {
+                r["session"] = s.into();
+            }
+            r
+        };
+        for wrong in [Some(want ^ 1), None] {
+            let (s, b) = call(&api, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(wrong))).await;
+            assert_eq!(s, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&b));
+        }
+        assert_eq!(api.stale_reports(), 2);
+        assert!(api.node(mac).unwrap().reports.is_empty());
+        let (s, _) = call(&api, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(Some(want)))).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(api.node(mac).unwrap().reports[0].session, Some(want));
     }
 
     /// A stopping server ends long-polls at once with a "come back" answer.

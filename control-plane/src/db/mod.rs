@@ -20,6 +20,7 @@ pub mod nics;
 pub mod nodes;
 pub mod projects;
 pub mod quotas;
+pub mod runtime;
 pub mod switches;
 pub mod tokens;
 pub mod upstream;
