@@ -89,6 +89,14 @@ pub struct ProvisionArgs {
     /// reclaimed nodes are kexec'd back into.
     #[arg(long)]
     pub runtime_image: Option<String>,
+    /// The network (`/v0/network/NAME`, usually admin-owned) the nodes'
+    /// runtime reaches this server on. Deployments and reclaims first put
+    /// one NIC of each node on it (its native VLAN, through the node's
+    /// switch port) if no NIC is on it, and record a node event; a reclaim
+    /// leaves the node on it. Without it, the operator keeps the nodes on
+    /// the provisioning network by hand.
+    #[arg(long, env = "METALCAST_PROVISION_NETWORK")]
+    pub provision_network: Option<String>,
     /// On SIGTERM / SIGINT: new deployments are refused at once, and the
     /// running ones may finish for up to this many seconds (their nodes
     /// still report) before they are stopped and recorded as interrupted.

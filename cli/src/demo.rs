@@ -19,7 +19,7 @@
 //! Everything it made is removed when it ends.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -29,6 +29,8 @@ use metalcast_image::SecretKey;
 use metalcast_operator_api::v0::{NodeFilter, NodeRegister};
 use metalcast_operator_api::v1::{HandoverSpec, UploadQuery, WipeSpec};
 use metalcast_operator_api::{Auth, Client};
+
+use crate::demo_crash::{Drill, ServerSpec};
 use serde_json::json;
 
 /// Arguments of `metalcast demo`.
@@ -59,10 +61,25 @@ pub struct DemoArgs {
     /// Keep the work directory (bundles, keys, database, guest consoles) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Crash drill instead of the plain deployment: kill the control plane
+    /// with SIGKILL when this share of the blocks (percent) is through,
+    /// restart it at once, wait `--settle-secs`, retry the deployment, and
+    /// require every node `verified`. Use with `--rate-mbit` so the
+    /// deployment lasts long enough to be killed.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99), conflicts_with = "qemu")]
+    pub kill_server_at: Option<u8>,
+    /// Rounds of the crash drill.
+    #[arg(long, default_value_t = 1, requires = "kill_server_at")]
+    pub rounds: u32,
+    /// Crash drill: seconds between the restart and the retry (the nodes'
+    /// receive of the killed session times out within 30 s).
+    #[arg(long, default_value_t = 45, requires = "kill_server_at")]
+    pub settle_secs: u64,
 }
 
 /// A child process killed (and reaped) on drop.
-struct Killed(Child);
+#[derive(Debug)]
+pub struct Killed(pub Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -250,21 +267,18 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
         .context("no token in the bootstrap output")?;
-    let mut serve = fabric.sender().command(&me);
-    serve
-        .args(["serve", "--listen", &format!("{cp_ip}:{PORT}"), "--database-url", &db])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--trusted-key")
-        .arg(&pubkey)
-        .args(["--provision-addr", &cp_ip.to_string(), "--rate-mbit", &a.rate_mbit.to_string()])
-        .env("METALCAST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("server.log"))?);
-    if imgs.runtime.is_some() {
-        serve.args(["--runtime-image", "runtime"]);
+    let mut args: Vec<std::ffi::OsString> =
+        ["serve", "--listen", &format!("{cp_ip}:{PORT}"), "--database-url", &db].iter().map(Into::into).collect();
+    args.extend(["--data-dir".into(), dir.join("data").into(), "--trusted-key".into(), pubkey.clone().into()]);
+    for a in ["--provision-addr", &cp_ip.to_string(), "--rate-mbit", &a.rate_mbit.to_string()] {
+        args.push(a.into());
     }
-    let _server = Killed(serve.spawn().context("starting metalcast serve")?);
+    if imgs.runtime.is_some() {
+        args.extend(["--runtime-image".into(), "runtime".into()]);
+    }
+    let spec = ServerSpec { program: me.clone(), args, log: dir.join("server.log") };
+    let server: crate::demo_crash::Server =
+        std::sync::Arc::new(std::sync::Mutex::new(Some(spec.start_with(fabric.sender().command(&me))?)));
 
     let _dnsmasq = if guests.is_empty() {
         None
@@ -326,6 +340,13 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let a_reclaim = a.reclaim;
     let consoles: Vec<_> = vms.iter().map(|v| (v.name.clone(), std::sync::Arc::clone(&v.console))).collect();
     let first_disk = dir.join("g0.disk");
+    let drill = a.kill_server_at.map(|at_percent| Drill {
+        at_percent,
+        rounds: a.rounds,
+        settle: Duration::from_secs(a.settle_secs),
+        rate_mbit: a.rate_mbit,
+    });
+    let server2 = std::sync::Arc::clone(&server);
     fabric
         .sender()
         .run_in(move || -> anyhow::Result<()> {
@@ -339,6 +360,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 &want_guests,
                 a_reclaim.then_some(first_disk.as_path()),
                 &consoles,
+                drill.map(|d| (d, &spec, &server2)),
             ))
         })
         .context("entering the control plane's namespace")??;
@@ -363,6 +385,7 @@ async fn drive(
     guests: &[String],
     reclaim_disk: Option<&Path>,
     consoles: &[ConsoleRef],
+    drill: Option<(Drill, &ServerSpec, &crate::demo_crash::Server)>,
 ) -> anyhow::Result<()> {
     let c = Client::new(url, Auth::Bearer(token.to_string()))?;
     // The server is starting: wait for it to answer (bounded).
@@ -396,6 +419,14 @@ async fn drive(
         }
     }
     eprintln!("   all {} checked in after {:.1}s", nodes.len(), t0.elapsed().as_secs_f64());
+
+    if let Some((d, spec, server)) = drill {
+        eprintln!(
+            "== crash drill: {} round(s) of deploy, kill -9 at {}%, restart, wait {:?}, retry",
+            d.rounds, d.at_percent, d.settle
+        );
+        return crate::demo_crash::run(&c, url, "demo", "demo", spec, server, d).await;
+    }
 
     eprintln!("== metalcast deploy --image demo --project demo (one multicast session to every node)");
     let args = crate::cli_deploy::DeployArgs {

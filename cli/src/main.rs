@@ -13,6 +13,7 @@ mod cli_deploy;
 mod cli_error;
 mod cli_registry;
 mod demo;
+mod demo_crash;
 mod send;
 mod table;
 
@@ -118,6 +119,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 rate_mbit: provision.rate_mbit,
                 mtu: provision.provision_mtu,
                 runtime_image: provision.runtime_image.clone(),
+                network: provision.provision_network.clone(),
             };
             let upstream = match upstream.config() {
                 Ok(u) => u,

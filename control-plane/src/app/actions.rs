@@ -43,6 +43,25 @@ pub async fn status(st: &AppState, id: &str) -> Result<ActionStatus> {
     ActionStatus::parse(&s).ok_or_else(|| Error::internal(format!("action {id}: unknown status {s:?}")))
 }
 
+/// Waits (at most `timeout`) for action `id` to finish; `what` names it in
+/// the errors ("detaching a network").
+pub async fn wait(st: &AppState, id: &str, timeout: std::time::Duration, what: &str) -> Result<()> {
+    let t_end = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = st.action_done.notified();
+        match status(st, id).await? {
+            ActionStatus::Done => return Ok(()),
+            ActionStatus::Error => return Err(Error::Unprocessable(format!("{what} failed (action {id})"))),
+            ActionStatus::Pending => {}
+        }
+        let left = t_end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Unprocessable(format!("{what} did not finish (action {id})")));
+        }
+        let _ = tokio::time::timeout(left.min(std::time::Duration::from_secs(1)), notified).await;
+    }
+}
+
 /// Starts executing action `id` in the background.
 fn spawn(st: AppState, id: String) {
     // Tracked, not cancelled: a switch change runs to its end (each driver call is bounded).

@@ -253,11 +253,11 @@ pub async fn detach_project(st: &AppState, c: &Caller, project: &str, node: &str
 }
 
 /// Takes `node` out of `project` unless something still holds it there
-/// (attached networks, a pending network action, a deployment in flight);
-/// returns whether it left. Like HIL, its console log is dropped so the next
-/// tenant does not see it.
+/// (attached networks other than the provisioning network, a pending
+/// network action, a deployment in flight); returns whether it left. Like
+/// HIL, its console log is dropped so the next tenant does not see it.
 pub async fn free(st: &AppState, node: &str, project: &str) -> Result<bool> {
-    if !db::nodes::release(&st.db.pool, node, project).await? {
+    if !db::nodes::release(&st.db.pool, node, project, st.provision.network.as_deref()).await? {
         return Ok(false);
     }
     st.consoles.stop(node);

@@ -3,7 +3,9 @@
 //! [`reclaim`] (`POST /v1/nodes/{node}/reclaim`) runs these phases in order and reports the
 //! time of each; the first failure stops it with the node still in its
 //! project (nothing half-done is hidden from the database):
-//! 1. `runtime`: bring the node back to the metalcast runtime. Already there:
+//! 1. `runtime`: with a provisioning network configured, first put the node
+//!    back on it if its tenant took it off ([`super::provisioning`]); then
+//!    bring the node back to the metalcast runtime. Already there:
 //!    nothing to do. A tenant system whose agent checks in: a deployment of
 //!    the runtime image (`serve --runtime-image`) with a kexec hand-over, no
 //!    firmware reboot. Otherwise, or if that fails: the BMC sets the boot
@@ -12,7 +14,8 @@
 //! 2. `wipe` (optional): `discard` or `zero` every disk of the node's
 //!    registered inventory, done by the runtime (whose disk-write guard
 //!    checks them again); a refusal is recorded as a node event.
-//! 3. `networks`: every network detached from every NIC.
+//! 3. `networks`: every network detached from every NIC, except the
+//!    provisioning network: a free node stays where its runtime is reached.
 //! 4. `free`: the node leaves the project; its console log is dropped and
 //!    its metadata tokens stop working.
 
@@ -25,7 +28,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{Error, Result, check_name};
 use crate::authz::{Actor, Caller};
-use crate::db::actions::{ActionKind, ActionStatus};
+use crate::db::actions::ActionKind;
 use crate::drivers::PowerOp;
 
 /// `POST /v1/nodes/{node}/reclaim`.
@@ -97,9 +100,18 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
     let t0 = Instant::now();
     let mut phases = Vec::new();
 
-    // 1. The runtime.
+    // 1. The runtime, reached on the provisioning network.
     let t = Instant::now();
+    let on_network = if st.upstream.is_none() {
+        super::provisioning::ensure(st, &node, Some(&project), "the reclaim", timeout).await?
+    } else {
+        None
+    };
     let (method, detail) = back_to_runtime(st, &user, &project, &node, timeout).await?;
+    let detail = match on_network {
+        Some(n) => format!("{n}; {detail}"),
+        None => detail,
+    };
     phases.push(ReclaimPhase { phase: "runtime".into(), secs: t.elapsed().as_secs_f64(), detail });
 
     // 2. Wipe.
@@ -275,35 +287,23 @@ async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: 
 /// (`metalcast-node`'s exit code 8, `docs/node-runtime.md`).
 const WIPE_REFUSED: u8 = 8;
 
+/// Detaches every network from every NIC of the node but the provisioning
+/// network (a free node stays where its runtime is reached).
 async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String> {
-    let mut ids = Vec::new();
     let mut names = Vec::new();
+    let mut kept = None;
     for a in crate::db::networks::attachments_of_node(&st.db.pool, node).await? {
         let (nic, network, channel) = (a.nic, a.network, a.channel);
+        if st.provision.network.as_deref() == Some(network.as_str()) {
+            kept = Some(format!("; kept provisioning network {network} on {nic}"));
+            continue;
+        }
         // One pending action per NIC: wait for each before queuing the next on the same NIC.
         let id = crate::app::actions::queue(st, node, &nic, ActionKind::ModifyPort, None, &channel).await?;
-        wait_action(st, &id, timeout).await?;
-        ids.push(id);
+        crate::app::actions::wait(st, &id, timeout, "detaching a network").await?;
         names.push(format!("{network} from {nic}"));
     }
-    Ok(if names.is_empty() { "no networks attached".into() } else { format!("detached {}", names.join(", ")) })
-}
-
-async fn wait_action(st: &AppState, id: &str, timeout: Duration) -> Result<()> {
-    let t_end = Instant::now() + timeout;
-    loop {
-        let notified = st.action_done.notified();
-        match crate::app::actions::status(st, id).await? {
-            ActionStatus::Done => return Ok(()),
-            ActionStatus::Error => {
-                return Err(Error::Unprocessable(format!("detaching a network failed (action {id})")));
-            }
-            ActionStatus::Pending => {}
-        }
-        let left = t_end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Unprocessable(format!("detaching a network did not finish (action {id})")));
-        }
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
-    }
+    let detached =
+        if names.is_empty() { "no networks detached".into() } else { format!("detached {}", names.join(", ")) };
+    Ok(format!("{detached}{}", kept.unwrap_or_default()))
 }

@@ -74,19 +74,20 @@ pub async fn take_free(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<boo
 }
 
 /// Takes `node` out of `project` unless something still holds it there:
-/// an attached network, a pending networking action, a deployment in
+/// an attached network other than `keep` (the provisioning network), a pending networking action, a deployment in
 /// flight (one statement, so the checks are atomic with the write).
 /// Returns whether it left.
-pub async fn release(pool: &AnyPool, node: &str, project: &str) -> Result<bool, sqlx::Error> {
+pub async fn release(pool: &AnyPool, node: &str, project: &str, keep: Option<&str>) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
-         AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1) \
+         AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1 AND network <> $3) \
          AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING') \
          AND NOT EXISTS ({})",
         super::deployments::IN_FLIGHT_SQL
     )))
     .bind(node)
     .bind(project)
+    .bind(keep.unwrap_or(""))
     .execute(pool)
     .await?;
     Ok(r.rows_affected() > 0)

@@ -354,3 +354,188 @@ async fn bad_bodies_are_refused_before_a_missing_provisioning_network(h: &Harnes
     assert_eq!(post(good).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 both_backends!(bad_bodies_are_refused_before_a_missing_provisioning_network);
+
+/// Every server start takes a new block of runtime instruction ids from the
+/// database (one statement, so two starts never share one), and the
+/// runtime API gives out ids from that block only: a report of a killed
+/// process's instruction can never name one of the next process's.
+async fn every_start_takes_a_new_block_of_instruction_ids(h: &Harness) {
+    use metalcast_runtime_api::Action;
+    use metalcast_runtime_api::server::ID_BLOCK;
+    let first = crate::app::runtime::take_id_block(&h.st).await.unwrap();
+    let (a, b) = tokio::join!(crate::app::runtime::take_id_block(&h.st), crate::app::runtime::take_id_block(&h.st));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut taken = vec![first, a, b];
+    taken.sort_unstable();
+    assert_eq!(taken, vec![first, first + 1, first + 2], "blocks repeat or skip");
+    // The state gives out ids from the block it took last.
+    let next = crate::app::runtime::take_id_block(&h.st).await.unwrap();
+    assert_eq!(next, first + 3);
+    let id = h.st.runtime.push("52:54:00:00:30:01", Action::PowerOff).unwrap();
+    assert_eq!(id, next * ID_BLOCK + 1);
+}
+both_backends!(every_start_takes_a_new_block_of_instruction_ids);
+
+/// Waits (bounded) until deployment `id` is no longer running; returns it.
+async fn finished(h: &Harness, who: &Who, id: i64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (s, d) = h.call("GET", &format!("/v1/deployments/{id}"), who, None).await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        if d["state"] != "running" {
+            return d;
+        }
+        assert!(std::time::Instant::now() < deadline, "deployment {id} still running: {d}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The `provisioning-network` events of `node`, as its project sees them.
+async fn provisioning_events(h: &Harness, who: &Who, node: &str) -> Vec<String> {
+    let (s, v) = h.call("GET", &format!("/v1/events?node={node}"), who, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "provisioning-network")
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// With `serve --provision-network`, a deployment and a reclaim first put
+/// a node whose tenant detached the provisioning network back on it (a
+/// real networking action through the node's switch port) and say so in
+/// the node's events; a node already on it is left alone; tenant networks
+/// are never detached for it (the node fails with the reason instead); and
+/// a reclaimed node stays on it.
+async fn deploy_and_reclaim_put_the_node_back_on_the_provisioning_network(h: &Harness) {
+    let key = format!("pn-{}", crate::auth::random_hex(4));
+    let mac = "52:54:00:00:40:01";
+    h.ok("PUT", "/v0/project/pa", None).await;
+    let alice = h.user("alice", &["pa"]).await;
+    h.ok("PUT", "/v0/node/n1", Some(json!({"obm": crate::drivers::mock::obm(&key)}))).await;
+    h.ok("PUT", "/v0/node/n1/nic/eth0", Some(json!({"macaddr": mac}))).await;
+    h.ok("PUT", "/v0/switch/sw", Some(crate::drivers::mock::switch(&key, false, false))).await;
+    h.ok("PUT", "/v0/switch/sw/port/p1", None).await;
+    h.ok("POST", "/v0/switch/sw/port/p1/connect_nic", Some(json!({"node": "n1", "nic": "eth0"}))).await;
+    h.ok("PUT", "/v0/network/prov", Some(json!({"owner": "admin", "access": "", "net_id": "3000"}))).await;
+    h.ok("PUT", "/v0/network/na", Some(json!({"owner": "pa", "access": "pa", "net_id": ""}))).await;
+    h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n1"}))).await;
+    let (s, v) = h.raw("PUT", "/v1/images/img?project=pa", &alice, bundle(Some(&h.signer), 3)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let nic_networks = || async { h.ok("GET", "/v0/node/n1", None).await["nics"][0]["networks"].clone() };
+    let (s, v) = h.call("POST", "/v0/node/n1/nic/eth0/connect_network", &alice, Some(json!({"network": "prov"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    // The tenant takes its node off the provisioning network.
+    let (s, v) = h.call("POST", "/v0/node/n1/nic/eth0/detach_network", &alice, Some(json!({"network": "prov"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    assert_eq!(nic_networks().await, json!({}));
+
+    // A deployment puts it back before it looks for the runtime (none answers here: it fails on that).
+    let deploy = json!({"image": "img", "project": "pa", "timeout_secs": 5});
+    let (s, d) = h.call("POST", "/v1/deployments", &alice, Some(deploy.clone())).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let id = d["id"].as_i64().unwrap();
+    let d = finished(h, &alice, id).await;
+    assert!(d["nodes"][0]["reason"].as_str().unwrap().contains("no runtime checked in"), "{d}");
+    assert_eq!(nic_networks().await, json!({"vlan/native": "prov"}));
+    let events = provisioning_events(h, &alice, "n1").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains(&format!("eth0 put on the provisioning network prov for deployment {id}")),
+        "{events:?}"
+    );
+    let switch_log = crate::drivers::mock::log(&key);
+    assert!(switch_log.iter().filter(|l| l.contains("3000")).count() >= 3, "connect, detach, connect: {switch_log:?}");
+
+    // Already on it: nothing is done, nothing recorded.
+    let (_, d) = h.call("POST", "/v1/deployments", &alice, Some(deploy.clone())).await;
+    finished(h, &alice, d["id"].as_i64().unwrap()).await;
+    assert_eq!(provisioning_events(h, &alice, "n1").await.len(), 1);
+
+    // The tenant's own network on the native VLAN instead: not detached for it; the node fails, saying why.
+    let (_, v) = h.call("POST", "/v0/node/n1/nic/eth0/detach_network", &alice, Some(json!({"network": "prov"}))).await;
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    let (_, v) = h.call("POST", "/v0/node/n1/nic/eth0/connect_network", &alice, Some(json!({"network": "na"}))).await;
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    let (_, d) = h.call("POST", "/v1/deployments", &alice, Some(deploy)).await;
+    let d = finished(h, &alice, d["id"].as_i64().unwrap()).await;
+    let reason = d["nodes"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("none of its NICs can be put on it"), "{d}");
+    assert_eq!(nic_networks().await, json!({"vlan/native": "na"}), "a tenant network was detached");
+    // The same refusal for a reclaim, which leaves the node in its project.
+    let (s, v) = h.call("POST", "/v1/nodes/n1/reclaim", &alice, Some(json!({"timeout_secs": 10}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("none of its NICs can be put on it"), "{v}");
+    assert_eq!(h.ok("GET", "/v0/node/n1", None).await["project"], "pa");
+
+    // Without the tenant network, a reclaim (through the BMC: no runtime is up) puts the node back on the
+    // provisioning network before the power cycle, and the free node stays on it.
+    let (_, v) = h.call("POST", "/v0/node/n1/nic/eth0/detach_network", &alice, Some(json!({"network": "na"}))).await;
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    let booted = {
+        let (app, key) = (h.app.clone(), key.clone());
+        tokio::spawn(async move {
+            while !crate::drivers::mock::log(&key).iter().any(|l| l.contains("Cycle")) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let checkin = json!({"node": mac, "role": "runtime", "boot_id": "b9", "version": "0", "address": "10.0.0.9",
+                "uptime_secs": 5.0, "network_secs": 0.1,
+                "inventory": {"nics": [], "cpus": 1, "memory_bytes": 1, "disks": [], "kernel": "6.1"}});
+            runtime_call(&app, "POST", "/v1/runtime/checkin", Some(checkin)).await.0
+        })
+    };
+    let (s, v) = h.call("POST", "/v1/nodes/n1/reclaim", &alice, Some(json!({"timeout_secs": 30}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(booted.await.unwrap(), StatusCode::OK);
+    assert!(v["phases"][0]["detail"].as_str().unwrap().contains("put on the provisioning network prov"), "{v}");
+    assert!(v["phases"][1]["detail"].as_str().unwrap().contains("kept provisioning network prov on eth0"), "{v}");
+    assert_eq!(nic_networks().await, json!({"vlan/native": "prov"}));
+    let log = crate::drivers::mock::log(&key);
+    let (on_prov, cycled) =
+        (log.iter().rposition(|l| l.contains("3000")).unwrap(), log.iter().position(|l| l.contains("Cycle")).unwrap());
+    assert!(on_prov < cycled, "the power cycle came before the node was on the provisioning network: {log:?}");
+    let events = h.ok("GET", "/v1/events?node=n1", None).await;
+    let last = events.as_array().unwrap().iter().rev().find(|e| e["kind"] == "provisioning-network").unwrap();
+    assert!(last["reason"].as_str().unwrap().contains("for the reclaim"), "{events}");
+    // HIL's detach_node is not blocked by the provisioning network either; by a tenant network it is.
+    h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "n1"}))).await;
+    let (_, v) = h
+        .call(
+            "POST",
+            "/v0/node/n1/nic/eth0/connect_network",
+            &alice,
+            Some(json!({"network": "na", "channel": "vlan/100"})),
+        )
+        .await;
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE", "{v}");
+    let (s, _) = h.call("POST", "/v0/project/pa/detach_node", &alice, Some(json!({"node": "n1"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (_, v) = h.call("POST", "/v0/node/n1/nic/eth0/detach_network", &alice, Some(json!({"network": "na"}))).await;
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    let (s, v) = h.call("POST", "/v0/project/pa/detach_node", &alice, Some(json!({"node": "n1"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+mod deploy_and_reclaim_put_the_node_back_on_the_provisioning_network {
+    use super::*;
+    fn configured(h: Harness) -> Harness {
+        h.with_provision(|p| crate::app::deployments::Provision { network: Some("prov".into()), ..p })
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let h = configured(Harness::sqlite().await);
+        super::deploy_and_reclaim_put_the_node_back_on_the_provisioning_network(&h).await;
+        h.finish().await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        if let Some(h) = Harness::postgres().await {
+            let h = configured(h);
+            super::deploy_and_reclaim_put_the_node_back_on_the_provisioning_network(&h).await;
+            h.finish().await;
+        }
+    }
+}

@@ -105,6 +105,19 @@ impl Harness {
         }
     }
 
+    /// The same harness with its provisioning configuration changed by `f`
+    /// (before any request ran).
+    pub fn with_provision(
+        self,
+        f: impl FnOnce(crate::app::deployments::Provision) -> crate::app::deployments::Provision,
+    ) -> Harness {
+        let Harness { app, st, admin, signer, registry_dir, _dir, pg } = self;
+        drop(app);
+        let provision = f(st.provision.clone());
+        let st = st.with_provision(provision);
+        Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg }
+    }
+
     /// Drop the per-test PostgreSQL database.
     pub async fn finish(self) {
         self.st.db.pool.close().await;

@@ -179,6 +179,23 @@ async fn drive(
     let blocks_total = bundle.manifest.stored_chunks().count() as i64;
     let attempt = tx.borrow().nodes.iter().map(|n| n.attempts).max().unwrap_or(1);
 
+    // 0. Every node on the provisioning network (when one is configured): its tenant may have detached it.
+    let mut reachable = Vec::new();
+    for n in nodes {
+        let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(60));
+        match crate::app::provisioning::ensure(st, n, Some(&row.project), &format!("deployment {id}"), left).await {
+            Ok(_) => reachable.push(n.clone()),
+            Err(e) => {
+                set_node(st, tx, id, n, |p| {
+                    p.state = NodeState::Failed;
+                    p.reason = e.public_message();
+                })
+                .await?
+            }
+        }
+    }
+    let nodes = &reachable;
+
     // 1. Every node's runtime: the MAC of one of its NICs must have checked in.
     let join = Duration::from_secs(30).min(deadline.saturating_duration_since(Instant::now()));
     let mut members = Vec::new();

@@ -53,11 +53,13 @@ pub struct Provision {
     pub mtu: usize,
     /// Image that reclaimed nodes are kexec'd back into (the bootstrap bundle).
     pub runtime_image: Option<String>,
+    /// The network the runtime reaches this server on ([`crate::app::provisioning`]).
+    pub network: Option<String>,
 }
 
 impl Default for Provision {
     fn default() -> Self {
-        Provision { addr: None, public_url: None, rate_mbit: 0, mtu: 1500, runtime_image: None }
+        Provision { addr: None, public_url: None, rate_mbit: 0, mtu: 1500, runtime_image: None, network: None }
     }
 }
 
