@@ -604,6 +604,10 @@ struct PlanParams {
 
 /// How often needs are checked against the plans (back-offs run on this grain).
 const CHECK_INTERVAL: Duration = Duration::from_millis(1);
+/// After a repair symbol of a block, no ask for it for this long: the rest
+/// of its burst may be on the way (a burst's symbols go back to back, about
+/// 60 us apart at 200 Mbit/s).
+const REPAIR_QUIET: Duration = Duration::from_millis(2);
 
 /// The repair a plan announced for one block.
 #[derive(Debug, Clone, Copy)]
@@ -626,6 +630,9 @@ struct BlockFeedback {
     repair_end: u32,
     /// When a report last asked for the block.
     asked: Option<Instant>,
+    /// No ask before then: a repair symbol of the block arrived just now, so
+    /// a burst may still be coming (its plan may have been lost).
+    quiet: Option<Instant>,
     /// When the running back-off ends.
     backoff: Option<Instant>,
 }
@@ -711,7 +718,7 @@ impl<'r> RxState<'r> {
         self.seq_max = self.seq_max.max(h.seq);
         let advanced = match h.kind {
             Kind::Poll => fresh | self.on_poll(body, fresh),
-            Kind::Symbol => fresh | self.on_symbol(h.a, h.seq, body)?,
+            Kind::Symbol => fresh | self.on_symbol(h.a, h.seq, body, now)?,
             Kind::Plan => fresh && self.on_plan(body, now),
             _ => {
                 self.rejected.invalid += 1;
@@ -768,11 +775,11 @@ impl<'r> RxState<'r> {
         true
     }
 
-    /// An authentic symbol of block `b`, sequence number `seq`: buffered,
-    /// and the block handed to the decode thread once it has enough. Returns
-    /// whether it was new to a block being collected.
+    /// An authentic symbol of block `b`, sequence number `seq`, received at
+    /// `now`: buffered, and the block handed to the decode thread once it
+    /// has enough. Returns whether it was new to a block being collected.
     #[inline]
-    fn on_symbol(&mut self, b: u32, seq: u64, body: &[u8]) -> Result<bool, TransportError> {
+    fn on_symbol(&mut self, b: u32, seq: u64, body: &[u8], now: Instant) -> Result<bool, TransportError> {
         let b = b as usize;
         let t = self.t;
         let Ok((esi, sym)) = packet::symbol_body(body) else {
@@ -793,7 +800,12 @@ impl<'r> RxState<'r> {
             self.closed_upto = self.closed_upto.max(b);
         } else {
             // A repair symbol: where the block's planned burst stands.
+            // The sender sent a burst for the block: if it leaves the block
+            // short, ask again as soon as it is past (not [`ASK_RETRY`] after
+            // the last ask), but not while it is still coming.
             let fb = &mut self.fb[b];
+            fb.asked = None;
+            fb.quiet = Some(now + REPAIR_QUIET);
             fb.repair_end = fb.repair_end.max(esi + 1);
             if let Some(c) = fb.cover.as_mut()
                 && c.last_seq.is_none()
@@ -1020,7 +1032,10 @@ impl<'r> RxState<'r> {
         for (b, need) in needs {
             let fb = &mut self.fb[b as usize];
             let coming = fb.coming(now, seq_max);
-            if need <= coming || fb.asked.is_some_and(|t| now.duration_since(t) < ASK_RETRY) {
+            if need <= coming
+                || fb.asked.is_some_and(|t| now.duration_since(t) < ASK_RETRY)
+                || fb.quiet.is_some_and(|t| now < t)
+            {
                 fb.backoff = None;
                 continue;
             }
