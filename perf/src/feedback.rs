@@ -73,6 +73,8 @@ struct Run {
     secs: f64,
     wire_ratio: f64,
     plans: f64,
+    /// For the log: first pass seconds, rate cuts, repair symbols, bursts.
+    detail: String,
 }
 
 /// Counts the bytes written, keeps none.
@@ -121,8 +123,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Vec<Row>> {
                     match session(&f, &image, cfg, plans, link_mbit, next_port()) {
                         Ok(r) => {
                             eprintln!(
-                                "{tag}: {:.1} report packets per receiver ({:.1} sent), done by {:.2}s, wire/image {:.3}, {} plans",
-                                r.reports, r.sent, r.secs, r.wire_ratio, r.plans
+                                "{tag}: {:.1} report packets per receiver ({:.1} sent), done by {:.2}s, wire/image {:.3}, {} plans, {}",
+                                r.reports, r.sent, r.secs, r.wire_ratio, r.plans, r.detail
                             );
                             got[usize::from(plans)].push(r);
                         }
@@ -162,6 +164,7 @@ fn on_off(b: bool) -> &'static str {
 /// One session to every receiver, plans on or off.
 fn session(f: &Fabric, image: &Image, cfg: &Config, plans: bool, link_mbit: u64, port: u16) -> anyhow::Result<Run> {
     let n = f.receivers().len();
+    let cpu_start = crate::sys::process_cpu_secs();
     let manifest = Arc::new(metalcast_image::Bundle::open(&image.bundle)?.manifest);
     let spec = SessionSpec::new(
         &manifest.root_hash,
@@ -219,12 +222,17 @@ fn session(f: &Fabric, image: &Image, cfg: &Config, plans: bool, link_mbit: u64,
     }
     anyhow::ensure!(s.done() == n, "not every receiver reported done: {:?}", s.receivers);
     let secs = s.receivers.iter().filter_map(|r| r.done_secs).fold(0.0, f64::max);
+    let cpu = crate::sys::process_cpu_secs() - cpu_start;
     Ok(Run {
         reports: s.report_packets as f64 / n as f64,
         sent: sent as f64 / n as f64,
         secs,
         wire_ratio: s.wire_ratio,
         plans: s.plan_packets as f64,
+        detail: format!(
+            "first pass {:.2}s, {} rate cuts, {} repair symbols in {} bursts, {cpu:.2} CPU s (sender and receivers)",
+            s.pass_secs, s.rate_cuts, s.repair_packets, s.bursts
+        ),
     })
 }
 

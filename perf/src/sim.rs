@@ -429,7 +429,8 @@ pub fn metalcast(cfg: &Config) -> Prediction {
             .map(|i| inflate((blocks[b] + extra[b][i]).saturating_sub(have[b][i]).max(1)))
             .collect();
         let (count, ready) = if cfg.suppression {
-            let planned = if first { u64::from(predictor.plan()) } else { 0 };
+            let predict = first && metalcast_transport::feedback::predicts(n);
+            let planned = if predict { u64::from(predictor.plan()) } else { 0 };
             let r = suppressed_round(&needs, planned, p, backoff_max, cfg.rtt, &mut rng);
             asks += r.asks;
             plans += r.announcements;

@@ -57,6 +57,20 @@ pub fn backoff(max: Duration, excess: u32, u: f64) -> Duration {
     max.mul_f64(u.clamp(0.0, 1.0) / f64::from(excess.max(1)))
 }
 
+/// Fewest receivers for which the sender predicts each block's first burst.
+/// Below, the back-off alone keeps asks few (and status reports dominate:
+/// at 16 receivers the prediction cut report packets only from 0.35 to 0.33
+/// of version 3's), while on the fabric, 16 receivers at 5% loss behind
+/// 200 Mbit/s, it made the first pass 3% longer (more, smaller bursts; the
+/// cause is not understood). At 1,000 receivers without it the simulation
+/// gives 0.049 of the image in reports, at 10,000 0.48; with it 0.003 and 0.023.
+pub const PREDICT_MIN_RECEIVERS: usize = 64;
+
+/// Whether the sender predicts first bursts for `receivers` receivers.
+pub fn predicts(receivers: usize) -> bool {
+    receivers >= PREDICT_MIN_RECEIVERS
+}
+
 /// Exceedances of the plan the predictor aims at: it rises by
 /// [`PREDICT_UP`] symbols after a block whose plan someone exceeded, falls
 /// by one after a block whose plan nobody did, and so settles where about

@@ -817,9 +817,15 @@ impl<'a> Sender<'a> {
                 repair_budget = (repair_budget + k).min(u64::from(self.layout.k_max));
                 last_seq[pass] = self.seq - 1;
                 if self.cfg.plans {
-                    // The block's predicted first burst, announced now: receivers
-                    // whose needs it covers never speak about the block.
-                    let planned = predictor.plan().min(MAX_ESI - next_repair_id[pass]);
+                    // The block's predicted first burst (large fleets only),
+                    // announced now: receivers whose needs it covers never
+                    // speak about the block.
+                    let receivers = self.cfg.expected_receivers.max(rxs.len());
+                    let planned = if feedback::predicts(receivers) {
+                        predictor.plan().min(MAX_ESI - next_repair_id[pass])
+                    } else {
+                        0
+                    };
                     let mut entries = Vec::new();
                     if planned > 0 {
                         predicted[pass] = Some(planned);
