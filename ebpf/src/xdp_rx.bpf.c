@@ -38,10 +38,10 @@
 #define MAX_QUEUES 64
 #define DONE_WORDS 65536 // 64-bit words of finished-block bits, shared by all sessions
 
-// metalcast packet header (docs/wire-protocol.md): magic "MC", version 3,
+// metalcast packet header (docs/wire-protocol.md): magic "MC", version 4,
 // kind, session id (u64 LE), sequence number (u64 LE), a (u32 LE).
 #define MC_HEADER_LEN 24
-#define MC_VERSION 3
+#define MC_VERSION 4
 #define MC_KIND_SYMBOL 1
 
 #define ETH_P_8021Q_ 0x8100

@@ -13,6 +13,7 @@
 //!   environment of one run, its outcome), which `suite`, `contenders` and
 //!   `blaster` import and which imports none of them;
 //! - [`multicast`]: the original metalcast-vs-udpcast preset of the suite;
+//! - [`feedback`]: report packets per receiver at the sender, plans off and on;
 //! - [`outliers`]: one lossy or late receiver among N, the healthy ones'
 //!   completion time against a run without it;
 //! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers, and
@@ -24,6 +25,7 @@
 pub mod blaster;
 pub mod contender;
 pub mod contenders;
+pub mod feedback;
 pub mod image_build;
 pub mod interrupt;
 pub mod kexec_boot;

@@ -61,6 +61,37 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Report packets per receiver at the sender with plans off (every receiver every 5 ms, wire version
+    /// 3's feedback) and on, alternately on one fabric (root).
+    Feedback {
+        /// Receivers.
+        #[arg(long, default_value_t = 16)]
+        receivers: usize,
+        /// Image size, MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+        /// Random loss on every link, percent (one case each).
+        #[arg(long, value_delimiter = ',', default_value = "1,5")]
+        loss: Vec<f64>,
+        /// Emulated link rates, Mbit/s, every link both ways (0: unthrottled).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        link_mbit: Vec<u64>,
+        /// Repetitions.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// The sender's rate cap, Mbit/s of UDP payload (0: none; an emulated link caps it too).
+        #[arg(long, default_value_t = 0)]
+        rate_mbit: u64,
+        /// Give up on one session after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// Scratch directory for the image.
+        #[arg(long, default_value = "/var/tmp")]
+        scratch: PathBuf,
+        /// Also write the rows as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// One lossy or late receiver among N: the healthy receivers' completion time over their own in a run
     /// without it (root).
     Outliers {
@@ -188,6 +219,24 @@ fn main() -> anyhow::Result<()> {
             println!("{}", metalcast_bench::report::markdown(&report));
             if let Some(j) = json {
                 std::fs::write(&j, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", j.display()))?;
+            }
+        }
+        Cmd::Feedback { receivers, size_mib, loss, link_mbit, reps, rate_mbit, timeout_secs, scratch, json } => {
+            let cfg = metalcast_bench::feedback::Config {
+                receivers,
+                size_mib,
+                losses: loss,
+                link_mbit,
+                reps,
+                rate_mbit,
+                scratch,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            let rows = metalcast_bench::feedback::run(&cfg)?;
+            println!("{}", metalcast_bench::feedback::markdown(&cfg, &rows));
+            if let Some(j) = json {
+                std::fs::write(&j, serde_json::to_string_pretty(&rows)?)
                     .with_context(|| format!("writing {}", j.display()))?;
             }
         }

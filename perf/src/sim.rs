@@ -77,6 +77,9 @@ pub struct Config {
     pub cpu_efficiency: f64,
     /// Fixed start-up cost of a metalcast session (join phase), seconds.
     pub startup: f64,
+    /// metalcast's feedback: plans and suppression (wire version 4, `true`),
+    /// or every receiver reporting every 5 ms (version 3).
+    pub suppression: bool,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             shared_cores: None,
             cpu_efficiency: 1.0,
             startup: 0.03,
+            suppression: true,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct Prediction {
     pub wire_payload: f64,
     /// Feedback (reports, acks) at the IP level / image bytes, all receivers together.
     pub feedback_ip: f64,
+    /// Feedback packets (reports, acks) per receiver.
+    pub reports_per_receiver: f64,
     /// Packets the sender sent.
     pub packets: u64,
     /// Seconds until every receiver is done.
@@ -252,6 +258,8 @@ const GATHER: f64 = 0.006;
 struct Pending {
     ready: f64,
     block: usize,
+    /// Repair symbols the burst will carry.
+    count: u64,
 }
 impl Eq for Pending {}
 impl PartialOrd for Pending {
@@ -265,6 +273,62 @@ impl Ord for Pending {
         o.ready.total_cmp(&self.ready).then(o.block.cmp(&self.block))
     }
 }
+
+/// What one repair round of a block costs in feedback under suppression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Round {
+    /// Repair symbols the sender sends: the plan, raised by every ask above it.
+    burst: u64,
+    /// Need reports sent.
+    asks: u64,
+    /// The first ask's back-off, seconds (None: nobody asked).
+    first: Option<f64>,
+    /// Plans announced again (each ask above the plan raises it).
+    announcements: u64,
+}
+
+/// One repair round of a block with plans and suppression: every receiver
+/// hears the plan (`planned` symbols) unless its copy is lost (`p_miss`);
+/// one whose need exceeds what it heard asks after a back-off uniform in
+/// `[0, backoff_max / excess)`, unless a plan announced again by then (one
+/// round trip after an ask that raised it) reaches it and covers it.
+fn suppressed_round(needs: &[u64], planned: u64, p_miss: f64, backoff_max: f64, rtt: f64, rng: &mut Rng) -> Round {
+    // (back-off, need, plan it heard)
+    let mut asks: Vec<(f64, u64, u64)> = Vec::new();
+    for &n in needs {
+        let heard = if planned > 0 && rng.f64() >= p_miss { planned } else { 0 };
+        if n > heard {
+            asks.push((backoff_max * rng.f64() / (n - heard) as f64, n, heard));
+        }
+    }
+    asks.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut round = Round { burst: planned, asks: 0, first: None, announcements: 0 };
+    // (when it reaches the receivers, the plan)
+    let mut announced: Vec<(f64, u64)> = Vec::new();
+    for (d, n, heard) in asks {
+        let latest = announced.iter().rev().find(|(t, _)| *t <= d).map(|&(_, o)| o);
+        let known = match latest {
+            Some(o) if rng.f64() >= p_miss => o.max(heard),
+            _ => heard,
+        };
+        if n <= known {
+            continue;
+        }
+        round.asks += 1;
+        round.first.get_or_insert(d);
+        if n > round.burst {
+            round.burst = n;
+            round.announcements += 1;
+            announced.push((d + rtt, n));
+        }
+    }
+    round
+}
+
+/// IP bytes of a plan packet with one entry (IP/UDP 28, header 24, body 8 + 12, MAC 16).
+const PLAN_IP: u64 = 88;
+/// IP bytes of a report with about one need (108 + 8).
+const REPORT_IP: f64 = 116.0;
 
 /// metalcast's scheme (see the module docs).
 pub fn metalcast(cfg: &Config) -> Prediction {
@@ -292,8 +356,11 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     let mut rx_pkts = vec![0u64; n];
     let mut decode_secs = vec![0f64; n];
     let mut repairs = BinaryHeap::new();
-    // Earliest report after a burst among N receivers reporting every 5 ms at random phases.
+    // Version 3: the earliest report after a burst among N receivers reporting every 5 ms at random phases.
     let feedback = REPORT_INTERVAL / (n as f64 + 1.0) + cfg.rtt / 2.0 + GATHER;
+    let backoff_max = metalcast_transport::feedback::backoff_max(n).as_secs_f64();
+    let mut predictor = metalcast_transport::feedback::Predictor::default();
+    let (mut asks, mut plans) = (0u64, 0u64);
     let (mut now, mut next_first, mut packets, mut last_done) = (0.0f64, 0usize, 0u64, 0.0f64);
     let k_max = blocks.iter().copied().max().unwrap_or(0);
     let mut repair_budget = 0u64;
@@ -302,14 +369,9 @@ pub fn metalcast(cfg: &Config) -> Prediction {
         // symbol count (at most one block's worth banked) allows, then the next block.
         let due = repairs.peek().is_some_and(|p: &Pending| p.ready <= now);
         let (b, count, first) = if due && (repair_budget > 0 || next_first == blocks.len()) {
-            let Pending { block, .. } = repairs.pop().expect("peeked");
-            let need = (0..n)
-                .filter(|&i| !done[block][i])
-                .map(|i| inflate((blocks[block] + extra[block][i]).saturating_sub(have[block][i]).max(1)))
-                .max()
-                .unwrap_or(0);
-            repair_budget = repair_budget.saturating_sub(need);
-            (block, need, false)
+            let Pending { block, count, .. } = repairs.pop().expect("peeked");
+            repair_budget = repair_budget.saturating_sub(count);
+            (block, count, false)
         } else if next_first < blocks.len() {
             next_first += 1;
             repair_budget = (repair_budget + blocks[next_first - 1]).min(k_max);
@@ -353,11 +415,37 @@ pub fn metalcast(cfg: &Config) -> Prediction {
                 left[b] -= 1;
             }
         }
+        if first && cfg.suppression {
+            // The plan announced with the block's source symbols (zero entries if nothing is planned).
+            plans += 1;
+        }
         if left[b] == 0 {
             last_done = last_done.max(now);
-        } else {
-            repairs.push(Pending { ready: now + feedback, block: b });
+            continue;
         }
+        // What each receiver still missing the block needs (inflated by its loss rate).
+        let needs: Vec<u64> = (0..n)
+            .filter(|&i| !done[b][i])
+            .map(|i| inflate((blocks[b] + extra[b][i]).saturating_sub(have[b][i]).max(1)))
+            .collect();
+        let (count, ready) = if cfg.suppression {
+            let predict = first && metalcast_transport::feedback::predicts(n);
+            let planned = if predict { u64::from(predictor.plan()) } else { 0 };
+            let r = suppressed_round(&needs, planned, p, backoff_max, cfg.rtt, &mut rng);
+            asks += r.asks;
+            plans += r.announcements;
+            if first {
+                predictor
+                    .update(u32::try_from(planned).unwrap_or(u32::MAX), u32::try_from(r.burst).unwrap_or(u32::MAX));
+            }
+            // The block's own plan opened the gather window as its source ended; after
+            // a burst, the first ask does.
+            let wait = if first { GATHER } else { r.first.unwrap_or(0.0) + cfg.rtt / 2.0 + GATHER };
+            (r.burst, now + wait)
+        } else {
+            (needs.iter().copied().max().unwrap_or(0), now + feedback)
+        };
+        repairs.push(Pending { ready, block: b, count });
     }
     // The link bounds time; so does CPU: each host's own, or the shared cores of a one-box fabric.
     let rx_cpu: Vec<f64> = (0..n).map(|i| rx_pkts[i] as f64 * cfg.rx_packet_cpu + decode_secs[i]).collect();
@@ -368,16 +456,23 @@ pub fn metalcast(cfg: &Config) -> Prediction {
     };
     let link_secs = last_done + cfg.rtt;
     let secs = cfg.startup + link_secs.max(cpu_bound);
-    // Reports: every receiver, every 5 ms, 108 IP bytes plus 8 per need (about one need).
-    let feedback_bytes = n as f64 * (secs / REPORT_INTERVAL) * 116.0;
+    let reports = if cfg.suppression {
+        // Status reports at the interval the sender announces, the asks, one done report each.
+        let status = metalcast_transport::feedback::status_interval(n).as_secs_f64();
+        n as f64 * (secs / status).floor() + asks as f64 + n as f64
+    } else {
+        // Every receiver, every 5 ms.
+        n as f64 * (secs / REPORT_INTERVAL)
+    };
     let image = cfg.image_bytes as f64;
     Prediction {
-        scheme: "metalcast",
+        scheme: if cfg.suppression { "metalcast" } else { "metalcast, v3 feedback" },
         receivers: n,
         loss_percent: cfg.loss.mean_percent(),
-        wire_ip: (packets * (t + MC_OVERHEAD_IP)) as f64 / image,
-        wire_payload: (packets * (t + MC_OVERHEAD_IP - 28)) as f64 / image,
-        feedback_ip: feedback_bytes / image,
+        wire_ip: (packets * (t + MC_OVERHEAD_IP) + plans * PLAN_IP) as f64 / image,
+        wire_payload: (packets * (t + MC_OVERHEAD_IP - 28) + plans * (PLAN_IP - 28)) as f64 / image,
+        feedback_ip: reports * REPORT_IP / image,
+        reports_per_receiver: reports / n as f64,
         packets,
         secs,
         link_secs,
@@ -423,6 +518,7 @@ pub fn nack(cfg: &Config) -> Prediction {
         wire_payload: (packets * (block + 16)) as f64 / image,
         // An acknowledgement or retransmit request: about 64 IP bytes.
         feedback_ip: (acks * 64) as f64 / image,
+        reports_per_receiver: acks as f64 / n as f64,
         packets,
         secs,
         link_secs: secs,
@@ -452,6 +548,7 @@ pub fn unicast(cfg: &Config) -> Prediction {
         wire_payload: (packets * mss) as f64 / image,
         // One ACK (52 bytes) per two segments.
         feedback_ip: packets as f64 / 2.0 * 52.0 / image,
+        reports_per_receiver: packets as f64 / 2.0 / n,
         packets,
         secs,
         link_secs: secs,
@@ -459,20 +556,31 @@ pub fn unicast(cfg: &Config) -> Prediction {
     }
 }
 
-/// All three schemes for one configuration.
+/// Every scheme for one configuration: metalcast with its feedback of
+/// wire version 4 (plans and suppression) and of version 3 (every receiver
+/// reports every 5 ms), NACK and unicast.
 pub fn all(cfg: &Config) -> Vec<Prediction> {
-    vec![metalcast(cfg), nack(cfg), unicast(cfg)]
+    let v3 = Config { suppression: false, ..cfg.clone() };
+    vec![metalcast(cfg), metalcast(&v3), nack(cfg), unicast(cfg)]
 }
 
 /// Markdown table of predictions.
 pub fn markdown(rows: &[Prediction]) -> String {
     let mut s = String::from(
-        "| N | loss | scheme | wire/image IP | wire/image payload | feedback/image | seconds |\n|---:|---:|---|---:|---:|---:|---:|\n",
+        "| N | loss | scheme | wire/image IP | wire/image payload | feedback/image | reports/receiver | seconds |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {:.2}% | {} | {:.4} | {:.4} | {:.4} | {:.2} |\n",
-            r.receivers, r.loss_percent, r.scheme, r.wire_ip, r.wire_payload, r.feedback_ip, r.secs
+            "| {} | {:.2}% | {} | {:.4} | {:.4} | {:.4} | {:.0} | {:.2} |\n",
+            r.receivers,
+            r.loss_percent,
+            r.scheme,
+            r.wire_ip,
+            r.wire_payload,
+            r.feedback_ip,
+            r.reports_per_receiver,
+            r.secs
         );
     }
     s

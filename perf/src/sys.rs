@@ -148,6 +148,12 @@ pub fn thread_cpu_secs() -> f64 {
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
 }
 
+/// CPU seconds (user + system) the whole process has used so far, every thread.
+pub fn process_cpu_secs() -> f64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+}
+
 /// Busy CPU seconds of the whole machine since boot, all CPUs (user, nice,
 /// system, irq, softirq and steal time from the first line of `/proc/stat`).
 pub fn machine_busy_secs() -> anyhow::Result<f64> {

@@ -16,6 +16,7 @@
 //! - [`layout`]: chunks to source blocks;
 //! - [`sender`] and [`receiver`]: the two ends;
 //! - [`rate`]: the adaptive send rate;
+//! - [`feedback`]: plans, back-off and status intervals: feedback that scales with the fleet;
 //! - [`outlier`]: which receivers' repair may wait (lossy outliers, late joiners);
 //! - [`erasure`]: the cheap decode for blocks that lost a few source symbols;
 //! - [`source`]: where the receiver's datagrams come from (socket or fast path);
@@ -23,6 +24,7 @@
 
 pub mod erasure;
 pub mod error;
+pub mod feedback;
 mod gf256;
 pub mod key;
 pub mod layout;

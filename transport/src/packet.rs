@@ -11,9 +11,11 @@ use crate::key::SessionKey;
 
 /// First two bytes of every packet.
 pub const MAGIC: [u8; 2] = *b"MC";
-/// Wire protocol version (3: reports carry a freshness counter and a failure
-/// reason; 2 introduced the AEGIS-128L packet MAC; 1 used keyed BLAKE3).
-pub const VERSION: u8 = 3;
+/// Wire protocol version (4: the sender announces repair plans and the
+/// status interval in plan packets, and receivers whose needs a plan covers
+/// stay silent; 3: reports carry a freshness counter and a failure reason;
+/// 2 introduced the AEGIS-128L packet MAC; 1 used keyed BLAKE3).
+pub const VERSION: u8 = 4;
 /// Fixed header length.
 pub const HEADER_LEN: usize = 24;
 /// MAC length.
@@ -35,6 +37,9 @@ pub enum Kind {
     Report = 3,
     /// Unicast, sender to one receiver: its done report was recorded.
     Ack = 4,
+    /// Multicast, sender to receivers: the repair it will send per block,
+    /// the status interval and the longest back-off ([`Plan`]).
+    Plan = 5,
 }
 
 impl Kind {
@@ -44,6 +49,7 @@ impl Kind {
             2 => Kind::Poll,
             3 => Kind::Report,
             4 => Kind::Ack,
+            5 => Kind::Plan,
             _ => return None,
         })
     }
@@ -321,6 +327,72 @@ impl Report {
     }
 }
 
+/// One block's entry in a [`Plan`]: the sender will send the repair symbols
+/// with ESIs `first..first + count` for `block`, in one burst (consecutive
+/// sequence numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanEntry {
+    /// Block number.
+    pub block: u32,
+    /// First ESI of the burst.
+    pub first: u32,
+    /// Symbols in the burst.
+    pub count: u32,
+}
+
+/// Body of a [`Kind::Plan`] packet (multicast, sender to receivers):
+/// status interval (ms) u16, longest back-off (us) u16, entry count u16,
+/// reserved u16 (0), then per entry: block u32, first ESI u32, count u32.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// How often each receiver sends a status report, milliseconds.
+    pub status_ms: u16,
+    /// Longest back-off before a receiver asks for what the plan does not cover, microseconds.
+    pub backoff_us: u16,
+    /// The repair planned, per block.
+    pub entries: Vec<PlanEntry>,
+}
+
+/// Most entries one plan carries (under 1400 bytes).
+pub const MAX_PLAN_ENTRIES: usize = 100;
+const PLAN_FIXED: usize = 8;
+
+impl Plan {
+    /// Encodes the body (at most [`MAX_PLAN_ENTRIES`] entries).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let n = self.entries.len().min(MAX_PLAN_ENTRIES);
+        out.extend_from_slice(&self.status_ms.to_le_bytes());
+        out.extend_from_slice(&self.backoff_us.to_le_bytes());
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        for e in &self.entries[..n] {
+            out.extend_from_slice(&e.block.to_le_bytes());
+            out.extend_from_slice(&e.first.to_le_bytes());
+            out.extend_from_slice(&e.count.to_le_bytes());
+        }
+    }
+
+    /// Decodes a body (already authenticated).
+    pub fn decode(b: &[u8]) -> Result<Plan, Reject> {
+        if b.len() < PLAN_FIXED {
+            return Err(Reject::Invalid);
+        }
+        let u16at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let n = usize::from(u16at(4));
+        if n > MAX_PLAN_ENTRIES || b.len() != PLAN_FIXED + 12 * n || u16at(6) != 0 || u16at(0) == 0 {
+            return Err(Reject::Invalid);
+        }
+        let entries = (0..n)
+            .map(|i| {
+                let o = PLAN_FIXED + 12 * i;
+                PlanEntry { block: u32at(o), first: u32at(o + 4), count: u32at(o + 8) }
+            })
+            .collect();
+        Ok(Plan { status_ms: u16at(0), backoff_us: u16at(2), entries })
+    }
+}
+
 /// Builds a complete sealed packet of `kind` with `body`.
 pub fn build(key: &SessionKey, kind: Kind, session: u64, seq: u64, a: u32, body: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; HEADER_LEN];
@@ -387,5 +459,29 @@ mod tests {
         big.encode(&mut b);
         assert_eq!(Report::decode(&b).unwrap().needs.len(), MAX_NEEDS_PER_REPORT);
         assert!(b.len() + OVERHEAD <= 1400);
+    }
+
+    #[test]
+    fn plan_round_trip_and_bounds() {
+        let p = Plan {
+            status_ms: 20,
+            backoff_us: 2000,
+            entries: vec![PlanEntry { block: 3, first: 800, count: 12 }, PlanEntry { block: 4, first: 737, count: 1 }],
+        };
+        let mut b = Vec::new();
+        p.encode(&mut b);
+        assert_eq!(Plan::decode(&b).unwrap(), p);
+        assert_eq!(Plan::decode(&b[..b.len() - 1]), Err(Reject::Invalid));
+        let mut bad = b.clone();
+        bad[6] = 1;
+        assert_eq!(Plan::decode(&bad), Err(Reject::Invalid), "reserved bytes must be zero");
+        let mut bad = b.clone();
+        bad[0..2].copy_from_slice(&[0, 0]);
+        assert_eq!(Plan::decode(&bad), Err(Reject::Invalid), "a status interval of 0");
+        let big = Plan { entries: vec![p.entries[0]; 500], ..p };
+        let mut b = Vec::new();
+        big.encode(&mut b);
+        assert_eq!(Plan::decode(&b).unwrap().entries.len(), MAX_PLAN_ENTRIES);
+        assert!(b.len() + OVERHEAD + 28 <= 1400);
     }
 }

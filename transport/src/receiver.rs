@@ -15,8 +15,9 @@ use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder};
 
 use crate::erasure::{FewErasures, fast_erasure_limit};
 use crate::error::TransportError;
+use crate::feedback::{self, ASK_RETRY, PLAN_HOLD};
 use crate::layout::Layout;
-use crate::packet::{self, FailReason, Kind, MAX_NEEDS_PER_REPORT, Reject, Report, ReportState};
+use crate::packet::{self, FailReason, Kind, MAX_NEEDS_PER_REPORT, Plan, Reject, Report, ReportState};
 use crate::session::SessionSpec;
 use crate::source::{PacketSource, SocketSource};
 use crate::sys;
@@ -79,7 +80,12 @@ pub struct ReceiverConfig {
     /// seen) and no symbol the receiver lacked. Authentic duplicates (a
     /// replay of captured packets after the sender died) do not count.
     pub idle_timeout: Duration,
-    /// Interval between need reports while something is missing (default 5 ms).
+    /// Interval between reports until the sender announces its own in a
+    /// plan (default 5 ms): a version 3 sender, or one with
+    /// `SenderConfig::plans` off, hears from every receiver this often.
+    /// Once plans come, a receiver sends a status report at the interval
+    /// they give and asks for repair only when no plan covers its need
+    /// (`docs/wire-protocol.md`, "Feedback").
     pub report_interval: Duration,
     /// Most blocks buffered at once; symbols of further blocks wait for the
     /// carousel. Bounds memory to about this many chunks (default 64).
@@ -180,6 +186,8 @@ pub struct ReceiverSummary {
     /// CPU seconds of the decode thread (decoding, decompressing and
     /// verifying blocks); the receive thread's own are the caller's to measure.
     pub decode_cpu_secs: f64,
+    /// Report packets sent (hello, status, need, done and failed reports).
+    pub reports: u64,
 }
 
 struct Pend {
@@ -327,6 +335,8 @@ struct Reports<'a> {
     control: UdpSocket,
     /// The last report's counter.
     counter: Cell<u64>,
+    /// Reports sent.
+    sent: Cell<u64>,
 }
 
 impl Reports<'_> {
@@ -335,6 +345,7 @@ impl Reports<'_> {
     fn send(&self, mut report: Report) {
         report.counter = self.counter.get() + 1;
         self.counter.set(report.counter);
+        self.sent.set(self.sent.get() + 1);
         let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
         report.encode(&mut body);
         let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
@@ -374,8 +385,12 @@ impl<'a> Receiver<'a> {
         // restarted under the same id carries on above its earlier reports
         // (it reports far less often than once a microsecond).
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let reports =
-            Reports { spec, control, counter: Cell::new(u64::try_from(now.as_micros()).unwrap_or(u64::MAX / 2)) };
+        let reports = Reports {
+            spec,
+            control,
+            counter: Cell::new(u64::try_from(now.as_micros()).unwrap_or(u64::MAX / 2)),
+            sent: Cell::new(0),
+        };
         Ok(Receiver { spec, manifest, layout, cfg, data, reports })
     }
 
@@ -424,7 +439,8 @@ impl<'a> Receiver<'a> {
                 if self.cfg.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
                     return Err(TransportError::ReceiveCancelled { blocks_left: nblocks - st.done });
                 }
-                let wait = if st.busy > 0 { Duration::from_millis(1) } else { self.cfg.report_interval };
+                let wait =
+                    if st.busy > 0 || st.backoff_pending { Duration::from_millis(1) } else { self.cfg.report_interval };
                 let n = self.data.recv(wait)?;
                 let now = Instant::now();
                 for i in 0..n {
@@ -468,7 +484,8 @@ impl<'a> Receiver<'a> {
         // Before lingering: the fast path keeps dropping the session's symbols meanwhile.
         let loss_estimate = loss(st.seq_first, st.seq_max, st.received + self.data.dropped_on_purpose());
         let acked = self.say_done(st.done as u32, st.received, st.rejected.total(), st.seq_max);
-        Ok(st.finish(self.cfg.id, secs, loss_estimate, acked, decoder))
+        let reports = self.reports.sent.get();
+        Ok(ReceiverSummary { reports, ..st.finish(self.cfg.id, secs, loss_estimate, acked, decoder) })
     }
 
     /// Repeats the done report until the sender acknowledges it or `linger` passes.
@@ -563,6 +580,75 @@ struct RxState<'r> {
     first_packet: Option<Instant>,
     last_progress: Instant,
     report_now: bool,
+    /// What the sender's plans set (None until the first plan: then every
+    /// `report_interval` brings a report, as in version 3).
+    plans: Option<PlanParams>,
+    /// Per block: the plan covering it, repair seen, asks.
+    fb: Vec<BlockFeedback>,
+    /// A back-off is running: the loop wakes every millisecond.
+    backoff_pending: bool,
+    /// When the needs are next checked against the plans.
+    next_check: Instant,
+    /// xorshift state for back-offs.
+    rng: u64,
+}
+
+/// What the sender's plans ask of a receiver.
+#[derive(Debug, Clone, Copy)]
+struct PlanParams {
+    /// Interval of status reports.
+    status: Duration,
+    /// Longest back-off before asking for what no plan covers.
+    backoff_max: Duration,
+}
+
+/// How often needs are checked against the plans (back-offs run on this grain).
+const CHECK_INTERVAL: Duration = Duration::from_millis(1);
+/// After a repair symbol of a block, no ask for it for this long: the rest
+/// of its burst may be on the way (a burst's symbols go back to back, about
+/// 60 us apart at 200 Mbit/s).
+const REPAIR_QUIET: Duration = Duration::from_millis(2);
+
+/// The repair a plan announced for one block.
+#[derive(Debug, Clone, Copy)]
+struct Cover {
+    /// ESIs `first..end`.
+    first: u32,
+    end: u32,
+    /// Taken as covering the block until then at most ([`PLAN_HOLD`]).
+    until: Instant,
+    /// Sequence number of the burst's last symbol, once one of its symbols
+    /// arrived (a burst's symbols have consecutive sequence numbers).
+    last_seq: Option<u64>,
+}
+
+/// Feedback state of one block.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockFeedback {
+    cover: Option<Cover>,
+    /// One past the highest repair ESI received (0: none).
+    repair_end: u32,
+    /// When a report last asked for the block.
+    asked: Option<Instant>,
+    /// No ask before then: a repair symbol of the block arrived just now, so
+    /// a burst may still be coming (its plan may have been lost).
+    quiet: Option<Instant>,
+    /// When the running back-off ends.
+    backoff: Option<Instant>,
+}
+
+impl BlockFeedback {
+    /// Repair symbols a plan still promises the block: none once its burst
+    /// is over (its last sequence number passed, or its last ESI seen) or
+    /// the plan is older than [`PLAN_HOLD`].
+    fn coming(&self, now: Instant, seq_max: u64) -> u32 {
+        match self.cover {
+            Some(c) if now < c.until && c.last_seq.is_none_or(|s| seq_max < s) && self.repair_end < c.end => {
+                c.end - c.first.max(self.repair_end)
+            }
+            _ => 0,
+        }
+    }
 }
 
 impl<'r> RxState<'r> {
@@ -599,6 +685,11 @@ impl<'r> RxState<'r> {
             first_packet: None,
             last_progress: Instant::now(),
             report_now: true,
+            plans: None,
+            fb: vec![BlockFeedback::default(); layout.blocks.len()],
+            backoff_pending: false,
+            next_check: Instant::now(),
+            rng: cfg.id ^ 0x9e37_79b9_7f4a_7c15 | 1,
         }
     }
 
@@ -618,12 +709,17 @@ impl<'r> RxState<'r> {
         };
         let fresh = self.seq_first.is_none() || h.seq > self.seq_max;
         self.received += 1;
-        self.first_packet.get_or_insert(now);
+        if self.first_packet.is_none() {
+            // It hears the group: the sender is waiting to know.
+            self.report_now = true;
+            self.first_packet = Some(now);
+        }
         self.seq_first = Some(self.seq_first.map_or(h.seq, |f| f.min(h.seq)));
         self.seq_max = self.seq_max.max(h.seq);
         let advanced = match h.kind {
             Kind::Poll => fresh | self.on_poll(body, fresh),
-            Kind::Symbol => fresh | self.on_symbol(h.a, body)?,
+            Kind::Symbol => fresh | self.on_symbol(h.a, h.seq, body, now)?,
+            Kind::Plan => fresh && self.on_plan(body, now),
             _ => {
                 self.rejected.invalid += 1;
                 false
@@ -647,15 +743,43 @@ impl<'r> RxState<'r> {
         let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
         let before = self.closed_upto;
         self.closed_upto = self.closed_upto.max(cursor.min(self.slots.len()));
-        self.report_now |= fresh;
+        // Once plans come, a poll asks only for needs no plan covers (checked on the next tick).
+        self.report_now |= fresh && self.plans.is_none();
         self.closed_upto > before
     }
 
-    /// An authentic symbol of block `b`: buffered, and the block handed to
-    /// the decode thread once it has enough. Returns whether it was new to a
-    /// block being collected.
+    /// An authentic plan newer than every packet seen (a replayed one is
+    /// ignored): the status interval, and the repair planned per block,
+    /// which covers the block's needs for at most [`PLAN_HOLD`]. Returns
+    /// whether it was valid.
+    fn on_plan(&mut self, body: &[u8], now: Instant) -> bool {
+        let Ok(plan) = Plan::decode(body) else {
+            self.rejected.invalid += 1;
+            return false;
+        };
+        self.plans = Some(PlanParams {
+            status: Duration::from_millis(u64::from(plan.status_ms)),
+            backoff_max: Duration::from_micros(u64::from(plan.backoff_us)),
+        });
+        for e in plan.entries {
+            let Some(fb) = self.fb.get_mut(e.block as usize) else {
+                self.rejected.invalid += 1;
+                continue;
+            };
+            let end = e.first.saturating_add(e.count).min(packet::MAX_ESI + 1);
+            fb.cover = Some(Cover { first: e.first, end, until: now + PLAN_HOLD, last_seq: None });
+            // A new plan: whatever it leaves uncovered is asked for afresh.
+            fb.asked = None;
+            fb.backoff = None;
+        }
+        true
+    }
+
+    /// An authentic symbol of block `b`, sequence number `seq`, received at
+    /// `now`: buffered, and the block handed to the decode thread once it
+    /// has enough. Returns whether it was new to a block being collected.
     #[inline]
-    fn on_symbol(&mut self, b: u32, body: &[u8]) -> Result<bool, TransportError> {
+    fn on_symbol(&mut self, b: u32, seq: u64, body: &[u8], now: Instant) -> Result<bool, TransportError> {
         let b = b as usize;
         let t = self.t;
         let Ok((esi, sym)) = packet::symbol_body(body) else {
@@ -674,6 +798,21 @@ impl<'r> RxState<'r> {
         }
         if esi < k {
             self.closed_upto = self.closed_upto.max(b);
+        } else {
+            // A repair symbol: where the block's planned burst stands.
+            // The sender sent a burst for the block: if it leaves the block
+            // short, ask again as soon as it is past (not [`ASK_RETRY`] after
+            // the last ask), but not while it is still coming.
+            let fb = &mut self.fb[b];
+            fb.asked = None;
+            fb.quiet = Some(now + REPAIR_QUIET);
+            fb.repair_end = fb.repair_end.max(esi + 1);
+            if let Some(c) = fb.cover.as_mut()
+                && c.last_seq.is_none()
+                && (c.first..c.end).contains(&esi)
+            {
+                c.last_seq = Some(seq + u64::from(c.end - 1 - esi));
+            }
         }
         if matches!(self.slots[b], Slot::Done) {
             self.redundant += 1;
@@ -843,19 +982,78 @@ impl<'r> RxState<'r> {
     }
 
     /// The need report to send now, if one is due (asked for, or an interval since the last).
+    ///
+    /// Until the first plan: every `report_interval`, with every need. Then a
+    /// status report (every need) at the plans' interval, and between them a
+    /// need report when a block's need exceeds what the plans still promise
+    /// it and its back-off ran out (unless a report asked for it less than
+    /// [`ASK_RETRY`] ago), with the needs no plan covers.
     fn on_report_tick(&mut self, now: Instant, cfg: &ReceiverConfig, packets: &dyn PacketSource) -> Option<Report> {
-        if !(self.report_now || now.duration_since(self.last_report) >= cfg.report_interval) {
+        let interval = self.plans.map_or(cfg.report_interval, |p| p.status);
+        let status = self.report_now || now.duration_since(self.last_report) >= interval;
+        if !status && (self.plans.is_none() || now < self.next_check) {
             return None;
         }
-        self.report_now = false;
-        self.last_report = now;
+        self.next_check = now + CHECK_INTERVAL;
         let p_loss = loss(self.seq_first, self.seq_max, self.received + packets.dropped_on_purpose());
         let inflate = |need: u32| need + ((f64::from(need) * p_loss / (1.0 - p_loss)).ceil() as u32);
         let room = cfg.max_pending_blocks.saturating_sub(self.pending);
         let nblocks = self.slots.len();
-        let needs = needs(self.layout, &self.slots, self.first_not_done..self.closed_upto.min(nblocks), room, inflate);
+        let mut needs =
+            needs(self.layout, &self.slots, self.first_not_done..self.closed_upto.min(nblocks), room, inflate);
+        if !status {
+            needs = self.uncovered(needs, now)?;
+        }
+        self.report_now = false;
+        self.last_report = now;
+        for &(b, need) in &needs {
+            // A status report carries covered needs too; only the others count as asked.
+            let fb = &mut self.fb[b as usize];
+            if need > fb.coming(now, self.seq_max) {
+                fb.asked = Some(now);
+                fb.backoff = None;
+            }
+        }
+        self.backoff_pending = self.fb.iter().any(|f| f.backoff.is_some());
         let state = if self.first_packet.is_none() { ReportState::Hello } else { ReportState::Receiving };
         Some(self.report(cfg.id, state, self.received + packets.dropped_on_purpose(), needs))
+    }
+
+    /// Of `needs`, those to ask for now: the needs no plan covers and no
+    /// recent report asked for, if the back-off of one of them ran out (None
+    /// if none did). A block's back-off starts when its need first exceeds
+    /// what the plans promise, and is shorter the larger the excess
+    /// ([`feedback::backoff`]); a plan that covers the need stops it.
+    fn uncovered(&mut self, needs: Vec<(u32, u32)>, now: Instant) -> Option<Vec<(u32, u32)>> {
+        let backoff_max = self.plans.map_or(Duration::ZERO, |p| p.backoff_max);
+        let seq_max = self.seq_max;
+        let mut fire = false;
+        let mut out = Vec::new();
+        for (b, need) in needs {
+            let fb = &mut self.fb[b as usize];
+            let coming = fb.coming(now, seq_max);
+            if need <= coming
+                || fb.asked.is_some_and(|t| now.duration_since(t) < ASK_RETRY)
+                || fb.quiet.is_some_and(|t| now < t)
+            {
+                fb.backoff = None;
+                continue;
+            }
+            let at = match fb.backoff {
+                Some(at) => at,
+                None => {
+                    self.rng ^= self.rng << 13;
+                    self.rng ^= self.rng >> 7;
+                    self.rng ^= self.rng << 17;
+                    let u = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+                    *fb.backoff.insert(now + feedback::backoff(backoff_max, need - coming, u))
+                }
+            };
+            fire |= at <= now;
+            out.push((b, need));
+        }
+        self.backoff_pending = self.fb.iter().any(|f| f.backoff.is_some());
+        fire.then_some(out)
     }
 
     /// Nothing advanced the session for `idle_timeout`: what the receive got stuck on.
@@ -903,6 +1101,7 @@ impl<'r> RxState<'r> {
             loss_estimate,
             acked,
             decode_cpu_secs,
+            reports: 0,
         }
     }
 }

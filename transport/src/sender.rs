@@ -17,6 +17,7 @@ use raptorq::{SourceBlockEncoder, SourceBlockEncodingPlan};
 
 use crate::erasure::{FewErasures, MAX_DIRECT_REPAIRS};
 use crate::error::TransportError;
+use crate::feedback;
 use crate::layout::Layout;
 use crate::outlier::{self, LossMeter, OutlierKind};
 use crate::packet::{self, FailReason, Kind, MAX_ESI, OVERHEAD, Reject, Report, ReportState};
@@ -61,6 +62,12 @@ pub struct SenderConfig {
     /// the others (`docs/wire-protocol.md`, "Outliers and late joiners").
     /// Off: every need is served at once, sized for the neediest receiver.
     pub outliers_wait: bool,
+    /// Announce repair plans (default true): the repair each block will get
+    /// and the status interval, in plan packets, so that receivers whose
+    /// needs a plan covers stay silent and the others ask after a back-off
+    /// (`docs/wire-protocol.md`, "Feedback"). Off: no plans, and receivers
+    /// report every `ReceiverConfig::report_interval`, as in wire version 3.
+    pub plans: bool,
     /// Set to stop the session early (checked every loop turn; `run` then
     /// returns [`TransportError::Cancelled`]). Default none.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -81,6 +88,7 @@ impl Default for SenderConfig {
             poll_interval: Duration::from_millis(50),
             gso: true,
             outliers_wait: true,
+            plans: true,
             cancel: None,
         }
     }
@@ -108,6 +116,8 @@ pub struct ReceiverStatus {
     /// Its loss as the sender measures it from its reports (once they cover
     /// a few thousand packets).
     pub loss: Option<f64>,
+    /// Reports taken from it (fresh and authentic).
+    pub reports: u64,
     /// Set if the sender classed it as a lossy outlier or a late joiner: its
     /// large needs waited for the end of the first pass (while such receivers
     /// were a minority, and unless `SenderConfig::outliers_wait` was off).
@@ -146,6 +156,10 @@ pub struct SenderSummary {
     pub repair_packets: u64,
     /// Repair bursts sent.
     pub bursts: u64,
+    /// Control packets (reports) that reached the sender, rejected ones included.
+    pub report_packets: u64,
+    /// Plan packets sent (see `SenderConfig::plans`).
+    pub plan_packets: u64,
     /// Control packets dropped: the total of `rejected_by_reason`.
     pub rejected_reports: u64,
     /// Control packets dropped, by reason.
@@ -224,6 +238,8 @@ struct Rx {
     /// Its loss since its first report while receiving (for the outlier policy).
     meter: LossMeter,
     outlier: Option<OutlierKind>,
+    /// Reports taken from it.
+    reports: u64,
 }
 
 struct TokenBucket {
@@ -291,6 +307,10 @@ pub struct Sender<'a> {
     wire_bytes: u64,
     plan: Option<Plan>,
     direct: FewErasures,
+    /// Control packets received.
+    report_packets: u64,
+    /// Plan packets sent.
+    plan_packets: u64,
 }
 
 /// The RaptorQ encoding plan for `k_max`, generated in the background at
@@ -354,6 +374,8 @@ impl<'a> Sender<'a> {
             repair_buf: Vec::new(),
             out: Vec::new(),
             wire_bytes: 0,
+            report_packets: 0,
+            plan_packets: 0,
         })
     }
 
@@ -495,6 +517,28 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
+    /// Multicasts a plan: the status interval and back-off for `receivers`,
+    /// and the repair planned per block (`(block, first ESI, count)`), in as
+    /// many packets as the entries need (one, possibly without entries).
+    fn send_plan(&mut self, receivers: usize, entries: &[packet::PlanEntry]) -> Result<(), TransportError> {
+        let status_ms = feedback::status_interval(receivers).as_millis().clamp(1, u128::from(u16::MAX)) as u16;
+        let backoff_us = feedback::backoff_max(receivers).as_micros().min(u128::from(u16::MAX)) as u16;
+        let mut chunks: Vec<&[packet::PlanEntry]> = entries.chunks(packet::MAX_PLAN_ENTRIES).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for c in chunks {
+            let mut body = Vec::with_capacity(8 + 12 * c.len());
+            packet::Plan { status_ms, backoff_us, entries: c.to_vec() }.encode(&mut body);
+            let p = packet::build(&self.spec.key, Kind::Plan, self.spec.session_id, self.seq, 0, &body);
+            self.seq += 1;
+            self.wire_bytes += p.len() as u64;
+            self.plan_packets += 1;
+            self.data.send_to(&p, self.spec.group_addr()).map_err(|e| TransportError::io("sending a plan", e))?;
+        }
+        Ok(())
+    }
+
     fn cancelled(&self) -> bool {
         self.cfg.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
@@ -544,6 +588,10 @@ impl<'a> Sender<'a> {
                 return Err(e);
             }
             self.send_poll(0)?;
+            if self.cfg.plans {
+                // Receivers learn the status interval before the first pass.
+                self.send_plan(self.cfg.expected_receivers.max(rxs.len()), &[])?;
+            }
             self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |_, _, _, _| {})?;
             sys::wait_readable(&self.control, Duration::from_millis(10));
         }
@@ -591,13 +639,20 @@ impl<'a> Sender<'a> {
         let mut due_later: Vec<Option<Instant>> = vec![None; nblocks];
         let mut outlier_repair_packets = 0u64;
         let ks: Vec<u32> = self.layout.blocks.iter().map(|b| b.k).collect();
+        // Plans (`SenderConfig::plans`): the first burst of each block is
+        // predicted and announced with the block's source symbols; every
+        // need that raises a planned burst is announced at once.
+        let mut predictor = feedback::Predictor::default();
+        let mut predicted: Vec<Option<u32>> = vec![None; nblocks];
+        let mut raised: Vec<usize> = Vec::new();
+        let k_max = self.layout.k_max;
 
         loop {
             let now = Instant::now();
             {
                 let (owed, due, last_seq) = (&mut owed, &mut due, &last_seq);
                 let (owed_later, due_later, waiting, ks) = (&mut owed_later, &mut due_later, &waiting, &ks);
-                let gather = self.cfg.gather;
+                let (gather, raised) = (self.cfg.gather, &mut raised);
                 self.drain_control(&mut rxs, &mut ctl_buf, &mut rejected_reports, &mut |rx, b, n, seen| {
                     let b = b as usize;
                     if b < nblocks && n > 0 && seen >= last_seq[b] {
@@ -605,11 +660,30 @@ impl<'a> Sender<'a> {
                             owed_later[b] = owed_later[b].max(n);
                             due_later[b].get_or_insert(now + gather);
                         } else {
+                            if n > owed[b] {
+                                raised.push(b);
+                            }
                             owed[b] = owed[b].max(n);
                             due[b].get_or_insert(now + gather);
                         }
                     }
                 })?;
+            }
+            if !raised.is_empty() {
+                raised.sort_unstable();
+                raised.dedup();
+                if self.cfg.plans {
+                    let entries: Vec<packet::PlanEntry> = raised
+                        .iter()
+                        .map(|&b| packet::PlanEntry {
+                            block: b as u32,
+                            first: k_max + next_repair_id[b],
+                            count: owed[b],
+                        })
+                        .collect();
+                    self.send_plan(self.cfg.expected_receivers.max(rxs.len()), &entries)?;
+                }
+                raised.clear();
             }
             if now.duration_since(waiting.last) >= CLASSIFY_INTERVAL {
                 waiting.classify(&mut rxs, now);
@@ -694,6 +768,9 @@ impl<'a> Sender<'a> {
             let do_repair = ready.is_some() && (repair_budget > 0 || pass == nblocks);
             if let (true, Some(b)) = (do_repair, ready) {
                 let n = owed[b].min(MAX_ESI - next_repair_id[b]);
+                if let Some(planned) = predicted[b].take() {
+                    predictor.update(planned, n);
+                }
                 repair_budget = repair_budget.saturating_sub(u64::from(n));
                 owed[b] = 0;
                 due[b] = None;
@@ -739,6 +816,32 @@ impl<'a> Sender<'a> {
                 source_packets += k;
                 repair_budget = (repair_budget + k).min(u64::from(self.layout.k_max));
                 last_seq[pass] = self.seq - 1;
+                if self.cfg.plans {
+                    // The block's predicted first burst (large fleets only),
+                    // announced now: receivers whose needs it covers never
+                    // speak about the block.
+                    let receivers = self.cfg.expected_receivers.max(rxs.len());
+                    let planned = if feedback::predicts(receivers) {
+                        predictor.plan().min(MAX_ESI - next_repair_id[pass])
+                    } else {
+                        0
+                    };
+                    let mut entries = Vec::new();
+                    if planned > 0 {
+                        predicted[pass] = Some(planned);
+                        owed[pass] = owed[pass].max(planned);
+                        due[pass].get_or_insert(Instant::now() + self.cfg.gather);
+                        entries.push(packet::PlanEntry {
+                            block: pass as u32,
+                            first: k_max + next_repair_id[pass],
+                            count: owed[pass],
+                        });
+                    } else {
+                        // Nothing planned: learn whether a burst was needed at all.
+                        predicted[pass] = Some(0);
+                    }
+                    self.send_plan(self.cfg.expected_receivers.max(rxs.len()), &entries)?;
+                }
                 pass += 1;
                 if pass == nblocks {
                     pass_rate = bucket.as_ref().map(|b| b.rate);
@@ -771,6 +874,8 @@ impl<'a> Sender<'a> {
             source_packets,
             repair_packets,
             bursts,
+            report_packets: self.report_packets,
+            plan_packets: self.plan_packets,
             rejected_reports: rejected_reports.total(),
             rejected_by_reason: rejected_reports,
             peak_rate: rate_ctl.as_ref().map(|c| c.peak).or(bucket.as_ref().map(|b| b.rate)),
@@ -825,6 +930,7 @@ impl<'a> Sender<'a> {
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Err(TransportError::io("reading reports", e)),
             };
+            self.report_packets += 1;
             let report = match packet::open(&self.spec.key, self.spec.session_id, &buf[..n]) {
                 Ok((h, body)) if h.kind == Kind::Report => Report::decode(body),
                 Ok(_) => Err(packet::Reject::Invalid),
@@ -875,7 +981,9 @@ impl<'a> Sender<'a> {
                 loss: RxLoss::default(),
                 meter: LossMeter::default(),
                 outlier: None,
+                reports: 0,
             });
+            e.reports += 1;
             e.last_seen = now;
             e.addr = from;
             if report.state == ReportState::Receiving {
@@ -1058,6 +1166,7 @@ fn statuses(rxs: &HashMap<u64, Rx>, start: Instant) -> Vec<ReceiverStatus> {
             done_secs: r.done_at.map(|t| t.saturating_duration_since(start).as_secs_f64()),
             failure: (r.report.state == ReportState::Failed).then_some(r.report.reason),
             loss: r.meter.loss(),
+            reports: r.reports,
             outlier: r.outlier,
         })
         .collect();
@@ -1089,7 +1198,17 @@ mod tests {
         };
         let addr = "10.0.0.1:5000".parse().expect("an address");
         let (loss, outlier) = (RxLoss::default(), None);
-        Rx { addr, last_seen: Instant::now(), report, done_at: None, timed_out: false, loss, meter, outlier }
+        Rx {
+            addr,
+            last_seen: Instant::now(),
+            report,
+            done_at: None,
+            timed_out: false,
+            loss,
+            meter,
+            outlier,
+            reports: 0,
+        }
     }
 
     #[test]

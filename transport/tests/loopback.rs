@@ -751,3 +751,114 @@ fn replayed_data_packets_do_not_keep_an_orphaned_receiver_alive() {
         assert!(after < idle_timeout + Duration::from_secs(5), "timed out {after:?} after the sender died");
     });
 }
+
+/// A plan covers a block's need only for a bounded time: a receiver whose
+/// need a plan covers stays silent about it, but if the planned burst never
+/// comes it asks anyway once the plan is [`feedback::PLAN_HOLD`] old, and
+/// an attacker replaying the captured plan (an authentic packet, not newer
+/// than what the receiver has seen) cannot keep it silent longer.
+#[test]
+fn a_plan_silences_a_receiver_only_for_a_while_and_a_replayed_one_not_at_all() {
+    use metalcast_transport::feedback;
+    use metalcast_transport::layout::Layout;
+    use metalcast_transport::packet::{self, Kind, Plan, PlanEntry, Report};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), 3);
+    let control = UdpSocket::bind("127.0.0.1:0").unwrap();
+    control.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let spec = SessionSpec { sender: v4(control.local_addr().unwrap()), ..spec_for(&b) };
+    let m = b.manifest.clone();
+    let layout = Layout::new(&m, spec.symbol_size);
+    let t = usize::from(spec.symbol_size);
+    let data = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, spec.port);
+    let mut seq = 0u64;
+    let mut send = |kind: Kind, a: u32, body: &[u8]| {
+        let p = packet::build(&spec.key, kind, spec.session_id, seq, a, body);
+        seq += 1;
+        data.send_to(&p, to).unwrap();
+        p
+    };
+    let plan = |entries: Vec<PlanEntry>| {
+        let mut body = Vec::new();
+        Plan { status_ms: 5000, backoff_us: 0, entries }.encode(&mut body);
+        body
+    };
+    // Every report that asks for block 0, with when it came.
+    let asks_for_block_0 = |until: Instant| -> Vec<(Instant, u32)> {
+        let mut buf = vec![0u8; 2048];
+        let mut out = Vec::new();
+        while Instant::now() < until {
+            if let Ok(n) = control.recv(&mut buf) {
+                let (h, body) = packet::open(&spec.key, spec.session_id, &buf[..n]).unwrap();
+                assert_eq!(h.kind, Kind::Report);
+                let r = Report::decode(body).unwrap();
+                out.extend(r.needs.iter().filter(|(blk, _)| *blk == 0).map(|&(_, need)| (Instant::now(), need)));
+            }
+        }
+        out
+    };
+
+    std::thread::scope(|s| {
+        let cfg = ReceiverConfig {
+            id: 3,
+            idle_timeout: Duration::from_secs(3),
+            linger: Duration::ZERO,
+            ..Default::default()
+        };
+        let rx = s.spawn(|| Receiver::new(&spec, &m, cfg).unwrap().run(&mut MemorySink::new(&m), &mut |_| {}));
+        std::thread::sleep(Duration::from_millis(100));
+        // Plans from now on: status reports only every 5 s.
+        send(Kind::Plan, 0, &plan(vec![]));
+        // Block 0 without its first 5 source symbols, a plan of 50 repair
+        // symbols for it (more than it needs), then block 1's first symbol,
+        // which closes block 0. The planned burst never comes.
+        let mut buf = vec![0u8; layout.padded_len()];
+        let blk = layout.blocks[0];
+        b.read_data(blk.offset, &mut buf[..blk.len as usize]).unwrap();
+        for esi in 5..blk.k {
+            let mut body = esi.to_le_bytes().to_vec();
+            body.extend_from_slice(&buf[esi as usize * t..(esi as usize + 1) * t]);
+            send(Kind::Symbol, 0, &body);
+        }
+        let covering = plan(vec![PlanEntry { block: 0, first: layout.k_max, count: 50 }]);
+        let planned_at = Instant::now();
+        let captured = send(Kind::Plan, 0, &covering);
+        let blk1 = layout.blocks[1];
+        b.read_data(blk1.offset, &mut buf[..blk1.len as usize]).unwrap();
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&buf[..t]);
+        send(Kind::Symbol, 1, &body);
+        // The attacker replays the captured plan every 10 ms meanwhile.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_attack = std::sync::Arc::clone(&stop);
+        let attacker = std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !stop_attack.load(std::sync::atomic::Ordering::Relaxed) {
+                sock.send_to(&captured, to).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let asks = asks_for_block_0(planned_at + Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        attacker.join().unwrap();
+        let (first, need) = *asks.first().expect("the receiver asked for block 0 once the plan's hold ran out");
+        assert!(
+            first.duration_since(planned_at) >= feedback::PLAN_HOLD - Duration::from_millis(10),
+            "asked {:?} after a plan that covered it",
+            first.duration_since(planned_at)
+        );
+        assert_eq!(need, 5, "asks for the 5 missing source symbols");
+        // And it keeps asking while nothing comes (at most every ASK_RETRY).
+        assert!(asks.len() >= 2, "{asks:?}");
+        // A plan that does not cover the need does not silence it at all.
+        let short = plan(vec![PlanEntry { block: 0, first: layout.k_max + 50, count: 2 }]);
+        send(Kind::Plan, 0, &short);
+        assert!(!asks_for_block_0(Instant::now() + Duration::from_millis(500)).is_empty());
+        // The receiver is still waiting for its data: it times out, as it should.
+        let r = rx.join().unwrap();
+        assert!(matches!(r, Err(metalcast_transport::TransportError::Timeout { .. })), "{r:?}");
+    });
+}
