@@ -389,11 +389,7 @@ async fn drive(
 ) -> anyhow::Result<()> {
     let c = Client::new(url, Auth::Bearer(token.to_string()))?;
     // The server is starting: wait for it to answer (bounded).
-    let t0 = Instant::now();
-    while c.health().await.is_err() {
-        ensure!(t0.elapsed() < Duration::from_secs(30), "the control plane did not come up (see server.log)");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::demo_crash::wait_health(&c, Duration::from_secs(30)).await?;
     eprintln!("== registering project demo, {} nodes (MACs of their NICs), and the images", nodes.len());
     c.project_create("demo").await.context("creating project demo")?;
     for (n, mac) in nodes {

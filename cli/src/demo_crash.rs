@@ -59,7 +59,8 @@ fn percent_done(d: &Deployment) -> f64 {
     if total == 0 { 0.0 } else { 100.0 * done as f64 / total as f64 }
 }
 
-async fn wait_health(c: &Client, within: Duration) -> anyhow::Result<()> {
+/// Waits (at most `within`) until the control plane answers its health check.
+pub async fn wait_health(c: &Client, within: Duration) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while c.health().await.is_err() {
         ensure!(t0.elapsed() < within, "the control plane did not come up within {within:?} (see server.log)");
