@@ -2,9 +2,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// A metalcast packet (header, a small body, a dummy MAC) of `kind`, wire version 3.
+/// A metalcast packet (header, a small body, a dummy MAC) of `kind`, of the
+/// wire version the XDP program matches.
 pub(crate) fn mc_packet(kind: u8, session: u64, a: u32) -> Vec<u8> {
-    mc_packet_version(3, kind, session, a)
+    mc_packet_version(crate::xdp_rx::WIRE_VERSION, kind, session, a)
 }
 
 /// [`mc_packet`] with another wire version byte.

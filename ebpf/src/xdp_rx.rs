@@ -28,6 +28,11 @@ pub const MAX_SESSIONS: u32 = 64;
 pub const MAX_QUEUES: u32 = 64;
 /// Finished-block bits the program can hold, over all sessions.
 pub const MAX_BLOCKS: u32 = 65536 * 64;
+/// The one metalcast wire version the program matches (`MC_VERSION` in
+/// `xdp_rx.bpf.c`); frames of any other version are passed to the stack. It
+/// must equal the transport's `packet::VERSION`: the node runtime's tests hold
+/// the two together, this crate's tests hold it to the C source.
+pub const WIRE_VERSION: u8 = 4;
 
 const PROGRAM: &str = "metalcast_xdp_rx";
 const SESSIONS_MAP: &str = "XDP_RX_SESSIONS";
@@ -429,6 +434,14 @@ mod tests {
     }
 
     #[test]
+    fn wire_version_matches_the_c_source() {
+        let src = include_str!("xdp_rx.bpf.c");
+        let line = src.lines().find(|l| l.starts_with("#define MC_VERSION ")).expect("MC_VERSION in xdp_rx.bpf.c");
+        let v: u8 = line["#define MC_VERSION ".len()..].trim().parse().expect("MC_VERSION is a number");
+        assert_eq!(v, WIRE_VERSION, "xdp_rx.bpf.c and WIRE_VERSION disagree (rebuild ebpf/obj after a bump)");
+    }
+
+    #[test]
     fn verdicts_on_crafted_frames() {
         crate::testing::skip_unless_bpf!("verdicts_on_crafted_frames");
         let (mut rx, s) = loaded();
@@ -480,7 +493,14 @@ mod tests {
                 })
                 .build(),
             ),
-            ("older wire version (2)", Frame::v4(GROUP, PORT, testing::mc_packet_version(2, 1, SID, 3)).build()),
+            (
+                "older wire version",
+                Frame::v4(GROUP, PORT, testing::mc_packet_version(WIRE_VERSION - 1, 1, SID, 3)).build(),
+            ),
+            (
+                "newer wire version",
+                Frame::v4(GROUP, PORT, testing::mc_packet_version(WIRE_VERSION + 1, 1, SID, 3)).build(),
+            ),
             ("ARP", testing::arp()),
             ("TCP (SSH)", Frame::v4(GROUP, 22, sym(3)).tcp().build()),
         ];
@@ -500,7 +520,7 @@ mod tests {
             assert_eq!(run(&mut rx, &full6[..len]), XDP_PASS, "v6 truncated to {len}");
         }
         let after = rx.other_stats().unwrap();
-        assert!(after.passed >= before.passed + 9, "others counted: {before:?} -> {after:?}");
+        assert!(after.passed >= before.passed + 10, "others counted: {before:?} -> {after:?}");
         assert_eq!(rx.stats(s).unwrap(), s_stats, "nothing above touched the session's counters");
 
         // After removal the session is "other" traffic again.

@@ -377,3 +377,13 @@ fn interface_for(addr: Ipv4Addr) -> Result<String, XdpUnavailable> {
         (true, _) => Err(unsupported(format!("several interfaces ({}): give --iface-addr", names.join(", ")))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The kernel fast path matches one wire version; if the transport moves to
+    /// another, every symbol would silently take the slow path.
+    #[test]
+    fn xdp_program_matches_the_transport_wire_version() {
+        assert_eq!(metalcast_ebpf::xdp_rx::WIRE_VERSION, metalcast_transport::packet::VERSION);
+    }
+}
