@@ -55,6 +55,15 @@ if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
         || python3 -m pip install --quiet --break-system-packages 'openapi-spec-validator>=0.7,<1'
 fi
 
+# schemathesis against the served /v1 and /v0 documents (tests/schemathesis.rs).
+# 3.x keeps the CLI the test uses; its last release breaks with Hypothesis
+# after 6.131.14 ("'many' object has no attribute 'more'"), hence the pin.
+if ! command -v schemathesis >/dev/null 2>&1; then
+    st_pkgs=('schemathesis>=3.39,<4' 'hypothesis>=6.108,<=6.131.14')
+    python3 -m pip install --quiet "${st_pkgs[@]}" \
+        || python3 -m pip install --quiet --break-system-packages "${st_pkgs[@]}"
+fi
+
 # .ci/run sources /tmp/metalcast-ci.env before the tests.
 pg_url=postgres://metalcast:metalcast@127.0.0.1/metalcast_test
 touch /tmp/metalcast-ci.env

@@ -10,7 +10,7 @@ use super::parent::Upstream;
 use super::{Bmc, Switch};
 
 /// The `obm` object given when registering a node; `type` selects the driver.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum ObmConfig {
     /// IPMI over LAN through `ipmitool`.
@@ -174,7 +174,7 @@ pub fn valid_qdev_id(s: &str) -> bool {
 }
 
 /// The body of `PUT /switch/<name>`; `type` selects the driver.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum SwitchConfig {
     /// A Linux bridge with `vlan_filtering 1`; ports are its member interfaces.

@@ -7,6 +7,7 @@
 
 mod error;
 mod extract;
+mod openapi;
 pub mod v0;
 pub mod v1;
 

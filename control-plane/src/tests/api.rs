@@ -485,33 +485,38 @@ async fn v1_tokens_and_docs(h: &Harness) {
 }
 both_backends!(v1_tokens_and_docs);
 
-/// The served `/v1` document passes a maintained OpenAPI 3.1 validator
-/// (`openapi-spec-validator`, installed by `control-plane/ci-setup.sh`):
-/// every path parameter declared, operation ids unique, references
-/// resolved, schemas well-formed.
+/// The served `/v1` and `/v0` documents pass a maintained OpenAPI 3.1
+/// validator (`openapi-spec-validator`, installed by
+/// `control-plane/ci-setup.sh`): every path parameter declared, operation
+/// ids unique, references resolved, schemas well-formed.
 async fn served_openapi_document_is_valid(h: &Harness) {
-    let (s, body) = h.raw_bytes("GET", "/v1/openapi.json", &Who::Anon, Vec::new()).await;
-    assert_eq!(s, StatusCode::OK);
     let probe = std::process::Command::new("python3").args(["-c", "import openapi_spec_validator"]).output();
     if !probe.is_ok_and(|o| o.status.success()) {
         super::skip("python3 with openapi-spec-validator is not installed (control-plane/ci-setup.sh installs it)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("openapi.json");
-    std::fs::write(&file, &body).unwrap();
-    let script = "import json, sys\n\
+    for path in ["/v1/openapi.json", "/v0/openapi.json"] {
+        let (s, body) = h.raw_bytes("GET", path, &Who::Anon, Vec::new()).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        let ops = doc["paths"].as_object().unwrap().values().flat_map(|p| p.as_object().unwrap().keys()).count();
+        assert!(ops >= 20, "{path} describes only {ops} operations");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openapi.json");
+        std::fs::write(&file, &body).unwrap();
+        let script = "import json, sys\n\
 from openapi_spec_validator import OpenAPIV31SpecValidator\n\
 errors = [str(e).splitlines()[0] for e in OpenAPIV31SpecValidator(json.load(open(sys.argv[1]))).iter_errors()]\n\
 print('\\n'.join(errors))\n\
 sys.exit(1 if errors else 0)\n";
-    let out = std::process::Command::new("python3").args(["-c", script]).arg(&file).output().unwrap();
-    assert!(
-        out.status.success(),
-        "/v1/openapi.json is not a valid OpenAPI 3.1 document:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        let out = std::process::Command::new("python3").args(["-c", script]).arg(&file).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{path} is not a valid OpenAPI 3.1 document:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 both_backends!(served_openapi_document_is_valid);
 

@@ -12,6 +12,7 @@ mod qmp;
 mod recursion;
 mod redfish;
 mod registry;
+mod schemathesis;
 mod shutdown;
 mod vlan_isolation;
 

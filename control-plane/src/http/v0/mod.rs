@@ -3,10 +3,13 @@
 //! Paths, verbs and JSON shapes follow HIL's `docs/rest_api.md`; the access
 //! rules (HIL's `api.py`) are `crate::authz`'s. One file per resource; each
 //! handler extracts, calls the use case in `crate::app`, and shapes HIL's
-//! view.
+//! view. Views are typed (and described in [`openapi`]); their fields are in
+//! alphabetical order, the order HIL's own server (a JSON map) puts them in,
+//! so the bytes on the wire stay those of `tests/golden/hil_v0.txt`.
 
 mod networks;
 mod nodes;
+pub mod openapi;
 mod projects;
 mod switches;
 mod users;
@@ -22,6 +25,12 @@ use crate::app::AppState;
 /// A handler's result.
 type R<T> = Result<T, ApiError>;
 
+/// `{"status_id": <id>}`: a networking action to poll at `/v0/networking_action/<id>`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct StatusId {
+    status_id: String,
+}
+
 /// HIL's empty 200.
 fn ok() -> Response {
     StatusCode::OK.into_response()
@@ -30,6 +39,7 @@ fn ok() -> Response {
 /// Routes of the `/v0` API (to be nested under `/v0`).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(openapi::serve))
         .route("/projects", get(projects::list))
         .route("/project/{project}", put(projects::create).delete(projects::delete))
         .route("/project/{project}/connect_node", post(projects::connect_node))

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{R, ok};
 use crate::app::{AppState, Error, nodes};
@@ -15,15 +16,18 @@ use crate::authz::Caller;
 use crate::drivers::{ObmConfig, PowerOp};
 use crate::http::{Body, Empty};
 
-#[derive(Deserialize)]
+/// A new node: its BMC (`obm`, `type` selects the driver) and optional metadata.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeRegister {
     obm: ObmConfig,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, Object>)]
     metadata: BTreeMap<String, Value>,
 }
 
-#[derive(Deserialize)]
+/// `{"force": bool}` (optional).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PowerCycle {
     /// Accepted for HIL compatibility; every cycle is a hard reset.
@@ -32,24 +36,60 @@ pub(super) struct PowerCycle {
     force: bool,
 }
 
-#[derive(Deserialize)]
+/// `{"bootdev": "disk" | "pxe" | ...}` (what the driver supports).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BootDev {
     bootdev: String,
 }
 
-#[derive(Deserialize)]
+/// `{"macaddr": "aa:bb:cc:dd:ee:ff"}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NicRegister {
     macaddr: String,
 }
 
-#[derive(Deserialize)]
+/// `{"value": <any JSON>}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MetadataValue {
+    #[schema(value_type = Object)]
     value: Value,
 }
 
+/// HIL's node view.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NodeView {
+    /// Label -> the value's JSON text.
+    metadata: BTreeMap<String, String>,
+    name: String,
+    nics: Vec<NicView>,
+    /// The project holding it, `null` if free.
+    project: Option<String>,
+}
+
+/// One NIC of [`NodeView`]; `switch` and `port` are shown to admins only.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NicView {
+    label: String,
+    macaddr: String,
+    /// Attached networks: channel -> network.
+    networks: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch: Option<Option<String>>,
+}
+
+/// `{"power_status": "on" | "off"}`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PowerStatus {
+    power_status: &'static str,
+}
+
+/// The nodes, `all` or only the `free` ones.
+#[utoipa::path(get, path = "/v0/nodes/{is_free}", operation_id = "v0_node_list", params(("is_free" = String, Path, description = "`all` or `free`", pattern = "^(all|free)$")), responses((status = 200, body = [String]), (status = 400)))]
 pub(super) async fn list(State(st): State<AppState>, _c: Caller, Path(is_free): Path<String>) -> R<Json<Vec<String>>> {
     let free = match is_free.as_str() {
         "all" => false,
@@ -59,6 +99,8 @@ pub(super) async fn list(State(st): State<AppState>, _c: Caller, Path(is_free): 
     Ok(Json(nodes::list(&st, free).await?))
 }
 
+/// Register a node (admin).
+#[utoipa::path(put, path = "/v0/node/{node}", operation_id = "v0_node_register", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = NodeRegister, responses((status = 200, description = "registered"), (status = 409)))]
 pub(super) async fn register(
     State(st): State<AppState>,
     c: Caller,
@@ -69,30 +111,34 @@ pub(super) async fn register(
     Ok(ok())
 }
 
+/// Delete a free node without NICs (admin).
+#[utoipa::path(delete, path = "/v0/node/{node}", operation_id = "v0_node_delete", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, description = "deleted"), (status = 404), (status = 409)))]
 pub(super) async fn delete(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Response> {
     nodes::delete(&st, &c, &node).await?;
     Ok(ok())
 }
 
 /// HIL's node view; admins also see each NIC's switch and port.
-pub(super) async fn show(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Json<Value>> {
+#[utoipa::path(get, path = "/v0/node/{node}", operation_id = "v0_node_show", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = NodeView), (status = 404)))]
+pub(super) async fn show(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Json<NodeView>> {
     let n = nodes::show(&st, &c, &node).await?;
-    let nics: Vec<Value> = n
+    let nics = n
         .nics
         .into_iter()
         .map(|nic| {
-            let mut v = json!({ "label": nic.label, "macaddr": nic.macaddr, "networks": nic.networks });
-            if let Some((switch, port)) = nic.port {
-                v["switch"] = json!(switch);
-                v["port"] = json!(port);
-            }
-            v
+            let (switch, port) = match nic.port {
+                Some((switch, port)) => (Some(switch), Some(port)),
+                None => (None, None),
+            };
+            NicView { label: nic.label, macaddr: nic.macaddr, networks: nic.networks, switch, port }
         })
         .collect();
     // HIL returns each metadata value as its JSON text.
-    Ok(Json(json!({ "name": n.name, "project": n.project, "nics": nics, "metadata": n.metadata })))
+    Ok(Json(NodeView { name: n.name, project: n.project, nics, metadata: n.metadata }))
 }
 
+/// Power the node on.
+#[utoipa::path(post, path = "/v0/node/{node}/power_on", operation_id = "v0_node_power_on", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = Empty, responses((status = 200, description = "done"), (status = 404), (status = 501)))]
 pub(super) async fn power_on(
     State(st): State<AppState>,
     c: Caller,
@@ -103,6 +149,8 @@ pub(super) async fn power_on(
     Ok(ok())
 }
 
+/// Power the node off.
+#[utoipa::path(post, path = "/v0/node/{node}/power_off", operation_id = "v0_node_power_off", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = Empty, responses((status = 200, description = "done"), (status = 404), (status = 501)))]
 pub(super) async fn power_off(
     State(st): State<AppState>,
     c: Caller,
@@ -113,6 +161,8 @@ pub(super) async fn power_off(
     Ok(ok())
 }
 
+/// Power-cycle the node (a hard reset).
+#[utoipa::path(post, path = "/v0/node/{node}/power_cycle", operation_id = "v0_node_power_cycle", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = PowerCycle, responses((status = 200, description = "done"), (status = 404), (status = 501)))]
 pub(super) async fn power_cycle(
     State(st): State<AppState>,
     c: Caller,
@@ -123,11 +173,19 @@ pub(super) async fn power_cycle(
     Ok(ok())
 }
 
-pub(super) async fn power_status(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Json<Value>> {
+/// The node's power state from its BMC.
+#[utoipa::path(get, path = "/v0/node/{node}/power_status", operation_id = "v0_node_power_status", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = PowerStatus), (status = 404), (status = 501)))]
+pub(super) async fn power_status(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(node): Path<String>,
+) -> R<Json<PowerStatus>> {
     let on = nodes::power_status(&st, &c, &node).await?;
-    Ok(Json(json!({ "power_status": if on { "on" } else { "off" } })))
+    Ok(Json(PowerStatus { power_status: if on { "on" } else { "off" } }))
 }
 
+/// Set the next boot device.
+#[utoipa::path(put, path = "/v0/node/{node}/boot_device", operation_id = "v0_node_set_bootdev", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = BootDev, responses((status = 200, description = "set"), (status = 400), (status = 404), (status = 501)))]
 pub(super) async fn set_bootdev(
     State(st): State<AppState>,
     c: Caller,
@@ -140,12 +198,14 @@ pub(super) async fn set_bootdev(
 
 /// `GET /node/<node>/console`: the captured console log as text (404 if
 /// no capture is running).
+#[utoipa::path(get, path = "/v0/node/{node}/console", operation_id = "v0_node_console_show", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, content_type = "text/plain", body = String), (status = 404), (status = 501)))]
 pub(super) async fn show_console(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Response> {
     let log = nodes::console_log(&st, &c, &node).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
 }
 
 /// `PUT /node/<node>/console`: start capturing the console (idempotent).
+#[utoipa::path(put, path = "/v0/node/{node}/console", operation_id = "v0_node_console_start", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = Empty, responses((status = 200, description = "capturing"), (status = 404), (status = 501)))]
 pub(super) async fn start_console(
     State(st): State<AppState>,
     c: Caller,
@@ -157,11 +217,14 @@ pub(super) async fn start_console(
 }
 
 /// `DELETE /node/<node>/console`: stop capturing and delete the log.
+#[utoipa::path(delete, path = "/v0/node/{node}/console", operation_id = "v0_node_console_stop", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, description = "stopped"), (status = 404)))]
 pub(super) async fn stop_console(State(st): State<AppState>, c: Caller, Path(node): Path<String>) -> R<Response> {
     nodes::console_stop(&st, &c, &node).await?;
     Ok(ok())
 }
 
+/// Register a NIC of the node (admin).
+#[utoipa::path(put, path = "/v0/node/{node}/nic/{nic}", operation_id = "v0_nic_register", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("nic" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = NicRegister, responses((status = 200, description = "registered"), (status = 404), (status = 409)))]
 pub(super) async fn register_nic(
     State(st): State<AppState>,
     c: Caller,
@@ -172,6 +235,8 @@ pub(super) async fn register_nic(
     Ok(ok())
 }
 
+/// Delete a NIC with no networks and no port (admin).
+#[utoipa::path(delete, path = "/v0/node/{node}/nic/{nic}", operation_id = "v0_nic_delete", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("nic" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, description = "deleted"), (status = 404), (status = 409)))]
 pub(super) async fn delete_nic(
     State(st): State<AppState>,
     c: Caller,
@@ -181,6 +246,8 @@ pub(super) async fn delete_nic(
     Ok(ok())
 }
 
+/// Set a metadata label (admin).
+#[utoipa::path(put, path = "/v0/node/{node}/metadata/{label}", operation_id = "v0_node_metadata_set", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("label" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = MetadataValue, responses((status = 200, description = "set"), (status = 404)))]
 pub(super) async fn set_metadata(
     State(st): State<AppState>,
     c: Caller,
@@ -191,6 +258,8 @@ pub(super) async fn set_metadata(
     Ok(ok())
 }
 
+/// Delete a metadata label (admin).
+#[utoipa::path(delete, path = "/v0/node/{node}/metadata/{label}", operation_id = "v0_node_metadata_delete", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("label" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, description = "deleted"), (status = 404)))]
 pub(super) async fn delete_metadata(
     State(st): State<AppState>,
     c: Caller,

@@ -3,26 +3,54 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
-use super::{R, ok};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{R, StatusId, ok};
 use crate::app::{AppState, switches};
 use crate::authz::Caller;
 use crate::drivers::SwitchConfig;
 use crate::http::{Body, Empty};
 
-#[derive(Deserialize)]
+/// `{"node": <name>, "nic": <label>}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeNic {
     node: String,
     nic: String,
 }
 
+/// A switch and its ports.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SwitchView {
+    name: String,
+    ports: Vec<String>,
+}
+
+/// What is cabled to a port: empty (`{}`) if nothing.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PortView {
+    /// Attached networks: channel -> network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    networks: Option<BTreeMap<String, String>>,
+    /// That NIC's label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nic: Option<String>,
+    /// The node whose NIC is cabled to the port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+}
+
+/// Every switch (admin).
+#[utoipa::path(get, path = "/v0/switches", operation_id = "v0_switch_list", responses((status = 200, body = [String])))]
 pub(super) async fn list(State(st): State<AppState>, c: Caller) -> R<Json<Vec<String>>> {
     Ok(Json(switches::list(&st, &c).await?))
 }
 
+/// Register a switch (admin); `type` selects the driver.
+#[utoipa::path(put, path = "/v0/switch/{switch}", operation_id = "v0_switch_register", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = SwitchConfig, responses((status = 200, description = "registered"), (status = 409)))]
 pub(super) async fn register(
     State(st): State<AppState>,
     c: Caller,
@@ -33,16 +61,22 @@ pub(super) async fn register(
     Ok(ok())
 }
 
+/// Delete a switch without ports (admin).
+#[utoipa::path(delete, path = "/v0/switch/{switch}", operation_id = "v0_switch_delete", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, description = "deleted"), (status = 404), (status = 409)))]
 pub(super) async fn delete(State(st): State<AppState>, c: Caller, Path(switch): Path<String>) -> R<Response> {
     switches::delete(&st, &c, &switch).await?;
     Ok(ok())
 }
 
-pub(super) async fn show(State(st): State<AppState>, c: Caller, Path(switch): Path<String>) -> R<Json<Value>> {
+/// A switch and its ports (admin).
+#[utoipa::path(get, path = "/v0/switch/{switch}", operation_id = "v0_switch_show", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = SwitchView), (status = 404)))]
+pub(super) async fn show(State(st): State<AppState>, c: Caller, Path(switch): Path<String>) -> R<Json<SwitchView>> {
     let ports = switches::ports(&st, &c, &switch).await?;
-    Ok(Json(json!({ "name": switch, "ports": ports })))
+    Ok(Json(SwitchView { name: switch, ports }))
 }
 
+/// Add a port (admin).
+#[utoipa::path(put, path = "/v0/switch/{switch}/port/{port}", operation_id = "v0_port_create", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("port" = String, Path, description = "port name (for Linux switches an interface name: 1-15 characters A-Z a-z 0-9 _ . -, not starting with -)", pattern = "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")), request_body = Empty, responses((status = 200, description = "added"), (status = 404), (status = 409)))]
 pub(super) async fn add_port(
     State(st): State<AppState>,
     c: Caller,
@@ -53,6 +87,8 @@ pub(super) async fn add_port(
     Ok(ok())
 }
 
+/// Delete a port with nothing cabled to it (admin).
+#[utoipa::path(delete, path = "/v0/switch/{switch}/port/{port}", operation_id = "v0_port_delete", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("port" = String, Path, description = "port name (for Linux switches an interface name: 1-15 characters A-Z a-z 0-9 _ . -, not starting with -)", pattern = "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")), responses((status = 200, description = "deleted"), (status = 404), (status = 409)))]
 pub(super) async fn delete_port(
     State(st): State<AppState>,
     c: Caller,
@@ -62,18 +98,21 @@ pub(super) async fn delete_port(
     Ok(ok())
 }
 
+/// What is cabled to a port (admin).
+#[utoipa::path(get, path = "/v0/switch/{switch}/port/{port}", operation_id = "v0_port_show", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("port" = String, Path, description = "port name (for Linux switches an interface name: 1-15 characters A-Z a-z 0-9 _ . -, not starting with -)", pattern = "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")), responses((status = 200, body = PortView), (status = 404)))]
 pub(super) async fn show_port(
     State(st): State<AppState>,
     c: Caller,
     Path((switch, port)): Path<(String, String)>,
-) -> R<Json<Value>> {
+) -> R<Json<PortView>> {
     let Some((node, nic, attached)) = switches::show_port(&st, &c, &switch, &port).await? else {
-        return Ok(Json(json!({})));
+        return Ok(Json(PortView { node: None, nic: None, networks: None }));
     };
-    let networks: Map<String, Value> = attached.into_iter().map(|(ch, net)| (ch, Value::String(net))).collect();
-    Ok(Json(json!({ "node": node, "nic": nic, "networks": networks })))
+    Ok(Json(PortView { node: Some(node), nic: Some(nic), networks: Some(attached.into_iter().collect()) }))
 }
 
+/// Cable a node's NIC to the port (admin).
+#[utoipa::path(post, path = "/v0/switch/{switch}/port/{port}/connect_nic", operation_id = "v0_port_connect_nic", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("port" = String, Path, description = "port name (for Linux switches an interface name: 1-15 characters A-Z a-z 0-9 _ . -, not starting with -)", pattern = "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")), request_body = NodeNic, responses((status = 200, description = "connected"), (status = 404), (status = 409)))]
 pub(super) async fn connect_nic(
     State(st): State<AppState>,
     c: Caller,
@@ -84,6 +123,8 @@ pub(super) async fn connect_nic(
     Ok(ok())
 }
 
+/// Uncable the port (admin; no networks may be attached).
+#[utoipa::path(post, path = "/v0/switch/{switch}/port/{port}/detach_nic", operation_id = "v0_port_detach_nic", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("port" = String, Path, description = "port name (for Linux switches an interface name: 1-15 characters A-Z a-z 0-9 _ . -, not starting with -)", pattern = "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")), request_body = Empty, responses((status = 200, description = "detached"), (status = 404), (status = 409)))]
 pub(super) async fn detach_nic(
     State(st): State<AppState>,
     c: Caller,
@@ -94,12 +135,14 @@ pub(super) async fn detach_nic(
     Ok(ok())
 }
 
+/// Detach every network from the port (admin); a networking action.
+#[utoipa::path(post, path = "/v0/switch/{switch}/port/{port}/revert", operation_id = "v0_port_revert", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("port" = String, Path, description = "port name (for Linux switches an interface name: 1-15 characters A-Z a-z 0-9 _ . -, not starting with -)", pattern = "^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,14}$")), request_body = Empty, responses((status = 200, body = StatusId), (status = 404)))]
 pub(super) async fn revert_port(
     State(st): State<AppState>,
     c: Caller,
     Path((switch, port)): Path<(String, String)>,
     Body(Empty {}): Body<Empty>,
-) -> R<Json<Value>> {
-    let id = switches::revert_port(&st, &c, &switch, &port).await?;
-    Ok(Json(json!({ "status_id": id })))
+) -> R<Json<StatusId>> {
+    let status_id = switches::revert_port(&st, &c, &switch, &port).await?;
+    Ok(Json(StatusId { status_id }))
 }

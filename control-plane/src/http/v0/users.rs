@@ -3,13 +3,15 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::{R, ok};
 use crate::app::{AppState, users};
 use crate::authz::Caller;
 use crate::http::Body;
 
-#[derive(Deserialize)]
+/// A new user: password and whether it is an admin (`is-admin` is accepted too).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UserCreate {
     password: String,
@@ -17,12 +19,15 @@ pub(super) struct UserCreate {
     is_admin: bool,
 }
 
-#[derive(Deserialize)]
+/// `{"project": <name>}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ProjectArg {
     project: String,
 }
 
+/// Create a user (admin).
+#[utoipa::path(put, path = "/v0/auth/basic/user/{user}", operation_id = "v0_user_create", params(("user" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = UserCreate, responses((status = 200, description = "created"), (status = 409)))]
 pub(super) async fn create(
     State(st): State<AppState>,
     c: Caller,
@@ -33,11 +38,15 @@ pub(super) async fn create(
     Ok(ok())
 }
 
+/// Delete a user (admin).
+#[utoipa::path(delete, path = "/v0/auth/basic/user/{user}", operation_id = "v0_user_delete", params(("user" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, description = "deleted"), (status = 404)))]
 pub(super) async fn delete(State(st): State<AppState>, c: Caller, Path(user): Path<String>) -> R<Response> {
     users::delete(&st, &c, &user).await?;
     Ok(ok())
 }
 
+/// Make the user a member of a project (admin).
+#[utoipa::path(post, path = "/v0/auth/basic/user/{user}/add_project", operation_id = "v0_user_add_project", params(("user" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = ProjectArg, responses((status = 200, description = "added"), (status = 404), (status = 409)))]
 pub(super) async fn add_project(
     State(st): State<AppState>,
     c: Caller,
@@ -48,6 +57,8 @@ pub(super) async fn add_project(
     Ok(ok())
 }
 
+/// Remove the user from a project (admin).
+#[utoipa::path(post, path = "/v0/auth/basic/user/{user}/remove_project", operation_id = "v0_user_remove_project", params(("user" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = ProjectArg, responses((status = 200, description = "removed"), (status = 404)))]
 pub(super) async fn remove_project(
     State(st): State<AppState>,
     c: Caller,

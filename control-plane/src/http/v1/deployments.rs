@@ -46,7 +46,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Show what the node's runtime last reported (project members and admins).
-#[utoipa::path(get, path = "/v1/nodes/{node}/runtime", operation_id = "node_runtime_show", params(("node" = String, Path, description = "node name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200, body = NodeRuntime), (status = 404)))]
+#[utoipa::path(get, path = "/v1/nodes/{node}/runtime", operation_id = "node_runtime_show", params(("node" = String, Path, description = "node name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = NodeRuntime), (status = 404)))]
 async fn node_runtime(
     State(st): State<AppState>,
     c: Caller,

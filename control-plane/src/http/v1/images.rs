@@ -101,7 +101,7 @@ async fn set_visibility(
 }
 
 /// Share an image with a project.
-#[utoipa::path(put, path = "/v1/images/{name}/members/{project}", operation_id = "image_member_add", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"), ("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200)))]
+#[utoipa::path(put, path = "/v1/images/{name}/members/{project}", operation_id = "image_member_add", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"), ("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200)))]
 async fn add_member(
     State(st): State<AppState>,
     c: Caller,
@@ -112,7 +112,7 @@ async fn add_member(
 }
 
 /// Stop sharing an image with a project.
-#[utoipa::path(delete, path = "/v1/images/{name}/members/{project}", operation_id = "image_member_remove", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"), ("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200)))]
+#[utoipa::path(delete, path = "/v1/images/{name}/members/{project}", operation_id = "image_member_remove", params(("name" = String, Path, description = "image name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .), or a nested instance's carrier name <prefix>~<name>"), ("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200)))]
 async fn remove_member(
     State(st): State<AppState>,
     c: Caller,

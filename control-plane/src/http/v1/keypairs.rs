@@ -38,13 +38,13 @@ async fn create(
 }
 
 /// Show one of the caller's own keys.
-#[utoipa::path(get, path = "/v1/keypairs/{name}", operation_id = "keypair_show", params(("name" = String, Path, description = "keypair name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200, body = Keypair)))]
+#[utoipa::path(get, path = "/v1/keypairs/{name}", operation_id = "keypair_show", params(("name" = String, Path, description = "keypair name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = Keypair)))]
 async fn show(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<Keypair>, ApiError> {
     Ok(Json(keypairs::show(&st, &c, &name).await?))
 }
 
 /// Delete one of the caller's own keys.
-#[utoipa::path(delete, path = "/v1/keypairs/{name}", operation_id = "keypair_delete", params(("name" = String, Path, description = "keypair name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200)))]
+#[utoipa::path(delete, path = "/v1/keypairs/{name}", operation_id = "keypair_delete", params(("name" = String, Path, description = "keypair name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200)))]
 async fn remove(State(st): State<AppState>, c: Caller, Path(name): Path<String>) -> Result<Json<()>, ApiError> {
     keypairs::delete(&st, &c, &name).await?;
     Ok(Json(()))

@@ -20,7 +20,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Show a project's quota and usage (members and admins).
-#[utoipa::path(get, path = "/v1/projects/{project}/quota", operation_id = "quota_show", params(("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), responses((status = 200, body = QuotaUsage)))]
+#[utoipa::path(get, path = "/v1/projects/{project}/quota", operation_id = "quota_show", params(("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = QuotaUsage)))]
 async fn show(
     State(st): State<AppState>,
     c: crate::authz::Caller,
@@ -31,7 +31,7 @@ async fn show(
 
 /// Set a project's quota (admin only). Lowering a limit below current use is
 /// allowed: nothing is taken away, new requests are refused.
-#[utoipa::path(put, path = "/v1/projects/{project}/quota", operation_id = "quota_set", params(("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), request_body = Quota, responses((status = 200, body = Quota)))]
+#[utoipa::path(put, path = "/v1/projects/{project}/quota", operation_id = "quota_set", params(("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = Quota, responses((status = 200, body = Quota)))]
 async fn set(
     State(st): State<AppState>,
     c: crate::authz::Caller,

@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Return a node to the free pool running the runtime (kexec, else BMC), optionally wiped, networks detached.
-#[utoipa::path(post, path = "/v1/nodes/{node}/reclaim", operation_id = "node_reclaim", params(("node" = String, Path, description = "node name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)")), request_body = ReclaimRequest,
+#[utoipa::path(post, path = "/v1/nodes/{node}/reclaim", operation_id = "node_reclaim", params(("node" = String, Path, description = "node name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = ReclaimRequest,
     responses((status = 200, body = Reclaimed), (status = 409), (status = 502)))]
 async fn reclaim(
     State(st): State<AppState>,
