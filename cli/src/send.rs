@@ -97,7 +97,7 @@ pub fn run(a: SendArgs) -> anyhow::Result<SenderSummary> {
     };
     let sender = Sender::new(&spec, &bundle, cfg).context("starting the sender")?;
     eprintln!(
-        "session {:016x}: {} blocks to {}:{}, waiting for {} receivers",
+        "session {:08x}: {} blocks to {}:{}, waiting for {} receivers",
         spec.session_id,
         bundle.manifest.stored_chunks().count(),
         a.group,
@@ -141,7 +141,7 @@ pub fn run(a: SendArgs) -> anyhow::Result<SenderSummary> {
 /// Prints a summary table.
 pub fn print_summary(s: &SenderSummary) {
     println!(
-        "session {:016x}: {} of {} receivers done in {:.2}s; wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols in {} bursts, {} reports rejected ({} bad MAC, {} stale/replayed, {} other session, {} malformed, {} invalid)",
+        "session {:08x}: {} of {} receivers done in {:.2}s; wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols in {} bursts, {} reports rejected ({} bad MAC, {} stale/replayed, {} other session, {} malformed, {} invalid)",
         s.session_id,
         s.done(),
         s.receivers.len(),

@@ -4,26 +4,39 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A metalcast packet (header, a small body, a dummy MAC) of `kind`, of the
 /// wire version the XDP program matches.
-pub(crate) fn mc_packet(kind: u8, session: u64, a: u32) -> Vec<u8> {
+pub(crate) fn mc_packet(kind: u8, session: u32, a: u32) -> Vec<u8> {
     mc_packet_version(crate::xdp_rx::WIRE_VERSION, kind, session, a)
 }
 
-/// [`mc_packet`] with another wire version byte.
-pub(crate) fn mc_packet_version(version: u8, kind: u8, session: u64, a: u32) -> Vec<u8> {
+/// [`mc_packet`] with another wire version byte (version 5's layout:
+/// version, kind, u32 session id, u32 sequence number, u24 block, u24 ESI).
+pub(crate) fn mc_packet_version(version: u8, kind: u8, session: u32, a: u32) -> Vec<u8> {
+    let mut p = vec![version, kind];
+    p.extend(session.to_le_bytes());
+    p.extend(42u32.to_le_bytes());
+    p.extend(&a.to_le_bytes()[..3]);
+    p.extend(&5u32.to_le_bytes()[..3]); // ESI
+    p.extend([0xAB; 32]);
+    p.extend([0x5A; 16]);
+    p
+}
+
+/// A symbol packet of `block` as wire version 4 framed it: magic "MC",
+/// version 4, kind, u64 session id, u64 sequence number, u32 block, u32 ESI.
+pub(crate) fn mc_symbol_v4(session: u64, block: u32) -> Vec<u8> {
     let mut p = b"MC".to_vec();
-    p.push(version);
-    p.push(kind);
+    p.extend([4, 1]);
     p.extend(session.to_le_bytes());
     p.extend(42u64.to_le_bytes());
-    p.extend(a.to_le_bytes());
-    p.extend(5u32.to_le_bytes()); // ESI
+    p.extend(block.to_le_bytes());
+    p.extend(5u32.to_le_bytes());
     p.extend([0xAB; 32]);
     p.extend([0x5A; 16]);
     p
 }
 
 /// A symbol packet of `block`.
-pub(crate) fn mc_symbol(session: u64, block: u32) -> Vec<u8> {
+pub(crate) fn mc_symbol(session: u32, block: u32) -> Vec<u8> {
     mc_packet(1, session, block)
 }
 

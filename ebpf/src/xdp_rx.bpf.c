@@ -38,10 +38,12 @@
 #define MAX_QUEUES 64
 #define DONE_WORDS 65536 // 64-bit words of finished-block bits, shared by all sessions
 
-// metalcast packet header (docs/wire-protocol.md): magic "MC", version 4,
-// kind, session id (u64 LE), sequence number (u64 LE), a (u32 LE).
-#define MC_HEADER_LEN 24
-#define MC_VERSION 4
+// metalcast packet header (docs/wire-protocol.md), 16 bytes: version (5),
+// kind, session id (u32 LE), sequence number (low 32 bits, LE), block (u24
+// LE, symbols), ESI (u24 LE). Versions up to 4 began with the magic "MC":
+// their first byte is no version, and they are passed as other traffic.
+#define MC_HEADER_LEN 16
+#define MC_VERSION 5
 #define MC_KIND_SYMBOL 1
 
 #define ETH_P_8021Q_ 0x8100
@@ -51,8 +53,7 @@ struct session_key {
 	__u8 addr[16]; // destination: IPv6, or IPv4-mapped ::ffff:a.b.c.d
 	__u16 port;    // destination UDP port, host byte order
 	__u16 pad0;
-	__u32 pad1;
-	__u64 session_id;
+	__u32 session_id;
 };
 
 struct session_info {
@@ -169,9 +170,9 @@ static __always_inline int xdp_rx(struct xdp_md *ctx)
 
 	__u32 payload = parse_udp(ctx, &key);
 	__u8 *mc = payload ? ptr_at(ctx, payload, MC_HEADER_LEN) : NULL;
-	if (!mc || mc[0] != 'M' || mc[1] != 'C' || mc[2] != MC_VERSION)
+	if (!mc || mc[0] != MC_VERSION)
 		goto pass_other;
-	__builtin_memcpy(&key.session_id, mc + 4, 8); // little endian, as BPF on x86/arm64
+	__builtin_memcpy(&key.session_id, mc + 2, 4); // little endian, as BPF on x86/arm64
 
 	struct session_info *s = bpf_map_lookup_elem(&XDP_RX_SESSIONS, &key);
 	if (!s)
@@ -182,9 +183,8 @@ static __always_inline int xdp_rx(struct xdp_md *ctx)
 		return XDP_PASS;
 	st->seen++;
 
-	if (mc[3] == MC_KIND_SYMBOL) {
-		__u32 block;
-		__builtin_memcpy(&block, mc + 20, 4);
+	if (mc[1] == MC_KIND_SYMBOL) {
+		__u32 block = (__u32)mc[10] | (__u32)mc[11] << 8 | (__u32)mc[12] << 16;
 		if (block < s->nblocks) {
 			__u32 word = s->done_base + block / 64;
 			__u64 *bits = bpf_map_lookup_elem(&XDP_RX_DONE, &word);

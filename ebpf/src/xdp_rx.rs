@@ -32,7 +32,7 @@ pub const MAX_BLOCKS: u32 = 65536 * 64;
 /// `xdp_rx.bpf.c`); frames of any other version are passed to the stack. It
 /// must equal the transport's `packet::VERSION`: the node runtime's tests hold
 /// the two together, this crate's tests hold it to the C source.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 
 const PROGRAM: &str = "metalcast_xdp_rx";
 const SESSIONS_MAP: &str = "XDP_RX_SESSIONS";
@@ -48,7 +48,7 @@ pub struct SessionMatch {
     /// Destination UDP port.
     pub port: u16,
     /// Session id carried in every packet's header.
-    pub session_id: u64,
+    pub session_id: u32,
 }
 
 /// Mirror of `struct session_key` in `xdp_rx.bpf.c`.
@@ -58,8 +58,7 @@ struct RawKey {
     addr: [u8; 16],
     port: u16,
     pad0: u16,
-    pad1: u32,
-    session_id: u64,
+    session_id: u32,
 }
 
 // SAFETY: `RawKey` is `#[repr(C)]` with explicit padding fields (no implicit
@@ -72,7 +71,7 @@ impl From<SessionMatch> for RawKey {
             IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             IpAddr::V6(a) => a.octets(),
         };
-        RawKey { addr, port: m.port, pad0: 0, pad1: 0, session_id: m.session_id }
+        RawKey { addr, port: m.port, pad0: 0, session_id: m.session_id }
     }
 }
 
@@ -414,7 +413,7 @@ mod tests {
 
     const GROUP: Ipv4Addr = Ipv4Addr::new(239, 77, 1, 1);
     const PORT: u16 = 47000;
-    const SID: u64 = 0x1122_3344_5566_7788;
+    const SID: u32 = 0x1122_3344;
 
     fn run(rx: &mut XdpRx, frame: &[u8]) -> u32 {
         let mut out = vec![0u8; frame.len() + 512];
@@ -460,6 +459,9 @@ mod tests {
         assert_eq!(run(&mut rx, &Frame::v4(GROUP, PORT, sym(4)).build()), XDP_PASS);
         rx.mark_done(s, 99).unwrap();
         assert_eq!(run(&mut rx, &Frame::v4(GROUP, PORT, sym(99)).build()), XDP_DROP);
+        // The block is 24 bits: one whose low 16 bits name a finished block is
+        // another block, beyond the image, and goes up.
+        assert_eq!(run(&mut rx, &Frame::v4(GROUP, PORT, sym(3 | 1 << 16)).build()), XDP_PASS);
         assert!(matches!(rx.mark_done(s, 100), Err(XdpRxError::BlockOutOfRange { .. })));
         // A poll of the same session is never dropped, whatever its header word says.
         assert_eq!(run(&mut rx, &Frame::v4(GROUP, PORT, testing::mc_packet(2, SID, 3)).build()), XDP_PASS);
@@ -473,7 +475,7 @@ mod tests {
         assert_eq!(run(&mut rx, &Frame::v6(v6group, PORT, sym(3)).build()), XDP_DROP);
         assert_eq!(rx.stats(s6).unwrap(), RxStats { seen: 2, early_dropped: 1, passed: 1, ..RxStats::default() });
         let s_stats = rx.stats(s).unwrap();
-        assert_eq!((s_stats.seen, s_stats.early_dropped, s_stats.passed), (7, 4, 3));
+        assert_eq!((s_stats.seen, s_stats.early_dropped, s_stats.passed), (8, 4, 4));
 
         // Everything else is passed and counted as "other".
         let before = rx.other_stats().unwrap();
@@ -485,13 +487,17 @@ mod tests {
             ("IPv4 later fragment", Frame::v4(GROUP, PORT, sym(3)).frag(0x0010).build()),
             ("IPv6 fragment header", Frame::v6(v6group, PORT, sym(3)).v6_fragment().build()),
             (
-                "bad magic",
+                "not a version byte",
                 Frame::v4(GROUP, PORT, {
                     let mut p = sym(3);
                     p[0] = b'X';
                     p
                 })
                 .build(),
+            ),
+            (
+                "a version 4 symbol of a finished block (MC framing, u64 session id)",
+                Frame::v4(GROUP, PORT, testing::mc_symbol_v4(u64::from(SID), 3)).build(),
             ),
             (
                 "older wire version",
@@ -509,14 +515,14 @@ mod tests {
         }
         // Truncated at every length: never dropped or redirected, never aborted.
         let full = Frame::v4(GROUP, PORT, sym(3)).vlan(&[0x8100]).build();
-        let header_end = 14 + 4 + 20 + 8 + 24;
+        let header_end = 14 + 4 + 20 + 8 + 16;
         assert_eq!(run(&mut rx, &full[..header_end]), XDP_DROP, "the whole metalcast header is enough");
         let s_stats = RxStats { seen: s_stats.seen + 1, early_dropped: s_stats.early_dropped + 1, ..s_stats };
         for len in 14..header_end {
             assert_eq!(run(&mut rx, &full[..len]), XDP_PASS, "truncated to {len}");
         }
         let full6 = Frame::v6(v6group, PORT, sym(3)).build();
-        for len in 14..14 + 40 + 8 + 24 {
+        for len in 14..14 + 40 + 8 + 16 {
             assert_eq!(run(&mut rx, &full6[..len]), XDP_PASS, "v6 truncated to {len}");
         }
         let after = rx.other_stats().unwrap();

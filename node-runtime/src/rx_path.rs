@@ -103,8 +103,8 @@ impl XdpSource {
             )));
         }
         let cfg = XskConfig::default();
-        // Ethernet + 2 VLAN tags + IPv6 + UDP + packet overhead + ESI + symbol.
-        let frame = 14 + 8 + 40 + 8 + metalcast_transport::packet::OVERHEAD + 4 + usize::from(spec.symbol_size);
+        // Ethernet + 2 VLAN tags + IPv6 + UDP + packet overhead (header, MAC) + symbol.
+        let frame = 14 + 8 + 40 + 8 + metalcast_transport::packet::OVERHEAD + usize::from(spec.symbol_size);
         if frame > cfg.max_frame() as usize {
             return Err(XdpUnavailable::Unsupported(format!(
                 "{}-byte symbols need {frame}-byte frames; an AF_XDP frame holds {} (jumbo frames use the socket path)",

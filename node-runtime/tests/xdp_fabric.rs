@@ -48,7 +48,7 @@ fn make_bundle(dir: &Path) -> (PathBuf, Vec<[u8; 32]>) {
 
 fn session(f: &Fabric, manifest: &Manifest, port: u16) -> SessionSpec {
     SessionSpec {
-        session_id: 0x0d9e_0000 + u64::from(std::process::id()) + u64::from(port),
+        session_id: 0x0d9e_0000 + std::process::id() + u32::from(port),
         group: Ipv4Addr::new(239, 77, 4, 1),
         port,
         sender: SocketAddrV4::new(f.sender().ipv4(), port + 1),

@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use crate::sys::{machine_busy_secs, thread_cpu_secs};
 use metalcast_fabric::Fabric;
 use metalcast_node::rx_path::XdpSource;
-use metalcast_transport::packet::{Header, Kind, OVERHEAD};
+use metalcast_transport::packet::{Header, Kind, OVERHEAD, VERSION};
 use metalcast_transport::{PacketSource, SessionKey, SessionSpec, SocketSource};
 use nix::sys::socket::{setsockopt, sockopt};
 
@@ -85,7 +85,7 @@ const PORT: u16 = 47900;
 
 fn spec(sender: Ipv4Addr) -> SessionSpec {
     SessionSpec {
-        session_id: 0xbe4c_0000 + u64::from(std::process::id()),
+        session_id: 0xbe4c_0000 + std::process::id(),
         group: GROUP,
         port: PORT,
         sender: SocketAddrV4::new(sender, PORT + 1),
@@ -127,7 +127,7 @@ fn receive(
         let now = Instant::now();
         for i in 0..n {
             let p = src.get(i);
-            if p.len() >= OVERHEAD && p[..2] == *b"MC" && p[4..12] == sid {
+            if p.len() >= OVERHEAD && p[0] == VERSION && p[2..6] == sid {
                 received += 1;
                 bytes += p.len() as u64;
             }
@@ -150,7 +150,7 @@ fn receive(
 fn send(spec: &SessionSpec, local: Ipv4Addr, secs: f64, kpps: u64) -> anyhow::Result<u64> {
     let sock = UdpSocket::bind(SocketAddrV4::new(local, 0)).context("sender socket")?;
     sock.set_multicast_ttl_v4(1)?;
-    let seg = OVERHEAD + 4 + usize::from(spec.symbol_size);
+    let seg = OVERHEAD + usize::from(spec.symbol_size);
     setsockopt(&sock, sockopt::UdpGsoSegment, &(seg as i32)).context("UDP GSO")?;
     let per_send = (65000 / seg).min(64);
     let mut buf = vec![0xA5u8; per_send * seg];
@@ -165,7 +165,7 @@ fn send(spec: &SessionSpec, local: Ipv4Addr, secs: f64, kpps: u64) -> anyhow::Re
             }
         }
         for p in buf.chunks_mut(seg) {
-            Header { kind: Kind::Symbol, session: spec.session_id, seq, a: 0 }.write(p);
+            Header { kind: Kind::Symbol, session: spec.session_id, seq, a: 0, esi: 0 }.write(p);
             seq += 1;
         }
         match sock.send_to(&buf, dest) {

@@ -242,13 +242,13 @@ fn decode_fails(extra: u64, rng: &mut Rng) -> bool {
 
 /// Symbol size for an MTU, as the transport picks it.
 pub fn symbol_size(mtu: usize) -> u64 {
-    metalcast_transport::SessionSpec::symbol_size_for_mtu(mtu).map(u64::from).unwrap_or(1424)
+    metalcast_transport::SessionSpec::symbol_size_for_mtu(mtu).map(u64::from).unwrap_or(1440)
 }
 
 /// The default bundle chunk size.
 const CHUNK: u64 = 1 << 20;
-/// metalcast packet = IP/UDP 28 + header 24 + ESI 4 + symbol + MAC 16.
-const MC_OVERHEAD_IP: u64 = 72;
+/// metalcast packet = IP/UDP 28 + header 16 + symbol + MAC 16 (wire version 5).
+const MC_OVERHEAD_IP: u64 = 28 + metalcast_transport::packet::OVERHEAD as u64;
 const ETH: u64 = 14;
 const REPORT_INTERVAL: f64 = 0.005;
 const GATHER: f64 = 0.006;
@@ -325,10 +325,10 @@ fn suppressed_round(needs: &[u64], planned: u64, p_miss: f64, backoff_max: f64, 
     round
 }
 
-/// IP bytes of a plan packet with one entry (IP/UDP 28, header 24, body 8 + 12, MAC 16).
-const PLAN_IP: u64 = 88;
-/// IP bytes of a report with about one need (108 + 8).
-const REPORT_IP: f64 = 116.0;
+/// IP bytes of a plan packet with one entry (IP/UDP 28, header 16, body 8 + 12, MAC 16).
+const PLAN_IP: u64 = MC_OVERHEAD_IP + 8 + 12;
+/// IP bytes of a report with about one need (IP/UDP 28, header 16, body 48 + 8, MAC 16).
+const REPORT_IP: f64 = (MC_OVERHEAD_IP + 48 + 8) as f64;
 
 /// metalcast's scheme (see the module docs).
 pub fn metalcast(cfg: &Config) -> Prediction {
@@ -599,12 +599,12 @@ mod tests {
         for n in [1, 10, 1000] {
             let c = cfg(n, Loss::Random(0.0));
             let p = metalcast(&c);
-            let k = (1u64 << 20).div_ceil(1424);
+            let k = (1u64 << 20).div_ceil(1440);
             assert_eq!(p.packets, 64 * k, "N={n}");
             assert_eq!(nack(&c).packets, (64u64 << 20).div_ceil(1456));
             assert_eq!(unicast(&c).packets, n as u64 * (64u64 << 20).div_ceil(1448));
             // Time is the packets at the link rate, plus the feedback latency of the end.
-            let wire_time = p.packets as f64 * (1424.0 + 72.0 + 14.0) * 8.0 / 1e9;
+            let wire_time = p.packets as f64 * (1440.0 + 60.0 + 14.0) * 8.0 / 1e9;
             assert!(p.secs >= wire_time && p.secs < wire_time + c.startup + 0.01, "{} vs {wire_time}", p.secs);
         }
     }
@@ -651,7 +651,7 @@ mod tests {
         assert!(big.wire_payload < small.wire_payload - 0.005, "{} vs {}", big.wire_payload, small.wire_payload);
         // Same source symbols either way (up to one partial symbol per block).
         let zero = |c: u64| metalcast(&Config { chunk_bytes: c, ..cfg(10, Loss::Random(0.0)) }).packets;
-        assert_eq!(zero(4 << 20), 16 * (4u64 << 20).div_ceil(1424));
+        assert_eq!(zero(4 << 20), 16 * (4u64 << 20).div_ceil(1440));
     }
 
     #[test]

@@ -247,8 +247,8 @@ impl Action {
     /// The id of the multicast session this action runs in (deploy and seed), if any.
     pub fn session_id(&self) -> Option<u64> {
         match self {
-            Action::Deploy(d) => Some(d.session.session_id),
-            Action::Seed(s) => Some(s.session.session_id),
+            Action::Deploy(d) => Some(u64::from(d.session.session_id)),
+            Action::Seed(s) => Some(u64::from(s.session.session_id)),
             Action::Wipe(_) | Action::CheckIn | Action::PowerOff => None,
         }
     }

@@ -559,7 +559,7 @@ mod tests {
         let spec =
             crate::SessionSpec::new("ab", "239.1.1.1:5000".parse().unwrap(), "10.0.0.1:5001".parse().unwrap(), 1500)
                 .unwrap();
-        let want = spec.session_id;
+        let want = u64::from(spec.session_id);
         let action = Action::Seed(serde_json::from_value(serde_json::json!({"session": spec})).unwrap());
         let id = deliver(&api, mac, action).await;
         let report = |session: Option<u64>| {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use metalcast_image::{Bundle, spec_from_inputs};
 use metalcast_transport::erasure::FewErasures;
 use metalcast_transport::layout::Layout;
-use metalcast_transport::packet::{self, Header, Kind};
+use metalcast_transport::packet;
 use metalcast_transport::{ChunkSink, PacketSource, Receiver, ReceiverConfig, SessionKey, SessionSpec, TransportError};
 use raptorq::{EncodingPacket, PayloadId, SourceBlockDecoder, SourceBlockEncoder};
 
@@ -79,13 +79,7 @@ impl ChunkSink for Null {
 }
 
 fn seal(spec: &SessionSpec, seq: u64, b: u32, esi: u32, sym: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; packet::HEADER_LEN];
-    Header { kind: Kind::Symbol, session: spec.session_id, seq, a: b }.write(&mut out);
-    out.extend_from_slice(&esi.to_le_bytes());
-    out.extend_from_slice(sym);
-    out.resize(out.len() + packet::MAC_LEN, 0);
-    packet::seal_in_place(&spec.key, &mut out);
-    out
+    packet::build_symbol(&spec.key, spec.session_id, seq, b, esi, sym)
 }
 
 fn main() {
@@ -196,7 +190,7 @@ fn main() {
     let c0 = thread_cpu();
     for _ in 0..reps {
         for p in &pkts {
-            std::hint::black_box(packet::open(&spec.key, spec.session_id, p).unwrap());
+            std::hint::black_box(packet::open(&spec.key, spec.session_id, 0, p).unwrap());
         }
     }
     let per_pkt = (thread_cpu() - c0) / (reps * pkts.len()) as f64;

@@ -7,7 +7,7 @@
 //! constant is a linear map over GF(2), so one `gf2p8affineqb` with that 8x8
 //! bit matrix multiplies 64 bytes, in any field polynomial; a masked last
 //! vector covers a row's tail, so symbols that are not a multiple of 64 bytes,
-//! such as the 1424 bytes of a 1500-byte MTU, never fall back to scalar
+//! such as the 1440 bytes of a 1500-byte MTU, never fall back to scalar
 //! code), GFNI with AVX2 (32 bytes), AVX2 nibble table lookups (32 bytes), a
 //! scalar table.
 const POLY: u16 = 0x11d;

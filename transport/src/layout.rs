@@ -8,6 +8,8 @@
 use metalcast_image::Manifest;
 use raptorq::ObjectTransmissionInformation;
 
+use crate::error::TransportError;
+use crate::packet::MAX_BLOCKS;
 use crate::session::SYMBOL_ALIGNMENT;
 
 /// One source block.
@@ -50,6 +52,17 @@ impl Layout {
             .collect();
         let k_max = (u64::from(m.chunk_size).div_ceil(t) as u32).max(1);
         Layout { symbol_size, k_max, blocks }
+    }
+
+    /// Checks that the block numbers fit the wire's 24-bit field.
+    pub fn check_wire(&self) -> Result<(), TransportError> {
+        if self.blocks.len() > MAX_BLOCKS {
+            return Err(TransportError::Config(format!(
+                "the image has {} stored chunks; a session carries at most {MAX_BLOCKS} blocks (24-bit block numbers)",
+                self.blocks.len()
+            )));
+        }
+        Ok(())
     }
 
     /// RaptorQ parameters of every block (one source block of `k_max`

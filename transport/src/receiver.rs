@@ -379,6 +379,7 @@ impl<'a> Receiver<'a> {
             return Err(TransportError::Config("session spec is for another image (root hash differs)".into()));
         }
         let layout = Layout::new(manifest, spec.symbol_size);
+        layout.check_wire()?;
         let control = sys::control_socket(SocketAddrV4::new(cfg.iface, 0))?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("report socket", e))?;
         // Report counters start at the clock in microseconds, so a receiver
@@ -507,7 +508,7 @@ impl<'a> Receiver<'a> {
             self.reports.send(report.clone());
             sys::wait_readable(&self.reports.control, Duration::from_millis(50));
             while let Ok(n) = self.reports.control.recv(&mut buf) {
-                if let Ok((h, body)) = packet::open(&self.spec.key, self.spec.session_id, &buf[..n])
+                if let Ok((h, body)) = packet::open(&self.spec.key, self.spec.session_id, 0, &buf[..n])
                     && h.kind == Kind::Ack
                     && body == self.cfg.id.to_le_bytes()
                 {
@@ -700,7 +701,7 @@ impl<'r> RxState<'r> {
     /// symbol the receiver lacked.
     #[inline]
     fn on_datagram(&mut self, spec: &SessionSpec, pkt: &[u8], now: Instant) -> Result<(), TransportError> {
-        let (h, body) = match packet::open(&spec.key, spec.session_id, pkt) {
+        let (h, body) = match packet::open(&spec.key, spec.session_id, self.seq_max, pkt) {
             Ok(x) => x,
             Err(r) => {
                 self.rejected.count(r);
@@ -718,7 +719,7 @@ impl<'r> RxState<'r> {
         self.seq_max = self.seq_max.max(h.seq);
         let advanced = match h.kind {
             Kind::Poll => fresh | self.on_poll(body, fresh),
-            Kind::Symbol => fresh | self.on_symbol(h.a, h.seq, body, now)?,
+            Kind::Symbol => fresh | self.on_symbol(h.a, h.esi, h.seq, body, now)?,
             Kind::Plan => fresh && self.on_plan(body, now),
             _ => {
                 self.rejected.invalid += 1;
@@ -775,17 +776,14 @@ impl<'r> RxState<'r> {
         true
     }
 
-    /// An authentic symbol of block `b`, sequence number `seq`, received at
-    /// `now`: buffered, and the block handed to the decode thread once it
-    /// has enough. Returns whether it was new to a block being collected.
+    /// An authentic symbol `sym` of block `b`, ESI `esi`, sequence number
+    /// `seq`, received at `now`: buffered, and the block handed to the decode
+    /// thread once it has enough. Returns whether it was new to a block being
+    /// collected.
     #[inline]
-    fn on_symbol(&mut self, b: u32, seq: u64, body: &[u8], now: Instant) -> Result<bool, TransportError> {
+    fn on_symbol(&mut self, b: u32, esi: u32, seq: u64, sym: &[u8], now: Instant) -> Result<bool, TransportError> {
         let b = b as usize;
         let t = self.t;
-        let Ok((esi, sym)) = packet::symbol_body(body) else {
-            self.rejected.invalid += 1;
-            return Ok(false);
-        };
         if b >= self.slots.len() || sym.len() != t {
             self.rejected.invalid += 1;
             return Ok(false);

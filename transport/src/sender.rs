@@ -141,7 +141,7 @@ pub struct SenderProgress {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SenderSummary {
     /// Session id.
-    pub session_id: u64,
+    pub session_id: u32,
     /// Seconds from first pass start to the last receiver done.
     pub secs: f64,
     /// Stored (compressed) bytes of the image: what had to be delivered.
@@ -345,10 +345,11 @@ impl<'a> Sender<'a> {
             return Err(TransportError::Config("session spec is for another image (root hash differs)".into()));
         }
         let layout = Layout::new(bundle.manifest(), spec.symbol_size);
+        layout.check_wire()?;
         let data = sys::sender_socket(cfg.local)?;
         let control = sys::control_socket(spec.sender)?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("control socket", e))?;
-        let pkt_len = OVERHEAD + 4 + usize::from(spec.symbol_size);
+        let pkt_len = OVERHEAD + usize::from(spec.symbol_size);
         let mut gso_batch = 1;
         if cfg.gso {
             match sys::enable_gso(&data, pkt_len as u16) {
@@ -390,13 +391,13 @@ impl<'a> Sender<'a> {
     fn push_symbol(&mut self, b: usize, esi: u32, sym: &[u8]) {
         let start = self.out.len();
         self.out.resize(start + packet::HEADER_LEN, 0);
-        packet::Header { kind: Kind::Symbol, session: self.spec.session_id, seq: self.seq, a: b as u32 }
+        let seq = self.seq;
+        packet::Header { kind: Kind::Symbol, session: self.spec.session_id, seq, a: b as u32, esi }
             .write(&mut self.out[start..]);
         self.seq += 1;
-        self.out.extend_from_slice(&esi.to_le_bytes());
         self.out.extend_from_slice(sym);
         self.out.resize(self.out.len() + packet::MAC_LEN, 0);
-        packet::seal_in_place(&self.spec.key, &mut self.out[start..]);
+        packet::seal_in_place(&self.spec.key, seq, &mut self.out[start..]);
     }
 
     /// Sends the packets accumulated in `out` (all of equal length `pkt_len`).
@@ -404,7 +405,7 @@ impl<'a> Sender<'a> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let pkt_len = OVERHEAD + 4 + usize::from(self.spec.symbol_size);
+        let pkt_len = OVERHEAD + usize::from(self.spec.symbol_size);
         let dest = self.spec.group_addr();
         let per_send = pkt_len * self.gso_batch;
         let mut off = 0;
@@ -603,7 +604,7 @@ impl<'a> Sender<'a> {
             );
         }
 
-        let burst = (OVERHEAD as u64 + 4 + u64::from(self.spec.symbol_size)) * 64;
+        let burst = (OVERHEAD as u64 + u64::from(self.spec.symbol_size)) * 64;
         let start = Instant::now();
         let mut rate_ctl = self
             .cfg
@@ -931,7 +932,7 @@ impl<'a> Sender<'a> {
                 Err(e) => return Err(TransportError::io("reading reports", e)),
             };
             self.report_packets += 1;
-            let report = match packet::open(&self.spec.key, self.spec.session_id, &buf[..n]) {
+            let report = match packet::open(&self.spec.key, self.spec.session_id, 0, &buf[..n]) {
                 Ok((h, body)) if h.kind == Kind::Report => Report::decode(body),
                 Ok(_) => Err(packet::Reject::Invalid),
                 Err(e) => Err(e),

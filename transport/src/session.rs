@@ -21,8 +21,10 @@ pub const SYMBOL_ALIGNMENT: u16 = 8;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSpec {
-    /// Random session identifier carried in every packet.
-    pub session_id: u64,
+    /// Random session identifier carried in every packet (32 bits: it tells
+    /// sessions apart for counting and the XDP program; what keeps them
+    /// apart is the per-session key, see `docs/wire-protocol.md`).
+    pub session_id: u32,
     /// Multicast group (239.0.0.0/8, administratively scoped) the symbols go to.
     pub group: Ipv4Addr,
     /// UDP port of the group.
@@ -41,10 +43,10 @@ impl SessionSpec {
     /// A fresh session for an image: random session id and key, the largest
     /// symbol that fits `mtu`.
     pub fn new(root_hash: &str, group: SocketAddrV4, sender: SocketAddrV4, mtu: usize) -> Result<Self, TransportError> {
-        let mut id = [0u8; 8];
+        let mut id = [0u8; 4];
         getrandom::fill(&mut id).expect("the OS random number generator is available");
         let s = SessionSpec {
-            session_id: u64::from_le_bytes(id),
+            session_id: u32::from_le_bytes(id),
             group: *group.ip(),
             port: group.port(),
             sender,
@@ -56,10 +58,11 @@ impl SessionSpec {
         Ok(s)
     }
 
-    /// The largest symbol size that fits `mtu` with IP, UDP and our headers.
+    /// The largest symbol size that fits `mtu` with IP, UDP, our header and
+    /// MAC (1440 for 1500, which it fills exactly; 8936 for 9000).
     pub fn symbol_size_for_mtu(mtu: usize) -> Result<u16, TransportError> {
         let room = mtu
-            .checked_sub(IP_UDP_OVERHEAD + OVERHEAD + 4)
+            .checked_sub(IP_UDP_OVERHEAD + OVERHEAD)
             .filter(|&r| r >= 64)
             .ok_or_else(|| TransportError::Config(format!("MTU {mtu} leaves no room for a symbol")))?;
         let t = (room.min(u16::MAX as usize) as u16) / SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT;
@@ -106,8 +109,10 @@ mod tests {
 
     #[test]
     fn symbol_sizes() {
-        assert_eq!(SessionSpec::symbol_size_for_mtu(1500).unwrap(), 1424);
-        assert_eq!(SessionSpec::symbol_size_for_mtu(9000).unwrap(), 8928);
+        let t = SessionSpec::symbol_size_for_mtu(1500).unwrap();
+        assert_eq!(t, 1440);
+        assert_eq!(IP_UDP_OVERHEAD + OVERHEAD + usize::from(t), 1500, "a symbol packet fills the MTU");
+        assert_eq!(SessionSpec::symbol_size_for_mtu(9000).unwrap(), 8936);
         assert!(SessionSpec::symbol_size_for_mtu(80).is_err());
     }
 
@@ -119,7 +124,7 @@ mod tests {
             port: 5000,
             sender: "10.0.0.1:5001".parse().unwrap(),
             key: SessionKey::from_bytes([3; 32]),
-            symbol_size: 1424,
+            symbol_size: 1440,
             root_hash: "ab".into(),
         };
         let j = serde_json::to_vec(&s).unwrap();
@@ -131,5 +136,11 @@ mod tests {
         v = serde_json::from_slice(&j).unwrap();
         v["group"] = "10.1.1.1".into();
         assert!(SessionSpec::from_json(v.to_string().as_bytes()).is_err());
+        v = serde_json::from_slice(&j).unwrap();
+        v["session_id"] = (1u64 << 32).into();
+        assert!(
+            SessionSpec::from_json(v.to_string().as_bytes()).is_err(),
+            "a session id wider than the wire's 32 bits"
+        );
     }
 }

@@ -80,7 +80,7 @@ impl SocketSource {
     pub fn join_group(group: SocketAddrV4, iface: Ipv4Addr, symbol_size: usize) -> Result<Self, TransportError> {
         let sock = sys::receiver_socket(group, iface)?;
         let gro = sys::enable_gro(&sock);
-        let cap = if gro { 65536 } else { OVERHEAD + 4 + symbol_size + 64 };
+        let cap = if gro { 65536 } else { OVERHEAD + symbol_size + 64 };
         Ok(SocketSource { sock, batch: RecvBatch::new(if gro { 32 } else { 64 }, cap), gro })
     }
 

@@ -153,7 +153,7 @@ impl metalcast_transport::PacketSource for Replay {
 #[test]
 fn a_chunk_that_fails_its_hash_is_never_written_and_fetched_afresh() {
     use metalcast_transport::layout::Layout;
-    use metalcast_transport::packet::{self, Header, Kind};
+    use metalcast_transport::packet;
     let dir = tempfile::tempdir().unwrap();
     let b = bundle(dir.path(), 3);
     let control = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -169,13 +169,8 @@ fn a_chunk_that_fails_its_hash_is_never_written_and_fetched_afresh() {
     let t = usize::from(spec.symbol_size);
     let mut seq = 0u64;
     let mut pkt = |blk: usize, esi: u32, sym: &[u8]| {
-        let mut p = vec![0u8; packet::HEADER_LEN];
-        Header { kind: Kind::Symbol, session: spec.session_id, seq, a: blk as u32 }.write(&mut p);
+        let p = packet::build_symbol(&spec.key, spec.session_id, seq, blk as u32, esi, sym);
         seq += 1;
-        p.extend_from_slice(&esi.to_le_bytes());
-        p.extend_from_slice(sym);
-        p.resize(p.len() + packet::MAC_LEN, 0);
-        packet::seal_in_place(&spec.key, &mut p);
         p
     };
     // Phase 1: every block's source symbols, except that block 0 lacks ESI 5
@@ -307,7 +302,7 @@ fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
         loop {
             control.send_to(&report(ReportState::Receiving), spec.sender).unwrap();
             let n = data.recv(&mut buf).expect("the sender polls once its first pass is over");
-            if let Ok((h, body)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+            if let Ok((h, body)) = packet::open(&spec.key, spec.session_id, 0, &buf[..n])
                 && h.kind == Kind::Poll
                 && u32::from_le_bytes(body.try_into().unwrap()) >= nblocks
             {
@@ -316,7 +311,7 @@ fn a_done_report_repeated_after_the_last_ack_is_acked_again() {
         }
         let ack = |buf: &mut [u8]| -> bool {
             while let Ok(n) = control.recv(buf) {
-                if let Ok((h, body)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+                if let Ok((h, body)) = packet::open(&spec.key, spec.session_id, 0, &buf[..n])
                     && h.kind == Kind::Ack
                 {
                     assert_eq!(body, 5u64.to_le_bytes());
@@ -453,7 +448,7 @@ fn replayed_reports_are_rejected_as_stale_and_change_nothing() {
             .unwrap()
             .iter()
             .take_while(|p| {
-                let (h, body) = packet::open(&spec.key, spec.session_id, p).unwrap();
+                let (h, body) = packet::open(&spec.key, spec.session_id, 0, p).unwrap();
                 h.kind == Kind::Report && Report::decode(body).unwrap().state != ReportState::Done
             })
             .cloned()
@@ -555,7 +550,7 @@ fn the_sender_refuses_a_bundle_with_a_corrupt_chunk() {
         while !sender.is_finished() {
             receiving();
             if let Ok(n) = data.recv(&mut buf)
-                && let Ok((h, _)) = packet::open(&spec.key, spec.session_id, &buf[..n])
+                && let Ok((h, _)) = packet::open(&spec.key, spec.session_id, 0, &buf[..n])
             {
                 assert!(
                     !(h.kind == Kind::Symbol && h.a as usize == block),
@@ -585,7 +580,7 @@ fn the_sender_refuses_a_bundle_with_a_corrupt_chunk() {
 #[test]
 fn a_block_that_keeps_failing_its_hash_stops_the_receiver() {
     use metalcast_transport::layout::Layout;
-    use metalcast_transport::packet::{self, FailReason, Header, Kind, Report, ReportState};
+    use metalcast_transport::packet::{self, FailReason, Kind, Report, ReportState};
     use metalcast_transport::receiver::MAX_HASH_FAILURES;
 
     let dir = tempfile::tempdir().unwrap();
@@ -598,13 +593,8 @@ fn a_block_that_keeps_failing_its_hash_stops_the_receiver() {
     let t = usize::from(spec.symbol_size);
     let mut seq = 0u64;
     let mut pkt = |blk: usize, esi: u32, sym: &[u8]| {
-        let mut p = vec![0u8; packet::HEADER_LEN];
-        Header { kind: Kind::Symbol, session: spec.session_id, seq, a: blk as u32 }.write(&mut p);
+        let p = packet::build_symbol(&spec.key, spec.session_id, seq, blk as u32, esi, sym);
         seq += 1;
-        p.extend_from_slice(&esi.to_le_bytes());
-        p.extend_from_slice(sym);
-        p.resize(p.len() + packet::MAC_LEN, 0);
-        packet::seal_in_place(&spec.key, &mut p);
         p
     };
     // Phase 1: every block's source symbols, block 0's from a copy of its
@@ -641,7 +631,7 @@ fn a_block_that_keeps_failing_its_hash_stops_the_receiver() {
     let mut buf = vec![0u8; 2048];
     let failed = std::iter::from_fn(|| control.recv(&mut buf).ok().map(|n| buf[..n].to_vec()))
         .map(|p| {
-            let (h, body) = packet::open(&spec.key, spec.session_id, &p).unwrap();
+            let (h, body) = packet::open(&spec.key, spec.session_id, 0, &p).unwrap();
             assert_eq!(h.kind, Kind::Report);
             Report::decode(body).unwrap()
         })
@@ -775,8 +765,12 @@ fn a_plan_silences_a_receiver_only_for_a_while_and_a_replayed_one_not_at_all() {
     let data = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, spec.port);
     let mut seq = 0u64;
-    let mut send = |kind: Kind, a: u32, body: &[u8]| {
-        let p = packet::build(&spec.key, kind, spec.session_id, seq, a, body);
+    let mut send = |kind: Kind, a: u32, esi: u32, body: &[u8]| {
+        let p = if kind == Kind::Symbol {
+            packet::build_symbol(&spec.key, spec.session_id, seq, a, esi, body)
+        } else {
+            packet::build(&spec.key, kind, spec.session_id, seq, a, body)
+        };
         seq += 1;
         data.send_to(&p, to).unwrap();
         p
@@ -792,7 +786,7 @@ fn a_plan_silences_a_receiver_only_for_a_while_and_a_replayed_one_not_at_all() {
         let mut out = Vec::new();
         while Instant::now() < until {
             if let Ok(n) = control.recv(&mut buf) {
-                let (h, body) = packet::open(&spec.key, spec.session_id, &buf[..n]).unwrap();
+                let (h, body) = packet::open(&spec.key, spec.session_id, 0, &buf[..n]).unwrap();
                 assert_eq!(h.kind, Kind::Report);
                 let r = Report::decode(body).unwrap();
                 out.extend(r.needs.iter().filter(|(blk, _)| *blk == 0).map(|&(_, need)| (Instant::now(), need)));
@@ -811,7 +805,7 @@ fn a_plan_silences_a_receiver_only_for_a_while_and_a_replayed_one_not_at_all() {
         let rx = s.spawn(|| Receiver::new(&spec, &m, cfg).unwrap().run(&mut MemorySink::new(&m), &mut |_| {}));
         std::thread::sleep(Duration::from_millis(100));
         // Plans from now on: status reports only every 5 s.
-        send(Kind::Plan, 0, &plan(vec![]));
+        send(Kind::Plan, 0, 0, &plan(vec![]));
         // Block 0 without its first 5 source symbols, a plan of 50 repair
         // symbols for it (more than it needs), then block 1's first symbol,
         // which closes block 0. The planned burst never comes.
@@ -819,18 +813,14 @@ fn a_plan_silences_a_receiver_only_for_a_while_and_a_replayed_one_not_at_all() {
         let blk = layout.blocks[0];
         b.read_data(blk.offset, &mut buf[..blk.len as usize]).unwrap();
         for esi in 5..blk.k {
-            let mut body = esi.to_le_bytes().to_vec();
-            body.extend_from_slice(&buf[esi as usize * t..(esi as usize + 1) * t]);
-            send(Kind::Symbol, 0, &body);
+            send(Kind::Symbol, 0, esi, &buf[esi as usize * t..(esi as usize + 1) * t]);
         }
         let covering = plan(vec![PlanEntry { block: 0, first: layout.k_max, count: 50 }]);
         let planned_at = Instant::now();
-        let captured = send(Kind::Plan, 0, &covering);
+        let captured = send(Kind::Plan, 0, 0, &covering);
         let blk1 = layout.blocks[1];
         b.read_data(blk1.offset, &mut buf[..blk1.len as usize]).unwrap();
-        let mut body = 0u32.to_le_bytes().to_vec();
-        body.extend_from_slice(&buf[..t]);
-        send(Kind::Symbol, 1, &body);
+        send(Kind::Symbol, 1, 0, &buf[..t]);
         // The attacker replays the captured plan every 10 ms meanwhile.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_attack = std::sync::Arc::clone(&stop);
@@ -855,7 +845,7 @@ fn a_plan_silences_a_receiver_only_for_a_while_and_a_replayed_one_not_at_all() {
         assert!(asks.len() >= 2, "{asks:?}");
         // A plan that does not cover the need does not silence it at all.
         let short = plan(vec![PlanEntry { block: 0, first: layout.k_max + 50, count: 2 }]);
-        send(Kind::Plan, 0, &short);
+        send(Kind::Plan, 0, 0, &short);
         assert!(!asks_for_block_0(Instant::now() + Duration::from_millis(500)).is_empty());
         // The receiver is still waiting for its data: it times out, as it should.
         let r = rx.join().unwrap();
