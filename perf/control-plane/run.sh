@@ -8,6 +8,8 @@
 # database), starts the server on 127.0.0.1, registers 200 nodes and runs:
 #   1. GET /v0/nodes/all               (read path, bearer token)
 #   2. POST connect_node / detach_node (write path: reserve + release)
+#   3. eight concurrent writers (write_mix.lua): four reserve/release their own
+#      node, four create/delete their own network, one request at a time each
 # Results go to stdout; copy them into RESULTS.md with the exact command.
 set -euo pipefail
 DUR=${1:-10s}
@@ -50,3 +52,7 @@ wrk -t2 -c32 -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" "$URL/v0/nodes
 echo "== POST connect_node/detach_node alternating, wrk -t2 -c2 -d$DUR"
 wrk -t2 -c2 -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \
   -s "$(dirname "$0")/reserve_release.lua" "$URL"
+
+echo "== 8 writers: connect/detach_node x4, PUT/DELETE network x4, wrk -t8 -c8 -d$DUR"
+wrk -t8 -c8 -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \
+  -s "$(dirname "$0")/write_mix.lua" "$URL"

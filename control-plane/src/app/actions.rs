@@ -22,7 +22,7 @@ pub async fn queue(
 ) -> Result<String> {
     let id = crate::auth::random_hex(16);
     let a = NewAction { id: &id, node, nic, kind, network, channel, created_at: crate::now() };
-    conflict(db::actions::insert(&st.db.pool, &a).await, || {
+    conflict(db::actions::insert(&st.db.writer, &a).await, || {
         format!("nic {nic:?} of node {node:?} already has a pending network action")
     })?;
     spawn(st.clone(), id.clone());
@@ -74,7 +74,7 @@ fn spawn(st: AppState, id: String) {
             }
         };
         if status == ActionStatus::Error
-            && let Err(e) = db::actions::finish_pending(&st.db.pool, &id, ActionStatus::Error).await
+            && let Err(e) = db::actions::finish_pending(&st.db.writer, &id, ActionStatus::Error).await
         {
             tracing::error!(action = %id, error = %e, "cannot record action failure");
         }
@@ -100,7 +100,7 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
         (ActionKind::ModifyPort, Some(net)) => {
             let vlan = db::networks::load(pool, &net).await?.ok_or_else(|| Error::not_found("network", &net))?.vlan;
             switch.add_vlan(&port, vlan_of(vlan)?, a.channel == "vlan/native").await?;
-            db::actions::attach_done(pool, id, &a.node, &a.nic, &net, &a.channel).await?;
+            db::actions::attach_done(&st.db.writer, id, &a.node, &a.nic, &net, &a.channel).await?;
         }
         (ActionKind::ModifyPort, None) | (ActionKind::RevertPort, None) => {
             let mut removed = Vec::new();
@@ -110,7 +110,7 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
                     removed.push(ch);
                 }
             }
-            db::actions::detach_done(pool, id, &a.node, &a.nic, &removed).await?;
+            db::actions::detach_done(&st.db.writer, id, &a.node, &a.nic, &removed).await?;
         }
         (ActionKind::RevertPort, Some(_)) => return Err(Error::internal("a revert names no network")),
     }
@@ -121,5 +121,5 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
 /// Marks actions left PENDING by a previous server process as ERROR (their
 /// tasks died with it), so the NICs are usable again.
 pub async fn recover(st: &AppState) -> Result<u64> {
-    Ok(db::actions::fail_all_pending(&st.db.pool).await?)
+    Ok(db::actions::fail_all_pending(&st.db.writer).await?)
 }

@@ -47,7 +47,7 @@ pub(crate) fn new_row(node: &str, project: Option<&str>, kind: &str, reason: &st
 
 /// Records a node event for `project`'s members (admins only when `None`).
 pub async fn record(st: &AppState, node: &str, project: Option<&str>, kind: &str, reason: &str) -> Result<()> {
-    Ok(db::events::insert(&st.db.pool, &new_row(node, project, kind, reason)).await?)
+    Ok(db::events::insert(st.db.writer.pool(), &new_row(node, project, kind, reason)).await?)
 }
 
 /// Node events of the caller's projects (admins: all), oldest first; only `node`'s if given.

@@ -265,7 +265,7 @@ where
         uploaded_by: user,
         created_at: crate::now(),
     };
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     if let Some(p) = &project {
         quotas::lock_project(&mut tx, st.db.backend, p).await?;
         quotas::check_image(&mut tx, p, len).await?;
@@ -317,7 +317,7 @@ fn check_bundle(
 pub async fn delete(st: &AppState, c: &Caller, name: &str) -> Result<()> {
     let img = visible(st, c, name).await?;
     require_manage(c, &img, "only the owner project or an administrator may delete an image")?;
-    if !db::images::delete(&st.db.pool, name).await? {
+    if !db::images::delete(&st.db.writer, name).await? {
         return Err(Error::not_found("image", name));
     }
     if let Err(e) = std::fs::remove_file(st.registry.bundle_path(name)) {
@@ -337,7 +337,7 @@ pub async fn set_visibility(st: &AppState, c: &Caller, name: &str, visibility: V
     if visibility != Visibility::Public && img.owner.is_none() {
         return Err(Error::Unprocessable("an administrator image without owner project must stay public".into()));
     }
-    Ok(db::images::set_visibility(&st.db.pool, name, visibility.as_str()).await?)
+    Ok(db::images::set_visibility(&st.db.writer, name, visibility.as_str()).await?)
 }
 
 async fn member_change(st: &AppState, c: &Caller, name: &str, project: &str) -> Result<ImageInfo> {
@@ -362,13 +362,13 @@ pub async fn add_member(st: &AppState, c: &Caller, name: &str, project: &str) ->
     if !db::projects::exists(&st.db.pool, project).await? {
         return Err(Error::not_found("project", project));
     }
-    Ok(db::images::add_member(&st.db.pool, name, project).await?)
+    Ok(db::images::add_member(&st.db.writer, name, project).await?)
 }
 
 /// Stops sharing an image with a project.
 pub async fn remove_member(st: &AppState, c: &Caller, name: &str, project: &str) -> Result<()> {
     member_change(st, c, name, project).await?;
-    if !db::images::remove_member(&st.db.pool, name, project).await? {
+    if !db::images::remove_member(&st.db.writer, name, project).await? {
         return Err(Error::NotFound(format!("image {name:?} is not shared with project {project:?}")));
     }
     Ok(())

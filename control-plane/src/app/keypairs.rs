@@ -107,7 +107,7 @@ pub async fn create(st: &AppState, c: &Caller, req: KeypairCreate) -> Result<Key
         fingerprint,
         created_at: crate::now(),
     };
-    conflict(db::keypairs::insert(&st.db.pool, &row).await, || {
+    conflict(db::keypairs::insert(&st.db.writer, &row).await, || {
         format!("you already have a keypair named {:?}", row.name)
     })?;
     Ok(row.into())
@@ -127,7 +127,7 @@ pub async fn show(st: &AppState, c: &Caller, name: &str) -> Result<Keypair> {
 pub async fn delete(st: &AppState, c: &Caller, name: &str) -> Result<()> {
     let user = super::tokens::user(c)?;
     check_name("keypair", name)?;
-    if !db::keypairs::delete(&st.db.pool, user, name).await? {
+    if !db::keypairs::delete(&st.db.writer, user, name).await? {
         return Err(Error::not_found("keypair", name));
     }
     Ok(())

@@ -95,13 +95,16 @@ pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, acces
             _ => return Err(Error::BadRequest("net_id must be a VLAN id 1-4094".into())),
         }
     };
-    // Allocation races are settled by UNIQUE(vlan): retry with the next id.
-    for _ in 0..8 {
+    // The free VLAN is chosen inside the write transaction: on SQLite
+    // writers are serialized, so the choice holds; on PostgreSQL two
+    // transactions may choose the same id, UNIQUE(vlan) refuses the second,
+    // and it retries with a random free id (so the retries spread out).
+    for attempt in 0..8 {
+        let mut tx = st.db.writer.begin().await?;
         let (vlan, allocated) = match fixed {
             Some(v) => (v, st.vlans.first <= v && v <= st.vlans.last),
-            None => (allocate_vlan(st).await?, true),
+            None => (allocate_vlan(st, &mut tx, attempt > 0).await?, true),
         };
-        let mut tx = st.db.pool.begin().await?;
         match db::networks::insert(&mut tx, network, owner.as_deref(), vlan, allocated).await {
             Ok(()) => {}
             Err(e) if db::is_conflict(&e) => {
@@ -129,20 +132,29 @@ pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, acces
     Err(Error::Conflict("network creation raced too often; retry".into()))
 }
 
-/// The lowest VLAN id of the pool no network uses.
-async fn allocate_vlan(st: &AppState) -> Result<u16> {
-    let used: HashSet<i64> =
-        db::networks::vlans_in(&st.db.pool, st.vlans.first, st.vlans.last).await?.into_iter().collect();
-    (st.vlans.first..=st.vlans.last)
-        .find(|v| !used.contains(&i64::from(*v)))
-        .ok_or_else(|| Error::Exhausted("no more VLAN ids in the pool".into()))
+/// A VLAN id of the pool no network uses, as `tx` sees the networks: the
+/// lowest, or (after a lost race) a random one.
+async fn allocate_vlan(st: &AppState, tx: &mut db::Tx<'_>, random: bool) -> Result<u16> {
+    let used: HashSet<i64> = db::networks::vlans_in(tx, st.vlans.first, st.vlans.last).await?.into_iter().collect();
+    let free: Vec<u16> = (st.vlans.first..=st.vlans.last).filter(|v| !used.contains(&i64::from(*v))).collect();
+    if free.is_empty() {
+        return Err(Error::Exhausted("no more VLAN ids in the pool".into()));
+    }
+    let pick = if random {
+        let mut b = [0u8; 4];
+        getrandom::fill(&mut b).map_err(|e| Error::internal(format!("getrandom: {e}")))?;
+        u32::from_le_bytes(b) as usize % free.len()
+    } else {
+        0
+    };
+    Ok(free[pick])
 }
 
 /// Deletes a network nothing is attached to (its owner).
 pub async fn delete(st: &AppState, c: &Caller, network: &str) -> Result<()> {
     let net = load(st, network).await?;
     authorize(Actor::Caller(c), Action::ManageNetwork, net.resource())?;
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     if !db::networks::delete_if_unused(&mut tx, network).await? {
         return Err(Error::Conflict("network is attached to nodes or has pending actions".into()));
     }
@@ -193,7 +205,7 @@ pub async fn grant(st: &AppState, c: &Caller, network: &str, project: &str) -> R
     let net = load(st, network).await?;
     authorize(Actor::Caller(c), Action::ManageNetwork, net.resource())?;
     super::projects::must_exist(st, project).await?;
-    conflict(db::networks::grant(&st.db.pool, network, project).await, || {
+    conflict(db::networks::grant(st.db.writer.pool(), network, project).await, || {
         format!("project {project:?} already has access to {network:?}")
     })
 }
@@ -211,7 +223,7 @@ pub async fn revoke(st: &AppState, c: &Caller, network: &str, project: &str) -> 
     if db::networks::project_attached(&st.db.pool, network, project).await? {
         return Err(Error::Conflict("project still has nodes attached to the network".into()));
     }
-    if !db::networks::revoke(&st.db.pool, network, project).await? {
+    if !db::networks::revoke(&st.db.writer, network, project).await? {
         return Err(Error::NotFound(format!("project {project:?} has no access to {network:?}")));
     }
     Ok(())

@@ -47,7 +47,7 @@ pub async fn register(
     }
     let obm = serde_json::to_string(obm).map_err(Error::internal)?;
     let metadata: Vec<(String, String)> = metadata.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-    if !db::nodes::insert(&st.db.pool, node, &obm, &metadata).await? {
+    if !db::nodes::insert(&st.db.writer, node, &obm, &metadata).await? {
         return Err(Error::Conflict(format!("node {node:?} already exists")));
     }
     Ok(())
@@ -62,7 +62,7 @@ pub async fn delete(st: &AppState, c: &Caller, node: &str) -> Result<()> {
     if db::nics::count(&st.db.pool, node).await? > 0 {
         return Err(Error::Conflict("node has nics; delete them first".into()));
     }
-    db::nodes::delete_free(&st.db.pool, node).await?;
+    db::nodes::delete_free(&st.db.writer, node).await?;
     st.consoles.stop(node);
     Ok(())
 }
@@ -179,7 +179,7 @@ pub async fn add_nic(st: &AppState, c: &Caller, node: &str, nic: &str, macaddr: 
     project_of(st, node).await?;
     check_name("nic", nic)?;
     check_mac(macaddr)?;
-    conflict(db::nics::insert(&st.db.pool, node, nic, &macaddr.to_ascii_lowercase()).await, || {
+    conflict(db::nics::insert(&st.db.writer, node, nic, &macaddr.to_ascii_lowercase()).await, || {
         format!("node {node:?} already has a nic {nic:?}")
     })
 }
@@ -189,7 +189,7 @@ pub async fn delete_nic(st: &AppState, c: &Caller, node: &str, nic: &str) -> Res
     c.require_admin()?;
     project_of(st, node).await?;
     nic_must_exist(st, node, nic).await?;
-    if !db::nics::delete_if_unused(&st.db.pool, node, nic).await? {
+    if !db::nics::delete_if_unused(&st.db.writer, node, nic).await? {
         return Err(Error::Conflict(
             "nic is connected to a switch port, attached to networks or has a pending action".into(),
         ));
@@ -202,7 +202,7 @@ pub async fn set_metadata(st: &AppState, c: &Caller, node: &str, label: &str, va
     c.require_admin()?;
     project_of(st, node).await?;
     check_name("metadata label", label)?;
-    Ok(db::nodes::set_metadata(&st.db.pool, node, label, &value.to_string()).await?)
+    Ok(db::nodes::set_metadata(&st.db.writer, node, label, &value.to_string()).await?)
 }
 
 /// Deletes a metadata value (admins).
@@ -210,7 +210,7 @@ pub async fn delete_metadata(st: &AppState, c: &Caller, node: &str, label: &str)
     c.require_admin()?;
     project_of(st, node).await?;
     check_name("metadata label", label)?;
-    if !db::nodes::delete_metadata(&st.db.pool, node, label).await? {
+    if !db::nodes::delete_metadata(&st.db.writer, node, label).await? {
         return Err(Error::NotFound(format!("node {node:?} has no metadata {label:?}")));
     }
     Ok(())
@@ -225,7 +225,7 @@ pub async fn connect_project(st: &AppState, c: &Caller, project: &str, node: &st
     // The project's row lock orders this against the project's other
     // quota-counted changes; the conditional UPDATE makes exactly one of two
     // projects racing for the node win.
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     super::quotas::lock_project(&mut tx, st.db.backend, project).await?;
     super::quotas::check_node(&mut tx, project).await?;
     if !db::nodes::take_free(&mut tx, node, project).await? {
@@ -257,7 +257,7 @@ pub async fn detach_project(st: &AppState, c: &Caller, project: &str, node: &str
 /// network action, a deployment in flight); returns whether it left. Like
 /// HIL, its console log is dropped so the next tenant does not see it.
 pub async fn free(st: &AppState, node: &str, project: &str) -> Result<bool> {
-    if !db::nodes::release(&st.db.pool, node, project, st.provision.network.as_deref()).await? {
+    if !db::nodes::release(&st.db.writer, node, project, st.provision.network.as_deref()).await? {
         return Ok(false);
     }
     st.consoles.stop(node);

@@ -28,7 +28,7 @@ pub async fn create(st: &AppState, c: &Caller, project: &str) -> Result<()> {
     if project == "admin" {
         return Err(Error::BadRequest("\"admin\" is reserved (it names admin-owned networks)".into()));
     }
-    conflict(db::projects::insert(&st.db.pool, project).await, || format!("project {project:?} already exists"))
+    conflict(db::projects::insert(&st.db.writer, project).await, || format!("project {project:?} already exists"))
 }
 
 /// Deletes a project that holds no nodes, networks, network access or images (admins).
@@ -46,7 +46,7 @@ pub async fn delete(st: &AppState, c: &Caller, project: &str) -> Result<()> {
             return Err(Error::Conflict(why.into()));
         }
     }
-    Ok(db::projects::delete(&st.db.pool, project).await?)
+    Ok(db::projects::delete(&st.db.writer, project).await?)
 }
 
 /// The project's nodes (members).

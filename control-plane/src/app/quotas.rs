@@ -97,7 +97,7 @@ fn over_quota(project: &str, why: String) -> Error {
 pub async fn show(st: &AppState, c: &Caller, project: String) -> Result<QuotaUsage> {
     check_name("project", &project)?;
     c.require_project(Some(&project))?;
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     lock_project(&mut tx, st.db.backend, &project).await?;
     let quota = db::quotas::get(&mut *tx, &project).await?.into();
     let u = db::quotas::usage(&mut tx, &project).await?;
@@ -116,7 +116,7 @@ pub async fn set(st: &AppState, c: &Caller, project: String, q: Quota) -> Result
             return Err(Error::BadRequest(format!("{name} must be >= 0 or null")));
         }
     }
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     lock_project(&mut tx, st.db.backend, &project).await?;
     let row =
         db::quotas::QuotaRow { max_nodes: q.max_nodes, max_images: q.max_images, max_image_bytes: q.max_image_bytes };

@@ -36,14 +36,14 @@ pub async fn register(st: &AppState, c: &Caller, switch: &str, cfg: &SwitchConfi
     check_name("switch", switch)?;
     cfg.validate().map_err(Error::BadRequest)?;
     let text = serde_json::to_string(cfg).map_err(Error::internal)?;
-    conflict(db::switches::insert(&st.db.pool, switch, &text).await, || format!("switch {switch:?} already exists"))
+    conflict(db::switches::insert(&st.db.writer, switch, &text).await, || format!("switch {switch:?} already exists"))
 }
 
 /// Deletes a switch without ports.
 pub async fn delete(st: &AppState, c: &Caller, switch: &str) -> Result<()> {
     c.require_admin()?;
     load(st, switch).await?;
-    if !db::switches::delete_if_no_ports(&st.db.pool, switch).await? {
+    if !db::switches::delete_if_no_ports(&st.db.writer, switch).await? {
         return Err(Error::Conflict("switch still has ports; delete them first".into()));
     }
     Ok(())
@@ -62,7 +62,7 @@ pub async fn add_port(st: &AppState, c: &Caller, switch: &str, port: &str) -> Re
     let cfg = load(st, switch).await?;
     check_name("port", port)?;
     cfg.validate_port(port).map_err(Error::BadRequest)?;
-    conflict(db::switches::insert_port(&st.db.pool, switch, port).await, || {
+    conflict(db::switches::insert_port(&st.db.writer, switch, port).await, || {
         format!("port {port:?} already exists on {switch:?}")
     })
 }
@@ -71,7 +71,7 @@ pub async fn add_port(st: &AppState, c: &Caller, switch: &str, port: &str) -> Re
 pub async fn delete_port(st: &AppState, c: &Caller, switch: &str, port: &str) -> Result<()> {
     c.require_admin()?;
     port_must_exist(st, switch, port).await?;
-    if !db::switches::delete_port_if_free(&st.db.pool, switch, port).await? {
+    if !db::switches::delete_port_if_free(&st.db.writer, switch, port).await? {
         return Err(Error::Conflict("a nic is connected to the port".into()));
     }
     Ok(())
@@ -104,7 +104,7 @@ pub async fn connect_nic(st: &AppState, c: &Caller, switch: &str, port: &str, no
     port_must_exist(st, switch, port).await?;
     super::nodes::project_of(st, node).await?;
     super::nodes::nic_must_exist(st, node, nic).await?;
-    let connected = conflict(db::nics::connect_port(&st.db.pool, switch, port, node, nic).await, || {
+    let connected = conflict(db::nics::connect_port(&st.db.writer, switch, port, node, nic).await, || {
         "the port is already connected to a nic".into()
     })?;
     if !connected {
@@ -120,7 +120,7 @@ pub async fn detach_nic(st: &AppState, c: &Caller, switch: &str, port: &str) -> 
     let Some((node, _)) = db::nics::on_port(&st.db.pool, switch, port).await? else {
         return Err(Error::NotFound("the port is not connected to a nic".into()));
     };
-    if !db::nics::detach_port_of_free_node(&st.db.pool, switch, port, &node).await? {
+    if !db::nics::detach_port_of_free_node(&st.db.writer, switch, port, &node).await? {
         return Err(Error::Conflict("the port's node is not free".into()));
     }
     Ok(())

@@ -42,7 +42,7 @@ pub async fn create_for(st: &AppState, user: &str, description: &str) -> Result<
     let id = random_hex(8);
     let secret = random_hex(24);
     let hash = hash_secret(secret.clone()).await?;
-    db::tokens::insert(&st.db.pool, &id, user, &hash, description, crate::now()).await?;
+    db::tokens::insert(&st.db.writer, &id, user, &hash, description, crate::now()).await?;
     Ok(TokenCreated { token: format!("{TOKEN_PREFIX}{id}_{secret}"), id })
 }
 
@@ -69,7 +69,7 @@ pub async fn list(st: &AppState, c: &Caller) -> Result<Vec<TokenInfo>> {
 pub async fn delete(st: &AppState, c: &Caller, id: &str) -> Result<()> {
     let user = user(c)?;
     check_name("token id", id)?;
-    if !db::tokens::delete(&st.db.pool, id, user, c.admin).await? {
+    if !db::tokens::delete(&st.db.writer, id, user, c.admin).await? {
         return Err(Error::not_found("token", id));
     }
     st.auth_cache.clear();
@@ -101,7 +101,7 @@ pub async fn bootstrap_admin(st: &AppState, user: &str, password: Option<String>
     check_name("user", user)?;
     let password = password.unwrap_or_else(|| random_hex(16));
     let hash = hash_secret(password.clone()).await?;
-    conflict(db::users::insert(&st.db.pool, user, &hash, true).await, || format!("user {user:?} already exists"))?;
+    conflict(db::users::insert(&st.db.writer, user, &hash, true).await, || format!("user {user:?} already exists"))?;
     let token = create_for(st, user, "bootstrap").await?;
     Ok(Bootstrapped { user: user.into(), password, token })
 }

@@ -153,7 +153,7 @@ async fn import_node(st: &AppState, up: &Upstream, node: &str, v: &NodeView) -> 
     // The parent sends each metadata value as its JSON text, as stored here.
     let metadata = v.metadata.iter().map(|(label, value)| (label.as_str(), value.clone())).collect();
     let import = db::upstream::Import { node, obm: &obm, switch: &switch, nics, metadata };
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     if db::upstream::import(&mut tx, &import).await? {
         tx.commit().await?;
         tracing::info!(%node, "imported node from upstream");
@@ -165,7 +165,7 @@ async fn import_node(st: &AppState, up: &Upstream, node: &str, v: &NodeView) -> 
 /// are detached (the parent detached them already), pending actions end,
 /// and a `reclaimed` event with `reason` is recorded for its project.
 pub async fn reclaim_node(st: &AppState, node: &str, reason: &str) -> Result<()> {
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     let Some(project) = db::upstream::remove(&mut tx, node).await? else { return Ok(()) };
     db::events::insert(&mut *tx, &super::events::new_row(node, project.as_deref(), "reclaimed", reason)).await?;
     tx.commit().await?;

@@ -22,14 +22,14 @@ pub async fn create(st: &AppState, c: &Caller, user: &str, password: String, adm
         return Err(Error::BadRequest("password must be 1-1024 bytes".into()));
     }
     let hash = crate::auth::hash_secret(password).await?;
-    conflict(db::users::insert(&st.db.pool, user, &hash, admin).await, || format!("user {user:?} already exists"))
+    conflict(db::users::insert(&st.db.writer, user, &hash, admin).await, || format!("user {user:?} already exists"))
 }
 
 /// Deletes a user with its memberships and tokens; cached credentials are dropped.
 pub async fn delete(st: &AppState, c: &Caller, user: &str) -> Result<()> {
     c.require_admin()?;
     must_exist(st, user).await?;
-    db::users::delete(&st.db.pool, user).await?;
+    db::users::delete(&st.db.writer, user).await?;
     st.auth_cache.clear();
     Ok(())
 }
@@ -39,7 +39,7 @@ pub async fn add_project(st: &AppState, c: &Caller, user: &str, project: &str) -
     c.require_admin()?;
     must_exist(st, user).await?;
     super::projects::must_exist(st, project).await?;
-    conflict(db::users::add_project(&st.db.pool, user, project).await, || {
+    conflict(db::users::add_project(&st.db.writer, user, project).await, || {
         format!("user {user:?} is already in project {project:?}")
     })
 }
@@ -49,7 +49,7 @@ pub async fn remove_project(st: &AppState, c: &Caller, user: &str, project: &str
     c.require_admin()?;
     must_exist(st, user).await?;
     super::projects::must_exist(st, project).await?;
-    if !db::users::remove_project(&st.db.pool, user, project).await? {
+    if !db::users::remove_project(&st.db.writer, user, project).await? {
         return Err(Error::NotFound(format!("user {user:?} is not in project {project:?}")));
     }
     Ok(())

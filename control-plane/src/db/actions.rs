@@ -1,6 +1,7 @@
 //! Networking actions (HIL's `NetworkingAction`): one row per queued switch
 //! change, at most one PENDING per NIC (a unique index).
 
+use super::Writer;
 use sqlx::AnyPool;
 
 /// The state of an action, stored as text.
@@ -74,7 +75,7 @@ pub struct NewAction<'a> {
 }
 
 /// Queues `a` as PENDING (a unique violation if the NIC has a pending action).
-pub async fn insert(pool: &AnyPool, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert(w: &Writer, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7)",
@@ -86,7 +87,7 @@ pub async fn insert(pool: &AnyPool, a: &NewAction<'_>) -> Result<(), sqlx::Error
     .bind(a.network)
     .bind(a.channel)
     .bind(a.created_at)
-    .execute(pool)
+    .execute(w.pool())
     .await
     .map(drop)
 }
@@ -160,14 +161,14 @@ pub async fn work(pool: &AnyPool, id: &str) -> Result<WorkRow, sqlx::Error> {
 
 /// Records an attach: the attachment and the action DONE, in one transaction.
 pub async fn attach_done(
-    pool: &AnyPool,
+    w: &Writer,
     id: &str,
     node: &str,
     nic: &str,
     network: &str,
     channel: &str,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = w.begin().await?;
     sqlx::query("INSERT INTO attachments (node, nic, network, channel) VALUES ($1, $2, $3, $4)")
         .bind(node)
         .bind(nic)
@@ -180,14 +181,8 @@ pub async fn attach_done(
 }
 
 /// Records a detach: the attachments on `channels` gone and the action DONE, in one transaction.
-pub async fn detach_done(
-    pool: &AnyPool,
-    id: &str,
-    node: &str,
-    nic: &str,
-    channels: &[String],
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn detach_done(w: &Writer, id: &str, node: &str, nic: &str, channels: &[String]) -> Result<(), sqlx::Error> {
+    let mut tx = w.begin().await?;
     for ch in channels {
         sqlx::query("DELETE FROM attachments WHERE node = $1 AND nic = $2 AND channel = $3")
             .bind(node)
@@ -201,17 +196,18 @@ pub async fn detach_done(
 }
 
 /// Sets a PENDING action's status.
-pub async fn finish_pending(pool: &AnyPool, id: &str, status: ActionStatus) -> Result<(), sqlx::Error> {
+pub async fn finish_pending(w: &Writer, id: &str, status: ActionStatus) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE network_actions SET status = $2 WHERE id = $1 AND status = 'PENDING'")
         .bind(id)
         .bind(status.as_str())
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Marks every PENDING action ERROR; returns how many.
-pub async fn fail_all_pending(pool: &AnyPool) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query("UPDATE network_actions SET status = 'ERROR' WHERE status = 'PENDING'").execute(pool).await?;
+pub async fn fail_all_pending(w: &Writer) -> Result<u64, sqlx::Error> {
+    let r =
+        sqlx::query("UPDATE network_actions SET status = 'ERROR' WHERE status = 'PENDING'").execute(w.pool()).await?;
     Ok(r.rows_affected())
 }

@@ -3,6 +3,7 @@
 //! Deployment and node states are typed ([`DeploymentState`], [`NodeState`])
 //! and stored as their lower-case names.
 
+use super::Writer;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 use utoipa::ToSchema;
@@ -289,21 +290,21 @@ pub async fn retry_node(tx: &mut Tx<'_>, id: i64, node: &str, now_ms: i64) -> Re
 }
 
 /// Records the session (multicast group:port, or the parent's deployment) of deployment `id`.
-pub async fn set_session(pool: &AnyPool, id: i64, session: &str) -> Result<(), sqlx::Error> {
+pub async fn set_session(w: &Writer, id: i64, session: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE deployments SET session_group = $2 WHERE id = $1")
         .bind(id)
         .bind(session)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Records the sender's summary (JSON) of deployment `id`.
-pub async fn set_summary(pool: &AnyPool, id: i64, summary: &str) -> Result<(), sqlx::Error> {
+pub async fn set_summary(w: &Writer, id: i64, summary: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE deployments SET summary = $2 WHERE id = $1")
         .bind(id)
         .bind(summary)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
@@ -317,7 +318,7 @@ pub async fn metadata_tokens(pool: &AnyPool, id: i64) -> Result<Vec<(String, Str
 }
 
 /// Stores a node's progress (everything but its attempt counters).
-pub async fn update_node(pool: &AnyPool, id: i64, n: &NodeRow) -> Result<(), sqlx::Error> {
+pub async fn update_node(w: &Writer, id: i64, n: &NodeRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
          rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2",
@@ -331,14 +332,14 @@ pub async fn update_node(pool: &AnyPool, id: i64, n: &NodeRow) -> Result<(), sql
     .bind(n.received)
     .bind(n.rejected)
     .bind(n.elapsed_ms)
-    .execute(pool)
+    .execute(w.pool())
     .await
     .map(drop)
 }
 
 /// Records the end of deployment `id`.
 pub async fn finish(
-    pool: &AnyPool,
+    w: &Writer,
     id: i64,
     state: DeploymentState,
     finished_at: i64,
@@ -349,25 +350,25 @@ pub async fn finish(
         .bind(state.as_str())
         .bind(finished_at)
         .bind(summary)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Marks every node in flight in a running deployment failed with `reason`,
 /// and those deployments failed; returns how many nodes were failed.
-pub async fn fail_in_flight(pool: &AnyPool, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
+pub async fn fail_in_flight(w: &Writer, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE deployment_nodes SET state = 'failed', reason = $1 \
          WHERE state NOT IN ('booted', 'verified', 'failed') \
          AND deployment IN (SELECT id FROM deployments WHERE state = 'running')",
     )
     .bind(reason)
-    .execute(pool)
+    .execute(w.pool())
     .await?;
     sqlx::query("UPDATE deployments SET state = 'failed', finished_at = $1 WHERE state = 'running'")
         .bind(now)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected())
 }

@@ -1,5 +1,6 @@
 //! Images of the registry and the projects they are shared with.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 use super::Tx;
@@ -75,8 +76,8 @@ pub async fn insert(tx: &mut Tx<'_>, r: &ImageRow) -> Result<(), sqlx::Error> {
 }
 
 /// Deletes image `name` and its shares in one transaction; returns whether it existed.
-pub async fn delete(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn delete(w: &Writer, name: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
     sqlx::query("DELETE FROM image_members WHERE image = $1").bind(name).execute(&mut *tx).await?;
     let res = sqlx::query("DELETE FROM images WHERE name = $1").bind(name).execute(&mut *tx).await?;
     if res.rows_affected() == 0 {
@@ -87,31 +88,31 @@ pub async fn delete(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Sets the visibility of image `name`.
-pub async fn set_visibility(pool: &AnyPool, name: &str, visibility: &str) -> Result<(), sqlx::Error> {
+pub async fn set_visibility(w: &Writer, name: &str, visibility: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE images SET visibility = $1 WHERE name = $2")
         .bind(visibility)
         .bind(name)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Shares image `name` with `project`.
-pub async fn add_member(pool: &AnyPool, name: &str, project: &str) -> Result<(), sqlx::Error> {
+pub async fn add_member(w: &Writer, name: &str, project: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO image_members (image, project) VALUES ($1, $2)")
         .bind(name)
         .bind(project)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Stops sharing image `name` with `project`; returns whether it was shared.
-pub async fn remove_member(pool: &AnyPool, name: &str, project: &str) -> Result<bool, sqlx::Error> {
+pub async fn remove_member(w: &Writer, name: &str, project: &str) -> Result<bool, sqlx::Error> {
     let res = sqlx::query("DELETE FROM image_members WHERE image = $1 AND project = $2")
         .bind(name)
         .bind(project)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(res.rows_affected() > 0)
 }

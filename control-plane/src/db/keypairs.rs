@@ -1,5 +1,6 @@
 //! SSH keypairs.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 /// A keypair row.
@@ -38,7 +39,7 @@ pub async fn get(pool: &AnyPool, owner: &str, name: &str) -> Result<Option<Keypa
 }
 
 /// Stores a keypair (a unique violation if the owner has one of that name).
-pub async fn insert(pool: &AnyPool, k: &KeypairRow) -> Result<(), sqlx::Error> {
+pub async fn insert(w: &Writer, k: &KeypairRow) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO keypairs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)")))
         .bind(&k.owner_user)
         .bind(&k.name)
@@ -46,17 +47,17 @@ pub async fn insert(pool: &AnyPool, k: &KeypairRow) -> Result<(), sqlx::Error> {
         .bind(&k.public_key)
         .bind(&k.fingerprint)
         .bind(k.created_at)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Deletes `owner`'s keypair `name`; returns whether it existed.
-pub async fn delete(pool: &AnyPool, owner: &str, name: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(w: &Writer, owner: &str, name: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM keypairs WHERE owner_user = $1 AND name = $2")
         .bind(owner)
         .bind(name)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected() > 0)
 }

@@ -1,5 +1,6 @@
 //! Networks, who may use them, and what is attached to them.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 use super::Tx;
@@ -51,11 +52,11 @@ pub async fn exists(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// The VLAN ids in use within `first..=last`.
-pub async fn vlans_in(pool: &AnyPool, first: u16, last: u16) -> Result<Vec<i64>, sqlx::Error> {
+pub async fn vlans_in(tx: &mut Tx<'_>, first: u16, last: u16) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT vlan FROM networks WHERE vlan >= $1 AND vlan <= $2 ORDER BY vlan")
         .bind(i64::from(first))
         .bind(i64::from(last))
-        .fetch_all(pool)
+        .fetch_all(&mut **tx)
         .await
 }
 
@@ -92,11 +93,11 @@ pub async fn grant<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 }
 
 /// Revokes `project`'s access; returns whether it had it.
-pub async fn revoke(pool: &AnyPool, network: &str, project: &str) -> Result<bool, sqlx::Error> {
+pub async fn revoke(w: &Writer, network: &str, project: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM network_access WHERE network = $1 AND project = $2")
         .bind(network)
         .bind(project)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected() > 0)
 }

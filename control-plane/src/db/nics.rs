@@ -1,5 +1,6 @@
 //! NICs and their switch ports.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 /// A NIC as the node view shows it.
@@ -44,18 +45,18 @@ pub async fn exists(pool: &AnyPool, node: &str, nic: &str) -> Result<bool, sqlx:
 }
 
 /// Registers a NIC (a unique violation if the node has one of that label).
-pub async fn insert(pool: &AnyPool, node: &str, nic: &str, mac: &str) -> Result<(), sqlx::Error> {
+pub async fn insert(w: &Writer, node: &str, nic: &str, mac: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO nics (node, name, macaddr) VALUES ($1, $2, $3)")
         .bind(node)
         .bind(nic)
         .bind(mac)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Deletes a NIC that is on no port, no network and has no pending action; returns whether it did.
-pub async fn delete_if_unused(pool: &AnyPool, node: &str, nic: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_if_unused(w: &Writer, node: &str, nic: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "DELETE FROM nics WHERE node = $1 AND name = $2 AND port_switch IS NULL \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1 AND nic = $2) \
@@ -63,7 +64,7 @@ pub async fn delete_if_unused(pool: &AnyPool, node: &str, nic: &str) -> Result<b
     )
     .bind(node)
     .bind(nic)
-    .execute(pool)
+    .execute(w.pool())
     .await?;
     Ok(r.rows_affected() > 0)
 }
@@ -90,13 +91,7 @@ pub async fn on_port(pool: &AnyPool, switch: &str, port: &str) -> Result<Option<
 
 /// Connects a NIC that is on no port to a port; returns whether it was
 /// free (a unique violation if the port is taken).
-pub async fn connect_port(
-    pool: &AnyPool,
-    switch: &str,
-    port: &str,
-    node: &str,
-    nic: &str,
-) -> Result<bool, sqlx::Error> {
+pub async fn connect_port(w: &Writer, switch: &str, port: &str, node: &str, nic: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE nics SET port_switch = $1, port_name = $2 \
          WHERE node = $3 AND name = $4 AND port_switch IS NULL",
@@ -105,18 +100,13 @@ pub async fn connect_port(
     .bind(port)
     .bind(node)
     .bind(nic)
-    .execute(pool)
+    .execute(w.pool())
     .await?;
     Ok(r.rows_affected() > 0)
 }
 
 /// Disconnects the NIC on a port if its node (`node`) is free; returns whether it did.
-pub async fn detach_port_of_free_node(
-    pool: &AnyPool,
-    switch: &str,
-    port: &str,
-    node: &str,
-) -> Result<bool, sqlx::Error> {
+pub async fn detach_port_of_free_node(w: &Writer, switch: &str, port: &str, node: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE nics SET port_switch = NULL, port_name = NULL \
          WHERE port_switch = $1 AND port_name = $2 \
@@ -125,7 +115,7 @@ pub async fn detach_port_of_free_node(
     .bind(switch)
     .bind(port)
     .bind(node)
-    .execute(pool)
+    .execute(w.pool())
     .await?;
     Ok(r.rows_affected() > 0)
 }

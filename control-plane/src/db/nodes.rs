@@ -1,5 +1,6 @@
 //! Nodes, their project and their metadata.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 use super::Tx;
@@ -26,8 +27,8 @@ pub async fn in_project(pool: &AnyPool, project: &str) -> Result<Vec<String>, sq
 
 /// Registers a free node with its BMC (`obm`, JSON) and metadata (label,
 /// JSON text), in one transaction. `Ok(false)`: the name is taken.
-pub async fn insert(pool: &AnyPool, node: &str, obm: &str, metadata: &[(String, String)]) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn insert(w: &Writer, node: &str, obm: &str, metadata: &[(String, String)]) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
     let res = sqlx::query("INSERT INTO nodes (name, project, obm) VALUES ($1, NULL, $2)")
         .bind(node)
         .bind(obm)
@@ -51,8 +52,8 @@ pub async fn insert(pool: &AnyPool, node: &str, obm: &str, metadata: &[(String, 
 }
 
 /// Deletes a free node and its metadata.
-pub async fn delete_free(pool: &AnyPool, node: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn delete_free(w: &Writer, node: &str) -> Result<(), sqlx::Error> {
+    let mut tx = w.begin().await?;
     sqlx::query("DELETE FROM node_metadata WHERE node = $1").bind(node).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM nodes WHERE name = $1 AND project IS NULL").bind(node).execute(&mut *tx).await?;
     tx.commit().await
@@ -77,7 +78,7 @@ pub async fn take_free(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<boo
 /// an attached network other than `keep` (the provisioning network), a pending networking action, a deployment in
 /// flight (one statement, so the checks are atomic with the write).
 /// Returns whether it left.
-pub async fn release(pool: &AnyPool, node: &str, project: &str, keep: Option<&str>) -> Result<bool, sqlx::Error> {
+pub async fn release(w: &Writer, node: &str, project: &str, keep: Option<&str>) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1 AND network <> $3) \
@@ -88,7 +89,7 @@ pub async fn release(pool: &AnyPool, node: &str, project: &str, keep: Option<&st
     .bind(node)
     .bind(project)
     .bind(keep.unwrap_or(""))
-    .execute(pool)
+    .execute(w.pool())
     .await?;
     Ok(r.rows_affected() > 0)
 }
@@ -102,7 +103,7 @@ pub async fn metadata(pool: &AnyPool, node: &str) -> Result<Vec<(String, String)
 }
 
 /// Sets (inserts or replaces) one metadata value.
-pub async fn set_metadata(pool: &AnyPool, node: &str, label: &str, value: &str) -> Result<(), sqlx::Error> {
+pub async fn set_metadata(w: &Writer, node: &str, label: &str, value: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO node_metadata (node, label, value) VALUES ($1, $2, $3) \
          ON CONFLICT (node, label) DO UPDATE SET value = excluded.value",
@@ -110,17 +111,17 @@ pub async fn set_metadata(pool: &AnyPool, node: &str, label: &str, value: &str) 
     .bind(node)
     .bind(label)
     .bind(value)
-    .execute(pool)
+    .execute(w.pool())
     .await
     .map(drop)
 }
 
 /// Deletes one metadata value; returns whether it existed.
-pub async fn delete_metadata(pool: &AnyPool, node: &str, label: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_metadata(w: &Writer, node: &str, label: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM node_metadata WHERE node = $1 AND label = $2")
         .bind(node)
         .bind(label)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected() > 0)
 }

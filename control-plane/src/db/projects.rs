@@ -1,5 +1,6 @@
 //! Projects.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 use super::{Backend, Tx};
@@ -16,8 +17,8 @@ pub async fn exists(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Creates `name` (a unique violation if it exists).
-pub async fn insert(pool: &AnyPool, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO projects (name) VALUES ($1)").bind(name).execute(pool).await.map(drop)
+pub async fn insert(w: &Writer, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO projects (name) VALUES ($1)").bind(name).execute(w.pool()).await.map(drop)
 }
 
 /// What still holds a project (a project is deleted only when all are 0).
@@ -45,8 +46,8 @@ pub async fn holdings(pool: &AnyPool, name: &str) -> Result<Holdings, sqlx::Erro
 }
 
 /// Deletes `name` with its memberships and image shares; its keypairs become the user's own.
-pub async fn delete(pool: &AnyPool, name: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn delete(w: &Writer, name: &str) -> Result<(), sqlx::Error> {
+    let mut tx = w.begin().await?;
     sqlx::query("DELETE FROM user_projects WHERE project = $1").bind(name).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM image_members WHERE project = $1").bind(name).execute(&mut *tx).await?;
     sqlx::query("UPDATE keypairs SET project = NULL WHERE project = $1").bind(name).execute(&mut *tx).await?;

@@ -1,5 +1,6 @@
 //! Switches and their ports.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 /// Every switch's name, sorted.
@@ -13,20 +14,20 @@ pub async fn config(pool: &AnyPool, name: &str) -> Result<Option<String>, sqlx::
 }
 
 /// Registers a switch (a unique violation if it exists).
-pub async fn insert(pool: &AnyPool, name: &str, config: &str) -> Result<(), sqlx::Error> {
+pub async fn insert(w: &Writer, name: &str, config: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO switches (name, config) VALUES ($1, $2)")
         .bind(name)
         .bind(config)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Deletes a switch that has no ports; returns whether it did.
-pub async fn delete_if_no_ports(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_if_no_ports(w: &Writer, name: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM switches WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM ports WHERE switch = $1)")
         .bind(name)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected() > 0)
 }
@@ -47,24 +48,24 @@ pub async fn port_exists(pool: &AnyPool, switch: &str, port: &str) -> Result<boo
 }
 
 /// Registers a port (a unique violation if it exists).
-pub async fn insert_port(pool: &AnyPool, switch: &str, port: &str) -> Result<(), sqlx::Error> {
+pub async fn insert_port(w: &Writer, switch: &str, port: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO ports (switch, name) VALUES ($1, $2)")
         .bind(switch)
         .bind(port)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Deletes a port no NIC is connected to; returns whether it did.
-pub async fn delete_port_if_free(pool: &AnyPool, switch: &str, port: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_port_if_free(w: &Writer, switch: &str, port: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "DELETE FROM ports WHERE switch = $1 AND name = $2 AND NOT EXISTS \
          (SELECT 1 FROM nics WHERE port_switch = $1 AND port_name = $2)",
     )
     .bind(switch)
     .bind(port)
-    .execute(pool)
+    .execute(w.pool())
     .await?;
     Ok(r.rows_affected() > 0)
 }

@@ -1,5 +1,6 @@
 //! API tokens (`mct_<id>_<secret>`; only an argon2 hash of the secret is stored).
 
+use super::Writer;
 use sqlx::AnyPool;
 
 /// A token as listed.
@@ -17,7 +18,7 @@ pub struct TokenRow {
 
 /// Stores a token.
 pub async fn insert(
-    pool: &AnyPool,
+    w: &Writer,
     id: &str,
     user: &str,
     secret_hash: &str,
@@ -32,7 +33,7 @@ pub async fn insert(
     .bind(secret_hash)
     .bind(description)
     .bind(created_at)
-    .execute(pool)
+    .execute(w.pool())
     .await
     .map(drop)
 }
@@ -50,12 +51,12 @@ pub async fn list(pool: &AnyPool, user: &str, all: bool) -> Result<Vec<TokenRow>
 }
 
 /// Deletes token `id` of `user` (of anyone with `any`); returns whether it did.
-pub async fn delete(pool: &AnyPool, id: &str, user: &str, any: bool) -> Result<bool, sqlx::Error> {
+pub async fn delete(w: &Writer, id: &str, user: &str, any: bool) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND (user_name = $2 OR $3 = 1)")
         .bind(id)
         .bind(user)
         .bind(i64::from(any))
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected() > 0)
 }

@@ -1,5 +1,6 @@
 //! Users and their project memberships.
 
+use super::Writer;
 use sqlx::AnyPool;
 
 /// Whether `name` exists.
@@ -9,19 +10,19 @@ pub async fn exists(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Creates a user (a unique violation if the name is taken).
-pub async fn insert(pool: &AnyPool, name: &str, password_hash: &str, admin: bool) -> Result<(), sqlx::Error> {
+pub async fn insert(w: &Writer, name: &str, password_hash: &str, admin: bool) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO users (name, password_hash, is_admin) VALUES ($1, $2, $3)")
         .bind(name)
         .bind(password_hash)
         .bind(i64::from(admin))
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Deletes a user with its memberships and API tokens.
-pub async fn delete(pool: &AnyPool, name: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn delete(w: &Writer, name: &str) -> Result<(), sqlx::Error> {
+    let mut tx = w.begin().await?;
     for sql in [
         "DELETE FROM user_projects WHERE user_name = $1",
         "DELETE FROM api_tokens WHERE user_name = $1",
@@ -33,21 +34,21 @@ pub async fn delete(pool: &AnyPool, name: &str) -> Result<(), sqlx::Error> {
 }
 
 /// Makes `user` a member of `project` (a unique violation if it is one).
-pub async fn add_project(pool: &AnyPool, user: &str, project: &str) -> Result<(), sqlx::Error> {
+pub async fn add_project(w: &Writer, user: &str, project: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO user_projects (user_name, project) VALUES ($1, $2)")
         .bind(user)
         .bind(project)
-        .execute(pool)
+        .execute(w.pool())
         .await
         .map(drop)
 }
 
 /// Ends `user`'s membership of `project`; returns whether it was one.
-pub async fn remove_project(pool: &AnyPool, user: &str, project: &str) -> Result<bool, sqlx::Error> {
+pub async fn remove_project(w: &Writer, user: &str, project: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM user_projects WHERE user_name = $1 AND project = $2")
         .bind(user)
         .bind(project)
-        .execute(pool)
+        .execute(w.pool())
         .await?;
     Ok(r.rows_affected() > 0)
 }

@@ -485,6 +485,54 @@ async fn v1_tokens_and_docs(h: &Harness) {
 }
 both_backends!(v1_tokens_and_docs);
 
+/// Eight writers at once, each creating and at once deleting networks of
+/// its own, or reserving and releasing a node of its own: every answer is a
+/// 200 (a delete right after its own create finds the network: writes are
+/// never lost and a writer reads its own writes), on both databases.
+async fn concurrent_writers_read_their_own_writes(h: &Harness) {
+    let admin = h.admin.clone();
+    assert_eq!(h.call("PUT", "/v0/project/rw", &admin, Some(json!({}))).await.0, StatusCode::OK);
+    for i in 0..4 {
+        let obm = json!({"obm": {"type": "none"}});
+        assert_eq!(h.call("PUT", &format!("/v0/node/rw-{i}"), &admin, Some(obm)).await.0, StatusCode::OK);
+    }
+    let writers = (0..8).map(|w| {
+        let admin = admin.clone();
+        async move {
+            let mut bad = Vec::new();
+            for round in 0..25 {
+                let steps: Vec<(&str, String, Value)> = if w % 2 == 0 {
+                    let body = json!({"node": format!("rw-{}", w / 2)});
+                    vec![
+                        ("POST", "/v0/project/rw/connect_node".into(), body.clone()),
+                        ("POST", "/v0/project/rw/detach_node".into(), body),
+                    ]
+                } else {
+                    let path = format!("/v0/network/rw-net-{w}-{round}");
+                    vec![
+                        ("PUT", path.clone(), json!({"owner": "rw", "access": "rw", "net_id": ""})),
+                        ("GET", path.clone(), Value::Null),
+                        ("DELETE", path, Value::Null),
+                    ]
+                };
+                for (method, path, body) in steps {
+                    let body = if body.is_null() { None } else { Some(body) };
+                    let (s, v) = h.call(method, &path, &admin, body).await;
+                    if s != StatusCode::OK {
+                        bad.push(format!("writer {w} round {round}: {method} {path} -> {s} {v}"));
+                    }
+                }
+            }
+            bad
+        }
+    });
+    let bad: Vec<String> = futures_join_all(writers.collect()).await.into_iter().flatten().collect();
+    assert!(bad.is_empty(), "{} failed requests:\n{}", bad.len(), bad.join("\n"));
+    let (_, nets) = h.call("GET", "/v0/project/rw/networks", &admin, None).await;
+    assert_eq!(nets, json!([]), "every network deleted");
+}
+both_backends!(concurrent_writers_read_their_own_writes);
+
 /// The served `/v1` and `/v0` documents pass a maintained OpenAPI 3.1
 /// validator (`openapi-spec-validator`, installed by
 /// `control-plane/ci-setup.sh`): every path parameter declared, operation

@@ -104,7 +104,7 @@ async fn set_node(
         }
     });
     let Some(p) = out else { return Ok(()) };
-    Ok(db::deployments::update_node(&st.db.pool, id, &p.to_row()).await?)
+    Ok(db::deployments::update_node(&st.db.writer, id, &p.to_row()).await?)
 }
 
 async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Result<()> {
@@ -112,7 +112,7 @@ async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Resul
     let state = if failed { DeploymentState::Failed } else { DeploymentState::Done };
     let summary = tx.borrow().summary.clone();
     let summary = summary.map(|s| s.to_string());
-    db::deployments::finish(&st.db.pool, id, state, crate::now(), summary.as_deref()).await?;
+    db::deployments::finish(&st.db.writer, id, state, crate::now(), summary.as_deref()).await?;
     let fresh = load(st, id).await?;
     tx.send_modify(|d| {
         if let Some(f) = fresh {
@@ -237,7 +237,7 @@ async fn drive(
         st.provision.mtu,
     )
     .map_err(Error::internal)?;
-    db::deployments::set_session(&st.db.pool, id, &format!("{group}:{port}")).await?;
+    db::deployments::set_session(&st.db.writer, id, &format!("{group}:{port}")).await?;
     tx.send_modify(|d| d.session = Some(format!("{group}:{port}")));
     let manifest_b64 = Deploy::encode_manifest(&bundle.signed_manifest().to_bytes());
     let tokens: HashMap<String, String> =
@@ -335,7 +335,7 @@ async fn drive(
         Ok(Ok(s)) => {
             let v = serde_json::to_value(&s).map_err(Error::internal)?;
             tx.send_modify(|d| d.summary = Some(v.clone()));
-            db::deployments::set_summary(&st.db.pool, id, &v.to_string()).await?;
+            db::deployments::set_summary(&st.db.writer, id, &v.to_string()).await?;
         }
         Ok(Err(e)) => tracing::warn!(id, error = %e, "sender failed"),
         Err(e) => tracing::warn!(id, error = %e, "sender panicked"),
@@ -372,7 +372,7 @@ async fn drive_upstream(
     };
     let pid = up.deploy(&req).await?.id;
     let session = format!("parent deployment {pid}");
-    db::deployments::set_session(&st.db.pool, id, &session).await?;
+    db::deployments::set_session(&st.db.writer, id, &session).await?;
     tx.send_modify(|d| d.session = Some(session.clone()));
     tracing::info!(id, parent = pid, "deployment delegated to the parent");
     // Follow the parent until it ends; an unreachable parent is retried until the deadline.

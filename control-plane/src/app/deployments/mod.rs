@@ -484,7 +484,7 @@ async fn insert(
     user_data: Option<&str>,
     keys: &[String],
 ) -> Result<i64> {
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     // Serializes deployments of this project (the nodes belong to it), on both backends.
     super::quotas::lock_project(&mut tx, st.db.backend, project).await?;
     for n in nodes {
@@ -519,7 +519,7 @@ pub async fn retry(st: &AppState, c: &Caller, id: i64) -> Result<Deployment> {
     }
     let row = db::deployments::get(&st.db.pool, id).await?.ok_or_else(|| Error::internal("deployment vanished"))?;
     let params: Params = serde_json::from_str(&row.params).map_err(Error::internal)?;
-    let mut tx = st.db.pool.begin().await?;
+    let mut tx = st.db.writer.begin().await?;
     super::quotas::lock_project(&mut tx, st.db.backend, &d.project).await?;
     if !db::deployments::restart(&mut tx, id).await? {
         return Err(Error::Conflict(format!(
@@ -571,7 +571,7 @@ pub(crate) fn refuse_if_draining(st: &AppState) -> Result<()> {
 /// reason, and their deployments failed, so `retry` can pick them up.
 pub async fn recover(st: &AppState) -> Result<u64> {
     Ok(db::deployments::fail_in_flight(
-        &st.db.pool,
+        &st.db.writer,
         "the control plane restarted during the deployment (the node may still finish on its own: retry or reclaim it)",
         crate::now(),
     )
