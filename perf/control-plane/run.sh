@@ -51,7 +51,7 @@ wrk -t2 -c32 -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" "$URL/v0/nodes
 
 echo "== POST connect_node/detach_node alternating, wrk -t2 -c2 -d$DUR"
 wrk -t2 -c2 -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \
-  -s "$(dirname "$0")/reserve_release.lua" "$URL"
+  -s "$(dirname "$0")/write_mix.lua" "$URL" -- nodes
 
 echo "== 8 writers: connect/detach_node x4, PUT/DELETE network x4, wrk -t8 -c8 -d$DUR"
 wrk -t8 -c8 -d"$DUR" --latency -H "Authorization: Bearer $TOKEN" \

@@ -1,12 +1,19 @@
--- wrk script: eight writers, each on objects of its own, one request at a
--- time (run with -tN -cN). Even threads reserve and release node
--- "bench-<100+id>" (POST connect_node / detach_node on project "bench";
--- not the node reserve_release.lua uses); odd
--- threads create and delete network "bench-net-<id>" (PUT / DELETE
--- /v0/network). The next verb follows from the last answer, so a delete
--- right after its own successful create must find the network: any non-2xx
--- (wrk's "Non-2xx or 3xx responses") is a lost write or a read that did not
--- see the writer's own write.
+-- wrk script: writers on objects of their own, one request at a time each
+-- (run with -tN -cN).
+--
+--   wrk ... -s write_mix.lua URL -- nodes   every thread reserves and releases
+--                                            node "bench-<id>" (HIL's
+--                                            connect_node / detach_node on
+--                                            project "bench")
+--   wrk ... -s write_mix.lua URL            mixed: even threads reserve and
+--                                            release node "bench-<100+id>",
+--                                            odd threads create and delete
+--                                            network "bench-net-<id>"
+--
+-- The next verb follows from the last answer, so a delete right after its
+-- own successful create must find the network: any non-2xx (wrk's "Non-2xx
+-- or 3xx responses") is a lost write or a read that did not see the
+-- writer's own write.
 local counter = 0
 
 function setup(thread)
@@ -15,8 +22,10 @@ function setup(thread)
 end
 
 function init(args)
-  nets = (id % 2 == 1)
-  node_body = '{"node":"bench-' .. (100 + id) .. '"}'
+  local nodes_only = (args[1] == "nodes")
+  nets = (not nodes_only) and (id % 2 == 1)
+  local node = nodes_only and id or (100 + id)
+  node_body = '{"node":"bench-' .. node .. '"}'
   errors = 0
   net_path = "/v0/network/bench-net-" .. id
   net_body = '{"owner":"bench","access":"bench","net_id":""}'
