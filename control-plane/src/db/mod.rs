@@ -87,7 +87,10 @@ pub struct Db {
 }
 
 /// The way to the database for writes. Functions of this module that write
-/// take a `&Writer`, so the compiler finds every writer.
+/// take a `&Writer`, so the compiler finds every writer; the two that write
+/// through a generic executor so they can also run in a transaction
+/// (`events::insert`, `networks::grant`) are given `writer.pool()` or a
+/// transaction of [`Writer::begin`] by their callers.
 ///
 /// SQLite has one writer at a time. With writers spread over a pool, the
 /// ones that find the lock taken sleep in SQLite's busy handler (1, 2, 5,
