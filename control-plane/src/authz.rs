@@ -72,6 +72,19 @@ pub enum Action<'a> {
     SeeImage,
     /// Change or delete an image, share it with projects.
     ManageImage,
+    /// Buy or bid on an offer for project `buyer` (its members; never the
+    /// offer's owner: no wash trades; only an audience member if it has one).
+    Buy(&'a str),
+    /// Offer a project's nodes, withdraw its offers, settle its auctions.
+    ManageOffer,
+    /// See a lease (its owner's and its lessee's members).
+    SeeLease,
+    /// Cancel a scheduled lease (owner or lessee).
+    CancelLease,
+    /// Recall an interruptible lease (the owner).
+    RecallLease,
+    /// Extend a lease (the lessee).
+    ExtendLease,
 }
 
 /// On what.
@@ -106,6 +119,20 @@ pub enum Resource<'a> {
         /// Member projects of a shared image.
         shared_with: &'a [String],
     },
+    /// A market offer: its owning project and its audience (empty: every project).
+    Offer {
+        /// Owning project.
+        owner: &'a str,
+        /// Projects that may buy (empty: all).
+        audience: &'a [String],
+    },
+    /// A market lease.
+    Lease {
+        /// Owning project (gets the node back).
+        owner: &'a str,
+        /// Lessee project.
+        lessee: &'a str,
+    },
 }
 
 impl Caller {
@@ -137,6 +164,13 @@ impl Caller {
             None => self.admin,
         }
     }
+}
+
+/// Whether an offer of `owner` with `audience` (empty: everyone) is open to
+/// project `buyer`: never to its owner (no wash trades). The autobuy engine
+/// asks this for the project it buys for.
+pub fn offer_open_to(buyer: &str, owner: &str, audience: &[String]) -> bool {
+    buyer != owner && (audience.is_empty() || audience.iter().any(|a| a == buyer))
 }
 
 /// Decides whether `actor` may do `action` on `resource`; the error says why not.
@@ -195,6 +229,29 @@ pub fn authorize(actor: Actor<'_>, action: Action<'_>, resource: Resource<'_>) -
         (Action::ManageImage, Resource::Image { owner, .. }) => {
             allowed(c.admin || owner.is_some_and(|o| c.projects.contains(o)), "not the image's owner")
         }
+        // The market: an owner never trades with itself, an offer with an
+        // audience sells only to it; leases belong to both their parties.
+        (Action::Buy(buyer), Resource::Offer { owner, audience }) => {
+            if !c.has_project(buyer) {
+                return Err(c.denied(&format!("you are not a member of project {buyer:?}")));
+            }
+            if buyer == owner {
+                return Err(Error::Forbidden("a project cannot buy or bid on its own offer".into()));
+            }
+            allowed(offer_open_to(buyer, owner, audience), "the offer is not open to this project")
+        }
+        (Action::ManageOffer, Resource::Offer { owner, .. }) => {
+            allowed(c.has_project(owner), "only the offer's owner may do this")
+        }
+        (Action::SeeLease | Action::CancelLease, Resource::Lease { owner, lessee }) => {
+            allowed(c.has_project(owner) || c.has_project(lessee), "not a party to this lease")
+        }
+        (Action::RecallLease, Resource::Lease { owner, .. }) => {
+            allowed(c.has_project(owner), "only the lease's owner may recall it")
+        }
+        (Action::ExtendLease, Resource::Lease { lessee, .. }) => {
+            allowed(c.has_project(lessee), "only the lessee may extend a lease")
+        }
         (action, resource) => Err(Error::NoPolicy(format!("{action:?} on {resource:?}"))),
     }
 }
@@ -249,6 +306,33 @@ mod tests {
         let share = |c: &Caller, p| authorize(Actor::Caller(c), Action::ShareKeypair, Resource::Project(Some(p)));
         assert!(share(&alice, "pa").is_ok());
         assert!(matches!(share(&admin, "pb"), Err(Error::Forbidden(m)) if m.contains("not a member")));
+    }
+
+    #[test]
+    fn market() {
+        let alice = member(&["pa"]);
+        let bob = member(&["pb"]);
+        let admin = Caller { user: Some("root".into()), admin: true, ..Default::default() };
+        let to_pb = vec!["pb".to_string()];
+        let open = Resource::Offer { owner: "pa", audience: &[] };
+        let private = Resource::Offer { owner: "pa", audience: &to_pb };
+        let buy = |c: &Caller, p, r| authorize(Actor::Caller(c), Action::Buy(p), r);
+        assert!(buy(&bob, "pb", open).is_ok() && buy(&bob, "pb", private).is_ok());
+        assert!(matches!(buy(&alice, "pa", open), Err(Error::Forbidden(m)) if m.contains("own offer")));
+        assert!(matches!(buy(&admin, "pa", open), Err(Error::Forbidden(_))), "admins cannot wash-trade either");
+        assert!(buy(&bob, "pa", open).is_err(), "only for one's own projects");
+        let carol = member(&["pc"]);
+        assert!(buy(&carol, "pc", open).is_ok() && buy(&carol, "pc", private).is_err());
+        let manage = |c: &Caller| authorize(Actor::Caller(c), Action::ManageOffer, open).is_ok();
+        assert!(manage(&alice) && !manage(&bob) && manage(&admin));
+        let lease = Resource::Lease { owner: "pa", lessee: "pb" };
+        let may = |c: &Caller, a| authorize(Actor::Caller(c), a, lease).is_ok();
+        assert!(may(&alice, Action::SeeLease) && may(&bob, Action::SeeLease) && !may(&carol, Action::SeeLease));
+        assert!(may(&alice, Action::RecallLease) && !may(&bob, Action::RecallLease));
+        assert!(may(&bob, Action::ExtendLease) && !may(&alice, Action::ExtendLease));
+        assert!(
+            may(&alice, Action::CancelLease) && may(&bob, Action::CancelLease) && !may(&carol, Action::CancelLease)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     auth_failures: AtomicU64,
     actions: Mutex<BTreeMap<&'static str, u64>>,
+    market: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -22,6 +23,12 @@ impl Metrics {
     /// Count a finished networking action by final status.
     pub fn action_finished(&self, status: &'static str) {
         *self.actions.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1;
+    }
+
+    /// Count a market event: a committed request, a replayed one, a lease
+    /// state change, a settlement, a failed grant or revoke attempt.
+    pub fn market(&self, what: &'static str) {
+        *self.market.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_default() += 1;
     }
 
     /// Count an answered HTTP request by method, matched route and status.
@@ -49,6 +56,13 @@ impl Metrics {
         s.push_str("# TYPE metalcast_network_actions_total counter\n");
         for (st, n) in self.actions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(s, "metalcast_network_actions_total{{status=\"{st}\"}} {n}");
+        }
+        s.push_str(
+            "# HELP metalcast_market_events_total Market requests, replays, settlements and lease transitions.\n",
+        );
+        s.push_str("# TYPE metalcast_market_events_total counter\n");
+        for (what, n) in self.market.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(s, "metalcast_market_events_total{{event=\"{what}\"}} {n}");
         }
         s
     }

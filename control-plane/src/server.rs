@@ -112,4 +112,6 @@ async fn recover(state: &AppState) {
         Ok(n) => tracing::warn!(n, "marked nodes of deployments interrupted by a restart as failed"),
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
     }
+    // The market's driver resumes leases a restart interrupted (granting, revoking).
+    crate::app::market::driver::spawn(state);
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod images;
 pub mod keypairs;
+pub mod market;
 pub mod metadata;
 pub mod networks;
 pub mod nodes;
@@ -90,6 +91,8 @@ pub struct Inner {
     pub tasks: crate::tasks::Tasks,
     /// Picks the BMC and switch drivers ([`crate::drivers::Standard`]).
     pub drivers: Arc<dyn crate::drivers::Chooser>,
+    /// The marketplace's settings and in-process state.
+    pub market: crate::app::market::Market,
 }
 
 impl AppState {
@@ -109,6 +112,7 @@ impl AppState {
             upstream: None,
             tasks: crate::tasks::Tasks::default(),
             drivers: Arc::new(crate::drivers::Standard),
+            market: crate::app::market::Market::default(),
         }))
     }
 
@@ -153,6 +157,16 @@ impl AppState {
     pub fn with_drivers(self, drivers: Arc<dyn crate::drivers::Chooser>) -> Self {
         let mut inner = Arc::try_unwrap(self.0).expect("with_drivers before the state is shared");
         inner.drivers = drivers;
+        AppState(Arc::new(inner))
+    }
+
+    /// Replace the marketplace's settings.
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_market(self, config: crate::app::market::MarketConfig) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_market before the state is shared");
+        inner.market = crate::app::market::Market { config, ..Default::default() };
         AppState(Arc::new(inner))
     }
 

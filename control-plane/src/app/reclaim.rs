@@ -92,6 +92,11 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
         return Err(Error::Conflict(format!("node {node:?} is free already")));
     };
     c.require_project(Some(&project))?;
+    if let Some(claim) = crate::db::market::leases::claim_on(&st.db.pool, &node).await? {
+        return Err(Error::Conflict(format!(
+            "node {node:?} is in the market ({claim}): a leased node returns to its owner, reclaimed, when its lease ends"
+        )));
+    }
     crate::app::deployments::refuse_if_draining(st)?;
     if let Some(other) = crate::db::deployments::in_flight(&st.db.pool, &node).await? {
         return Err(Error::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
@@ -148,7 +153,7 @@ async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, Stri
     }))
 }
 
-async fn back_to_runtime(
+pub(crate) async fn back_to_runtime(
     st: &AppState,
     user: &str,
     project: &str,
@@ -251,7 +256,7 @@ async fn macs(st: &AppState, node: &str) -> Result<Vec<String>> {
 /// check-in, at this control plane), naming each device; the agent checks
 /// them again (the disk-write guard). A failure or refusal is recorded as a
 /// node event (`GET /v1/events`) and fails the reclaim with its reason.
-async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: Duration) -> Result<String> {
+pub(crate) async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: Duration) -> Result<String> {
     let (mac, _, _) = checkin(st, node)
         .await?
         .ok_or_else(|| Error::Unprocessable("no runtime checked in to wipe the disks".into()))?;
@@ -289,7 +294,7 @@ const WIPE_REFUSED: u8 = 8;
 
 /// Detaches every network from every NIC of the node but the provisioning
 /// network (a free node stays where its runtime is reached).
-async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String> {
+pub(crate) async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> Result<String> {
     let mut names = Vec::new();
     let mut kept = None;
     for a in crate::db::networks::attachments_of_node(&st.db.pool, node).await? {

@@ -14,6 +14,7 @@ pub mod deployments;
 pub mod events;
 pub mod images;
 pub mod keypairs;
+pub mod market;
 pub mod metadata;
 pub mod networks;
 pub mod nics;
@@ -162,6 +163,9 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         pool.execute("PRAGMA journal_mode = WAL").await?;
     }
     MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
+    if backend == Backend::Postgres {
+        market::install_postgres(&pool).await?;
+    }
     let writer = match backend {
         // An in-memory database lives in its one connection: reads and writes share it.
         Backend::Sqlite if max == 1 => Writer(pool.clone()),

@@ -29,6 +29,11 @@ pub async fn macs(pool: &AnyPool, node: &str) -> Result<Vec<String>, sqlx::Error
     sqlx::query_scalar("SELECT macaddr FROM nics WHERE node = $1 ORDER BY name").bind(node).fetch_all(pool).await
 }
 
+/// [`macs`], inside `tx`.
+pub async fn macs_tx(tx: &mut crate::db::Tx<'_>, node: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT macaddr FROM nics WHERE node = $1 ORDER BY name").bind(node).fetch_all(&mut **tx).await
+}
+
 /// How many NICs the node has.
 pub async fn count(pool: &AnyPool, node: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM nics WHERE node = $1").bind(node).fetch_one(pool).await

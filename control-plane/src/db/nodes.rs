@@ -76,13 +76,15 @@ pub async fn take_free(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<boo
 
 /// Takes `node` out of `project` unless something still holds it there:
 /// an attached network other than `keep` (the provisioning network), a pending networking action, a deployment in
-/// flight (one statement, so the checks are atomic with the write).
+/// flight, a live market offer or lease of the node (one statement, so the checks are atomic with the write).
 /// Returns whether it left.
 pub async fn release(w: &Writer, node: &str, project: &str, keep: Option<&str>) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1 AND network <> $3) \
          AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING') \
+         AND NOT EXISTS (SELECT 1 FROM market_leases WHERE node = $1 AND live = 1) \
+         AND NOT EXISTS (SELECT 1 FROM market_offer_nodes WHERE node = $1 AND live = 1) \
          AND NOT EXISTS ({})",
         super::deployments::IN_FLIGHT_SQL
     )))
@@ -134,4 +136,44 @@ pub async fn owned_by(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<bool
         .fetch_optional(&mut **tx)
         .await?;
     Ok(r.is_some())
+}
+
+/// Within `tx`: moves `node` from project `from` to project `to` (a market
+/// lease granting or ending) unless something still holds it: an attached
+/// network other than `keep`, a pending networking action, a deployment in
+/// flight. Returns whether it moved; the node must be in `from` (positive
+/// proof that it is where the lease says it is).
+pub async fn hand_over(
+    tx: &mut Tx<'_>,
+    node: &str,
+    from: &str,
+    to: &str,
+    keep: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE nodes SET project = $3 WHERE name = $1 AND project = $2 \
+         AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1 AND network <> $4) \
+         AND NOT EXISTS (SELECT 1 FROM network_actions WHERE node = $1 AND status = 'PENDING') \
+         AND NOT EXISTS ({})",
+        super::deployments::IN_FLIGHT_SQL
+    )))
+    .bind(node)
+    .bind(from)
+    .bind(to)
+    .bind(keep.unwrap_or(""))
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Within `tx`: takes `node` out of `project` into the admins' hands (no
+/// project), whatever holds it; for a lease that could not be revoked
+/// cleanly. Returns whether it was in `project`.
+pub async fn quarantine(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2")
+        .bind(node)
+        .bind(project)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }

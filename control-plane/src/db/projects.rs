@@ -77,3 +77,10 @@ pub async fn lock(tx: &mut Tx<'_>, backend: Backend, name: &str) -> Result<bool,
         }
     })
 }
+
+/// Whether `name` exists (inside `tx`).
+pub async fn exists_tx(tx: &mut Tx<'_>, name: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE name = $1").bind(name).fetch_one(&mut **tx).await?;
+    Ok(n > 0)
+}

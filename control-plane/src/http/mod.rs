@@ -35,6 +35,8 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::metadata::routes())
         .merge(v1::reclaim::routes())
         .merge(v1::events::routes())
+        .merge(v1::market::routes())
+        .merge(v1::ledger::routes())
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.

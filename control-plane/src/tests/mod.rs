@@ -8,6 +8,7 @@ mod deploy;
 mod golden;
 mod ipmi;
 mod isolation;
+mod market;
 mod qmp;
 mod recursion;
 mod redfish;
@@ -93,7 +94,14 @@ impl Harness {
                 public_url: Some("http://127.0.0.1:9".into()),
                 ..Default::default()
             })
-            .with_drivers(std::sync::Arc::new(crate::drivers::mock::Mock));
+            .with_drivers(std::sync::Arc::new(crate::drivers::mock::Mock))
+            .with_market(crate::app::market::MarketConfig {
+                tick: std::time::Duration::from_millis(100),
+                cleaning_gap_secs: 1,
+                fee_bps: 100,
+                attempts: 3,
+                revoke_timeout: std::time::Duration::from_secs(5),
+            });
         let b = crate::app::tokens::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
         Harness {
             app: crate::app(st.clone()),
@@ -157,6 +165,31 @@ impl Harness {
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         (status, bytes.to_vec())
+    }
+
+    /// A call with an `Idempotency-Key`; also returns whether the answer was a replay.
+    pub async fn keyed(
+        &self,
+        method: &str,
+        path: &str,
+        who: &Who,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value, bool) {
+        let mut rb = Request::builder().method(method).uri(path).header("idempotency-key", key);
+        match who {
+            Who::Anon => {}
+            Who::Bearer(t) => rb = rb.header("authorization", format!("Bearer {t}")),
+            Who::Basic(u, p) => {
+                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                rb = rb.header("authorization", format!("Basic {enc}"));
+            }
+        }
+        let resp = self.app.clone().oneshot(rb.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+        let status = resp.status();
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), replayed)
     }
 
     pub async fn call(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, Value) {

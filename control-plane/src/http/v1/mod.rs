@@ -5,6 +5,8 @@ pub mod deployments;
 pub mod events;
 pub mod images;
 pub mod keypairs;
+pub mod ledger;
+pub mod market;
 pub mod metadata;
 pub mod openapi;
 pub mod quotas;

@@ -48,6 +48,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::keypairs::KeypairsDoc::openapi());
     doc.merge(super::quotas::QuotasDoc::openapi());
     doc.merge(super::events::EventsDoc::openapi());
+    doc.merge(super::market::MarketDoc::openapi());
+    doc.merge(super::ledger::LedgerDoc::openapi());
     crate::http::openapi::finish(&mut doc);
     doc
 }

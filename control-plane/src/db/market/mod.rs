@@ -1,0 +1,77 @@
+//! The marketplace's tables (`migrations/0014_market.sql`): the ledger
+//! ([`ledger`]), offers ([`offers`]), bids ([`bids`]), leases ([`leases`]),
+//! autobuy rules ([`autobuy`]) and idempotency keys ([`idempotency`]).
+//!
+//! Every market change runs in one transaction of [`crate::db::Writer`],
+//! reads its time from the database inside it ([`now`]), and takes its ids
+//! from a counter row ([`next_id`]). On PostgreSQL the overlap rules are
+//! also exclusion constraints ([`install_postgres`]); on SQLite the same
+//! checks run inside the one writer transaction, which no other writer
+//! interleaves with.
+
+pub mod autobuy;
+pub mod bids;
+pub mod idempotency;
+pub mod leases;
+pub mod ledger;
+pub mod offers;
+
+use sqlx::AnyPool;
+
+use super::{Backend, Tx};
+
+/// The database's clock in unix seconds: `now()` (the transaction's start) on
+/// PostgreSQL, SQLite's `'now'` on SQLite. Every market time comes from here.
+pub async fn now(tx: &mut Tx<'_>, backend: Backend) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(clock_sql(backend)).fetch_one(&mut **tx).await
+}
+
+/// [`now`] outside a transaction.
+pub async fn now_pool(pool: &AnyPool, backend: Backend) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(clock_sql(backend)).fetch_one(pool).await
+}
+
+fn clock_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
+        Backend::Sqlite => "SELECT CAST(strftime('%s', 'now') AS BIGINT)",
+    }
+}
+
+/// The next id of `kind` (`offer`, `bid`, `lease`, `transfer`, `hold`,
+/// `autobuy`), inside the transaction that inserts it.
+pub async fn next_id(tx: &mut Tx<'_>, kind: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("UPDATE market_counters SET next = next + 1 WHERE name = $1 RETURNING next")
+        .bind(kind)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// PostgreSQL only, after the migrations (idempotent): the exclusion
+/// constraints that make the database itself refuse overlapping live
+/// leases of one node (over `[start_at, busy_until)`, the cleaning gap
+/// included) and overlapping live offers of one node. Needs `btree_gist`,
+/// a trusted extension that the database's owner may create.
+pub async fn install_postgres(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "CREATE EXTENSION IF NOT EXISTS btree_gist;
+         DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'market_leases_no_overlap') THEN
+             ALTER TABLE market_leases ADD CONSTRAINT market_leases_no_overlap
+               EXCLUDE USING gist (node WITH =, int8range(start_at, busy_until) WITH &&) WHERE (live = 1);
+           END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'market_offer_nodes_no_overlap') THEN
+             ALTER TABLE market_offer_nodes ADD CONSTRAINT market_offer_nodes_no_overlap
+               EXCLUDE USING gist (node WITH =, int8range(start_at, end_at) WITH &&) WHERE (live = 1);
+           END IF;
+         END $$;",
+    )
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Whether `e` is an exclusion-constraint violation (PostgreSQL `23P01`).
+pub fn is_exclusion(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "23P01")
+}
