@@ -19,6 +19,8 @@
 //! - [`sim`]: a discrete-event simulation of 10 to 10,000 receivers, and
 //!   [`validate`]: its CPU constants measured here and its predictions checked
 //!   against real fabric runs;
+//! - [`market`]: the marketplace under load: auction settlement of 10,000
+//!   bids on 1,000 nodes, buy-now latency and throughput, SQLite or PostgreSQL;
 //! - `sys`: `wait4` and thread CPU time (the only unsafe code).
 //! - [`kexec_boot`]: in a QEMU guest, kexec hand-over versus firmware reboot + PXE;
 
@@ -29,6 +31,7 @@ pub mod feedback;
 pub mod image_build;
 pub mod interrupt;
 pub mod kexec_boot;
+pub mod market;
 pub mod multicast;
 pub mod outliers;
 pub mod recursion;

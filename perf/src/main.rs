@@ -154,6 +154,24 @@ enum Cmd {
     Suite(SuiteArgs),
     /// Latency each recursive-HaaS nesting level adds to power cycle and network connect (root, QEMU).
     Recursion(RecursionArgs),
+    /// The marketplace: settlement of --bids sealed bids on --nodes nodes, buy-now latency and throughput.
+    Market {
+        /// Database URL (an empty PostgreSQL database, e.g. postgres://u:p@127.0.0.1/db); default a fresh SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Nodes (auction units and buy-now offers).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Sealed bids.
+        #[arg(long, default_value_t = 10_000)]
+        bids: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Discrete-event simulation of 10 to 10,000 receivers: metalcast's repair vs NACK/ARQ vs unicast.
     Simulate(SimArgs),
     /// Redraws the table and plots of a suite's report.json (e.g. one recorded earlier).
@@ -286,6 +304,30 @@ fn main() -> anyhow::Result<()> {
         Cmd::Suite(args) => cli::suite(args)?,
         Cmd::Simulate(args) => cli::simulate(args)?,
         Cmd::Recursion(args) => cli::recursion(args)?,
+        Cmd::Market { database_url, nodes, bids, clients, json } => {
+            let cfg = metalcast_bench::market::Config { database_url, nodes, bids, clients };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let r = rt.block_on(metalcast_bench::market::run(&cfg))?;
+            println!(
+                "market ({}): {} nodes, {} bids placed at {:.0}/s; settle {:.3} s over HTTP (the rule alone {:.4} s), {} leases; \
+                 buy-now {:.0}/s with {} clients, p50 {:.1} ms, p99 {:.1} ms; one client alone p50 {:.1} ms",
+                r.backend,
+                r.nodes,
+                r.bids,
+                r.bids_per_sec,
+                r.settle_secs,
+                r.rule_secs,
+                r.leases,
+                r.buys_per_sec,
+                clients,
+                r.buy_p50 * 1e3,
+                r.buy_p99 * 1e3,
+                r.buy_alone_p50 * 1e3
+            );
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&r)?)?;
+            }
+        }
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
         Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb, kexec_method, no_kexec_elf } => {
             let cfg = metalcast_bench::kexec_boot::Config {

@@ -166,6 +166,8 @@ async fn import_node(st: &AppState, up: &Upstream, node: &str, v: &NodeView) -> 
 /// and a `reclaimed` event with `reason` is recorded for its project.
 pub async fn reclaim_node(st: &AppState, node: &str, reason: &str) -> Result<()> {
     let mut tx = st.db.writer.begin().await?;
+    // Sub-leases of the node end first, with the parent's reason.
+    super::market::leases::node_gone(st, &mut tx, node, reason).await?;
     let Some(project) = db::upstream::remove(&mut tx, node).await? else { return Ok(()) };
     db::events::insert(&mut *tx, &super::events::new_row(node, project.as_deref(), "reclaimed", reason)).await?;
     tx.commit().await?;

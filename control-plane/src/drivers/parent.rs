@@ -383,6 +383,27 @@ impl Upstream {
         }
     }
 
+    /// The lease our project holds `node` under at the parent, if any:
+    /// (lease id, end), for a live lease (granting, active or notice). A node
+    /// the project holds outright has none.
+    pub async fn parent_lease(&self, node: &str) -> Result<Option<(i64, i64)>, UpstreamError> {
+        let path = format!("/v1/market/leases?project={}", self.cfg.project);
+        let leases = self.call("market leases", self.api.get_value(&path)).await?;
+        Ok(leases.as_array().into_iter().flatten().find_map(|l| {
+            let live = matches!(l["state"].as_str(), Some("granting" | "active" | "notice"));
+            (live && l["node"] == node && l["lessee"] == self.cfg.project.as_str())
+                .then(|| Some((l["id"].as_i64()?, l["end"].as_i64()?)))
+                .flatten()
+        }))
+    }
+
+    /// The node's hardware inventory from its runtime's check-in at the
+    /// parent (the runtime talks to the root), if it checked in there.
+    pub async fn inventory(&self, node: &str) -> Result<Option<metalcast_runtime_api::Inventory>, UpstreamError> {
+        let r = self.node_call(node, "node runtime", self.api.node_runtime(node)).await?;
+        Ok(r.inventory.and_then(|v| serde_json::from_value(v).ok()))
+    }
+
     /// The parent's node events visible to our project (newest last).
     pub async fn events(&self) -> Result<Vec<NodeEvent>, UpstreamError> {
         self.call("events", self.api.events(None)).await

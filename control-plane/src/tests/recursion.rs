@@ -85,6 +85,13 @@ impl Level {
         if let Some(cfg) = upstream {
             st = st.with_upstream(Upstream::new(cfg).unwrap());
         }
+        st = st.with_market(crate::app::market::MarketConfig {
+            tick: Duration::from_millis(200),
+            cleaning_gap_secs: 2,
+            attempts: 3,
+            revoke_timeout: Duration::from_secs(10),
+            ..Default::default()
+        });
         let admin =
             crate::app::tokens::bootstrap_admin(&st, "admin", Some("adminpw".into())).await.unwrap().token.token;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -234,6 +241,35 @@ async fn http(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Like [`http`], with an `Idempotency-Key` (market and ledger calls).
+async fn keyed(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Value) -> (u16, Value) {
+    crate::install_tls_provider();
+    let c = reqwest::Client::new();
+    let mut rb = c.request(method.parse().unwrap(), format!("{base}{path}"));
+    rb = match auth {
+        Auth::Bearer(t) => rb.bearer_auth(t),
+        Auth::Basic(u) => rb.basic_auth(u, Some("pw")),
+    };
+    let resp = rb.header("idempotency-key", crate::auth::random_hex(8)).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Waits (bounded) until lease `id` at `base` is in `state`; returns it.
+async fn wait_lease(base: &str, auth: Auth<'_>, id: i64, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (s, v) = http(base, "GET", &format!("/v1/market/leases/{id}"), auth, None).await;
+        assert_eq!(s, 200, "{v}");
+        if v["state"] == state {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "lease {id} at {base} is not {state}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Like [`http`] with a raw body (image uploads).
@@ -665,5 +701,110 @@ async fn carrier_names_cannot_be_squatted(pg: Option<&str>) {
 
     l.finish().await;
     a.finish().await;
+    root.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sub_lease_ends_with_the_parent_lease_sqlite() {
+    sub_lease_ends_with_the_parent_lease().await;
+}
+
+/// The marketplace across recursion: B leases A's node at the root; B's
+/// nested instance offers it to its own tenants only inside that lease (a
+/// cleaning gap before its end, without a wipe), with the inventory the
+/// runtime reported to the root; when the root lease ends early (A recalls
+/// it), the sub-lease below ends at once, paid for the time it had, and
+/// both levels say why.
+async fn sub_lease_ends_with_the_parent_lease() {
+    let signer = metalcast_image::SecretKey::generate();
+    let root = Level::start(None, None, &signer.public()).await;
+    for p in ["A", "B"] {
+        root.ok("PUT", &format!("/v0/project/{p}"), Value::Null).await;
+    }
+    root.tenant("alice", "A").await;
+    let b_token = root.tenant("bob", "B").await;
+    let (alice, bob) = (Auth::Basic("alice"), Auth::Basic("bob"));
+    root.ok("PUT", "/v0/node/n1", json!({"obm": {"type": "none"}})).await;
+    root.ok("PUT", "/v0/node/n1/nic/eth0", json!({"macaddr": "52:54:00:00:41:01"})).await;
+    root.ok("POST", "/v0/project/A/connect_node", json!({"node": "n1"})).await;
+    let checkin = json!({"node": "52:54:00:00:41:01", "role": "runtime", "boot_id": "b1", "version": "0",
+        "address": "10.0.0.9", "uptime_secs": 5.0, "network_secs": 0.1,
+        "inventory": {"nics": [], "cpus": 8, "memory_bytes": 17_179_869_184u64, "disks": [], "kernel": "6.1"}});
+    let (s, v) = http(&root.url, "POST", "/v1/runtime/checkin", Auth::Bearer(""), Some(checkin)).await;
+    assert_eq!(s, 200, "{v}");
+    let admin = Auth::Bearer(&root.admin);
+    let (s, v) =
+        keyed(&root.url, "POST", "/v1/ledger/mint", admin, json!({"project": "B", "amount": 10_000_000, "memo": "t"}))
+            .await;
+    assert_eq!(s, 201, "{v}");
+
+    // A offers n1 at the root (interruptible, no notice); B buys it for a minute.
+    let t = crate::db::market::now_pool(&root.st.db.pool, root.st.db.backend).await.unwrap();
+    let offer = json!({"project": "A", "nodes": ["n1"], "start": t, "end": t + 60, "reserve_mph": 3600,
+        "buy_now_mph": 3600, "interruptible": true});
+    let (s, o) = keyed(&root.url, "POST", "/v1/market/offers", alice, offer).await;
+    assert_eq!(s, 201, "{o}");
+    let (s, l) =
+        keyed(&root.url, "POST", &format!("/v1/market/offers/{}/buy", o["id"]), bob, json!({"project": "B"})).await;
+    assert_eq!(s, 201, "{l}");
+    let root_lease = l[0]["id"].as_i64().unwrap();
+    let parent_end = l[0]["end"].as_i64().unwrap();
+    wait_lease(&root.url, bob, root_lease, "active").await;
+
+    // B's nested instance sees n1 and puts it on its own market, inside the root lease.
+    let nb = Level::start(Some(root.upstream_for("B", &b_token)), None, &signer.public()).await;
+    nb.wait_nodes(&["n1"]).await;
+    for p in ["t1", "t2"] {
+        nb.ok("PUT", &format!("/v0/project/{p}"), Value::Null).await;
+    }
+    nb.tenant("carol", "t1").await;
+    nb.tenant("dave", "t2").await;
+    let (carol, dave) = (Auth::Basic("carol"), Auth::Basic("dave"));
+    nb.ok("POST", "/v0/project/t1/connect_node", json!({"node": "n1"})).await;
+    let nadmin = Auth::Bearer(&nb.admin);
+    let (s, v) =
+        keyed(&nb.url, "POST", "/v1/ledger/mint", nadmin, json!({"project": "t2", "amount": 10_000_000, "memo": "t"}))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    let sub = |end: i64, wipe: &str| json!({"project": "t1", "nodes": ["n1"], "start": t, "end": end, "reserve_mph": 3600, "buy_now_mph": 7200, "wipe": wipe});
+    let (s, v) = keyed(&nb.url, "POST", "/v1/market/offers", carol, sub(parent_end + 10, "none")).await;
+    assert_eq!(s, 409, "a sub-lease beyond the parent lease: {v}");
+    assert!(v["msg"].as_str().unwrap().contains("parent's lease"), "{v}");
+    let (s, v) = keyed(&nb.url, "POST", "/v1/market/offers", carol, sub(parent_end - 5, "zero")).await;
+    assert_eq!(s, 400, "a nested wipe: {v}");
+    let (s, so) = keyed(&nb.url, "POST", "/v1/market/offers", carol, sub(parent_end - 5, "none")).await;
+    assert_eq!(s, 201, "{so}");
+    assert_eq!(so["resources"]["cpus"], 8, "the inventory the runtime reported to the root: {so}");
+    let (s, sl) =
+        keyed(&nb.url, "POST", &format!("/v1/market/offers/{}/buy", so["id"]), dave, json!({"project": "t2"})).await;
+    assert_eq!(s, 201, "{sl}");
+    let sub_lease = sl[0]["id"].as_i64().unwrap();
+    wait_lease(&nb.url, dave, sub_lease, "active").await;
+    assert_eq!(nb.ok("GET", "/v0/node/n1", Value::Null).await["project"], "t2");
+
+    // A recalls the root lease: the root takes n1 back from B, and the sub-lease below ends with the reason.
+    let (s, v) = keyed(&root.url, "POST", &format!("/v1/market/leases/{root_lease}/recall"), alice, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let done = wait_lease(&root.url, alice, root_lease, "recalled").await;
+    assert_eq!(root.ok("GET", "/v0/node/n1", Value::Null).await["project"], "A", "{done}");
+    let ended = wait_lease(&nb.url, dave, sub_lease, "ended").await;
+    assert!(ended["reason"].as_str().unwrap().contains("parent"), "{ended}");
+    let (_, events) = http(&nb.url, "GET", "/v1/events", dave, None).await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "lease-ended" && e["reason"].as_str().unwrap().contains("parent")),
+        "t2 is told why: {events}"
+    );
+    // Paid only for the time it had, and the nested ledger still balances.
+    let used = ended["end"].as_i64().unwrap() - ended["start"].as_i64().unwrap();
+    let (_, acc) = http(&nb.url, "GET", "/v1/ledger/accounts?project=t2", dave, None).await;
+    let avail = acc.as_array().unwrap().iter().find(|a| a["kind"] == "available").unwrap()["balance"].as_i64().unwrap();
+    assert_eq!(avail, 10_000_000 - 2 * used, "7200 per node-hour is 2 a second");
+    let (_, audit) = http(&nb.url, "GET", "/v1/ledger/audit", nadmin, None).await;
+    assert_eq!(audit, json!({"sum": 0, "drifted_accounts": 0, "escrow_mismatches": 0, "negative_balances": 0}));
+    nb.finish().await;
     root.finish().await;
 }

@@ -372,6 +372,52 @@ pub(crate) async fn revoke(st: &AppState, l: &LeaseRow) -> Result<bool> {
     Ok(true)
 }
 
+/// The parent took `node` back from this nested instance (its own lease
+/// there ended, or it was recalled): every sub-lease of the node ends now,
+/// in `tx` (the transaction that removes the node): a scheduled one is
+/// cancelled with a full refund, a running one ends and is paid for the
+/// time it had; the node's open offers are withdrawn. Both parties get an
+/// event saying why.
+pub(crate) async fn node_gone(st: &AppState, tx: &mut Tx<'_>, node: &str, why: &str) -> Result<()> {
+    let now = db::market::now(tx, st.db.backend).await?;
+    let gap = st.market.config.cleaning_gap_secs;
+    for l in db::market::leases::live_of_node(tx, node).await? {
+        let Some(state) = LeaseState::parse(&l.state) else { continue };
+        let reference = format!("lease {}", l.id);
+        if state == LeaseState::Scheduled {
+            let reason = format!("cancelled: {why}");
+            if db::market::leases::transition(tx, l.id, state, LeaseState::Cancelled, now, Some(&reason)).await? {
+                let m = Memo {
+                    kind: "release",
+                    reference: &reference,
+                    actor: "market",
+                    memo: "the parent took the node back",
+                    now,
+                };
+                db::market::ledger::close_hold(tx, l.hold, m).await?;
+                event(tx, &l, "lease-cancelled", &format!("{reason}; fully refunded")).await?;
+            }
+            continue;
+        }
+        let end = now.clamp(l.start_at + 1, l.end_at);
+        db::market::leases::set_end(tx, l.id, end, gap, false).await?;
+        let reason = format!("ended early: {why}");
+        if db::market::leases::transition(tx, l.id, state, LeaseState::Ended, now, Some(&reason)).await? {
+            pay_owner(st, tx, &l, now).await?;
+            event(tx, &l, "lease-ended", &format!("{reason}; paid for the time it had")).await?;
+            st.metrics.market("lease_ended_by_parent");
+        }
+    }
+    for offer in db::market::offers::open_with_node(tx, node).await? {
+        if db::market::offers::set_state(tx, offer, "open", "withdrawn").await? {
+            for b in db::market::bids::open_of_offer(tx, offer).await? {
+                super::trade::lose(st, tx, now, &b, why).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Moves due leases along (one transaction each): scheduled -> granting at
 /// the start, active -> notice `notice_secs` before the end, active|notice
 /// -> revoking at the end. Returns how many moved.

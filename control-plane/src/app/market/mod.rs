@@ -197,6 +197,12 @@ pub async fn execute(st: &AppState, c: &Caller, key: Option<&str>, op: Op) -> Re
     if let Some(a) = replay(st, &user, key, &hash).await? {
         return Ok(a);
     }
+    // A nested instance asks its parent about an offer's nodes before the
+    // transaction opens (never an HTTP call while holding the writer).
+    let parent = match &op {
+        Op::CreateOffer(req) => offers::ask_parent(st, &req.nodes).await?,
+        _ => offers::Parent::default(),
+    };
     let mut tx = st.db.writer.begin().await?;
     let now = db::market::now(&mut tx, st.db.backend).await?;
     if !db::market::idempotency::claim(&mut tx, &user, key, &hash, now).await? {
@@ -204,7 +210,7 @@ pub async fn execute(st: &AppState, c: &Caller, key: Option<&str>, op: Op) -> Re
         tx.rollback().await?;
         return replay(st, &user, key, &hash).await?.ok_or_else(|| Error::internal("idempotency key vanished"));
     }
-    let (status, body) = apply(st, c, &user, &mut tx, now, op).await?;
+    let (status, body) = apply(st, c, &user, &mut tx, now, op, &parent).await?;
     let text = serde_json::to_string(&body).map_err(Error::internal)?;
     db::market::idempotency::answer(&mut tx, &user, key, i64::from(status), &text).await?;
     tx.commit().await?;
@@ -226,6 +232,7 @@ async fn replay(st: &AppState, user: &str, key: &str, hash: &str) -> Result<Opti
     Ok(Some(Answer { status: u16::try_from(status).unwrap_or(200), body, replayed: true }))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     st: &AppState,
     c: &Caller,
@@ -233,10 +240,13 @@ async fn apply(
     tx: &mut Tx<'static>,
     now: i64,
     op: Op,
+    parent: &offers::Parent,
 ) -> Result<(u16, serde_json::Value)> {
     let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(Error::internal);
     Ok(match op {
-        Op::CreateOffer(req) => (201, json(serde_json::to_value(offers::create(st, c, user, tx, now, req).await?))?),
+        Op::CreateOffer(req) => {
+            (201, json(serde_json::to_value(offers::create(st, c, user, tx, now, req, parent).await?))?)
+        }
         Op::WithdrawOffer { offer } => {
             (200, json(serde_json::to_value(offers::withdraw(st, c, tx, now, offer).await?))?)
         }

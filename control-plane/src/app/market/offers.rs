@@ -2,6 +2,8 @@
 //! on the market for a half-open window, with a reserve price, an optional
 //! buy-now price, an optional sealed-bid auction, an optional audience.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -151,7 +153,40 @@ fn node_resources(st: &AppState, macs: &[String]) -> Option<Resources> {
     })
 }
 
-/// Creates an offer (members of the owning project).
+/// What the parent control plane says about the nodes of an offer made in
+/// a nested instance (asked before the offer's transaction opens): the
+/// lease each node is held under there, and its runtime inventory (the
+/// runtime checks in at the root).
+#[derive(Debug, Default)]
+pub struct Parent {
+    /// Node -> (parent lease id, its end).
+    pub leases: BTreeMap<String, (i64, i64)>,
+    /// Node -> resources from the parent's runtime report.
+    pub resources: BTreeMap<String, Resources>,
+}
+
+/// Asks the parent about `nodes` (a nested instance; nothing otherwise).
+pub async fn ask_parent(st: &AppState, nodes: &[String]) -> Result<Parent> {
+    let mut p = Parent::default();
+    let Some(up) = &st.upstream else { return Ok(p) };
+    for n in nodes {
+        check_name("node", n)?;
+        if let Some(lease) = up.parent_lease(n).await? {
+            p.leases.insert(n.clone(), lease);
+        }
+        if let Some(inv) = up.inventory(n).await.ok().flatten() {
+            p.resources.insert(n.clone(), Resources::from_inventory(&inv));
+        }
+    }
+    Ok(p)
+}
+
+/// Creates an offer (members of the owning project). In a nested instance
+/// (`parent`): a node held under a lease at the parent is offered only for
+/// a window that ends a cleaning gap before that lease does (a sub-lease
+/// ends, and is cleaned, before its parent lease), and without a wipe (the
+/// parent's lease ends with its own reclaim and wipe).
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     st: &AppState,
     c: &Caller,
@@ -159,6 +194,7 @@ pub async fn create(
     tx: &mut Tx<'static>,
     now: i64,
     req: OfferCreate,
+    parent: &Parent,
 ) -> Result<Offer> {
     check_name("project", &req.project)?;
     authorize(Actor::Caller(c), Action::ManageOffer, Resource::Offer { owner: &req.project, audience: &[] })?;
@@ -196,6 +232,23 @@ pub async fn create(
     if !(0..=req.end - start).contains(&req.notice_secs) {
         return Err(Error::BadRequest("notice_secs must be between 0 and the window's length".into()));
     }
+    if st.upstream.is_some() && req.wipe != WipeSpec::None {
+        return Err(Error::BadRequest(
+            "a nested instance cannot wipe between leases (its runtime answers to the root): offer with wipe none"
+                .into(),
+        ));
+    }
+    let gap = st.market.config.cleaning_gap_secs;
+    for n in &nodes {
+        if let Some((lease, end)) = parent.leases.get(n)
+            && req.end > end - gap
+        {
+            return Err(Error::Conflict(format!(
+                "node {n:?} is held under the parent's lease {lease} until {end}: a sub-lease offer must end by {}",
+                end - gap
+            )));
+        }
+    }
     // Positive proof: every node is in the owning project now, and has a
     // runtime inventory to describe it.
     let mut unit: Option<Resources> = None;
@@ -204,7 +257,7 @@ pub async fn create(
             return Err(Error::Conflict(format!("node {n:?} is not held by project {:?}", req.project)));
         }
         let macs = db::nics::macs_tx(tx, n).await?;
-        let r = node_resources(st, &macs).ok_or_else(|| {
+        let r = node_resources(st, &macs).or_else(|| parent.resources.get(n).copied()).ok_or_else(|| {
             Error::Conflict(format!(
                 "node {n:?} has no runtime inventory: boot it into the metalcast runtime (it checks in) before offering it"
             ))

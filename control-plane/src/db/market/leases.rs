@@ -304,3 +304,13 @@ pub async fn claim_on(pool: &AnyPool, node: &str) -> Result<Option<String>, sqlx
             .await?;
     Ok(offer.map(|o| format!("offer {o}")))
 }
+
+/// The live leases of `node`, inside `tx`, by id.
+pub async fn live_of_node(tx: &mut Tx<'_>, node: &str) -> Result<Vec<LeaseRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM market_leases WHERE node = $1 AND live = 1 ORDER BY id"
+    )))
+    .bind(node)
+    .fetch_all(&mut **tx)
+    .await
+}

@@ -212,3 +212,14 @@ pub async fn free_count(pool: &AnyPool, offer: i64, start: i64, busy_until: i64)
     .fetch_one(pool)
     .await
 }
+
+/// Open offers that contain `node`, inside `tx`.
+pub async fn open_with_node(tx: &mut Tx<'_>, node: &str) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT o.id FROM market_offers o JOIN market_offer_nodes n ON n.offer = o.id \
+         WHERE n.node = $1 AND o.state = 'open' ORDER BY o.id",
+    )
+    .bind(node)
+    .fetch_all(&mut **tx)
+    .await
+}
