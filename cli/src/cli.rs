@@ -233,6 +233,12 @@ pub enum Command {
     /// Project quotas (nodes, images, image storage).
     #[command(subcommand)]
     Quota(crate::cli_registry::QuotaCmd),
+    /// The marketplace: offer your nodes' time, buy or bid for others', leases, autobuy, price stats.
+    #[command(subcommand)]
+    Market(crate::cli_market::MarketCmd),
+    /// Credits ledger: balances, history, transfers; mint, reverse and audit (admins).
+    #[command(subcommand)]
+    Credits(crate::cli_market::CreditsCmd),
     /// Deploy an image to nodes by multicast, with live progress; or list, show, watch, retry deployments.
     Deploy(crate::cli_deploy::DeployArgs),
     /// Stream a bundle by RaptorQ multicast until every expected receiver is done.

@@ -64,6 +64,8 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         C::Image(i) => crate::cli_registry::run_image(&c, i).await,
         C::Keypair(k) => crate::cli_registry::run_keypair(&c, k).await,
         C::Quota(q) => crate::cli_registry::run_quota(&c, q).await,
+        C::Market(m) => crate::cli_market::run_market(&c, m, cli.output == Output::Json).await,
+        C::Credits(m) => crate::cli_market::run_credits(&c, m, cli.output == Output::Json).await,
         C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
     }
 }

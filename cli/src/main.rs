@@ -2,8 +2,8 @@
 //! `serve` runs the control plane (`metalcast_control_plane`), the client
 //! commands talk to one over its REST API through the typed client of
 //! `metalcast_operator_api` ([`cli`] defines them, [`cli_client`],
-//! [`cli_deploy`] and [`cli_registry`] run them, [`table`] prints answers
-//! for humans), `send` streams a bundle by multicast ([`send`], over
+//! [`cli_deploy`], [`cli_registry`] and [`cli_market`] run them, [`table`]
+//! prints answers for humans), `send` streams a bundle by multicast ([`send`], over
 //! `metalcast_transport`) and `demo` stands up the README's main job on a
 //! namespace fabric ([`demo`], over `metalcast_fabric`).
 
@@ -11,6 +11,7 @@ mod cli;
 mod cli_client;
 mod cli_deploy;
 mod cli_error;
+mod cli_market;
 mod cli_registry;
 mod demo;
 mod demo_crash;

@@ -89,10 +89,10 @@ pub struct Client {
 }
 
 /// No request body.
-const NO_BODY: Option<&()> = None;
+pub(crate) const NO_BODY: Option<&()> = None;
 
 /// `s` as one path segment; `.` and `..` are refused.
-fn seg(s: &str) -> Result<String, Error> {
+pub(crate) fn seg(s: &str) -> Result<String, Error> {
     if is_dot_segment(s) {
         return Err(Error::DotSegment(s.to_string()));
     }
@@ -137,7 +137,7 @@ impl Client {
     // Requests
     // -----------------------------------------------------------------------
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let rb = self.http.request(method, format!("{}{path}", self.base));
         match &self.auth {
             Auth::None => rb,
@@ -146,12 +146,12 @@ impl Client {
         }
     }
 
-    fn transport(&self, source: reqwest::Error) -> Error {
+    pub(crate) fn transport(&self, source: reqwest::Error) -> Error {
         Error::Transport { url: self.base.clone(), source }
     }
 
     /// Sends `rb`; an error status becomes [`Error::Api`].
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
         let resp = rb.send().await.map_err(|e| self.transport(e))?;
         let status = resp.status();
         if status.is_client_error() || status.is_server_error() {
@@ -177,7 +177,7 @@ impl Client {
     }
 
     /// A call whose answer is JSON of type `T`.
-    async fn json<T: DeserializeOwned, B: Serialize + ?Sized>(
+    pub(crate) async fn json<T: DeserializeOwned, B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,

@@ -14,6 +14,10 @@
 //!   basic [`Auth`], a method per call, the deployment progress stream
 //!   ([`DeploymentEvent`]) and typed failures ([`Error`], with the server's
 //!   [`ErrorBody`]).
+//! * [`market`]: the marketplace and credits ledger (`/v1/market`,
+//!   `/v1/ledger`): offers, bids, leases, autobuy, stats, accounts,
+//!   transfers; mutating calls take an `Idempotency-Key` and answer
+//!   [`market::Keyed`].
 //! * [`path`]: the percent-encoder for path segments and query values.
 //! * [`carrier`]: the names a nested control plane's networks and images
 //!   carry at its parent, which the parent reserves for it.
@@ -27,7 +31,9 @@
 
 pub mod carrier;
 mod client;
+mod client_market;
 mod error;
+pub mod market;
 pub mod path;
 pub mod v0;
 pub mod v1;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use metalcast_operator_api::market::*;
 use metalcast_operator_api::v0::*;
 use metalcast_operator_api::v1::*;
 use metalcast_operator_api::{ErrorBody, v1};
@@ -214,6 +215,26 @@ fn v1_types_match_the_openapi_document() {
     let names: Vec<String> = doc["components"]["schemas"].as_object().unwrap().keys().cloned().collect();
     for name in &names {
         match name.as_str() {
+            "AccountView" => matches_schema::<AccountView>(&doc, name),
+            "Audit" => matches_schema::<Audit>(&doc, name),
+            "Autobuy" => matches_schema::<Autobuy>(&doc, name),
+            "AutobuyCreate" => matches_schema::<AutobuyCreate>(&doc, name),
+            "Bid" => matches_schema::<Bid>(&doc, name),
+            "BidCreate" => matches_schema::<BidCreate>(&doc, name),
+            "BuyRequest" => matches_schema::<BuyRequest>(&doc, name),
+            "Extend" => matches_schema::<Extend>(&doc, name),
+            "Lease" => matches_schema::<Lease>(&doc, name),
+            "LeaseState" => matches_schema::<LeaseState>(&doc, name),
+            "Mint" => matches_schema::<Mint>(&doc, name),
+            "Offer" => matches_schema::<Offer>(&doc, name),
+            "OfferCreate" => matches_schema::<OfferCreate>(&doc, name),
+            "PricePoint" => matches_schema::<PricePoint>(&doc, name),
+            "Resources" => matches_schema::<Resources>(&doc, name),
+            "Revenue" => matches_schema::<Revenue>(&doc, name),
+            "Settlement" => matches_schema::<Settlement>(&doc, name),
+            "Stats" => matches_schema::<Stats>(&doc, name),
+            "Transfer" => matches_schema::<Transfer>(&doc, name),
+            "TransferCreate" => matches_schema::<TransferCreate>(&doc, name),
             "DeployRequest" => matches_schema::<DeployRequest>(&doc, name),
             "Deployment" => matches_schema::<Deployment>(&doc, name),
             "DeploymentState" => matches_schema::<v1::DeploymentState>(&doc, name),
@@ -243,7 +264,7 @@ fn v1_types_match_the_openapi_document() {
             other => panic!("the server's schema {other} has no type here"),
         }
     }
-    assert_eq!(names.len(), 26, "{names:?}");
+    assert_eq!(names.len(), 46, "{names:?}");
 }
 
 #[test]
