@@ -49,6 +49,14 @@ pub struct DemoArgs {
     /// back as zeroes), and check it is in the free pool.
     #[arg(long, requires = "qemu")]
     pub reclaim: bool,
+    /// After the deployment, trade the last guest on the marketplace: project
+    /// demo offers it (interruptible, wiped between leases), project buyer
+    /// buys it, sees it and deploys its own image to it by kexec; then demo
+    /// recalls the lease: the guest is reclaimed by kexec, its disk zeroed
+    /// (checked from the host), it is back in demo, and buyer gets 403 on it.
+    /// With `--reclaim` it needs `--qemu 2` (the first guest is reclaimed).
+    #[arg(long, requires = "qemu")]
+    pub market: bool,
     /// Size of the sample disk image, MiB (a quarter of it is data, the rest holes).
     #[arg(long, default_value_t = 64)]
     pub disk_mib: u64,
@@ -338,6 +346,11 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let (tenant, runtime) = (imgs.tenant.clone(), imgs.runtime.clone());
     let (cp_url2, want_guests) = (cp_url.clone(), guests.clone());
     let a_reclaim = a.reclaim;
+    ensure!(
+        !(a.market && a.reclaim && guests.len() < 2),
+        "--market with --reclaim needs two guests (--qemu 2): the first is reclaimed, the last traded"
+    );
+    let market_guest = a.market.then(|| guests.last().map(|g| (g.clone(), dir.join(format!("{g}.disk"))))).flatten();
     let consoles: Vec<_> = vms.iter().map(|v| (v.name.clone(), std::sync::Arc::clone(&v.console))).collect();
     let first_disk = dir.join("g0.disk");
     let drill = a.kill_server_at.map(|at_percent| Drill {
@@ -359,6 +372,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 runtime.as_deref(),
                 &want_guests,
                 a_reclaim.then_some(first_disk.as_path()),
+                market_guest.as_ref().map(|(g, d)| (g.as_str(), d.as_path())),
                 &consoles,
                 drill.map(|d| (d, &spec, &server2)),
             ))
@@ -384,6 +398,7 @@ async fn drive(
     runtime: Option<&Path>,
     guests: &[String],
     reclaim_disk: Option<&Path>,
+    market_guest: Option<(&str, &Path)>,
     consoles: &[ConsoleRef],
     drill: Option<(Drill, &ServerSpec, &crate::demo_crash::Server)>,
 ) -> anyhow::Result<()> {
@@ -467,6 +482,132 @@ async fn drive(
             phases.join(", ")
         );
     }
+    if let Some((g, disk)) = market_guest {
+        market(&c, url, g, disk, tenant, consoles).await?;
+    }
+    Ok(())
+}
+
+/// A fresh idempotency key.
+fn key() -> String {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).expect("random bytes");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The marketplace on a real guest: offer, buy, deploy as the lessee,
+/// recall, and the guest back with its owner, reclaimed by kexec and wiped.
+async fn market(
+    c: &Client,
+    url: &str,
+    g: &str,
+    disk: &Path,
+    tenant: &Path,
+    consoles: &[ConsoleRef],
+) -> anyhow::Result<()> {
+    use metalcast_operator_api::market::{BuyRequest, LeaseState, Mint, OfferCreate};
+    use metalcast_operator_api::v0::UserCreate;
+    eprintln!("== marketplace: project demo offers {g}, project buyer buys it and deploys to it, demo recalls it");
+    c.project_create("buyer").await.context("creating project buyer")?;
+    c.user_create("bob", &UserCreate { password: "bob-pw".into(), is_admin: false }).await.context("user bob")?;
+    c.user_add_project("bob", "buyer").await.context("bob joins buyer")?;
+    let bob = Client::new(url, Auth::Basic { user: "bob".into(), password: Some("bob-pw".into()) })?;
+    upload(c, "tenant-b", tenant, Some("buyer")).await?;
+    let mint = Mint { project: "buyer".into(), amount: 1_000_000_000, memo: "demo credits".into() };
+    c.mint(&mint, &key()).await.context("minting credits for buyer")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let req = OfferCreate {
+        project: "demo".into(),
+        nodes: vec![g.to_string()],
+        start: 0,
+        end: now + 3600,
+        reserve_mph: 1000,
+        buy_now_mph: Some(2000),
+        closes_at: None,
+        audience: Vec::new(),
+        interruptible: true,
+        notice_secs: 0,
+        wipe: WipeSpec::Zero,
+    };
+    let offer = c.offer_create(&req, &key()).await.context("offering the guest")?.answer;
+    let buy = BuyRequest { project: "buyer".into(), quantity: 1, start: None, end: None };
+    let leases = bob.offer_buy(offer.id, &buy, &key()).await.context("buying the guest")?.answer;
+    let id = leases.first().context("no lease")?.id;
+    let wait = |want: LeaseState, bound: u64| {
+        let bob = bob.clone();
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let l = bob.lease(id).await.context("reading the lease")?;
+                if l.state == want {
+                    return anyhow::Ok(l);
+                }
+                ensure!(
+                    t0.elapsed() < Duration::from_secs(bound),
+                    "lease {id} is {:?}, not {want:?}: {}",
+                    l.state,
+                    l.reason
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    wait(LeaseState::Active, 60).await?;
+    let seen = bob.node(g).await.context("the lessee reads its node")?;
+    ensure!(seen.project.as_deref() == Some("buyer"), "{g} is not in project buyer: {:?}", seen.project);
+    println!("market: buyer leased {g} (offer {}, lease {id}); it is in project buyer", offer.id);
+
+    let console = consoles.iter().find(|(n, _)| n == g).map(|(_, c)| c.clone()).context("no console")?;
+    let marker = format!("metalcast-marker: {MARKER}");
+    let count = |c: &metalcast_fabric::qemu::Console| {
+        c.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(_, l)| l.contains(&marker)).count()
+    };
+    let before = count(&console);
+    let args = crate::cli_deploy::DeployArgs {
+        cmd: None,
+        image: Some("tenant-b".into()),
+        nodes: vec![g.to_string()],
+        project: Some("buyer".into()),
+        target: "memory".into(),
+        handover: HandoverSpec::Kexec,
+        append: String::new(),
+        user_data: None,
+        keypairs: Vec::new(),
+        rate_mbit: None,
+        timeout: Some(600),
+        no_wait: false,
+    };
+    crate::cli_deploy::run(&bob, &args, false).await.context("the lessee's deployment")?;
+    let t0 = Instant::now();
+    while count(&console) <= before {
+        ensure!(t0.elapsed() < Duration::from_secs(120), "{g}: no tenant marker after the lessee's deployment");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("market: the lessee deployed tenant-b to {g} by kexec; its kernel is running");
+
+    c.lease_recall(id, &key()).await.context("recalling the lease")?;
+    let t0 = Instant::now();
+    let l = wait(LeaseState::Recalled, 600).await?;
+    let data = std::fs::read(disk).with_context(|| format!("reading {}", disk.display()))?;
+    ensure!(data.iter().all(|&b| b == 0), "{g}'s disk still holds data after the lease");
+    let back = c.node(g).await.context("reading the node")?;
+    ensure!(back.project.as_deref() == Some("demo"), "{g} is not back in demo: {:?}", back.project);
+    match bob.node(g).await {
+        Err(e) if e.status() == Some(403) => {}
+        other => bail!("the former lessee still sees {g}: {other:?}"),
+    }
+    println!(
+        "market: demo recalled lease {id}; {g} reclaimed by kexec and wiped in {:.1}s, its disk reads back as zeroes, \
+         it is back in project demo, and buyer gets 403 on it (paid {} milli-credits for {} s)",
+        t0.elapsed().as_secs_f64(),
+        l.cost,
+        l.end - l.start
+    );
+    let audit = c.ledger_audit().await.context("ledger audit")?;
+    ensure!(
+        audit.sum == 0 && audit.drifted_accounts == 0 && audit.escrow_mismatches == 0 && audit.negative_balances == 0,
+        "ledger audit: {audit:?}"
+    );
     Ok(())
 }
 

@@ -13,7 +13,11 @@
 //!   serves that guest's own hostname;
 //! - the first guest is reclaimed by kexec with `--wipe zero`: its disk
 //!   image, filled with 0xa5 before it booted, reads back as zeroes from the
-//!   host, and the node is in the free pool again.
+//!   host, and the node is in the free pool again;
+//! - the second guest is traded (`--market`): project demo offers it, project
+//!   buyer buys it, reads it and deploys its own image to it by kexec; demo
+//!   recalls the lease, and the guest is reclaimed by kexec, wiped (its disk
+//!   reads back as zeroes), back in demo, and buyer gets 403 on it.
 //!
 //! The cheaper API-level checks (isolation between projects, conflicts,
 //! retry, restart recovery, metadata tokens) are in `src/tests/deploy.rs`.
@@ -41,7 +45,7 @@ fn deploy_to_namespace_nodes_and_qemu_guests_then_reclaim() {
     }
     let t0 = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_metalcast"))
-        .args(["demo", "--nodes", "6", "--qemu", "2", "--reclaim", "--disk-mib", "16"])
+        .args(["demo", "--nodes", "6", "--qemu", "2", "--reclaim", "--market", "--disk-mib", "16"])
         .output()
         .expect("running metalcast demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -72,6 +76,11 @@ fn deploy_to_namespace_nodes_and_qemu_guests_then_reclaim() {
     assert!(stdout.contains("wipe "), "the reclaim had a wipe phase: {stdout}");
     assert!(stdout.contains("g0's disk reads back as zeroes"), "{stdout}");
     assert!(stdout.contains("it is in the free pool"), "{stdout}");
+    // The marketplace on the second guest: bought, deployed to by the lessee, recalled, back with its owner.
+    assert!(stdout.contains("market: buyer leased g1"), "{stdout}");
+    assert!(stdout.contains("market: the lessee deployed tenant-b to g1 by kexec"), "{stdout}");
+    assert!(stdout.contains("reclaimed by kexec and wiped"), "{stdout}");
+    assert!(stdout.contains("buyer gets 403 on it"), "{stdout}");
     eprintln!("deploy e2e wall time: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
