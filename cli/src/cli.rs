@@ -104,6 +104,39 @@ pub struct ProvisionArgs {
     pub drain_secs: u64,
 }
 
+/// Marketplace options of `metalcast serve` (docs/marketplace.md).
+#[derive(Debug, Args)]
+pub struct MarketArgs {
+    /// Seconds between the market's passes (auctions to settle, leases to start, end, grant, revoke; autobuy).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub market_tick_secs: u64,
+    /// Seconds between the end of a lease and the start of the next one on the same node (the reclaim and wipe run in it).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..=86_400))]
+    pub market_cleaning_gap_secs: i64,
+    /// The market's fee on every lease payment, in basis points (1/100 %).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=10_000))]
+    pub market_fee_bps: i64,
+    /// Failed grant or revoke attempts before a lease fails (a grant: full refund; a revoke: the node goes to the admins).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub market_attempts: i64,
+    /// Seconds a lease's revoke waits for the node to come back to the runtime (kexec or BMC).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub market_revoke_timeout_secs: u64,
+}
+
+impl MarketArgs {
+    /// The settings.
+    pub fn config(&self) -> metalcast_control_plane::app::market::MarketConfig {
+        metalcast_control_plane::app::market::MarketConfig {
+            tick: std::time::Duration::from_secs(self.market_tick_secs),
+            cleaning_gap_secs: self.market_cleaning_gap_secs,
+            fee_bps: self.market_fee_bps,
+            attempts: self.market_attempts,
+            revoke_timeout: std::time::Duration::from_secs(self.market_revoke_timeout_secs),
+        }
+    }
+}
+
 /// Options of `metalcast serve` that make it a nested control plane
 /// (recursive HaaS, docs/recursion.md).
 #[derive(Debug, Args)]
@@ -184,6 +217,8 @@ pub enum Command {
         provision: ProvisionArgs,
         #[command(flatten)]
         upstream: UpstreamArgs,
+        #[command(flatten)]
+        market: MarketArgs,
     },
     /// Server administration done directly on the database.
     #[command(subcommand)]

@@ -103,6 +103,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             max_image_mib,
             provision,
             upstream,
+            market,
         } => {
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
             let registry = match registry(data_dir, trusted_keys, *max_image_mib) {
@@ -136,6 +137,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 provision,
                 upstream,
                 drain,
+                market: market.config(),
             };
             report(serve.run().await)
         }
@@ -189,11 +191,12 @@ struct Serve<'a> {
     provision: Provision,
     upstream: Option<metalcast_control_plane::app::upstream::UpstreamConfig>,
     drain: std::time::Duration,
+    market: metalcast_control_plane::app::market::MarketConfig,
 }
 
 impl Serve<'_> {
     async fn run(self) -> anyhow::Result<()> {
-        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain } = self;
+        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain, market } = self;
         let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let shutdown = async {
@@ -214,8 +217,11 @@ impl Serve<'_> {
         if provision.addr.is_none() {
             tracing::warn!("no --provision-addr given: deployments will be refused");
         }
-        let mut state =
-            AppState::new(db, vlans).with_registry(registry).with_provision(provision).with_drain_time(drain);
+        let mut state = AppState::new(db, vlans)
+            .with_registry(registry)
+            .with_provision(provision)
+            .with_drain_time(drain)
+            .with_market(market);
         if let Some(cfg) = upstream {
             let up = metalcast_control_plane::app::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
             tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");

@@ -496,3 +496,57 @@ async fn postgres_exclusion_constraint_refuses_overlap() {
     assert!(crate::db::market::is_exclusion(&e), "{e}");
     h.finish().await;
 }
+
+/// Autobuy buys the cheapest matching offers up to its target, and its daily
+/// budget is a hold: when what is left of it cannot pay, it stops (nothing
+/// reads a balance to decide).
+async fn autobuy_within_budget(h: &Harness) {
+    h.ok("PUT", "/v0/project/pa", None).await;
+    h.ok("PUT", "/v0/project/pb", None).await;
+    let alice = h.user("alice", &["pa"]).await;
+    let bob = h.user("bob", &["pb"]).await;
+    node_in(h, "n1", "pa", "52:54:00:00:06:01").await;
+    node_in(h, "n2", "pa", "52:54:00:00:06:02").await;
+    mint(h, "pb", 100_000).await;
+    let t = now(h).await;
+    for (n, price) in [("n1", 3600), ("n2", 3000)] {
+        let offer = json!({"project": "pa", "nodes": [n], "start": t + 30, "end": t + 7200, "reserve_mph": price, "buy_now_mph": price});
+        assert_eq!(h.keyed("POST", "/v1/market/offers", &alice, n, offer).await.0, StatusCode::CREATED);
+    }
+    // A filter nothing matches buys nothing.
+    let rule = |filter: &str| json!({"project": "pb", "filter": filter, "target": 2, "max_mph": 5000, "daily_budget": 5000, "hours": 1});
+    let (s, none, _) = h.keyed("POST", "/v1/market/autobuy", &bob, "r0", rule("cpus>=32")).await;
+    assert_eq!(s, StatusCode::CREATED, "{none}");
+    crate::app::market::driver::tick_once(&h.st).await.unwrap();
+    assert_eq!(h.ok("GET", "/v1/market/leases", None).await, json!([]));
+    let (s, _, _) = h.keyed("DELETE", &format!("/v1/market/autobuy/{}", none["id"]), &bob, "d0", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    // Target 2, budget 5000: the cheaper node (3000 an hour) first; the other (3600) no longer fits.
+    let (s, r, _) = h.keyed("POST", "/v1/market/autobuy", &bob, "r1", rule("cpus>=16")).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    for _ in 0..3 {
+        crate::app::market::driver::tick_once(&h.st).await.unwrap();
+    }
+    let leases = h.ok("GET", "/v1/market/leases", None).await;
+    let leases = leases.as_array().unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!((leases[0]["node"].as_str(), leases[0]["price_mph"].as_i64()), (Some("n2"), Some(3000)));
+    assert_eq!(leases[0]["autobuy"], r["id"]);
+    let rules = h.call("GET", "/v1/market/autobuy", &bob, None).await.1;
+    assert_eq!(rules[0]["leased"], 1);
+    assert_eq!(rules[0]["budget_left"], 2000);
+    assert!(rules[0]["status"].as_str().unwrap().contains("budget is spent"), "{rules}");
+    assert_eq!(balance(h, "pb", "available").await, 95_000, "the day's budget is held, no more");
+    assert_eq!(balance(h, "pb", "escrow").await, 5000);
+    audit_clean(h).await;
+    // Deleting the rule releases what is left of the budget; the lease stays.
+    let (s, _, _) = h.keyed("DELETE", &format!("/v1/market/autobuy/{}", r["id"]), &bob, "d1", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(balance(h, "pb", "available").await, 97_000);
+    assert_eq!(balance(h, "pb", "escrow").await, 3000);
+    let stats = h.call("GET", "/v1/market/stats", &alice, None).await.1;
+    assert_eq!(stats["live_leases"], 1, "{stats}");
+    assert_eq!(stats["prices"][0]["class"], "16c-64g-1d", "{stats}");
+    audit_clean(h).await;
+}
+both_backends!(autobuy_within_budget);
