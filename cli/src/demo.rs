@@ -440,20 +440,7 @@ async fn drive(
     }
 
     eprintln!("== metalcast deploy --image demo --project demo (one multicast session to every node)");
-    let args = crate::cli_deploy::DeployArgs {
-        cmd: None,
-        image: Some("demo".into()),
-        nodes: Vec::new(),
-        project: Some("demo".into()),
-        target: "memory".into(),
-        handover: HandoverSpec::Kexec,
-        append: String::new(),
-        user_data: None,
-        keypairs: Vec::new(),
-        rate_mbit: None,
-        timeout: Some(600),
-        no_wait: false,
-    };
+    let args = kexec_deploy("demo", Vec::new(), "demo");
     crate::cli_deploy::run(&c, &args, false).await?;
 
     for (name, console) in consoles {
@@ -486,6 +473,24 @@ async fn drive(
         market(&c, url, g, disk, tenant, consoles).await?;
     }
     Ok(())
+}
+
+/// `metalcast deploy` of `image` to `nodes` (empty: all of `project`) into memory with a kexec hand-over.
+fn kexec_deploy(image: &str, nodes: Vec<String>, project: &str) -> crate::cli_deploy::DeployArgs {
+    crate::cli_deploy::DeployArgs {
+        cmd: None,
+        image: Some(image.into()),
+        nodes,
+        project: Some(project.into()),
+        target: "memory".into(),
+        handover: HandoverSpec::Kexec,
+        append: String::new(),
+        user_data: None,
+        keypairs: Vec::new(),
+        rate_mbit: None,
+        timeout: Some(600),
+        no_wait: false,
+    }
 }
 
 /// A fresh idempotency key.
@@ -563,20 +568,7 @@ async fn market(
         c.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(_, l)| l.contains(&marker)).count()
     };
     let before = count(&console);
-    let args = crate::cli_deploy::DeployArgs {
-        cmd: None,
-        image: Some("tenant-b".into()),
-        nodes: vec![g.to_string()],
-        project: Some("buyer".into()),
-        target: "memory".into(),
-        handover: HandoverSpec::Kexec,
-        append: String::new(),
-        user_data: None,
-        keypairs: Vec::new(),
-        rate_mbit: None,
-        timeout: Some(600),
-        no_wait: false,
-    };
+    let args = kexec_deploy("tenant-b", vec![g.to_string()], "buyer");
     crate::cli_deploy::run(&bob, &args, false).await.context("the lessee's deployment")?;
     let t0 = Instant::now();
     while count(&console) <= before {

@@ -2,22 +2,15 @@
 //! (bound to 127.0.0.1:0), plus `admin bootstrap` and `completions`, and
 //! `image|quota|keypair` against a server with a real image registry.
 
+mod common;
+
 use std::process::{Command, Output};
 
 use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
 use serde_json::Value;
 
-fn metalcast(url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_metalcast"))
-        .args(args)
-        .env("METALCAST_URL", url)
-        .env("METALCAST_TOKEN", token)
-        .env_remove("METALCAST_USER")
-        .env_remove("METALCAST_PASSWORD")
-        .output()
-        .expect("run metalcast")
-}
+use common::metalcast;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -3,7 +3,9 @@
 //! back to exactly the server's JSON, idempotency keys and replays) and
 //! the `metalcast market|credits` commands of the real binary.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 use metalcast_control_plane::{AppState, VlanPool, db};
 use metalcast_operator_api::market::{
@@ -13,6 +15,8 @@ use metalcast_operator_api::v0::{NodeRegister, UserCreate};
 use metalcast_operator_api::v1::WipeSpec;
 use metalcast_operator_api::{Auth, Client};
 use serde_json::{Value, json};
+
+use common::metalcast;
 
 /// A running server and its admin's token.
 struct Server {
@@ -226,17 +230,6 @@ async fn typed_market_client_against_server() {
     assert_eq!((audit.sum, audit.drifted_accounts, audit.escrow_mismatches, audit.negative_balances), (0, 0, 0, 0));
     same_as_raw(&admin, &audit, "/v1/ledger/audit").await;
     s.shutdown().await;
-}
-
-fn metalcast(url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_metalcast"))
-        .args(args)
-        .env("METALCAST_URL", url)
-        .env("METALCAST_TOKEN", token)
-        .env_remove("METALCAST_USER")
-        .env_remove("METALCAST_PASSWORD")
-        .output()
-        .expect("run metalcast")
 }
 
 fn stdout(o: &Output) -> String {

@@ -44,6 +44,20 @@ pub enum Who {
     Basic(String, String),
 }
 
+impl Who {
+    /// `rb` with this caller's `Authorization` header.
+    fn authorize(&self, rb: axum::http::request::Builder) -> axum::http::request::Builder {
+        match self {
+            Who::Anon => rb,
+            Who::Bearer(t) => rb.header("authorization", format!("Bearer {t}")),
+            Who::Basic(u, p) => {
+                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                rb.header("authorization", format!("Basic {enc}"))
+            }
+        }
+    }
+}
+
 pub struct Harness {
     pub app: Router,
     pub st: AppState,
@@ -152,15 +166,7 @@ impl Harness {
 
     /// Like [`Harness::raw`], returning the response body as bytes.
     pub async fn raw_bytes(&self, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-        let mut rb = Request::builder().method(method).uri(path);
-        match who {
-            Who::Anon => {}
-            Who::Bearer(t) => rb = rb.header("authorization", format!("Bearer {t}")),
-            Who::Basic(u, p) => {
-                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-                rb = rb.header("authorization", format!("Basic {enc}"));
-            }
-        }
+        let rb = who.authorize(Request::builder().method(method).uri(path));
         let resp = self.app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
@@ -176,15 +182,7 @@ impl Harness {
         key: &str,
         body: Value,
     ) -> (StatusCode, Value, bool) {
-        let mut rb = Request::builder().method(method).uri(path).header("idempotency-key", key);
-        match who {
-            Who::Anon => {}
-            Who::Bearer(t) => rb = rb.header("authorization", format!("Bearer {t}")),
-            Who::Basic(u, p) => {
-                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-                rb = rb.header("authorization", format!("Basic {enc}"));
-            }
-        }
+        let rb = who.authorize(Request::builder().method(method).uri(path).header("idempotency-key", key));
         let resp = self.app.clone().oneshot(rb.body(Body::from(body.to_string())).unwrap()).await.unwrap();
         let status = resp.status();
         let replayed = resp.headers().get("idempotent-replayed").is_some();

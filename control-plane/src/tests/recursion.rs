@@ -226,17 +226,26 @@ enum Auth<'a> {
     Basic(&'a str),
 }
 
-async fn http(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> (u16, Value) {
+/// A request to `base` with `auth`.
+fn request(base: &str, method: &str, path: &str, auth: Auth<'_>) -> reqwest::RequestBuilder {
     crate::install_tls_provider();
-    let c = reqwest::Client::new();
-    let mut rb = c.request(method.parse().unwrap(), format!("{base}{path}"));
-    rb = match auth {
+    let rb = reqwest::Client::new().request(method.parse().unwrap(), format!("{base}{path}"));
+    match auth {
         Auth::Bearer(t) => rb.bearer_auth(t),
         Auth::Basic(u) => rb.basic_auth(u, Some("pw")),
-    };
+    }
+}
+
+async fn http(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> (u16, Value) {
+    let mut rb = request(base, method, path, auth);
     if let Some(b) = body {
         rb = rb.json(&b);
     }
+    answer(rb).await
+}
+
+/// Sends `rb`: the status and the body (JSON, or the text as a string).
+async fn answer(rb: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = rb.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
@@ -245,17 +254,7 @@ async fn http(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option
 
 /// Like [`http`], with an `Idempotency-Key` (market and ledger calls).
 async fn keyed(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Value) -> (u16, Value) {
-    crate::install_tls_provider();
-    let c = reqwest::Client::new();
-    let mut rb = c.request(method.parse().unwrap(), format!("{base}{path}"));
-    rb = match auth {
-        Auth::Bearer(t) => rb.bearer_auth(t),
-        Auth::Basic(u) => rb.basic_auth(u, Some("pw")),
-    };
-    let resp = rb.header("idempotency-key", crate::auth::random_hex(8)).json(&body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    answer(request(base, method, path, auth).header("idempotency-key", crate::auth::random_hex(8)).json(&body)).await
 }
 
 /// Waits (bounded) until lease `id` at `base` is in `state`; returns it.
@@ -274,17 +273,7 @@ async fn wait_lease(base: &str, auth: Auth<'_>, id: i64, state: &str) -> Value {
 
 /// Like [`http`] with a raw body (image uploads).
 async fn http_bytes(base: &str, method: &str, path: &str, auth: Auth<'_>, body: Vec<u8>) -> (u16, Value) {
-    crate::install_tls_provider();
-    let c = reqwest::Client::new();
-    let mut rb = c.request(method.parse().unwrap(), format!("{base}{path}")).body(body);
-    rb = match auth {
-        Auth::Bearer(t) => rb.bearer_auth(t),
-        Auth::Basic(u) => rb.basic_auth(u, Some("pw")),
-    };
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    answer(request(base, method, path, auth).body(body)).await
 }
 
 /// The VLAN id of `network` at `level` (from its `vlan/<id>` channel).

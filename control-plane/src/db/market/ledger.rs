@@ -198,6 +198,17 @@ pub async fn open_hold(
             return Ok(Err(e));
         }
     }
+    Ok(Ok(insert_hold(tx, project, amount, m.reference, m.now).await?))
+}
+
+/// Records a new open hold of `amount` (the escrow transfer is the caller's).
+async fn insert_hold(
+    tx: &mut Tx<'_>,
+    project: &str,
+    amount: i64,
+    reference: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
     let id = next_id(tx, "hold").await?;
     sqlx::query(
         "INSERT INTO ledger_holds (id, project, amount, reference, status, created_at) VALUES ($1, $2, $3, $4, 'open', $5)",
@@ -205,11 +216,11 @@ pub async fn open_hold(
     .bind(id)
     .bind(project)
     .bind(amount)
-    .bind(m.reference)
-    .bind(m.now)
+    .bind(reference)
+    .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(Ok(id))
+    Ok(id)
 }
 
 /// An open hold: (project, amount still held); `None` when closed or unknown.
@@ -251,18 +262,7 @@ pub async fn split_hold(
     if r.rows_affected() != 1 {
         return Ok(None);
     }
-    let id = next_id(tx, "hold").await?;
-    sqlx::query(
-        "INSERT INTO ledger_holds (id, project, amount, reference, status, created_at) VALUES ($1, $2, $3, $4, 'open', $5)",
-    )
-    .bind(id)
-    .bind(project)
-    .bind(amount)
-    .bind(reference)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(Some(id))
+    Ok(Some(insert_hold(tx, project, amount, reference, now).await?))
 }
 
 /// Adds `amount` from the project's available credits to an open hold (an
