@@ -19,7 +19,6 @@
 //! Everything it made is removed when it ends.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -30,7 +29,7 @@ use metalcast_operator_api::v0::{NodeFilter, NodeRegister};
 use metalcast_operator_api::v1::{HandoverSpec, UploadQuery, WipeSpec};
 use metalcast_operator_api::{Auth, Client};
 
-use crate::demo_crash::{Drill, ServerSpec};
+use crate::demo_crash::{Drill, Killed, ServerSpec};
 use serde_json::json;
 
 /// Arguments of `metalcast demo`.
@@ -83,17 +82,6 @@ pub struct DemoArgs {
     /// receive of the killed session times out within 30 s).
     #[arg(long, default_value_t = 45, requires = "kill_server_at")]
     pub settle_secs: u64,
-}
-
-/// A child process killed (and reaped) on drop.
-#[derive(Debug)]
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 const PORT: u16 = 7000;

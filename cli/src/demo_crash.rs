@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,16 +28,27 @@ pub struct ServerSpec {
     pub log: PathBuf,
 }
 
+/// A child process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The running server; killed and reaped on drop.
-pub type Server = Arc<Mutex<Option<super::demo::Killed>>>;
+pub type Server = Arc<Mutex<Option<Killed>>>;
 
 impl ServerSpec {
     /// Starts the server with `cmd` (a command for [`ServerSpec::program`],
     /// e.g. one that enters the control plane's namespace first).
-    pub fn start_with(&self, mut cmd: Command) -> anyhow::Result<super::demo::Killed> {
+    pub fn start_with(&self, mut cmd: Command) -> anyhow::Result<Killed> {
         let log = File::options().create(true).append(true).open(&self.log).context("opening the server log")?;
         cmd.args(&self.args).env("METALCAST_LOG", "warn").stdout(Stdio::null()).stderr(log);
-        Ok(super::demo::Killed(cmd.spawn().context("starting metalcast serve")?))
+        Ok(Killed(cmd.spawn().context("starting metalcast serve")?))
     }
 }
 

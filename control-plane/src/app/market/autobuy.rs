@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::filter::Filter;
-use super::offers::{audience, resources};
+use super::records::{audience, resources};
 use super::{check_price, check_units, cost, insufficient};
 use crate::app::AppState;
 use crate::app::error::{Error, Result, check_name};

@@ -92,7 +92,7 @@ pub(crate) fn lease_view(l: LeaseRow, now: i64) -> Lease {
         cost: cost(l.price_mph, l.end_at - l.start_at),
         secs_left: (l.end_at - now).max(0),
         state: LeaseState::parse(&l.state).unwrap_or(LeaseState::Failed),
-        wipe: super::offers::wipe_of(&l.wipe),
+        wipe: super::records::wipe_of(&l.wipe),
         node: l.node,
         owner: l.owner,
         lessee: l.lessee,
@@ -333,7 +333,7 @@ pub(crate) async fn revoke(st: &AppState, l: &LeaseRow) -> Result<bool> {
     let timeout = st.market.config.revoke_timeout;
     let steps = async {
         let (method, _) = crate::app::reclaim::back_to_runtime(st, "market", &l.lessee, &l.node, timeout).await?;
-        let wipe = super::offers::wipe_of(&l.wipe);
+        let wipe = super::records::wipe_of(&l.wipe);
         if wipe != WipeSpec::None {
             crate::app::reclaim::wipe(st, &l.node, &l.lessee, wipe, timeout).await?;
         }
@@ -411,7 +411,7 @@ pub(crate) async fn node_gone(st: &AppState, tx: &mut Tx<'_>, node: &str, why: &
     for offer in db::market::offers::open_with_node(tx, node).await? {
         if db::market::offers::set_state(tx, offer, "open", "withdrawn").await? {
             for b in db::market::bids::open_of_offer(tx, offer).await? {
-                super::trade::lose(st, tx, now, &b, why).await?;
+                super::records::lose(st, tx, now, &b, why).await?;
             }
         }
     }

@@ -8,7 +8,8 @@
 //! settlement), [`settle`] (the settlement rule, pure), [`leases`] (their
 //! state machine: grant, notice, revoke, cancel, recall, extend),
 //! [`ledger`] (mint, transfers, reversals, accounts), [`autobuy`],
-//! [`stats`], [`filter`] (resource filters), and [`driver`], the
+//! [`stats`], [`filter`] (resource filters), [`records`] (stored columns
+//! read back, a bid losing), and [`driver`], the
 //! background task that closes auctions and moves leases along.
 //!
 //! Every mutating request runs through [`execute`]: one write transaction
@@ -22,6 +23,7 @@ pub mod filter;
 pub mod leases;
 pub mod ledger;
 pub mod offers;
+pub mod records;
 pub mod settle;
 pub mod stats;
 pub mod trade;

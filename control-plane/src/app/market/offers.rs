@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::filter::{Filter, Resources};
+use super::records::{audience, resources, wipe_of, wipe_str};
 use super::{check_price, check_units, check_window, overlap};
 use crate::app::AppState;
 use crate::app::error::{Error, Result, check_name};
@@ -86,30 +87,6 @@ pub struct Offer {
     pub available: i64,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-pub(crate) fn wipe_of(s: &str) -> WipeSpec {
-    match s {
-        "discard" => WipeSpec::Discard,
-        "zero" => WipeSpec::Zero,
-        _ => WipeSpec::None,
-    }
-}
-
-fn wipe_str(w: WipeSpec) -> &'static str {
-    match w {
-        WipeSpec::None => "none",
-        WipeSpec::Discard => "discard",
-        WipeSpec::Zero => "zero",
-    }
-}
-
-pub(crate) fn audience(o: &OfferRow) -> Vec<String> {
-    serde_json::from_str(&o.audience).unwrap_or_default()
-}
-
-pub(crate) fn resources(o: &OfferRow) -> Result<Resources> {
-    serde_json::from_str(&o.resources).map_err(Error::internal)
 }
 
 /// An offer as callers see it (outside a transaction: reads the pool).
@@ -370,7 +347,7 @@ pub async fn withdraw(st: &AppState, c: &Caller, tx: &mut Tx<'static>, now: i64,
         return Err(Error::Conflict(format!("offer {id} is {} already", o.state)));
     }
     for b in db::market::bids::open_of_offer(tx, id).await? {
-        super::trade::lose(st, tx, now, &b, "the offer was withdrawn").await?;
+        super::records::lose(st, tx, now, &b, "the offer was withdrawn").await?;
     }
     let o = db::market::offers::get_tx(tx, id).await?.ok_or_else(|| Error::internal("offer vanished"))?;
     let nodes = db::market::offers::nodes(&mut **tx, id).await?;

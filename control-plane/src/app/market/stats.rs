@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::offers::resources;
+use super::records::resources;
 use crate::app::AppState;
 use crate::app::error::{Error, Result};
 use crate::authz::Caller;

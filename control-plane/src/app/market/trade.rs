@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::leases::{Lease, lease_view};
-use super::offers::audience;
+use super::records::{audience, lose};
 use super::settle::{SealedBid, settle};
 use super::{check_price, check_units, cost, insufficient, overlap};
 use crate::app::AppState;
@@ -293,24 +293,6 @@ pub async fn list_bids(st: &AppState, c: &Caller, offer: i64) -> Result<Vec<Bid>
         }
     }
     Ok(out)
-}
-
-/// A bid loses: it is closed and its hold released.
-pub(crate) async fn lose(st: &AppState, tx: &mut Tx<'_>, now: i64, b: &BidRow, why: &str) -> Result<()> {
-    if db::market::bids::finish(tx, b.id, "lost", 0, None).await? {
-        let reference = format!("bid {}", b.id);
-        let m = Memo { kind: "release", reference: &reference, actor: "market", memo: why, now };
-        db::market::ledger::close_hold(tx, b.hold, m).await?;
-        let row = crate::app::events::new_row(
-            "",
-            Some(&b.project),
-            "bid-lost",
-            &format!("bid {} on offer {}: {why}", b.id, b.offer),
-        );
-        db::events::insert(&mut **tx, &row).await?;
-        st.metrics.market("bid_lost");
-    }
-    Ok(())
 }
 
 /// Withdraws an open bid before its auction closes (members of the bidding project).
