@@ -550,3 +550,47 @@ async fn autobuy_within_budget(h: &Harness) {
     audit_clean(h).await;
 }
 both_backends!(autobuy_within_budget);
+
+/// A lessee extends an active lease only into free time and never beyond
+/// its offer; the extra time is held at once.
+async fn extend_into_free_time(h: &Harness) {
+    h.ok("PUT", "/v0/project/pa", None).await;
+    h.ok("PUT", "/v0/project/pb", None).await;
+    h.ok("PUT", "/v0/project/pc", None).await;
+    let alice = h.user("alice", &["pa"]).await;
+    let bob = h.user("bob", &["pb"]).await;
+    let carol = h.user("carol", &["pc"]).await;
+    node_in(h, "n1", "pa", "52:54:00:00:07:01").await;
+    mint(h, "pb", 100_000).await;
+    mint(h, "pc", 100_000).await;
+    let t = now(h).await;
+    let offer = json!({"project": "pa", "nodes": ["n1"], "start": t, "end": t + 7200, "reserve_mph": 3600, "buy_now_mph": 3600});
+    let (_, o, _) = h.keyed("POST", "/v1/market/offers", &alice, "o", offer).await;
+    let buy = format!("/v1/market/offers/{}/buy", o["id"]);
+    let (s, l, _) = h.keyed("POST", &buy, &bob, "b", json!({"project": "pb", "end": t + 1800})).await;
+    assert_eq!(s, StatusCode::CREATED, "{l}");
+    let id = l[0]["id"].as_i64().unwrap();
+    let (s, v, _) =
+        h.keyed("POST", &buy, &carol, "c", json!({"project": "pc", "start": t + 3600, "end": t + 5400})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    drive_until(h, id, "active", 10).await;
+    let held = balance(h, "pb", "escrow").await;
+    let extend = |end: i64| json!({"end": end});
+    let path = format!("/v1/market/leases/{id}/extend");
+    assert_eq!(
+        h.keyed("POST", &path, &alice, "e0", extend(t + 3000)).await.0,
+        StatusCode::FORBIDDEN,
+        "the owner does not extend"
+    );
+    let (s, v, _) = h.keyed("POST", &path, &bob, "e1", extend(t + 3600)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "into carol's lease (and its cleaning gap): {v}");
+    let (s, v, _) = h.keyed("POST", &path, &bob, "e2", extend(t + 9000)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "beyond the offer: {v}");
+    assert!(v["msg"].as_str().unwrap().contains("never outlives its offer"), "{v}");
+    let (s, v, _) = h.keyed("POST", &path, &bob, "e3", extend(t + 3000)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["end"], t + 3000);
+    assert_eq!(balance(h, "pb", "escrow").await, held + 1200, "1200 s more at 1 milli-credit a second, held");
+    audit_clean(h).await;
+}
+both_backends!(extend_into_free_time);
