@@ -244,6 +244,11 @@ pub async fn detach_project(st: &AppState, c: &Caller, project: &str, node: &str
     if project_of(st, node).await?.as_deref() != Some(project) {
         return Err(Error::NotFound(format!("node {node:?} is not in project {project:?}")));
     }
+    if let Some(claim) = db::market::leases::claim_on(&st.db.pool, node).await? {
+        return Err(Error::Conflict(format!(
+            "node {node:?} is in the market ({claim}): withdraw the offer, or wait for the lease to end"
+        )));
+    }
     if !free(st, node, project).await? {
         return Err(Error::Conflict(
             "node is attached to networks, has pending network actions or is being deployed".into(),

@@ -109,8 +109,9 @@ async fn buy_now_grants_and_revokes(h: &Harness) {
     assert_eq!(cost, 1000 * secs, "3,600,000 per node-hour is 1,000 a second");
     assert_eq!(balance(h, "pb", "escrow").await, cost);
     // The owner may not free or reclaim a node under a lease.
-    let (s, _) = h.call("POST", "/v0/project/pa/detach_node", &alice, Some(json!({"node": "n1"}))).await;
+    let (s, v) = h.call("POST", "/v0/project/pa/detach_node", &alice, Some(json!({"node": "n1"}))).await;
     assert_eq!(s, StatusCode::CONFLICT);
+    assert!(v["msg"].as_str().unwrap().contains("in the market (lease"), "{v}");
 
     drive_until(h, lease, "active", 10).await;
     assert_eq!(h.ok("GET", "/v0/node/n1", None).await["project"], "pb");
