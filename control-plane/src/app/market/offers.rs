@@ -276,24 +276,8 @@ pub async fn create(
         "one of the nodes is already offered for part of that window".into()
     })?;
     tracing::info!(offer = id, owner = %req.project, nodes = nodes.len(), "market offer created");
-    Ok(Offer {
-        id,
-        owner: row.owner,
-        nodes,
-        start,
-        end: req.end,
-        reserve_mph: req.reserve_mph,
-        buy_now_mph: req.buy_now_mph,
-        closes_at: req.closes_at,
-        audience: req.audience,
-        interruptible: req.interruptible,
-        notice_secs: req.notice_secs,
-        wipe: req.wipe,
-        resources: unit.ok_or_else(|| Error::internal("no unit"))?,
-        state: row.state,
-        available: req.nodes.len() as i64,
-        created_at: now,
-    })
+    let units = nodes.len() as i64;
+    offer_view(row, nodes, units)
 }
 
 /// Whether `c` may see offer `o`: its owner's members, its audience's, admins; open ones to everyone signed in.

@@ -108,12 +108,12 @@ pub async fn stats(st: &AppState, c: &Caller) -> Result<Stats> {
             max_mph: p.iter().copied().max().unwrap_or(0),
         })
         .collect();
-    let mut revenue: BTreeMap<String, i64> = BTreeMap::new();
-    for t in db::market::ledger::transfers(&st.db.pool, "", i64::MAX).await? {
-        if t.kind == "payment" && t.credit_kind == "revenue" && c.has_project(&t.credit_project) {
-            *revenue.entry(t.credit_project).or_default() += t.amount;
-        }
-    }
+    let revenue: Vec<Revenue> = db::market::ledger::revenue(&st.db.pool)
+        .await?
+        .into_iter()
+        .filter(|(project, _)| c.has_project(project))
+        .map(|(project, revenue)| Revenue { project, revenue })
+        .collect();
     let ratio = |a: i128, b: i128| if b > 0 { a as f64 / b as f64 } else { 0.0 };
     Ok(Stats {
         prices,
@@ -122,6 +122,6 @@ pub async fn stats(st: &AppState, c: &Caller) -> Result<Stats> {
         mean_time_to_fill_secs: ratio(i128::from(ttf_sum), i128::from(ttf_n)),
         open_offers: open,
         live_leases: live,
-        revenue: revenue.into_iter().map(|(project, revenue)| Revenue { project, revenue }).collect(),
+        revenue,
     })
 }

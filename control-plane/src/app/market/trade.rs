@@ -377,6 +377,7 @@ pub async fn settle_auction(st: &AppState, tx: &mut Tx<'_>, now: i64, id: i64) -
     let mut leases = Vec::new();
     let mut views = Vec::new();
     for b in order {
+        let mut after = b.clone();
         match (plan.iter().find(|(p, _)| p.id == b.id), outcome.price) {
             (Some((_, won)), Some(price)) => {
                 let reference = format!("bid {}", b.id);
@@ -396,10 +397,13 @@ pub async fn settle_auction(st: &AppState, tx: &mut Tx<'_>, now: i64, id: i64) -
                 let row = crate::app::events::new_row(&won[0], Some(&b.project), "bid-won", &msg);
                 db::events::insert(&mut **tx, &row).await?;
                 st.metrics.market("bid_won");
+                (after.state, after.won, after.price_mph) = ("won".into(), won.len() as i64, Some(price));
             }
-            _ => lose(st, tx, now, b, "outbid or below what was left at settlement").await?,
+            _ => {
+                lose(st, tx, now, b, "outbid or below what was left at settlement").await?;
+                after.state = "lost".into();
+            }
         }
-        let after = db::market::bids::get_tx(tx, b.id).await?.ok_or_else(|| Error::internal("bid vanished"))?;
         views.push(bid_view(after, 0));
     }
     views.sort_by_key(|b| b.id);

@@ -402,6 +402,16 @@ pub async fn transfers(pool: &AnyPool, project: &str, limit: i64) -> Result<Vec<
     .await
 }
 
+/// What each owner received for leases (payments into revenue), by project.
+pub async fn revenue(pool: &AnyPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT credit_project, CAST(SUM(amount) AS BIGINT) FROM ledger_transfers \
+         WHERE kind = 'payment' AND credit_kind = 'revenue' GROUP BY credit_project ORDER BY credit_project",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// One transfer, inside `tx`.
 pub async fn transfer_row(tx: &mut Tx<'_>, id: i64) -> Result<Option<TransferRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {TRANSFER_COLS} FROM ledger_transfers WHERE id = $1")))
