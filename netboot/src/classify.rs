@@ -149,15 +149,29 @@ pub fn classify(msg: &Message) -> Result<Request, Reject> {
         Some(DhcpOption::ClassIdentifier(v)) => Some(v.clone()),
         _ => None,
     };
-    let (client, uuid) = match netboot_client(msg) {
-        Ok((client, uuid)) => (Ok(client), uuid),
-        Err(why) => (Err(why), None),
+    let uuid = match opts.get(OptionCode::ClientMachineIdentifier) {
+        Some(DhcpOption::ClientMachineIdentifier(v)) if valid_uuid(v) => Some(v.clone()),
+        _ => None,
     };
-    Ok(Request { mac, msg_type, client, requested_ip, server_id, ciaddr: msg.ciaddr(), uuid, vendor_class })
+    Ok(Request {
+        mac,
+        msg_type,
+        client: netboot_client(msg),
+        requested_ip,
+        server_id,
+        ciaddr: msg.ciaddr(),
+        uuid,
+        vendor_class,
+    })
 }
 
-/// smee-style netboot checks, then the client kind. Returns the valid option 97 to echo.
-fn netboot_client(msg: &Message) -> Result<(Client, Option<Vec<u8>>), NotNetboot> {
+/// Option 97 as the PXE spec has it: type 0, then a 16-byte UUID.
+fn valid_uuid(v: &[u8]) -> bool {
+    v.len() == 17 && v[0] == 0
+}
+
+/// smee-style netboot checks, then the client kind.
+fn netboot_client(msg: &Message) -> Result<Client, NotNetboot> {
     let opts = msg.opts();
     let class = match opts.get(OptionCode::ClassIdentifier) {
         Some(DhcpOption::ClassIdentifier(v)) => v.as_slice(),
@@ -174,11 +188,11 @@ fn netboot_client(msg: &Message) -> Result<(Client, Option<Vec<u8>>), NotNetboot
         Some(DhcpOption::ClientSystemArchitecture(a)) => u16::from(*a),
         _ => return Err(NotNetboot::NoArch),
     };
-    let uuid = match opts.get(OptionCode::ClientMachineIdentifier) {
-        None => None,
-        Some(DhcpOption::ClientMachineIdentifier(v)) if v.len() == 17 && v[0] == 0 => Some(v.clone()),
+    match opts.get(OptionCode::ClientMachineIdentifier) {
+        None => {}
+        Some(DhcpOption::ClientMachineIdentifier(v)) if valid_uuid(v) => {}
         Some(_) => return Err(NotNetboot::BadUuid),
-    };
+    }
     let ipxe = match opts.get(OptionCode::UserClass) {
         Some(DhcpOption::UserClass(v)) => v.windows(4).any(|w| w == b"iPXE"),
         _ => false,
@@ -191,5 +205,5 @@ fn netboot_client(msg: &Message) -> Result<(Client, Option<Vec<u8>>), NotNetboot
         (false, false, ARCH_EFI_BC | ARCH_EFI_X64) => Client::PxeUefi64,
         (_, _, other) => return Err(NotNetboot::UnknownArch(other)),
     };
-    Ok((client, uuid))
+    Ok(client)
 }
