@@ -7,9 +7,9 @@
 //! # Parts
 //! - [`mac`]: [`Mac`], the key of every backend question.
 //! - [`config`]: [`Config`] and [`Mode`] (`full`, `proxy`, `off`); [`pool`]: the full-mode [`Pool`].
-//! - [`classify`]: the pure check of one request: MAC, message type, [`Client`] kind from options
+//! - [`classify`](mod@classify): the pure check of one request: MAC, message type, [`Client`] kind from options
 //!   60/77/93/97 (smee-style netboot checks), or a [`Reject`].
-//! - [`decide`]: the decision table, [`boot_file`] for a client and a [`Decision`].
+//! - [`decide`](mod@decide): the decision table, [`boot_file`] for a client and a [`Decision`].
 //! - [`reply`]: the reply message (dhcproto) and its destination.
 //! - [`handler`]: [`DhcpHandler`], bytes -> checks -> rate limit -> backend (with timeouts) -> reply.
 //! - [`backend`]: the [`Backend`] trait; [`memory`]: [`MemoryBackend`] for tests.
@@ -33,6 +33,12 @@
 //! `siaddr` = `server_ip`, boot file in `file` and option 67. Proxy mode answers DISCOVER and
 //! REQUEST on 67 and REQUEST on 4011 (unicast back) with `yiaddr` 0, options 54, 60, 43
 //! (PXE discovery control 8) and the boot file. Option 97 is echoed; xid, flags, giaddr, chaddr copied.
+//!
+//! # Tests
+//! `cargo test -p metalcast-netboot`: unit tests per module; `tests/decision_table.rs` (the table
+//! on golden dhcproto packets through [`DhcpHandler`], malformed input, proptests);
+//! `tests/sockets.rs` ([`Netboot`] on loopback with high ports and `reply_to_source`, a small TFTP
+//! client). Fuzzing: `cd netboot/fuzz && cargo +nightly fuzz run dhcp`. No VM tests here.
 //!
 //! # Bounds
 //! Per-MAC rate limit (bounded table), at most `max_inflight` backend calls, each limited by
