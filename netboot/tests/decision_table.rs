@@ -440,3 +440,53 @@ mod random {
         }
     }
 }
+
+/// The control plane implements `Backend` from outside the crate, with plain `async fn`s.
+mod outside {
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    use super::*;
+    use metalcast_netboot::{Backend, BackendError, Lease, Mac, Pool};
+
+    #[derive(Default)]
+    struct Fixed {
+        events: Mutex<Vec<Event>>,
+    }
+
+    impl Backend for Fixed {
+        async fn decide(&self, mac: Mac, client: Client) -> Result<Decision, BackendError> {
+            Ok(Decision::Netboot { script_url: format!("http://cp/boot/{mac}/{client:?}") })
+        }
+        async fn lease_offer(&self, _: Mac, _: Option<Ipv4Addr>, pool: &Pool) -> Result<Option<Lease>, BackendError> {
+            Ok(Some(Lease { ip: pool.end, secs: 30 }))
+        }
+        async fn lease_commit(&self, _: Mac, _: Ipv4Addr, _: &Pool) -> Result<Option<Lease>, BackendError> {
+            Err(BackendError::from(String::from("database is down")))
+        }
+        async fn lease_release(&self, _: Mac, _: Ipv4Addr) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn event(&self, _: Option<Mac>, _: IpAddr, event: Event) {
+            self.events.lock().expect("lock").push(event);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outside_backend_drives_the_handler() {
+        let backend = Arc::new(Fixed::default());
+        let counters = Arc::new(Counters::new());
+        let h = DhcpHandler::new(config(Mode::Full), Arc::clone(&backend), Arc::clone(&counters));
+        let d = bytes(&message(mac(7), MessageType::Discover, &ipxe(0).opts()));
+        let offer = h.handle(&d, source(), Via::Dhcp(67)).await.expect("offer").message;
+        assert_eq!(offer.yiaddr(), pool(100, 150).end);
+        let url = "http://cp/boot/52:54:00:00:00:07/Ipxe { uefi: false }";
+        assert_eq!(bootfile(&offer).as_deref(), Some(url));
+        assert_eq!(offer.opts().get(OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(30)));
+        let r = bytes(&message(mac(7), MessageType::Request, &[DhcpOption::RequestedIpAddress(offer.yiaddr())]));
+        assert!(h.handle(&r, source(), Via::Dhcp(67)).await.is_none(), "backend error: no reply, not a NAK");
+        assert_eq!(counters.get("backend_errors"), 1);
+        assert_eq!(counters.get("naks"), 0);
+        assert_eq!(backend.events.lock().expect("lock").len(), 1);
+    }
+}
