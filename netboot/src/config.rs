@@ -108,6 +108,10 @@ pub struct Config {
     /// and the packet gets no reply. Default 5000.
     #[serde(default = "default_backend_timeout_ms")]
     pub backend_timeout_ms: u64,
+    /// TFTP transfers at once; more requests are refused with an ERROR (counted `tftp_refused`).
+    /// Default 64.
+    #[serde(default = "default_max_tftp_transfers")]
+    pub max_tftp_transfers: usize,
     /// Send every DHCP reply back to the request's source address and port instead of broadcast /
     /// `ciaddr` / relay (for tests on loopback, and servers on non-standard ports). Default false.
     #[serde(default)]
@@ -141,6 +145,9 @@ fn default_max_per_mac_per_sec() -> u32 {
 fn default_max_inflight() -> usize {
     64
 }
+fn default_max_tftp_transfers() -> usize {
+    64
+}
 fn default_backend_timeout_ms() -> u64 {
     5000
 }
@@ -164,6 +171,7 @@ impl Config {
             max_per_mac_per_sec: default_max_per_mac_per_sec(),
             max_inflight: default_max_inflight(),
             backend_timeout_ms: default_backend_timeout_ms(),
+            max_tftp_transfers: default_max_tftp_transfers(),
             reply_to_source: false,
         }
     }
@@ -176,6 +184,9 @@ impl Config {
         }
         if self.max_inflight == 0 {
             return Err("max_inflight must be at least 1".into());
+        }
+        if self.max_tftp_transfers == 0 {
+            return Err("max_tftp_transfers must be at least 1".into());
         }
         if self.max_per_mac_per_sec == 0 {
             return Err("max_per_mac_per_sec must be at least 1".into());

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -84,6 +85,9 @@ struct Shared<B> {
     backend: Arc<B>,
     counters: Arc<Counters>,
     peers: Arc<Peers>,
+    /// Transfers whose reader is alive, bounded by `max_transfers`.
+    active: AtomicUsize,
+    max_transfers: usize,
 }
 
 impl<B: Backend> Shared<B> {
@@ -128,9 +132,10 @@ impl<B: Backend> AsyncRead for Sending<B> {
 
 impl<B: Backend> Drop for Sending<B> {
     fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
         if self.sent == self.size {
             inc(&self.shared.counters.tftp_sent);
-            self.shared.counters.tftp_bytes.fetch_add(self.sent, std::sync::atomic::Ordering::Relaxed);
+            self.shared.counters.tftp_bytes.fetch_add(self.sent, Ordering::Relaxed);
             self.shared.report(self.peer, Event::TftpSent { file: std::mem::take(&mut self.file), bytes: self.sent });
         } else {
             info!(peer = %self.peer, file = self.file, sent = self.sent, size = self.size, "TFTP transfer ended early");
@@ -153,9 +158,14 @@ impl<B: Backend> Handler for BootDir<B> {
             if r.not_found { packet::Error::FileNotFound } else { packet::Error::PermissionDenied }
         };
         let resolved = resolve(&self.dir, &name).map_err(refused)?;
+        if self.shared.active.load(Ordering::Relaxed) >= self.shared.max_transfers {
+            return Err(refused(refuse("too many transfers in progress")));
+        }
         let opened = File::open(&resolved).and_then(|f| f.metadata().map(|m| (f, m.len())));
         let (file, size) = opened.map_err(|_| refused(refuse("cannot open file")))?;
         debug!(peer = %client, file = name, size, "TFTP read");
+        // Opens run one at a time (async-tftp holds the handler's lock), so check-then-add is exact.
+        self.shared.active.fetch_add(1, Ordering::Relaxed);
         let reader = Sending {
             inner: Unblock::new(file),
             sent: 0,
@@ -194,7 +204,16 @@ pub(crate) async fn start<B: Backend>(
     let addr = SocketAddr::V4(SocketAddrV4::new(cfg.server_ip, cfg.tftp_port));
     let socket = sys::udp_socket("TFTP", addr, cfg.interface.as_deref())?;
     let bound = socket.local_addr().map_err(|source| NetbootError::Bind { what: "TFTP", addr, source })?;
-    let handler = BootDir { dir, shared: Arc::new(Shared { backend, counters, peers }) };
+    let handler = BootDir {
+        dir,
+        shared: Arc::new(Shared {
+            backend,
+            counters,
+            peers,
+            active: AtomicUsize::new(0),
+            max_transfers: cfg.max_tftp_transfers,
+        }),
+    };
     let tftp_err = |source| NetbootError::Tftp { addr: bound, source };
     let server = TftpServerBuilder::with_handler(handler)
         .std_socket(socket)

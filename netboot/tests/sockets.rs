@@ -379,3 +379,22 @@ async fn backend_concurrency_is_bounded() {
     assert!(c.ask(s.dhcp(), &message(mac(3), MessageType::Discover, &pxe_bios().opts())).await.is_some());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn tftp_transfers_are_bounded() {
+    let (mut cfg, dir) = base(Mode::Off);
+    cfg.tftp_port = free_port();
+    cfg.max_tftp_transfers = 1;
+    std::fs::write(dir.path().join("ipxe.efi"), vec![1u8; 10_000]).expect("write");
+    let s = start(cfg, dir).await;
+    let tftp = s.netboot.local_addrs().tftp.expect("tftp bound");
+    // A holds the only slot: it gets the OACK and never ACKs.
+    let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    a.send_to(&request(RRQ, b"ipxe.efi", &[("blksize", "512")]), tftp).await.expect("send");
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(WAIT, a.recv_from(&mut buf)).await.expect("oack").expect("recv");
+    assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), OACK);
+    assert_eq!(tftp_get(tftp, b"ipxe.efi", 512, 1).await, Fetch::Error(2), "second transfer refused");
+    assert_eq!(s.counters.get("tftp_refused"), 1);
+    s.stop().await;
+}
