@@ -105,8 +105,16 @@ pub enum Reject {
 }
 
 /// Decodes one datagram with dhcproto.
+///
+/// A decoder panic is contained and becomes a `Reject`: dhcproto 0.15 has `debug_assert!`s on
+/// option lengths (option 94 must be 3 bytes) that a lying length trips in builds with debug
+/// assertions (found by `netboot/fuzz`); the receive loop must not die of it.
 pub fn decode(bytes: &[u8]) -> Result<Message, Reject> {
-    Message::decode(&mut Decoder::new(bytes)).map_err(|e| Reject::Undecodable(e.to_string()))
+    match std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes))) {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e)) => Err(Reject::Undecodable(e.to_string())),
+        Err(_) => Err(Reject::Undecodable("the DHCP decoder panicked".into())),
+    }
 }
 
 /// The pure check of one decoded request: what it is, or why it is dropped.
