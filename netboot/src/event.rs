@@ -32,7 +32,8 @@ pub enum Event {
         /// The port the request came to (67 or 4011 in production).
         port: u16,
     },
-    /// A TFTP transfer read its whole file.
+    /// A TFTP transfer sent every block of its file. async-tftp does not report the client's last
+    /// ACK, so a client that vanishes during the final window is still reported here.
     TftpSent {
         /// The file name as requested.
         file: String,

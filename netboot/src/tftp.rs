@@ -6,6 +6,11 @@
 //! (nothing below `boot_dir`), and after resolving symlinks the file must still be a regular file
 //! directly in `boot_dir`. A NUL cannot reach the handler over the wire (it ends the name in the
 //! packet; async-tftp then drops the request for its bad mode), but the check stays.
+//!
+//! Limits of async-tftp 0.4: each transfer runs on its own socket bound to `server_ip:0`, without
+//! `SO_BINDTODEVICE` (only the listening socket is bound to `interface`); malformed requests are
+//! dropped silently (no ERROR, not counted); concurrent transfers are bounded here, by refusing
+//! opens beyond `max_tftp_transfers`.
 
 use std::fs::File;
 use std::io;
