@@ -88,5 +88,25 @@ mod tests {
         assert!(snap.contains(&("offers", 2)));
         assert_eq!(c.get("offers"), 2);
         assert_eq!(c.get("tftp_bytes"), 0);
+        // The names the control plane's metrics are written against.
+        let names: Vec<&str> = snap.iter().map(|(n, _)| *n).collect();
+        for want in [
+            "packets",
+            "malformed",
+            "not_netboot",
+            "unknown_or_denied",
+            "offers",
+            "acks",
+            "naks",
+            "releases",
+            "proxy_replies",
+            "rate_limited",
+            "backend_errors",
+            "tftp_sent",
+            "tftp_refused",
+            "tftp_bytes",
+        ] {
+            assert!(names.contains(&want), "{want} missing");
+        }
     }
 }
