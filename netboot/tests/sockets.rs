@@ -398,3 +398,27 @@ async fn tftp_transfers_are_bounded() {
     assert_eq!(s.counters.get("tftp_refused"), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn bound_to_the_loopback_device() {
+    let (mut cfg, dir) = base(Mode::Proxy);
+    cfg.interface = Some("lo".into());
+    cfg.tftp_port = free_port();
+    let backend = Arc::new(MemoryBackend::new());
+    let counters = Arc::new(Counters::new());
+    let shutdown = CancellationToken::new();
+    let netboot = match Netboot::start(cfg, Arc::clone(&backend), Arc::clone(&counters), shutdown.clone()).await {
+        Ok(n) => n,
+        Err(NetbootError::BindDevice { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("skipped: SO_BINDTODEVICE needs root or CAP_NET_RAW ({source})");
+            return;
+        }
+        Err(e) => panic!("start: {e}"),
+    };
+    let s = Server { netboot, backend, counters, shutdown, _dir: dir };
+    s.backend.allow(mac(1), SCRIPT);
+    let c = Client::new().await;
+    let offer = c.ask(s.dhcp(), &message(mac(1), MessageType::Discover, &pxe_bios().opts())).await;
+    assert_eq!(offer.as_ref().and_then(bootfile).as_deref(), Some("undionly.kpxe"));
+    s.stop().await;
+}
