@@ -497,3 +497,14 @@ mod outside {
         assert_eq!(backend.events.lock().expect("lock").len(), 1);
     }
 }
+
+#[tokio::test]
+async fn long_signed_urls_go_in_option_67_only() {
+    let r = rig(config(Mode::Full));
+    let url = format!("http://10.0.0.1:8080/boot/52:54:00:00:00:01/script.ipxe?t={}", "a".repeat(200));
+    r.backend.allow(mac(1), &url);
+    let offer = r.send(&message(mac(1), MessageType::Discover, &ipxe(9).opts())).await.expect("offer");
+    assert_eq!(bootfile(&offer), Some(url), "the whole URL in option 67");
+    let fname = offer.fname().map(|f| f.iter().take_while(|b| **b != 0).count()).unwrap_or(0);
+    assert_eq!(fname, 0, "a URL that does not fit the 128-byte file field is not truncated into it");
+}
