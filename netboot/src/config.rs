@@ -63,7 +63,8 @@ pub struct Config {
     #[serde(default)]
     pub interface: Option<String>,
     /// This server's address on the provisioning network: option 54 (server id), `siaddr` (TFTP
-    /// server) in every reply. Required.
+    /// server) in every reply, and the TFTP listen address. Required. (DHCP sockets listen on
+    /// 0.0.0.0 to receive broadcasts.)
     pub server_ip: Ipv4Addr,
     /// DHCP server port. Default 67; tests use 0 (any free port).
     #[serde(default = "default_dhcp_port")]
@@ -75,7 +76,8 @@ pub struct Config {
     /// Default `Some(4011)`; `None` = don't listen.
     #[serde(default = "default_proxy_port")]
     pub proxy_port: Option<u16>,
-    /// TFTP port. Default 69; 0 = no TFTP server.
+    /// TFTP port, on `server_ip` (so replies leave from the address clients were told). Default
+    /// 69; 0 = no TFTP server.
     #[serde(default = "default_tftp_port")]
     pub tftp_port: u16,
     /// Directory whose regular files (directly in it, no subdirectories) TFTP serves read-only.
