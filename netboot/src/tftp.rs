@@ -3,8 +3,11 @@
 //! (and every transfer) ends when the shutdown token is cancelled.
 //!
 //! Names are checked before any file is opened: no NUL, no absolute path, no `..`, no `/`
-//! (nothing below `boot_dir`), and after resolving symlinks the file must still be a regular file
-//! directly in `boot_dir`. A NUL cannot reach the handler over the wire (it ends the name in the
+//! (nothing below `boot_dir`): a client names an entry directly in `boot_dir`, and that entry
+//! must be (or link to) a regular file. Symlinks in `boot_dir` are followed wherever they point,
+//! as tftpd-hpa does: the directory is the operator's configuration (Debian's `ipxe` package
+//! itself links `/usr/lib/ipxe/ipxe.efi` to `/boot/ipxe.efi`), and a name from the network can
+//! only pick one of its entries. A NUL cannot reach the handler over the wire (it ends the name in the
 //! packet; async-tftp then drops the request for its bad mode), but the check stays.
 //!
 //! Limits of async-tftp 0.4: each transfer runs on its own socket bound to `server_ip:0`, without
@@ -74,11 +77,9 @@ pub(crate) fn resolve(dir: &Path, name: &str) -> Result<PathBuf, Refusal> {
     if name.contains(['/', '\\']) || name == "." {
         return Err(refuse("not a file directly in the boot directory"));
     }
+    // The entry itself (not where a symlink leads) is directly in `dir`: the checks above.
     let path =
         std::fs::canonicalize(dir.join(name)).map_err(|_| Refusal { reason: "no such file", not_found: true })?;
-    if path.parent() != Some(dir) {
-        return Err(refuse("symlink leads out of the boot directory"));
-    }
     let meta = std::fs::metadata(&path).map_err(|_| Refusal { reason: "no such file", not_found: true })?;
     if !meta.is_file() {
         return Err(refuse("not a regular file"));
@@ -252,10 +253,16 @@ mod tests {
         std::fs::write(dir.join("undionly.kpxe"), b"x").expect("write");
         std::fs::create_dir(dir.join("sub")).expect("mkdir");
         std::fs::write(dir.join("sub/f"), b"x").expect("write");
-        std::os::unix::fs::symlink("/etc/passwd", dir.join("out")).expect("symlink");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let outside = std::fs::canonicalize(elsewhere.path()).expect("canonical").join("ipxe.efi");
+        std::fs::write(&outside, b"efi").expect("write");
+        std::os::unix::fs::symlink(&outside, dir.join("out")).expect("symlink");
+        std::os::unix::fs::symlink(elsewhere.path(), dir.join("outdir")).expect("symlink");
         std::os::unix::fs::symlink("undionly.kpxe", dir.join("in")).expect("symlink");
         assert_eq!(resolve(&dir, "undionly.kpxe"), Ok(dir.join("undionly.kpxe")));
         assert_eq!(resolve(&dir, "in"), Ok(dir.join("undionly.kpxe")), "symlink inside the dir is fine");
+        // The operator's symlink to a file elsewhere (Debian: ipxe.efi -> /boot/ipxe.efi) is followed.
+        assert_eq!(resolve(&dir, "out"), Ok(outside.clone()));
         for (name, why) in [
             ("", "empty file name"),
             ("a\0b", "NUL byte in file name"),
@@ -266,7 +273,8 @@ mod tests {
             ("sub/f", "not a file directly in the boot directory"),
             ("sub", "not a regular file"),
             (".", "not a file directly in the boot directory"),
-            ("out", "symlink leads out of the boot directory"),
+            ("outdir", "not a regular file"),
+            ("outdir/ipxe.efi", "not a file directly in the boot directory"),
             ("missing", "no such file"),
         ] {
             assert_eq!(resolve(&dir, name).map_err(|r| r.reason), Err(why), "{name:?}");
