@@ -54,6 +54,8 @@ pub struct AgentConfig {
     /// (`--allow-disk-writes`); empty: the node's disks if this is the
     /// runtime, else none ([`crate::guard`]).
     pub allow_disk_writes: Vec<PathBuf>,
+    /// The netboot check-in token (`metalcast.token=`), sent with every check-in.
+    pub token: Option<String>,
 }
 
 /// Talks to the control plane.
@@ -685,6 +687,7 @@ pub fn run(cfg: &AgentConfig) -> u8 {
             uptime_secs: inventory::uptime(),
             network_secs: netinfo.secs,
             inventory: inventory::collect(authority.disks()),
+            token: cfg.token.clone(),
         };
         let reply = match client.checkin(&checkin) {
             Ok(r) => r,

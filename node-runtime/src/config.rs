@@ -63,6 +63,9 @@ pub struct BootArgs {
     pub hash: Option<(String, u64)>,
     /// `metalcast.attended=SECS`: attended mode with this countdown.
     pub attended: Option<u64>,
+    /// `metalcast.token=`: the check-in token the control plane's netboot
+    /// put on this command line (sent with every check-in).
+    pub token: Option<String>,
 }
 
 fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
@@ -111,6 +114,12 @@ pub fn parse_cmdline(line: &str) -> Result<BootArgs, String> {
             "metalcast.kexec" => a.kexec = Some(v.to_string()),
             "metalcast.allow_unsigned" => a.allow_unsigned = v == "1",
             "metalcast.marker" => a.marker = Some(v.to_string()),
+            "metalcast.token" => {
+                if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err("metalcast.token=: want a printable token of at most 512 bytes".into());
+                }
+                a.token = Some(v.to_string());
+            }
             "metalcast.attended" => {
                 a.attended = Some(v.parse().map_err(|_| format!("metalcast.attended={v}: want seconds"))?);
             }
@@ -149,6 +158,8 @@ mod tests {
         assert_eq!(a.kexec.as_deref(), Some("load"));
         assert_eq!(a.hash, Some(("/dev/vda".into(), 4096)));
         assert_eq!(parse_cmdline("ip=dhcp").unwrap().net, Some(NetConfig::Dhcp));
+        assert_eq!(parse_cmdline("metalcast.token=mcn1.abc quiet").unwrap().token.as_deref(), Some("mcn1.abc"));
+        assert!(parse_cmdline("metalcast.token=").is_err());
         assert_eq!(parse_cmdline("quiet").unwrap().net, None);
         assert!(parse_cmdline("ip=10.0.0.1:::255.0.255.0").is_err());
         assert!(parse_cmdline("ip=bogus").is_err());

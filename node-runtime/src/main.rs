@@ -129,6 +129,9 @@ struct AgentArgs {
     /// `metalcast-node init` writes disks (docs/node-runtime.md, "Disk-write guard").
     #[arg(long, value_name = "DEV", value_delimiter = ',')]
     allow_disk_writes: Vec<PathBuf>,
+    /// Check-in token from the control plane's netboot (`metalcast.token=` on the kernel command line).
+    #[arg(long, env = "METALCAST_NODE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn parse_handover(s: &str) -> anyhow::Result<Handover> {
@@ -202,6 +205,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<agent::AgentConfig> {
         attended: a.attended.or(boot.attended).map(Duration::from_secs),
         kexec_method,
         allow_disk_writes: a.allow_disk_writes,
+        token: a.token.or(boot.token),
     })
 }
 

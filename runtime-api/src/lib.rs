@@ -96,6 +96,11 @@ pub struct CheckIn {
     pub network_secs: f64,
     /// Hardware inventory.
     pub inventory: Inventory,
+    /// The check-in token the control plane's netboot put on this runtime's
+    /// kernel command line (`metalcast.token=`): signed, expiring, bound to
+    /// the node's MAC. Absent for a runtime started by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Reply to a check-in.

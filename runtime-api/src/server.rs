@@ -26,8 +26,10 @@
 //! that shuts down does not wait out the nodes' long-polls.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -42,6 +44,10 @@ use tokio::sync::Notify;
 use crate::{
     Action, CheckIn, CheckInReply, Chosen, Instruction, MAX_WAIT_SECS, OfferEntry, Offers, Report, normalize_mac,
 };
+
+/// Decides whether a check-in is taken, before it is recorded
+/// ([`RuntimeApi::set_checkin_gate`]): `Err(reason)` refuses it with 403.
+pub type CheckInGate = Arc<dyn Fn(CheckIn) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// A check-in as recorded by the server.
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +109,6 @@ impl Table {
 /// persisted block ([`RuntimeApi::use_id_block`]).
 pub const ID_BLOCK: u64 = 1 << 32;
 
-#[derive(Debug)]
 struct Inner {
     table: Mutex<Table>,
     changed: Notify,
@@ -113,6 +118,16 @@ struct Inner {
     stopping: AtomicBool,
     /// Reports refused because they named no instruction delivered to the node.
     stale_reports: AtomicU64,
+    /// Check-ins the gate refused.
+    refused_checkins: AtomicU64,
+    /// The control plane's check-in policy ([`RuntimeApi::set_checkin_gate`]).
+    gate: OnceLock<CheckInGate>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("epoch", &self.epoch).field("gated", &self.gate.get().is_some()).finish()
+    }
 }
 
 /// The runtime API's server state; cheap to clone (shared).
@@ -131,6 +146,7 @@ impl Default for RuntimeApi {
 #[derive(Debug)]
 enum HttpError {
     BadRequest(String),
+    Forbidden(String),
     UnknownNode,
     StaleReport(u64),
     Stopping,
@@ -140,6 +156,7 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let (code, msg) = match self {
             HttpError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            HttpError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             HttpError::UnknownNode => (StatusCode::NOT_FOUND, "unknown node: check in first".to_owned()),
             HttpError::StaleReport(id) => (
                 StatusCode::CONFLICT,
@@ -180,6 +197,8 @@ impl RuntimeApi {
                 default_wait: 25,
                 stopping: AtomicBool::new(false),
                 stale_reports: AtomicU64::new(0),
+                refused_checkins: AtomicU64::new(0),
+                gate: OnceLock::new(),
             }),
         }
     }
@@ -288,6 +307,19 @@ impl RuntimeApi {
         self.inner.stale_reports.load(Ordering::Relaxed)
     }
 
+    /// Check-ins refused by the gate since start.
+    pub fn refused_checkins(&self) -> u64 {
+        self.inner.refused_checkins.load(Ordering::Relaxed)
+    }
+
+    /// Runs `gate` on every check-in before it is recorded; a refusal is
+    /// answered 403 with its reason and counted ([`RuntimeApi::refused_checkins`]).
+    /// The control plane checks the netboot token and records enrollments
+    /// there. Set once; a second call returns `false` and changes nothing.
+    pub fn set_checkin_gate(&self, gate: CheckInGate) -> bool {
+        self.inner.gate.set(gate).is_ok()
+    }
+
     /// Serves the router on `listener` until `shutdown` resolves.
     pub async fn serve(
         &self,
@@ -304,6 +336,13 @@ async fn checkin(
 ) -> Result<Json<CheckInReply>, HttpError> {
     let Json(mut c) = body.map_err(|e| HttpError::BadRequest(e.body_text()))?;
     c.node = normalize_mac(&c.node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    if let Some(gate) = api.inner.gate.get()
+        && let Err(why) = gate(c.clone()).await
+    {
+        api.inner.refused_checkins.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %c.node, reason = %why, "refused a check-in");
+        return Err(HttpError::Forbidden(why));
+    }
     tracing::info!(node = %c.node, role = ?c.role, boot = %c.boot_id, "runtime check-in");
     let node = c.node.clone();
     api.table().nodes.entry(node.clone()).or_default().checkins.push(SeenCheckIn { at_unix: now_unix(), checkin: c });
@@ -421,7 +460,35 @@ mod tests {
             uptime_secs: 1.0,
             network_secs: 0.1,
             inventory: Inventory { nics: vec![], cpus: 1, memory_bytes: 1 << 30, disks: vec![], kernel: "6.1".into() },
+            token: None,
         }
+    }
+
+    #[tokio::test]
+    async fn gate_refuses_before_recording() {
+        let api = RuntimeApi::new();
+        let gate: CheckInGate = Arc::new(|c: CheckIn| {
+            Box::pin(async move {
+                match c.token.as_deref() {
+                    Some("good") => Ok(()),
+                    _ => Err(format!("no valid token for {}", c.node)),
+                }
+            })
+        });
+        assert!(api.set_checkin_gate(gate.clone()));
+        assert!(!api.set_checkin_gate(gate), "the gate is set once");
+        let mac = "52:54:00:00:00:07";
+        let (s, b) =
+            call(&api, "POST", "/v1/runtime/checkin", Some(serde_json::to_value(checkin_body(mac)).unwrap())).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert!(String::from_utf8_lossy(&b).contains("no valid token for 52:54:00:00:00:07"));
+        assert!(api.node(mac).is_none(), "a refused check-in is not recorded");
+        assert_eq!(api.refused_checkins(), 1);
+        let body = CheckIn { token: Some("good".into()), ..checkin_body(mac) };
+        let (s, _) = call(&api, "POST", "/v1/runtime/checkin", Some(serde_json::to_value(body).unwrap())).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(api.node(mac).unwrap().last_checkin().unwrap().token.as_deref(), Some("good"));
+        assert_eq!(api.refused_checkins(), 1);
     }
 
     async fn call(api: &RuntimeApi, method: &str, uri: &str, body: Option<serde_json::Value>) -> (StatusCode, Vec<u8>) {
