@@ -18,6 +18,8 @@
 //!   `/v1/ledger`): offers, bids, leases, autobuy, stats, accounts,
 //!   transfers; mutating calls take an `Idempotency-Key` and answer
 //!   [`market::Keyed`].
+//! * [`netboot`]: built-in netboot: a node's boot choice, full mode's
+//!   address leases, enrollments of unknown machines.
 //! * [`path`]: the percent-encoder for path segments and query values.
 //! * [`carrier`]: the names a nested control plane's networks and images
 //!   carry at its parent, which the parent reserves for it.
@@ -32,8 +34,10 @@
 pub mod carrier;
 mod client;
 mod client_market;
+mod client_netboot;
 mod error;
 pub mod market;
+pub mod netboot;
 pub mod path;
 pub mod v0;
 pub mod v1;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use metalcast_operator_api::market::*;
+use metalcast_operator_api::netboot::*;
 use metalcast_operator_api::v0::*;
 use metalcast_operator_api::v1::*;
 use metalcast_operator_api::{ErrorBody, v1};
@@ -261,10 +262,15 @@ fn v1_types_match_the_openapi_document() {
             "Visibility" => matches_schema::<v1::Visibility>(&doc, name),
             "WhoAmI" => matches_schema::<WhoAmI>(&doc, name),
             "WipeSpec" => matches_schema::<WipeSpec>(&doc, name),
+            "BootChoice" => matches_schema::<BootChoice>(&doc, name),
+            "DhcpLease" => matches_schema::<DhcpLease>(&doc, name),
+            "Enrollment" => matches_schema::<Enrollment>(&doc, name),
+            "EnrollmentAccept" => matches_schema::<EnrollmentAccept>(&doc, name),
+            "NodeBoot" => matches_schema::<NodeBoot>(&doc, name),
             other => panic!("the server's schema {other} has no type here"),
         }
     }
-    assert_eq!(names.len(), 46, "{names:?}");
+    assert_eq!(names.len(), 51, "{names:?}");
 }
 
 #[test]
