@@ -12,6 +12,7 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     actions: Mutex<BTreeMap<&'static str, u64>>,
     market: Mutex<BTreeMap<&'static str, u64>>,
+    netboot: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -29,6 +30,29 @@ impl Metrics {
     /// state change, a settlement, a failed grant or revoke attempt.
     pub fn market(&self, what: &'static str) {
         *self.market.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_default() += 1;
+    }
+
+    /// Count a netboot step of the HTTP side: a script or file served, a token refused.
+    pub fn netboot(&self, what: &'static str) {
+        *self.netboot.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_default() += 1;
+    }
+
+    /// Render the netboot counters: the HTTP side's and the DHCP/TFTP servers' (`servers`).
+    pub fn render_netboot(&self, servers: &[(&'static str, u64)]) -> String {
+        let mut s = String::new();
+        s.push_str(
+            "# HELP metalcast_netboot_http_total Netboot over HTTP: scripts and files served, tokens refused.\n",
+        );
+        s.push_str("# TYPE metalcast_netboot_http_total counter\n");
+        for (what, n) in self.netboot.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(s, "metalcast_netboot_http_total{{what=\"{what}\"}} {n}");
+        }
+        s.push_str("# HELP metalcast_netboot_total DHCP and TFTP servers: packets, replies, refusals.\n");
+        s.push_str("# TYPE metalcast_netboot_total counter\n");
+        for (what, n) in servers {
+            let _ = writeln!(s, "metalcast_netboot_total{{what=\"{what}\"}} {n}");
+        }
+        s
     }
 
     /// Count an answered HTTP request by method, matched route and status.

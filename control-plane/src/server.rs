@@ -97,6 +97,11 @@ pub async fn serve_tls(
 }
 
 async fn recover(state: &AppState) {
+    if state.netboot.config.is_some()
+        && let Err(e) = crate::app::netboot::prepare(state).await
+    {
+        tracing::error!(error = %e, "netboot: cannot load the token key: scripts and token check-ins will fail");
+    }
     match crate::app::runtime::take_id_block(state).await {
         Ok(block) => tracing::info!(block, "runtime instruction ids from this process's own block"),
         // The runtime API's own ids (from the start time) stay unique unless the clock steps back.

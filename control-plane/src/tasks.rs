@@ -80,6 +80,11 @@ impl Tasks {
         self.token.cancelled().await;
     }
 
+    /// The shutdown token itself, for work that takes one (the netboot servers).
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.token.is_cancelled()

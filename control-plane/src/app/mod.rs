@@ -10,18 +10,21 @@
 //! [`actions`] (queued networking actions), [`quotas`], [`keypairs`],
 //! [`metadata`] (the NoCloud seed deployed systems read), [`images`] (the
 //! registry), [`deployments`] (with the engine that runs them), [`reclaim`],
-//! [`events`] (the node event log) and [`upstream`] (a nested instance's
-//! parent: network hooks and the inventory sync).
+//! [`events`] (the node event log), [`netboot`] (what a MAC boots, its
+//! tokens and leases) with [`enrollments`], and [`upstream`] (a nested
+//! instance's parent: network hooks and the inventory sync).
 
 pub mod actions;
 pub mod authn;
 pub mod deployments;
+pub mod enrollments;
 pub mod error;
 pub mod events;
 pub mod images;
 pub mod keypairs;
 pub mod market;
 pub mod metadata;
+pub mod netboot;
 pub mod networks;
 pub mod nodes;
 pub mod projects;
@@ -93,6 +96,8 @@ pub struct Inner {
     pub drivers: Arc<dyn crate::drivers::Chooser>,
     /// The marketplace's settings and in-process state.
     pub market: crate::app::market::Market,
+    /// Built-in netboot's settings and in-process state.
+    pub netboot: crate::app::netboot::Netboot,
 }
 
 impl AppState {
@@ -113,6 +118,7 @@ impl AppState {
             tasks: crate::tasks::Tasks::default(),
             drivers: Arc::new(crate::drivers::Standard),
             market: crate::app::market::Market::default(),
+            netboot: crate::app::netboot::Netboot::default(),
         }))
     }
 
@@ -170,6 +176,16 @@ impl AppState {
         AppState(Arc::new(inner))
     }
 
+    /// Turn built-in netboot on with `config` (the `/boot` routes, the check-in gate).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_netboot(self, config: crate::app::netboot::NetbootConfig) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_netboot before the state is shared");
+        inner.netboot = crate::app::netboot::Netboot::new(config);
+        AppState(Arc::new(inner))
+    }
+
     /// Make this a nested instance of the parent behind `up` (and register
     /// `up` for the `upstream` drivers).
     ///
@@ -191,6 +207,18 @@ impl AppState {
     /// The driver of a switch (an `upstream` one gets this server's parent client).
     pub fn switch(&self, cfg: &crate::drivers::SwitchConfig) -> Box<dyn crate::drivers::Switch> {
         self.drivers.switch(cfg, self.upstream.as_ref())
+    }
+}
+
+impl AppState {
+    /// A weak handle (for callbacks stored inside the state itself).
+    pub fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// The state behind a weak handle, while it lives.
+    pub fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<AppState> {
+        weak.upgrade().map(AppState)
     }
 }
 

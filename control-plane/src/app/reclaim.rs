@@ -105,8 +105,9 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
     let t0 = Instant::now();
     let mut phases = Vec::new();
 
-    // 1. The runtime, reached on the provisioning network.
+    // 1. The runtime, reached on the provisioning network (and the one a power cycle netboots).
     let t = Instant::now();
+    crate::app::netboot::mark(st, &node, crate::db::netboot::Boot::Runtime).await?;
     let on_network = if st.upstream.is_none() {
         super::provisioning::ensure(st, &node, Some(&project), "the reclaim", timeout).await?
     } else {

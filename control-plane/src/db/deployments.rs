@@ -69,31 +69,6 @@ pub enum NodeState {
     Failed,
 }
 
-macro_rules! text_enum {
-    ($t:ty { $($v:ident = $s:literal),* $(,)? }) => {
-        impl $t {
-            /// The stored and serialized name.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$v => $s),* }
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-        impl std::str::FromStr for $t {
-            type Err = sqlx::Error;
-            fn from_str(s: &str) -> Result<Self, sqlx::Error> {
-                match s {
-                    $($s => Ok(Self::$v),)*
-                    other => Err(sqlx::Error::Decode(format!("unknown {} {other:?}", stringify!($t)).into())),
-                }
-            }
-        }
-    };
-}
-
 text_enum!(DeploymentState { Running = "running", Done = "done", Failed = "failed" });
 text_enum!(NodeState {
     Waiting = "waiting",

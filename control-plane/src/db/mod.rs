@@ -9,13 +9,42 @@
 //! `sqlx::Error`; the use cases turn constraint violations into conflicts
 //! with their own words (`app::error::conflict`).
 
+/// A closed set of values stored as TEXT: `as_str`, `Display`, and `FromStr`
+/// (an unknown value is a decode error).
+macro_rules! text_enum {
+    ($t:ty { $($v:ident = $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The stored and serialized name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = sqlx::Error;
+            fn from_str(s: &str) -> Result<Self, sqlx::Error> {
+                match s {
+                    $($s => Ok(Self::$v),)*
+                    other => Err(sqlx::Error::Decode(format!("unknown {} {other:?}", stringify!($t)).into())),
+                }
+            }
+        }
+    };
+}
+
 pub mod actions;
 pub mod deployments;
+pub mod enrollments;
 pub mod events;
 pub mod images;
 pub mod keypairs;
 pub mod market;
 pub mod metadata;
+pub mod netboot;
 pub mod networks;
 pub mod nics;
 pub mod nodes;

@@ -7,6 +7,7 @@
 
 mod error;
 mod extract;
+mod netboot;
 mod openapi;
 pub mod v0;
 pub mod v1;
@@ -22,7 +23,7 @@ pub use extract::{Body, Empty, MAX_BODY};
 
 use crate::app::AppState;
 
-/// The whole HTTP API: `/v0` (HIL-compatible), `/v1`, `/metrics`.
+/// The whole HTTP API: `/v0` (HIL-compatible), `/v1`, `/boot` (netboot), `/metrics`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/v0", v0::routes())
@@ -37,6 +38,9 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::events::routes())
         .merge(v1::market::routes())
         .merge(v1::ledger::routes())
+        .merge(v1::netboot::routes())
+        .merge(v1::enrollments::routes())
+        .merge(netboot::routes())
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.
@@ -82,6 +86,12 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
          # TYPE metalcast_runtime_stale_reports_total counter\n",
     );
     text.push_str(&format!("metalcast_runtime_stale_reports_total {}\n", st.runtime.stale_reports()));
+    text.push_str(
+        "# HELP metalcast_runtime_refused_checkins_total Node check-ins refused (a netboot token forged, expired or of another MAC; a rejected enrollment).\n\
+         # TYPE metalcast_runtime_refused_checkins_total counter\n",
+    );
+    text.push_str(&format!("metalcast_runtime_refused_checkins_total {}\n", st.runtime.refused_checkins()));
+    text.push_str(&st.metrics.render_netboot(&st.netboot.counters.snapshot()));
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -9,6 +9,7 @@ mod golden;
 mod ipmi;
 mod isolation;
 mod market;
+mod netboot;
 mod qmp;
 mod recursion;
 mod redfish;
@@ -138,6 +139,15 @@ impl Harness {
         drop(app);
         let provision = f(st.provision.clone());
         let st = st.with_provision(provision);
+        Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg }
+    }
+
+    /// The same harness with built-in netboot on (`config`), its token key loaded.
+    pub async fn with_netboot(self, config: crate::app::netboot::NetbootConfig) -> Harness {
+        let Harness { app, st, admin, signer, registry_dir, _dir, pg } = self;
+        drop(app);
+        let st = st.with_netboot(config);
+        crate::app::netboot::prepare(&st).await.unwrap();
         Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg }
     }
 

@@ -227,6 +227,10 @@ async fn drive(
     if members.is_empty() {
         return Ok(());
     }
+    // Until a disk deployment is verified, a power cycle netboots the runtime again.
+    for m in &members {
+        crate::app::netboot::mark(st, &m.node, crate::db::netboot::Boot::Runtime).await?;
+    }
 
     // 2. The session, and the instruction for every node.
     let (group, port) = session_addr(id, attempt);
@@ -330,6 +334,19 @@ async fn drive(
     let (summary, results) = tokio::join!(sender_task, futures_util::future::join_all(followers));
     for r in results {
         r?;
+    }
+    // A verified disk deployment: the tenant OS is on the disk, so the node's next netboot boots it.
+    if matches!(params.target, TargetSpec::Disk { .. }) {
+        let written: Vec<String> = tx
+            .borrow()
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.state, NodeState::Verified | NodeState::Booted))
+            .map(|n| n.node.clone())
+            .collect();
+        for n in written {
+            crate::app::netboot::mark(st, &n, crate::db::netboot::Boot::Local).await?;
+        }
     }
     match summary {
         Ok(Ok(s)) => {

@@ -2,12 +2,14 @@
 //! document.
 
 pub mod deployments;
+pub mod enrollments;
 pub mod events;
 pub mod images;
 pub mod keypairs;
 pub mod ledger;
 pub mod market;
 pub mod metadata;
+pub mod netboot;
 pub mod openapi;
 pub mod quotas;
 pub mod reclaim;

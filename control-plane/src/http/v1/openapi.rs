@@ -50,6 +50,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::events::EventsDoc::openapi());
     doc.merge(super::market::MarketDoc::openapi());
     doc.merge(super::ledger::LedgerDoc::openapi());
+    doc.merge(super::netboot::NetbootDoc::openapi());
+    doc.merge(super::enrollments::EnrollmentsDoc::openapi());
     crate::http::openapi::finish(&mut doc);
     doc
 }
