@@ -38,6 +38,9 @@ pub fn kernel() -> Result<(PathBuf, PathBuf), String> {
     Ok((vmlinuz, modules))
 }
 
+/// Kernel modules a guest's initramfs loads for QEMU's virtio and e1000 devices.
+pub const GUEST_MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"];
+
 /// Whether QEMU is installed.
 pub fn qemu() -> Result<(), String> {
     match Command::new("qemu-system-x86_64").arg("--version").output() {
@@ -97,17 +100,37 @@ impl Drop for Guest {
     }
 }
 
+/// How a guest boots.
+#[derive(Debug, Clone)]
+pub enum GuestBoot<'a> {
+    /// Straight into a kernel (`-kernel`, `-initrd`, `-append`): no firmware netboot.
+    Kernel {
+        /// Kernel to boot.
+        kernel: &'a Path,
+        /// Initramfs.
+        initrd: &'a Path,
+        /// Kernel command line.
+        append: String,
+    },
+    /// Firmware network boot (`-boot n`) with SeaBIOS and the NIC's own iPXE
+    /// option ROM (QEMU's `ipxe-qemu`): iPXE does DHCP and fetches its script.
+    BiosPxe,
+    /// Firmware network boot with OVMF (UEFI) and the NIC's option ROM
+    /// disabled (`romfile=`), so EDK2's own PXE client does DHCP and fetches
+    /// the boot file over TFTP first.
+    UefiPxe,
+}
+
+/// Where Debian's `ovmf` puts the UEFI firmware image.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
 /// Guest hardware.
 #[derive(Debug)]
 pub struct GuestSpec<'a> {
     /// Name used in messages.
     pub name: &'a str,
-    /// Kernel to boot (`-kernel`).
-    pub kernel: &'a Path,
-    /// Initramfs (`-initrd`).
-    pub initrd: &'a Path,
-    /// Kernel command line.
-    pub append: String,
+    /// How it boots.
+    pub boot: GuestBoot<'a>,
     /// QEMU NIC model (`e1000`, `virtio-net-pci`).
     pub nic_model: &'a str,
     /// NIC MAC address.
@@ -126,16 +149,22 @@ impl Guest {
             // virtio-rng: TCG's default CPU has no RDRAND, and getrandom would block for long.
             .args(["-monitor", "none", "-nodefaults", "-device", "virtio-rng-pci", "-m"])
             .arg(s.memory_mb.to_string())
-            .arg("-kernel")
-            .arg(s.kernel)
-            .arg("-initrd")
-            .arg(s.initrd)
-            .arg("-append")
-            .arg(&s.append)
             .arg("-netdev")
-            .arg(format!("tap,id=n0,ifname={},script=no,downscript=no", tap.ifname()))
-            .arg("-device")
-            .arg(format!("{},netdev=n0,mac={}", s.nic_model, s.mac));
+            .arg(format!("tap,id=n0,ifname={},script=no,downscript=no", tap.ifname()));
+        let mut nic = format!("{},netdev=n0,mac={}", s.nic_model, s.mac);
+        match &s.boot {
+            GuestBoot::Kernel { kernel, initrd, append } => {
+                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-append").arg(append);
+            }
+            GuestBoot::BiosPxe => {
+                cmd.args(["-boot", "n"]);
+            }
+            GuestBoot::UefiPxe => {
+                cmd.args(["-bios", OVMF, "-boot", "n"]);
+                nic.push_str(",romfile=");
+            }
+        }
+        cmd.arg("-device").arg(nic);
         if let Some(d) = s.disk {
             cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
         }

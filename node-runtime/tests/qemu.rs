@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use metalcast_fabric::qemu::{self as guest, Guest, GuestSpec};
+use metalcast_fabric::qemu::{self as guest, Guest, GuestBoot, GuestSpec};
 use metalcast_fabric::{Fabric, skip_unless_root};
 use metalcast_image::initramfs::{InitramfsSpec, build_initramfs};
 use metalcast_image::{Bundle, spec_from_inputs};
@@ -29,7 +29,6 @@ use metalcast_runtime_api::server::RuntimeApi;
 use metalcast_runtime_api::{Handover, Phase, Role, Target};
 
 const NODE: &str = env!("CARGO_BIN_EXE_metalcast-node");
-const MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"];
 const MIB: usize = 1 << 20;
 
 /// (vmlinuz, modules dir, kexec-tools' kexec), or why not.
@@ -86,7 +85,7 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
             &InitramfsSpec {
                 init: node_static.clone(),
                 modules_root: Some(modules.clone()),
-                modules: MODULES.iter().map(|m| m.to_string()).collect(),
+                modules: guest::GUEST_MODULES.iter().map(|m| m.to_string()).collect(),
                 files: vec![(pubkey.clone(), "/etc/metalcast/trusted/site.pub".into())],
                 programs,
                 zstd_level: 9,
@@ -154,11 +153,13 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         f.tap("a").unwrap(),
         &GuestSpec {
             name: "a",
-            kernel: &kernel,
-            initrd: &initrd,
             // a stages with method auto: kexec-tools' kexec_load of the tenant's kernel ELF (and, on
             // reclaim, of the bootstrap bundle's bzImage); b forces kexec_file_load.
-            append: format!("{common_cmdline} {a_net} metalcast.kexec=auto"),
+            boot: GuestBoot::Kernel {
+                kernel: &kernel,
+                initrd: &initrd,
+                append: format!("{common_cmdline} {a_net} metalcast.kexec=auto"),
+            },
             nic_model: "e1000",
             mac: mac_a,
             disk: None,
@@ -171,9 +172,11 @@ fn two_guests_kexec_into_tenant_then_reclaim() {
         f.tap("b").unwrap(),
         &GuestSpec {
             name: "b",
-            kernel: &kernel,
-            initrd: &initrd,
-            append: format!("{common_cmdline} ip=dhcp metalcast.kexec=file"),
+            boot: GuestBoot::Kernel {
+                kernel: &kernel,
+                initrd: &initrd,
+                append: format!("{common_cmdline} ip=dhcp metalcast.kexec=file"),
+            },
             nic_model: "virtio-net-pci",
             mac: mac_b,
             disk: Some(&vdisk),
