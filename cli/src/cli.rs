@@ -137,6 +137,73 @@ impl MarketArgs {
     }
 }
 
+/// Built-in netboot options of `metalcast serve` (docs/netboot.md): DHCP
+/// (full or proxy), TFTP of the iPXE binaries, and the iPXE script, kernel
+/// and initrd over this server's HTTP.
+#[derive(Debug, Args)]
+pub struct NetbootArgs {
+    /// DHCP mode: `full` (an isolated provisioning network: addresses from
+    /// --netboot-pool), `proxy` (beside a site DHCP server: boot files only,
+    /// to known MACs, also on port 4011), or `off` (TFTP and HTTP only).
+    /// Without it, netboot is disabled.
+    #[arg(long, env = "METALCAST_NETBOOT_MODE", value_parser = ["full", "proxy", "off"])]
+    pub netboot_mode: Option<String>,
+    /// Interface the DHCP and TFTP sockets are bound to (SO_BINDTODEVICE).
+    #[arg(long, env = "METALCAST_NETBOOT_INTERFACE")]
+    pub netboot_interface: Option<String>,
+    /// This server's address on the provisioning network (DHCP server id, TFTP server) [default: --provision-addr].
+    #[arg(long)]
+    pub netboot_server_ip: Option<std::net::Ipv4Addr>,
+    /// Full mode's address pool, `FIRST-LAST`.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub netboot_pool: Option<String>,
+    /// Full mode's netmask.
+    #[arg(long, default_value = "255.255.255.0")]
+    pub netboot_netmask: std::net::Ipv4Addr,
+    /// Full mode's router (option 3).
+    #[arg(long)]
+    pub netboot_router: Option<std::net::Ipv4Addr>,
+    /// Full mode's DNS servers (option 6); repeatable.
+    #[arg(long)]
+    pub netboot_dns: Vec<std::net::Ipv4Addr>,
+    /// Full mode's lease time, seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(60..))]
+    pub netboot_lease_secs: u32,
+    /// A fixed address for one MAC, `MAC=IP`; repeatable.
+    #[arg(long, value_name = "MAC=IP")]
+    pub netboot_reserve: Vec<String>,
+    /// Directory of the iPXE binaries served by TFTP (Debian's `ipxe`: undionly.kpxe, ipxe.efi, snponly.efi).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    pub netboot_boot_dir: std::path::PathBuf,
+    /// The UEFI iPXE binary in --netboot-boot-dir (`snponly.efi` for NICs whose UEFI driver iPXE lacks).
+    #[arg(long, default_value = "ipxe.efi")]
+    pub netboot_uefi_file: String,
+    /// The runtime's kernel, served to netbooting nodes.
+    #[arg(long, requires = "netboot_initrd")]
+    pub netboot_kernel: Option<std::path::PathBuf>,
+    /// The runtime's initramfs (`metalcast-image initramfs`), served to netbooting nodes.
+    #[arg(long, requires = "netboot_kernel")]
+    pub netboot_initrd: Option<std::path::PathBuf>,
+    /// Words added to the runtime's kernel command line (e.g. `console=ttyS0`); `ip=dhcp` is always there.
+    #[arg(long, default_value = "")]
+    pub netboot_cmdline: String,
+    /// Unknown MACs boot the runtime in enrollment mode and wait as pending enrollments for an admin.
+    #[arg(long)]
+    pub netboot_enroll: bool,
+    /// DHCP server port (67; another only for tests).
+    #[arg(long, default_value_t = 67, hide = true)]
+    pub netboot_dhcp_port: u16,
+    /// Port DHCP replies go to (68; another only for tests).
+    #[arg(long, default_value_t = 68, hide = true)]
+    pub netboot_client_port: u16,
+    /// proxyDHCP's PXE boot-server port (proxy mode; 0: off).
+    #[arg(long, default_value_t = 4011)]
+    pub netboot_proxy_port: u16,
+    /// TFTP port (0: no TFTP).
+    #[arg(long, default_value_t = 69)]
+    pub netboot_tftp_port: u16,
+}
+
 /// Options of `metalcast serve` that make it a nested control plane
 /// (recursive HaaS, docs/recursion.md).
 #[derive(Debug, Args)]
@@ -185,10 +252,18 @@ impl UpstreamArgs {
 }
 
 /// Top-level commands.
+// Parsed once at start-up and matched once: `serve`'s many flags make its
+// variant large, which costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server.
+    #[command(args_override_self = true)]
     Serve {
+        /// TOML file of serve flags (`listen = "0.0.0.0:7000"`, `[netboot] mode = "full"` for
+        /// --netboot-mode ...); flags given on the command line win (docs/netboot.md).
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
         /// Address to listen on.
         #[arg(long, env = "METALCAST_LISTEN", default_value = "127.0.0.1:7000")]
         listen: SocketAddr,
@@ -219,6 +294,8 @@ pub enum Command {
         upstream: UpstreamArgs,
         #[command(flatten)]
         market: MarketArgs,
+        #[command(flatten)]
+        netboot: NetbootArgs,
     },
     /// Server administration done directly on the database.
     #[command(subcommand)]
@@ -274,6 +351,12 @@ pub enum Command {
     /// Credits ledger: balances, history, transfers; mint, reverse and audit (admins).
     #[command(subcommand)]
     Credits(crate::cli_market::CreditsCmd),
+    /// Machines that netbooted in enrollment mode: list, accept as nodes, reject (admins).
+    #[command(subcommand)]
+    Enrollment(crate::cli_netboot::EnrollmentCmd),
+    /// Built-in netboot: full mode's address leases (admins).
+    #[command(subcommand)]
+    Netboot(crate::cli_netboot::NetbootCmd),
     /// Deploy an image to nodes by multicast, with live progress; or list, show, watch, retry deployments.
     Deploy(crate::cli_deploy::DeployArgs),
     /// Stream a bundle by RaptorQ multicast until every expected receiver is done.
@@ -435,6 +518,14 @@ pub enum NodeCmd {
         verb: ConsoleVerb,
         /// Node name.
         node: String,
+    },
+    /// Show or set what the node boots when it netboots: runtime, local (its disk) or none.
+    Boot {
+        /// Node name.
+        node: String,
+        /// New choice; without it, show the current one.
+        #[arg(value_enum)]
+        choice: Option<metalcast_operator_api::netboot::BootChoice>,
     },
     /// Set the next boot device (disk, pxe, none).
     Bootdev {

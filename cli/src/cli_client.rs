@@ -66,6 +66,8 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         C::Quota(q) => crate::cli_registry::run_quota(&c, q).await,
         C::Market(m) => crate::cli_market::run_market(&c, m, cli.output == Output::Json).await,
         C::Credits(m) => crate::cli_market::run_credits(&c, m, cli.output == Output::Json).await,
+        C::Enrollment(e) => crate::cli_netboot::run_enrollment(&c, e).await,
+        C::Netboot(n) => crate::cli_netboot::run_netboot(&c, n).await,
         C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
     }
 }
@@ -115,6 +117,7 @@ async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
             }
             ConsoleVerb::Stop => done(c.console_stop(node).await),
         },
+        NodeCmd::Boot { node, choice } => crate::cli_netboot::node_boot(c, node, *choice).await,
         NodeCmd::Bootdev { node, device } => done(c.set_bootdev(node, device).await),
         NodeCmd::Nic(NicCmd::Add { node, nic, macaddr }) => done(c.nic_register(node, nic, macaddr).await),
         NodeCmd::Nic(NicCmd::Delete { node, nic }) => done(c.nic_delete(node, nic).await),

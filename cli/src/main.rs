@@ -2,7 +2,7 @@
 //! `serve` runs the control plane (`metalcast_control_plane`), the client
 //! commands talk to one over its REST API through the typed client of
 //! `metalcast_operator_api` ([`cli`] defines them, [`cli_client`],
-//! [`cli_deploy`], [`cli_registry`] and [`cli_market`] run them, [`table`]
+//! [`cli_deploy`], [`cli_registry`], [`cli_market`] and [`cli_netboot`] run them, [`table`]
 //! prints answers for humans), `send` streams a bundle by multicast ([`send`], over
 //! `metalcast_transport`) and `demo` stands up the README's main job on a
 //! namespace fabric ([`demo`], over `metalcast_fabric`).
@@ -12,10 +12,12 @@ mod cli_client;
 mod cli_deploy;
 mod cli_error;
 mod cli_market;
+mod cli_netboot;
 mod cli_registry;
 mod demo;
 mod demo_crash;
 mod send;
+mod serve_config;
 mod table;
 
 use std::io::Write;
@@ -32,7 +34,14 @@ use metalcast_image::PublicKey;
 use table::render_table;
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let argv = match serve_config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let matches = Cli::command().get_matches_from(argv);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -104,6 +113,8 @@ async fn async_main(cli: Cli) -> ExitCode {
             provision,
             upstream,
             market,
+            netboot,
+            config: _,
         } => {
             let tls = tls_cert.as_deref().zip(tls_key.as_deref());
             let registry = match registry(data_dir, trusted_keys, *max_image_mib) {
@@ -128,6 +139,10 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(e) => return report(Err(e)),
             };
             let drain = std::time::Duration::from_secs(provision_args_drain);
+            let netboot = match netboot_config(netboot, &provision) {
+                Ok(n) => n,
+                Err(e) => return report(Err(e)),
+            };
             let serve = Serve {
                 listen: *listen,
                 url: &db.database_url,
@@ -138,6 +153,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 upstream,
                 drain,
                 market: market.config(),
+                netboot,
             };
             report(serve.run().await)
         }
@@ -192,11 +208,82 @@ struct Serve<'a> {
     upstream: Option<metalcast_control_plane::app::upstream::UpstreamConfig>,
     drain: std::time::Duration,
     market: metalcast_control_plane::app::market::MarketConfig,
+    netboot: Option<(metalcast_control_plane::app::netboot::NetbootConfig, metalcast_netboot::Config)>,
+}
+
+/// Netboot's settings from `serve`'s flags: the control plane's side and the DHCP/TFTP servers'.
+fn netboot_config(
+    a: &cli::NetbootArgs,
+    provision: &Provision,
+) -> anyhow::Result<Option<(metalcast_control_plane::app::netboot::NetbootConfig, metalcast_netboot::Config)>> {
+    use metalcast_netboot as nb;
+    let Some(mode) = &a.netboot_mode else { return Ok(None) };
+    let mode: nb::Mode = mode.parse()?;
+    let server_ip = a.netboot_server_ip.or(provision.addr).context(
+        "--netboot-mode needs --netboot-server-ip or --provision-addr (this server's address for the nodes)",
+    )?;
+    let base_url = provision.public_url.clone().context("--netboot-mode needs --public-url or --provision-addr")?;
+    let pool = match &a.netboot_pool {
+        None if mode == nb::Mode::Full => anyhow::bail!("--netboot-mode full needs --netboot-pool FIRST-LAST"),
+        None => None,
+        Some(p) => {
+            let (first, last) = p.split_once('-').context("--netboot-pool wants FIRST-LAST")?;
+            let (start, end): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (
+                first.trim().parse().with_context(|| format!("--netboot-pool: {first:?}"))?,
+                last.trim().parse().with_context(|| format!("--netboot-pool: {last:?}"))?,
+            );
+            anyhow::ensure!(start <= end, "--netboot-pool {p}: FIRST is after LAST");
+            let reservations = a
+                .netboot_reserve
+                .iter()
+                .map(|r| -> anyhow::Result<(nb::Mac, std::net::Ipv4Addr)> {
+                    let (m, ip) = r.split_once('=').with_context(|| format!("--netboot-reserve {r:?}: want MAC=IP"))?;
+                    Ok((
+                        m.parse().map_err(|_| anyhow::anyhow!("--netboot-reserve {r:?}: bad MAC"))?,
+                        ip.parse().with_context(|| format!("--netboot-reserve {r:?}: bad address"))?,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(nb::Pool {
+                start,
+                end,
+                netmask: a.netboot_netmask,
+                router: a.netboot_router,
+                dns: a.netboot_dns.clone(),
+                lease_secs: a.netboot_lease_secs,
+                reservations,
+            })
+        }
+    };
+    let mut servers = nb::Config::new(mode, server_ip);
+    servers.interface = a.netboot_interface.clone();
+    servers.dhcp_port = a.netboot_dhcp_port;
+    servers.client_port = a.netboot_client_port;
+    servers.proxy_port = (a.netboot_proxy_port != 0).then_some(a.netboot_proxy_port);
+    servers.tftp_port = a.netboot_tftp_port;
+    servers.boot_dir = a.netboot_boot_dir.clone();
+    servers.uefi_file = a.netboot_uefi_file.clone();
+    servers.http_ipxe_url = Some(format!("{base_url}/boot/ipxe.efi"));
+    servers.pool = pool;
+    let app = metalcast_control_plane::app::netboot::NetbootConfig {
+        base_url,
+        kernel: a.netboot_kernel.clone(),
+        initrd: a.netboot_initrd.clone(),
+        cmdline: format!("ip=dhcp {}", a.netboot_cmdline).trim().to_string(),
+        enroll: a.netboot_enroll,
+        boot_dir: a.netboot_boot_dir.clone(),
+        uefi_file: a.netboot_uefi_file.clone(),
+        ..Default::default()
+    };
+    for f in [&app.kernel, &app.initrd].into_iter().flatten() {
+        anyhow::ensure!(f.is_file(), "netboot file {} does not exist", f.display());
+    }
+    Ok(Some((app, servers)))
 }
 
 impl Serve<'_> {
     async fn run(self) -> anyhow::Result<()> {
-        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain, market } = self;
+        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain, market, netboot } = self;
         let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let shutdown = async {
@@ -222,6 +309,13 @@ impl Serve<'_> {
             .with_provision(provision)
             .with_drain_time(drain)
             .with_market(market);
+        let servers = match netboot {
+            Some((app, servers)) => {
+                state = state.with_netboot(app);
+                Some(servers)
+            }
+            None => None,
+        };
         if let Some(cfg) = upstream {
             let up = metalcast_control_plane::app::upstream::Upstream::new(cfg).map_err(anyhow::Error::msg)?;
             tracing::info!(url = %up.config().url, project = %up.config().project, "nested control plane (upstream)");
@@ -229,6 +323,15 @@ impl Serve<'_> {
         }
         // Nested instance: import and follow the parent's inventory.
         let _sync = metalcast_control_plane::app::upstream::spawn_sync(&state);
+        let _netboot = match servers {
+            Some(cfg) => {
+                let mode = cfg.mode;
+                let nb = metalcast_control_plane::app::netboot::start(&state, cfg).await.context("starting netboot")?;
+                tracing::info!(%mode, sockets = ?nb.local_addrs(), "netboot: DHCP and TFTP servers running");
+                Some(nb)
+            }
+            None => None,
+        };
         match tls {
             Some((cert, key)) => metalcast_control_plane::serve_tls(listener, state, shutdown, cert.into(), key.into())
                 .await
