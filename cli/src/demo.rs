@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use metalcast_fabric::qemu::{Guest, GuestSpec};
+use metalcast_fabric::qemu::{Guest, GuestBoot, GuestSpec};
 use metalcast_fabric::{Fabric, Flow, LossConfig};
 use metalcast_image::SecretKey;
 use metalcast_operator_api::v0::{NodeFilter, NodeRegister};
@@ -38,8 +38,9 @@ pub struct DemoArgs {
     /// Namespace nodes to deploy to.
     #[arg(long, default_value_t = 8)]
     pub nodes: usize,
-    /// QEMU guest nodes (TCG) that boot the runtime and really kexec into the
-    /// image. Needs qemu-system-x86, dnsmasq and the Debian kernel from
+    /// QEMU guest nodes (TCG) that netboot the runtime from metalcast serve
+    /// (its own DHCP, TFTP and HTTP iPXE: no dnsmasq) and really kexec into
+    /// the image. Needs qemu-system-x86, ipxe and the Debian kernel from
     /// `node-runtime/fetch-kernel.sh`; builds a static runtime with cargo.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=4))]
     pub qemu: u8,
@@ -86,8 +87,6 @@ pub struct DemoArgs {
 
 const PORT: u16 = 7000;
 const MARKER: &str = "metalcast-demo-tenant";
-const GUEST_MODULES: [&str; 5] = ["virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"];
-
 fn sample_disk(dir: &Path, disk_mib: u64) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::FileExt;
     let disk = dir.join("disk.raw");
@@ -165,8 +164,8 @@ fn images(a: &DemoArgs, dir: &Path, key: &SecretKey, pubkey: &Path, cp_url: &str
     eprintln!("== building the bootstrap (runtime) image and a tenant image with the Debian kernel");
     metalcast_fabric::qemu::qemu().map_err(anyhow::Error::msg)?;
     ensure!(
-        std::process::Command::new("dnsmasq").arg("--version").output().is_ok(),
-        "--qemu needs dnsmasq (apt-get install dnsmasq-base) for the guests' DHCP"
+        Path::new("/usr/lib/ipxe/undionly.kpxe").is_file(),
+        "--qemu netboots the guests through metalcast serve: it needs Debian's ipxe package (apt-get install ipxe)"
     );
     let (vmlinuz, modules) = metalcast_fabric::qemu::kernel().map_err(anyhow::Error::msg)?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace directory")?;
@@ -178,7 +177,7 @@ fn images(a: &DemoArgs, dir: &Path, key: &SecretKey, pubkey: &Path, cp_url: &str
             &metalcast_image::initramfs::InitramfsSpec {
                 init: node_static.clone(),
                 modules_root: Some(modules.clone()),
-                modules: GUEST_MODULES.iter().map(|m| m.to_string()).collect(),
+                modules: metalcast_fabric::qemu::GUEST_MODULES.iter().map(|m| m.to_string()).collect(),
                 files: vec![(pubkey.to_path_buf(), "/etc/metalcast/trusted/site.pub".into())],
                 programs: Vec::new(),
                 zstd_level: 9,
@@ -272,17 +271,41 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     if imgs.runtime.is_some() {
         args.extend(["--runtime-image".into(), "runtime".into()]);
     }
+    if let Some((kernel, initrd)) = imgs.guest_boot.as_ref().filter(|_| !guests.is_empty()) {
+        // The guests netboot through the control plane itself: DHCP (full mode, on the provisioning
+        // link only), iPXE's script, the runtime's kernel and initrd over HTTP.
+        let [a, b, c, _] = cp_ip.octets();
+        let pool = format!("{a}.{b}.{c}.100-{a}.{b}.{c}.150");
+        for w in ["--netboot-mode", "full", "--netboot-interface", fabric.sender().ifname(), "--netboot-pool", &pool] {
+            args.push(w.into());
+        }
+        args.extend(["--netboot-kernel".into(), kernel.into(), "--netboot-initrd".into(), initrd.into()]);
+        args.extend(["--netboot-cmdline".into(), "console=ttyS0 quiet panic=-1".into()]);
+    }
     let spec = ServerSpec { program: me.clone(), args, log: dir.join("server.log") };
     let server: crate::demo_crash::Server =
         std::sync::Arc::new(std::sync::Mutex::new(Some(spec.start_with(fabric.sender().command(&me))?)));
 
-    let _dnsmasq = if guests.is_empty() {
-        None
-    } else {
-        Some(Killed(
-            metalcast_fabric::qemu::dhcp_server(fabric.sender(), &dir.join("leases")).context("starting dnsmasq")?,
-        ))
-    };
+    // Everything that talks to the control plane runs on a thread in its namespace.
+    let nodes: Vec<(String, String)> = fabric
+        .receivers()
+        .iter()
+        .map(|n| (n.name().to_string(), n.mac_string()))
+        .chain(guests.iter().enumerate().map(|(i, g)| (g.clone(), guest_mac(i))))
+        .collect();
+    // Registered before any guest powers on: netboot answers only MACs it knows.
+    let (url1, token1, nodes1) = (cp_url.clone(), token.clone(), nodes.clone());
+    let (tenant1, runtime1) = (imgs.tenant.clone(), imgs.runtime.clone());
+    fabric
+        .sender()
+        .run_in(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let c = Client::new(&url1, Auth::Bearer(token1))?;
+                register(&c, &nodes1, &tenant1, runtime1.as_deref()).await
+            })
+        })
+        .context("entering the control plane's namespace")??;
 
     eprintln!("== node runtimes: metalcast-node agent on every namespace node");
     let mut agents = Vec::new();
@@ -300,8 +323,11 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         agents.push(Killed(child));
     }
     let mut vms = Vec::new();
-    if let (Some((kernel, initrd)), false) = (&imgs.guest_boot, guests.is_empty()) {
-        eprintln!("== QEMU guests boot the runtime image (TCG, -no-reboot: a firmware reboot would end them)");
+    if imgs.guest_boot.is_some() && !guests.is_empty() {
+        eprintln!(
+            "== QEMU guests netboot the runtime from metalcast serve: DHCP, iPXE script, kernel and initrd \
+             (TCG, -no-reboot: a firmware reboot would end them)"
+        );
         for (i, g) in guests.iter().enumerate() {
             let tap = fabric.tap(g).context("guest tap")?;
             // A small disk full of 0xa5: the previous tenant's data that a reclaim must erase.
@@ -311,9 +337,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 tap,
                 &GuestSpec {
                     name: g,
-                    kernel,
-                    initrd,
-                    append: format!("console=ttyS0 quiet panic=-1 ip=dhcp metalcast.cp={cp_url}"),
+                    boot: GuestBoot::BiosPxe,
                     nic_model: if i % 2 == 0 { "e1000" } else { "virtio-net-pci" },
                     mac: &guest_mac(i),
                     disk: Some(&disk),
@@ -324,14 +348,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         }
     }
 
-    // Everything that talks to the control plane runs on a thread in its namespace.
-    let nodes: Vec<(String, String)> = fabric
-        .receivers()
-        .iter()
-        .map(|n| (n.name().to_string(), n.mac_string()))
-        .chain(guests.iter().enumerate().map(|(i, g)| (g.clone(), guest_mac(i))))
-        .collect();
-    let (tenant, runtime) = (imgs.tenant.clone(), imgs.runtime.clone());
+    let tenant = imgs.tenant.clone();
     let (cp_url2, want_guests) = (cp_url.clone(), guests.clone());
     let a_reclaim = a.reclaim;
     ensure!(
@@ -357,7 +374,6 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 &token,
                 &nodes,
                 &tenant,
-                runtime.as_deref(),
                 &want_guests,
                 a_reclaim.then_some(first_disk.as_path()),
                 market_guest.as_ref().map(|(g, d)| (g.as_str(), d.as_path())),
@@ -377,22 +393,10 @@ fn guest_mac(i: usize) -> String {
 
 type ConsoleRef = (String, metalcast_fabric::qemu::Console);
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    url: &str,
-    token: &str,
-    nodes: &[(String, String)],
-    tenant: &Path,
-    runtime: Option<&Path>,
-    guests: &[String],
-    reclaim_disk: Option<&Path>,
-    market_guest: Option<(&str, &Path)>,
-    consoles: &[ConsoleRef],
-    drill: Option<(Drill, &ServerSpec, &crate::demo_crash::Server)>,
-) -> anyhow::Result<()> {
-    let c = Client::new(url, Auth::Bearer(token.to_string()))?;
+/// Waits for the server, then registers project demo, the nodes (the MACs of their NICs) and the images.
+async fn register(c: &Client, nodes: &[(String, String)], tenant: &Path, runtime: Option<&Path>) -> anyhow::Result<()> {
     // The server is starting: wait for it to answer (bounded).
-    crate::demo_crash::wait_health(&c, Duration::from_secs(30)).await?;
+    crate::demo_crash::wait_health(c, Duration::from_secs(30)).await?;
     eprintln!("== registering project demo, {} nodes (MACs of their NICs), and the images", nodes.len());
     c.project_create("demo").await.context("creating project demo")?;
     for (n, mac) in nodes {
@@ -401,10 +405,26 @@ async fn drive(
         c.nic_register(n, "eth0", mac).await.with_context(|| format!("registering {n}'s NIC"))?;
         c.project_connect_node("demo", n).await.with_context(|| format!("adding {n} to project demo"))?;
     }
-    upload(&c, "demo", tenant, Some("demo")).await?;
+    upload(c, "demo", tenant, Some("demo")).await?;
     if let Some(r) = runtime {
-        upload(&c, "runtime", r, None).await?;
+        upload(c, "runtime", r, None).await?;
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    url: &str,
+    token: &str,
+    nodes: &[(String, String)],
+    tenant: &Path,
+    guests: &[String],
+    reclaim_disk: Option<&Path>,
+    market_guest: Option<(&str, &Path)>,
+    consoles: &[ConsoleRef],
+    drill: Option<(Drill, &ServerSpec, &crate::demo_crash::Server)>,
+) -> anyhow::Result<()> {
+    let c = Client::new(url, Auth::Bearer(token.to_string()))?;
     eprintln!("== waiting for every node's runtime to check in");
     let t0 = Instant::now();
     for (n, _) in nodes {
