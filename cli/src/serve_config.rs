@@ -141,4 +141,20 @@ mod tests {
             ["metalcast", "serve", "--config", "/nonexistent/m.toml"].iter().map(OsString::from).collect();
         assert!(expand(missing).unwrap_err().contains("/nonexistent/m.toml"));
     }
+
+    /// The example in `contrib/` is a valid `serve` configuration: every key names a real flag
+    /// with a value of the right type, and the command line still wins.
+    #[test]
+    fn contrib_example_parses_as_serve_flags() {
+        use clap::Parser;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/metalcast.toml");
+        let argv: Vec<OsString> =
+            ["metalcast", "serve", "--config", path, "--netboot-mode", "proxy"].iter().map(OsString::from).collect();
+        let cli = crate::cli::Cli::try_parse_from(expand(argv).unwrap()).unwrap_or_else(|e| panic!("{e}"));
+        let dbg = format!("{:?}", cli.command);
+        assert!(dbg.starts_with("Serve {"), "{dbg}");
+        for want in ["netboot_mode: Some(\"proxy\")", "netboot_enroll: true", "\"52:54:00:12:34:56=10.20.0.10\""] {
+            assert!(dbg.contains(want), "{want} in {dbg}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
-//! End to end, as an operator runs it (root, QEMU, dnsmasq, the Debian kernel
+//! End to end, as an operator runs it (root, QEMU, Debian's ipxe, the Debian kernel
 //! from `node-runtime/fetch-kernel.sh`): `metalcast demo --nodes 6 --qemu 2
 //! --reclaim` stands up the control plane (SQLite) on a namespace fabric,
 //! six namespace nodes running `metalcast-node agent` and two QEMU guests
-//! booted from the runtime image, deploys one image to all eight in one
+//! that netboot the runtime from `metalcast serve` itself (DHCP, iPXE
+//! script, kernel and initrd; no dnsmasq), deploys one image to all eight in one
 //! multicast deployment through `POST /v1/deployments`, and follows it over
 //! the event stream. Asserted here from what the demo prints:
 //! - the deployment ends `done`; the six namespace nodes `verified` (their
