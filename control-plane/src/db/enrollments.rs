@@ -70,16 +70,9 @@ pub async fn seen(
     let t = now(&mut tx, backend).await?;
     sqlx::query(
         "INSERT INTO enrollments (mac, state, address, inventory, first_seen, last_seen) \
-         VALUES ($1, 'pending', $2, $3, $4, $4) ON CONFLICT (mac) DO NOTHING",
-    )
-    .bind(mac)
-    .bind(address)
-    .bind(inventory)
-    .bind(t)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE enrollments SET address = $2, inventory = $3, last_seen = $4 WHERE mac = $1 AND state = 'pending'",
+         VALUES ($1, 'pending', $2, $3, $4, $4) ON CONFLICT (mac) DO UPDATE \
+         SET address = excluded.address, inventory = excluded.inventory, last_seen = excluded.last_seen \
+         WHERE enrollments.state = 'pending'",
     )
     .bind(mac)
     .bind(address)
