@@ -233,7 +233,10 @@ fn uefi_full_mode_and_enrollment() {
         return;
     }
     let t0 = Instant::now();
-    let bed = Bed::start(&[], &["u0", "e0"], &["--netboot-mode", "full", "--netboot-pool", "10.77.0.100-10.77.0.150", "--netboot-enroll"],
+    let bed = Bed::start(
+        &[],
+        &["u0", "e0"],
+        &["--netboot-mode", "full", "--netboot-pool", "10.77.0.100-10.77.0.150", "--netboot-enroll"],
     );
     // The pool must be on the fabric's subnet.
     let [a, b, c, _] = bed.fabric.sender().ipv4().octets();
