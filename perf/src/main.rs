@@ -206,6 +206,15 @@ enum Cmd {
         #[arg(long)]
         no_kexec_elf: bool,
     },
+    /// QEMU guests (TCG): power-on -> runtime checked in, by metalcast's built-in netboot vs dnsmasq vs a
+    /// direct kernel boot; TFTP throughput of ipxe.efi with and without windowsize (root).
+    Netboot {
+        #[command(flatten)]
+        cfg: metalcast_bench::netboot::Config,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -329,6 +338,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
+        Cmd::Netboot { cfg, json } => {
+            let rows = metalcast_bench::netboot::run(&cfg)?;
+            println!("{}", metalcast_bench::netboot::markdown(&rows));
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+            }
+        }
         Cmd::KexecBoot { kernel_dir, node_static, reps, memory_mb, kexec_method, no_kexec_elf } => {
             let cfg = metalcast_bench::kexec_boot::Config {
                 kernel_dir,
