@@ -1,5 +1,7 @@
 //! The server loop: serves the HTTP API ([`crate::http::app`]) over HTTP or
-//! HTTPS until shutdown, after recovering work a restart interrupted.
+//! HTTPS until shutdown, after registering as a replica
+//! ([`crate::app::replicas`]; refused on SQLite while another process uses
+//! the database) and recovering work that stopped replicas left behind.
 //!
 //! Shutdown, when the `shutdown` future completes (SIGTERM / SIGINT in
 //! `metalcast serve`):
@@ -45,12 +47,16 @@ async fn signal_tasks(state: AppState, shutdown: impl Future<Output = ()> + Send
     state.runtime.stop_polls();
 }
 
-/// Waits (bounded) for the background tasks and stops console captures.
+/// Waits (bounded) for the background tasks and stops console captures;
+/// then this replica leaves (its work is finished or recorded as failed).
 async fn drain(state: &AppState) {
     let left = state.tasks.drain(DEFAULT_DRAIN).await;
     state.consoles.stop_all();
     if left > 0 {
         tracing::warn!(left, secs = DEFAULT_DRAIN.as_secs(), "background tasks still running after the drain time");
+    }
+    if let Err(e) = crate::app::replicas::leave(state).await {
+        tracing::error!(error = %e, "cannot remove this replica's row (others reap it after the dead timeout)");
     }
 }
 
@@ -61,7 +67,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    recover(&state).await;
+    recover(&state).await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "metalcast control plane listening (http)");
     let r =
         axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal_tasks(state.clone(), shutdown)).await;
@@ -80,7 +86,7 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     crate::install_tls_provider();
     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert_pem, key_pem).await?;
-    recover(&state).await;
+    recover(&state).await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "metalcast control plane listening (https)");
     let handle = axum_server::Handle::new();
     let (h, signal) = (handle.clone(), signal_tasks(state.clone(), shutdown));
@@ -96,7 +102,11 @@ pub async fn serve_tls(
     r
 }
 
-async fn recover(state: &AppState) {
+async fn recover(state: &AppState) -> std::io::Result<()> {
+    // First this process registers as a replica (refused on SQLite while another one runs), so the
+    // work of live replicas is told from the work of dead ones below.
+    crate::app::replicas::join(state).await.map_err(|e| std::io::Error::other(e.public_message()))?;
+    crate::app::replicas::spawn_heartbeat(state);
     if state.netboot.config.is_some()
         && let Err(e) = crate::app::netboot::prepare(state).await
     {
@@ -109,14 +119,15 @@ async fn recover(state: &AppState) {
     }
     match crate::app::actions::recover(state).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(n, "marked networking actions interrupted by a restart as ERROR"),
+        Ok(n) => tracing::warn!(n, "marked networking actions of stopped replicas as ERROR"),
         Err(e) => tracing::error!(error = %e, "cannot recover pending networking actions"),
     }
     match crate::app::deployments::recover(state).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(n, "marked nodes of deployments interrupted by a restart as failed"),
+        Ok(n) => tracing::warn!(n, "marked nodes of deployments of stopped replicas as failed"),
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted deployments"),
     }
     // The market's driver resumes leases a restart interrupted (granting, revoking).
     crate::app::market::driver::spawn(state);
+    Ok(())
 }

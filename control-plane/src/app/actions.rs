@@ -21,7 +21,7 @@ pub async fn queue(
     channel: &str,
 ) -> Result<String> {
     let id = crate::auth::random_hex(16);
-    let a = NewAction { id: &id, node, nic, kind, network, channel, created_at: crate::now() };
+    let a = NewAction { id: &id, node, nic, kind, network, channel, created_at: crate::now(), owner: &st.replica.id };
     conflict(db::actions::insert(&st.db.writer, &a).await, || {
         format!("nic {nic:?} of node {node:?} already has a pending network action")
     })?;
@@ -118,8 +118,9 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Marks actions left PENDING by a previous server process as ERROR (their
-/// tasks died with it), so the NICs are usable again.
+/// Marks actions left PENDING by a replica that is gone (a previous server
+/// process, or a dead replica: their tasks died with it) as ERROR, so the
+/// NICs are usable again. Actions of live replicas are theirs.
 pub async fn recover(st: &AppState) -> Result<u64> {
-    Ok(db::actions::fail_all_pending(&st.db.writer).await?)
+    Ok(db::actions::fail_orphaned(&st.db.writer).await?)
 }

@@ -31,6 +31,7 @@ pub mod projects;
 pub mod provisioning;
 pub mod quotas;
 pub mod reclaim;
+pub mod replicas;
 pub mod runtime;
 pub mod switches;
 pub mod tokens;
@@ -98,6 +99,8 @@ pub struct Inner {
     pub market: crate::app::market::Market,
     /// Built-in netboot's settings and in-process state.
     pub netboot: crate::app::netboot::Netboot,
+    /// This process as a replica: its id (the owner of the work it starts), the dead timeout.
+    pub replica: crate::app::replicas::Replica,
 }
 
 impl AppState {
@@ -119,6 +122,7 @@ impl AppState {
             drivers: Arc::new(crate::drivers::Standard),
             market: crate::app::market::Market::default(),
             netboot: crate::app::netboot::Netboot::default(),
+            replica: crate::app::replicas::Replica::default(),
         }))
     }
 
@@ -152,6 +156,16 @@ impl AppState {
     pub fn with_drain_time(self, drain: std::time::Duration) -> Self {
         let mut inner = Arc::try_unwrap(self.0).expect("with_drain_time before the state is shared");
         inner.tasks = crate::tasks::Tasks::new(drain);
+        AppState(Arc::new(inner))
+    }
+
+    /// A replica is dead after `dead_after` without a heartbeat (default 30 s).
+    ///
+    /// # Panics
+    /// When the state was cloned already: configure it before serving.
+    pub fn with_replica_dead_after(self, dead_after: std::time::Duration) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).expect("with_replica_dead_after before the state is shared");
+        inner.replica.dead_after = dead_after;
         AppState(Arc::new(inner))
     }
 

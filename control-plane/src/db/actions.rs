@@ -72,13 +72,15 @@ pub struct NewAction<'a> {
     pub channel: &'a str,
     /// Unix seconds.
     pub created_at: i64,
+    /// The replica that runs it.
+    pub owner: &'a str,
 }
 
 /// Queues `a` as PENDING (a unique violation if the NIC has a pending action).
 pub async fn insert(w: &Writer, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7)",
+        "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8)",
     )
     .bind(a.id)
     .bind(a.node)
@@ -87,6 +89,7 @@ pub async fn insert(w: &Writer, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
     .bind(a.network)
     .bind(a.channel)
     .bind(a.created_at)
+    .bind(a.owner)
     .execute(w.pool())
     .await
     .map(drop)
@@ -205,9 +208,14 @@ pub async fn finish_pending(w: &Writer, id: &str, status: ActionStatus) -> Resul
         .map(drop)
 }
 
-/// Marks every PENDING action ERROR; returns how many.
-pub async fn fail_all_pending(w: &Writer) -> Result<u64, sqlx::Error> {
-    let r =
-        sqlx::query("UPDATE network_actions SET status = 'ERROR' WHERE status = 'PENDING'").execute(w.pool()).await?;
+/// Marks PENDING actions whose owner is not a registered replica (dead and
+/// removed, or rows from before replicas existed) ERROR; returns how many.
+pub async fn fail_orphaned(w: &Writer) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE network_actions SET status = 'ERROR' WHERE status = 'PENDING' \
+         AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))",
+    )
+    .execute(w.pool())
+    .await?;
     Ok(r.rows_affected())
 }

@@ -185,6 +185,8 @@ pub struct NewDeployment<'a> {
     pub user_data: &'a str,
     /// SSH public keys, one per line.
     pub ssh_keys: &'a str,
+    /// The replica that runs it.
+    pub owner: &'a str,
 }
 
 /// Stores a running deployment and a `waiting` row per node (each with its
@@ -198,8 +200,8 @@ pub async fn insert(
 ) -> Result<i64, sqlx::Error> {
     let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM deployments").fetch_one(&mut **tx).await?;
     sqlx::query(
-        "INSERT INTO deployments (id, project, image, root_hash, state, params, created_by, created_at) \
-         VALUES ($1, $2, $3, $4, 'running', $5, $6, $7)",
+        "INSERT INTO deployments (id, project, image, root_hash, state, params, created_by, created_at, owner) \
+         VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8)",
     )
     .bind(id)
     .bind(d.project)
@@ -208,6 +210,7 @@ pub async fn insert(
     .bind(d.params)
     .bind(d.created_by)
     .bind(now)
+    .bind(d.owner)
     .execute(&mut **tx)
     .await?;
     for (node, token) in nodes {
@@ -239,13 +242,15 @@ pub async fn user_data(pool: &AnyPool, id: i64) -> Result<Option<String>, sqlx::
         .await
 }
 
-/// Sets a failed deployment running again; false if it is not failed.
-pub async fn restart(tx: &mut Tx<'_>, id: i64) -> Result<bool, sqlx::Error> {
-    let r =
-        sqlx::query("UPDATE deployments SET state = 'running', finished_at = NULL WHERE id = $1 AND state = 'failed'")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+/// Sets a failed deployment running again, run by replica `owner`; false if it is not failed.
+pub async fn restart(tx: &mut Tx<'_>, id: i64, owner: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE deployments SET state = 'running', finished_at = NULL, owner = $2 WHERE id = $1 AND state = 'failed'",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(&mut **tx)
+    .await?;
     Ok(r.rows_affected() > 0)
 }
 
@@ -330,20 +335,26 @@ pub async fn finish(
         .map(drop)
 }
 
-/// Marks every node in flight in a running deployment failed with `reason`,
-/// and those deployments failed; returns how many nodes were failed.
-pub async fn fail_in_flight(w: &Writer, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
+/// Marks every node in flight in a running deployment whose owner is not a
+/// registered replica (dead and removed, or rows from before replicas
+/// existed) failed with `reason`, and those deployments failed; returns how
+/// many nodes were failed.
+pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE deployment_nodes SET state = 'failed', reason = $1 \
          WHERE state NOT IN ('booted', 'verified', 'failed') \
-         AND deployment IN (SELECT id FROM deployments WHERE state = 'running')",
+         AND deployment IN (SELECT id FROM deployments WHERE state = 'running' \
+         AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)))",
     )
     .bind(reason)
     .execute(w.pool())
     .await?;
-    sqlx::query("UPDATE deployments SET state = 'failed', finished_at = $1 WHERE state = 'running'")
-        .bind(now)
-        .execute(w.pool())
-        .await?;
+    sqlx::query(
+        "UPDATE deployments SET state = 'failed', finished_at = $1 WHERE state = 'running' \
+         AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))",
+    )
+    .bind(now)
+    .execute(w.pool())
+    .await?;
     Ok(r.rows_affected())
 }

@@ -50,6 +50,7 @@ pub mod nics;
 pub mod nodes;
 pub mod projects;
 pub mod quotas;
+pub mod replicas;
 pub mod runtime;
 pub mod switches;
 pub mod tokens;
@@ -77,6 +78,17 @@ pub type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// Embedded schema migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A query of the database's clock in unix seconds: `now()` (the
+/// transaction's start) on PostgreSQL, `'now'` on SQLite. Times that several
+/// replicas compare (market windows, heartbeats) come from here, never from
+/// a replica's own clock.
+pub fn clock_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
+        Backend::Sqlite => "SELECT CAST(strftime('%s', 'now') AS BIGINT)",
+    }
+}
 
 /// Which database server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

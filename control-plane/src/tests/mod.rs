@@ -14,6 +14,7 @@ mod qmp;
 mod recursion;
 mod redfish;
 mod registry;
+mod replicas;
 mod schemathesis;
 mod shutdown;
 mod vlan_isolation;
@@ -152,6 +153,15 @@ impl Harness {
     }
 
     /// Drop the per-test PostgreSQL database.
+    /// The database URL (another connection to the same database: a second replica).
+    pub fn url(&self) -> String {
+        match (&self.pg, &self._dir) {
+            (Some((base, name)), _) => format!("{}/{name}", base.rsplit_once('/').expect("URL with /dbname").0),
+            (None, Some(dir)) => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            (None, None) => unreachable!("a harness has a SQLite directory or a PostgreSQL database"),
+        }
+    }
+
     pub async fn finish(self) {
         self.st.db.pool.close().await;
         if let Some((base, name)) = self.pg {

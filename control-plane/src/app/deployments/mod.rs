@@ -502,6 +502,7 @@ async fn insert(
         created_by: user,
         user_data: user_data.unwrap_or(""),
         ssh_keys: &keys,
+        owner: &st.replica.id,
     };
     let rows: Vec<(String, String)> = nodes.iter().map(|n| (n.clone(), crate::auth::random_hex(24))).collect();
     let id = db::deployments::insert(&mut tx, &new, &rows, crate::now(), now_ms()).await?;
@@ -521,7 +522,7 @@ pub async fn retry(st: &AppState, c: &Caller, id: i64) -> Result<Deployment> {
     let params: Params = serde_json::from_str(&row.params).map_err(Error::internal)?;
     let mut tx = st.db.writer.begin().await?;
     super::quotas::lock_project(&mut tx, st.db.backend, &d.project).await?;
-    if !db::deployments::restart(&mut tx, id).await? {
+    if !db::deployments::restart(&mut tx, id, &st.replica.id).await? {
         return Err(Error::Conflict(format!(
             "deployment {id} is {}: only a failed deployment can be retried",
             d.state
@@ -566,16 +567,22 @@ pub(crate) fn refuse_if_draining(st: &AppState) -> Result<()> {
     Ok(())
 }
 
-/// At server start: whatever was in flight when the previous process stopped
-/// has lost its sender and its progress. Mark those nodes failed with the
-/// reason, and their deployments failed, so `retry` can pick them up.
+/// At server start: whatever a previous process (or a dead replica) had in
+/// flight has lost its sender and its progress. Mark those nodes failed with
+/// the reason, and their deployments failed, so `retry` can pick them up.
 pub async fn recover(st: &AppState) -> Result<u64> {
-    Ok(db::deployments::fail_in_flight(
-        &st.db.writer,
+    fail_orphaned(
+        st,
         "the control plane restarted during the deployment (the node may still finish on its own: retry or reclaim it)",
-        crate::now(),
     )
-    .await?)
+    .await
+}
+
+/// Fails the nodes in flight of running deployments whose replica is gone
+/// (not registered any more: dead, or from before replicas existed) with
+/// `reason`; deployments of live replicas are left to them.
+pub async fn fail_orphaned(st: &AppState, reason: &str) -> Result<u64> {
+    Ok(db::deployments::fail_orphaned(&st.db.writer, reason, crate::now()).await?)
 }
 
 /// Deploys `image` to `nodes` of `project` with a kexec hand-over and waits

@@ -18,7 +18,7 @@ pub mod offers;
 
 use sqlx::AnyPool;
 
-use super::{Backend, Tx};
+use super::{Backend, Tx, clock_sql};
 
 /// The database's clock in unix seconds: `now()` (the transaction's start) on
 /// PostgreSQL, SQLite's `'now'` on SQLite. Every market time comes from here.
@@ -29,13 +29,6 @@ pub async fn now(tx: &mut Tx<'_>, backend: Backend) -> Result<i64, sqlx::Error> 
 /// [`now`] outside a transaction.
 pub async fn now_pool(pool: &AnyPool, backend: Backend) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(clock_sql(backend)).fetch_one(pool).await
-}
-
-fn clock_sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
-        Backend::Sqlite => "SELECT CAST(strftime('%s', 'now') AS BIGINT)",
-    }
 }
 
 /// The kinds of market ids.

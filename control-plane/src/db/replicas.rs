@@ -1,0 +1,68 @@
+//! The `replicas` table: control-plane processes on this database, their
+//! heartbeats (database clock), and the orphaned work of dead ones.
+
+use sqlx::AnyPool;
+
+use super::Writer;
+
+/// One registered replica.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReplicaRow {
+    /// Random id, new for every process.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// The host kernel's boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// Process id on that host.
+    pub pid: i64,
+    /// The process's start time in clock ticks after boot (`/proc/PID/stat` field 22).
+    pub pid_start: i64,
+    /// Server version.
+    pub version: String,
+    /// Unix seconds, database clock.
+    pub started_at: i64,
+    /// Unix seconds, database clock.
+    pub heartbeat_at: i64,
+}
+
+/// Registers `r` (its `started_at` and `heartbeat_at` are taken from the database clock).
+pub async fn insert(w: &Writer, r: &ReplicaRow, clock: &str) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO replicas (id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, ({clock}), ({clock}))"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&r.id)
+        .bind(&r.host)
+        .bind(&r.boot_id)
+        .bind(r.pid)
+        .bind(r.pid_start)
+        .bind(&r.version)
+        .execute(w.pool())
+        .await?;
+    Ok(())
+}
+
+/// Renews `id`'s heartbeat from the database clock; false when its row is
+/// gone (another replica declared it dead).
+pub async fn heartbeat(w: &Writer, id: &str, clock: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!("UPDATE replicas SET heartbeat_at = ({clock}) WHERE id = $1");
+    let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(w.pool()).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Every registered replica.
+pub async fn list(pool: &AnyPool) -> Result<Vec<ReplicaRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at FROM replicas ORDER BY started_at, id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Removes `id`'s row (a clean stop, or a replica found dead).
+pub async fn remove(w: &Writer, id: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM replicas WHERE id = $1").bind(id).execute(w.pool()).await?;
+    Ok(r.rows_affected() == 1)
+}

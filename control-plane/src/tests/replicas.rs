@@ -1,0 +1,145 @@
+//! Replicas on one database: a new replica leaves the work of live ones
+//! alone, a dead one's work is failed with the reason, and SQLite refuses
+//! a second live process.
+
+use serde_json::json;
+
+use super::Harness;
+use crate::app::AppState;
+use crate::app::replicas;
+use crate::db::Backend;
+
+async fn another(h: &Harness) -> AppState {
+    let db = crate::db::connect(&h.url()).await.expect("second connection");
+    AppState::new(db, crate::VlanPool { first: 100, last: 109 })
+}
+
+async fn running(st: &AppState, id: i64, node: &str, owner: Option<&str>) {
+    sqlx::query(
+        "INSERT INTO deployments (id, project, image, root_hash, state, params, created_by, created_at, owner) \
+         VALUES ($1, 'p', 'img', 'h', 'running', '{}', 'root', 0, $2)",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(&st.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO deployment_nodes (deployment, node, state, started_at, metadata_token) \
+         VALUES ($1, $2, 'receiving', 0, $3)",
+    )
+    .bind(id)
+    .bind(node)
+    .bind(format!("tok-{id}"))
+    .execute(&st.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn state_of(st: &AppState, id: i64) -> (String, String) {
+    let d: String = sqlx::query_scalar("SELECT state FROM deployments WHERE id = $1")
+        .bind(id)
+        .fetch_one(&st.db.pool)
+        .await
+        .unwrap();
+    let reason: String = sqlx::query_scalar("SELECT reason FROM deployment_nodes WHERE deployment = $1")
+        .bind(id)
+        .fetch_one(&st.db.pool)
+        .await
+        .unwrap();
+    (d, reason)
+}
+
+async fn action_status(st: &AppState) -> String {
+    sqlx::query_scalar("SELECT status FROM network_actions WHERE id = 'act-a'").fetch_one(&st.db.pool).await.unwrap()
+}
+
+async fn replicas_own_their_work(h: &Harness) {
+    let a = &h.st;
+    replicas::join(a).await.unwrap();
+    h.ok("PUT", "/v0/node/n1", Some(json!({"obm": {"type": "none"}}))).await;
+    h.ok("PUT", "/v0/node/n1/nic/eth0", Some(json!({"macaddr": "52:54:00:00:77:01"}))).await;
+    running(a, 1, "n1", Some(&a.replica.id)).await;
+    running(a, 2, "n2", None).await;
+    sqlx::query(
+        "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at, owner) \
+         VALUES ('act-a', 'n1', 'eth0', 'attach', NULL, 'vlan/native', 'PENDING', 0, $1)",
+    )
+    .bind(&a.replica.id)
+    .execute(&a.db.pool)
+    .await
+    .unwrap();
+
+    let b = another(h).await;
+    if h.st.db.backend == Backend::Sqlite {
+        // SQLite: one process. A second one is refused while A runs, with what to do about it.
+        let e = replicas::join(&b).await.unwrap_err().public_message();
+        assert!(e.contains("SQLite") && e.contains(&a.replica.id) && e.contains("PostgreSQL"), "{e}");
+        assert_eq!(state_of(a, 1).await.0, "running", "a refused replica touches nothing");
+        // A crashed process on this host (its pid gone) is dead at once: the next start is let in.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        sqlx::query(
+            "INSERT INTO replicas (id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at) \
+             VALUES ('r-crashed', 'h', $1, $2, 1, '0', 0, 9999999999)",
+        )
+        .bind(boot.trim())
+        .bind(i64::from(gone))
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+        running(a, 3, "n3", Some("r-crashed")).await;
+        // After a clean stop of A, B starts (the crashed one removed) and recovers as `serve` does.
+        replicas::leave(a).await.unwrap();
+        replicas::join(&b).await.unwrap();
+        let ids: Vec<String> = crate::db::replicas::list(&b.db.pool).await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, std::slice::from_ref(&b.replica.id));
+        assert!(crate::app::deployments::recover(&b).await.unwrap() >= 1);
+        let (s, why) = state_of(a, 3).await;
+        assert_eq!(s, "failed");
+        assert!(why.contains("restarted"), "{why}");
+        b.db.pool.close().await;
+        return;
+    }
+
+    // PostgreSQL: B joins beside A and recovers at start as `serve` does: A's work is A's.
+    replicas::join(&b).await.unwrap();
+    assert_eq!(crate::app::deployments::recover(&b).await.unwrap(), 1, "only the ownerless deployment");
+    crate::app::actions::recover(&b).await.unwrap();
+    assert_eq!(state_of(a, 1).await.0, "running");
+    assert_eq!(action_status(a).await, "PENDING");
+    let (s, why) = state_of(a, 2).await;
+    assert_eq!(s, "failed");
+    assert!(why.contains("restarted"), "{why}");
+
+    // A's heartbeat goes stale, but A runs on this host: positive proof it is alive wins.
+    sqlx::query("UPDATE replicas SET heartbeat_at = heartbeat_at - 3600 WHERE id = $1")
+        .bind(&a.replica.id)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    assert!(replicas::reap(&b).await.unwrap().is_empty());
+    assert_eq!(state_of(a, 1).await.0, "running");
+    // On another host (another boot id), only the heartbeat tells: A is dead, its work failed.
+    sqlx::query("UPDATE replicas SET boot_id = 'another-host' WHERE id = $1")
+        .bind(&a.replica.id)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    let reaped = replicas::reap(&b).await.unwrap();
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    let (s, why) = state_of(a, 1).await;
+    assert_eq!(s, "failed");
+    assert!(why.contains(&a.replica.id) && why.contains("no heartbeat for"), "{why}");
+    assert_eq!(action_status(a).await, "ERROR");
+    // A, woken up, finds its row gone.
+    assert!(
+        !crate::db::replicas::heartbeat(&a.db.writer, &a.replica.id, crate::db::clock_sql(a.db.backend)).await.unwrap()
+    );
+    let left: Vec<String> = crate::db::replicas::list(&a.db.pool).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(left, std::slice::from_ref(&b.replica.id));
+    b.db.pool.close().await;
+}
+crate::both_backends!(replicas_own_their_work);
