@@ -102,6 +102,12 @@ pub struct ProvisionArgs {
     /// still report) before they are stopped and recorded as interrupted.
     #[arg(long, env = "METALCAST_DRAIN_SECS", default_value_t = 120)]
     pub drain_secs: u64,
+    /// Another replica on the same database without a heartbeat for this
+    /// many seconds is dead: its deployments and networking actions are
+    /// failed with the reason (docs/scale-out.md). A replica on this host
+    /// whose process is gone is dead at once.
+    #[arg(long, env = "METALCAST_REPLICA_DEAD_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub replica_dead_secs: u64,
 }
 
 /// Marketplace options of `metalcast serve` (docs/marketplace.md).

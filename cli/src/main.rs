@@ -123,6 +123,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             };
             let scheme = if tls.is_some() { "https" } else { "http" };
             let provision_args_drain = provision.drain_secs;
+            let dead_after = std::time::Duration::from_secs(provision.replica_dead_secs);
             let provision = Provision {
                 addr: provision.provision_addr,
                 public_url: provision
@@ -152,6 +153,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 provision,
                 upstream,
                 drain,
+                dead_after,
                 market: market.config(),
                 netboot,
             };
@@ -207,6 +209,7 @@ struct Serve<'a> {
     provision: Provision,
     upstream: Option<metalcast_control_plane::app::upstream::UpstreamConfig>,
     drain: std::time::Duration,
+    dead_after: std::time::Duration,
     market: metalcast_control_plane::app::market::MarketConfig,
     netboot: Option<(metalcast_control_plane::app::netboot::NetbootConfig, metalcast_netboot::Config)>,
 }
@@ -283,7 +286,7 @@ fn netboot_config(
 
 impl Serve<'_> {
     async fn run(self) -> anyhow::Result<()> {
-        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain, market, netboot } = self;
+        let Serve { listen, url, vlans, tls, registry, provision, upstream, drain, dead_after, market, netboot } = self;
         let db = db::connect(url).await.with_context(|| format!("opening database {}", redact(url)))?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let shutdown = async {
@@ -308,6 +311,7 @@ impl Serve<'_> {
             .with_registry(registry)
             .with_provision(provision)
             .with_drain_time(drain)
+            .with_replica_dead_after(dead_after)
             .with_market(market);
         let servers = match netboot {
             Some((app, servers)) => {
