@@ -14,9 +14,11 @@
 //!
 //! SQLite is for one process: [`join`] refuses a second live replica on it.
 //!
-//! Not yet (docs/scale-out.md): ownership epochs that fence a paused
-//! replica's writes, and taking over (resuming) a dead replica's deployment
-//! instead of failing it.
+//! Failing a dead replica's deployment clears its owner, and every write of
+//! a running deployment names its owner, so a replica declared dead that
+//! wakes up writes nothing to it (and stops it). Not yet (docs/scale-out.md):
+//! epochs checked before BMC and switch calls, and taking over (resuming) a
+//! dead replica's deployment instead of failing it.
 
 use std::time::Duration;
 

@@ -269,24 +269,27 @@ pub async fn retry_node(tx: &mut Tx<'_>, id: i64, node: &str, now_ms: i64) -> Re
     .map(drop)
 }
 
-/// Records the session (multicast group:port, or the parent's deployment) of deployment `id`.
-pub async fn set_session(w: &Writer, id: i64, session: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET session_group = $2 WHERE id = $1")
+/// Records the session (multicast group:port, or the parent's deployment) of deployment `id`;
+/// false (nothing written) unless replica `owner` still owns it.
+pub async fn set_session(w: &Writer, id: i64, owner: &str, session: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE deployments SET session_group = $3 WHERE id = $1 AND owner = $2")
         .bind(id)
+        .bind(owner)
         .bind(session)
         .execute(w.pool())
-        .await
-        .map(drop)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
-/// Records the sender's summary (JSON) of deployment `id`.
-pub async fn set_summary(w: &Writer, id: i64, summary: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET summary = $2 WHERE id = $1")
+/// Records the sender's summary (JSON) of deployment `id`; false unless `owner` owns it.
+pub async fn set_summary(w: &Writer, id: i64, owner: &str, summary: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE deployments SET summary = $3 WHERE id = $1 AND owner = $2")
         .bind(id)
+        .bind(owner)
         .bind(summary)
         .execute(w.pool())
-        .await
-        .map(drop)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// The metadata token of every node of deployment `id`: (node, token).
@@ -297,11 +300,13 @@ pub async fn metadata_tokens(pool: &AnyPool, id: i64) -> Result<Vec<(String, Str
         .await
 }
 
-/// Stores a node's progress (everything but its attempt counters).
-pub async fn update_node(w: &Writer, id: i64, n: &NodeRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Stores a node's progress (everything but its attempt counters); false
+/// (nothing written) unless replica `owner` still owns the deployment.
+pub async fn update_node(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
         "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
-         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2",
+         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2 \
+         AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND owner = $10)",
     )
     .bind(id)
     .bind(&n.node)
@@ -312,33 +317,38 @@ pub async fn update_node(w: &Writer, id: i64, n: &NodeRow) -> Result<(), sqlx::E
     .bind(n.received)
     .bind(n.rejected)
     .bind(n.elapsed_ms)
+    .bind(owner)
     .execute(w.pool())
-    .await
-    .map(drop)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }
 
-/// Records the end of deployment `id`.
+/// Records the end of deployment `id`; false unless replica `owner` still owns it.
 pub async fn finish(
     w: &Writer,
     id: i64,
+    owner: &str,
     state: DeploymentState,
     finished_at: i64,
     summary: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET state = $2, finished_at = $3, summary = $4 WHERE id = $1")
-        .bind(id)
-        .bind(state.as_str())
-        .bind(finished_at)
-        .bind(summary)
-        .execute(w.pool())
-        .await
-        .map(drop)
+) -> Result<bool, sqlx::Error> {
+    let r =
+        sqlx::query("UPDATE deployments SET state = $3, finished_at = $4, summary = $5 WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner)
+            .bind(state.as_str())
+            .bind(finished_at)
+            .bind(summary)
+            .execute(w.pool())
+            .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Marks every node in flight in a running deployment whose owner is not a
 /// registered replica (dead and removed, or rows from before replicas
-/// existed) failed with `reason`, and those deployments failed; returns how
-/// many nodes were failed.
+/// existed) failed with `reason`, and those deployments failed and ownerless
+/// (a former owner that wakes up writes nothing: every write of a running
+/// deployment names its owner); returns how many nodes were failed.
 pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE deployment_nodes SET state = 'failed', reason = $1 \
@@ -350,7 +360,7 @@ pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64) -> Result<u64, sq
     .execute(w.pool())
     .await?;
     sqlx::query(
-        "UPDATE deployments SET state = 'failed', finished_at = $1 WHERE state = 'running' \
+        "UPDATE deployments SET state = 'failed', finished_at = $1, owner = NULL WHERE state = 'running' \
          AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))",
     )
     .bind(now)

@@ -134,6 +134,22 @@ async fn replicas_own_their_work(h: &Harness) {
     assert_eq!(s, "failed");
     assert!(why.contains(&a.replica.id) && why.contains("no heartbeat for"), "{why}");
     assert_eq!(action_status(a).await, "ERROR");
+    // A, woken up, still runs deployment 1 in its memory: every write it makes is fenced off.
+    let mut row = crate::db::deployments::nodes(&a.db.pool, 1).await.unwrap().remove(0);
+    row.state = "verified".into();
+    row.reason = "done (from a replica declared dead)".into();
+    let w = &a.db.writer;
+    assert!(!crate::db::deployments::update_node(w, 1, &a.replica.id, &row).await.unwrap());
+    assert!(!crate::db::deployments::set_summary(w, 1, &a.replica.id, "{}").await.unwrap());
+    let done = crate::db::deployments::DeploymentState::Done;
+    assert!(!crate::db::deployments::finish(w, 1, &a.replica.id, done, 0, None).await.unwrap());
+    assert_eq!(state_of(a, 1).await, (s, why), "nothing changed");
+    // A retry makes the deployment B's: B's writes land.
+    let mut tx = b.db.writer.begin().await.unwrap();
+    assert!(crate::db::deployments::restart(&mut tx, 1, &b.replica.id).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(crate::db::deployments::update_node(&b.db.writer, 1, &b.replica.id, &row).await.unwrap());
+    assert!(!crate::db::deployments::update_node(w, 1, &a.replica.id, &row).await.unwrap());
     // A, woken up, finds its row gone.
     assert!(
         !crate::db::replicas::heartbeat(&a.db.writer, &a.replica.id, crate::db::clock_sql(a.db.backend)).await.unwrap()

@@ -104,7 +104,18 @@ async fn set_node(
         }
     });
     let Some(p) = out else { return Ok(()) };
-    Ok(db::deployments::update_node(&st.db.writer, id, &p.to_row()).await?)
+    owned(id, db::deployments::update_node(&st.db.writer, id, &st.replica.id, &p.to_row()).await?)
+}
+
+/// A write of a running deployment that changed nothing: this replica no
+/// longer owns it (it was declared dead, and another replica failed the
+/// deployment). The run stops (its sender with it) and writes nothing more.
+fn owned(id: i64, wrote: bool) -> Result<()> {
+    if wrote {
+        return Ok(());
+    }
+    tracing::error!(id, "deployment no longer owned by this replica: stopping it");
+    Err(Error::Conflict(format!("deployment {id} is no longer run by this replica")))
 }
 
 async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Result<()> {
@@ -112,7 +123,9 @@ async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Resul
     let state = if failed { DeploymentState::Failed } else { DeploymentState::Done };
     let summary = tx.borrow().summary.clone();
     let summary = summary.map(|s| s.to_string());
-    db::deployments::finish(&st.db.writer, id, state, crate::now(), summary.as_deref()).await?;
+    let wrote =
+        db::deployments::finish(&st.db.writer, id, &st.replica.id, state, crate::now(), summary.as_deref()).await?;
+    owned(id, wrote)?;
     let fresh = load(st, id).await?;
     tx.send_modify(|d| {
         if let Some(f) = fresh {
@@ -241,7 +254,7 @@ async fn drive(
         st.provision.mtu,
     )
     .map_err(Error::internal)?;
-    db::deployments::set_session(&st.db.writer, id, &format!("{group}:{port}")).await?;
+    owned(id, db::deployments::set_session(&st.db.writer, id, &st.replica.id, &format!("{group}:{port}")).await?)?;
     tx.send_modify(|d| d.session = Some(format!("{group}:{port}")));
     let manifest_b64 = Deploy::encode_manifest(&bundle.signed_manifest().to_bytes());
     let tokens: HashMap<String, String> =
@@ -352,7 +365,7 @@ async fn drive(
         Ok(Ok(s)) => {
             let v = serde_json::to_value(&s).map_err(Error::internal)?;
             tx.send_modify(|d| d.summary = Some(v.clone()));
-            db::deployments::set_summary(&st.db.writer, id, &v.to_string()).await?;
+            owned(id, db::deployments::set_summary(&st.db.writer, id, &st.replica.id, &v.to_string()).await?)?;
         }
         Ok(Err(e)) => tracing::warn!(id, error = %e, "sender failed"),
         Err(e) => tracing::warn!(id, error = %e, "sender panicked"),
@@ -389,7 +402,7 @@ async fn drive_upstream(
     };
     let pid = up.deploy(&req).await?.id;
     let session = format!("parent deployment {pid}");
-    db::deployments::set_session(&st.db.writer, id, &session).await?;
+    owned(id, db::deployments::set_session(&st.db.writer, id, &st.replica.id, &session).await?)?;
     tx.send_modify(|d| d.session = Some(session.clone()));
     tracing::info!(id, parent = pid, "deployment delegated to the parent");
     // Follow the parent until it ends; an unreachable parent is retried until the deadline.
