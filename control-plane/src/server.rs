@@ -106,7 +106,6 @@ async fn recover(state: &AppState) -> std::io::Result<()> {
     // First this process registers as a replica (refused on SQLite while another one runs), so the
     // work of live replicas is told from the work of dead ones below.
     crate::app::replicas::join(state).await.map_err(|e| std::io::Error::other(e.public_message()))?;
-    crate::app::replicas::spawn_heartbeat(state);
     if state.netboot.config.is_some()
         && let Err(e) = crate::app::netboot::prepare(state).await
     {
@@ -129,5 +128,7 @@ async fn recover(state: &AppState) -> std::io::Result<()> {
     }
     // The market's driver resumes leases a restart interrupted (granting, revoking).
     crate::app::market::driver::spawn(state);
+    // After the recovery above, so the first tick's reaping does not race it for the same rows.
+    crate::app::replicas::spawn_heartbeat(state);
     Ok(())
 }

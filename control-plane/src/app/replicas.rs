@@ -101,29 +101,33 @@ fn dead_reason(r: &ReplicaRow, here: &Me, now: i64, dead_after: Duration) -> Opt
         .then(|| format!("replica {} on {} sent no heartbeat for {silent} s", r.id, r.host))
 }
 
-/// Removes the rows of dead replicas (other than this one); returns why each was dead.
-async fn remove_dead(st: &AppState) -> Result<Vec<String>> {
-    let now = db::market::now_pool(&st.db.pool, st.db.backend).await?;
+/// Removes the rows of dead replicas (other than this one); returns why each
+/// was dead, and the other replicas still registered.
+async fn remove_dead(st: &AppState) -> Result<(Vec<String>, Vec<ReplicaRow>)> {
+    let now = db::now_pool(&st.db.pool, st.db.backend).await?;
     let here = me();
-    let mut reaped = Vec::new();
+    let (mut reaped, mut alive) = (Vec::new(), Vec::new());
     for r in db::replicas::list(&st.db.pool).await? {
         if r.id == st.replica.id {
             continue;
         }
-        if let Some(why) = dead_reason(&r, &here, now, st.replica.dead_after)
-            && db::replicas::remove(&st.db.writer, &r.id).await?
-        {
-            tracing::warn!(replica = %r.id, host = %r.host, "{why}: its work is failed");
-            reaped.push(why);
+        match dead_reason(&r, &here, now, st.replica.dead_after) {
+            Some(why) => {
+                if db::replicas::remove(&st.db.writer, &r.id).await? {
+                    tracing::warn!(replica = %r.id, host = %r.host, "{why}: its work is failed");
+                    reaped.push(why);
+                }
+            }
+            None => alive.push(r),
         }
     }
-    Ok(reaped)
+    Ok((reaped, alive))
 }
 
 /// Removes dead replicas (other than this one) and fails the work they
 /// owned, with the reason; returns the reasons of the replicas removed.
 pub async fn reap(st: &AppState) -> Result<Vec<String>> {
-    let reaped = remove_dead(st).await?;
+    let (reaped, _) = remove_dead(st).await?;
     // Also work that lost its owner earlier (a reaper that stopped between the two steps).
     let reason = match reaped.as_slice() {
         [] => "its control-plane replica stopped during the deployment (retry or reclaim the node)".to_string(),
@@ -142,10 +146,9 @@ pub async fn reap(st: &AppState) -> Result<Vec<String>> {
 /// alive (SQLite is for one process). Dead ones are removed first; the work
 /// they left is failed by the caller's recovery (`serve`: "restarted").
 pub async fn join(st: &AppState) -> Result<()> {
-    remove_dead(st).await?;
-    let others = db::replicas::list(&st.db.pool).await?;
+    let (_, others) = remove_dead(st).await?;
     if st.db.backend == Backend::Sqlite
-        && let Some(o) = others.iter().find(|r| r.id != st.replica.id)
+        && let Some(o) = others.first()
     {
         return Err(Error::Conflict(format!(
             "another metalcast serve (replica {}, pid {} on {}, started at {}) uses this SQLite database; SQLite \
@@ -169,7 +172,7 @@ pub async fn join(st: &AppState) -> Result<()> {
         started_at: 0,
         heartbeat_at: 0,
     };
-    db::replicas::insert(&st.db.writer, &row, db::clock_sql(st.db.backend)).await?;
+    db::replicas::insert(&st.db.writer, st.db.backend, &row).await?;
     tracing::info!(replica = %row.id, others = others.len(), "joined as a control-plane replica");
     Ok(())
 }
@@ -192,7 +195,7 @@ pub fn spawn_heartbeat(st: &AppState) {
                 _ = token.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match db::replicas::heartbeat(&st2.db.writer, &st2.replica.id, db::clock_sql(st2.db.backend)).await {
+            match db::replicas::heartbeat(&st2.db.writer, st2.db.backend, &st2.replica.id).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Declared dead while alive (paused or cut off past the timeout): its work was

@@ -3,7 +3,7 @@
 
 use sqlx::AnyPool;
 
-use super::market::now;
+use super::now;
 use super::{Backend, Writer};
 
 /// Where an enrollment is.

@@ -90,6 +90,17 @@ pub fn clock_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// The database's clock ([`clock_sql`]) inside a transaction (PostgreSQL:
+/// the transaction's start).
+pub async fn now(tx: &mut Tx<'_>, backend: Backend) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(clock_sql(backend)).fetch_one(&mut **tx).await
+}
+
+/// [`now`] outside a transaction.
+pub async fn now_pool(pool: &AnyPool, backend: Backend) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(clock_sql(backend)).fetch_one(pool).await
+}
+
 /// Which database server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

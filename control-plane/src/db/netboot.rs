@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use sqlx::AnyPool;
 
-use super::market::{now, now_pool};
-use super::{Backend, Writer};
+use super::{Backend, Tx, Writer};
+use super::{now, now_pool};
 
 /// What a node boots when it netboots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,13 +198,7 @@ pub async fn offer(
         return Ok(None);
     };
     let expires = t + hold_secs;
-    sqlx::query("INSERT INTO dhcp_leases (ip, mac, state, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(ip.to_string())
-        .bind(mac)
-        .bind(LeaseState::Offered.as_str())
-        .bind(expires)
-        .execute(&mut *tx)
-        .await?;
+    insert_lease(&mut tx, ip, mac, LeaseState::Offered, expires).await?;
     tx.commit().await?;
     Ok(Some((ip, expires)))
 }
@@ -236,15 +230,26 @@ pub async fn commit(
     }
     let expires = t + lease_secs;
     sqlx::query("DELETE FROM dhcp_leases WHERE mac = $1").bind(mac).execute(&mut *tx).await?;
+    insert_lease(&mut tx, ip, mac, LeaseState::Bound, expires).await?;
+    tx.commit().await?;
+    Ok(Some(expires))
+}
+
+async fn insert_lease(
+    tx: &mut Tx<'_>,
+    ip: Ipv4Addr,
+    mac: &str,
+    state: LeaseState,
+    expires: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO dhcp_leases (ip, mac, state, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(ip.to_string())
         .bind(mac)
-        .bind(LeaseState::Bound.as_str())
+        .bind(state.as_str())
         .bind(expires)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Some(expires))
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }
 
 /// Ends `mac`'s lease of `ip` (DHCPRELEASE / DHCPDECLINE).

@@ -3,7 +3,7 @@
 
 use sqlx::AnyPool;
 
-use super::Writer;
+use super::{Backend, Writer, clock_sql};
 
 /// One registered replica.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -27,7 +27,8 @@ pub struct ReplicaRow {
 }
 
 /// Registers `r` (its `started_at` and `heartbeat_at` are taken from the database clock).
-pub async fn insert(w: &Writer, r: &ReplicaRow, clock: &str) -> Result<(), sqlx::Error> {
+pub async fn insert(w: &Writer, backend: Backend, r: &ReplicaRow) -> Result<(), sqlx::Error> {
+    let clock = clock_sql(backend);
     let sql = format!(
         "INSERT INTO replicas (id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at) \
          VALUES ($1, $2, $3, $4, $5, $6, ({clock}), ({clock}))"
@@ -46,8 +47,8 @@ pub async fn insert(w: &Writer, r: &ReplicaRow, clock: &str) -> Result<(), sqlx:
 
 /// Renews `id`'s heartbeat from the database clock; false when its row is
 /// gone (another replica declared it dead).
-pub async fn heartbeat(w: &Writer, id: &str, clock: &str) -> Result<bool, sqlx::Error> {
-    let sql = format!("UPDATE replicas SET heartbeat_at = ({clock}) WHERE id = $1");
+pub async fn heartbeat(w: &Writer, backend: Backend, id: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!("UPDATE replicas SET heartbeat_at = ({}) WHERE id = $1", clock_sql(backend));
     let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(w.pool()).await?;
     Ok(r.rows_affected() == 1)
 }

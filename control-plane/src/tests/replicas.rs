@@ -151,9 +151,7 @@ async fn replicas_own_their_work(h: &Harness) {
     assert!(crate::db::deployments::update_node(&b.db.writer, 1, &b.replica.id, &row).await.unwrap());
     assert!(!crate::db::deployments::update_node(w, 1, &a.replica.id, &row).await.unwrap());
     // A, woken up, finds its row gone.
-    assert!(
-        !crate::db::replicas::heartbeat(&a.db.writer, &a.replica.id, crate::db::clock_sql(a.db.backend)).await.unwrap()
-    );
+    assert!(!crate::db::replicas::heartbeat(&a.db.writer, a.db.backend, &a.replica.id).await.unwrap());
     let left: Vec<String> = crate::db::replicas::list(&a.db.pool).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(left, std::slice::from_ref(&b.replica.id));
     b.db.pool.close().await;

@@ -18,18 +18,9 @@ pub mod offers;
 
 use sqlx::AnyPool;
 
-use super::{Backend, Tx, clock_sql};
-
-/// The database's clock in unix seconds: `now()` (the transaction's start) on
-/// PostgreSQL, SQLite's `'now'` on SQLite. Every market time comes from here.
-pub async fn now(tx: &mut Tx<'_>, backend: Backend) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(clock_sql(backend)).fetch_one(&mut **tx).await
-}
-
-/// [`now`] outside a transaction.
-pub async fn now_pool(pool: &AnyPool, backend: Backend) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(clock_sql(backend)).fetch_one(pool).await
-}
+use super::Tx;
+// Every market time comes from the database's clock.
+pub use super::{now, now_pool};
 
 /// The kinds of market ids.
 pub const ID_KINDS: [&str; 6] = ["offer", "bid", "lease", "transfer", "hold", "autobuy"];
