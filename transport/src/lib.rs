@@ -41,6 +41,9 @@ pub use error::TransportError;
 pub use key::SessionKey;
 pub use outlier::OutlierKind;
 pub use receiver::{ChunkSink, MemorySink, Receiver, ReceiverConfig, ReceiverProgress, ReceiverSummary, Rejected};
-pub use sender::{ReceiverStatus, RejectedReports, Sender, SenderConfig, SenderProgress, SenderSummary, StoredImage};
+pub use sender::{
+    ESI_EPOCH_STRIDE, MAX_EPOCH, ReceiverStatus, RejectedReports, Resume, Sender, SenderConfig, SenderProgress,
+    SenderSummary, StoredImage,
+};
 pub use session::SessionSpec;
 pub use source::{PacketSource, SocketSource};

@@ -360,6 +360,47 @@ impl Report {
     }
 }
 
+/// Body of a [`Kind::Poll`] packet: blocks whose first pass is sent (u32),
+/// and, from a sender that resumed the session ([`crate::Resume`]), its
+/// report address (IPv4 u32 in network order, port u16) and epoch (u16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    /// Blocks whose first pass is sent.
+    pub pass_blocks: u32,
+    /// A resumed sender's report address and epoch.
+    pub moved: Option<(std::net::SocketAddrV4, u16)>,
+}
+
+/// Length of a poll body without and with the resumed sender's address.
+const POLL_LEN: usize = 4;
+const POLL_MOVED_LEN: usize = 12;
+
+impl Poll {
+    /// Decodes a body (already authenticated).
+    pub fn decode(b: &[u8]) -> Result<Poll, Reject> {
+        if b.len() != POLL_LEN && b.len() != POLL_MOVED_LEN {
+            return Err(Reject::Invalid);
+        }
+        let pass_blocks = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
+        let moved = (b.len() == POLL_MOVED_LEN).then(|| {
+            let ip = std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            let port = u16::from_le_bytes([b[8], b[9]]);
+            (std::net::SocketAddrV4::new(ip, port), u16::from_le_bytes([b[10], b[11]]))
+        });
+        match moved {
+            Some((a, epoch)) if a.ip().is_unspecified() || a.port() == 0 || epoch == 0 => Err(Reject::Invalid),
+            _ => Ok(Poll { pass_blocks, moved }),
+        }
+    }
+}
+
+/// Appends a resumed sender's report address and epoch to a poll body.
+pub fn encode_moved(body: &mut Vec<u8>, addr: std::net::SocketAddrV4, epoch: u32) {
+    body.extend_from_slice(&addr.ip().octets());
+    body.extend_from_slice(&addr.port().to_le_bytes());
+    body.extend_from_slice(&(epoch.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+}
+
 /// One block's entry in a [`Plan`]: the sender will send the repair symbols
 /// with ESIs `first..first + count` for `block`, in one burst (consecutive
 /// sequence numbers).
@@ -464,6 +505,28 @@ mod tests {
         seal_in_place(k, seq, &mut q);
         assert_eq!(p, q, "sealed in place as built");
         p
+    }
+
+    #[test]
+    fn polls_with_and_without_a_moved_sender() {
+        let plain = 17u32.to_le_bytes();
+        assert_eq!(Poll::decode(&plain), Ok(Poll { pass_blocks: 17, moved: None }));
+        let mut body = plain.to_vec();
+        let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 1, 2, 3), 40_001);
+        encode_moved(&mut body, to, 2);
+        assert_eq!(Poll::decode(&body), Ok(Poll { pass_blocks: 17, moved: Some((to, 2)) }));
+        // Any other length, an unspecified address, port 0 or epoch 0: invalid.
+        assert_eq!(Poll::decode(&body[..11]), Err(Reject::Invalid));
+        assert_eq!(Poll::decode(&[body.clone(), vec![0]].concat()), Err(Reject::Invalid));
+        for bad in [
+            (std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 1), 1),
+            (std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0), 1),
+            (to, 0),
+        ] {
+            let mut b = plain.to_vec();
+            encode_moved(&mut b, bad.0, bad.1);
+            assert_eq!(Poll::decode(&b), Err(Reject::Invalid), "{bad:?}");
+        }
     }
 
     #[test]

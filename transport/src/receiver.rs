@@ -243,6 +243,10 @@ pub const MAX_HASH_FAILURES: u32 = 3;
 /// Copies of the failed report sent when a receive fails (reports are best
 /// effort; the sender otherwise learns of the failure only by its timeout).
 const FAILED_REPORTS: usize = 3;
+/// A jump in sequence numbers larger than this is a sender that resumed the
+/// session (it starts far above the packets of the one before), not loss:
+/// the loss estimate leaves it out.
+const SEQ_SKIP: u64 = 1 << 20;
 
 /// Blocks handed to the decode thread at most this far ahead of it.
 const DECODE_QUEUE: usize = 2;
@@ -333,6 +337,9 @@ pub struct Receiver<'a> {
 struct Reports<'a> {
     spec: &'a SessionSpec,
     control: UdpSocket,
+    /// Where reports go: `spec.sender`, until a sender that resumed the
+    /// session announces itself.
+    to: Cell<SocketAddrV4>,
     /// The last report's counter.
     counter: Cell<u64>,
     /// Reports sent.
@@ -349,7 +356,7 @@ impl Reports<'_> {
         let mut body = Vec::with_capacity(64 + 8 * report.needs.len());
         report.encode(&mut body);
         let p = packet::build(&self.spec.key, Kind::Report, self.spec.session_id, 0, 0, &body);
-        let _ = self.control.send_to(&p, self.spec.sender);
+        let _ = self.control.send_to(&p, self.to.get());
     }
 }
 
@@ -389,6 +396,7 @@ impl<'a> Receiver<'a> {
         let reports = Reports {
             spec,
             control,
+            to: Cell::new(spec.sender),
             counter: Cell::new(u64::try_from(now.as_micros()).unwrap_or(u64::MAX / 2)),
             sent: Cell::new(0),
         };
@@ -446,6 +454,10 @@ impl<'a> Receiver<'a> {
                 let now = Instant::now();
                 for i in 0..n {
                     st.on_datagram(self.spec, self.data.get(i), now)?;
+                }
+                if let Some((to, epoch)) = st.moved.take() {
+                    tracing::info!(%to, epoch, from = %self.reports.to.get(), "the session was resumed by another sender: reporting to it");
+                    self.reports.to.set(to);
                 }
                 while let Ok(o) = out_rx.try_recv() {
                     st.on_outcome(o, sink, &mut *self.data)?;
@@ -574,6 +586,12 @@ struct RxState<'r> {
     bytes_written: u64,
     seq_first: Option<u64>,
     seq_max: u64,
+    /// The session's report address and epoch, once a sender that resumed
+    /// it said where it is (a fresh poll that carries them): taken by the
+    /// loop, which sends the reports there from then on.
+    moved: Option<(SocketAddrV4, u16)>,
+    /// The highest epoch heard: a poll of an older one moves nothing.
+    epoch: u16,
     last_report: Instant,
     /// When the last packet that advanced the session arrived (see
     /// [`ReceiverConfig::idle_timeout`]).
@@ -681,6 +699,8 @@ impl<'r> RxState<'r> {
             bytes_written: 0,
             seq_first: None,
             seq_max: 0,
+            moved: None,
+            epoch: 0,
             last_report: Instant::now() - cfg.report_interval,
             last_packet: Instant::now(),
             first_packet: None,
@@ -709,6 +729,13 @@ impl<'r> RxState<'r> {
             }
         };
         let fresh = self.seq_first.is_none() || h.seq > self.seq_max;
+        if let Some(first) = self.seq_first.as_mut()
+            && h.seq > self.seq_max + SEQ_SKIP
+        {
+            // A sender that resumed the session starts far above the last
+            // one's packets: the gap is a handover, not loss.
+            *first += h.seq - self.seq_max - 1;
+        }
         self.received += 1;
         if self.first_packet.is_none() {
             // It hears the group: the sender is waiting to know.
@@ -737,11 +764,20 @@ impl<'r> RxState<'r> {
     /// it closed a block.
     #[inline]
     fn on_poll(&mut self, body: &[u8], fresh: bool) -> bool {
-        if body.len() != 4 {
+        let Ok(poll) = packet::Poll::decode(body) else {
             self.rejected.invalid += 1;
             return false;
+        };
+        if let Some((to, epoch)) = poll.moved
+            && fresh
+            && epoch > self.epoch
+        {
+            // A sender that took the session over: reports go to it now.
+            self.epoch = epoch;
+            self.moved = Some((to, epoch));
+            self.report_now = true;
         }
-        let cursor = u32::from_le_bytes(body.try_into().expect("4 bytes")) as usize;
+        let cursor = poll.pass_blocks as usize;
         let before = self.closed_upto;
         self.closed_upto = self.closed_upto.max(cursor.min(self.slots.len()));
         // Once plans come, a poll asks only for needs no plan covers (checked on the next tick).

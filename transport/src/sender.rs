@@ -7,7 +7,7 @@
 //! a corrupt image is refused, never sent.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -71,7 +71,44 @@ pub struct SenderConfig {
     /// Set to stop the session early (checked every loop turn; `run` then
     /// returns [`TransportError::Cancelled`]). Default none.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Take over a session an earlier sender left unfinished (it died or
+    /// was stopped), instead of starting it (default none): see [`Resume`].
+    pub resume: Option<Resume>,
 }
+
+/// How a sender takes over a session another sender of the same
+/// [`SessionSpec`] (group, port, session id, key) left unfinished. The
+/// receivers keep every block they wrote and everything they hold of the
+/// blocks in flight, so the new sender must not look like a replay, must not
+/// repeat a symbol they may hold, and should not send again what they have
+/// (`docs/wire-protocol.md`, "Resuming a session"):
+///
+/// - its sequence numbers start at `seq_start`, above every sequence number
+///   the earlier senders used and within 2^31 of the highest a receiver took
+///   (the caller persists the earlier sender's [`SenderProgress::seq`] and
+///   adds an upper bound for what it can have sent since);
+/// - its repair symbols' ESIs start `epoch` × [`ESI_EPOCH_STRIDE`] above
+///   the first repair ESI, so no two epochs share one;
+/// - its polls carry its report address and the epoch, so receivers whose
+///   reports went to the earlier sender send them to this one (its control
+///   socket may be on another host, or on another port of the same one
+///   while a stopped earlier sender still holds the first);
+/// - after the join phase its first pass starts at the fewest blocks done
+///   that a receiver reports; blocks below it that a receiver still lacks
+///   are closed, asked for and repaired like a late joiner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Takeover count: 1 for the first takeover, at most [`MAX_EPOCH`].
+    pub epoch: u32,
+    /// First sequence number.
+    pub seq_start: u64,
+}
+
+/// ESIs between the repair symbols of consecutive epochs: more repair
+/// symbols than a block ever gets in one epoch.
+pub const ESI_EPOCH_STRIDE: u32 = 1 << 20;
+/// Most takeovers of one session (the ESI space is 2^24).
+pub const MAX_EPOCH: u32 = 15;
 
 impl Default for SenderConfig {
     fn default() -> Self {
@@ -90,6 +127,7 @@ impl Default for SenderConfig {
             outliers_wait: true,
             plans: true,
             cancel: None,
+            resume: None,
         }
     }
 }
@@ -135,6 +173,9 @@ pub struct SenderProgress {
     pub receivers: Vec<ReceiverStatus>,
     /// UDP payload bytes sent so far.
     pub bytes_sent: u64,
+    /// The next sequence number: persisted, it lets a later sender resume
+    /// the session above every packet of this one ([`Resume::seq_start`]).
+    pub seq: u64,
 }
 
 /// The outcome of a session.
@@ -297,6 +338,9 @@ pub struct Sender<'a> {
     cfg: SenderConfig,
     data: UdpSocket,
     control: UdpSocket,
+    /// Where the control socket is bound (`spec.sender`, with the port the
+    /// kernel chose if that was 0): a resuming sender announces it.
+    control_addr: SocketAddrV4,
     seq: u64,
     gso_batch: usize,
     encoders: VecDeque<(usize, SourceBlockEncoder)>,
@@ -346,9 +390,22 @@ impl<'a> Sender<'a> {
         }
         let layout = Layout::new(bundle.manifest(), spec.symbol_size);
         layout.check_wire()?;
+        if let Some(r) = cfg.resume
+            && !(1..=MAX_EPOCH).contains(&r.epoch)
+        {
+            return Err(TransportError::Config(format!(
+                "resume epoch {} is out of range (1 to {MAX_EPOCH}): a session can be taken over at most {MAX_EPOCH} times",
+                r.epoch
+            )));
+        }
         let data = sys::sender_socket(cfg.local)?;
         let control = sys::control_socket(spec.sender)?;
         control.set_nonblocking(true).map_err(|e| TransportError::io("control socket", e))?;
+        let control_addr = match control.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            Ok(a) => return Err(TransportError::Config(format!("control socket bound to {a}, not IPv4"))),
+            Err(e) => return Err(TransportError::io("control socket address", e)),
+        };
         let pkt_len = OVERHEAD + usize::from(spec.symbol_size);
         let mut gso_batch = 1;
         if cfg.gso {
@@ -357,6 +414,7 @@ impl<'a> Sender<'a> {
                 Err(e) => tracing::warn!("UDP GSO unavailable, sending one datagram per call: {e}"),
             }
         }
+        let seq_start = cfg.resume.map_or(0, |r| r.seq_start);
         let k_max = layout.k_max as u16;
         let plan = Some(Plan::Building(std::thread::spawn(move || SourceBlockEncodingPlan::generate(k_max))));
         Ok(Sender {
@@ -368,7 +426,8 @@ impl<'a> Sender<'a> {
             cfg,
             data,
             control,
-            seq: 0,
+            control_addr,
+            seq: seq_start,
             gso_batch,
             encoders: VecDeque::new(),
             block_buf: Vec::new(),
@@ -503,7 +562,10 @@ impl<'a> Sender<'a> {
     }
 
     fn send_poll(&mut self, pass_blocks: usize) -> Result<(), TransportError> {
-        let body = (pass_blocks as u32).to_le_bytes();
+        let mut body = (pass_blocks as u32).to_le_bytes().to_vec();
+        if let Some(r) = self.cfg.resume {
+            packet::encode_moved(&mut body, self.control_addr, r.epoch);
+        }
         let p = packet::build(
             &self.spec.key,
             Kind::Poll,
@@ -538,6 +600,11 @@ impl<'a> Sender<'a> {
             self.data.send_to(&p, self.spec.group_addr()).map_err(|e| TransportError::io("sending a plan", e))?;
         }
         Ok(())
+    }
+
+    /// Where receivers' reports must go: the control socket's address.
+    pub fn control_addr(&self) -> SocketAddrV4 {
+        self.control_addr
     }
 
     fn cancelled(&self) -> bool {
@@ -617,7 +684,24 @@ impl<'a> Sender<'a> {
         let mut pass_rate = None;
         let mut pass_secs = 0.0;
         let mut pass = 0usize;
-        let mut next_repair_id = vec![0u32; nblocks];
+        // A resumed session's repair ESIs start above every earlier epoch's.
+        let epoch_base = self.cfg.resume.map_or(0, |r| r.epoch * ESI_EPOCH_STRIDE);
+        let mut next_repair_id = vec![epoch_base; nblocks];
+        // A resumed session's first pass starts where the receivers are.
+        if self.cfg.resume.is_some() {
+            let from = rxs
+                .values()
+                .filter(|r| r.report.state != ReportState::Hello)
+                .map(|r| r.report.blocks_done as usize)
+                .min()
+                .unwrap_or(0)
+                .min(nblocks);
+            tracing::info!(from, blocks = nblocks, receivers = rxs.len(), "resuming the session");
+            pass = from;
+            if pass == nblocks {
+                pass_secs = 0.0;
+            }
+        }
         let mut owed = vec![0u32; nblocks];
         let mut due: Vec<Option<Instant>> = vec![None; nblocks];
         // Sequence number of the last packet sent for each block: a need is
@@ -647,6 +731,8 @@ impl<'a> Sender<'a> {
         let mut predicted: Vec<Option<u32>> = vec![None; nblocks];
         let mut raised: Vec<usize> = Vec::new();
         let k_max = self.layout.k_max;
+        // Repair symbols a block can still get: its ESIs must fit 24 bits.
+        let esi_room = |next: u32| (MAX_ESI + 1 - k_max).saturating_sub(next);
 
         loop {
             let now = Instant::now();
@@ -723,6 +809,7 @@ impl<'a> Sender<'a> {
                     total_blocks: nblocks,
                     receivers: statuses(&rxs, start),
                     bytes_sent: self.wire_bytes,
+                    seq: self.seq,
                 });
             }
             if pass == nblocks && waiting == 0 && finished >= self.cfg.expected_receivers {
@@ -768,7 +855,7 @@ impl<'a> Sender<'a> {
             let ready = (0..nblocks).find(|&b| due[b].is_some_and(|t| t <= now));
             let do_repair = ready.is_some() && (repair_budget > 0 || pass == nblocks);
             if let (true, Some(b)) = (do_repair, ready) {
-                let n = owed[b].min(MAX_ESI - next_repair_id[b]);
+                let n = owed[b].min(esi_room(next_repair_id[b]));
                 if let Some(planned) = predicted[b].take() {
                     predictor.update(planned, n);
                 }
@@ -792,7 +879,7 @@ impl<'a> Sender<'a> {
             let ready_later =
                 (pass == nblocks).then(|| (0..nblocks).find(|&b| due_later[b].is_some_and(|t| t <= now))).flatten();
             if let Some(b) = ready_later {
-                let n = owed_later[b].min(LATER_SLICE).min(MAX_ESI - next_repair_id[b]);
+                let n = owed_later[b].min(LATER_SLICE).min(esi_room(next_repair_id[b]));
                 owed_later[b] = if n == 0 { 0 } else { owed_later[b] - n };
                 if owed_later[b] == 0 {
                     due_later[b] = None;
@@ -823,7 +910,7 @@ impl<'a> Sender<'a> {
                     // speak about the block.
                     let receivers = self.cfg.expected_receivers.max(rxs.len());
                     let planned = if feedback::predicts(receivers) {
-                        predictor.plan().min(MAX_ESI - next_repair_id[pass])
+                        predictor.plan().min(esi_room(next_repair_id[pass]))
                     } else {
                         0
                     };

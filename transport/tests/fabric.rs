@@ -676,3 +676,132 @@ fn debug_small() {
     eprintln!("{:#?}", o.sender);
     eprintln!("{:#?}", o.receivers);
 }
+
+/// Issue 26: a session survives its sender. The first sender stops at about
+/// half of its first pass (as if its control plane died); a second sender of
+/// the same session, on another report port while the first port is still
+/// held (as by a stopped process that swallows reports), resumes it. Every
+/// receiver ends byte-identical without starting over: each took in less
+/// than 1.3 times the image, and the second sender's first pass started
+/// about where the receivers were.
+#[test]
+fn a_session_resumed_by_another_sender_finishes_without_starting_over() {
+    skip_unless_root!(bpf);
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, hashes) = make_bundle(dir.path());
+    let f = fabric(8, false);
+    for h in f.receivers() {
+        h.set_loss(Flow::ToHost, LossConfig::random_drop_percent(1.0).udp_only()).unwrap();
+    }
+    let manifest: Arc<Manifest> = Arc::new(Bundle::open(&bundle).unwrap().manifest);
+    let spec = SessionSpec {
+        session_id: 0x7e50_0000 + std::process::id(),
+        group: Ipv4Addr::new(239, 77, 1, 2),
+        port: 47010,
+        sender: SocketAddrV4::new(f.sender().ipv4(), CONTROL_PORT + 10),
+        key: SessionKey::generate(),
+        symbol_size: SessionSpec::symbol_size_for_mtu(1500).unwrap(),
+        root_hash: manifest.root_hash.clone(),
+    };
+    let n = f.receivers().len();
+    let rx_handles: Vec<_> = f
+        .receivers()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.to_vec());
+            h.spawn_in(move || {
+                let cfg = ReceiverConfig {
+                    id: i as u64 + 1,
+                    iface: ip,
+                    idle_timeout: Duration::from_secs(20),
+                    ..Default::default()
+                };
+                let rx = Receiver::new(&spec, &m, cfg).expect("receiver joins");
+                let mut sink = MemorySink::new(&m);
+                let s = rx.run(&mut sink, &mut |_| {}).expect("receive completes");
+                for (p, want) in sink.parts.iter().zip(&hashes) {
+                    assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
+                }
+                s
+            })
+            .unwrap()
+        })
+        .collect();
+    let (b1, spec1, ip) = (bundle.clone(), spec.clone(), f.sender().ipv4());
+    // The first sender: cancelled once half of its first pass is out. It
+    // returns its last sequence number and when it saw it.
+    let first = f
+        .sender()
+        .spawn_in(move || {
+            let b = Bundle::open(&b1).unwrap();
+            let cancel = Arc::new(AtomicBool::new(false));
+            let cfg = SenderConfig {
+                local: ip,
+                rate: CAP,
+                expected_receivers: n,
+                cancel: Some(Arc::clone(&cancel)),
+                ..Default::default()
+            };
+            let mut seen = (0u64, Instant::now(), 0usize);
+            let r = Sender::new(&spec1, &b, cfg).unwrap().run(&mut |p| {
+                seen = (p.seq, Instant::now(), p.pass_blocks);
+                if p.pass_blocks * 2 >= p.total_blocks {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            });
+            assert!(matches!(r, Err(metalcast_transport::TransportError::Cancelled { .. })), "{r:?}");
+            // The old report port stays taken, as by a stopped process: reports sent there are lost.
+            let squatter = std::net::UdpSocket::bind(spec1.sender).expect("rebind the old report port");
+            (seen, squatter)
+        })
+        .unwrap();
+    let ((seq, at, pass_at_cancel), squatter) = first.join().expect("first sender");
+    let total_blocks = manifest.chunks.iter().filter(|c| !c.is_hole()).count();
+    assert!(pass_at_cancel * 3 < total_blocks * 2, "the first sender went too far: {pass_at_cancel}/{total_blocks}");
+    std::thread::sleep(Duration::from_millis(500));
+    // What the first sender can have sent since its last progress, at 4 packets a microsecond.
+    let seq_start = seq + 4 * at.elapsed().as_micros() as u64 + (1 << 21);
+    let mut spec2 = spec.clone();
+    spec2.sender.set_port(0);
+    let b2 = bundle.clone();
+    let second = f
+        .sender()
+        .spawn_in(move || {
+            let b = Bundle::open(&b2).unwrap();
+            let cfg = SenderConfig {
+                local: ip,
+                rate: CAP,
+                expected_receivers: n,
+                deadline: Some(Duration::from_secs(120)),
+                resume: Some(metalcast_transport::Resume { epoch: 1, seq_start }),
+                ..Default::default()
+            };
+            Sender::new(&spec2, &b, cfg).unwrap().run(&mut |_| {}).expect("the resumed session ends")
+        })
+        .unwrap();
+    let receivers: Vec<ReceiverSummary> = rx_handles.into_iter().map(|h| h.join().expect("receiver thread")).collect();
+    let sender = second.join().expect("second sender");
+    drop(squatter);
+    assert_eq!(sender.done(), n, "not every receiver finished with the second sender: {:?}", sender.receivers);
+    let image = manifest.data_len as f64;
+    let t = f64::from(spec.symbol_size);
+    for r in &receivers {
+        let ratio = r.received as f64 * t / image;
+        eprintln!("receiver {}: {} packets, {ratio:.3} x the image, {} decoded", r.id, r.received, r.decoded_blocks);
+        assert!(ratio < 1.3, "receiver {} took in {ratio:.2} x the image: it started over", r.id);
+        assert!(r.loss_estimate < 0.2, "receiver {}: the handover counted as loss ({})", r.id, r.loss_estimate);
+    }
+    let source_total: u64 =
+        manifest.stored_chunks().map(|c| u64::from(c.stored).div_ceil(spec.symbol_size.into())).sum();
+    eprintln!(
+        "second sender: {} of {} source symbols, {} repair, {:.2}s",
+        sender.source_packets, source_total, sender.repair_packets, sender.secs
+    );
+    assert!(
+        sender.source_packets * 10 < source_total * 7,
+        "the resumed first pass resent {} of {} source symbols",
+        sender.source_packets,
+        source_total
+    );
+}
