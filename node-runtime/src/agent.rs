@@ -148,10 +148,13 @@ impl Client {
         r.body_mut().read_json().map_err(|e| format!("choice: {e}"))
     }
 
-    /// Posts a report, retrying briefly: a report lost to a restart is not worth blocking the node.
+    /// Posts a report, retrying while the control plane is unreachable or
+    /// failing (a restart, or a replica taking the deployment over, resumes
+    /// it and wants the report), for at most [`REPORT_RETRY_FOR`].
     fn report(&self, node: &str, r: &Report) {
         let url = format!("{}/v1/runtime/nodes/{node}/reports", self.base);
-        for attempt in 0..5u32 {
+        let until = std::time::Instant::now() + REPORT_RETRY_FOR;
+        for attempt in 0u32.. {
             match self.http.post(&url).config().timeout_global(Some(Duration::from_secs(5))).build().send_json(r) {
                 Ok(resp) if resp.status().is_success() => return,
                 // Refused for good (e.g. 409: an instruction of an earlier server process): do not repeat it.
@@ -162,10 +165,19 @@ impl Client {
                 Ok(resp) => eprintln!("metalcast: report {:?} answered {}", r.phase, resp.status()),
                 Err(e) => eprintln!("metalcast: report {:?}: {e}", r.phase),
             }
-            std::thread::sleep(Duration::from_millis(200) * 2u32.pow(attempt));
+            let wait = (Duration::from_millis(200) * 2u32.pow(attempt.min(5))).min(Duration::from_secs(5));
+            if std::time::Instant::now() + wait > until {
+                eprintln!("metalcast: report {:?} given up after {REPORT_RETRY_FOR:?}", r.phase);
+                return;
+            }
+            std::thread::sleep(wait);
         }
     }
 }
+
+/// How long a report is retried while the control plane cannot take it: a
+/// restart, or a replica's takeover after its dead timeout (30 s by default).
+const REPORT_RETRY_FOR: Duration = Duration::from_secs(90);
 
 enum ReportMsg {
     Post(String, Box<Report>),

@@ -233,6 +233,24 @@ impl RuntimeApi {
         Ok(id)
     }
 
+    /// Takes over instruction `instruction` that an earlier server process
+    /// (or another replica) delivered to `node` for multicast session
+    /// `session`, so the node's reports of it are accepted here although the
+    /// node has not checked in with this process: it is busy running it (a
+    /// resumed deployment, `docs/scale-out.md`).
+    pub fn adopt(&self, node: &str, instruction: u64, session: Option<u64>) -> Result<(), crate::ApiError> {
+        let node = normalize_mac(node)?;
+        let mut t = self.table();
+        let rec = t.nodes.entry(node).or_default();
+        if !rec.delivered.contains(&instruction) {
+            rec.delivered.push(instruction);
+        }
+        if let Some(s) = session {
+            t.sessions.insert(instruction, s);
+        }
+        Ok(())
+    }
+
     /// Gives out instruction ids from the persisted block number `block`
     /// from now on: ids `block * ID_BLOCK + 1 ..= (block + 1) * ID_BLOCK - 1`.
     /// The control plane takes a new block from its database at every start,
@@ -426,7 +444,12 @@ async fn report(
     {
         let mut t = api.table();
         let session = t.sessions.get(&r.instruction).copied();
-        let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+        // A node that has not checked in here may still report an instruction this process adopted.
+        let rec = t
+            .nodes
+            .get_mut(&node)
+            .filter(|r| !r.checkins.is_empty() || !r.delivered.is_empty())
+            .ok_or(HttpError::UnknownNode)?;
         let delivered = rec.delivered.contains(&r.instruction);
         if !delivered || session.is_some_and(|s| r.session != Some(s)) {
             drop(t);
@@ -585,6 +608,30 @@ mod tests {
         assert_eq!(s, StatusCode::NO_CONTENT);
         assert_eq!(new.node(mac).unwrap().reports.len(), 1);
         assert_eq!(new.stale_reports(), 2);
+    }
+
+    /// A restarted process that adopted an instruction of the earlier one
+    /// takes the node's reports of it (the node is busy running it and has not
+    /// checked in again); reports of instructions it did not adopt stay refused.
+    #[tokio::test]
+    async fn an_adopted_instruction_is_reported_without_a_new_checkin() {
+        let mac = "52:54:00:00:00:09";
+        let old = RuntimeApi::new();
+        let id = deliver(&old, mac, Action::PowerOff).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let new = RuntimeApi::new();
+        let report = |i: u64| {
+            serde_json::json!({"instruction": i, "boot_id": "b1", "phase": "handover", "status": "ok",
+                               "secs": 1.0, "exit_code": 0})
+        };
+        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(id))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "a node that never checked in, with nothing adopted");
+        new.adopt(mac, id, None).unwrap();
+        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(id))).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(id + 1))).await;
+        assert_eq!(s, StatusCode::CONFLICT, "an instruction that was not adopted");
+        assert_eq!(new.node(mac).unwrap().reports.len(), 1);
     }
 
     /// Ids from persisted blocks: a later process's ids are all above an

@@ -134,6 +134,10 @@ pub async fn reap(st: &AppState) -> Result<Vec<String>> {
         [one] => format!("{one} during the deployment (retry or reclaim the node)"),
         _ => format!("{} during the deployment (retry or reclaim the node)", reaped.join("; ")),
     };
+    let resumed = super::deployments::resume_orphaned(st).await?;
+    if resumed > 0 {
+        tracing::warn!(resumed, "took over the deployments of replicas that are gone");
+    }
     let nodes = super::deployments::fail_orphaned(st, &reason).await?;
     let actions = super::actions::recover(st).await?;
     if nodes > 0 || actions > 0 {

@@ -366,5 +366,144 @@ pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64) -> Result<u64, sq
     .bind(now)
     .execute(w.pool())
     .await?;
+    // Ended sessions cannot be resumed: their keys go.
+    sqlx::query(
+        "DELETE FROM deployment_sessions WHERE deployment IN (SELECT id FROM deployments WHERE state <> 'running')",
+    )
+    .execute(w.pool())
+    .await?;
     Ok(r.rows_affected())
+}
+
+/// Fails deployment `id`, owned by replica `owner`, and its nodes in flight
+/// with `reason` (a claimed deployment that cannot be resumed); its session goes.
+pub async fn fail_owned(w: &Writer, id: i64, owner: &str, reason: &str, now: i64) -> Result<(), sqlx::Error> {
+    let mut tx = w.begin().await?;
+    let r = sqlx::query("UPDATE deployments SET state = 'failed', finished_at = $3 WHERE id = $1 AND owner = $2")
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() > 0 {
+        sqlx::query(
+            "UPDATE deployment_nodes SET state = 'failed', reason = $2 \
+             WHERE deployment = $1 AND state NOT IN ('booted', 'verified', 'failed')",
+        )
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM deployment_sessions WHERE deployment = $1").bind(id).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// A running deployment's resumable session (`deployment_sessions`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub deployment: i64,
+    /// JSON `SessionSpec`, key included.
+    pub spec: String,
+    /// JSON members (node, MAC, address, boot id, instruction).
+    pub members: String,
+    pub epoch: i64,
+    pub seq: i64,
+    pub seq_at: i64,
+    pub runtime_at: String,
+}
+
+/// Stores the session of deployment `id` as it starts (epoch 0, or replaces
+/// a retry's); false unless replica `owner` owns the deployment.
+pub async fn save_session(w: &Writer, owner: &str, s: &SessionRow) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
+    let owned: Option<i64> = sqlx::query_scalar("SELECT id FROM deployments WHERE id = $1 AND owner = $2")
+        .bind(s.deployment)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if owned.is_none() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM deployment_sessions WHERE deployment = $1").bind(s.deployment).execute(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO deployment_sessions (deployment, spec, members, epoch, seq, seq_at, runtime_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(s.deployment)
+    .bind(&s.spec)
+    .bind(&s.members)
+    .bind(s.epoch)
+    .bind(s.seq)
+    .bind(s.seq_at)
+    .bind(&s.runtime_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The running sender's next sequence number, stamped with the database
+/// clock ([`super::clock_sql`]); false (nothing
+/// written) unless replica `owner` still owns the deployment: the sender
+/// must stop.
+pub async fn checkpoint(
+    w: &Writer,
+    backend: super::Backend,
+    id: i64,
+    owner: &str,
+    seq: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE deployment_sessions SET seq = $3, seq_at = ({}) WHERE deployment = $1 \
+         AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND owner = $2 AND state = 'running')",
+        super::clock_sql(backend)
+    );
+    // The only text spliced in is the fixed clock expression of the backend.
+    let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(owner).bind(seq).execute(w.pool()).await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Claims for replica `me` every running deployment whose owner is gone (not
+/// a registered replica) and whose session can be resumed here: its nodes
+/// report at `runtime_at`, and it was taken over fewer than `max_epoch`
+/// times. Raises each one's epoch; returns the sessions claimed. One
+/// transaction: a deployment is claimed by one replica (the `owner`
+/// compare-and-set), and the others fail what is left.
+pub async fn claim_orphaned_sessions(
+    w: &Writer,
+    me: &str,
+    runtime_at: &str,
+    max_epoch: i64,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    let mut tx = w.begin().await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE deployments SET owner = $1 WHERE state = 'running' \
+         AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)) \
+         AND id IN (SELECT deployment FROM deployment_sessions WHERE runtime_at = $2 AND epoch < $3) \
+         RETURNING id",
+    )
+    .bind(me)
+    .bind(runtime_at)
+    .bind(max_epoch)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Vec::new();
+    for id in ids {
+        let row: SessionRow = sqlx::query_as(
+            "UPDATE deployment_sessions SET epoch = epoch + 1 WHERE deployment = $1 \
+             RETURNING deployment, spec, members, epoch, seq, seq_at, runtime_at",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        out.push(row);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Forgets the session of deployment `id` (its key with it): at its end.
+pub async fn drop_session(w: &Writer, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM deployment_sessions WHERE deployment = $1").bind(id).execute(w.pool()).await.map(drop)
 }

@@ -157,3 +157,89 @@ async fn replicas_own_their_work(h: &Harness) {
     b.db.pool.close().await;
 }
 crate::both_backends!(replicas_own_their_work);
+
+async fn session(st: &AppState, id: i64, runtime_at: &str, epoch: i64) {
+    sqlx::query(
+        "INSERT INTO deployment_sessions (deployment, spec, members, epoch, seq, seq_at, runtime_at) \
+         VALUES ($1, '{}', '[]', $2, 1000, 0, $3)",
+    )
+    .bind(id)
+    .bind(epoch)
+    .bind(runtime_at)
+    .execute(&st.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn owner_of(st: &AppState, id: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT owner FROM deployments WHERE id = $1").bind(id).fetch_one(&st.db.pool).await.unwrap()
+}
+
+/// A dead replica's running deployments: the one whose nodes report where
+/// this replica serves is claimed (owner, epoch raised) exactly once, even
+/// by two replicas at once; one whose nodes report elsewhere, or that was
+/// taken over too often, is not, and the recovery fails it and forgets its
+/// session key. The claimer's checkpoints land, anyone else's do not.
+async fn orphaned_sessions_are_claimed_once(h: &Harness) {
+    let b = &h.st;
+    replicas::join(b).await.unwrap();
+    let here = "http://10.0.0.1:7000 10.0.0.1";
+    for (id, node, at, epoch) in
+        [(10, "n10", here, 0), (11, "n11", "http://elsewhere 10.9.9.9", 0), (12, "n12", here, 15)]
+    {
+        running(b, id, node, Some("r-gone")).await;
+        session(b, id, at, epoch).await;
+    }
+    let w = &b.db.writer;
+    let claim = |st: AppState| async move {
+        crate::db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, here, 15).await.unwrap()
+    };
+    let claimed = if b.db.backend == Backend::Postgres {
+        // Two replicas claim at once: one gets it.
+        let c = another(h).await;
+        replicas::join(&c).await.unwrap();
+        let (x, y) = tokio::join!(claim(b.clone()), claim(c.clone()));
+        assert_eq!(x.len() + y.len(), 1, "claimed twice: {x:?} {y:?}");
+        let (winner, rows) = if x.is_empty() { (c.replica.id.clone(), y) } else { (b.replica.id.clone(), x) };
+        assert_eq!(owner_of(b, 10).await.as_deref(), Some(winner.as_str()));
+        replicas::leave(&c).await.unwrap();
+        c.db.pool.close().await;
+        if winner != b.replica.id {
+            // The winner left: B claims it now (epoch 2).
+            let again = claim(b.clone()).await;
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].epoch, 2);
+        }
+        rows
+    } else {
+        claim(b.clone()).await
+    };
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!((claimed[0].deployment, claimed[0].epoch, claimed[0].seq), (10, 1, 1000));
+    assert_eq!(owner_of(b, 10).await.as_deref(), Some(b.replica.id.as_str()));
+    assert!(claim(b.clone()).await.is_empty(), "a live owner's deployment is not claimed again");
+    // The rest is failed, and the session keys of what ended are gone.
+    crate::app::deployments::fail_orphaned(b, "gone").await.unwrap();
+    assert_eq!(state_of(b, 10).await.0, "running");
+    assert_eq!(state_of(b, 11).await.0, "failed");
+    assert_eq!(state_of(b, 12).await.0, "failed");
+    let left: Vec<i64> = sqlx::query_scalar("SELECT deployment FROM deployment_sessions ORDER BY deployment")
+        .fetch_all(&b.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![10]);
+    // Checkpoints: the owner's land, a former owner's change nothing.
+    assert!(crate::db::deployments::checkpoint(w, b.db.backend, 10, &b.replica.id, 5000).await.unwrap());
+    assert!(!crate::db::deployments::checkpoint(w, b.db.backend, 10, "r-gone", 9000).await.unwrap());
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM deployment_sessions WHERE deployment = 10")
+        .fetch_one(&b.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, 5000);
+    // A claimed deployment that cannot run is ended, not left running and owned.
+    crate::db::deployments::fail_owned(w, 10, &b.replica.id, "cannot resume", 0).await.unwrap();
+    assert_eq!(state_of(b, 10).await, ("failed".to_string(), "cannot resume".to_string()));
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployment_sessions").fetch_one(&b.db.pool).await.unwrap();
+    assert_eq!(n, 0);
+}
+crate::both_backends!(orphaned_sessions_are_claimed_once);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use metalcast_image::Bundle;
 use metalcast_operator_api::v1;
 use metalcast_runtime_api::{Action, Deploy, Handover, Phase, Status, Target};
-use metalcast_transport::{Sender, SenderConfig, SessionSpec};
+use metalcast_transport::{Resume, Sender, SenderConfig, SessionSpec};
 use tokio::sync::watch;
 
 use super::{
@@ -25,6 +25,10 @@ use super::{
 use crate::app::AppState;
 use crate::app::error::{Error, Result};
 use crate::db;
+
+/// How often a running sender's sequence number is written (and its
+/// ownership checked): a resume starts above it.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Why nodes in flight fail when the server shuts down under them.
 const SHUT_DOWN: &str =
@@ -35,24 +39,38 @@ const SHUT_DOWN: &str =
 pub fn start(st: &AppState, d: Deployment, nodes: Vec<String>, addr: Option<Ipv4Addr>, params: Params) {
     let st = st.clone();
     let tx = st.deploys.register(d);
-    st.tasks.clone().spawn(async move { execute(&st, tx, nodes, addr, params).await });
+    st.tasks.clone().spawn(async move { execute(&st, tx, nodes, addr, params, None).await });
+}
+
+/// Takes over the session of a deployment this replica just claimed (its
+/// owner died: [`super::resume_orphaned`]) and runs the deployment to its
+/// end like [`start`].
+pub fn resume(st: &AppState, d: Deployment, session: db::deployments::SessionRow, params: Params) {
+    let st = st.clone();
+    let nodes: Vec<String> = d.nodes.iter().map(|n| n.node.clone()).collect();
+    let tx = st.deploys.register(d);
+    let addr = st.provision.addr;
+    st.tasks.clone().spawn(async move { execute(&st, tx, nodes, addr, params, Some(session)).await });
 }
 
 /// Runs a deployment to its end: every node terminal, the result stored.
+/// With `resume`, the session of a dead owner is taken over first.
 pub async fn execute(
     st: &AppState,
     tx: watch::Sender<Deployment>,
     nodes: Vec<String>,
     addr: Option<Ipv4Addr>,
     params: Params,
+    resume: Option<db::deployments::SessionRow>,
 ) {
     let id = tx.borrow().id;
     let run = async {
-        match (&st.upstream, addr) {
+        match (&st.upstream, addr, resume) {
             // A nested instance's nodes are the parent's: the parent's fabric deploys them.
-            (Some(up), _) => drive_upstream(st, up, id, &nodes, &params, &tx).await,
-            (None, Some(addr)) => drive(st, id, &nodes, addr, &params, &tx).await,
-            (None, None) => Err(Error::Exhausted("no provisioning network".into())),
+            (Some(up), _, _) => drive_upstream(st, up, id, &nodes, &params, &tx).await,
+            (None, Some(addr), Some(session)) => drive_resumed(st, id, addr, session, &params, &tx).await,
+            (None, Some(addr), None) => drive(st, id, &nodes, addr, &params, &tx).await,
+            (None, None, _) => Err(Error::Exhausted("no provisioning network".into())),
         }
     };
     // At shutdown the drive is dropped (its sender stops: `CancelOnDrop`) and
@@ -126,6 +144,8 @@ async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Resul
     let wrote =
         db::deployments::finish(&st.db.writer, id, &st.replica.id, state, crate::now(), summary.as_deref()).await?;
     owned(id, wrote)?;
+    // The session can no longer be resumed: its key goes.
+    db::deployments::drop_session(&st.db.writer, id).await?;
     let fresh = load(st, id).await?;
     tx.send_modify(|d| {
         if let Some(f) = fresh {
@@ -153,7 +173,8 @@ fn not_in_inventory(st: &AppState, mac: &str, device: &str) -> Option<String> {
     })
 }
 
-/// A node taking part in this session.
+/// A node taking part in this session (persisted with it, for a resume).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Member {
     node: String,
     mac: String,
@@ -180,15 +201,7 @@ async fn drive(
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(params.timeout_secs);
     let row = db::deployments::get(&st.db.pool, id).await?.ok_or_else(|| Error::internal("deployment vanished"))?;
-    let (image, root_hash) = (row.image, row.root_hash);
-    let path = st.registry.bundle_path(&image);
-    let bundle = tokio::task::spawn_blocking(move || Bundle::open(&path))
-        .await
-        .map_err(Error::internal)?
-        .map_err(|e| Error::Conflict(format!("image {image:?} cannot be opened: {e}")))?;
-    if bundle.manifest.root_hash != root_hash {
-        return Err(Error::Conflict(format!("image {image:?} changed since the deployment was created")));
-    }
+    let bundle = open_bundle(st, &row).await?;
     let blocks_total = bundle.manifest.stored_chunks().count() as i64;
     let attempt = tx.borrow().nodes.iter().map(|n| n.attempts).max().unwrap_or(1);
 
@@ -279,7 +292,8 @@ async fn drive(
                 HandoverSpec::None => Handover::None,
             },
             cmdline_append: cmdline,
-            idle_timeout_secs: 30,
+            // Long enough to wait out a takeover: the owner's dead timeout, then one scan.
+            idle_timeout_secs: st.replica.dead_after.as_secs().max(30) + 30,
         });
         m.instruction = st.runtime.push(&m.mac, action).map_err(Error::internal)?;
         set_node(st, tx, id, &m.node, |p| {
@@ -289,24 +303,130 @@ async fn drive(
         .await?;
     }
 
+    // The session, kept until the end so that another replica can resume it.
+    let session = db::deployments::SessionRow {
+        deployment: id,
+        spec: serde_json::to_string(&spec).map_err(Error::internal)?,
+        members: serde_json::to_string(&members).map_err(Error::internal)?,
+        epoch: 0,
+        seq: 0,
+        seq_at: db::now_pool(&st.db.pool, st.db.backend).await?,
+        runtime_at: runtime_at(st),
+    };
+    owned(id, db::deployments::save_session(&st.db.writer, &st.replica.id, &session).await?)?;
+    let receiving = members.len();
+    run_session(st, tx, id, bundle, spec, members, params, deadline, None, receiving).await
+}
+
+/// Where the nodes' runtimes report: a replica resumes only sessions whose
+/// nodes talk to it (the runtime side is in each process's memory today).
+pub(super) fn runtime_at(st: &AppState) -> String {
+    let addr = st.provision.addr.map(|a| a.to_string()).unwrap_or_default();
+    format!("{} {addr}", st.provision.public_url.as_deref().unwrap_or(""))
+}
+
+/// The deployment's image, checked against the root hash it was created with.
+async fn open_bundle(st: &AppState, row: &db::deployments::DeploymentRow) -> Result<Bundle> {
+    let (image, root_hash) = (row.image.clone(), row.root_hash.clone());
+    let path = st.registry.bundle_path(&image);
+    let bundle = tokio::task::spawn_blocking(move || Bundle::open(&path))
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| Error::Conflict(format!("image {image:?} cannot be opened: {e}")))?;
+    if bundle.manifest.root_hash != root_hash {
+        return Err(Error::Conflict(format!("image {image:?} changed since the deployment was created")));
+    }
+    Ok(bundle)
+}
+
+/// A deployment whose owner died, claimed by this replica: the same session
+/// (group, port, key) goes on from a new sender ([`Resume`]: a higher epoch,
+/// sequence numbers above the dead sender's), the nodes keep what they
+/// received, report to the new sender, and are followed to the end; nodes
+/// that had finished stay finished.
+async fn drive_resumed(
+    st: &AppState,
+    id: i64,
+    addr: Ipv4Addr,
+    session: db::deployments::SessionRow,
+    params: &Params,
+    tx: &watch::Sender<Deployment>,
+) -> Result<()> {
+    let row = db::deployments::get(&st.db.pool, id).await?.ok_or_else(|| Error::internal("deployment vanished"))?;
+    let bundle = open_bundle(st, &row).await?;
+    let mut spec: SessionSpec = serde_json::from_str(&session.spec).map_err(Error::internal)?;
+    // This replica's report socket: any free port (a stopped owner may still hold the old one).
+    spec.sender = SocketAddrV4::new(addr, 0);
+    let members: Vec<Member> = serde_json::from_str(&session.members).map_err(Error::internal)?;
+    let state_of = |node: &str| tx.borrow().nodes.iter().find(|n| n.node == node).map(|n| n.state);
+    let members: Vec<Member> =
+        members.into_iter().filter(|m| state_of(&m.node).is_some_and(|s| !s.is_terminal())).collect();
+    for m in &members {
+        st.runtime.adopt(&m.mac, m.instruction, Some(u64::from(spec.session_id))).map_err(Error::internal)?;
+    }
+    let receiving =
+        members.iter().filter(|m| matches!(state_of(&m.node), Some(NodeState::Waiting | NodeState::Receiving))).count();
+    let now = db::now_pool(&st.db.pool, st.db.backend).await?;
+    // Above anything the dead sender can have sent since its last checkpoint (at most 4 packets a
+    // microsecond, and the clock's second granularity), and far enough to be told from loss.
+    let since = u64::try_from(now - session.seq_at + 2).unwrap_or(2);
+    let seq_start = u64::try_from(session.seq).unwrap_or(0) + 4_000_000 * since + (1 << 21);
+    let epoch = u32::try_from(session.epoch).map_err(Error::internal)?;
+    let left = u64::try_from(row.created_at + params.timeout_secs as i64 - now).unwrap_or(0).max(60);
+    tracing::warn!(
+        id,
+        epoch,
+        nodes = members.len(),
+        receiving,
+        "resuming the deployment's session after its replica died"
+    );
+    let deadline = Instant::now() + Duration::from_secs(left);
+    let resume = Resume { epoch, seq_start };
+    run_session(st, tx, id, bundle, spec, members, params, deadline, Some(resume), receiving).await
+}
+
+/// Runs the session's sender (unless no node still receives) and follows
+/// every member to a terminal state; checkpoints the sender's sequence
+/// number about once a second, and stops at once when that write finds the
+/// deployment no longer this replica's.
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    st: &AppState,
+    tx: &watch::Sender<Deployment>,
+    id: i64,
+    bundle: Bundle,
+    spec: SessionSpec,
+    members: Vec<Member>,
+    params: &Params,
+    deadline: Instant,
+    resume: Option<Resume>,
+    receiving: usize,
+) -> Result<()> {
     // 3. The sender, on a blocking thread; its progress goes straight to the watch channel.
     let by_ip: HashMap<String, String> = members.iter().map(|m| (m.ip.clone(), m.node.clone())).collect();
     let cancel = CancelOnDrop::default();
+    let local = *spec.sender.ip();
     let cfg = SenderConfig {
         cancel: Some(Arc::clone(&cancel.0)),
-        local: addr,
+        local,
         rate: (params.rate_mbit > 0).then_some(params.rate_mbit * 1_000_000 / 8),
-        expected_receivers: members.len(),
+        expected_receivers: receiving,
         join_timeout: Duration::from_secs(30),
         receiver_timeout: Duration::from_secs(15),
         deadline: Some(deadline.saturating_duration_since(Instant::now())),
+        resume,
         ..Default::default()
     };
-    let (stx, spec2) = (tx.clone(), spec.clone());
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(cfg.resume.map_or(0, |r| r.seq_start)));
+    let (stx, spec2, seq2) = (tx.clone(), spec.clone(), Arc::clone(&seq));
     let sender = tokio::task::spawn_blocking(move || {
+        if receiving == 0 {
+            return Err(metalcast_transport::TransportError::Config("no node is still receiving".into()));
+        }
         let s = Sender::new(&spec2, &bundle, cfg)?;
         let mut last = Instant::now() - Duration::from_secs(1);
         s.run(&mut |p| {
+            seq2.store(p.seq, std::sync::atomic::Ordering::Relaxed);
             if last.elapsed() < Duration::from_millis(200) {
                 return;
             }
@@ -344,7 +464,26 @@ async fn drive(
         sender_done.notify_waiters();
         r
     };
-    let (summary, results) = tokio::join!(sender_task, futures_util::future::join_all(followers));
+    // The checkpoint: the sender's sequence number for a resume, and the fence.
+    let checkpoints = async {
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            if sender_finished.load(std::sync::atomic::Ordering::SeqCst) {
+                return std::future::pending::<Error>().await;
+            }
+            let at = i64::try_from(seq.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX);
+            match db::deployments::checkpoint(&st.db.writer, st.db.backend, id, &st.replica.id, at).await {
+                Ok(true) => {}
+                Ok(false) => return owned(id, false).expect_err("not owned"),
+                Err(e) => tracing::warn!(id, error = %e, "cannot checkpoint the session; retrying"),
+            }
+        }
+    };
+    let (summary, results) = tokio::select! {
+        r = async { tokio::join!(sender_task, futures_util::future::join_all(followers)) } => r,
+        // Dropping the run stops the sender (`CancelOnDrop`).
+        e = checkpoints => return Err(e),
+    };
     for r in results {
         r?;
     }
@@ -367,6 +506,7 @@ async fn drive(
             tx.send_modify(|d| d.summary = Some(v.clone()));
             owned(id, db::deployments::set_summary(&st.db.writer, id, &st.replica.id, &v.to_string()).await?)?;
         }
+        Ok(Err(_)) if receiving == 0 => {}
         Ok(Err(e)) => tracing::warn!(id, error = %e, "sender failed"),
         Err(e) => tracing::warn!(id, error = %e, "sender panicked"),
     }

@@ -568,14 +568,61 @@ pub(crate) fn refuse_if_draining(st: &AppState) -> Result<()> {
 }
 
 /// At server start: whatever a previous process (or a dead replica) had in
-/// flight has lost its sender and its progress. Mark those nodes failed with
+/// flight has lost its sender. What can be resumed here is
+/// ([`resume_orphaned`]); the other nodes in flight are marked failed with
 /// the reason, and their deployments failed, so `retry` can pick them up.
 pub async fn recover(st: &AppState) -> Result<u64> {
+    resume_orphaned(st).await?;
     fail_orphaned(
         st,
         "the control plane restarted during the deployment (the node may still finish on its own: retry or reclaim it)",
     )
     .await
+}
+
+/// Claims the running deployments of dead replicas whose nodes report to
+/// this replica (the same public URL and provisioning address: a restart,
+/// or a replica in its place) and resumes their sessions
+/// ([`engine::resume`]); returns how many. The rest is left to
+/// [`fail_orphaned`].
+pub async fn resume_orphaned(st: &AppState) -> Result<usize> {
+    if st.upstream.is_some() || st.provision.addr.is_none() || st.tasks.is_draining() {
+        return Ok(0);
+    }
+    let max_epoch = i64::from(metalcast_transport::MAX_EPOCH);
+    let claimed =
+        db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, &engine_runtime_at(st), max_epoch)
+            .await?;
+    let n = claimed.len();
+    for session in claimed {
+        let id = session.deployment;
+        let loaded = async {
+            let row =
+                db::deployments::get(&st.db.pool, id).await?.ok_or_else(|| Error::internal("deployment vanished"))?;
+            let params: Params = serde_json::from_str(&row.params).map_err(Error::internal)?;
+            Ok::<_, Error>((load_existing(st, id).await?, params))
+        };
+        match loaded.await {
+            Ok((d, params)) => engine::resume(st, d, session, params),
+            Err(e) => {
+                // Claimed but not runnable: end it, or it would stay running and owned.
+                tracing::error!(id, error = %e, "cannot resume the deployment: failing it");
+                let _ = db::deployments::fail_owned(
+                    &st.db.writer,
+                    id,
+                    &st.replica.id,
+                    &format!("cannot resume the deployment after its replica died: {}", e.public_message()),
+                    crate::now(),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn engine_runtime_at(st: &AppState) -> String {
+    engine::runtime_at(st)
 }
 
 /// Fails the nodes in flight of running deployments whose replica is gone
@@ -608,7 +655,7 @@ pub async fn run_and_wait(
     let id = insert(st, user, project, &img, &params, nodes, None, &[]).await?;
     let d = load_existing(st, id).await?;
     let live = st.deploys.register(d);
-    engine::execute(st, live, nodes.to_vec(), addr, params).await;
+    engine::execute(st, live, nodes.to_vec(), addr, params, None).await;
     load_existing(st, id).await
 }
 
