@@ -118,12 +118,19 @@ pub async fn run(
     server: &Server,
     drill: Drill,
 ) -> anyhow::Result<()> {
+    let mut req = DeployRequest::new(image);
+    req.project = Some(project.to_string());
+    req.handover = HandoverSpec::Kexec;
+    req.rate_mbit = (drill.rate_mbit > 0).then_some(drill.rate_mbit);
+    req.timeout_secs = Some(600);
+    // The same deployment without a kill, for the time a kill costs.
+    let t0 = Instant::now();
+    let id = c.deploy(&req).await.context("starting the reference deployment")?.id;
+    let d = wait_finished(c, id, Duration::from_secs(600)).await?;
+    ensure!(d.state.as_str() == "done", "the reference deployment {id} ended {}", d.state.as_str());
+    let reference = t0.elapsed().as_secs_f64();
+    eprintln!("   reference deployment {id} (no kill): {reference:.2}s");
     for round in 1..=drill.rounds {
-        let mut req = DeployRequest::new(image);
-        req.project = Some(project.to_string());
-        req.handover = HandoverSpec::Kexec;
-        req.rate_mbit = (drill.rate_mbit > 0).then_some(drill.rate_mbit);
-        req.timeout_secs = Some(600);
         let d = c.deploy(&req).await.context("starting the deployment")?;
         let id = d.id;
         let t0 = Instant::now();
@@ -138,11 +145,28 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         // kill -9: no drain, no goodbye to the nodes.
+        let killed = Instant::now();
         drop(server.lock().unwrap_or_else(|p| p.into_inner()).take());
         eprintln!("   round {round}: deployment {id} at {at:.0}%: control plane killed (SIGKILL), restarting it");
         *server.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.start_with(Command::new(&spec.program))?);
         wait_health(c, Duration::from_secs(30)).await?;
+        // Taken over: the resumed sender hears the nodes where they were.
+        let takeover = loop {
+            let d = c.deployment(id).await.with_context(|| format!("reading deployment {id}"))?;
+            if d.is_finished() || percent_done(&d) >= at {
+                break killed.elapsed().as_secs_f64();
+            }
+            ensure!(killed.elapsed() < Duration::from_secs(120), "round {round}: no progress 120 s after the kill");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let d = wait_finished(c, id, Duration::from_secs(600)).await?;
+        let total = t0.elapsed().as_secs_f64();
+        println!(
+            "crash timing {round}/{}: kill to resumed progress {takeover:.2}s; completion {total:.2}s against \
+             {reference:.2}s without a kill ({:.2}x)",
+            drill.rounds,
+            total / reference
+        );
         let stale = stale_reports(c, base).await?;
         let stored = c.image(image).await.context("reading the image")?.stored_bytes.max(1) as f64;
         let verified = d.nodes.iter().filter(|n| n.state == NodeState::Verified).count();

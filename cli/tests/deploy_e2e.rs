@@ -103,6 +103,7 @@ fn crash_drill(rounds: u32) {
             .find(|l| l.starts_with(&format!("crash round {r}/{rounds}:")))
             .unwrap_or_else(|| panic!("no line for round {r}: {stdout}"));
         assert!(line.contains("resumed: done (4/4 verified)"), "{line}");
+        assert!(stdout.contains(&format!("crash timing {r}/{rounds}: kill to resumed progress")), "{stdout}");
     }
 }
 
