@@ -59,6 +59,35 @@ type Attack = Box<dyn FnOnce(SessionSpec, Arc<AtomicBool>) + Send>;
 /// The control port of the sender in [`run_session`].
 const CONTROL_PORT: u16 = 47001;
 
+/// Starts a receiver of `spec` on every receiver host (ids 1, 2, ...); each
+/// checks its parts against `hashes` and returns its summary.
+fn spawn_receivers(
+    f: &Fabric,
+    spec: &SessionSpec,
+    manifest: &Arc<Manifest>,
+    hashes: &[[u8; 32]],
+    idle_timeout: Duration,
+) -> Vec<std::thread::JoinHandle<ReceiverSummary>> {
+    f.receivers()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(manifest), h.ipv4(), hashes.to_vec());
+            h.spawn_in(move || {
+                let cfg = ReceiverConfig { id: i as u64 + 1, iface: ip, idle_timeout, ..Default::default() };
+                let rx = Receiver::new(&spec, &m, cfg).expect("receiver joins");
+                let mut sink = MemorySink::new(&m);
+                let s = rx.run(&mut sink, &mut |_| {}).expect("receive completes");
+                for (p, want) in sink.parts.iter().zip(&hashes) {
+                    assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
+                }
+                s
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
 /// Runs one session from the fabric's sender to every receiver, checks
 /// every receiver's parts against `hashes`, and returns the summaries.
 /// `attack`, if set, runs on the attacker host during the session.
@@ -86,30 +115,7 @@ fn run_session_with(
         root_hash: manifest.root_hash.clone(),
     };
     let n = f.receivers().len();
-    let rx_handles: Vec<_> = f
-        .receivers()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.to_vec());
-            h.spawn_in(move || {
-                let cfg = ReceiverConfig {
-                    id: i as u64 + 1,
-                    iface: ip,
-                    idle_timeout: Duration::from_secs(15),
-                    ..Default::default()
-                };
-                let rx = Receiver::new(&spec, &m, cfg).expect("receiver joins");
-                let mut sink = MemorySink::new(&m);
-                let s = rx.run(&mut sink, &mut |_| {}).expect("receive completes");
-                for (p, want) in sink.parts.iter().zip(&hashes) {
-                    assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
-                }
-                s
-            })
-            .unwrap()
-        })
-        .collect();
+    let rx_handles = spawn_receivers(f, &spec, &manifest, hashes, Duration::from_secs(15));
     let sender_over = Arc::new(AtomicBool::new(false));
     let attacker = attack.map(|a| {
         let (spec, over) = (spec.clone(), Arc::clone(&sender_over));
@@ -704,30 +710,7 @@ fn a_session_resumed_by_another_sender_finishes_without_starting_over() {
         root_hash: manifest.root_hash.clone(),
     };
     let n = f.receivers().len();
-    let rx_handles: Vec<_> = f
-        .receivers()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let (spec, m, ip, hashes) = (spec.clone(), Arc::clone(&manifest), h.ipv4(), hashes.to_vec());
-            h.spawn_in(move || {
-                let cfg = ReceiverConfig {
-                    id: i as u64 + 1,
-                    iface: ip,
-                    idle_timeout: Duration::from_secs(20),
-                    ..Default::default()
-                };
-                let rx = Receiver::new(&spec, &m, cfg).expect("receiver joins");
-                let mut sink = MemorySink::new(&m);
-                let s = rx.run(&mut sink, &mut |_| {}).expect("receive completes");
-                for (p, want) in sink.parts.iter().zip(&hashes) {
-                    assert_eq!(blake3::hash(p).as_bytes(), want, "receiver {i}: part differs");
-                }
-                s
-            })
-            .unwrap()
-        })
-        .collect();
+    let rx_handles = spawn_receivers(&f, &spec, &manifest, &hashes, Duration::from_secs(20));
     let (b1, spec1, ip) = (bundle.clone(), spec.clone(), f.sender().ipv4());
     // The first sender: cancelled once half of its first pass is out. It
     // returns its last sequence number and when it saw it.
