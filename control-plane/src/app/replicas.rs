@@ -181,6 +181,18 @@ pub async fn join(st: &AppState) -> Result<()> {
     Ok(())
 }
 
+/// The market's driver: one replica at a time runs it ([`holds`]).
+pub const MARKET_DRIVER: &str = "market-driver";
+
+/// Whether this replica holds periodic job `name` now (taking it if it is
+/// free or its holder is gone). A job is run only by its holder, so two
+/// replicas never both run it; it moves to another replica once its holder
+/// is reaped.
+pub async fn holds(st: &AppState, name: &str) -> Result<bool> {
+    let now = db::now_pool(&st.db.pool, st.db.backend).await?;
+    Ok(db::replicas::hold_job(&st.db.writer, name, &st.replica.id, now).await?)
+}
+
 /// Removes this process's row (a clean stop: its work is finished or failed).
 pub async fn leave(st: &AppState) -> Result<()> {
     db::replicas::remove(&st.db.writer, &st.replica.id).await?;

@@ -243,3 +243,31 @@ async fn orphaned_sessions_are_claimed_once(h: &Harness) {
     assert_eq!(n, 0);
 }
 crate::both_backends!(orphaned_sessions_are_claimed_once);
+
+/// The market's driver runs in one replica at a time: the first to ask
+/// holds it, another does not while the holder lives, and takes it once the
+/// holder's row is gone (dead and reaped).
+async fn one_replica_runs_the_market_driver(h: &Harness) {
+    use crate::app::replicas::{MARKET_DRIVER, holds};
+    let a = &h.st;
+    replicas::join(a).await.unwrap();
+    assert!(holds(a, MARKET_DRIVER).await.unwrap());
+    assert!(holds(a, MARKET_DRIVER).await.unwrap(), "renewed by its holder");
+    if a.db.backend == Backend::Sqlite {
+        return; // one process on SQLite
+    }
+    let b = another(h).await;
+    replicas::join(&b).await.unwrap();
+    assert!(!holds(&b, MARKET_DRIVER).await.unwrap(), "held by a live replica");
+    let (x, y) = tokio::join!(holds(a, MARKET_DRIVER), holds(&b, MARKET_DRIVER));
+    assert!(x.unwrap() && !y.unwrap());
+    crate::db::replicas::remove(&a.db.writer, &a.replica.id).await.unwrap();
+    assert!(holds(&b, MARKET_DRIVER).await.unwrap(), "taken over from a replica that is gone");
+    assert_eq!(
+        crate::db::replicas::job_owner(&b.db.pool, MARKET_DRIVER).await.unwrap().as_deref(),
+        Some(b.replica.id.as_str())
+    );
+    assert!(!holds(a, MARKET_DRIVER).await.unwrap(), "the former holder does not get it back");
+    b.db.pool.close().await;
+}
+crate::both_backends!(one_replica_runs_the_market_driver);

@@ -6,7 +6,10 @@
 //! revoke in flight stops with it and is resumed at the next start (every
 //! step of a revoke is safe to repeat), so after a crash the leases in
 //! `granting` and `revoking` are finished by the next process: that is
-//! the reconciler.
+//! the reconciler. With several replicas on one database the driver is a
+//! singleton: only the replica holding its row in `singleton_jobs` ticks,
+//! so one replica at a time grants, revokes and settles; when it dies and
+//! is reaped, another takes the row and finishes what it left.
 
 use std::time::Duration;
 
@@ -19,13 +22,28 @@ use crate::db::market::leases::LeaseState;
 /// How long idempotency keys are kept.
 pub const KEY_TTL_SECS: i64 = 86_400;
 
-/// Starts the driver (once per process, from `serve`).
+/// Starts the driver (once per process, from `serve`). With several
+/// replicas, only the one holding the driver's job row ticks
+/// (`replicas::holds`); the others take it over once that one is reaped.
 pub fn spawn(st: &AppState) {
     let st2 = st.clone();
     st.tasks.spawn(async move {
         let tick = st2.market.config.tick;
+        let mut held = false;
         loop {
-            if let Err(e) = tick_once(&st2).await {
+            match crate::app::replicas::holds(&st2, crate::app::replicas::MARKET_DRIVER).await {
+                Ok(now) => {
+                    if now != held {
+                        tracing::info!(replica = %st2.replica.id, running = now, "market driver held by this replica: {now}");
+                    }
+                    held = now;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check who runs the market driver; skipping this tick");
+                    held = false;
+                }
+            }
+            if held && let Err(e) = tick_once(&st2).await {
                 tracing::warn!(error = %e, "market driver tick failed");
             }
             tokio::select! {
