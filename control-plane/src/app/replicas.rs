@@ -189,8 +189,7 @@ pub const MARKET_DRIVER: &str = "market-driver";
 /// replicas never both run it; it moves to another replica once its holder
 /// is reaped.
 pub async fn holds(st: &AppState, name: &str) -> Result<bool> {
-    let now = db::now_pool(&st.db.pool, st.db.backend).await?;
-    Ok(db::replicas::hold_job(&st.db.writer, name, &st.replica.id, now).await?)
+    Ok(db::replicas::hold_job(&st.db.writer, st.db.backend, name, &st.replica.id).await?)
 }
 
 /// Removes this process's row (a clean stop: its work is finished or failed).

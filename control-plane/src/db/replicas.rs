@@ -68,20 +68,17 @@ pub async fn remove(w: &Writer, id: &str) -> Result<bool, sqlx::Error> {
     Ok(r.rows_affected() == 1)
 }
 
-/// Takes or renews periodic job `name` for replica `me` (at database time
-/// `now`): true when `me` holds it now. One statement, so two replicas
-/// never both hold it: the row is free, `me`'s already, or its owner is no
-/// longer a registered replica.
-pub async fn hold_job(w: &Writer, name: &str, me: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE singleton_jobs SET owner = $2, held_at = $3 WHERE name = $1 \
+/// Takes or renews periodic job `name` for replica `me`, stamped with the
+/// database clock: true when `me` holds it now. One statement, so two
+/// replicas never both hold it: the row is free, `me`'s already, or its
+/// owner is no longer a registered replica.
+pub async fn hold_job(w: &Writer, backend: Backend, name: &str, me: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE singleton_jobs SET owner = $2, held_at = ({}) WHERE name = $1 \
          AND (owner IS NULL OR owner = $2 OR owner NOT IN (SELECT id FROM replicas))",
-    )
-    .bind(name)
-    .bind(me)
-    .bind(now)
-    .execute(w.pool())
-    .await?;
+        clock_sql(backend)
+    );
+    let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(me).execute(w.pool()).await?;
     Ok(r.rows_affected() == 1)
 }
 

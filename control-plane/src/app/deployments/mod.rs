@@ -591,7 +591,7 @@ pub async fn resume_orphaned(st: &AppState) -> Result<usize> {
     }
     let max_epoch = i64::from(metalcast_transport::MAX_EPOCH);
     let claimed =
-        db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, &engine_runtime_at(st), max_epoch)
+        db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, &engine::runtime_at(st), max_epoch)
             .await?;
     let n = claimed.len();
     for session in claimed {
@@ -619,10 +619,6 @@ pub async fn resume_orphaned(st: &AppState) -> Result<usize> {
         }
     }
     Ok(n)
-}
-
-fn engine_runtime_at(st: &AppState) -> String {
-    engine::runtime_at(st)
 }
 
 /// Fails the nodes in flight of running deployments whose replica is gone
