@@ -21,6 +21,16 @@
 //! refused (409) and counted ([`RuntimeApi::stale_reports`]), so it can
 //! never land on a newer instruction.
 //!
+//! Where the state lives: by default in this process's memory, as above. A
+//! control plane with several processes on one database gives the API a
+//! [`Store`] ([`RuntimeApi::set_store`]) instead: check-ins, instructions and
+//! reports then live in the database, so a node can check in with one
+//! process, be given an instruction another one queued, and report to a
+//! third; each instruction is still delivered at most once (the store takes
+//! it with a compare-and-set), and a report is still accepted only for an
+//! instruction delivered to that node, in its session. Offers (attended
+//! mode) stay in the memory of the process the console talks to.
+//!
 //! Stopping: [`RuntimeApi::stop_polls`] answers every waiting and every new
 //! long-poll at once with 503 and `Retry-After` ("come back"), so a server
 //! that shuts down does not wait out the nodes' long-polls.
@@ -48,6 +58,43 @@ use crate::{
 /// Decides whether a check-in is taken, before it is recorded
 /// ([`RuntimeApi::set_checkin_gate`]): `Err(reason)` refuses it with 403.
 pub type CheckInGate = Arc<dyn Fn(CheckIn) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// A boxed future, for the [`Store`] trait's methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a [`Store`] did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The node is not known: it never checked in, and holds no instruction.
+    #[error("unknown node: check in first")]
+    UnknownNode,
+    /// The report names an instruction not delivered to this node.
+    #[error("instruction {0} was not given to this node")]
+    NotDelivered(u64),
+    /// The report names another multicast session than its instruction's.
+    #[error("instruction {0} belongs to another multicast session")]
+    OtherSession(u64),
+    /// The store itself failed (e.g. the database is unreachable).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where check-ins, instructions and reports live when not in this
+/// process's memory (module docs): the control plane's database, shared by
+/// its replicas. Every method is one short transaction.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Records a check-in that the gate let through.
+    fn checkin<'a>(&'a self, c: &'a CheckIn) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Queues `action` for `node` (normalized MAC); returns the instruction id.
+    fn push<'a>(&'a self, node: &'a str, action: &'a Action) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Takes `node`'s oldest queued instruction and marks it delivered, so
+    /// no other process delivers it too; `Ok(None)` when none is queued,
+    /// [`StoreError::UnknownNode`] when the node never checked in.
+    fn take<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Option<Instruction>, StoreError>>;
+    /// Records `report` if it names an instruction delivered to `node` and,
+    /// for a deploy or seed instruction, that instruction's session.
+    fn report<'a>(&'a self, node: &'a str, report: &'a Report) -> BoxFuture<'a, Result<(), StoreError>>;
+}
 
 /// A check-in as recorded by the server.
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +169,9 @@ struct Inner {
     refused_checkins: AtomicU64,
     /// The control plane's check-in policy ([`RuntimeApi::set_checkin_gate`]).
     gate: OnceLock<CheckInGate>,
+    /// Where the state lives when not in `table` ([`RuntimeApi::set_store`]),
+    /// and how often a long-poll looks at it again without being woken.
+    store: OnceLock<(Arc<dyn Store>, Duration)>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -150,6 +200,8 @@ enum HttpError {
     UnknownNode,
     StaleReport(u64),
     Stopping,
+    /// The store failed: the node retries after its back-off.
+    Unavailable(String),
 }
 
 impl IntoResponse for HttpError {
@@ -162,6 +214,11 @@ impl IntoResponse for HttpError {
                 StatusCode::CONFLICT,
                 format!("instruction {id} was not given to this node by this server, or in another session"),
             ),
+            HttpError::Unavailable(why) => {
+                let body = Json(serde_json::json!({ "error": format!("the control plane's store failed: {why}") }));
+                return (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "2")], body)
+                    .into_response();
+            }
             HttpError::Stopping => {
                 let body = Json(serde_json::json!({ "error": "the control plane is stopping: come back" }));
                 return (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "5")], body)
@@ -169,6 +226,19 @@ impl IntoResponse for HttpError {
             }
         };
         (code, Json(serde_json::json!({ "error": msg }))).into_response()
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownNode => HttpError::UnknownNode,
+            StoreError::NotDelivered(id) | StoreError::OtherSession(id) => HttpError::StaleReport(id),
+            StoreError::Failed(why) => {
+                tracing::error!(error = %why, "the runtime store failed");
+                HttpError::Unavailable(why)
+            }
+        }
     }
 }
 
@@ -199,6 +269,7 @@ impl RuntimeApi {
                 stale_reports: AtomicU64::new(0),
                 refused_checkins: AtomicU64::new(0),
                 gate: OnceLock::new(),
+                store: OnceLock::new(),
             }),
         }
     }
@@ -223,6 +294,11 @@ impl RuntimeApi {
     /// need not have checked in yet.
     pub fn push(&self, node: &str, action: Action) -> Result<u64, crate::ApiError> {
         let node = normalize_mac(node)?;
+        if self.inner.store.get().is_some() {
+            return Err(crate::ApiError::Invalid(
+                "this runtime API keeps its instructions in a store: queue there".into(),
+            ));
+        }
         let id = {
             let mut t = self.table();
             let id = t.take_id()?;
@@ -231,24 +307,6 @@ impl RuntimeApi {
         };
         self.inner.changed.notify_waiters();
         Ok(id)
-    }
-
-    /// Takes over instruction `instruction` that an earlier server process
-    /// (or another replica) delivered to `node` for multicast session
-    /// `session`, so the node's reports of it are accepted here although the
-    /// node has not checked in with this process: it is busy running it (a
-    /// resumed deployment, `docs/scale-out.md`).
-    pub fn adopt(&self, node: &str, instruction: u64, session: Option<u64>) -> Result<(), crate::ApiError> {
-        let node = normalize_mac(node)?;
-        let mut t = self.table();
-        let rec = t.nodes.entry(node).or_default();
-        if !rec.delivered.contains(&instruction) {
-            rec.delivered.push(instruction);
-        }
-        if let Some(s) = session {
-            t.sessions.insert(instruction, s);
-        }
-        Ok(())
     }
 
     /// Gives out instruction ids from the persisted block number `block`
@@ -338,6 +396,40 @@ impl RuntimeApi {
         self.inner.gate.set(gate).is_ok()
     }
 
+    /// Keeps check-ins, instructions and reports in `store` from now on
+    /// instead of this process's memory (module docs). Long-polls are woken
+    /// by [`RuntimeApi::notify`] and look at the store again every `recheck`
+    /// anyway (for changes made by other processes that nobody announced).
+    /// Set once, before serving; a second call returns `false` and changes
+    /// nothing. The in-memory methods ([`RuntimeApi::push`],
+    /// [`RuntimeApi::node`], ...) then see only what this process keeps
+    /// itself (offers); ask the store instead.
+    pub fn set_store(&self, store: Arc<dyn Store>, recheck: Duration) -> bool {
+        self.inner.store.set((store, recheck.max(Duration::from_millis(10)))).is_ok()
+    }
+
+    /// The store set with [`RuntimeApi::set_store`].
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.store.get().map(|(s, _)| s)
+    }
+
+    /// Wakes every long-poll and [`RuntimeApi::wait_for`] to look again:
+    /// for an owner of a [`Store`] that learned of a change (its own push,
+    /// or another process's announced one).
+    pub fn notify(&self) {
+        self.inner.changed.notify_waiters();
+    }
+
+    /// This server process's epoch, sent in every check-in reply.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// Counts a refused report (for a [`Store`] owner that refuses one itself).
+    fn count_stale(&self) {
+        self.inner.stale_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Serves the router on `listener` until `shutdown` resolves.
     pub async fn serve(
         &self,
@@ -363,7 +455,16 @@ async fn checkin(
     }
     tracing::info!(node = %c.node, role = ?c.role, boot = %c.boot_id, "runtime check-in");
     let node = c.node.clone();
-    api.table().nodes.entry(node.clone()).or_default().checkins.push(SeenCheckIn { at_unix: now_unix(), checkin: c });
+    if let Some((store, _)) = api.inner.store.get() {
+        store.checkin(&c).await.map_err(HttpError::from)?;
+    } else {
+        api.table()
+            .nodes
+            .entry(node.clone())
+            .or_default()
+            .checkins
+            .push(SeenCheckIn { at_unix: now_unix(), checkin: c });
+    }
     api.inner.changed.notify_waiters();
     Ok(Json(CheckInReply { node, server_epoch: api.inner.epoch, wait_secs: api.inner.default_wait }))
 }
@@ -380,6 +481,17 @@ async fn instruction(
         let notified = api.inner.changed.notified();
         if api.inner.stopping.load(Ordering::SeqCst) {
             return Err(HttpError::Stopping);
+        }
+        if let Some((store, recheck)) = api.inner.store.get() {
+            if let Some(i) = store.take(&node).await.map_err(HttpError::from)? {
+                api.inner.changed.notify_waiters();
+                return Ok(Json(i).into_response());
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            };
+            let _ = tokio::time::timeout(left.min(*recheck), notified).await;
+            continue;
         }
         {
             let mut t = api.table();
@@ -404,7 +516,8 @@ async fn instruction(
 async fn offers(State(api): State<RuntimeApi>, Path(node): Path<String>) -> Result<Json<Offers>, HttpError> {
     let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let t = api.table();
-    let rec = t.nodes.get(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
+    let with_store = api.inner.store.get().is_some();
+    let rec = t.nodes.get(&node).filter(|r| with_store || !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
     let offers = rec
         .offers
         .iter()
@@ -419,6 +532,19 @@ async fn choose(
     Path((node, index)): Path<(String, usize)>,
 ) -> Result<Json<Chosen>, HttpError> {
     let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    if let Some((store, _)) = api.inner.store.get() {
+        let action = {
+            let t = api.table();
+            let rec = t.nodes.get(&node).ok_or(HttpError::UnknownNode)?;
+            rec.offers.get(index).ok_or_else(|| HttpError::BadRequest(format!("no offer {index}")))?.1.clone()
+        };
+        let id = store.push(&node, &action).await.map_err(HttpError::from)?;
+        if let Some(rec) = api.table().nodes.get_mut(&node) {
+            rec.chosen.push((index, id));
+        }
+        api.inner.changed.notify_waiters();
+        return Ok(Json(Chosen { instruction: id }));
+    }
     let id = {
         let mut t = api.table();
         let id = t.take_id().map_err(|e| HttpError::BadRequest(e.to_string()))?;
@@ -441,15 +567,24 @@ async fn report(
     let node = normalize_mac(&node).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let Json(r) = body.map_err(|e| HttpError::BadRequest(e.body_text()))?;
     tracing::info!(%node, instruction = r.instruction, phase = ?r.phase, status = ?r.status, secs = r.secs, "runtime report");
+    if let Some((store, _)) = api.inner.store.get() {
+        return match store.report(&node, &r).await {
+            Ok(()) => {
+                api.inner.changed.notify_waiters();
+                Ok(StatusCode::NO_CONTENT)
+            }
+            Err(e @ (StoreError::NotDelivered(_) | StoreError::OtherSession(_))) => {
+                api.count_stale();
+                tracing::warn!(%node, instruction = r.instruction, session = ?r.session, "refused a report: {e}");
+                Err(HttpError::StaleReport(r.instruction))
+            }
+            Err(e) => Err(HttpError::from(e)),
+        };
+    }
     {
         let mut t = api.table();
         let session = t.sessions.get(&r.instruction).copied();
-        // A node that has not checked in here may still report an instruction this process adopted.
-        let rec = t
-            .nodes
-            .get_mut(&node)
-            .filter(|r| !r.checkins.is_empty() || !r.delivered.is_empty())
-            .ok_or(HttpError::UnknownNode)?;
+        let rec = t.nodes.get_mut(&node).filter(|r| !r.checkins.is_empty()).ok_or(HttpError::UnknownNode)?;
         let delivered = rec.delivered.contains(&r.instruction);
         if !delivered || session.is_some_and(|s| r.session != Some(s)) {
             drop(t);
@@ -608,30 +743,6 @@ mod tests {
         assert_eq!(s, StatusCode::NO_CONTENT);
         assert_eq!(new.node(mac).unwrap().reports.len(), 1);
         assert_eq!(new.stale_reports(), 2);
-    }
-
-    /// A restarted process that adopted an instruction of the earlier one
-    /// takes the node's reports of it (the node is busy running it and has not
-    /// checked in again); reports of instructions it did not adopt stay refused.
-    #[tokio::test]
-    async fn an_adopted_instruction_is_reported_without_a_new_checkin() {
-        let mac = "52:54:00:00:00:09";
-        let old = RuntimeApi::new();
-        let id = deliver(&old, mac, Action::PowerOff).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let new = RuntimeApi::new();
-        let report = |i: u64| {
-            serde_json::json!({"instruction": i, "boot_id": "b1", "phase": "handover", "status": "ok",
-                               "secs": 1.0, "exit_code": 0})
-        };
-        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(id))).await;
-        assert_eq!(s, StatusCode::NOT_FOUND, "a node that never checked in, with nothing adopted");
-        new.adopt(mac, id, None).unwrap();
-        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(id))).await;
-        assert_eq!(s, StatusCode::NO_CONTENT);
-        let (s, _) = call(&new, "POST", &format!("/v1/runtime/nodes/{mac}/reports"), Some(report(id + 1))).await;
-        assert_eq!(s, StatusCode::CONFLICT, "an instruction that was not adopted");
-        assert_eq!(new.node(mac).unwrap().reports.len(), 1);
     }
 
     /// Ids from persisted blocks: a later process's ids are all above an

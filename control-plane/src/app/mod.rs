@@ -83,8 +83,11 @@ pub struct Inner {
     pub registry: crate::registry::Registry,
     /// Running console captures.
     pub consoles: crate::console::Consoles,
-    /// The node runtimes' side: check-ins, instructions, phase reports.
+    /// The node runtimes' API (its routes and long-polls); its state is in
+    /// the database, through [`Inner::runtime_store`].
     pub runtime: metalcast_runtime_api::server::RuntimeApi,
+    /// The runtime API's state: check-ins, instructions, phase reports (`app::runtime`).
+    pub runtime_store: Arc<crate::app::runtime::DbStore>,
     /// How deployments reach the nodes (provisioning network).
     pub provision: crate::app::deployments::Provision,
     /// Progress of the deployments running in this process.
@@ -106,6 +109,10 @@ pub struct Inner {
 impl AppState {
     /// Build the state from a connected database.
     pub fn new(db: Db, vlans: VlanPool) -> Self {
+        let replica = crate::app::replicas::Replica::default();
+        let runtime_store = Arc::new(crate::app::runtime::DbStore::new(db.clone(), replica.id.clone()));
+        let runtime = metalcast_runtime_api::server::RuntimeApi::new();
+        runtime.set_store(runtime_store.clone(), crate::app::runtime::recheck(db.backend));
         AppState(Arc::new(Inner {
             db,
             vlans,
@@ -114,7 +121,8 @@ impl AppState {
             action_done: tokio::sync::Notify::new(),
             registry: crate::registry::Registry::default(),
             consoles: crate::console::Consoles::default(),
-            runtime: metalcast_runtime_api::server::RuntimeApi::new(),
+            runtime,
+            runtime_store,
             provision: crate::app::deployments::Provision::default(),
             deploys: crate::app::deployments::Deploys::default(),
             upstream: None,
@@ -122,7 +130,7 @@ impl AppState {
             drivers: Arc::new(crate::drivers::Standard),
             market: crate::app::market::Market::default(),
             netboot: crate::app::netboot::Netboot::default(),
-            replica: crate::app::replicas::Replica::default(),
+            replica,
         }))
     }
 

@@ -148,10 +148,11 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
 
 /// The node's newest runtime check-in: (mac, role, boot id).
 async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, String)>> {
-    Ok(crate::app::deployments::find_runtime(st, node, Duration::ZERO).await?.and_then(|(mac, _, boot)| {
-        let role = st.runtime.node(&mac)?.last_checkin()?.role;
-        Some((mac, role, boot))
-    }))
+    let Some((mac, _, boot)) = crate::app::deployments::find_runtime(st, node, Duration::ZERO).await? else {
+        return Ok(None);
+    };
+    let role = crate::app::runtime::last_checkin(st, &mac).await?.map(|c| c.role);
+    Ok(role.map(|role| (mac, role, boot)))
 }
 
 pub(crate) async fn back_to_runtime(
@@ -184,7 +185,7 @@ pub(crate) async fn back_to_runtime(
             let n = d.nodes.iter().find(|n| n.node == node);
             match n {
                 Some(n) if n.state == super::deployments::NodeState::Booted => {
-                    if let Some(c) = st.runtime.node(mac).and_then(|r| r.last_checkin().cloned())
+                    if let Some(c) = crate::app::runtime::last_checkin(st, mac).await?
                         && c.role == Role::Runtime
                         && &c.boot_id != boot
                     {
@@ -205,23 +206,22 @@ pub(crate) async fn back_to_runtime(
     // The BMC: network boot into the runtime.
     // The caller was authorized for the node when the reclaim began.
     let obm = crate::app::nodes::obm(st, Actor::Internal("reclaim"), node).await?;
-    let seen: Vec<(String, usize)> = macs(st, node)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let n = st.runtime.node(&m).map_or(0, |r| r.checkins.len());
-            (m, n)
-        })
-        .collect();
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    for m in macs(st, node).await? {
+        let n = crate::app::runtime::checkins(st, &m).await?;
+        seen.push((m, n));
+    }
     let bmc = st.bmc(&obm);
     bmc.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
     bmc.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
     let t_end = Instant::now() + timeout;
     loop {
+        let watch = seen.first().map(|(mac, _)| crate::app::runtime::watch(st, mac));
+        let notified = watch.as_ref().map(|w| w.notified());
         for (mac, n) in &seen {
-            if let Some(r) = st.runtime.node(mac)
-                && r.checkins.len() > *n
-                && r.last_checkin().is_some_and(|c| c.role == Role::Runtime)
+            if let Some(r) = crate::app::runtime::node(st, mac).await?
+                && r.checkins > *n
+                && r.last.role == Role::Runtime
             {
                 return Ok((
                     "bmc".into(),
@@ -236,8 +236,9 @@ pub(crate) async fn back_to_runtime(
                 timeout.as_secs()
             )));
         }
-        let (mac, n) = &seen[0];
-        let _ = st.runtime.wait_for(mac, left.min(Duration::from_secs(1)), |r| r.checkins.len() > *n).await;
+        if let Some(notified) = notified {
+            crate::app::runtime::wait(st, notified, left.min(Duration::from_secs(1))).await;
+        }
     }
 }
 
@@ -261,22 +262,29 @@ pub(crate) async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec
     let (mac, _, _) = checkin(st, node)
         .await?
         .ok_or_else(|| Error::Unprocessable("no runtime checked in to wipe the disks".into()))?;
-    let devices: Vec<String> = st
-        .runtime
-        .node(&mac)
-        .and_then(|r| r.last_checkin().map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect()))
+    let devices: Vec<String> = crate::app::runtime::last_checkin(st, &mac)
+        .await?
+        .map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect())
         .unwrap_or_default();
     if devices.is_empty() {
         return Ok("the node's inventory lists no disks: nothing to erase".into());
     }
     let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
-    let id = st.runtime.push(&mac, Action::Wipe(Wipe { mode, devices })).map_err(Error::internal)?;
-    let rec = st
-        .runtime
-        .wait_for(&mac, timeout, |r| r.reports.iter().any(|x| x.instruction == id && x.phase == Phase::Wipe))
-        .await
-        .ok_or_else(|| Error::Unprocessable(format!("no wipe report within {}s", timeout.as_secs())))?;
-    let r = rec.reports.iter().find(|x| x.instruction == id && x.phase == Phase::Wipe).cloned();
+    let id = crate::app::runtime::push(st, &mac, Action::Wipe(Wipe { mode, devices })).await?;
+    let t_end = Instant::now() + timeout;
+    let watch = crate::app::runtime::watch(st, &mac);
+    let r = loop {
+        let notified = watch.notified();
+        let reports = crate::app::runtime::reports(st, id).await?;
+        if let Some(r) = reports.into_iter().find(|x| x.phase == Phase::Wipe) {
+            break Some(r);
+        }
+        let left = t_end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Unprocessable(format!("no wipe report within {}s", timeout.as_secs())));
+        }
+        crate::app::runtime::wait(st, notified, left).await;
+    };
     match r {
         Some(r) if r.status == Status::Ok => Ok(r.detail),
         Some(r) => {

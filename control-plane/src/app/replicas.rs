@@ -175,6 +175,7 @@ pub async fn join(st: &AppState) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: 0,
         heartbeat_at: 0,
+        sender: st.provision.addr.filter(|_| st.upstream.is_none()).map(|a| a.to_string()),
     };
     db::replicas::insert(&st.db.writer, st.db.backend, &row).await?;
     tracing::info!(replica = %row.id, others = others.len(), "joined as a control-plane replica");
@@ -243,6 +244,7 @@ mod tests {
             version: "0".into(),
             started_at: 0,
             heartbeat_at,
+            sender: None,
         }
     }
 

@@ -349,21 +349,28 @@ pub async fn finish(
 /// existed) failed with `reason`, and those deployments failed and ownerless
 /// (a former owner that wakes up writes nothing: every write of a running
 /// deployment names its owner); returns how many nodes were failed.
-pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
+/// A deployment whose session can still be resumed (taken over fewer than
+/// `max_epoch` times) is left alone while a replica that can send lives: it
+/// claims it at its next scan ([`claim_orphaned_sessions`]).
+pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64, max_epoch: i64) -> Result<u64, sqlx::Error> {
+    // Running, its owner gone, and not left for a replica that can resume it. `$2`: max_epoch.
+    let orphaned = "state = 'running' AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)) \
+         AND NOT (id IN (SELECT deployment FROM deployment_sessions WHERE epoch < $2) \
+         AND EXISTS (SELECT 1 FROM replicas WHERE sender IS NOT NULL))";
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE deployment_nodes SET state = 'failed', reason = $1 \
          WHERE state NOT IN ('booted', 'verified', 'failed') \
-         AND deployment IN (SELECT id FROM deployments WHERE state = 'running' \
-         AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)))",
-    )
+         AND deployment IN (SELECT id FROM deployments WHERE {orphaned})"
+    )))
     .bind(reason)
+    .bind(max_epoch)
     .execute(w.pool())
     .await?;
-    sqlx::query(
-        "UPDATE deployments SET state = 'failed', finished_at = $1, owner = NULL WHERE state = 'running' \
-         AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deployments SET state = 'failed', finished_at = $1, owner = NULL WHERE {orphaned}"
+    )))
     .bind(now)
+    .bind(max_epoch)
     .execute(w.pool())
     .await?;
     // Ended sessions cannot be resumed: their keys go.
@@ -470,21 +477,15 @@ pub async fn checkpoint(
 /// times. Raises each one's epoch; returns the sessions claimed. One
 /// transaction: a deployment is claimed by one replica (the `owner`
 /// compare-and-set), and the others fail what is left.
-pub async fn claim_orphaned_sessions(
-    w: &Writer,
-    me: &str,
-    runtime_at: &str,
-    max_epoch: i64,
-) -> Result<Vec<SessionRow>, sqlx::Error> {
+pub async fn claim_orphaned_sessions(w: &Writer, me: &str, max_epoch: i64) -> Result<Vec<SessionRow>, sqlx::Error> {
     let mut tx = w.begin().await?;
     let ids: Vec<i64> = sqlx::query_scalar(
         "UPDATE deployments SET owner = $1 WHERE state = 'running' \
          AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)) \
-         AND id IN (SELECT deployment FROM deployment_sessions WHERE runtime_at = $2 AND epoch < $3) \
+         AND id IN (SELECT deployment FROM deployment_sessions WHERE epoch < $2) \
          RETURNING id",
     )
     .bind(me)
-    .bind(runtime_at)
     .bind(max_epoch)
     .fetch_all(&mut *tx)
     .await?;

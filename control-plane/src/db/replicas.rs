@@ -24,14 +24,16 @@ pub struct ReplicaRow {
     pub started_at: i64,
     /// Unix seconds, database clock.
     pub heartbeat_at: i64,
+    /// The provisioning address it sends multicast from; `None`: it cannot take sessions over.
+    pub sender: Option<String>,
 }
 
 /// Registers `r` (its `started_at` and `heartbeat_at` are taken from the database clock).
 pub async fn insert(w: &Writer, backend: Backend, r: &ReplicaRow) -> Result<(), sqlx::Error> {
     let clock = clock_sql(backend);
     let sql = format!(
-        "INSERT INTO replicas (id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, ({clock}), ({clock}))"
+        "INSERT INTO replicas (id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at, sender) \
+         VALUES ($1, $2, $3, $4, $5, $6, ({clock}), ({clock}), $7)"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&r.id)
@@ -40,6 +42,7 @@ pub async fn insert(w: &Writer, backend: Backend, r: &ReplicaRow) -> Result<(), 
         .bind(r.pid)
         .bind(r.pid_start)
         .bind(&r.version)
+        .bind(&r.sender)
         .execute(w.pool())
         .await?;
     Ok(())
@@ -56,7 +59,8 @@ pub async fn heartbeat(w: &Writer, backend: Backend, id: &str) -> Result<bool, s
 /// Every registered replica.
 pub async fn list(pool: &AnyPool) -> Result<Vec<ReplicaRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at FROM replicas ORDER BY started_at, id",
+        "SELECT id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at, sender FROM replicas \
+         ORDER BY started_at, id",
     )
     .fetch_all(pool)
     .await

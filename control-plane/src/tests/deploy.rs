@@ -317,7 +317,12 @@ async fn wipe_and_disk_targets_follow_the_registered_inventory(h: &Harness) {
     assert_eq!(last["state"], "failed", "{last}");
     let reason = last["nodes"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("/dev/vda is not in this node's inventory (its disks: /dev/vdb)"), "{reason}");
-    assert!(h.st.runtime.node(mac).unwrap().queued.is_empty(), "nothing was sent to the node");
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runtime_instructions WHERE mac = $1")
+        .bind(metalcast_runtime_api::normalize_mac(mac).unwrap())
+        .fetch_one(&h.st.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1, "only the wipe was sent to the node, no deploy instruction");
 }
 both_backends!(wipe_and_disk_targets_follow_the_registered_inventory);
 
@@ -371,7 +376,7 @@ async fn every_start_takes_a_new_block_of_instruction_ids(h: &Harness) {
     // The state gives out ids from the block it took last.
     let next = crate::app::runtime::take_id_block(&h.st).await.unwrap();
     assert_eq!(next, first + 3);
-    let id = h.st.runtime.push("52:54:00:00:30:01", Action::PowerOff).unwrap();
+    let id = crate::app::runtime::push(&h.st, "52:54:00:00:30:01", Action::PowerOff).await.unwrap();
     assert_eq!(id, next * ID_BLOCK + 1);
 }
 both_backends!(every_start_takes_a_new_block_of_instruction_ids);

@@ -15,6 +15,7 @@ mod recursion;
 mod redfish;
 mod registry;
 mod replicas;
+mod runtime;
 mod schemathesis;
 mod shutdown;
 mod vlan_isolation;

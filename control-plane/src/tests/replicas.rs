@@ -9,7 +9,7 @@ use crate::app::AppState;
 use crate::app::replicas;
 use crate::db::Backend;
 
-async fn another(h: &Harness) -> AppState {
+pub(super) async fn another(h: &Harness) -> AppState {
     let db = crate::db::connect(&h.url()).await.expect("second connection");
     AppState::new(db, crate::VlanPool { first: 100, last: 109 })
 }
@@ -175,24 +175,29 @@ async fn owner_of(st: &AppState, id: i64) -> Option<String> {
     sqlx::query_scalar("SELECT owner FROM deployments WHERE id = $1").bind(id).fetch_one(&st.db.pool).await.unwrap()
 }
 
-/// A dead replica's running deployments: the one whose nodes report where
-/// this replica serves is claimed (owner, epoch raised) exactly once, even
-/// by two replicas at once; one whose nodes report elsewhere, or that was
-/// taken over too often, is not, and the recovery fails it and forgets its
-/// session key. The claimer's checkpoints land, anyone else's do not.
+/// A dead replica's running deployments: one with a resumable session is
+/// claimed (owner, epoch raised) exactly once, even by two replicas at once,
+/// wherever its sender ran (the nodes' runtimes reach every replica through
+/// the database); one without a session, or taken over too often, is not,
+/// and the recovery fails it and forgets its session key. A resumable one
+/// is left for a replica that can send while one lives, and failed once none
+/// does. The claimer's checkpoints land, anyone else's do not.
 async fn orphaned_sessions_are_claimed_once(h: &Harness) {
     let b = &h.st;
     replicas::join(b).await.unwrap();
-    let here = "http://10.0.0.1:7000 10.0.0.1";
-    for (id, node, at, epoch) in
-        [(10, "n10", here, 0), (11, "n11", "http://elsewhere 10.9.9.9", 0), (12, "n12", here, 15)]
-    {
+    for (id, node, at, epoch) in [
+        (10, "n10", Some("http://10.9.9.9:7000 10.9.9.9"), 0),
+        (11, "n11", None, 0),
+        (12, "n12", Some("http://10.0.0.1:7000 10.0.0.1"), 15),
+    ] {
         running(b, id, node, Some("r-gone")).await;
-        session(b, id, at, epoch).await;
+        if let Some(at) = at {
+            session(b, id, at, epoch).await;
+        }
     }
     let w = &b.db.writer;
     let claim = |st: AppState| async move {
-        crate::db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, here, 15).await.unwrap()
+        crate::db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, 15).await.unwrap()
     };
     let claimed = if b.db.backend == Backend::Postgres {
         // Two replicas claim at once: one gets it.
@@ -218,16 +223,28 @@ async fn orphaned_sessions_are_claimed_once(h: &Harness) {
     assert_eq!((claimed[0].deployment, claimed[0].epoch, claimed[0].seq), (10, 1, 1000));
     assert_eq!(owner_of(b, 10).await.as_deref(), Some(b.replica.id.as_str()));
     assert!(claim(b.clone()).await.is_empty(), "a live owner's deployment is not claimed again");
+    // Orphaned after the claim, resumable: left for a sender replica (B is one) to claim at its next scan.
+    running(b, 13, "n13", Some("r-gone")).await;
+    session(b, 13, "http://10.9.9.9:7000 10.9.9.9", 3).await;
     // The rest is failed, and the session keys of what ended are gone.
     crate::app::deployments::fail_orphaned(b, "gone").await.unwrap();
     assert_eq!(state_of(b, 10).await.0, "running");
     assert_eq!(state_of(b, 11).await.0, "failed");
     assert_eq!(state_of(b, 12).await.0, "failed");
-    let left: Vec<i64> = sqlx::query_scalar("SELECT deployment FROM deployment_sessions ORDER BY deployment")
-        .fetch_all(&b.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(left, vec![10]);
+    assert_eq!(state_of(b, 13).await.0, "running", "left for a replica that can resume it");
+    let sessions = || async {
+        let v: Vec<i64> = sqlx::query_scalar("SELECT deployment FROM deployment_sessions ORDER BY deployment")
+            .fetch_all(&b.db.pool)
+            .await
+            .unwrap();
+        v
+    };
+    assert_eq!(sessions().await, vec![10, 13]);
+    // With no replica able to send, nobody can resume it: failed.
+    sqlx::query("UPDATE replicas SET sender = NULL").execute(&b.db.pool).await.unwrap();
+    crate::app::deployments::fail_orphaned(b, "gone").await.unwrap();
+    assert_eq!(state_of(b, 13).await.0, "failed");
+    assert_eq!(sessions().await, vec![10]);
     // Checkpoints: the owner's land, a former owner's change nothing.
     assert!(crate::db::deployments::checkpoint(w, b.db.backend, 10, &b.replica.id, 5000).await.unwrap());
     assert!(!crate::db::deployments::checkpoint(w, b.db.backend, 10, "r-gone", 9000).await.unwrap());

@@ -159,18 +159,17 @@ async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Resul
 /// Why a disk target `device` may not be written on the node whose runtime
 /// checked in as `mac`: it is not one of the disks of its registered
 /// inventory (the node's disk-write guard checks again).
-fn not_in_inventory(st: &AppState, mac: &str, device: &str) -> Option<String> {
-    let disks: Vec<String> = st
-        .runtime
-        .node(mac)
-        .and_then(|r| r.last_checkin().map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect()))
+async fn not_in_inventory(st: &AppState, mac: &str, device: &str) -> Result<Option<String>> {
+    let disks: Vec<String> = crate::app::runtime::last_checkin(st, mac)
+        .await?
+        .map(|c| c.inventory.disks.iter().map(|d| format!("/dev/{}", d.name)).collect())
         .unwrap_or_default();
-    (!disks.iter().any(|d| d == device)).then(|| {
+    Ok((!disks.iter().any(|d| d == device)).then(|| {
         format!(
             "disk write refused: {device} is not in this node's inventory (its disks: {})",
             if disks.is_empty() { "none".to_string() } else { disks.join(", ") }
         )
-    })
+    }))
 }
 
 /// A node taking part in this session (persisted with it, for a resume).
@@ -230,7 +229,7 @@ async fn drive(
         match found? {
             Some((mac, ip, boot_id)) => {
                 if let TargetSpec::Disk { device } = &params.target
-                    && let Some(why) = not_in_inventory(st, &mac, device)
+                    && let Some(why) = not_in_inventory(st, &mac, device).await?
                 {
                     set_node(st, tx, id, n, |p| {
                         p.state = NodeState::Failed;
@@ -295,7 +294,7 @@ async fn drive(
             // Long enough to wait out a takeover: the owner's dead timeout, then one scan.
             idle_timeout_secs: st.replica.dead_after.as_secs().max(30) + 30,
         });
-        m.instruction = st.runtime.push(&m.mac, action).map_err(Error::internal)?;
+        m.instruction = crate::app::runtime::push(st, &m.mac, action).await?;
         set_node(st, tx, id, &m.node, |p| {
             p.blocks_total = blocks_total;
             p.reason = String::new();
@@ -318,8 +317,8 @@ async fn drive(
     run_session(st, tx, id, bundle, spec, members, params, deadline, None, receiving).await
 }
 
-/// Where the nodes' runtimes report: a replica resumes only sessions whose
-/// nodes talk to it (the runtime side is in each process's memory today).
+/// Where the deployment's sender ran: its control plane's public URL and
+/// provisioning address (for the operator; any sender replica may resume it).
 pub(super) fn runtime_at(st: &AppState) -> String {
     let addr = st.provision.addr.map(|a| a.to_string()).unwrap_or_default();
     format!("{} {addr}", st.provision.public_url.as_deref().unwrap_or(""))
@@ -361,9 +360,9 @@ async fn drive_resumed(
     let state_of = |node: &str| tx.borrow().nodes.iter().find(|n| n.node == node).map(|n| n.state);
     let members: Vec<Member> =
         members.into_iter().filter(|m| state_of(&m.node).is_some_and(|s| !s.is_terminal())).collect();
-    for m in &members {
-        st.runtime.adopt(&m.mac, m.instruction, Some(u64::from(spec.session_id))).map_err(Error::internal)?;
-    }
+    // Their instructions are this replica's work now (a queued one is delivered again while it lives).
+    let instructions: Vec<u64> = members.iter().map(|m| m.instruction).collect();
+    crate::app::runtime::take_over(st, &instructions).await?;
     let receiving =
         members.iter().filter(|m| matches!(state_of(&m.node), Some(NodeState::Waiting | NodeState::Receiving))).count();
     let now = db::now_pool(&st.db.pool, st.db.backend).await?;
@@ -625,14 +624,17 @@ async fn follow(
 ) -> Result<()> {
     let mut seen_reports = 0usize;
     let mut after_sender: Option<Instant> = None;
+    // Changes this process sees at once; another replica's (a report that arrived there) within a second.
+    let watch = crate::app::runtime::watch(st, &m.mac);
     loop {
         let state = tx.borrow().nodes.iter().find(|n| n.node == m.node).map_or(NodeState::Failed, |n| n.state);
         if state.is_terminal() {
             return Ok(());
         }
-        let rec = st.runtime.node(&m.mac).unwrap_or_default();
+        let runtime_change = watch.notified();
+        let last_checkin = crate::app::runtime::last_checkin(st, &m.mac).await?;
         // New phase reports for our instruction.
-        let mine: Vec<_> = rec.reports.iter().filter(|r| r.instruction == m.instruction).cloned().collect();
+        let mine = crate::app::runtime::reports(st, m.instruction).await?;
         for r in mine.iter().skip(seen_reports) {
             let (phase, status) = (r.phase, r.status);
             let detail = r.detail.clone();
@@ -676,7 +678,7 @@ async fn follow(
         let state = tx.borrow().nodes.iter().find(|n| n.node == m.node).map_or(NodeState::Failed, |n| n.state);
         // After a kexec: a check-in with a new boot id, or a metadata fetch, says the new system is up.
         if state == NodeState::Booting {
-            let booted_by_checkin = rec.last_checkin().is_some_and(|c| c.boot_id != m.boot_id);
+            let booted_by_checkin = last_checkin.as_ref().is_some_and(|c| c.boot_id != m.boot_id);
             let booted_by_metadata = st.deploys.fetched(id, &m.node);
             if booted_by_checkin || booted_by_metadata {
                 let how = if booted_by_checkin { "checked in from the new system" } else { "metadata fetched" };
@@ -697,7 +699,7 @@ async fn follow(
             && matches!(state, NodeState::Waiting | NodeState::Receiving);
         if stuck_receiving || now >= deadline {
             let why = if stuck_receiving {
-                if rec.delivered.contains(&m.instruction) {
+                if crate::app::runtime::delivered(st, m.instruction).await? {
                     "no report from the node's runtime after the session ended (it timed out or died)".to_string()
                 } else {
                     "the node's runtime never picked up the instruction".to_string()
@@ -713,11 +715,8 @@ async fn follow(
             return Ok(());
         }
         // Wait for anything that can move this node on.
-        let reports = rec.reports.len();
-        let checkins = rec.checkins.len();
         let wait = deadline.saturating_duration_since(now).min(Duration::from_secs(5));
-        let runtime_change =
-            st.runtime.wait_for(&m.mac, wait, |r| r.reports.len() > reports || r.checkins.len() > checkins);
+        let runtime_change = crate::app::runtime::wait(st, runtime_change, wait);
         tokio::select! {
             _ = runtime_change => {}
             _ = sender_done.notified() => {}

@@ -580,19 +580,17 @@ pub async fn recover(st: &AppState) -> Result<u64> {
     .await
 }
 
-/// Claims the running deployments of dead replicas whose nodes report to
-/// this replica (the same public URL and provisioning address: a restart,
-/// or a replica in its place) and resumes their sessions
-/// ([`engine::resume`]); returns how many. The rest is left to
-/// [`fail_orphaned`].
+/// Claims the running deployments of dead replicas and resumes their
+/// sessions ([`engine::resume`]); returns how many. Only a replica with a
+/// provisioning address (a sender) claims: the nodes' runtimes reach every
+/// replica through the database (`app::runtime`), so any sender can follow
+/// them to the end. The rest is left to [`fail_orphaned`].
 pub async fn resume_orphaned(st: &AppState) -> Result<usize> {
     if st.upstream.is_some() || st.provision.addr.is_none() || st.tasks.is_draining() {
         return Ok(0);
     }
     let max_epoch = i64::from(metalcast_transport::MAX_EPOCH);
-    let claimed =
-        db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, &engine::runtime_at(st), max_epoch)
-            .await?;
+    let claimed = db::deployments::claim_orphaned_sessions(&st.db.writer, &st.replica.id, max_epoch).await?;
     let n = claimed.len();
     for session in claimed {
         let id = session.deployment;
@@ -625,7 +623,8 @@ pub async fn resume_orphaned(st: &AppState) -> Result<usize> {
 /// (not registered any more: dead, or from before replicas existed) with
 /// `reason`; deployments of live replicas are left to them.
 pub async fn fail_orphaned(st: &AppState, reason: &str) -> Result<u64> {
-    Ok(db::deployments::fail_orphaned(&st.db.writer, reason, crate::now()).await?)
+    let max_epoch = i64::from(metalcast_transport::MAX_EPOCH);
+    Ok(db::deployments::fail_orphaned(&st.db.writer, reason, crate::now(), max_epoch).await?)
 }
 
 /// Deploys `image` to `nodes` of `project` with a kexec hand-over and waits
@@ -661,21 +660,25 @@ pub async fn node_runtime(st: &AppState, c: &Caller, node: String) -> Result<Nod
     let project = db::nodes::project_of(&st.db.pool, &node).await?.ok_or_else(|| Error::not_found("node", &node))?;
     c.require_project(project.as_deref())?;
     let found = find_runtime(st, &node, Duration::ZERO).await?;
-    let rec = found.as_ref().and_then(|(mac, _, _)| st.runtime.node(mac));
-    let seen = rec.as_ref().and_then(|r| r.checkins.last().cloned());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let (seen, last_report) = match &found {
+        Some((mac, _, _)) => {
+            (crate::app::runtime::node(st, mac).await?, crate::app::runtime::last_report(st, mac).await?)
+        }
+        None => (None, None),
+    };
+    let now = db::now_pool(&st.db.pool, st.db.backend).await?;
     Ok(NodeRuntime {
         node,
         checked_in: seen.is_some(),
-        mac: seen.as_ref().map(|c| c.checkin.node.clone()),
+        mac: seen.as_ref().map(|c| c.last.node.clone()),
         role: seen
             .as_ref()
-            .map(|c| if c.checkin.role == metalcast_runtime_api::Role::Runtime { "runtime" } else { "tenant" }.into()),
-        address: seen.as_ref().map(|c| c.checkin.address.clone()),
-        boot_id: seen.as_ref().map(|c| c.checkin.boot_id.clone()),
-        secs_since_checkin: seen.as_ref().map(|c| (now - c.at_unix).max(0.0)),
-        inventory: seen.as_ref().and_then(|c| serde_json::to_value(&c.checkin.inventory).ok()),
-        last_report: rec.as_ref().and_then(|r| r.reports.last()).and_then(|r| serde_json::to_value(r).ok()),
+            .map(|c| if c.last.role == metalcast_runtime_api::Role::Runtime { "runtime" } else { "tenant" }.into()),
+        address: seen.as_ref().map(|c| c.last.address.clone()),
+        boot_id: seen.as_ref().map(|c| c.last.boot_id.clone()),
+        secs_since_checkin: seen.as_ref().map(|c| (now - c.at).max(0) as f64),
+        inventory: seen.as_ref().and_then(|c| serde_json::to_value(&c.last.inventory).ok()),
+        last_report: last_report.and_then(|r| serde_json::to_value(r).ok()),
     })
 }
 
@@ -685,19 +688,20 @@ pub async fn find_runtime(st: &AppState, node: &str, wait: Duration) -> Result<O
     let macs = db::nics::macs(&st.db.pool, node).await?;
     let t_end = std::time::Instant::now() + wait;
     loop {
+        // A check-in of the first MAC wakes us at once; every MAC is looked at again each second.
+        let Some(first) = macs.first() else { return Ok(None) };
+        let watch = crate::app::runtime::watch(st, first);
+        let notified = watch.notified();
         for mac in &macs {
-            if let Some(c) = st.runtime.node(mac).and_then(|r| r.last_checkin().cloned()) {
+            if let Some(c) = crate::app::runtime::last_checkin(st, mac).await? {
                 return Ok(Some((c.node, c.address, c.boot_id)));
             }
         }
         let left = t_end.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || macs.is_empty() {
+        if left.is_zero() {
             return Ok(None);
         }
-        // Any check-in wakes us; re-check every MAC.
-        let Some(mac) = macs.first() else { return Ok(None) };
-        let seen = st.runtime.node(mac).map_or(0, |r| r.checkins.len());
-        let _ = st.runtime.wait_for(mac, left.min(Duration::from_secs(1)), |r| r.checkins.len() > seen).await;
+        crate::app::runtime::wait(st, notified, left.min(Duration::from_secs(1))).await;
     }
 }
 

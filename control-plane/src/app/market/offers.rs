@@ -123,11 +123,18 @@ fn offer_view(o: OfferRow, nodes: Vec<String>, available: i64) -> Result<Offer> 
     })
 }
 
-/// The resources of `node` from its runtime's latest check-in.
-fn node_resources(st: &AppState, macs: &[String]) -> Option<Resources> {
-    macs.iter().find_map(|m| {
-        st.runtime.node(m).and_then(|r| r.last_checkin().map(|c| Resources::from_inventory(&c.inventory)))
-    })
+/// The resources of a node with NICs `macs` from its runtime's latest
+/// check-in, read in the offer's transaction.
+async fn node_resources(tx: &mut db::Tx<'_>, macs: &[String]) -> Result<Option<Resources>> {
+    for m in macs {
+        let Ok(mac) = metalcast_runtime_api::normalize_mac(m) else { continue };
+        if let Some(row) = db::runtime::node_tx(tx, &mac).await?
+            && let Ok(c) = serde_json::from_str::<metalcast_runtime_api::CheckIn>(&row.last_checkin)
+        {
+            return Ok(Some(Resources::from_inventory(&c.inventory)));
+        }
+    }
+    Ok(None)
 }
 
 /// What the parent control plane says about the nodes of an offer made in
@@ -234,7 +241,7 @@ pub async fn create(
             return Err(Error::Conflict(format!("node {n:?} is not held by project {:?}", req.project)));
         }
         let macs = db::nics::macs_tx(tx, n).await?;
-        let r = node_resources(st, &macs).or_else(|| parent.resources.get(n).copied()).ok_or_else(|| {
+        let r = node_resources(tx, &macs).await?.or_else(|| parent.resources.get(n).copied()).ok_or_else(|| {
             Error::Conflict(format!(
                 "node {n:?} has no runtime inventory: boot it into the metalcast runtime (it checks in) before offering it"
             ))
