@@ -51,3 +51,8 @@ CREATE INDEX runtime_reports_age ON runtime_reports (at);
 -- has none: only such a replica can take a dead one's session over, and
 -- while one lives, a resumable session is left for it rather than failed.
 ALTER TABLE replicas ADD COLUMN sender TEXT;
+
+-- When a deployed node first fetched its metadata (a sign its new system
+-- is up), so that the replica following the deployment learns of it
+-- whichever replica served the fetch. Database clock, s.
+ALTER TABLE deployment_nodes ADD COLUMN metadata_fetched_at BIGINT;

@@ -116,6 +116,11 @@ async fn recover(state: &AppState) -> std::io::Result<()> {
         // The runtime API's own ids (from the start time) stay unique unless the clock steps back.
         Err(e) => tracing::error!(error = %e, "cannot take a block of instruction ids: ids from the start time"),
     }
+    match crate::app::runtime::prune(state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "pruned runtime instructions and reports older than a week"),
+        Err(e) => tracing::error!(error = %e, "cannot prune old runtime instructions and reports"),
+    }
     match crate::app::actions::recover(state).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(n, "marked networking actions of stopped replicas as ERROR"),

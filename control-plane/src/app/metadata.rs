@@ -46,6 +46,8 @@ pub async fn item(st: &AppState, token: &str, item: &str) -> Result<String> {
     let seed = resolve(st, token).await?;
     Ok(match item {
         "meta-data" => {
+            // Stored, so the replica following the deployment sees it wherever the fetch landed.
+            db::metadata::note_fetch(&st.db.writer, st.db.backend, seed.deployment, &seed.node).await?;
             st.deploys.note_fetch(seed.deployment, &seed.node);
             meta_data(&seed)
         }

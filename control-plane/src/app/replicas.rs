@@ -206,6 +206,7 @@ pub fn spawn_heartbeat(st: &AppState) {
     st.tasks.spawn(async move {
         let mut tick = tokio::time::interval(st2.replica.interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruned = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -225,6 +226,13 @@ pub fn spawn_heartbeat(st: &AppState) {
             }
             if let Err(e) = reap(&st2).await {
                 tracing::error!(error = %e, "cannot reap dead replicas");
+            }
+            // Hourly: the runtime's week-old instructions and reports (every replica; the deletes repeat safely).
+            if pruned.elapsed() >= std::time::Duration::from_secs(3600) {
+                pruned = std::time::Instant::now();
+                if let Err(e) = super::runtime::prune(&st2).await {
+                    tracing::error!(error = %e, "cannot prune old runtime instructions and reports");
+                }
             }
         }
     });

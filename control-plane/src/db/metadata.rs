@@ -2,6 +2,8 @@
 
 use sqlx::AnyPool;
 
+use super::{Backend, Writer, clock_sql};
+
 /// What a metadata token resolves to.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SeedRow {
@@ -29,4 +31,27 @@ pub async fn resolve(pool: &AnyPool, token: &str) -> Result<Option<SeedRow>, sql
     .bind(token)
     .fetch_optional(pool)
     .await
+}
+
+/// Records that the node of deployment `deployment` fetched its metadata
+/// (the first fetch only; database clock).
+pub async fn note_fetch(w: &Writer, backend: Backend, deployment: i64, node: &str) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "UPDATE deployment_nodes SET metadata_fetched_at = ({}) \
+         WHERE deployment = $1 AND node = $2 AND metadata_fetched_at IS NULL",
+        clock_sql(backend)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deployment).bind(node).execute(w.pool()).await?;
+    Ok(())
+}
+
+/// Whether the node of deployment `deployment` fetched its metadata.
+pub async fn fetched(pool: &AnyPool, deployment: i64, node: &str) -> Result<bool, sqlx::Error> {
+    let at: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT metadata_fetched_at FROM deployment_nodes WHERE deployment = $1 AND node = $2")
+            .bind(deployment)
+            .bind(node)
+            .fetch_optional(pool)
+            .await?;
+    Ok(at.flatten().is_some())
 }

@@ -100,6 +100,25 @@ async fn replicas_share_the_runtime_side(h: &Harness) {
     let seen = crate::app::runtime::node(a, mac).await.unwrap().unwrap();
     assert_eq!((seen.checkins, seen.last.boot_id.as_str()), (2, "b2"));
 
+    // A week on, the delivered seed instruction and its reports are pruned; newer rows stay.
+    let count = |table: &'static str| async move {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&a.db.pool)
+            .await
+            .unwrap();
+        n
+    };
+    crate::app::runtime::push(a, mac, Action::CheckIn).await.unwrap();
+    assert_eq!((count("runtime_instructions").await, count("runtime_reports").await), (2, 2));
+    assert_eq!(crate::app::runtime::prune(a).await.unwrap(), 0, "nothing is a week old");
+    let old = "UPDATE runtime_instructions SET queued_at = queued_at - 700000 WHERE id = $1";
+    sqlx::query(old).bind(id as i64).execute(&a.db.pool).await.unwrap();
+    sqlx::query("UPDATE runtime_reports SET at = at - 700000").execute(&a.db.pool).await.unwrap();
+    assert_eq!(crate::app::runtime::prune(a).await.unwrap(), 3);
+    assert_eq!((count("runtime_instructions").await, count("runtime_reports").await), (1, 0));
+    let (s, v) = call(a, "GET", &format!("{polls}?wait=0"), None).await;
+    assert_eq!((s, v["action"].clone()), (StatusCode::OK, json!("check-in")), "the queued one stays");
+
     // An instruction queued by a replica that is gone is not delivered; once taken over, it is.
     if let Some(b) = &other {
         crate::app::replicas::leave(b).await.unwrap();

@@ -679,7 +679,8 @@ async fn follow(
         // After a kexec: a check-in with a new boot id, or a metadata fetch, says the new system is up.
         if state == NodeState::Booting {
             let booted_by_checkin = last_checkin.as_ref().is_some_and(|c| c.boot_id != m.boot_id);
-            let booted_by_metadata = st.deploys.fetched(id, &m.node);
+            let booted_by_metadata =
+                st.deploys.fetched(id, &m.node) || db::metadata::fetched(&st.db.pool, id, &m.node).await?;
             if booted_by_checkin || booted_by_metadata {
                 let how = if booted_by_checkin { "checked in from the new system" } else { "metadata fetched" };
                 set_node(st, tx, id, &m.node, |p| {
