@@ -6,6 +6,8 @@
 //! `docs/runtime-api.md`.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -61,7 +63,10 @@ pub struct AgentConfig {
 /// Talks to the control plane.
 #[derive(Debug, Clone)]
 struct Client {
-    base: String,
+    /// The control plane's base URLs (replicas); requests go to `bases[current]`.
+    bases: Arc<Vec<String>>,
+    /// Which one answers now: moves on to the next when it fails (module docs of [`Client::new`]).
+    current: Arc<AtomicUsize>,
     http: ureq::Agent,
 }
 
@@ -73,24 +78,56 @@ enum PollError {
 }
 
 impl Client {
-    fn new(base: &str) -> Self {
+    /// A client of the control plane at `bases`: one base URL, or several
+    /// separated by commas (replicas without a load balancer in front,
+    /// `docs/scale-out.md`). Every request goes to the current one; when it
+    /// cannot be reached or answers 5xx, the next one is current for the
+    /// following requests (a check-in, poll or report retry).
+    fn new(bases: &str) -> Self {
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(3)))
             .build()
             .into();
-        Client { base: base.trim_end_matches('/').to_string(), http }
+        let mut list: Vec<String> =
+            bases.split(',').map(|b| b.trim().trim_end_matches('/').to_string()).filter(|b| !b.is_empty()).collect();
+        if list.is_empty() {
+            list.push(String::new());
+        }
+        Client { bases: Arc::new(list), current: Arc::new(AtomicUsize::new(0)), http }
+    }
+
+    /// The base URL requests go to now.
+    fn base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// The current base failed: the next one is tried from now on.
+    fn next_base(&self) {
+        if self.bases.len() > 1 {
+            let i = self.current.fetch_add(1, Ordering::Relaxed).wrapping_add(1) % self.bases.len();
+            eprintln!("metalcast: trying the control plane at {} next", self.bases[i]);
+        }
+    }
+
+    /// `e`, after moving on to the next base.
+    fn failed<E>(&self, e: E) -> E {
+        self.next_base();
+        e
     }
 
     fn checkin(&self, c: &CheckIn) -> Result<CheckInReply, String> {
         let mut r = self
             .http
-            .post(format!("{}/v1/runtime/checkin", self.base))
+            .post(format!("{}/v1/runtime/checkin", self.base()))
             .config()
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .send_json(c)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| self.failed(e.to_string()))?;
+        if r.status().is_server_error() {
+            self.next_base();
+        }
         if r.status() != 200 {
             return Err(format!(
                 "check-in answered {}: {}",
@@ -104,16 +141,17 @@ impl Client {
     fn poll(&self, node: &str, wait: Duration) -> Result<Option<Instruction>, PollError> {
         let mut r = self
             .http
-            .get(format!("{}/v1/runtime/nodes/{node}/instruction?wait={}", self.base, wait.as_secs()))
+            .get(format!("{}/v1/runtime/nodes/{node}/instruction?wait={}", self.base(), wait.as_secs()))
             .config()
             .timeout_global(Some(wait + Duration::from_secs(10)))
             .build()
             .call()
-            .map_err(|e| PollError::Other(e.to_string()))?;
+            .map_err(|e| self.failed(PollError::Other(e.to_string())))?;
         match r.status().as_u16() {
             200 => r.body_mut().read_json().map(Some).map_err(|e| PollError::Other(format!("instruction: {e}"))),
             204 => Ok(None),
             404 => Err(PollError::Unknown),
+            s if s >= 500 => Err(self.failed(PollError::Other(format!("poll answered {s}")))),
             s => Err(PollError::Other(format!("poll answered {s}"))),
         }
     }
@@ -121,7 +159,7 @@ impl Client {
     fn offers(&self, node: &str) -> Result<Offers, String> {
         let mut r = self
             .http
-            .get(format!("{}/v1/runtime/nodes/{node}/offers", self.base))
+            .get(format!("{}/v1/runtime/nodes/{node}/offers", self.base()))
             .config()
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
@@ -136,7 +174,7 @@ impl Client {
     fn choose(&self, node: &str, index: usize) -> Result<Chosen, String> {
         let mut r = self
             .http
-            .post(format!("{}/v1/runtime/nodes/{node}/offers/{index}", self.base))
+            .post(format!("{}/v1/runtime/nodes/{node}/offers/{index}", self.base()))
             .config()
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
@@ -152,9 +190,9 @@ impl Client {
     /// failing (a restart, or a replica taking the deployment over, resumes
     /// it and wants the report), for at most [`REPORT_RETRY_FOR`].
     fn report(&self, node: &str, r: &Report) {
-        let url = format!("{}/v1/runtime/nodes/{node}/reports", self.base);
         let until = std::time::Instant::now() + REPORT_RETRY_FOR;
         for attempt in 0u32.. {
+            let url = format!("{}/v1/runtime/nodes/{node}/reports", self.base());
             match self.http.post(&url).config().timeout_global(Some(Duration::from_secs(5))).build().send_json(r) {
                 Ok(resp) if resp.status().is_success() => return,
                 // Refused for good (e.g. 409: an instruction of an earlier server process): do not repeat it.
@@ -162,8 +200,14 @@ impl Client {
                     eprintln!("metalcast: report {:?} refused ({}); not retried", r.phase, resp.status());
                     return;
                 }
-                Ok(resp) => eprintln!("metalcast: report {:?} answered {}", r.phase, resp.status()),
-                Err(e) => eprintln!("metalcast: report {:?}: {e}", r.phase),
+                Ok(resp) => {
+                    eprintln!("metalcast: report {:?} answered {}", r.phase, resp.status());
+                    self.next_base();
+                }
+                Err(e) => {
+                    eprintln!("metalcast: report {:?}: {e}", r.phase);
+                    self.next_base();
+                }
             }
             let wait = (Duration::from_millis(200) * 2u32.pow(attempt.min(5))).min(Duration::from_secs(5));
             if std::time::Instant::now() + wait > until {

@@ -3,6 +3,7 @@
 //!
 //! Kernel command line keys (documented in `docs/node-runtime.md`):
 //! - `metalcast.cp=http://10.0.0.1:8080`: the control plane's base URL (required);
+//!   several replicas' URLs separated by commas, tried in turn when one fails;
 //! - `ip=<client>:<server>:<gw>:<netmask>:<host>:<dev>:<autoconf>` (the
 //!   kernel's nfsroot syntax; only client, gw, netmask and dev are used) or
 //!   `ip=dhcp` / no `ip=`: DHCP on the first interface that gets a lease;

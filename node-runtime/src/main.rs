@@ -79,7 +79,8 @@ struct AgentArgs {
     /// Read settings from a kernel command line file (e.g. /proc/cmdline); flags given as well win.
     #[arg(long)]
     from_cmdline: Option<PathBuf>,
-    /// Control plane base URL (`metalcast.cp=` on the kernel command line).
+    /// Control plane base URL (`metalcast.cp=` on the kernel command line); several replicas'
+    /// URLs separated by commas: the next is tried when one fails.
     #[arg(long, env = "METALCAST_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// Interface to use (default: the first one besides lo).

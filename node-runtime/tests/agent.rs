@@ -39,6 +39,8 @@ fn agents_check_in_survive_restart_receive_and_report() {
     let (r0, r1) = (&f.receivers()[0], &f.receivers()[1]);
     let port = 18080;
     let cp = format!("http://{}:{port}", f.sender().ipv4());
+    // r0 is given two control-plane URLs, the first of which nobody serves: it moves on to the second.
+    let cp_list = format!("http://{}:1,{cp}", f.sender().ipv4());
     let server = Server::start(f.sender(), port, RuntimeApi::new());
 
     let _dnsmasq = Killed(
@@ -55,9 +57,10 @@ fn agents_check_in_survive_restart_receive_and_report() {
     );
 
     let agent = |host: &metalcast_fabric::Host, net: &[String]| {
+        let cp = if host.name() == r0.name() { &cp_list } else { &cp };
         Killed(
             host.command(NODE)
-                .args(["agent", "--control-plane", &cp, "--iface", host.ifname(), "--handover", "none", "--once"])
+                .args(["agent", "--control-plane", cp, "--iface", host.ifname(), "--handover", "none", "--once"])
                 .args(["--max-backoff", "1", "--poll-wait", "5", "--key"])
                 .arg(&pubkey)
                 .args(net)
