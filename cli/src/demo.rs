@@ -79,6 +79,18 @@ pub struct DemoArgs {
     /// Rounds of the crash drill.
     #[arg(long, default_value_t = 1, requires = "kill_server_at")]
     pub rounds: u32,
+    /// Control-plane replicas (`metalcast serve` processes on one PostgreSQL
+    /// database, each on its own port; the nodes are given every replica's
+    /// URL). With `--kill-server-at`, each round's replica is killed and
+    /// another one must take the deployment over. Needs `--database-url`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5), requires = "database_url")]
+    pub replicas: u8,
+    /// A PostgreSQL server to run the control plane on instead of SQLite
+    /// (`postgres://user:password@host[:port]/database`, a role with
+    /// CREATEDB): the demo creates a fresh database there, and drops it at
+    /// the end unless `--keep`.
+    #[arg(long, conflicts_with = "qemu")]
+    pub database_url: Option<String>,
 }
 
 const PORT: u16 = 7000;
@@ -207,7 +219,18 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("metalcast-demo-").tempdir_in("/var/tmp")?;
     let dir = work.path().to_path_buf();
     eprintln!("== work directory {}", dir.display());
-    let result = run_in(&a, &dir);
+    let made_db = std::sync::Mutex::new(None);
+    let result = run_in(&a, &dir, &made_db);
+    if let Some((server, name)) = made_db.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if a.keep {
+            eprintln!("== kept database {name}");
+        } else {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if let Err(e) = rt.block_on(metalcast_control_plane::db::drop_postgres_database(&server, &name)) {
+                eprintln!("== could not drop database {name}: {e}");
+            }
+        }
+    }
     if a.keep {
         eprintln!("== kept {}", work.keep().display());
     }
@@ -215,7 +238,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
+/// A database the demo made: (server URL, name), dropped at the end.
+type MadeDb = std::sync::Mutex<Option<(String, String)>>;
+
+fn run_in(a: &DemoArgs, dir: &Path, dropped_db: &MadeDb) -> anyhow::Result<()> {
     let me = std::env::current_exe().context("locating metalcast")?;
     let key = SecretKey::generate();
     key.save(&dir.join("site"))?;
@@ -247,8 +273,39 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         node_binary()?
     };
 
-    eprintln!("== control plane: metalcast serve on {cp_url} (SQLite), admin token from metalcast admin bootstrap");
-    let db = format!("sqlite://{}?mode=rwc", dir.join("metalcast.db").display());
+    let replicas = usize::from(a.replicas.max(1));
+    let urls: Vec<String> = (0..replicas).map(|i| format!("http://{cp_ip}:{}", PORT + i as u16)).collect();
+    // What the nodes are told: every replica, tried in turn.
+    let cp_list = urls.join(",");
+    let (db, serve_db) = match &a.database_url {
+        None => {
+            eprintln!(
+                "== control plane: metalcast serve on {cp_url} (SQLite), admin token from metalcast admin bootstrap"
+            );
+            let db = format!("sqlite://{}?mode=rwc", dir.join("metalcast.db").display());
+            (db.clone(), db)
+        }
+        Some(server) => {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let name = format!("metalcast_demo_{}_{}", std::process::id(), nanos % 1_000_000_000);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let db = rt
+                .block_on(metalcast_control_plane::db::create_postgres_database(server, &name))
+                .with_context(|| format!("creating database {name}"))?;
+            *dropped_db.lock().unwrap_or_else(|p| p.into_inner()) = Some((server.clone(), name.clone()));
+            // The replicas reach the database through a Unix socket relayed to its TCP address.
+            let (addr, port) = crate::demo_crash::postgres_addr(server)?;
+            let sock = dir.join("pg");
+            crate::demo_crash::relay_postgres(&sock, port, addr)?;
+            let serve_db = format!("{db}?host={}", sock.display());
+            eprintln!(
+                "== control plane: {replicas} metalcast serve replica(s) on {} (PostgreSQL database {name}), admin \
+                 token from metalcast admin bootstrap",
+                urls.join(" ")
+            );
+            (db, serve_db)
+        }
+    };
     let out = std::process::Command::new(&me)
         .args(["admin", "bootstrap", "--database-url", &db, "--admin-user", "admin"])
         .output()
@@ -258,8 +315,11 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
         .context("no token in the bootstrap output")?;
-    let mut args: Vec<std::ffi::OsString> =
-        ["serve", "--listen", &format!("{cp_ip}:{PORT}"), "--database-url", &db].iter().map(Into::into).collect();
+    let mut args: Vec<std::ffi::OsString> = ["serve", "--database-url", &serve_db].iter().map(Into::into).collect();
+    if replicas > 1 {
+        // A dead replica on this host is seen at once (its pid is gone); elsewhere after 6 s.
+        args.extend(["--replica-dead-secs".into(), "6".into()]);
+    }
     args.extend(["--data-dir".into(), dir.join("data").into(), "--trusted-key".into(), pubkey.clone().into()]);
     for a in ["--provision-addr", &cp_ip.to_string(), "--rate-mbit", &a.rate_mbit.to_string()] {
         args.push(a.into());
@@ -278,9 +338,17 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         args.extend(["--netboot-kernel".into(), kernel.into(), "--netboot-initrd".into(), initrd.into()]);
         args.extend(["--netboot-cmdline".into(), "console=ttyS0 quiet panic=-1".into()]);
     }
-    let spec = ServerSpec { program: me.clone(), args, log: dir.join("server.log") };
-    let server: crate::demo_crash::Server =
-        std::sync::Arc::new(std::sync::Mutex::new(Some(spec.start_with(fabric.sender().command(&me))?)));
+    let specs: Vec<ServerSpec> = (0..replicas)
+        .map(|i| {
+            let mut args = args.clone();
+            args.extend(["--listen".into(), format!("{cp_ip}:{}", PORT + i as u16).into()]);
+            let log = if replicas == 1 { dir.join("server.log") } else { dir.join(format!("server-{i}.log")) };
+            ServerSpec { program: me.clone(), args, log }
+        })
+        .collect();
+    // The first replica migrates the database before the others start.
+    let servers: crate::demo_crash::Servers =
+        std::sync::Arc::new(std::sync::Mutex::new(vec![Some(specs[0].start_with(fabric.sender().command(&me))?)]));
 
     // Everything that talks to the control plane runs on a thread in its namespace.
     let nodes: Vec<(String, String)> = fabric
@@ -302,6 +370,10 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
             })
         })
         .context("entering the control plane's namespace")??;
+    for spec in specs.iter().skip(1) {
+        let k = spec.start_with(fabric.sender().command(&me))?;
+        servers.lock().unwrap_or_else(|p| p.into_inner()).push(Some(k));
+    }
 
     eprintln!("== node runtimes: metalcast-node agent on every namespace node");
     let mut agents = Vec::new();
@@ -309,7 +381,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         let log = std::fs::File::create(dir.join(format!("{}.log", n.name())))?;
         let child = n
             .command(&node_bin)
-            .args(["agent", "--control-plane", &cp_url, "--iface", n.ifname(), "--handover", "none", "--key"])
+            .args(["agent", "--control-plane", &cp_list, "--iface", n.ifname(), "--handover", "none", "--key"])
             .arg(&pubkey)
             .args(["--addr", &n.ipv4().to_string()])
             .stdout(log.try_clone()?)
@@ -355,7 +427,8 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let consoles: Vec<_> = vms.iter().map(|v| (v.name.clone(), std::sync::Arc::clone(&v.console))).collect();
     let first_disk = dir.join("g0.disk");
     let drill = a.kill_server_at.map(|at_percent| Drill { at_percent, rounds: a.rounds, rate_mbit: a.rate_mbit });
-    let server2 = std::sync::Arc::clone(&server);
+    let servers2 = std::sync::Arc::clone(&servers);
+    let (urls2, token2) = (urls.clone(), token.clone());
     fabric
         .sender()
         .run_in(move || -> anyhow::Result<()> {
@@ -369,7 +442,7 @@ fn run_in(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 a_reclaim.then_some(first_disk.as_path()),
                 market_guest.as_ref().map(|(g, d)| (g.as_str(), d.as_path())),
                 &consoles,
-                drill.map(|d| (d, &spec, &server2)),
+                drill.map(|d| (d, Cluster { urls: &urls2, token: &token2, specs: &specs, servers: &servers2 })),
             ))
         })
         .context("entering the control plane's namespace")??;
@@ -383,6 +456,14 @@ fn guest_mac(i: usize) -> String {
 }
 
 type ConsoleRef = (String, metalcast_fabric::qemu::Console);
+
+/// The control plane's replicas, for the crash drill.
+struct Cluster<'a> {
+    urls: &'a [String],
+    token: &'a str,
+    specs: &'a [ServerSpec],
+    servers: &'a crate::demo_crash::Servers,
+}
 
 /// Waits for the server, then registers project demo, the nodes (the MACs of their NICs) and the images.
 async fn register(c: &Client, nodes: &[(String, String)], tenant: &Path, runtime: Option<&Path>) -> anyhow::Result<()> {
@@ -413,7 +494,7 @@ async fn drive(
     reclaim_disk: Option<&Path>,
     market_guest: Option<(&str, &Path)>,
     consoles: &[ConsoleRef],
-    drill: Option<(Drill, &ServerSpec, &crate::demo_crash::Server)>,
+    drill: Option<(Drill, Cluster<'_>)>,
 ) -> anyhow::Result<()> {
     let c = Client::new(url, Auth::Bearer(token.to_string()))?;
     eprintln!("== waiting for every node's runtime to check in");
@@ -430,9 +511,16 @@ async fn drive(
     }
     eprintln!("   all {} checked in after {:.1}s", nodes.len(), t0.elapsed().as_secs_f64());
 
-    if let Some((d, spec, server)) = drill {
-        eprintln!("== crash drill: {} round(s) of deploy, kill -9 at {}%, restart, resume", d.rounds, d.at_percent);
-        return crate::demo_crash::run(&c, url, "demo", "demo", spec, server, d).await;
+    if let Some((d, cluster)) = drill {
+        let mut replicas = Vec::new();
+        for (u, spec) in cluster.urls.iter().zip(cluster.specs) {
+            let client = Client::new(u, Auth::Bearer(cluster.token.to_string()))?;
+            crate::demo_crash::wait_health(&client, Duration::from_secs(30)).await?;
+            replicas.push(crate::demo_crash::Replica { spec: spec.clone(), base: u.clone(), client });
+        }
+        let how = if replicas.len() == 1 { "restart".to_string() } else { format!("{} replicas", replicas.len()) };
+        eprintln!("== crash drill: {} round(s) of deploy, kill -9 at {}%, {how}, resume", d.rounds, d.at_percent);
+        return crate::demo_crash::run(&replicas, cluster.servers, "demo", "demo", d).await;
     }
 
     eprintln!("== metalcast deploy --image demo --project demo (one multicast session to every node)");

@@ -5,10 +5,19 @@
 //! the deployment's multicast session (`docs/scale-out.md`): every node must
 //! end `verified` without a retry, having taken in less than 1.3 times the
 //! image in all (it did not start over).
+//!
+//! With several replicas (`--replicas N` on PostgreSQL), each round goes to
+//! the next replica, which owns the deployment; that replica is killed and
+//! **not** restarted until another replica has taken the deployment over and
+//! the nodes make progress again; then it is started again (a replica
+//! joining must not disturb the running deployment). The nodes know every
+//! replica's URL and move on to the next when one fails.
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,8 +53,65 @@ impl Drop for Killed {
     }
 }
 
-/// The running server; killed and reaped on drop.
-pub type Server = Arc<Mutex<Option<Killed>>>;
+/// The running servers (replicas), by index; each killed and reaped on drop.
+pub type Servers = Arc<Mutex<Vec<Option<Killed>>>>;
+
+/// Relays PostgreSQL connections from a Unix socket (`dir/.s.PGSQL.PORT`,
+/// PostgreSQL's own name for it) to `target` over TCP, from this process's
+/// network namespace: the replicas run in the control plane's namespace,
+/// which cannot reach the host's loopback, but a Unix socket is a file. Runs
+/// until the process exits. `port` is the one in the replicas' URL, whose
+/// `?host=dir` names the socket's directory.
+pub fn relay_postgres(dir: &Path, port: u16, target: SocketAddr) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).context("creating the relay's socket directory")?;
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                if let Err(e) = pipe(conn, target) {
+                    eprintln!("   database relay: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn pipe(unix: UnixStream, target: SocketAddr) -> std::io::Result<()> {
+    let tcp = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    tcp.set_nodelay(true)?;
+    let (mut u_in, mut t_out) = (unix.try_clone()?, tcp.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut u_in, &mut t_out);
+        let _ = t_out.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut t_in, mut u_out) = (tcp, unix);
+    let _ = std::io::copy(&mut t_in, &mut u_out);
+    let _ = u_out.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+    Ok(())
+}
+
+/// The TCP address and port of a PostgreSQL URL's server (`postgres://u:p@host:port/db`).
+pub fn postgres_addr(url: &str) -> anyhow::Result<(SocketAddr, u16)> {
+    let rest = url.split_once("://").map(|(_, r)| r).context("a postgres:// URL")?;
+    let hostport = rest.split(['/', '?']).next().unwrap_or_default();
+    let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().context("the port of the database URL")?),
+        None => (hostport, 5432),
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    Ok((addr, port))
+}
 
 impl ServerSpec {
     /// Starts the server with `cmd` (a command for [`ServerSpec::program`],
@@ -106,18 +172,46 @@ async fn stale_reports(c: &Client, base: &str) -> anyhow::Result<u64> {
         .context("stale report counter")
 }
 
-/// Runs the drill's rounds against the server `server` started from `spec`
-/// (this thread must be in the control plane's namespace: the restarted
-/// server is its child).
+/// One replica of the drill: how it is started, and a client of its API.
+#[derive(Debug)]
+pub struct Replica {
+    /// How it is started.
+    pub spec: ServerSpec,
+    /// Its base URL.
+    pub base: String,
+    /// A client of it.
+    pub client: Client,
+}
+
+fn kill(servers: &Servers, i: usize) {
+    let mut s = servers.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(slot) = s.get_mut(i) {
+        drop(slot.take());
+    }
+}
+
+fn start(servers: &Servers, i: usize, spec: &ServerSpec) -> anyhow::Result<()> {
+    let k = spec.start_with(Command::new(&spec.program))?;
+    let mut s = servers.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(slot) = s.get_mut(i) {
+        *slot = Some(k);
+    }
+    Ok(())
+}
+
+/// Runs the drill's rounds against `replicas`, running as `servers` (this
+/// thread must be in the control plane's namespace: restarted servers are
+/// its children).
 pub async fn run(
-    c: &Client,
-    base: &str,
+    replicas: &[Replica],
+    servers: &Servers,
     project: &str,
     image: &str,
-    spec: &ServerSpec,
-    server: &Server,
     drill: Drill,
 ) -> anyhow::Result<()> {
+    ensure!(!replicas.is_empty(), "no replica");
+    let n = replicas.len();
+    let c = &replicas[0].client;
     let mut req = DeployRequest::new(image);
     req.project = Some(project.to_string());
     req.handover = HandoverSpec::Kexec;
@@ -131,6 +225,10 @@ pub async fn run(
     let reference = t0.elapsed().as_secs_f64();
     eprintln!("   reference deployment {id} (no kill): {reference:.2}s");
     for round in 1..=drill.rounds {
+        // The replica the deployment is sent to owns it and is killed; another one (or, alone, its
+        // restart) takes it over.
+        let owner = (round as usize - 1) % n;
+        let c = &replicas[owner].client;
         let d = c.deploy(&req).await.context("starting the deployment")?;
         let id = d.id;
         let t0 = Instant::now();
@@ -146,20 +244,37 @@ pub async fn run(
         };
         // kill -9: no drain, no goodbye to the nodes.
         let killed = Instant::now();
-        drop(server.lock().unwrap_or_else(|p| p.into_inner()).take());
-        eprintln!("   round {round}: deployment {id} at {at:.0}%: control plane killed (SIGKILL), restarting it");
-        *server.lock().unwrap_or_else(|p| p.into_inner()) = Some(spec.start_with(Command::new(&spec.program))?);
-        wait_health(c, Duration::from_secs(30)).await?;
+        kill(servers, owner);
+        let (watcher, base) = if n == 1 {
+            eprintln!("   round {round}: deployment {id} at {at:.0}%: control plane killed (SIGKILL), restarting it");
+            start(servers, owner, &replicas[owner].spec)?;
+            wait_health(c, Duration::from_secs(30)).await?;
+            (c, replicas[owner].base.as_str())
+        } else {
+            eprintln!(
+                "   round {round}: deployment {id} at {at:.0}%: its replica {owner} killed (SIGKILL), not restarted yet"
+            );
+            let other = &replicas[(owner + 1) % n];
+            (&other.client, other.base.as_str())
+        };
         // Taken over: the resumed sender hears the nodes where they were.
         let takeover = loop {
-            let d = c.deployment(id).await.with_context(|| format!("reading deployment {id}"))?;
+            let d = watcher.deployment(id).await.with_context(|| format!("reading deployment {id}"))?;
             if d.is_finished() || percent_done(&d) >= at {
                 break killed.elapsed().as_secs_f64();
             }
             ensure!(killed.elapsed() < Duration::from_secs(120), "round {round}: no progress 120 s after the kill");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let d = wait_finished(c, id, Duration::from_secs(600)).await?;
+        if n > 1 {
+            // A replica joining while another runs the deployment must not disturb it.
+            start(servers, owner, &replicas[owner].spec)?;
+            wait_health(c, Duration::from_secs(30)).await?;
+            eprintln!(
+                "   round {round}: taken over by another replica after {takeover:.2}s; replica {owner} started again"
+            );
+        }
+        let d = wait_finished(watcher, id, Duration::from_secs(600)).await?;
         let total = t0.elapsed().as_secs_f64();
         println!(
             "crash timing {round}/{}: kill to resumed progress {takeover:.2}s; completion {total:.2}s against \
@@ -167,16 +282,17 @@ pub async fn run(
             drill.rounds,
             total / reference
         );
-        let stale = stale_reports(c, base).await?;
+        let stale = stale_reports(watcher, base).await?;
         let stored = c.image(image).await.context("reading the image")?.stored_bytes.max(1) as f64;
         let verified = d.nodes.iter().filter(|n| n.state == NodeState::Verified).count();
         for n in d.nodes.iter().filter(|n| n.state != NodeState::Verified) {
             eprintln!("   {}: {} ({})", n.node, n.state.as_str(), n.reason);
         }
         let taken_in = d.nodes.iter().map(|n| n.received as f64 * SYMBOL_BYTES / stored).fold(0.0, f64::max);
+        let by = if n == 1 { "the restarted server" } else { "another replica" };
         println!(
-            "crash round {round}/{}: deployment {id} killed at {at:.0}%, resumed: {} ({verified}/{} verified); \
-             the most a node took in: {taken_in:.2}x the image; reports refused: {stale}",
+            "crash round {round}/{}: deployment {id} killed at {at:.0}%, resumed by {by}: {} ({verified}/{} \
+             verified); the most a node took in: {taken_in:.2}x the image; reports refused: {stale}",
             drill.rounds,
             d.state.as_str(),
             d.nodes.len()

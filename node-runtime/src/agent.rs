@@ -6,9 +6,9 @@
 //! `docs/runtime-api.md`.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use metalcast_image::{PublicKey, SignedManifest};

@@ -114,7 +114,7 @@ async fn remove_dead(st: &AppState) -> Result<(Vec<String>, Vec<ReplicaRow>)> {
         match dead_reason(&r, &here, now, st.replica.dead_after) {
             Some(why) => {
                 if db::replicas::remove(&st.db.writer, &r.id).await? {
-                    tracing::warn!(replica = %r.id, host = %r.host, "{why}: its work is failed");
+                    tracing::warn!(replica = %r.id, host = %r.host, "{why}: its work is taken over or failed");
                     reaped.push(why);
                 }
             }

@@ -229,9 +229,67 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
     Ok(Db { pool, writer, backend })
 }
 
+/// Creates a fresh database `name` (lower-case letters, digits, `_`) on the
+/// PostgreSQL server of `admin_url` (a role with CREATEDB), for a drill or
+/// a test; returns its URL (`admin_url` with its database name replaced).
+pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, DbError> {
+    let url = postgres_database_url(admin_url, name)?;
+    sqlx::any::install_default_drivers();
+    let admin = AnyPoolOptions::new().max_connections(1).connect(admin_url).await.map_err(DbError::Connect)?;
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await;
+    admin.close().await;
+    created?;
+    Ok(url)
+}
+
+/// Drops database `name` (made by [`create_postgres_database`]) if it exists.
+pub async fn drop_postgres_database(admin_url: &str, name: &str) -> Result<(), DbError> {
+    postgres_database_url(admin_url, name)?;
+    sqlx::any::install_default_drivers();
+    let admin = AnyPoolOptions::new().max_connections(1).connect(admin_url).await.map_err(DbError::Connect)?;
+    let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+    dropped?;
+    Ok(())
+}
+
+/// `url` (a PostgreSQL URL) naming database `name` instead, query kept.
+fn postgres_database_url(url: &str, name: &str) -> Result<String, DbError> {
+    let bad = || DbError::UnsupportedUrl(format!("{url} (expected postgres://user:password@host[:port]/database)"));
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(bad());
+    }
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(DbError::UnsupportedUrl(format!("database name {name:?} (lower-case letters, digits, _)")));
+    }
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let prefix = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    Ok(match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use sqlx::{Acquire, Row};
+
+    #[test]
+    fn database_urls_name_the_new_database() {
+        let u = |url: &str, name: &str| super::postgres_database_url(url, name).map_err(|e| e.to_string());
+        assert_eq!(u("postgres://a:b@h:5432/x", "d1").unwrap(), "postgres://a:b@h:5432/d1");
+        assert_eq!(u("postgres://a:b@h/x?host=/run/pg", "d_2").unwrap(), "postgres://a:b@h/d_2?host=/run/pg");
+        assert_eq!(u("postgresql://h", "d").unwrap(), "postgresql://h/d");
+        assert!(u("sqlite://x.db", "d").is_err());
+        assert!(u("postgres://h/x", "d; DROP").is_err());
+        assert!(u("postgres://h/x", "").is_err());
+    }
 
     /// The SQLite pool really has several connections: a write commits
     /// while another connection holds an open read transaction (with one
