@@ -79,6 +79,13 @@ pub struct DemoArgs {
     /// Rounds of the crash drill.
     #[arg(long, default_value_t = 1, requires = "kill_server_at")]
     pub rounds: u32,
+    /// In the crash drill, pause the owning replica (SIGSTOP) instead of
+    /// killing it, until another replica has taken the deployment over (past
+    /// the dead timeout), then let it go on (SIGCONT): its first write of the
+    /// deployment must change nothing and it must stop. Needs `--replicas 2`
+    /// or more.
+    #[arg(long, requires = "kill_server_at")]
+    pub pause_server: bool,
     /// Control-plane replicas (`metalcast serve` processes on one PostgreSQL
     /// database, each on its own port; the nodes are given every replica's
     /// URL). With `--kill-server-at`, each round's replica is killed and
@@ -426,7 +433,16 @@ fn run_in(a: &DemoArgs, dir: &Path, dropped_db: &MadeDb) -> anyhow::Result<()> {
     let market_guest = a.market.then(|| guests.last().map(|g| (g.clone(), dir.join(format!("{g}.disk"))))).flatten();
     let consoles: Vec<_> = vms.iter().map(|v| (v.name.clone(), std::sync::Arc::clone(&v.console))).collect();
     let first_disk = dir.join("g0.disk");
-    let drill = a.kill_server_at.map(|at_percent| Drill { at_percent, rounds: a.rounds, rate_mbit: a.rate_mbit });
+    ensure!(
+        !a.pause_server || a.replicas > 1,
+        "--pause-server needs --replicas 2 or more (another replica takes over)"
+    );
+    let drill = a.kill_server_at.map(|at_percent| Drill {
+        at_percent,
+        rounds: a.rounds,
+        rate_mbit: a.rate_mbit,
+        pause: a.pause_server,
+    });
     let servers2 = std::sync::Arc::clone(&servers);
     let (urls2, token2) = (urls.clone(), token.clone());
     fabric
@@ -519,7 +535,8 @@ async fn drive(
             replicas.push(crate::demo_crash::Replica { spec: spec.clone(), base: u.clone(), client });
         }
         let how = if replicas.len() == 1 { "restart".to_string() } else { format!("{} replicas", replicas.len()) };
-        eprintln!("== crash drill: {} round(s) of deploy, kill -9 at {}%, {how}, resume", d.rounds, d.at_percent);
+        let what = if d.pause { "SIGSTOP of the owner" } else { "kill -9" };
+        eprintln!("== crash drill: {} round(s) of deploy, {what} at {}%, {how}, resume", d.rounds, d.at_percent);
         return crate::demo_crash::run(&replicas, cluster.servers, "demo", "demo", d).await;
     }
 

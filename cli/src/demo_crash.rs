@@ -132,6 +132,37 @@ pub struct Drill {
     pub rounds: u32,
     /// Deployment rate cap, Mbit/s (0: the server's).
     pub rate_mbit: u64,
+    /// Pause the owner (SIGSTOP) instead of killing it, past the dead
+    /// timeout, then let it go on (SIGCONT): it must find the deployment
+    /// no longer its own at its first write and stop (several replicas only).
+    pub pause: bool,
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to replica `i`'s process; returns its pid.
+fn signal(servers: &Servers, i: usize, signal: &str) -> anyhow::Result<u32> {
+    let pid = servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(i)
+        .and_then(|s| s.as_ref().map(|k| k.0.id()))
+        .with_context(|| format!("replica {i} is not running"))?;
+    let st = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().context("running kill")?;
+    ensure!(st.success(), "kill -{signal} {pid} failed");
+    Ok(pid)
+}
+
+/// Waits (at most `within`) until `log` holds `needle` after its first `from` bytes.
+async fn wait_log_after(log: &Path, from: u64, needle: &str, within: Duration) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let new = text.get(usize::try_from(from).unwrap_or(usize::MAX)..).unwrap_or_default();
+        if String::from_utf8_lossy(new).contains(needle) {
+            return Ok(());
+        }
+        ensure!(t0.elapsed() < within, "{} does not say {needle:?} within {within:?}", log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn percent_done(d: &Deployment) -> f64 {
@@ -211,6 +242,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     ensure!(!replicas.is_empty(), "no replica");
     let n = replicas.len();
+    ensure!(!drill.pause || n > 1, "pausing the owner needs another replica to take over (--replicas 2 or more)");
     let c = &replicas[0].client;
     let mut req = DeployRequest::new(image);
     req.project = Some(project.to_string());
@@ -242,18 +274,26 @@ pub async fn run(
             ensure!(t0.elapsed() < Duration::from_secs(300), "round {round}: {p:.0}% after 300 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        // kill -9: no drain, no goodbye to the nodes.
+        // kill -9: no drain, no goodbye to the nodes. Or SIGSTOP: the replica is frozen mid-flight.
         let killed = Instant::now();
-        kill(servers, owner);
+        let log_before = std::fs::metadata(&replicas[owner].spec.log).map_or(0, |m| m.len());
+        if drill.pause {
+            let pid = signal(servers, owner, "STOP")?;
+            eprintln!("   round {round}: deployment {id} at {at:.0}%: its replica {owner} paused (SIGSTOP, pid {pid})");
+        } else {
+            kill(servers, owner);
+        }
         let (watcher, base) = if n == 1 {
             eprintln!("   round {round}: deployment {id} at {at:.0}%: control plane killed (SIGKILL), restarting it");
             start(servers, owner, &replicas[owner].spec)?;
             wait_health(c, Duration::from_secs(30)).await?;
             (c, replicas[owner].base.as_str())
         } else {
-            eprintln!(
-                "   round {round}: deployment {id} at {at:.0}%: its replica {owner} killed (SIGKILL), not restarted yet"
-            );
+            if !drill.pause {
+                eprintln!(
+                    "   round {round}: deployment {id} at {at:.0}%: its replica {owner} killed (SIGKILL), not restarted yet"
+                );
+            }
             let other = &replicas[(owner + 1) % n];
             (&other.client, other.base.as_str())
         };
@@ -266,7 +306,17 @@ pub async fn run(
             ensure!(killed.elapsed() < Duration::from_secs(120), "round {round}: no progress 120 s after the kill");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        if n > 1 {
+        if n > 1 && drill.pause {
+            // Woken past its dead timeout: its first write of the deployment changes nothing, and it stops.
+            signal(servers, owner, "CONT")?;
+            let fenced = "deployment no longer owned by this replica: stopping it";
+            wait_log_after(&replicas[owner].spec.log, log_before, fenced, Duration::from_secs(10)).await?;
+            wait_health(c, Duration::from_secs(30)).await?;
+            eprintln!(
+                "   round {round}: taken over by another replica after {takeover:.2}s; replica {owner} woken \
+                 (SIGCONT): its first write changed nothing and it stopped its run"
+            );
+        } else if n > 1 {
             // A replica joining while another runs the deployment must not disturb it.
             start(servers, owner, &replicas[owner].spec)?;
             wait_health(c, Duration::from_secs(30)).await?;
@@ -289,11 +339,16 @@ pub async fn run(
             eprintln!("   {}: {} ({})", n.node, n.state.as_str(), n.reason);
         }
         let taken_in = d.nodes.iter().map(|n| n.received as f64 * SYMBOL_BYTES / stored).fold(0.0, f64::max);
-        let by = if n == 1 { "the restarted server" } else { "another replica" };
+        let by = match (n, drill.pause) {
+            (1, _) => "the restarted server",
+            (_, false) => "another replica",
+            (_, true) => "another replica, the paused owner fenced",
+        };
         println!(
-            "crash round {round}/{}: deployment {id} killed at {at:.0}%, resumed by {by}: {} ({verified}/{} \
+            "crash round {round}/{}: deployment {id} {} at {at:.0}%, resumed by {by}: {} ({verified}/{} \
              verified); the most a node took in: {taken_in:.2}x the image; reports refused: {stale}",
             drill.rounds,
+            if drill.pause { "paused" } else { "killed" },
             d.state.as_str(),
             d.nodes.len()
         );

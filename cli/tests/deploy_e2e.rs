@@ -139,6 +139,9 @@ fn crash_drill_three_replicas_on_postgresql() {
         return;
     };
     crash_drill(2, 8, &["--replicas", "3", "--database-url", &pg], "another replica");
+    // SIGSTOP past the dead timeout, then SIGCONT: the woken owner's first write changes nothing.
+    let pause = ["--replicas", "3", "--database-url", &pg, "--pause-server"];
+    crash_drill(1, 8, &pause, "another replica, the paused owner fenced");
 }
 
 /// The same, ten rounds in a row (about 15 minutes):

@@ -75,6 +75,16 @@ fn parse_start(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether process `pid` is stopped (`SIGSTOP`, or stopped by a tracer):
+/// field 3 of `/proc/PID/stat` is `T` or `t`.
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|s| parse_stopped(&s))
+}
+
+fn parse_stopped(stat: &str) -> bool {
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
+}
+
 fn me() -> Me {
     let pid = std::process::id();
     Me {
@@ -93,8 +103,11 @@ fn dead_reason(r: &ReplicaRow, here: &Me, now: i64, dead_after: Duration) -> Opt
         if gone {
             return Some(format!("replica {} (pid {} on {}) is no longer running", r.id, r.pid, r.host));
         }
-        // Running on this host: alive whatever its heartbeat says (it may be paused).
-        return None;
+        // Running on this host: alive whatever its heartbeat says (it may be busy), unless it is
+        // stopped (SIGSTOP): then its heartbeat decides, as for a replica elsewhere.
+        if !u32::try_from(r.pid).is_ok_and(stopped) {
+            return None;
+        }
     }
     let silent = now - r.heartbeat_at;
     (silent > dead_after.as_secs() as i64)
@@ -270,6 +283,16 @@ mod tests {
         assert_eq!(dead_reason(&row("other-boot", 1, 5, 980), &here, 1000, dead_after), None);
         let r = dead_reason(&row("other-boot", 1, 5, 960), &here, 1000, dead_after).unwrap();
         assert!(r.contains("no heartbeat for 40 s"), "{r}");
+    }
+
+    #[test]
+    fn a_stopped_process_is_told_from_a_running_one() {
+        assert!(parse_stopped("4242 (a b) (c) T 1 4242"));
+        assert!(parse_stopped("4242 (x) t 1 4242"));
+        assert!(!parse_stopped("4242 (T) S 1 4242"), "the command name is not the state");
+        assert!(!parse_stopped("4242 (x) R 1"));
+        assert!(!parse_stopped("garbage"));
+        assert!(!stopped(std::process::id()), "this test runs");
     }
 
     #[test]
