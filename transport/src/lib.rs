@@ -33,6 +33,7 @@ pub mod packet;
 pub mod rate;
 pub mod receiver;
 pub mod sender;
+pub mod seq;
 pub mod session;
 pub mod source;
 mod sys;

@@ -243,10 +243,6 @@ pub const MAX_HASH_FAILURES: u32 = 3;
 /// Copies of the failed report sent when a receive fails (reports are best
 /// effort; the sender otherwise learns of the failure only by its timeout).
 const FAILED_REPORTS: usize = 3;
-/// A jump in sequence numbers larger than this is a sender that resumed the
-/// session (it starts far above the packets of the one before), not loss:
-/// the loss estimate leaves it out.
-const SEQ_SKIP: u64 = 1 << 20;
 
 /// Blocks handed to the decode thread at most this far ahead of it.
 const DECODE_QUEUE: usize = 2;
@@ -495,8 +491,8 @@ impl<'a> Receiver<'a> {
         let secs = st.first_packet.map_or(0.0, |t| t.elapsed().as_secs_f64());
         progress(&st.progress());
         // Before lingering: the fast path keeps dropping the session's symbols meanwhile.
-        let loss_estimate = loss(st.seq_first, st.seq_max, st.received + self.data.dropped_on_purpose());
-        let acked = self.say_done(st.done as u32, st.received, st.rejected.total(), st.seq_max);
+        let loss_estimate = st.seq.loss(st.received + self.data.dropped_on_purpose());
+        let acked = self.say_done(st.done as u32, st.received, st.rejected.total(), st.seq.max());
         let reports = self.reports.sent.get();
         Ok(ReceiverSummary { reports, ..st.finish(self.cfg.id, secs, loss_estimate, acked, decoder) })
     }
@@ -529,15 +525,6 @@ impl<'a> Receiver<'a> {
             }
         }
         false
-    }
-}
-
-/// Loss rate estimated from the sequence numbers seen (`first`..=`max`) and
-/// the packets counted (`got`).
-fn loss(first: Option<u64>, max: u64, got: u64) -> f64 {
-    match first {
-        Some(f) if max > f => (1.0 - got as f64 / (max - f + 1) as f64).clamp(0.0, 0.9),
-        _ => 0.0,
     }
 }
 
@@ -584,8 +571,8 @@ struct RxState<'r> {
     /// Hash failures per block, for [`MAX_HASH_FAILURES`].
     block_hash_failures: HashMap<usize, u32>,
     bytes_written: u64,
-    seq_first: Option<u64>,
-    seq_max: u64,
+    /// The sequence numbers heard, for the loss estimate.
+    seq: crate::seq::SeqRange,
     /// The session's report address and epoch, once a sender that resumed
     /// it said where it is (a fresh poll that carries them): taken by the
     /// loop, which sends the reports there from then on.
@@ -697,8 +684,7 @@ impl<'r> RxState<'r> {
             hash_failures: 0,
             block_hash_failures: HashMap::new(),
             bytes_written: 0,
-            seq_first: None,
-            seq_max: 0,
+            seq: crate::seq::SeqRange::default(),
             moved: None,
             epoch: 0,
             last_report: Instant::now() - cfg.report_interval,
@@ -721,29 +707,21 @@ impl<'r> RxState<'r> {
     /// symbol the receiver lacked.
     #[inline]
     fn on_datagram(&mut self, spec: &SessionSpec, pkt: &[u8], now: Instant) -> Result<(), TransportError> {
-        let (h, body) = match packet::open(&spec.key, spec.session_id, self.seq_max, pkt) {
+        let (h, body) = match packet::open(&spec.key, spec.session_id, self.seq.max(), pkt) {
             Ok(x) => x,
             Err(r) => {
                 self.rejected.count(r);
                 return Ok(());
             }
         };
-        let fresh = self.seq_first.is_none() || h.seq > self.seq_max;
-        if let Some(first) = self.seq_first.as_mut()
-            && h.seq > self.seq_max + SEQ_SKIP
-        {
-            // A sender that resumed the session starts far above the last
-            // one's packets: the gap is a handover, not loss.
-            *first += h.seq - self.seq_max - 1;
-        }
+        // A resumed sender's jump is a handover, not loss (`seq` module docs).
+        let fresh = self.seq.see(h.seq);
         self.received += 1;
         if self.first_packet.is_none() {
             // It hears the group: the sender is waiting to know.
             self.report_now = true;
             self.first_packet = Some(now);
         }
-        self.seq_first = Some(self.seq_first.map_or(h.seq, |f| f.min(h.seq)));
-        self.seq_max = self.seq_max.max(h.seq);
         let advanced = match h.kind {
             Kind::Poll => fresh | self.on_poll(body, fresh),
             Kind::Symbol => fresh | self.on_symbol(h.a, h.esi, h.seq, body, now)?,
@@ -1010,7 +988,7 @@ impl<'r> RxState<'r> {
             blocks_done: self.done as u32,
             received,
             rejected: self.rejected.total(),
-            max_seq: self.seq_max,
+            max_seq: self.seq.max(),
             needs,
         }
     }
@@ -1029,7 +1007,7 @@ impl<'r> RxState<'r> {
             return None;
         }
         self.next_check = now + CHECK_INTERVAL;
-        let p_loss = loss(self.seq_first, self.seq_max, self.received + packets.dropped_on_purpose());
+        let p_loss = self.seq.loss(self.received + packets.dropped_on_purpose());
         let inflate = |need: u32| need + ((f64::from(need) * p_loss / (1.0 - p_loss)).ceil() as u32);
         let room = cfg.max_pending_blocks.saturating_sub(self.pending);
         let nblocks = self.slots.len();
@@ -1043,7 +1021,7 @@ impl<'r> RxState<'r> {
         for &(b, need) in &needs {
             // A status report carries covered needs too; only the others count as asked.
             let fb = &mut self.fb[b as usize];
-            if need > fb.coming(now, self.seq_max) {
+            if need > fb.coming(now, self.seq.max()) {
                 fb.asked = Some(now);
                 fb.backoff = None;
             }
@@ -1060,7 +1038,7 @@ impl<'r> RxState<'r> {
     /// ([`feedback::backoff`]); a plan that covers the need stops it.
     fn uncovered(&mut self, needs: Vec<(u32, u32)>, now: Instant) -> Option<Vec<(u32, u32)>> {
         let backoff_max = self.plans.map_or(Duration::ZERO, |p| p.backoff_max);
-        let seq_max = self.seq_max;
+        let seq_max = self.seq.max();
         let mut fire = false;
         let mut out = Vec::new();
         for (b, need) in needs {
