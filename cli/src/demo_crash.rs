@@ -118,7 +118,9 @@ impl ServerSpec {
     /// e.g. one that enters the control plane's namespace first).
     pub fn start_with(&self, mut cmd: Command) -> anyhow::Result<Killed> {
         let log = File::options().create(true).append(true).open(&self.log).context("opening the server log")?;
-        cmd.args(&self.args).env("METALCAST_LOG", "warn").stdout(Stdio::null()).stderr(log);
+        // The servers log warnings and errors; METALCAST_DEMO_LOG (a METALCAST_LOG filter) says otherwise.
+        let level = std::env::var("METALCAST_DEMO_LOG").unwrap_or_else(|_| "warn".into());
+        cmd.args(&self.args).env("METALCAST_LOG", level).stdout(Stdio::null()).stderr(log);
         Ok(Killed(cmd.spawn().context("starting metalcast serve")?))
     }
 }

@@ -303,6 +303,34 @@ pub async fn metadata_tokens(pool: &AnyPool, id: i64) -> Result<Vec<(String, Str
 /// Stores a node's progress (everything but its attempt counters); false
 /// (nothing written) unless replica `owner` still owns the deployment.
 pub async fn update_node(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Result<bool, sqlx::Error> {
+    update_node_row(w, id, owner, n).await
+}
+
+/// Raises the blocks done of `node` in running deployment `id` to
+/// `blocks_done` (never lowers it, so a late write cannot undo a newer one),
+/// while `owner` owns it: the sender's progress, stored about once a
+/// second so every replica shows it.
+pub async fn raise_blocks_done(
+    w: &Writer,
+    id: i64,
+    owner: &str,
+    node: &str,
+    blocks_done: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE deployment_nodes SET blocks_done = $3 WHERE deployment = $1 AND node = $2 AND blocks_done < $3 \
+         AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND owner = $4 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(node)
+    .bind(blocks_done)
+    .bind(owner)
+    .execute(w.pool())
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+async fn update_node_row(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
          rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2 \

@@ -288,3 +288,45 @@ async fn one_replica_runs_the_market_driver(h: &Harness) {
     b.db.pool.close().await;
 }
 crate::both_backends!(one_replica_runs_the_market_driver);
+
+/// A watcher on a replica that does not run the deployment follows what
+/// the owner stores: progress as it is raised, then the end, then the
+/// stream's end. (On SQLite both are one state, with the same stored rows.)
+async fn a_deployment_run_elsewhere_is_followed_from_the_database(h: &Harness) {
+    use crate::app::deployments::Deployment;
+    let a = &h.st;
+    running(a, 20, "n20", Some("r-owner-elsewhere")).await;
+    sqlx::query("UPDATE deployment_nodes SET blocks_total = 10 WHERE deployment = 20")
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    let admin = crate::authz::Caller { user: Some("root".into()), admin: true, ..Default::default() };
+    let (first, rx) = crate::app::deployments::watch(a, &admin, 20).await.unwrap();
+    assert_eq!(first.nodes[0].blocks_done, 0);
+    let mut rx = rx.expect("a running deployment run elsewhere is followed");
+    // The owner raises the node's progress (fenced by its id), then ends the deployment.
+    assert!(crate::db::deployments::raise_blocks_done(&a.db.writer, 20, "r-owner-elsewhere", "n20", 4).await.unwrap());
+    assert!(!crate::db::deployments::raise_blocks_done(&a.db.writer, 20, "r-owner-elsewhere", "n20", 3).await.unwrap());
+    assert!(!crate::db::deployments::raise_blocks_done(&a.db.writer, 20, "r-other", "n20", 9).await.unwrap());
+    async fn seen(rx: &mut tokio::sync::watch::Receiver<crate::app::deployments::Deployment>) -> Deployment {
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed()).await.expect("an update").ok();
+        rx.borrow_and_update().clone()
+    }
+    let d = seen(&mut rx).await;
+    assert_eq!((d.nodes[0].blocks_done, d.is_finished()), (4, false), "{d:?}");
+    sqlx::query("UPDATE deployments SET state = 'done', finished_at = 1 WHERE id = 20")
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deployment_nodes SET state = 'verified', blocks_done = 10 WHERE deployment = 20")
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    let d = seen(&mut rx).await;
+    assert!(d.is_finished(), "{d:?}");
+    assert_eq!(d.nodes[0].blocks_done, 10);
+    // Then the feed ends (the SSE stream sends `end`).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed()).await.expect("bounded");
+    assert!(ended.is_err(), "the feed ends with the deployment");
+}
+crate::both_backends!(a_deployment_run_elsewhere_is_followed_from_the_database);

@@ -465,6 +465,7 @@ async fn run_session(
     };
     // The checkpoint: the sender's sequence number for a resume, and the fence.
     let checkpoints = async {
+        let mut stored_blocks: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         loop {
             tokio::time::sleep(CHECKPOINT_EVERY).await;
             if sender_finished.load(std::sync::atomic::Ordering::SeqCst) {
@@ -472,7 +473,22 @@ async fn run_session(
             }
             let at = i64::try_from(seq.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX);
             match db::deployments::checkpoint(&st.db.writer, st.db.backend, id, &st.replica.id, at).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    // The sender's progress, so that every replica shows it (only ever raised).
+                    let done: Vec<(String, i64)> =
+                        tx.borrow().nodes.iter().map(|n| (n.node.clone(), n.blocks_done)).collect();
+                    for (node, blocks) in done {
+                        if stored_blocks.get(&node).is_none_or(|b| *b < blocks) {
+                            let w = &st.db.writer;
+                            match db::deployments::raise_blocks_done(w, id, &st.replica.id, &node, blocks).await {
+                                Ok(_) => {
+                                    stored_blocks.insert(node, blocks);
+                                }
+                                Err(e) => tracing::warn!(id, %node, error = %e, "cannot store the node's progress"),
+                            }
+                        }
+                    }
+                }
                 Ok(false) => return owned(id, false).expect_err("not owned"),
                 Err(e) => tracing::warn!(id, error = %e, "cannot checkpoint the session; retrying"),
             }

@@ -347,11 +347,56 @@ pub async fn watch(st: &AppState, c: &Caller, id: i64) -> Result<(Deployment, Op
     let stored = visible(st, c, id).await?;
     let first = match &mut rx {
         Some(rx) => rx.borrow_and_update().clone(),
-        // Not live when we looked: the engine stores the end before it
+        // Not live here when we looked: the engine stores the end before it
         // unregisters, so the database has the last word.
         None => stored,
     };
+    if rx.is_none() && !first.is_finished() {
+        // Run by another replica: follow what it stores (states at once, blocks about once a second).
+        rx = Some(follow_stored(st, c.clone(), first.clone()));
+    }
     Ok((first, rx))
+}
+
+/// How often a deployment run by another replica is read again for a watcher here.
+const STORED_EVERY: Duration = Duration::from_millis(500);
+/// The longest a watcher here follows a deployment run elsewhere.
+const STORED_FOR: Duration = Duration::from_secs(6 * 3600);
+
+/// A watch of deployment `first`, run by another replica, fed from the
+/// database every [`STORED_EVERY`] until it ends or nobody watches (bounded
+/// by [`STORED_FOR`]; a watcher whose stream ends reconnects).
+fn follow_stored(st: &AppState, c: Caller, first: Deployment) -> watch::Receiver<Deployment> {
+    let (tx, rx) = watch::channel(first.clone());
+    let st2 = st.clone();
+    let token = st.tasks.token();
+    let until = tokio::time::Instant::now() + STORED_FOR;
+    st.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(STORED_EVERY) => {}
+            }
+            let d = match visible(&st2, &c, first.id).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(id = first.id, error = %e, "cannot read the deployment for a watcher");
+                    continue;
+                }
+            };
+            let end = d.is_finished();
+            tx.send_if_modified(|old| {
+                let changed = *old != d;
+                *old = d;
+                changed
+            });
+            if end || tokio::time::Instant::now() >= until {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The deployments of the caller's projects (all for an admin), newest first.
