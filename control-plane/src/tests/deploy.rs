@@ -234,7 +234,12 @@ async fn deployments(h: &Harness) {
 both_backends!(deployments);
 
 /// Sends `body` to the runtime API as the node would (no credentials).
-async fn runtime_call(app: &axum::Router, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub(super) async fn runtime_call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let req = axum::http::Request::builder()
         .method(method)
         .uri(path)

@@ -11,16 +11,7 @@ use crate::app::AppState;
 use crate::db::Backend;
 
 async fn call(st: &AppState, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let req = axum::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(st.runtime.router(), req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    super::deploy::runtime_call(&st.runtime.router(), method, path, body).await
 }
 
 fn checkin(mac: &str, boot: &str) -> Value {
