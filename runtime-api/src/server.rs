@@ -94,6 +94,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records `report` if it names an instruction delivered to `node` and,
     /// for a deploy or seed instruction, that instruction's session.
     fn report<'a>(&'a self, node: &'a str, report: &'a Report) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The notifier of changes to `node` the store learns of (its own
+    /// writes, another process's announced ones): a long-poll waits on its
+    /// own node's, so one node's change does not wake every poll. `None`:
+    /// polls wake on any change of this API, and every recheck.
+    fn watch(&self, _node: &str) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// A check-in as recorded by the server.
@@ -163,6 +170,8 @@ struct Inner {
     default_wait: u64,
     /// Set by [`RuntimeApi::stop_polls`].
     stopping: AtomicBool,
+    /// Woken by [`RuntimeApi::stop_polls`] (long-polls on a store's node watch wait on it too).
+    stop: Notify,
     /// Reports refused because they named no instruction delivered to the node.
     stale_reports: AtomicU64,
     /// Check-ins the gate refused.
@@ -266,6 +275,7 @@ impl RuntimeApi {
                 epoch,
                 default_wait: 25,
                 stopping: AtomicBool::new(false),
+                stop: Notify::new(),
                 stale_reports: AtomicU64::new(0),
                 refused_checkins: AtomicU64::new(0),
                 gate: OnceLock::new(),
@@ -374,6 +384,7 @@ impl RuntimeApi {
     pub fn stop_polls(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.changed.notify_waiters();
+        self.inner.stop.notify_waiters();
     }
 
     /// Reports refused since start because they named an instruction this
@@ -483,6 +494,13 @@ async fn instruction(
             return Err(HttpError::Stopping);
         }
         if let Some((store, recheck)) = api.inner.store.get() {
+            // Woken by this node's changes only (or a stop), not by every node's.
+            let watch = store.watch(&node);
+            let mine = watch.as_ref().map(|w| w.notified());
+            let stop = api.inner.stop.notified();
+            if api.inner.stopping.load(Ordering::SeqCst) {
+                return Err(HttpError::Stopping);
+            }
             if let Some(i) = store.take(&node).await.map_err(HttpError::from)? {
                 api.inner.changed.notify_waiters();
                 return Ok(Json(i).into_response());
@@ -490,7 +508,17 @@ async fn instruction(
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Ok(StatusCode::NO_CONTENT.into_response());
             };
-            let _ = tokio::time::timeout(left.min(*recheck), notified).await;
+            let woken = async {
+                match mine {
+                    Some(m) => m.await,
+                    None => notified.await,
+                }
+            };
+            tokio::select! {
+                _ = woken => {}
+                _ = stop => {}
+                _ = tokio::time::sleep(left.min(*recheck)) => {}
+            }
             continue;
         }
         {

@@ -158,6 +158,10 @@ impl Store for DbStore {
     fn report<'a>(&'a self, node: &'a str, report: &'a Report) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.do_report(node, report))
     }
+
+    fn watch(&self, node: &str) -> Option<Arc<Notify>> {
+        Some(DbStore::watch(self, node))
+    }
 }
 
 /// How soon a change made by another replica is seen without being
