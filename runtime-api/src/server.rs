@@ -419,21 +419,11 @@ impl RuntimeApi {
         self.inner.store.set((store, recheck.max(Duration::from_millis(10)))).is_ok()
     }
 
-    /// The store set with [`RuntimeApi::set_store`].
-    pub fn store(&self) -> Option<&Arc<dyn Store>> {
-        self.inner.store.get().map(|(s, _)| s)
-    }
-
     /// Wakes every long-poll and [`RuntimeApi::wait_for`] to look again:
     /// for an owner of a [`Store`] that learned of a change (its own push,
     /// or another process's announced one).
     pub fn notify(&self) {
         self.inner.changed.notify_waiters();
-    }
-
-    /// This server process's epoch, sent in every check-in reply.
-    pub fn epoch(&self) -> u64 {
-        self.inner.epoch
     }
 
     /// Counts a refused report (for a [`Store`] owner that refuses one itself).

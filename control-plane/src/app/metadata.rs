@@ -48,7 +48,7 @@ pub async fn item(st: &AppState, token: &str, item: &str) -> Result<String> {
         "meta-data" => {
             // Stored, so the replica following the deployment sees it wherever the fetch landed.
             db::metadata::note_fetch(&st.db.writer, st.db.backend, seed.deployment, &seed.node).await?;
-            st.deploys.note_fetch(seed.deployment, &seed.node);
+            st.deploys.metadata_fetched.notify_waiters();
             meta_data(&seed)
         }
         "user-data" if seed.user_data.is_empty() => "#cloud-config\n{}\n".to_owned(),

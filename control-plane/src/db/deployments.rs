@@ -303,7 +303,24 @@ pub async fn metadata_tokens(pool: &AnyPool, id: i64) -> Result<Vec<(String, Str
 /// Stores a node's progress (everything but its attempt counters); false
 /// (nothing written) unless replica `owner` still owns the deployment.
 pub async fn update_node(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Result<bool, sqlx::Error> {
-    update_node_row(w, id, owner, n).await
+    let r = sqlx::query(
+        "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
+         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2 \
+         AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND owner = $10)",
+    )
+    .bind(id)
+    .bind(&n.node)
+    .bind(&n.state)
+    .bind(&n.reason)
+    .bind(n.blocks_done)
+    .bind(n.blocks_total)
+    .bind(n.received)
+    .bind(n.rejected)
+    .bind(n.elapsed_ms)
+    .bind(owner)
+    .execute(w.pool())
+    .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Raises the blocks done of `node` in running deployment `id` to
@@ -324,27 +341,6 @@ pub async fn raise_blocks_done(
     .bind(id)
     .bind(node)
     .bind(blocks_done)
-    .bind(owner)
-    .execute(w.pool())
-    .await?;
-    Ok(r.rows_affected() > 0)
-}
-
-async fn update_node_row(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
-         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2 \
-         AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND owner = $10)",
-    )
-    .bind(id)
-    .bind(&n.node)
-    .bind(&n.state)
-    .bind(&n.reason)
-    .bind(n.blocks_done)
-    .bind(n.blocks_total)
-    .bind(n.received)
-    .bind(n.rejected)
-    .bind(n.elapsed_ms)
     .bind(owner)
     .execute(w.pool())
     .await?;
@@ -499,10 +495,9 @@ pub async fn checkpoint(
     Ok(r.rows_affected() > 0)
 }
 
-/// Claims for replica `me` every running deployment whose owner is gone (not
-/// a registered replica) and whose session can be resumed here: its nodes
-/// report at `runtime_at`, and it was taken over fewer than `max_epoch`
-/// times. Raises each one's epoch; returns the sessions claimed. One
+/// Claims for replica `me` (one that can send) every running deployment
+/// whose owner is gone (not a registered replica) and whose session can be
+/// resumed: it was taken over fewer than `max_epoch` times. Raises each one's epoch; returns the sessions claimed. One
 /// transaction: a deployment is claimed by one replica (the `owner`
 /// compare-and-set), and the others fail what is left.
 pub async fn claim_orphaned_sessions(w: &Writer, me: &str, max_epoch: i64) -> Result<Vec<SessionRow>, sqlx::Error> {

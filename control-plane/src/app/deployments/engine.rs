@@ -319,7 +319,7 @@ async fn drive(
 
 /// Where the deployment's sender ran: its control plane's public URL and
 /// provisioning address (for the operator; any sender replica may resume it).
-pub(super) fn runtime_at(st: &AppState) -> String {
+fn runtime_at(st: &AppState) -> String {
     let addr = st.provision.addr.map(|a| a.to_string()).unwrap_or_default();
     format!("{} {addr}", st.provision.public_url.as_deref().unwrap_or(""))
 }
@@ -648,7 +648,6 @@ async fn follow(
             return Ok(());
         }
         let runtime_change = watch.notified();
-        let last_checkin = crate::app::runtime::last_checkin(st, &m.mac).await?;
         // New phase reports for our instruction.
         let mine = crate::app::runtime::reports(st, m.instruction).await?;
         for r in mine.iter().skip(seen_reports) {
@@ -694,9 +693,9 @@ async fn follow(
         let state = tx.borrow().nodes.iter().find(|n| n.node == m.node).map_or(NodeState::Failed, |n| n.state);
         // After a kexec: a check-in with a new boot id, or a metadata fetch, says the new system is up.
         if state == NodeState::Booting {
+            let last_checkin = crate::app::runtime::last_checkin(st, &m.mac).await?;
             let booted_by_checkin = last_checkin.as_ref().is_some_and(|c| c.boot_id != m.boot_id);
-            let booted_by_metadata =
-                st.deploys.fetched(id, &m.node) || db::metadata::fetched(&st.db.pool, id, &m.node).await?;
+            let booted_by_metadata = db::metadata::fetched(&st.db.pool, id, &m.node).await?;
             if booted_by_checkin || booted_by_metadata {
                 let how = if booted_by_checkin { "checked in from the new system" } else { "metadata fetched" };
                 set_node(st, tx, id, &m.node, |p| {

@@ -6,7 +6,7 @@
 //! unregistered only after its end is stored, so a reader that finds no
 //! channel can trust the database.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -17,9 +17,9 @@ use super::Deployment;
 #[derive(Debug, Default)]
 pub struct Deploys {
     live: Mutex<HashMap<i64, watch::Sender<Deployment>>>,
-    /// Woken whenever a deployed node fetched its metadata (a sign it booted).
+    /// Woken whenever a deployed node fetched its metadata here (a sign it
+    /// booted; the fetch itself is stored on the node's deployment row).
     pub metadata_fetched: tokio::sync::Notify,
-    fetched: Mutex<HashSet<(i64, String)>>,
 }
 
 impl Deploys {
@@ -44,19 +44,5 @@ impl Deploys {
     /// Forgets deployment `id` (its end is stored).
     pub fn remove(&self, id: i64) {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).retain(|(d, _)| *d != id);
-    }
-
-    /// Records that `node` of deployment `id` fetched its metadata (the new system is up).
-    pub fn note_fetch(&self, id: i64, node: &str) {
-        if self.get(id).is_some() {
-            self.fetched.lock().unwrap_or_else(|p| p.into_inner()).insert((id, node.to_owned()));
-            self.metadata_fetched.notify_waiters();
-        }
-    }
-
-    /// Whether `node` of deployment `id` fetched its metadata.
-    pub fn fetched(&self, id: i64, node: &str) -> bool {
-        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).contains(&(id, node.to_owned()))
     }
 }
