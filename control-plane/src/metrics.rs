@@ -13,6 +13,7 @@ pub struct Metrics {
     actions: Mutex<BTreeMap<&'static str, u64>>,
     market: Mutex<BTreeMap<&'static str, u64>>,
     netboot: Mutex<BTreeMap<&'static str, u64>>,
+    fenced: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -30,6 +31,11 @@ impl Metrics {
     /// state change, a settlement, a failed grant or revoke attempt.
     pub fn market(&self, what: &'static str) {
         *self.market.lock().unwrap_or_else(|e| e.into_inner()).entry(what).or_default() += 1;
+    }
+
+    /// Count a side effect not made because this replica no longer held its work (or its lease).
+    pub fn fenced(&self, work: &'static str) {
+        *self.fenced.lock().unwrap_or_else(|e| e.into_inner()).entry(work).or_default() += 1;
     }
 
     /// Count a netboot step of the HTTP side: a script or file served, a token refused.
@@ -87,6 +93,13 @@ impl Metrics {
         s.push_str("# TYPE metalcast_market_events_total counter\n");
         for (what, n) in self.market.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(s, "metalcast_market_events_total{{event=\"{what}\"}} {n}");
+        }
+        s.push_str(
+            "# HELP metalcast_fenced_total Side effects (BMC, switch, runtime instruction) not made: the work was no longer this replica's.\n",
+        );
+        s.push_str("# TYPE metalcast_fenced_total counter\n");
+        for (work, n) in self.fenced.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(s, "metalcast_fenced_total{{work=\"{work}\"}} {n}");
         }
         s
     }

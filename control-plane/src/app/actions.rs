@@ -3,9 +3,16 @@
 //! `connect_network`, `detach_network` and `revert` queue a PENDING row (the
 //! database allows one pending row per NIC) and spawn a task that drives the
 //! switch and then records DONE or ERROR.
+//!
+//! Fencing: the action belongs to the replica that queued it (`owner`).
+//! Each switch call is made only after [`replicas::fence`] finds the action
+//! still this replica's PENDING action with time left on its lease, and
+//! the outcome is written only while it still is; a replica that was
+//! declared dead (its actions failed by another) changes nothing.
 
 use super::AppState;
 use super::error::{Error, Result, check_name, conflict};
+use super::replicas::{self, Work};
 use crate::authz::Caller;
 use crate::db;
 use crate::db::actions::{ActionKind, ActionRow, ActionStatus, NewAction};
@@ -66,21 +73,30 @@ pub async fn wait(st: &AppState, id: &str, timeout: std::time::Duration, what: &
 fn spawn(st: AppState, id: String) {
     // Tracked, not cancelled: a switch change runs to its end (each driver call is bounded).
     st.tasks.clone().spawn(async move {
-        let status = match execute(&st, &id).await {
-            Ok(()) => ActionStatus::Done,
-            Err(e) => {
-                tracing::warn!(action = %id, error = %e, cause = ?e, "networking action failed");
-                ActionStatus::Error
-            }
-        };
-        if status == ActionStatus::Error
-            && let Err(e) = db::actions::finish_pending(&st.db.writer, &id, ActionStatus::Error).await
-        {
-            tracing::error!(action = %id, error = %e, "cannot record action failure");
-        }
-        st.metrics.action_finished(status.as_str());
-        st.action_done.notify_waiters();
+        carry_out(&st, &id).await;
     });
+}
+
+/// Carries action `id` out and records DONE or ERROR (as long as it is
+/// still this replica's); returns what it came to here.
+pub(crate) async fn carry_out(st: &AppState, id: &str) -> ActionStatus {
+    let status = match execute(st, id).await {
+        Ok(()) => ActionStatus::Done,
+        Err(e) => {
+            tracing::warn!(action = %id, error = %e, cause = ?e, "networking action failed");
+            ActionStatus::Error
+        }
+    };
+    if status == ActionStatus::Error {
+        match db::actions::finish_pending(&st.db.writer, id, &st.replica.id, ActionStatus::Error).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(action = %id, "action no longer this replica's: its failure not recorded"),
+            Err(e) => tracing::error!(action = %id, error = %e, "cannot record action failure"),
+        }
+    }
+    st.metrics.action_finished(status.as_str());
+    st.action_done.notify_waiters();
+    status
 }
 
 fn vlan_of(v: i64) -> Result<u16> {
@@ -95,22 +111,33 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
     };
     let switch: SwitchConfig = serde_json::from_str(&config).map_err(Error::internal)?;
     let switch = st.switch(&switch);
+    let work = Work::Action(id);
+    let fenced_off = || Error::Fenced(format!("networking action {id} is no longer this replica's: nothing recorded"));
     let kind = ActionKind::parse(&a.kind).ok_or_else(|| Error::internal(format!("unknown action kind {}", a.kind)))?;
     match (kind, a.network) {
         (ActionKind::ModifyPort, Some(net)) => {
             let vlan = db::networks::load(pool, &net).await?.ok_or_else(|| Error::not_found("network", &net))?.vlan;
-            switch.add_vlan(&port, vlan_of(vlan)?, a.channel == "vlan/native").await?;
-            db::actions::attach_done(&st.db.writer, id, &a.node, &a.nic, &net, &a.channel).await?;
+            let native = a.channel == "vlan/native";
+            let vlan = vlan_of(vlan)?;
+            replicas::fenced(st, work, "switch call", || switch.add_vlan(&port, vlan, native)).await?;
+            let me = &st.replica.id;
+            if !db::actions::attach_done(&st.db.writer, id, me, &a.node, &a.nic, &net, &a.channel).await? {
+                return Err(fenced_off());
+            }
         }
         (ActionKind::ModifyPort, None) | (ActionKind::RevertPort, None) => {
             let mut removed = Vec::new();
             for (ch, vlan) in db::networks::nic_vlans(pool, &a.node, &a.nic).await? {
                 if kind == ActionKind::RevertPort || ch == a.channel {
-                    switch.del_vlan(&port, vlan_of(vlan)?, ch == "vlan/native").await?;
+                    let native = ch == "vlan/native";
+                    let vlan = vlan_of(vlan)?;
+                    replicas::fenced(st, work, "switch call", || switch.del_vlan(&port, vlan, native)).await?;
                     removed.push(ch);
                 }
             }
-            db::actions::detach_done(&st.db.writer, id, &a.node, &a.nic, &removed).await?;
+            if !db::actions::detach_done(&st.db.writer, id, &st.replica.id, &a.node, &a.nic, &removed).await? {
+                return Err(fenced_off());
+            }
         }
         (ActionKind::RevertPort, Some(_)) => return Err(Error::internal("a revert names no network")),
     }

@@ -32,6 +32,11 @@ pub enum Error {
     /// The server is shutting down and takes no new long-running work.
     #[error("{0}")]
     ShuttingDown(String),
+    /// This replica no longer holds the work (or its own lease), so it made
+    /// no side effect: another replica took over, or it was paused or cut
+    /// off past its dead timeout (`docs/scale-out.md`, fencing).
+    #[error("{0}")]
+    Fenced(String),
     /// The request body is larger than the server accepts.
     #[error("request body too large")]
     TooLarge,

@@ -129,7 +129,8 @@ pub async fn obm(st: &AppState, actor: Actor<'_>, node: &str) -> Result<ObmConfi
 /// A power action through the node's BMC.
 pub async fn power(st: &AppState, c: &Caller, node: &str, op: PowerOp) -> Result<()> {
     let obm = obm(st, Actor::Caller(c), node).await?;
-    st.bmc(&obm).power(op).await?;
+    let bmc = st.bmc(&obm);
+    super::replicas::fenced(st, super::replicas::Work::Request, "BMC call (power)", || bmc.power(op)).await?;
     tracing::info!(%node, ?op, user = ?c.user, "power action");
     Ok(())
 }
@@ -146,7 +147,9 @@ pub async fn set_bootdev(st: &AppState, c: &Caller, node: &str, bootdev: &str) -
     if !BOOT_DEVICES.contains(&bootdev) {
         return Err(Error::Unprocessable(format!("bootdev must be one of {BOOT_DEVICES:?}")));
     }
-    Ok(st.bmc(&obm).set_bootdev(bootdev).await?)
+    let bmc = st.bmc(&obm);
+    let set = || bmc.set_bootdev(bootdev);
+    super::replicas::fenced(st, super::replicas::Work::Request, "BMC call (boot device)", set).await
 }
 
 /// The captured console log (404 if no capture is running).

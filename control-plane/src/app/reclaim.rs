@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{Error, Result, check_name};
+use super::replicas::{self, Work};
 use crate::authz::{Actor, Caller};
 use crate::db::actions::ActionKind;
 use crate::drivers::PowerOp;
@@ -113,7 +114,7 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
     } else {
         None
     };
-    let (method, detail) = back_to_runtime(st, &user, &project, &node, timeout).await?;
+    let (method, detail) = back_to_runtime(st, Work::Request, &user, &project, &node, timeout).await?;
     let detail = match on_network {
         Some(n) => format!("{n}; {detail}"),
         None => detail,
@@ -123,7 +124,7 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
     // 2. Wipe.
     if req.wipe != WipeSpec::None {
         let t = Instant::now();
-        let detail = wipe(st, &node, &project, req.wipe, timeout).await?;
+        let detail = wipe(st, Work::Request, &node, &project, req.wipe, timeout).await?;
         phases.push(ReclaimPhase { phase: "wipe".into(), secs: t.elapsed().as_secs_f64(), detail });
     }
 
@@ -155,8 +156,12 @@ async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, Stri
     Ok(role.map(|role| (mac, role, boot)))
 }
 
+/// Brings `node` back to the metalcast runtime: already there, by kexec (a
+/// deployment of the runtime image), or by a BMC power cycle into netboot.
+/// The BMC calls are made for `work` ([`replicas::fenced`]).
 pub(crate) async fn back_to_runtime(
     st: &AppState,
+    work: Work<'_>,
     user: &str,
     project: &str,
     node: &str,
@@ -212,8 +217,10 @@ pub(crate) async fn back_to_runtime(
         seen.push((m, n));
     }
     let bmc = st.bmc(&obm);
-    bmc.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
-    bmc.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e))?;
+    let pxe = || async { bmc.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e)) };
+    replicas::fenced(st, work, "BMC call (boot device)", pxe).await?;
+    let cycle = || async { bmc.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e)) };
+    replicas::fenced(st, work, "BMC call (power cycle)", cycle).await?;
     let t_end = Instant::now() + timeout;
     loop {
         let watch = seen.first().map(|(mac, _)| crate::app::runtime::watch(st, mac));
@@ -258,7 +265,16 @@ async fn macs(st: &AppState, node: &str) -> Result<Vec<String>> {
 /// check-in, at this control plane), naming each device; the agent checks
 /// them again (the disk-write guard). A failure or refusal is recorded as a
 /// node event (`GET /v1/events`) and fails the reclaim with its reason.
-pub(crate) async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec, timeout: Duration) -> Result<String> {
+///
+/// The wipe instruction is sent for `work` only after [`replicas::fence`].
+pub(crate) async fn wipe(
+    st: &AppState,
+    work: Work<'_>,
+    node: &str,
+    project: &str,
+    how: WipeSpec,
+    timeout: Duration,
+) -> Result<String> {
     let (mac, _, _) = checkin(st, node)
         .await?
         .ok_or_else(|| Error::Unprocessable("no runtime checked in to wipe the disks".into()))?;
@@ -270,6 +286,7 @@ pub(crate) async fn wipe(st: &AppState, node: &str, project: &str, how: WipeSpec
         return Ok("the node's inventory lists no disks: nothing to erase".into());
     }
     let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
+    replicas::fence(st, work, "wipe instruction").await?;
     let id = crate::app::runtime::push(st, &mac, Action::Wipe(Wipe { mode, devices })).await?;
     let t_end = Instant::now() + timeout;
     let watch = crate::app::runtime::watch(st, &mac);

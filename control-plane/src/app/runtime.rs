@@ -95,15 +95,24 @@ impl DbStore {
     }
 
     async fn do_push(&self, mac: &str, action: &Action) -> Result<u64, StoreError> {
+        self.push_for(mac, action, None)
+            .await?
+            .ok_or_else(|| StoreError::Failed("an instruction without a deployment was not queued".into()))
+    }
+
+    /// Queues `action` for `mac`; with `deployment`, only while it is running
+    /// and this replica's (`None`: not queued).
+    async fn push_for(&self, mac: &str, action: &Action, deployment: Option<i64>) -> Result<Option<u64>, StoreError> {
         let id = self.take_id()?;
         let body = serde_json::to_string(action).map_err(failed)?;
         let session = action.session_id().map(|s| s as i64);
         let sql_id = i64::try_from(id).map_err(failed)?;
-        db::runtime::queue(&self.db.writer, self.db.backend, sql_id, mac, &body, session, &self.me)
-            .await
-            .map_err(failed)?;
+        let (w, backend) = (&self.db.writer, self.db.backend);
+        if !db::runtime::queue(w, backend, sql_id, mac, &body, session, &self.me, deployment).await.map_err(failed)? {
+            return Ok(None);
+        }
         self.ping(mac);
-        Ok(id)
+        Ok(Some(id))
     }
 
     async fn do_take(&self, mac: &str) -> Result<Option<Instruction>, StoreError> {
@@ -198,6 +207,25 @@ pub async fn push(st: &AppState, mac: &str, action: Action) -> Result<u64, Error
     let id = st.runtime_store.do_push(&mac, &action).await.map_err(store_error)?;
     st.runtime.notify();
     Ok(id)
+}
+
+/// [`push`] for deployment `deployment`: queued only while the deployment
+/// is running and this replica's, in the same statement ([`Error::Fenced`]
+/// and counted otherwise: the replica lost it to another).
+pub async fn push_for_deployment(st: &AppState, mac: &str, action: Action, deployment: i64) -> Result<u64, Error> {
+    let mac = mac_of(mac)?;
+    match st.runtime_store.push_for(&mac, &action, Some(deployment)).await.map_err(store_error)? {
+        Some(id) => {
+            st.runtime.notify();
+            Ok(id)
+        }
+        None => {
+            st.metrics.fenced("deployment");
+            Err(Error::Fenced(format!(
+                "deployment {deployment} is no longer this replica's: no instruction sent to {mac}"
+            )))
+        }
+    }
 }
 
 /// What `mac`'s check-ins left, if it ever checked in.

@@ -162,16 +162,34 @@ pub async fn work(pool: &AnyPool, id: &str) -> Result<WorkRow, sqlx::Error> {
     .await
 }
 
-/// Records an attach: the attachment and the action DONE, in one transaction.
+/// Marks action `id` DONE if it is still PENDING and `owner`'s; false
+/// otherwise (failed by another replica that found `owner` dead).
+async fn done(tx: &mut super::Tx<'_>, id: &str, owner: &str) -> Result<bool, sqlx::Error> {
+    let r =
+        sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = $1 AND owner = $2 AND status = 'PENDING'")
+            .bind(id)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Records an attach by `owner`: the action DONE and the attachment, in
+/// one transaction; false (nothing written) when the action is no longer
+/// `owner`'s PENDING action.
 pub async fn attach_done(
     w: &Writer,
     id: &str,
+    owner: &str,
     node: &str,
     nic: &str,
     network: &str,
     channel: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let mut tx = w.begin().await?;
+    if !done(&mut tx, id, owner).await? {
+        return Ok(false);
+    }
     sqlx::query("INSERT INTO attachments (node, nic, network, channel) VALUES ($1, $2, $3, $4)")
         .bind(node)
         .bind(nic)
@@ -179,13 +197,25 @@ pub async fn attach_done(
         .bind(channel)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = $1").bind(id).execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
-/// Records a detach: the attachments on `channels` gone and the action DONE, in one transaction.
-pub async fn detach_done(w: &Writer, id: &str, node: &str, nic: &str, channels: &[String]) -> Result<(), sqlx::Error> {
+/// Records a detach by `owner`: the action DONE and the attachments on
+/// `channels` gone, in one transaction; false (nothing written) when the
+/// action is no longer `owner`'s PENDING action.
+pub async fn detach_done(
+    w: &Writer,
+    id: &str,
+    owner: &str,
+    node: &str,
+    nic: &str,
+    channels: &[String],
+) -> Result<bool, sqlx::Error> {
     let mut tx = w.begin().await?;
+    if !done(&mut tx, id, owner).await? {
+        return Ok(false);
+    }
     for ch in channels {
         sqlx::query("DELETE FROM attachments WHERE node = $1 AND nic = $2 AND channel = $3")
             .bind(node)
@@ -194,18 +224,20 @@ pub async fn detach_done(w: &Writer, id: &str, node: &str, nic: &str, channels: 
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = $1").bind(id).execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(true)
 }
 
-/// Sets a PENDING action's status.
-pub async fn finish_pending(w: &Writer, id: &str, status: ActionStatus) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE network_actions SET status = $2 WHERE id = $1 AND status = 'PENDING'")
+/// Sets the status of `owner`'s PENDING action `id`; false when it is no
+/// longer that (0 rows).
+pub async fn finish_pending(w: &Writer, id: &str, owner: &str, status: ActionStatus) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE network_actions SET status = $3 WHERE id = $1 AND owner = $2 AND status = 'PENDING'")
         .bind(id)
+        .bind(owner)
         .bind(status.as_str())
         .execute(w.pool())
-        .await
-        .map(drop)
+        .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Marks PENDING actions whose owner is not a registered replica (dead and

@@ -28,12 +28,14 @@ pub struct ReplicaRow {
     pub sender: Option<String>,
 }
 
-/// Registers `r` (its `started_at` and `heartbeat_at` are taken from the database clock).
+/// Registers `r` (its `started_at` and `heartbeat_at` are taken from the
+/// database clock); registering again (the same id) renews the row.
 pub async fn insert(w: &Writer, backend: Backend, r: &ReplicaRow) -> Result<(), sqlx::Error> {
     let clock = clock_sql(backend);
     let sql = format!(
         "INSERT INTO replicas (id, host, boot_id, pid, pid_start, version, started_at, heartbeat_at, sender) \
-         VALUES ($1, $2, $3, $4, $5, $6, ({clock}), ({clock}), $7)"
+         VALUES ($1, $2, $3, $4, $5, $6, ({clock}), ({clock}), $7) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, sender = excluded.sender"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&r.id)
@@ -84,6 +86,64 @@ pub async fn hold_job(w: &Writer, backend: Backend, name: &str, me: &str) -> Res
     );
     let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(me).execute(w.pool()).await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// The work a side effect (a BMC or switch call, a runtime instruction)
+/// is made for, checked just before it ([`lease_left`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work<'a> {
+    /// An API request (its caller was authorized when it began): only the
+    /// replica's own lease is checked.
+    Request,
+    /// A PENDING networking action the replica owns.
+    Action(&'a str),
+    /// A periodic job the replica holds (`singleton_jobs`).
+    Job(&'a str),
+    /// A running deployment the replica owns.
+    Deployment(i64),
+}
+
+impl Work<'_> {
+    /// Its kind, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Work::Request => "request",
+            Work::Action(_) => "action",
+            Work::Job(_) => "job",
+            Work::Deployment(_) => "deployment",
+        }
+    }
+}
+
+/// Seconds left on `me`'s lease (its last heartbeat plus `dead_secs`,
+/// against the database clock), if `me` is still registered and still owns
+/// `work`; `None` otherwise. One statement, so the lease and the ownership
+/// are read at one instant.
+pub async fn lease_left(
+    pool: &AnyPool,
+    backend: Backend,
+    me: &str,
+    dead_secs: i64,
+    work: Work<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let owns = match work {
+        Work::Request => "",
+        Work::Action(_) => {
+            " AND EXISTS (SELECT 1 FROM network_actions WHERE id = $3 AND owner = $1 AND status = 'PENDING')"
+        }
+        Work::Job(_) => " AND EXISTS (SELECT 1 FROM singleton_jobs WHERE name = $3 AND owner = $1)",
+        Work::Deployment(_) => {
+            " AND EXISTS (SELECT 1 FROM deployments WHERE id = $3 AND owner = $1 AND state = 'running')"
+        }
+    };
+    let sql = format!("SELECT heartbeat_at + $2 - ({}) FROM replicas WHERE id = $1{owns}", clock_sql(backend));
+    let q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(me).bind(dead_secs);
+    let q = match work {
+        Work::Request => q,
+        Work::Action(id) | Work::Job(id) => q.bind(id),
+        Work::Deployment(id) => q.bind(id),
+    };
+    q.fetch_optional(pool).await
 }
 
 /// The replica holding periodic job `name`, if any.

@@ -75,7 +75,10 @@ pub async fn node_tx(tx: &mut super::Tx<'_>, mac: &str) -> Result<Option<NodeRow
         .await
 }
 
-/// Queues instruction `id` for `mac`, as work of replica `by`.
+/// Queues instruction `id` for `mac`, as work of replica `by`; with
+/// `deployment`, only while that deployment is running and `by`'s (one
+/// statement: the check and the insert are one). False: not queued.
+#[allow(clippy::too_many_arguments)]
 pub async fn queue(
     w: &Writer,
     backend: Backend,
@@ -84,21 +87,24 @@ pub async fn queue(
     action: &str,
     session: Option<i64>,
     by: &str,
-) -> Result<(), sqlx::Error> {
+    deployment: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let fence = if deployment.is_some() {
+        " WHERE EXISTS (SELECT 1 FROM deployments WHERE id = $6 AND owner = $5 AND state = 'running')"
+    } else {
+        ""
+    };
     let sql = format!(
         "INSERT INTO runtime_instructions (id, mac, action, session, queued_by, queued_at) \
-         VALUES ($1, $2, $3, $4, $5, ({}))",
+         SELECT $1, $2, $3, $4, $5, ({}){fence}",
         clock_sql(backend)
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(mac)
-        .bind(action)
-        .bind(session)
-        .bind(by)
-        .execute(w.pool())
-        .await?;
-    Ok(())
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(mac).bind(action).bind(session).bind(by);
+    let q = match deployment {
+        Some(d) => q.bind(d),
+        None => q,
+    };
+    Ok(q.execute(w.pool()).await?.rows_affected() == 1)
 }
 
 /// Takes `mac`'s oldest deliverable instruction for replica `me` and marks

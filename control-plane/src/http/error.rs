@@ -38,9 +38,9 @@ pub enum ApiError {
     /// A resource pool (VLAN ids) is exhausted.
     #[error("{0}")]
     Exhausted(String),
-    /// The server is shutting down (503, `Retry-After`).
+    /// The server is shutting down, or this replica lost its lease (503, `Retry-After`).
     #[error("{0}")]
-    ShuttingDown(String),
+    Unavailable(String),
     /// The request body is larger than the server accepts.
     #[error("request body too large")]
     TooLarge,
@@ -62,7 +62,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Exhausted(_) | ApiError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Exhausted(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Driver(crate::drivers::DriverError::Unsupported(_)) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Driver(_) => StatusCode::BAD_GATEWAY,
@@ -80,7 +80,7 @@ impl ApiError {
             ApiError::Conflict(_) => "BlockedError",
             ApiError::Unprocessable(_) => "BadArgumentError",
             ApiError::Exhausted(_) => "AllocationError",
-            ApiError::ShuttingDown(_) => "ServiceUnavailableError",
+            ApiError::Unavailable(_) => "ServiceUnavailableError",
             ApiError::TooLarge => "BadArgumentError",
             ApiError::Driver(_) => "DriverError",
             ApiError::Internal(_) => "ServerError",
@@ -104,7 +104,7 @@ impl From<crate::app::Error> for ApiError {
             E::Conflict(m) => ApiError::Conflict(m),
             E::Unprocessable(m) => ApiError::Unprocessable(m),
             E::Exhausted(m) => ApiError::Exhausted(m),
-            E::ShuttingDown(m) => ApiError::ShuttingDown(m),
+            E::ShuttingDown(m) | E::Fenced(m) => ApiError::Unavailable(m),
             E::TooLarge => ApiError::TooLarge,
             E::Driver(d) => ApiError::Driver(d),
             E::Internal(cause) => ApiError::Internal(cause),
@@ -129,7 +129,7 @@ impl IntoResponse for ApiError {
             _ => self.to_string(),
         };
         let mut resp = (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response();
-        if matches!(self, ApiError::ShuttingDown(_)) {
+        if matches!(self, ApiError::Unavailable(_)) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
         }
         resp

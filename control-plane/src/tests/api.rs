@@ -284,7 +284,7 @@ async fn race_connect_node(h: &Harness) {
 }
 both_backends!(race_connect_node);
 
-async fn setup_wired_node(h: &Harness, key: &str, hold: bool, fail: bool) -> Who {
+pub(super) async fn setup_wired_node(h: &Harness, key: &str, hold: bool, fail: bool) -> Who {
     h.ok("PUT", "/v0/project/pa", None).await;
     let alice = h.user("alice", &["pa"]).await;
     h.ok("PUT", "/v0/node/n1", Some(mock_obm(key))).await;

@@ -140,8 +140,8 @@ async fn deployments(h: &Harness) {
     let (s, _) = h.raw_bytes("GET", &format!("/v1/metadata/{t1}/meta-data"), &Who::Anon, Vec::new()).await;
     assert_eq!(s, StatusCode::OK);
 
-    // A restart in the middle: whatever was in flight is failed with the reason.
-    sqlx::query("UPDATE deployments SET state = 'running' WHERE id = $1")
+    // A restart in the middle (the process that ran it is gone): whatever was in flight is failed with the reason.
+    sqlx::query("UPDATE deployments SET state = 'running', owner = 'r-before-the-restart' WHERE id = $1")
         .bind(id)
         .execute(&h.st.db.pool)
         .await

@@ -71,6 +71,8 @@ pub struct Harness {
     pub registry_dir: tempfile::TempDir,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
+    /// The task renewing `st`'s replica heartbeat ([`renew`]).
+    pub renewal: tokio::task::AbortHandle,
 }
 
 impl Harness {
@@ -120,7 +122,11 @@ impl Harness {
                 revoke_timeout: std::time::Duration::from_secs(5),
             });
         let b = crate::app::tokens::bootstrap_admin(&st, "root", Some("rootpw".into())).await.unwrap();
+        // Registered as `serve` does: side effects (BMC, switch) are made only by a live replica.
+        crate::app::replicas::join(&st).await.unwrap();
+        let renewal = renew(&st);
         Harness {
+            renewal,
             app: crate::app(st.clone()),
             st,
             admin: Who::Bearer(b.token.token),
@@ -137,20 +143,20 @@ impl Harness {
         self,
         f: impl FnOnce(crate::app::deployments::Provision) -> crate::app::deployments::Provision,
     ) -> Harness {
-        let Harness { app, st, admin, signer, registry_dir, _dir, pg } = self;
+        let Harness { app, st, admin, signer, registry_dir, _dir, pg, renewal } = self;
         drop(app);
         let provision = f(st.provision.clone());
         let st = st.with_provision(provision);
-        Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg }
+        Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg, renewal }
     }
 
     /// The same harness with built-in netboot on (`config`), its token key loaded.
     pub async fn with_netboot(self, config: crate::app::netboot::NetbootConfig) -> Harness {
-        let Harness { app, st, admin, signer, registry_dir, _dir, pg } = self;
+        let Harness { app, st, admin, signer, registry_dir, _dir, pg, renewal } = self;
         drop(app);
         let st = st.with_netboot(config);
         crate::app::netboot::prepare(&st).await.unwrap();
-        Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg }
+        Harness { app: crate::app(st.clone()), st, admin, signer, registry_dir, _dir, pg, renewal }
     }
 
     /// Drop the per-test PostgreSQL database.
@@ -313,4 +319,22 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// Renews `st`'s replica heartbeat every second while the test runs (as
+/// `serve`'s heartbeat does, without its reaping, which tests drive
+/// themselves), so its lease does not run out in a long test.
+pub(crate) fn renew(st: &AppState) -> tokio::task::AbortHandle {
+    // The database handle and the id only: the state itself stays unshared until the test shares it.
+    let (db, id) = (st.db.clone(), st.replica.id.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match crate::db::replicas::heartbeat(&db.writer, db.backend, &id).await {
+                Ok(_) => {}
+                Err(_) => break, // the test's database is gone
+            }
+        }
+    });
+    task.abort_handle()
 }

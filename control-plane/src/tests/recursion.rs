@@ -94,6 +94,8 @@ impl Level {
         });
         let admin =
             crate::app::tokens::bootstrap_admin(&st, "admin", Some("adminpw".into())).await.unwrap().token.token;
+        crate::app::replicas::join(&st).await.unwrap();
+        let _ = crate::tests::renew(&st);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -330,3 +330,119 @@ async fn a_deployment_run_elsewhere_is_followed_from_the_database(h: &Harness) {
     assert!(ended.is_err(), "the feed ends with the deployment");
 }
 crate::both_backends!(a_deployment_run_elsewhere_is_followed_from_the_database);
+
+async fn pending(st: &AppState, id: &str, owner: &str) {
+    sqlx::query(
+        "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at, owner) \
+         VALUES ($1, 'n1', 'eth0', 'modify_port', NULL, 'vlan/native', 'PENDING', 0, $2)",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(&st.db.pool)
+    .await
+    .unwrap();
+}
+
+async fn status_of(st: &AppState, id: &str) -> String {
+    crate::db::actions::status(&st.db.pool, id).await.unwrap()
+}
+
+/// Fencing of side effects: a replica makes a switch call, a BMC call or
+/// sends a runtime instruction only while it still owns the work and its
+/// own lease has time left (database clock); otherwise it makes none,
+/// writes nothing, and counts it.
+async fn a_replica_that_lost_its_work_makes_no_side_effect(h: &Harness) {
+    use crate::app::replicas::{MARKET_DRIVER, Work, fence, holds};
+    h.renewal.abort(); // this test moves the heartbeat itself
+    let a = &h.st;
+    let key = format!("fence-{}", crate::auth::random_hex(4));
+    let alice = super::api::setup_wired_node(h, &key, false, false).await;
+    // While it holds the work: the switch is driven and the outcome recorded.
+    let (_, v) = h.call("POST", "/v0/node/n1/nic/eth0/connect_network", &alice, Some(json!({"network": "net1"}))).await;
+    assert_eq!(h.wait_action(v["status_id"].as_str().unwrap()).await, "DONE");
+    assert_eq!(crate::drivers::mock::log(&key), vec!["add p1 100 native=true"]);
+    let attached = || async { crate::db::networks::attachments_of_node(&a.db.pool, "n1").await.unwrap().len() };
+    assert_eq!(attached().await, 1);
+
+    // Its heartbeat is late (a third of the dead timeout left, or less): no switch call; the action
+    // fails, since it is still this replica's.
+    sqlx::query("UPDATE replicas SET heartbeat_at = heartbeat_at - 25 WHERE id = $1")
+        .bind(&a.replica.id)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    pending(a, "act-late", &a.replica.id).await;
+    assert_eq!(crate::app::actions::carry_out(a, "act-late").await, crate::db::actions::ActionStatus::Error);
+    assert_eq!(status_of(a, "act-late").await, "ERROR");
+    assert_eq!(crate::drivers::mock::log(&key).len(), 1, "no switch call on a late lease");
+    assert_eq!(attached().await, 1);
+    assert!(crate::db::replicas::heartbeat(&a.db.writer, a.db.backend, &a.replica.id).await.unwrap());
+
+    // Declared dead by another replica, which failed its pending action: waking up, it carries the
+    // action on and changes nothing, on the switch or in the database.
+    pending(a, "act-old", &a.replica.id).await;
+    sqlx::query("UPDATE network_actions SET status = 'ERROR' WHERE id = 'act-old'").execute(&a.db.pool).await.unwrap();
+    crate::app::actions::carry_out(a, "act-old").await;
+    assert_eq!(status_of(a, "act-old").await, "ERROR");
+    assert_eq!(crate::drivers::mock::log(&key).len(), 1, "no switch call for an action no longer its own");
+    assert_eq!(attached().await, 1, "the attachment stays");
+    // Another replica's pending action: not this one's to carry out either.
+    sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = 'act-old'").execute(&a.db.pool).await.unwrap();
+    pending(a, "act-other", "r-someone-else").await;
+    crate::app::actions::carry_out(a, "act-other").await;
+    assert_eq!(status_of(a, "act-other").await, "PENDING", "left to its owner");
+    assert_eq!(crate::drivers::mock::log(&key).len(), 1);
+    sqlx::query("DELETE FROM network_actions WHERE id = 'act-other'").execute(&a.db.pool).await.unwrap();
+
+    // BMC calls of the market driver: only while this replica holds the driver's job.
+    assert!(holds(a, MARKET_DRIVER).await.unwrap());
+    fence(a, Work::Job(MARKET_DRIVER), "test").await.unwrap();
+    sqlx::query("UPDATE singleton_jobs SET owner = 'r-next-holder' WHERE name = $1")
+        .bind(MARKET_DRIVER)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    let zero = std::time::Duration::ZERO;
+    let work = Work::Job(MARKET_DRIVER);
+    let e = crate::app::reclaim::back_to_runtime(a, work, "market", "pa", "n1", zero).await.unwrap_err();
+    assert!(matches!(e, crate::app::Error::Fenced(_)), "{e:?}");
+    assert!(e.public_message().contains("market-driver"), "{}", e.public_message());
+    assert!(crate::drivers::mock::log(&key).len() == 1, "no BMC call");
+    // The same for a request while the replica is alive: the BMC is driven (then no runtime checks in).
+    let e = crate::app::reclaim::back_to_runtime(a, Work::Request, "root", "pa", "n1", zero).await.unwrap_err();
+    assert!(e.public_message().contains("did not check in"), "{}", e.public_message());
+    assert_eq!(crate::drivers::mock::log(&key)[1..], ["bootdev pxe".to_string(), "power Cycle".to_string()]);
+
+    // A runtime instruction for a deployment: only while it runs and is this replica's (one statement).
+    running(a, 40, "n1", Some("r-someone-else")).await;
+    let action = metalcast_runtime_api::Action::Wipe(metalcast_runtime_api::Wipe {
+        mode: metalcast_runtime_api::WipeMode::Discard,
+        devices: vec!["/dev/vdz".into()],
+    });
+    let mac = "52:54:00:00:00:01";
+    let e = crate::app::runtime::push_for_deployment(a, mac, action.clone(), 40).await.unwrap_err();
+    assert!(matches!(e, crate::app::Error::Fenced(_)), "{e:?}");
+    let queued = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM runtime_instructions").fetch_one(&a.db.pool).await.unwrap()
+    };
+    assert_eq!(queued().await, 0, "nothing queued");
+    sqlx::query("UPDATE deployments SET owner = $1 WHERE id = 40")
+        .bind(&a.replica.id)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    crate::app::runtime::push_for_deployment(a, mac, action, 40).await.unwrap();
+    assert_eq!(queued().await, 1);
+
+    // Gone from the registry altogether: not even a request's BMC call.
+    crate::db::replicas::remove(&a.db.writer, &a.replica.id).await.unwrap();
+    let admin = crate::authz::Caller { user: Some("root".into()), admin: true, ..Default::default() };
+    let e = crate::app::nodes::power(a, &admin, "n1", crate::drivers::PowerOp::Off).await.unwrap_err();
+    assert!(e.public_message().contains("no longer registered"), "{}", e.public_message());
+    assert_eq!(crate::drivers::mock::log(&key).len(), 3, "no BMC call: {:?}", crate::drivers::mock::log(&key));
+    let metrics = a.metrics.render();
+    for work in ["action", "job", "deployment", "request"] {
+        assert!(metrics.contains(&format!("metalcast_fenced_total{{work=\"{work}\"}}")), "{work}: {metrics}");
+    }
+}
+crate::both_backends!(a_replica_that_lost_its_work_makes_no_side_effect);

@@ -294,7 +294,7 @@ async fn drive(
             // Long enough to wait out a takeover: the owner's dead timeout, then one scan.
             idle_timeout_secs: st.replica.dead_after.as_secs().max(30) + 30,
         });
-        m.instruction = crate::app::runtime::push(st, &m.mac, action).await?;
+        m.instruction = crate::app::runtime::push_for_deployment(st, &m.mac, action, id).await?;
         set_node(st, tx, id, &m.node, |p| {
             p.blocks_total = blocks_total;
             p.reason = String::new();

@@ -332,10 +332,12 @@ async fn pay_owner(st: &AppState, tx: &mut Tx<'_>, l: &LeaseRow, now: i64) -> Re
 pub(crate) async fn revoke(st: &AppState, l: &LeaseRow) -> Result<bool> {
     let timeout = st.market.config.revoke_timeout;
     let steps = async {
-        let (method, _) = crate::app::reclaim::back_to_runtime(st, "market", &l.lessee, &l.node, timeout).await?;
+        // Made for the market driver's job: only while this replica holds it.
+        let work = crate::app::replicas::Work::Job(crate::app::replicas::MARKET_DRIVER);
+        let (method, _) = crate::app::reclaim::back_to_runtime(st, work, "market", &l.lessee, &l.node, timeout).await?;
         let wipe = super::records::wipe_of(&l.wipe);
         if wipe != WipeSpec::None {
-            crate::app::reclaim::wipe(st, &l.node, &l.lessee, wipe, timeout).await?;
+            crate::app::reclaim::wipe(st, work, &l.node, &l.lessee, wipe, timeout).await?;
         }
         crate::app::reclaim::detach_all(st, &l.node, timeout).await?;
         Ok::<_, Error>(method)
