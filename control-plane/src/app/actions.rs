@@ -15,10 +15,12 @@ use super::error::{Error, Result, check_name, conflict};
 use super::replicas::{self, Work};
 use crate::authz::Caller;
 use crate::db;
-use crate::db::actions::{ActionKind, ActionRow, ActionStatus, NewAction};
+use crate::db::actions::{ActionKind, ActionRow, ActionStatus, NewAction, NotQueued};
 use crate::drivers::SwitchConfig;
 
-/// Queues an action and starts it; 409 if the NIC already has a pending one. Returns its id.
+/// Queues an action and starts it; 409 if the NIC already has a pending one,
+/// or (with `project`, a tenant's request) if the node is no longer in that
+/// project. Returns its id.
 pub async fn queue(
     st: &AppState,
     node: &str,
@@ -26,12 +28,28 @@ pub async fn queue(
     kind: ActionKind,
     network: Option<&str>,
     channel: &str,
+    project: Option<&str>,
 ) -> Result<String> {
     let id = crate::auth::random_hex(16);
     let a = NewAction { id: &id, node, nic, kind, network, channel, created_at: crate::now(), owner: &st.replica.id };
-    conflict(db::actions::insert(&st.db.writer, &a).await, || {
+    let queued = conflict(db::actions::insert(&st.db.writer, st.db.backend, &a, project).await, || {
         format!("nic {nic:?} of node {node:?} already has a pending network action")
     })?;
+    match queued {
+        Ok(()) => {}
+        Err(NotQueued::LeftProject) => {
+            return Err(Error::Conflict(format!(
+                "node {node:?} left project {:?} meanwhile: no network action queued",
+                project.unwrap_or_default()
+            )));
+        }
+        Err(NotQueued::Attached) => {
+            return Err(Error::Conflict("the network is already attached to the nic, or the channel is in use".into()));
+        }
+        Err(NotQueued::NotAttached) => {
+            return Err(Error::Conflict("the network is not attached to the nic".into()));
+        }
+    }
     spawn(st.clone(), id.clone());
     Ok(id)
 }
@@ -121,7 +139,8 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
             let vlan = vlan_of(vlan)?;
             replicas::fenced(st, work, "switch call", || switch.add_vlan(&port, vlan, native)).await?;
             let me = &st.replica.id;
-            if !db::actions::attach_done(&st.db.writer, id, me, &a.node, &a.nic, &net, &a.channel).await? {
+            let (w, b) = (&st.db.writer, st.db.backend);
+            if !db::actions::attach_done(w, b, id, me, &a.node, &a.nic, &net, &a.channel).await? {
                 return Err(fenced_off());
             }
         }
@@ -135,7 +154,8 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
                     removed.push(ch);
                 }
             }
-            if !db::actions::detach_done(&st.db.writer, id, &st.replica.id, &a.node, &a.nic, &removed).await? {
+            let (w, b) = (&st.db.writer, st.db.backend);
+            if !db::actions::detach_done(w, b, id, &st.replica.id, &a.node, &a.nic, &removed).await? {
                 return Err(fenced_off());
             }
         }

@@ -272,16 +272,16 @@ pub async fn connect(
     if db::networks::channel_in_use(&st.db.pool, node, nic, &channel).await? {
         return Err(Error::Conflict("the channel is already in use on the nic".into()));
     }
-    super::actions::queue(st, node, nic, ActionKind::ModifyPort, Some(network), &channel).await
+    super::actions::queue(st, node, nic, ActionKind::ModifyPort, Some(network), &channel, Some(&project)).await
 }
 
 /// Queues detaching `network` from the NIC; returns the action id.
 pub async fn detach(st: &AppState, c: &Caller, node: &str, nic: &str, network: &str) -> Result<String> {
-    node_in_callers_project(st, c, node).await?;
+    let project = node_in_callers_project(st, c, node).await?;
     super::nodes::nic_must_exist(st, node, nic).await?;
     load(st, network).await?;
     let channel = db::networks::channel_of(&st.db.pool, node, nic, network)
         .await?
         .ok_or_else(|| Error::Conflict("the network is not attached to the nic".into()))?;
-    super::actions::queue(st, node, nic, ActionKind::ModifyPort, None, &channel).await
+    super::actions::queue(st, node, nic, ActionKind::ModifyPort, None, &channel, Some(&project)).await
 }

@@ -265,7 +265,7 @@ pub async fn detach_project(st: &AppState, c: &Caller, project: &str, node: &str
 /// network action, a deployment in flight); returns whether it left. Like
 /// HIL, its console log is dropped so the next tenant does not see it.
 pub async fn free(st: &AppState, node: &str, project: &str) -> Result<bool> {
-    if !db::nodes::release(&st.db.writer, node, project, st.provision.network.as_deref()).await? {
+    if !db::nodes::release(&st.db.writer, st.db.backend, node, project, st.provision.network.as_deref()).await? {
         return Ok(false);
     }
     st.consoles.stop(node);

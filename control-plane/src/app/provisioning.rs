@@ -58,7 +58,7 @@ pub async fn ensure(
              (each needs a switch port and a free native VLAN: detach a network from one)"
         )));
     };
-    let id = super::actions::queue(st, node, &nic, ActionKind::ModifyPort, Some(network), CHANNEL).await?;
+    let id = super::actions::queue(st, node, &nic, ActionKind::ModifyPort, Some(network), CHANNEL, None).await?;
     super::actions::wait(st, &id, timeout, &format!("putting {nic} on the provisioning network {network}")).await?;
     let what = format!("{nic} put on the provisioning network {network} for {purpose} (action {id})");
     super::events::record(st, node, project, "provisioning-network", &what).await?;

@@ -330,7 +330,7 @@ pub(crate) async fn detach_all(st: &AppState, node: &str, timeout: Duration) -> 
             continue;
         }
         // One pending action per NIC: wait for each before queuing the next on the same NIC.
-        let id = crate::app::actions::queue(st, node, &nic, ActionKind::ModifyPort, None, &channel).await?;
+        let id = crate::app::actions::queue(st, node, &nic, ActionKind::ModifyPort, None, &channel, None).await?;
         crate::app::actions::wait(st, &id, timeout, "detaching a network").await?;
         names.push(format!("{network} from {nic}"));
     }

@@ -133,5 +133,5 @@ pub async fn revert_port(st: &AppState, c: &Caller, switch: &str, port: &str) ->
     let Some((node, nic)) = db::nics::on_port(&st.db.pool, switch, port).await? else {
         return Err(Error::NotFound(format!("{port} not attached")));
     };
-    super::actions::queue(st, &node, &nic, ActionKind::RevertPort, None, "").await
+    super::actions::queue(st, &node, &nic, ActionKind::RevertPort, None, "", None).await
 }

@@ -76,8 +76,51 @@ pub struct NewAction<'a> {
     pub owner: &'a str,
 }
 
-/// Queues `a` as PENDING (a unique violation if the NIC has a pending action).
-pub async fn insert(w: &Writer, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
+/// Why an action was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// The node is no longer in the project the request was made for.
+    LeftProject,
+    /// An attach: the network is attached to the NIC already, or the channel is in use.
+    Attached,
+    /// A detach: the network is no longer attached on that channel.
+    NotAttached,
+}
+
+/// Queues `a` as PENDING (a unique violation if the NIC has a pending
+/// action). Under the node's row lock ([`super::nodes::lock`]), which the
+/// recording of an action's outcome and a node leaving its project
+/// ([`super::nodes::release`]) take too, so nothing changes in between: a
+/// modify-port is queued only if it still applies (an attach: the network
+/// not attached and the channel free; a detach: the network attached on the
+/// channel), and with `project` only while the node is in that project.
+pub async fn insert(
+    w: &Writer,
+    backend: super::Backend,
+    a: &NewAction<'_>,
+    project: Option<&str>,
+) -> Result<Result<(), NotQueued>, sqlx::Error> {
+    let mut tx = w.begin().await?;
+    let held = super::nodes::lock(&mut tx, backend, a.node).await?.flatten();
+    if project.is_some() && held.as_deref() != project {
+        return Ok(Err(NotQueued::LeftProject));
+    }
+    if a.kind == ActionKind::ModifyPort {
+        let same: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attachments WHERE node = $1 AND nic = $2 AND (channel = $3 OR network = $4)",
+        )
+        .bind(a.node)
+        .bind(a.nic)
+        .bind(a.channel)
+        .bind(a.network.unwrap_or(""))
+        .fetch_one(&mut *tx)
+        .await?;
+        match (a.network, same) {
+            (Some(_), 1..) => return Ok(Err(NotQueued::Attached)),
+            (None, 0) => return Ok(Err(NotQueued::NotAttached)),
+            _ => {}
+        }
+    }
     sqlx::query(
         "INSERT INTO network_actions (id, node, nic, kind, network, channel, status, created_at, owner) \
          VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8)",
@@ -90,9 +133,10 @@ pub async fn insert(w: &Writer, a: &NewAction<'_>) -> Result<(), sqlx::Error> {
     .bind(a.channel)
     .bind(a.created_at)
     .bind(a.owner)
-    .execute(w.pool())
-    .await
-    .map(drop)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
 }
 
 /// An action as the API shows it, with its node's project.
@@ -162,9 +206,17 @@ pub async fn work(pool: &AnyPool, id: &str) -> Result<WorkRow, sqlx::Error> {
     .await
 }
 
-/// Marks action `id` DONE if it is still PENDING and `owner`'s; false
-/// otherwise (failed by another replica that found `owner` dead).
-async fn done(tx: &mut super::Tx<'_>, id: &str, owner: &str) -> Result<bool, sqlx::Error> {
+/// Marks action `id` on `node` DONE if it is still PENDING and `owner`'s;
+/// false otherwise (failed by another replica that found `owner` dead).
+/// Takes the node's row lock first (see [`insert`]).
+async fn done(
+    tx: &mut super::Tx<'_>,
+    backend: super::Backend,
+    id: &str,
+    node: &str,
+    owner: &str,
+) -> Result<bool, sqlx::Error> {
+    super::nodes::lock(tx, backend, node).await?;
     let r =
         sqlx::query("UPDATE network_actions SET status = 'DONE' WHERE id = $1 AND owner = $2 AND status = 'PENDING'")
             .bind(id)
@@ -177,8 +229,10 @@ async fn done(tx: &mut super::Tx<'_>, id: &str, owner: &str) -> Result<bool, sql
 /// Records an attach by `owner`: the action DONE and the attachment, in
 /// one transaction; false (nothing written) when the action is no longer
 /// `owner`'s PENDING action.
+#[allow(clippy::too_many_arguments)]
 pub async fn attach_done(
     w: &Writer,
+    backend: super::Backend,
     id: &str,
     owner: &str,
     node: &str,
@@ -187,7 +241,7 @@ pub async fn attach_done(
     channel: &str,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = w.begin().await?;
-    if !done(&mut tx, id, owner).await? {
+    if !done(&mut tx, backend, id, node, owner).await? {
         return Ok(false);
     }
     sqlx::query("INSERT INTO attachments (node, nic, network, channel) VALUES ($1, $2, $3, $4)")
@@ -206,6 +260,7 @@ pub async fn attach_done(
 /// action is no longer `owner`'s PENDING action.
 pub async fn detach_done(
     w: &Writer,
+    backend: super::Backend,
     id: &str,
     owner: &str,
     node: &str,
@@ -213,7 +268,7 @@ pub async fn detach_done(
     channels: &[String],
 ) -> Result<bool, sqlx::Error> {
     let mut tx = w.begin().await?;
-    if !done(&mut tx, id, owner).await? {
+    if !done(&mut tx, backend, id, node, owner).await? {
         return Ok(false);
     }
     for ch in channels {

@@ -78,7 +78,23 @@ pub async fn take_free(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<boo
 /// an attached network other than `keep` (the provisioning network), a pending networking action, a deployment in
 /// flight, a live market offer or lease of the node (one statement, so the checks are atomic with the write).
 /// Returns whether it left.
-pub async fn release(w: &Writer, node: &str, project: &str, keep: Option<&str>) -> Result<bool, sqlx::Error> {
+///
+/// The node's row is locked first ([`lock`]): a networking action queued
+/// for the node at the same time ([`super::actions::insert`], which locks it
+/// too) either is seen by the checks or finds the node gone from the
+/// project, never both missed (on PostgreSQL, one statement alone would
+/// check against a snapshot taken before the other transaction committed).
+pub async fn release(
+    w: &Writer,
+    backend: super::Backend,
+    node: &str,
+    project: &str,
+    keep: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
+    if lock(&mut tx, backend, node).await?.is_none() {
+        return Ok(false);
+    }
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE nodes SET project = NULL WHERE name = $1 AND project = $2 \
          AND NOT EXISTS (SELECT 1 FROM attachments WHERE node = $1 AND network <> $3) \
@@ -91,9 +107,24 @@ pub async fn release(w: &Writer, node: &str, project: &str, keep: Option<&str>) 
     .bind(node)
     .bind(project)
     .bind(keep.unwrap_or(""))
-    .execute(w.pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(r.rows_affected() > 0)
+}
+
+/// Locks `node`'s row until the end of `tx` (PostgreSQL: `FOR UPDATE`;
+/// SQLite: a no-op write, as [`super::projects::lock`]); returns its
+/// project (`Some(None)`: free), or `None` when the node does not exist.
+pub async fn lock(tx: &mut Tx<'_>, backend: super::Backend, node: &str) -> Result<Option<Option<String>>, sqlx::Error> {
+    if backend == super::Backend::Sqlite {
+        sqlx::query("UPDATE nodes SET project = project WHERE name = $1").bind(node).execute(&mut **tx).await?;
+    }
+    let sql = match backend {
+        super::Backend::Postgres => "SELECT project FROM nodes WHERE name = $1 FOR UPDATE",
+        super::Backend::Sqlite => "SELECT project FROM nodes WHERE name = $1",
+    };
+    sqlx::query_scalar(sql).bind(node).fetch_optional(&mut **tx).await
 }
 
 /// The node's metadata: (label, JSON text), sorted by label.

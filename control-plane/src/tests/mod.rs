@@ -193,8 +193,25 @@ impl Harness {
 
     /// Like [`Harness::raw`], returning the response body as bytes.
     pub async fn raw_bytes(&self, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+        Self::raw_on(&self.app, method, path, who, body).await
+    }
+
+    /// A call to router `app` (another replica's).
+    pub async fn call_on(
+        app: &Router,
+        method: &str,
+        path: &str,
+        who: &Who,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, bytes) = Self::raw_on(app, method, path, who, body).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn raw_on(app: &Router, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         let rb = who.authorize(Request::builder().method(method).uri(path));
-        let resp = self.app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();
+        let resp = app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();
         let status = resp.status();
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         (status, bytes.to_vec())

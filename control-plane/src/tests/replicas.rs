@@ -446,3 +446,204 @@ async fn a_replica_that_lost_its_work_makes_no_side_effect(h: &Harness) {
     }
 }
 crate::both_backends!(a_replica_that_lost_its_work_makes_no_side_effect);
+
+/// What must hold in the database after any run of several replicas (and
+/// at any instant during one); returns the violations, one line each.
+pub(super) async fn invariants(st: &AppState) -> Vec<String> {
+    let checks: [(&str, &str); 6] = [
+        (
+            "two pending networking actions on one NIC",
+            "SELECT node || '/' || nic FROM network_actions WHERE status = 'PENDING' GROUP BY node, nic \
+             HAVING COUNT(*) > 1",
+        ),
+        (
+            "a network attached to a node of no project",
+            "SELECT a.node || '/' || a.nic || ' ' || a.network FROM attachments a JOIN nodes n ON n.name = a.node \
+             WHERE n.project IS NULL",
+        ),
+        (
+            "a network attached to a node whose project may not use it",
+            "SELECT a.node || ' ' || a.network FROM attachments a JOIN nodes n ON n.name = a.node \
+             JOIN networks w ON w.name = a.network \
+             WHERE w.owner IS NOT NULL AND w.owner <> n.project \
+             AND NOT EXISTS (SELECT 1 FROM network_access x WHERE x.network = a.network AND x.project = n.project)",
+        ),
+        (
+            "two attachments on one channel of a NIC",
+            "SELECT node || '/' || nic || ' ' || channel FROM attachments GROUP BY node, nic, channel \
+             HAVING COUNT(*) > 1",
+        ),
+        (
+            "a session epoch outside 0..=15",
+            "SELECT CAST(deployment AS TEXT) FROM deployment_sessions WHERE epoch < 0 OR epoch > 15",
+        ),
+        (
+            "a running deployment with no owner",
+            "SELECT CAST(id AS TEXT) FROM deployments WHERE state = 'running' AND owner IS NULL",
+        ),
+    ];
+    let mut bad = Vec::new();
+    for (what, sql) in checks {
+        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&st.db.pool).await.unwrap();
+        bad.extend(rows.into_iter().map(|r| format!("{what}: {r}")));
+    }
+    bad
+}
+
+/// Work whose owner is not a registered replica (checked after a reap:
+/// nothing may stay unowned past one heartbeat tick).
+async fn unowned_work(st: &AppState) -> Vec<String> {
+    let sql = "SELECT 'action ' || id FROM network_actions WHERE status = 'PENDING' \
+               AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)) \
+               UNION ALL SELECT 'deployment ' || CAST(id AS TEXT) FROM deployments WHERE state = 'running' \
+               AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas))";
+    sqlx::query_scalar(sql).fetch_all(&st.db.pool).await.unwrap()
+}
+
+/// Two rounds of 200 concurrent reserve/release (`connect_node`, `detach_node`) and
+/// connect/detach (`connect_network`, `detach_network`) calls by two
+/// projects, spread over three replicas on one PostgreSQL: no node is given
+/// twice, no NIC ever has two pending actions, every attachment matches the
+/// actions that were carried out, and the invariants hold throughout
+/// (sampled while the calls run) and after.
+async fn two_hundred_calls_over_three_replicas(h: &Harness) {
+    if h.st.db.backend == Backend::Sqlite {
+        return; // one process on SQLite
+    }
+    let mut replicas = vec![h.st.clone()];
+    let mut routers = vec![h.app.clone()];
+    for _ in 0..2 {
+        let r = another(h).await.with_drivers(std::sync::Arc::new(crate::drivers::mock::Mock));
+        replicas::join(&r).await.unwrap();
+        let _ = super::renew(&r);
+        routers.push(crate::app(r.clone()));
+        replicas.push(r);
+    }
+    let key = format!("c200-{}", crate::auth::random_hex(4));
+    h.ok("PUT", "/v0/project/pa", None).await;
+    h.ok("PUT", "/v0/project/pb", None).await;
+    let users = [h.user("alice", &["pa"]).await, h.user("bob", &["pb"]).await];
+    h.ok("PUT", "/v0/switch/sw", Some(crate::drivers::mock::switch(&key, false, false))).await;
+    const NODES: usize = 6;
+    for i in 0..NODES {
+        h.ok("PUT", &format!("/v0/node/c{i}"), Some(json!({ "obm": crate::drivers::mock::obm(&key) }))).await;
+        h.ok("PUT", &format!("/v0/node/c{i}/nic/eth0"), Some(json!({"macaddr": format!("52:54:00:00:20:{i:02x}")})))
+            .await;
+        h.ok("PUT", &format!("/v0/switch/sw/port/p{i}"), None).await;
+        h.ok(
+            "POST",
+            &format!("/v0/switch/sw/port/p{i}/connect_nic"),
+            Some(json!({"node": format!("c{i}"), "nic": "eth0"})),
+        )
+        .await;
+    }
+    h.ok("PUT", "/v0/network/na", Some(json!({"owner": "pa", "access": "pa", "net_id": ""}))).await;
+    h.ok("PUT", "/v0/network/nb", Some(json!({"owner": "pb", "access": "pb", "net_id": ""}))).await;
+
+    // A sampler checks the invariants while the calls run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let (st, stop) = (h.st.clone(), stop.clone());
+        async move {
+            let (mut seen, mut samples) = (Vec::new(), 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.extend(invariants(&st).await);
+                samples += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            (seen, samples)
+        }
+    });
+
+    // Two rounds of 200 concurrent calls (the second finds networks attached to detach), a
+    // fixed pseudo-random mix (so a failure can be replayed).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut results = Vec::new();
+    for _round in 0..2 {
+        let mut calls = Vec::new();
+        for n in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (node, who, op, on) = ((x % NODES as u64) as usize, ((x >> 8) % 2) as usize, (x >> 16) % 4, n % 3);
+            let (project, network) = (["pa", "pb"][who], ["na", "nb"][who]);
+            let (path, body) = match op {
+                0 => (format!("/v0/project/{project}/connect_node"), json!({"node": format!("c{node}")})),
+                1 => (format!("/v0/project/{project}/detach_node"), json!({"node": format!("c{node}")})),
+                2 => (format!("/v0/node/c{node}/nic/eth0/connect_network"), json!({"network": network})),
+                _ => (format!("/v0/node/c{node}/nic/eth0/detach_network"), json!({"network": network})),
+            };
+            let (app, who_) = (routers[on].clone(), users[who].clone());
+            calls.push(async move {
+                let (s, v) = Harness::call_on(&app, "POST", &path, &who_, Some(body)).await;
+                (node, who, op, on, s, v)
+            });
+        }
+        results.extend(super::api::futures_join_all(calls).await);
+        // Every accepted action ends (each replica carries out its own), within a bound.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM network_actions WHERE status = 'PENDING'")
+            .fetch_one(&h.st.db.pool)
+            .await
+            .unwrap()
+            > 0
+        {
+            assert!(tokio::time::Instant::now() < deadline, "networking actions still pending after 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen, samples) = sampler.await.unwrap();
+    assert!(seen.is_empty(), "invariants broken during the run ({samples} samples): {seen:?}");
+    assert!(samples > 3, "the sampler ran during the calls ({samples})");
+    let after = invariants(&h.st).await;
+    assert!(after.is_empty(), "{after:?}");
+    for r in &replicas {
+        replicas::reap(r).await.unwrap();
+    }
+    assert_eq!(unowned_work(&h.st).await, Vec::<String>::new());
+
+    // Answers: a decision each (no server error), and something of each kind happened.
+    let mut ok = [0u32; 4];
+    for (node, who, op, on, s, v) in &results {
+        assert!(!s.is_server_error(), "c{node} by {who} op {op} on replica {on}: {s} {v}");
+        if s.is_success() {
+            ok[*op as usize] += 1;
+        }
+    }
+    assert!(ok.iter().all(|&n| n > 0), "every kind of call succeeded at least once: {ok:?}");
+    // No node given twice: per node, reserves minus releases is what it holds now (0 or 1).
+    for i in 0..NODES {
+        let (mut reserved, mut released) = (0i64, 0i64);
+        for (node, _, op, _, s, _) in &results {
+            if *node == i && s.is_success() {
+                match op {
+                    0 => reserved += 1,
+                    1 => released += 1,
+                    _ => {}
+                }
+            }
+        }
+        let held = h.ok("GET", &format!("/v0/node/c{i}"), None).await["project"].is_string();
+        assert_eq!(reserved - released, i64::from(held), "c{i}: {reserved} reserves, {released} releases, held {held}");
+    }
+    // Every attachment is what the carried-out actions left: per NIC, attaches DONE minus detaches DONE.
+    let actions: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT node, network, status FROM network_actions").fetch_all(&h.st.db.pool).await.unwrap();
+    for i in 0..NODES {
+        let node = format!("c{i}");
+        let done = |attach: bool| {
+            actions.iter().filter(|(n, net, s)| *n == node && net.is_some() == attach && s == "DONE").count() as i64
+        };
+        let attached: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attachments WHERE node = $1")
+            .bind(&node)
+            .fetch_one(&h.st.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(done(true) - done(false), attached, "{node}: {actions:?}");
+    }
+    for r in replicas.into_iter().skip(1) {
+        r.db.pool.close().await;
+    }
+}
+crate::both_backends!(two_hundred_calls_over_three_replicas);
