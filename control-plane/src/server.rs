@@ -111,6 +111,8 @@ async fn recover(state: &AppState) -> std::io::Result<()> {
     {
         tracing::error!(error = %e, "netboot: cannot load the token key: scripts and token check-ins will fail");
     }
+    // PostgreSQL: one LISTEN connection wakes this replica's change streams.
+    crate::app::deployments::changes::spawn_listener(state);
     match crate::app::runtime::take_id_block(state).await {
         Ok(block) => tracing::info!(block, "runtime instruction ids from this process's own block"),
         // The runtime API's own ids (from the start time) stay unique unless the clock steps back.

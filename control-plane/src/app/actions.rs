@@ -5,14 +5,14 @@
 //! switch and then records DONE or ERROR.
 //!
 //! Fencing: the action belongs to the replica that queued it (`owner`).
-//! Each switch call is made only after [`replicas::fence`] finds the action
+//! Each switch call is made only after [`fencing::fence`] finds the action
 //! still this replica's PENDING action with time left on its lease, and
 //! the outcome is written only while it still is; a replica that was
 //! declared dead (its actions failed by another) changes nothing.
 
 use super::AppState;
 use super::error::{Error, Result, check_name, conflict};
-use super::replicas::{self, Work};
+use super::fencing::{self, Work};
 use crate::authz::Caller;
 use crate::db;
 use crate::db::actions::{ActionKind, ActionRow, ActionStatus, NewAction, NotQueued};
@@ -137,7 +137,7 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
             let vlan = db::networks::load(pool, &net).await?.ok_or_else(|| Error::not_found("network", &net))?.vlan;
             let native = a.channel == "vlan/native";
             let vlan = vlan_of(vlan)?;
-            replicas::fenced(st, work, "switch call", || switch.add_vlan(&port, vlan, native)).await?;
+            fencing::fenced(st, work, "switch call", || switch.add_vlan(&port, vlan, native)).await?;
             let me = &st.replica.id;
             let (w, b) = (&st.db.writer, st.db.backend);
             if !db::actions::attach_done(w, b, id, me, &a.node, &a.nic, &net, &a.channel).await? {
@@ -150,7 +150,7 @@ async fn execute(st: &AppState, id: &str) -> Result<()> {
                 if kind == ActionKind::RevertPort || ch == a.channel {
                     let native = ch == "vlan/native";
                     let vlan = vlan_of(vlan)?;
-                    replicas::fenced(st, work, "switch call", || switch.del_vlan(&port, vlan, native)).await?;
+                    fencing::fenced(st, work, "switch call", || switch.del_vlan(&port, vlan, native)).await?;
                     removed.push(ch);
                 }
             }

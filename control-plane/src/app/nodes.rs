@@ -130,7 +130,7 @@ pub async fn obm(st: &AppState, actor: Actor<'_>, node: &str) -> Result<ObmConfi
 pub async fn power(st: &AppState, c: &Caller, node: &str, op: PowerOp) -> Result<()> {
     let obm = obm(st, Actor::Caller(c), node).await?;
     let bmc = st.bmc(&obm);
-    super::replicas::fenced(st, super::replicas::Work::Request, "BMC call (power)", || bmc.power(op)).await?;
+    super::fencing::fenced(st, super::fencing::Work::Request, "BMC call (power)", || bmc.power(op)).await?;
     tracing::info!(%node, ?op, user = ?c.user, "power action");
     Ok(())
 }
@@ -149,7 +149,7 @@ pub async fn set_bootdev(st: &AppState, c: &Caller, node: &str, bootdev: &str) -
     }
     let bmc = st.bmc(&obm);
     let set = || bmc.set_bootdev(bootdev);
-    super::replicas::fenced(st, super::replicas::Work::Request, "BMC call (boot device)", set).await
+    super::fencing::fenced(st, super::fencing::Work::Request, "BMC call (boot device)", set).await
 }
 
 /// The captured console log (404 if no capture is running).

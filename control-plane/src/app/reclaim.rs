@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{Error, Result, check_name};
-use super::replicas::{self, Work};
+use super::fencing::{self, Work};
 use crate::authz::{Actor, Caller};
 use crate::db::actions::ActionKind;
 use crate::drivers::PowerOp;
@@ -158,7 +158,7 @@ async fn checkin(st: &AppState, node: &str) -> Result<Option<(String, Role, Stri
 
 /// Brings `node` back to the metalcast runtime: already there, by kexec (a
 /// deployment of the runtime image), or by a BMC power cycle into netboot.
-/// The BMC calls are made for `work` ([`replicas::fenced`]).
+/// The BMC calls are made for `work` ([`fencing::fenced`]).
 pub(crate) async fn back_to_runtime(
     st: &AppState,
     work: Work<'_>,
@@ -218,9 +218,9 @@ pub(crate) async fn back_to_runtime(
     }
     let bmc = st.bmc(&obm);
     let pxe = || async { bmc.set_bootdev("pxe").await.map_err(|e| bmc_error(node, &why_not_kexec, e)) };
-    replicas::fenced(st, work, "BMC call (boot device)", pxe).await?;
+    fencing::fenced(st, work, "BMC call (boot device)", pxe).await?;
     let cycle = || async { bmc.power(PowerOp::Cycle).await.map_err(|e| bmc_error(node, &why_not_kexec, e)) };
-    replicas::fenced(st, work, "BMC call (power cycle)", cycle).await?;
+    fencing::fenced(st, work, "BMC call (power cycle)", cycle).await?;
     let t_end = Instant::now() + timeout;
     loop {
         let watch = seen.first().map(|(mac, _)| crate::app::runtime::watch(st, mac));
@@ -266,7 +266,7 @@ async fn macs(st: &AppState, node: &str) -> Result<Vec<String>> {
 /// them again (the disk-write guard). A failure or refusal is recorded as a
 /// node event (`GET /v1/events`) and fails the reclaim with its reason.
 ///
-/// The wipe instruction is sent for `work` only after [`replicas::fence`].
+/// The wipe instruction is sent for `work` only after [`fencing::fence`].
 pub(crate) async fn wipe(
     st: &AppState,
     work: Work<'_>,
@@ -286,7 +286,7 @@ pub(crate) async fn wipe(
         return Ok("the node's inventory lists no disks: nothing to erase".into());
     }
     let mode = if how == WipeSpec::Zero { WipeMode::Zero } else { WipeMode::Discard };
-    replicas::fence(st, work, "wipe instruction").await?;
+    fencing::fence(st, work, "wipe instruction").await?;
     let id = crate::app::runtime::push(st, &mac, Action::Wipe(Wipe { mode, devices })).await?;
     let t_end = Instant::now() + timeout;
     let watch = crate::app::runtime::watch(st, &mac);

@@ -14,11 +14,12 @@
 //!
 //! SQLite is for one process: [`join`] refuses a second live replica on it.
 //!
-//! Failing a dead replica's deployment clears its owner, and every write of
-//! a running deployment names its owner, so a replica declared dead that
-//! wakes up writes nothing to it (and stops it). Not yet (docs/scale-out.md):
-//! epochs checked before BMC and switch calls, and taking over (resuming) a
-//! dead replica's deployment instead of failing it.
+//! A dead replica's running deployments are taken over (resumed) by the
+//! replica that reaps it where they can be, failed with a reason where not;
+//! its PENDING networking actions are recovered. Every write of a running
+//! deployment names its owner, and every side effect goes through
+//! [`super::fencing`], so a replica declared dead that wakes up changes
+//! nothing.
 
 use std::time::Duration;
 
@@ -193,70 +194,6 @@ pub async fn join(st: &AppState) -> Result<()> {
     db::replicas::insert(&st.db.writer, st.db.backend, &row).await?;
     tracing::info!(replica = %row.id, others = others.len(), "joined as a control-plane replica");
     Ok(())
-}
-
-/// The market's driver: one replica at a time runs it ([`holds`]).
-pub const MARKET_DRIVER: &str = "market-driver";
-
-/// Whether this replica holds periodic job `name` now (taking it if it is
-/// free or its holder is gone). A job is run only by its holder, so two
-/// replicas never both run it; it moves to another replica once its holder
-/// is reaped.
-pub async fn holds(st: &AppState, name: &str) -> Result<bool> {
-    Ok(db::replicas::hold_job(&st.db.writer, st.db.backend, name, &st.replica.id).await?)
-}
-
-pub use crate::db::replicas::Work;
-
-/// Checks, just before a side effect for `work` (a BMC or switch call, a
-/// runtime instruction), that this replica still owns `work` and that its
-/// own lease has at least a third of the dead timeout left, by the database
-/// clock; returns the time left, which bounds the side effect. Otherwise
-/// [`Error::Fenced`] (counted): another replica may have declared this one
-/// dead and taken the work over, so nothing is done.
-///
-/// Why a third: another replica can declare this one dead only once its
-/// heartbeat is older than the dead timeout, so a side effect that starts
-/// with time left on the lease and is bounded by it lands before anyone
-/// else may act on the same work. (The one window left: the process stopped
-/// between this check and the call itself; docs/scale-out.md.)
-pub async fn fence(st: &AppState, work: Work<'_>, what: &str) -> Result<Duration> {
-    let dead = st.replica.dead_after.as_secs() as i64;
-    let left = db::replicas::lease_left(&st.db.pool, st.db.backend, &st.replica.id, dead, work).await?;
-    match left {
-        Some(left) if left >= (dead / 3).max(1) => Ok(Duration::from_secs(left as u64)),
-        _ => {
-            st.metrics.fenced(work.kind());
-            let why = match left {
-                None => match work {
-                    Work::Request => "this replica is no longer registered (declared dead by another)".to_string(),
-                    Work::Action(id) => format!("networking action {id} is no longer this replica's"),
-                    Work::Job(name) => format!("periodic job {name} is no longer held by this replica"),
-                    Work::Deployment(id) => format!("deployment {id} is no longer this replica's"),
-                },
-                Some(left) => format!("this replica's lease has {left} s left (heartbeat late)"),
-            };
-            tracing::warn!(replica = %st.replica.id, ?work, "{what} not made: {why}");
-            Err(Error::Fenced(format!("{what} not made: {why}; try again (another replica may hold the work)")))
-        }
-    }
-}
-
-/// Makes side effect `call` for `work` only after [`fence`] allows it
-/// (nothing of `call` runs before: it is a closure), bounded by the lease
-/// time left.
-pub async fn fenced<T, E, F>(st: &AppState, work: Work<'_>, what: &str, call: impl FnOnce() -> F) -> Result<T>
-where
-    F: std::future::Future<Output = std::result::Result<T, E>>,
-    Error: From<E>,
-{
-    let left = fence(st, work, what).await?;
-    match tokio::time::timeout(left, call()).await {
-        Ok(r) => Ok(r?),
-        Err(_) => {
-            Err(Error::Fenced(format!("{what} did not finish within this replica's lease ({} s)", left.as_secs())))
-        }
-    }
 }
 
 /// Removes this process's row (a clean stop: its work is finished or failed).

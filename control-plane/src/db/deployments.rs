@@ -4,7 +4,9 @@
 //! and stored as their lower-case names.
 
 use super::Writer;
+use super::deployment_events as events;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::AnyPool;
 use utoipa::ToSchema;
 
@@ -193,6 +195,7 @@ pub struct NewDeployment<'a> {
 /// metadata token) in `tx`; returns the new id.
 pub async fn insert(
     tx: &mut Tx<'_>,
+    backend: super::Backend,
     d: &NewDeployment<'_>,
     nodes: &[(String, String)],
     now: i64,
@@ -231,6 +234,9 @@ pub async fn insert(
         .bind(d.ssh_keys)
         .execute(&mut **tx)
         .await?;
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let data = json!({"project": d.project, "image": d.image, "nodes": names, "owner": d.owner});
+    events::append(tx, backend, id, "created", &data).await?;
     Ok(id)
 }
 
@@ -243,7 +249,7 @@ pub async fn user_data(pool: &AnyPool, id: i64) -> Result<Option<String>, sqlx::
 }
 
 /// Sets a failed deployment running again, run by replica `owner`; false if it is not failed.
-pub async fn restart(tx: &mut Tx<'_>, id: i64, owner: &str) -> Result<bool, sqlx::Error> {
+pub async fn restart(tx: &mut Tx<'_>, backend: super::Backend, id: i64, owner: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE deployments SET state = 'running', finished_at = NULL, owner = $2 WHERE id = $1 AND state = 'failed'",
     )
@@ -251,7 +257,11 @@ pub async fn restart(tx: &mut Tx<'_>, id: i64, owner: &str) -> Result<bool, sqlx
     .bind(owner)
     .execute(&mut **tx)
     .await?;
-    Ok(r.rows_affected() > 0)
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    events::append(tx, backend, id, "retry", &json!({"owner": owner})).await?;
+    Ok(true)
 }
 
 /// Puts `node` of deployment `id` back to `waiting` for another attempt.
@@ -272,13 +282,19 @@ pub async fn retry_node(tx: &mut Tx<'_>, id: i64, node: &str, now_ms: i64) -> Re
 /// Records the session (multicast group:port, or the parent's deployment) of deployment `id`;
 /// false (nothing written) unless replica `owner` still owns it.
 pub async fn set_session(w: &Writer, id: i64, owner: &str, session: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
     let r = sqlx::query("UPDATE deployments SET session_group = $3 WHERE id = $1 AND owner = $2")
         .bind(id)
         .bind(owner)
         .bind(session)
-        .execute(w.pool())
+        .execute(&mut *tx)
         .await?;
-    Ok(r.rows_affected() > 0)
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    events::append(&mut tx, w.backend(), id, "session", &json!({"session": session, "owner": owner})).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Records the sender's summary (JSON) of deployment `id`; false unless `owner` owns it.
@@ -303,10 +319,20 @@ pub async fn metadata_tokens(pool: &AnyPool, id: i64) -> Result<Vec<(String, Str
 /// Stores a node's progress (everything but its attempt counters); false
 /// (nothing written) unless replica `owner` still owns the deployment.
 pub async fn update_node(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
+    match events::lock(&mut tx, w.backend(), id).await? {
+        Some((_, Some(o))) if o == owner => {}
+        _ => return Ok(false),
+    }
+    let before: Option<(String, String)> =
+        sqlx::query_as("SELECT state, reason FROM deployment_nodes WHERE deployment = $1 AND node = $2")
+            .bind(id)
+            .bind(&n.node)
+            .fetch_optional(&mut *tx)
+            .await?;
     let r = sqlx::query(
         "UPDATE deployment_nodes SET state = $3, reason = $4, blocks_done = $5, blocks_total = $6, received = $7, \
-         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2 \
-         AND EXISTS (SELECT 1 FROM deployments WHERE id = $1 AND owner = $10)",
+         rejected = $8, elapsed_ms = $9 WHERE deployment = $1 AND node = $2",
     )
     .bind(id)
     .bind(&n.node)
@@ -317,10 +343,17 @@ pub async fn update_node(w: &Writer, id: i64, owner: &str, n: &NodeRow) -> Resul
     .bind(n.received)
     .bind(n.rejected)
     .bind(n.elapsed_ms)
-    .bind(owner)
-    .execute(w.pool())
+    .execute(&mut *tx)
     .await?;
-    Ok(r.rows_affected() > 0)
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if before.as_ref().is_none_or(|(s, why)| *s != n.state || *why != n.reason) {
+        let data = json!({"node": n.node, "state": n.state, "reason": n.reason, "blocks_total": n.blocks_total});
+        events::append(&mut tx, w.backend(), id, "node", &data).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Raises the blocks done of `node` in running deployment `id` to
@@ -356,6 +389,7 @@ pub async fn finish(
     finished_at: i64,
     summary: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = w.begin().await?;
     let r =
         sqlx::query("UPDATE deployments SET state = $3, finished_at = $4, summary = $5 WHERE id = $1 AND owner = $2")
             .bind(id)
@@ -363,9 +397,14 @@ pub async fn finish(
             .bind(state.as_str())
             .bind(finished_at)
             .bind(summary)
-            .execute(w.pool())
+            .execute(&mut *tx)
             .await?;
-    Ok(r.rows_affected() > 0)
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    events::append(&mut tx, w.backend(), id, "end", &json!({"state": state.as_str()})).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Marks every node in flight in a running deployment whose owner is not a
@@ -381,29 +420,36 @@ pub async fn fail_orphaned(w: &Writer, reason: &str, now: i64, max_epoch: i64) -
     let orphaned = "state = 'running' AND (owner IS NULL OR owner NOT IN (SELECT id FROM replicas)) \
          AND NOT (id IN (SELECT deployment FROM deployment_sessions WHERE epoch < $2) \
          AND EXISTS (SELECT 1 FROM replicas WHERE sender IS NOT NULL))";
-    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE deployment_nodes SET state = 'failed', reason = $1 \
-         WHERE state NOT IN ('booted', 'verified', 'failed') \
-         AND deployment IN (SELECT id FROM deployments WHERE {orphaned})"
-    )))
-    .bind(reason)
-    .bind(max_epoch)
-    .execute(w.pool())
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE deployments SET state = 'failed', finished_at = $1, owner = NULL WHERE {orphaned}"
+    let mut tx = w.begin().await?;
+    // The deployments first (their rows locked, so two replicas failing them at once fail each once).
+    let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE deployments SET state = 'failed', finished_at = $1, owner = NULL WHERE {orphaned} RETURNING id"
     )))
     .bind(now)
     .bind(max_epoch)
-    .execute(w.pool())
+    .fetch_all(&mut *tx)
     .await?;
+    let mut failed = 0;
+    for id in ids {
+        let r = sqlx::query(
+            "UPDATE deployment_nodes SET state = 'failed', reason = $2 \
+             WHERE deployment = $1 AND state NOT IN ('booted', 'verified', 'failed')",
+        )
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        failed += r.rows_affected();
+        events::append(&mut tx, w.backend(), id, "end", &json!({"state": "failed", "reason": reason})).await?;
+    }
+    tx.commit().await?;
     // Ended sessions cannot be resumed: their keys go.
     sqlx::query(
         "DELETE FROM deployment_sessions WHERE deployment IN (SELECT id FROM deployments WHERE state <> 'running')",
     )
     .execute(w.pool())
     .await?;
-    Ok(r.rows_affected())
+    Ok(failed)
 }
 
 /// Fails deployment `id`, owned by replica `owner`, and its nodes in flight
@@ -426,6 +472,7 @@ pub async fn fail_owned(w: &Writer, id: i64, owner: &str, reason: &str, now: i64
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM deployment_sessions WHERE deployment = $1").bind(id).execute(&mut *tx).await?;
+        events::append(&mut tx, w.backend(), id, "end", &json!({"state": "failed", "reason": reason})).await?;
     }
     tx.commit().await
 }
@@ -521,6 +568,7 @@ pub async fn claim_orphaned_sessions(w: &Writer, me: &str, max_epoch: i64) -> Re
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+        events::append(&mut tx, w.backend(), id, "takeover", &json!({"owner": me, "epoch": row.epoch})).await?;
         out.push(row);
     }
     tx.commit().await?;

@@ -37,6 +37,7 @@ macro_rules! text_enum {
 }
 
 pub mod actions;
+pub mod deployment_events;
 pub mod deployments;
 pub mod enrollments;
 pub mod events;
@@ -137,6 +138,18 @@ pub struct Db {
     pub writer: Writer,
     /// The backend kind.
     pub backend: Backend,
+    /// The URL it was opened with (for a dedicated connection: PostgreSQL's `LISTEN`).
+    pub url: DbUrl,
+}
+
+/// A database URL; its `Debug` form hides it (it may hold a password).
+#[derive(Clone)]
+pub struct DbUrl(pub String);
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DbUrl(<redacted>)")
+    }
 }
 
 /// The way to the database for writes. Functions of this module that write
@@ -157,7 +170,7 @@ pub struct Db {
 /// Never call a function taking a `&Writer` while holding a transaction of
 /// [`Writer::begin`]: on SQLite it would wait for its own connection.
 #[derive(Debug, Clone)]
-pub struct Writer(AnyPool);
+pub struct Writer(AnyPool, Backend);
 
 impl Writer {
     /// The pool writes run on (one connection on SQLite).
@@ -168,6 +181,11 @@ impl Writer {
     /// A write transaction.
     pub async fn begin(&self) -> Result<Tx<'static>, sqlx::Error> {
         self.0.begin().await
+    }
+
+    /// The backend it writes to.
+    pub fn backend(&self) -> Backend {
+        self.1
     }
 }
 
@@ -220,13 +238,13 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
     }
     let writer = match backend {
         // An in-memory database lives in its one connection: reads and writes share it.
-        Backend::Sqlite if max == 1 => Writer(pool.clone()),
+        Backend::Sqlite if max == 1 => Writer(pool.clone(), backend),
         Backend::Sqlite => {
-            Writer(AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(DbError::Connect)?)
+            Writer(AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(DbError::Connect)?, backend)
         }
-        Backend::Postgres => Writer(pool.clone()),
+        Backend::Postgres => Writer(pool.clone(), backend),
     };
-    Ok(Db { pool, writer, backend })
+    Ok(Db { pool, writer, backend, url: DbUrl(url.to_string()) })
 }
 
 /// Creates a fresh database `name` (lower-case letters, digits, `_`) on the

@@ -209,6 +209,23 @@ impl Harness {
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
+    /// A GET to router `app` with extra headers; the whole body as text
+    /// (within 30 s: an event stream must end by then).
+    pub async fn get_text(app: &Router, path: &str, who: &Who, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut rb = who.authorize(Request::builder().method("GET").uri(path));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let resp = app.clone().oneshot(rb.body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let body =
+            tokio::time::timeout(std::time::Duration::from_secs(30), axum::body::to_bytes(resp.into_body(), 1 << 20))
+                .await
+                .expect("the response body ended within 30 s")
+                .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
     async fn raw_on(app: &Router, method: &str, path: &str, who: &Who, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
         let rb = who.authorize(Request::builder().method(method).uri(path));
         let resp = app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();

@@ -146,7 +146,7 @@ async fn replicas_own_their_work(h: &Harness) {
     assert_eq!(state_of(a, 1).await, (s, why), "nothing changed");
     // A retry makes the deployment B's: B's writes land.
     let mut tx = b.db.writer.begin().await.unwrap();
-    assert!(crate::db::deployments::restart(&mut tx, 1, &b.replica.id).await.unwrap());
+    assert!(crate::db::deployments::restart(&mut tx, b.db.backend, 1, &b.replica.id).await.unwrap());
     tx.commit().await.unwrap();
     assert!(crate::db::deployments::update_node(&b.db.writer, 1, &b.replica.id, &row).await.unwrap());
     assert!(!crate::db::deployments::update_node(w, 1, &a.replica.id, &row).await.unwrap());
@@ -265,7 +265,7 @@ crate::both_backends!(orphaned_sessions_are_claimed_once);
 /// holds it, another does not while the holder lives, and takes it once the
 /// holder's row is gone (dead and reaped).
 async fn one_replica_runs_the_market_driver(h: &Harness) {
-    use crate::app::replicas::{MARKET_DRIVER, holds};
+    use crate::app::fencing::{MARKET_DRIVER, holds};
     let a = &h.st;
     replicas::join(a).await.unwrap();
     assert!(holds(a, MARKET_DRIVER).await.unwrap());
@@ -352,7 +352,7 @@ async fn status_of(st: &AppState, id: &str) -> String {
 /// own lease has time left (database clock); otherwise it makes none,
 /// writes nothing, and counts it.
 async fn a_replica_that_lost_its_work_makes_no_side_effect(h: &Harness) {
-    use crate::app::replicas::{MARKET_DRIVER, Work, fence, holds};
+    use crate::app::fencing::{MARKET_DRIVER, Work, fence, holds};
     h.renewal.abort(); // this test moves the heartbeat itself
     let a = &h.st;
     let key = format!("fence-{}", crate::auth::random_hex(4));
@@ -647,3 +647,121 @@ async fn two_hundred_calls_over_three_replicas(h: &Harness) {
     }
 }
 crate::both_backends!(two_hundred_calls_over_three_replicas);
+
+/// The (id, event) pairs of a server-sent event stream's text.
+fn sse_events(text: &str) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut id, mut event) = (None, None);
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = Some(v.trim().to_string());
+            }
+        }
+        if let (Some(id), Some(event)) = (id, event) {
+            out.push((id, event));
+        }
+    }
+    out
+}
+
+/// Every change of a deployment reaches a stream on a replica that does
+/// not run it, once each and in order (written by the owner in the same
+/// transaction as the change; on PostgreSQL announced by NOTIFY); a client
+/// that reconnects with `Last-Event-ID` gets exactly the changes after it.
+async fn every_change_reaches_every_replica_in_order(h: &Harness) {
+    use crate::db::deployments as dd;
+    let a = &h.st;
+    // The watcher's replica: another one with its LISTEN connection on PostgreSQL.
+    let (b, b_app) = if a.db.backend == Backend::Postgres {
+        let b = another(h).await;
+        replicas::join(&b).await.unwrap();
+        let _ = super::renew(&b);
+        crate::app::deployments::changes::spawn_listener(&b);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !b.deploys.changes.listening() {
+            assert!(tokio::time::Instant::now() < deadline, "the LISTEN connection is up within 10 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let app = crate::app(b.clone());
+        (b, app)
+    } else {
+        (a.clone(), h.app.clone()) // one process on SQLite
+    };
+    let new = dd::NewDeployment {
+        project: "p",
+        image: "img",
+        root_hash: "h",
+        params: "{}",
+        created_by: "root",
+        user_data: "",
+        ssh_keys: "",
+        owner: &a.replica.id,
+    };
+    let nodes = [("n1".to_string(), "tok-c1".to_string()), ("n2".to_string(), "tok-c2".to_string())];
+    let mut tx = a.db.writer.begin().await.unwrap();
+    let id = dd::insert(&mut tx, a.db.backend, &new, &nodes, 0, 0).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // A watcher on B follows while A makes the changes.
+    let path = format!("/v1/deployments/{id}/changes");
+    let watcher = tokio::spawn({
+        let (app, who, path) = (b_app.clone(), h.admin.clone(), path.clone());
+        async move { Harness::get_text(&app, &path, &who, &[]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (w, me) = (&a.db.writer, a.replica.id.as_str());
+    let mut n1 = dd::nodes(&a.db.pool, id).await.unwrap().remove(0);
+    assert!(dd::set_session(w, id, me, "239.1.2.3:5000").await.unwrap());
+    n1.state = "receiving".into();
+    assert!(dd::update_node(w, id, me, &n1).await.unwrap());
+    n1.blocks_done = 7; // progress only: no change event
+    assert!(dd::update_node(w, id, me, &n1).await.unwrap());
+    assert!(!dd::update_node(w, id, "r-not-the-owner", &n1).await.unwrap(), "fenced: no write, no event");
+    let mut n2 = dd::nodes(&a.db.pool, id).await.unwrap().remove(1);
+    n2.state = "failed".into();
+    n2.reason = "no check-in".into();
+    assert!(dd::update_node(w, id, me, &n2).await.unwrap());
+    n1.state = "verified".into();
+    assert!(dd::update_node(w, id, me, &n1).await.unwrap());
+    assert!(dd::finish(w, id, me, dd::DeploymentState::Failed, 1, None).await.unwrap());
+
+    let (s, text) = watcher.await.unwrap();
+    assert_eq!(s, axum::http::StatusCode::OK, "{text}");
+    let kinds = ["created", "session", "node", "node", "node", "end"];
+    let want: Vec<(i64, String)> = kinds.iter().enumerate().map(|(i, k)| (i as i64 + 1, k.to_string())).collect();
+    assert_eq!(sse_events(&text), want, "{text}");
+    assert!(text.contains(r#""reason":"no check-in""#), "{text}");
+    if a.db.backend == Backend::Postgres {
+        assert!(b.deploys.changes.notified() >= 5, "woken by NOTIFY: {}", b.deploys.changes.notified());
+    }
+
+    // A reconnect after change 3 gets 4, 5, 6 and nothing else; `?after=` the same.
+    let (s, text) = Harness::get_text(&b_app, &path, &h.admin, &[("last-event-id", "3")]).await;
+    assert_eq!(s, axum::http::StatusCode::OK);
+    assert_eq!(sse_events(&text), want[3..].to_vec(), "{text}");
+    let (_, text) = Harness::get_text(&b_app, &format!("{path}?after=5"), &h.admin, &[]).await;
+    assert_eq!(sse_events(&text), want[5..].to_vec(), "{text}");
+    let (s, _) = Harness::get_text(&b_app, &path, &h.admin, &[("last-event-id", "three")]).await;
+    assert_eq!(s, axum::http::StatusCode::BAD_REQUEST);
+    // Someone outside the project sees nothing of it.
+    h.ok("PUT", "/v0/project/other", None).await;
+    let eve = h.user("eve", &["other"]).await;
+    let (s, _) = Harness::get_text(&b_app, &path, &eve, &[]).await;
+    assert_eq!(s, axum::http::StatusCode::NOT_FOUND);
+    // A retry continues the numbering after the end.
+    let mut tx = b.db.writer.begin().await.unwrap();
+    assert!(dd::restart(&mut tx, b.db.backend, id, &b.replica.id).await.unwrap());
+    tx.commit().await.unwrap();
+    let rows = crate::db::deployment_events::after(&b.db.pool, id, 6, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| (r.seq, r.kind.as_str())).collect::<Vec<_>>(), [(7, "retry")]);
+    if a.db.backend == Backend::Postgres {
+        // Its LISTEN connection closes at shutdown.
+        b.tasks.begin_shutdown();
+        assert_eq!(b.tasks.drain(std::time::Duration::from_secs(10)).await, 0, "the listener stopped");
+        b.db.pool.close().await;
+    }
+}
+crate::both_backends!(every_change_reaches_every_replica_in_order);

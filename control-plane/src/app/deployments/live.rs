@@ -20,6 +20,8 @@ pub struct Deploys {
     /// Woken whenever a deployed node fetched its metadata here (a sign it
     /// booted; the fetch itself is stored on the node's deployment row).
     pub metadata_fetched: tokio::sync::Notify,
+    /// Wake-ups of this process's change streams ([`super::changes`]).
+    pub changes: super::changes::Changes,
 }
 
 impl Deploys {

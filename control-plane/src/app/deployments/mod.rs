@@ -18,6 +18,7 @@
 //! failed with the reason, and [`retry`] starts the failed nodes again with a
 //! new session.
 
+pub mod changes;
 pub mod engine;
 pub mod live;
 
@@ -550,7 +551,7 @@ async fn insert(
         owner: &st.replica.id,
     };
     let rows: Vec<(String, String)> = nodes.iter().map(|n| (n.clone(), crate::auth::random_hex(24))).collect();
-    let id = db::deployments::insert(&mut tx, &new, &rows, crate::now(), now_ms()).await?;
+    let id = db::deployments::insert(&mut tx, st.db.backend, &new, &rows, crate::now(), now_ms()).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -567,7 +568,7 @@ pub async fn retry(st: &AppState, c: &Caller, id: i64) -> Result<Deployment> {
     let params: Params = serde_json::from_str(&row.params).map_err(Error::internal)?;
     let mut tx = st.db.writer.begin().await?;
     super::quotas::lock_project(&mut tx, st.db.backend, &d.project).await?;
-    if !db::deployments::restart(&mut tx, id, &st.replica.id).await? {
+    if !db::deployments::restart(&mut tx, st.db.backend, id, &st.replica.id).await? {
         return Err(Error::Conflict(format!(
             "deployment {id} is {}: only a failed deployment can be retried",
             d.state

@@ -24,14 +24,14 @@ pub const KEY_TTL_SECS: i64 = 86_400;
 
 /// Starts the driver (once per process, from `serve`). With several
 /// replicas, only the one holding the driver's job row ticks
-/// (`replicas::holds`); the others take it over once that one is reaped.
+/// (`fencing::holds`); the others take it over once that one is reaped.
 pub fn spawn(st: &AppState) {
     let st2 = st.clone();
     st.tasks.spawn(async move {
         let tick = st2.market.config.tick;
         let mut held = false;
         loop {
-            match crate::app::replicas::holds(&st2, crate::app::replicas::MARKET_DRIVER).await {
+            match crate::app::fencing::holds(&st2, crate::app::fencing::MARKET_DRIVER).await {
                 Ok(now) => {
                     if now != held {
                         tracing::info!(replica = %st2.replica.id, running = now, "market driver held by this replica: {now}");

@@ -333,7 +333,7 @@ pub(crate) async fn revoke(st: &AppState, l: &LeaseRow) -> Result<bool> {
     let timeout = st.market.config.revoke_timeout;
     let steps = async {
         // Made for the market driver's job: only while this replica holds it.
-        let work = crate::app::replicas::Work::Job(crate::app::replicas::MARKET_DRIVER);
+        let work = crate::app::fencing::Work::Job(crate::app::fencing::MARKET_DRIVER);
         let (method, _) = crate::app::reclaim::back_to_runtime(st, work, "market", &l.lessee, &l.node, timeout).await?;
         let wipe = super::records::wipe_of(&l.wipe);
         if wipe != WipeSpec::None {

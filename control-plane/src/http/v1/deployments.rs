@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use utoipa::OpenApi;
 
 use crate::app::AppState;
+use crate::app::deployments::changes::Change;
 use crate::app::deployments::{
     self, DeployRequest, Deployment, DeploymentState, HandoverSpec, NodeProgress, NodeRuntime, NodeState, TargetSpec,
 };
@@ -21,8 +22,9 @@ use crate::http::{ApiError, Body};
 /// OpenAPI description of the deployment endpoints.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    paths(create, list, show, events, retry, node_runtime),
+    paths(create, list, show, events, changes, retry, node_runtime),
     components(schemas(
+        Change,
         DeployRequest,
         Deployment,
         DeploymentState,
@@ -41,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deployments", post(create).get(list))
         .route("/v1/deployments/{id}", get(show))
         .route("/v1/deployments/{id}/events", get(events))
+        .route("/v1/deployments/{id}/changes", get(changes))
         .route("/v1/deployments/{id}/retry", post(retry))
         .route("/v1/nodes/{node}/runtime", get(node_runtime))
 }
@@ -88,6 +91,46 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
     let (first, rx) = deployments::watch(&st, &c, id).await?;
     Ok(Sse::new(progress_stream(first, rx)).keep_alive(KeepAlive::default()))
+}
+
+/// Query of `GET /v1/deployments/{id}/changes`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChangesQuery {
+    /// Start after this change number (as `Last-Event-ID`, which wins when both are given).
+    after: Option<i64>,
+}
+
+/// Every change of the deployment, in order, as server-sent events, on any
+/// replica: `id:` is the change number (1, 2, 3 ...), `event:` its kind
+/// (`created`, `session`, `node`, `takeover`, `retry`, `end`), `data:` the
+/// [`Change`]. A client that reconnects with `Last-Event-ID` (or
+/// `?after=N`) gets every change after that one, so nothing is missed.
+/// Ends after `end`.
+#[utoipa::path(get, path = "/v1/deployments/{id}/changes", operation_id = "deployment_changes",
+    params(("id" = i64, Path, description = "deployment id"), ChangesQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "the last change number seen")),
+    responses((status = 200, description = "text/event-stream of Change", body = Change), (status = 400), (status = 404)))]
+async fn changes(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<i64>,
+    axum::extract::Query(q): axum::extract::Query<ChangesQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a change number".into()))?,
+        None => q.after.unwrap_or(0),
+    };
+    let stream = deployments::changes::stream(&st, &c, id, after).await?;
+    Ok(Sse::new(futures_util::StreamExt::map(stream, |ch| {
+        Ok(Event::default().id(ch.seq.to_string()).event(ch.kind.clone()).json_data(&ch).unwrap_or_default())
+    }))
+    .keep_alive(KeepAlive::default()))
 }
 
 /// `progress` events from `first` on, then `end` once the deployment is
