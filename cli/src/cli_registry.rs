@@ -134,7 +134,7 @@ pub async fn run_image(c: &Client, cmd: &ImageCmd) -> Result<Value, CliError> {
             match c.image(image).await {
                 Ok(_) => {
                     let msg = format!("image {image:?} already exists");
-                    let body = ErrorBody { msg, kind: "BlockedError".into() };
+                    let body = ErrorBody { msg, kind: "DuplicateError".into() };
                     return Err(Error::Api { status: 409, body }.into());
                 }
                 Err(Error::Api { status: 404, .. }) => {}

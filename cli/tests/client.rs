@@ -40,13 +40,13 @@ async fn typed_client_against_server() {
 
     // Errors: status and the server's {"type", "msg"}.
     match Client::new(&url, Auth::None).unwrap().projects().await {
-        Err(Error::Api { status: 401, body }) => assert_eq!(body.kind, "AuthenticationError"),
+        Err(Error::Api { status: 401, body }) => assert_eq!(body.kind, "AuthorizationError"),
         other => panic!("anonymous project list: {other:?}"),
     }
     admin.project_create("p1").await.unwrap();
     match admin.project_create("p1").await {
         Err(Error::Api { status: 409, body }) => {
-            assert_eq!((body.kind.as_str(), body.msg.as_str()), ("BlockedError", "project \"p1\" already exists"))
+            assert_eq!((body.kind.as_str(), body.msg.as_str()), ("DuplicateError", "project \"p1\" already exists"))
         }
         other => panic!("second create: {other:?}"),
     }

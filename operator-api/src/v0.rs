@@ -298,10 +298,20 @@ pub enum SwitchRegister {
 /// `GET /v0/switch/{switch}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchView {
+    /// HIL's capability names, e.g. `nativeless-trunk-mode`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Switch name.
     pub name: String,
-    /// Port names.
-    pub ports: Vec<String>,
+    /// The ports, as HIL shows them.
+    pub ports: Vec<PortLabel>,
+}
+
+/// A port in [`SwitchView`]: `{"label": <port>}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLabel {
+    /// Port name.
+    pub label: String,
 }
 
 /// `GET /v0/switch/{switch}/port/{port}`: `{}` for a port with nothing wired.

@@ -92,7 +92,7 @@ pub async fn accept(st: &AppState, c: &Caller, mac: &str, req: &EnrollmentAccept
     match db::enrollments::accept(&st.db.writer, &mac, &req.node, &nic, &obm).await? {
         Accepted::Registered => {}
         Accepted::NotPending => return Err(Error::Conflict(format!("no pending enrollment of {mac}"))),
-        Accepted::NameTaken => return Err(Error::Conflict(format!("node {:?} already exists", req.node))),
+        Accepted::NameTaken => return Err(Error::Duplicate(format!("node {:?} already exists", req.node))),
         Accepted::MacTaken(n) => return Err(Error::Conflict(format!("node {n:?} already has a NIC with MAC {mac}"))),
     }
     let who = c.user.as_deref().unwrap_or("?");

@@ -20,9 +20,13 @@ pub enum Error {
     /// A referenced object does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The object exists already, or is in use, or is busy.
+    /// The object is in use or busy, or the state forbids the change (HIL's
+    /// `BlockedError`).
     #[error("{0}")]
     Conflict(String),
+    /// The object to create exists already (HIL's `DuplicateError`).
+    #[error("{0}")]
+    Duplicate(String),
     /// A well-formed request whose values are not acceptable (e.g. an illegal channel).
     #[error("{0}")]
     Unprocessable(String),
@@ -107,6 +111,14 @@ impl From<DriverError> for Error {
 }
 
 /// `r`, with a conflict (unique or foreign key violation) worded as `msg`.
+/// A unique violation of a create: [`Error::Duplicate`] with `msg`.
+pub fn duplicate<T>(r: std::result::Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(|e| match Error::from(e) {
+        Error::Conflict(_) => Error::Duplicate(msg()),
+        other => other,
+    })
+}
+
 pub fn conflict<T>(r: std::result::Result<T, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<T> {
     r.map_err(|e| match Error::from(e) {
         Error::Conflict(_) => Error::Conflict(msg()),

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{Error, Result, check_carrier_owner, check_name, check_object_name, conflict};
+use super::error::{Error, Result, check_carrier_owner, check_name, check_object_name, duplicate};
 use super::quotas;
 use crate::authz::{Action, Actor, Caller, Resource, authorize};
 use crate::db;
@@ -230,7 +230,7 @@ where
         ));
     }
     if load(st, name).await?.is_some() {
-        return Err(Error::Conflict(format!("image {name:?} already exists")));
+        return Err(Error::Duplicate(format!("image {name:?} already exists")));
     }
     reg.ensure_dirs().map_err(Error::internal)?;
     let tmp = tempfile::Builder::new().prefix(".upload-").tempfile_in(reg.images_dir()).map_err(Error::internal)?;
@@ -270,7 +270,7 @@ where
         quotas::lock_project(&mut tx, st.db.backend, p).await?;
         quotas::check_image(&mut tx, p, len).await?;
     }
-    conflict(db::images::insert(&mut tx, &row).await, || format!("image {name:?} already exists"))?;
+    duplicate(db::images::insert(&mut tx, &row).await, || format!("image {name:?} already exists"))?;
     // File first, then commit: a failed commit removes the file again; a
     // committed row always has its file.
     let dest = st.registry.bundle_path(name);

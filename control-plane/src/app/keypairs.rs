@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{Error, Result, check_name, conflict};
+use super::error::{Error, Result, check_name, duplicate};
 use crate::authz::{Action, Actor, Caller, Resource, authorize};
 use crate::db;
 
@@ -107,7 +107,7 @@ pub async fn create(st: &AppState, c: &Caller, req: KeypairCreate) -> Result<Key
         fingerprint,
         created_at: crate::now(),
     };
-    conflict(db::keypairs::insert(&st.db.writer, &row).await, || {
+    duplicate(db::keypairs::insert(&st.db.writer, &row).await, || {
         format!("you already have a keypair named {:?}", row.name)
     })?;
     Ok(row.into())

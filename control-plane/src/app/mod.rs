@@ -20,6 +20,7 @@ pub mod deployments;
 pub mod enrollments;
 pub mod error;
 pub mod events;
+pub mod extensions;
 pub mod fencing;
 pub mod images;
 pub mod keypairs;

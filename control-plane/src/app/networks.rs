@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::AppState;
-use super::error::{Error, Result, check_carrier_owner, check_name, check_object_name, conflict};
+use super::error::{Error, Result, check_carrier_owner, check_name, check_object_name, duplicate};
 use crate::authz::{Action, Actor, Caller, Resource, authorize};
 use crate::db;
 use crate::db::actions::ActionKind;
@@ -42,17 +42,22 @@ pub async fn load(st: &AppState, name: &str) -> Result<Network> {
     Ok(Network { name: name.to_string(), owner: row.owner, vlan: row.vlan, access })
 }
 
-/// Every network: name -> (VLAN id, projects with access) (admins).
+/// Every network: name -> (VLAN id, projects with access); admins see all, others the public ones.
 pub async fn list(st: &AppState, c: &Caller) -> Result<BTreeMap<String, (i64, Vec<String>)>> {
-    c.require_admin()?;
+    if c.user.is_none() {
+        return Err(Error::Unauthenticated);
+    }
     let grants = db::networks::all_access(&st.db.pool).await?;
     Ok(db::networks::list(&st.db.pool)
         .await?
         .into_iter()
         .map(|(name, vlan)| {
-            let projects = grants.iter().filter(|(n, _)| *n == name).map(|(_, p)| p.clone()).collect();
+            let projects: Vec<String> = grants.iter().filter(|(n, _)| *n == name).map(|(_, p)| p.clone()).collect();
             (name, (vlan, projects))
         })
+        // As HIL: admins see every network, everyone else the public ones
+        // (a project's own networks are listed under /project/<p>/networks).
+        .filter(|(_, (_, projects))| c.admin || projects.is_empty())
         .collect())
 }
 
@@ -85,7 +90,7 @@ pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, acces
     };
     check_carrier_owner("network", network, owner.as_deref())?;
     if db::networks::exists(&st.db.pool, network).await? {
-        return Err(Error::Conflict(format!("network {network:?} already exists")));
+        return Err(Error::Duplicate(format!("network {network:?} already exists")));
     }
     let fixed = if net_id.is_empty() {
         None
@@ -110,7 +115,7 @@ pub async fn create(st: &AppState, c: &Caller, network: &str, owner: &str, acces
             Err(e) if db::is_conflict(&e) => {
                 drop(tx);
                 if fixed.is_some() {
-                    return Err(Error::Conflict(format!("network {network:?} or VLAN {vlan} already exists")));
+                    return Err(Error::Duplicate(format!("network {network:?} or VLAN {vlan} already exists")));
                 }
                 continue;
             }
@@ -205,7 +210,7 @@ pub async fn grant(st: &AppState, c: &Caller, network: &str, project: &str) -> R
     let net = load(st, network).await?;
     authorize(Actor::Caller(c), Action::ManageNetwork, net.resource())?;
     super::projects::must_exist(st, project).await?;
-    conflict(db::networks::grant(st.db.writer.pool(), network, project).await, || {
+    duplicate(db::networks::grant(st.db.writer.pool(), network, project).await, || {
         format!("project {project:?} already has access to {network:?}")
     })
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::AppState;
-use super::error::{Error, Result, check_mac, check_name, conflict};
+use super::error::{Error, Result, check_mac, check_name, duplicate};
 use crate::authz::{Action, Actor, Caller, Resource, authorize};
 use crate::db;
 use crate::drivers::{BOOT_DEVICES, ObmConfig, PowerOp};
@@ -42,13 +42,16 @@ pub async fn register(
     c.require_admin()?;
     check_name("node", node)?;
     obm.validate().map_err(Error::BadRequest)?;
+    if matches!(obm, ObmConfig::Obmd { token: Some(_), .. }) {
+        return Err(Error::BadRequest("obm.token is set by the server (PUT /v0/node/<n>/obm)".into()));
+    }
     for label in metadata.keys() {
         check_name("metadata label", label)?;
     }
     let obm = serde_json::to_string(obm).map_err(Error::internal)?;
     let metadata: Vec<(String, String)> = metadata.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     if !db::nodes::insert(&st.db.writer, node, &obm, &metadata).await? {
-        return Err(Error::Conflict(format!("node {node:?} already exists")));
+        return Err(Error::Duplicate(format!("node {node:?} already exists")));
     }
     Ok(())
 }
@@ -122,8 +125,42 @@ pub async fn show(st: &AppState, c: &Caller, node: &str) -> Result<NodeDetails> 
 pub async fn obm(st: &AppState, actor: Actor<'_>, node: &str) -> Result<ObmConfig> {
     let project = project_of(st, node).await?;
     authorize(actor, Action::UseProject, Resource::Project(project.as_deref()))?;
-    let obm = db::nodes::obm(&st.db.pool, node).await?;
-    serde_json::from_str(&obm).map_err(Error::internal)
+    let obm: ObmConfig = serde_json::from_str(&db::nodes::obm(&st.db.pool, node).await?).map_err(Error::internal)?;
+    if matches!(obm, ObmConfig::Obmd { token: None, .. }) {
+        return Err(Error::Conflict(format!("the OBM of node {node:?} is not enabled (PUT /v0/node/{node}/obm)")));
+    }
+    Ok(obm)
+}
+
+/// Enables or disables the node's OBM (as [`obm`] may drive it): for an
+/// obmd node, a new node token from obmd, or its token invalidated there
+/// and forgotten here; other BMC types are always enabled.
+pub async fn set_obm_enabled(st: &AppState, c: &Caller, node: &str, enabled: bool) -> Result<()> {
+    let project = project_of(st, node).await?;
+    authorize(Actor::Caller(c), Action::UseProject, Resource::Project(project.as_deref()))?;
+    let obm: ObmConfig = serde_json::from_str(&db::nodes::obm(&st.db.pool, node).await?).map_err(Error::internal)?;
+    let ObmConfig::Obmd { uri, admin_token, token } = obm else {
+        return Ok(());
+    };
+    use super::fencing::{Work, fenced};
+    let token = if enabled {
+        Some(
+            fenced(st, Work::Request, "obmd call (new token)", || crate::drivers::obmd::new_token(&uri, &admin_token))
+                .await?,
+        )
+    } else {
+        if token.is_some() {
+            fenced(st, Work::Request, "obmd call (drop token)", || {
+                crate::drivers::obmd::drop_token(&uri, &admin_token)
+            })
+            .await?;
+        }
+        None
+    };
+    let text = serde_json::to_string(&ObmConfig::Obmd { uri, admin_token, token }).map_err(Error::internal)?;
+    db::nodes::set_obm(&st.db.writer, node, &text).await?;
+    tracing::info!(%node, enabled, user = ?c.user, "obmd OBM set");
+    Ok(())
 }
 
 /// A power action through the node's BMC.
@@ -182,7 +219,7 @@ pub async fn add_nic(st: &AppState, c: &Caller, node: &str, nic: &str, macaddr: 
     project_of(st, node).await?;
     check_name("nic", nic)?;
     check_mac(macaddr)?;
-    conflict(db::nics::insert(&st.db.writer, node, nic, &macaddr.to_ascii_lowercase()).await, || {
+    duplicate(db::nics::insert(&st.db.writer, node, nic, &macaddr.to_ascii_lowercase()).await, || {
         format!("node {node:?} already has a nic {nic:?}")
     })
 }
@@ -224,7 +261,12 @@ pub async fn connect_project(st: &AppState, c: &Caller, project: &str, node: &st
     check_name("project", project)?;
     c.require_project(Some(project))?;
     super::projects::must_exist(st, project).await?;
-    project_of(st, node).await?;
+    // Said before the quota check, which would otherwise answer first.
+    match project_of(st, node).await? {
+        Some(p) if p == project => return Err(Error::Conflict(format!("node {node:?} is already in project {p:?}"))),
+        Some(_) => return Err(Error::Conflict(format!("node {node:?} is already owned by a project"))),
+        None => {}
+    }
     // The project's row lock orders this against the project's other
     // quota-counted changes; the conditional UPDATE makes exactly one of two
     // projects racing for the node win.

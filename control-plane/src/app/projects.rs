@@ -2,7 +2,7 @@
 //! nodes and networks a project has.
 
 use super::AppState;
-use super::error::{Error, Result, check_name, conflict};
+use super::error::{Error, Result, check_name, duplicate};
 use crate::authz::Caller;
 use crate::db;
 
@@ -28,7 +28,7 @@ pub async fn create(st: &AppState, c: &Caller, project: &str) -> Result<()> {
     if project == "admin" {
         return Err(Error::BadRequest("\"admin\" is reserved (it names admin-owned networks)".into()));
     }
-    conflict(db::projects::insert(&st.db.writer, project).await, || format!("project {project:?} already exists"))
+    duplicate(db::projects::insert(&st.db.writer, project).await, || format!("project {project:?} already exists"))
 }
 
 /// Deletes a project that holds no nodes, networks, network access or images (admins).

@@ -1,7 +1,7 @@
 //! Switches and ports, and which NIC is cabled to which port (admins only).
 
 use super::AppState;
-use super::error::{Error, Result, check_name, conflict};
+use super::error::{Error, Result, check_name, conflict, duplicate};
 use crate::authz::Caller;
 use crate::db;
 use crate::db::actions::ActionKind;
@@ -36,7 +36,7 @@ pub async fn register(st: &AppState, c: &Caller, switch: &str, cfg: &SwitchConfi
     check_name("switch", switch)?;
     cfg.validate().map_err(Error::BadRequest)?;
     let text = serde_json::to_string(cfg).map_err(Error::internal)?;
-    conflict(db::switches::insert(&st.db.writer, switch, &text).await, || format!("switch {switch:?} already exists"))
+    duplicate(db::switches::insert(&st.db.writer, switch, &text).await, || format!("switch {switch:?} already exists"))
 }
 
 /// Deletes a switch without ports.
@@ -49,11 +49,12 @@ pub async fn delete(st: &AppState, c: &Caller, switch: &str) -> Result<()> {
     Ok(())
 }
 
-/// A switch's ports.
-pub async fn ports(st: &AppState, c: &Caller, switch: &str) -> Result<Vec<String>> {
+/// A switch's capabilities (HIL's names) and ports.
+pub async fn show(st: &AppState, c: &Caller, switch: &str) -> Result<(Vec<String>, Vec<String>)> {
     c.require_admin()?;
-    load(st, switch).await?;
-    Ok(db::switches::ports(&st.db.pool, switch).await?)
+    let cfg = load(st, switch).await?;
+    let capabilities = cfg.capabilities().iter().map(|s| s.to_string()).collect();
+    Ok((capabilities, db::switches::ports(&st.db.pool, switch).await?))
 }
 
 /// Registers a port the switch's driver accepts.
@@ -62,7 +63,7 @@ pub async fn add_port(st: &AppState, c: &Caller, switch: &str, port: &str) -> Re
     let cfg = load(st, switch).await?;
     check_name("port", port)?;
     cfg.validate_port(port).map_err(Error::BadRequest)?;
-    conflict(db::switches::insert_port(&st.db.writer, switch, port).await, || {
+    duplicate(db::switches::insert_port(&st.db.writer, switch, port).await, || {
         format!("port {port:?} already exists on {switch:?}")
     })
 }

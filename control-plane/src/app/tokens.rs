@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{Error, Result, check_name, conflict};
+use super::error::{Error, Result, check_name, duplicate};
 use crate::auth::{TOKEN_PREFIX, hash_secret, random_hex};
 use crate::authz::Caller;
 use crate::db;
@@ -101,7 +101,7 @@ pub async fn bootstrap_admin(st: &AppState, user: &str, password: Option<String>
     check_name("user", user)?;
     let password = password.unwrap_or_else(|| random_hex(16));
     let hash = hash_secret(password.clone()).await?;
-    conflict(db::users::insert(&st.db.writer, user, &hash, true).await, || format!("user {user:?} already exists"))?;
+    duplicate(db::users::insert(&st.db.writer, user, &hash, true).await, || format!("user {user:?} already exists"))?;
     let token = create_for(st, user, "bootstrap").await?;
     Ok(Bootstrapped { user: user.into(), password, token })
 }

@@ -64,6 +64,11 @@ pub async fn obm(pool: &AnyPool, node: &str) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT obm FROM nodes WHERE name = $1").bind(node).fetch_one(pool).await
 }
 
+/// Replaces the node's BMC configuration (JSON).
+pub async fn set_obm(w: &Writer, node: &str, obm: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE nodes SET obm = $1 WHERE name = $2").bind(obm).bind(node).execute(w.pool()).await.map(drop)
+}
+
 /// Within `tx`: gives a free node to `project`; returns whether it was free.
 pub async fn take_free(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("UPDATE nodes SET project = $1 WHERE name = $2 AND project IS NULL")

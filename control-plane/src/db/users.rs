@@ -69,3 +69,25 @@ pub async fn is_admin(pool: &AnyPool, name: &str) -> Result<Option<bool>, sqlx::
 pub async fn projects(pool: &AnyPool, name: &str) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT project FROM user_projects WHERE user_name = $1").bind(name).fetch_all(pool).await
 }
+
+/// Every user: (name, is admin), by name.
+pub async fn list(pool: &AnyPool) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, is_admin FROM users ORDER BY name").fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(n, a)| (n, a != 0)).collect())
+}
+
+/// Every membership: (user, project), by user then project.
+pub async fn memberships(pool: &AnyPool) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT user_name, project FROM user_projects ORDER BY user_name, project").fetch_all(pool).await
+}
+
+/// Makes `name` an admin or not; returns whether the user exists.
+pub async fn set_admin(w: &Writer, name: &str, admin: bool) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE users SET is_admin = $1 WHERE name = $2")
+        .bind(i64::from(admin))
+        .bind(name)
+        .execute(w.pool())
+        .await?;
+    Ok(r.rows_affected() > 0)
+}

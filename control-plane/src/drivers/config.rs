@@ -68,6 +68,21 @@ pub enum ObmConfig {
     /// calls answer 501; reclaim works only through the node's runtime.
     #[serde(rename = "none")]
     None {},
+    /// CCI-MOC's obmd (what HIL master registers nodes with: `PUT
+    /// /v0/node/<n> {"obmd": {"uri", "admin_token"}}`). Power, boot device
+    /// and console work once the OBM is enabled (`PUT /v0/node/<n>/obm`),
+    /// which stores the node token obmd issues.
+    #[serde(rename = "obmd")]
+    Obmd {
+        /// obmd's URL of the node, e.g. `https://obmd.example:8080/node/n1`.
+        uri: String,
+        /// obmd's admin token (stored, never returned by the API).
+        admin_token: String,
+        /// The node token while the OBM is enabled (set by the server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(read_only)]
+        token: Option<String>,
+    },
     /// A node imported from a parent control plane (`serve --upstream`):
     /// everything is delegated to the parent. Written by the inventory sync.
     #[serde(rename = "upstream")]
@@ -118,6 +133,20 @@ impl ObmConfig {
                 Ok(())
             }
             ObmConfig::None {} => Ok(()),
+            ObmConfig::Obmd { uri, admin_token, .. } => {
+                let ok = reqwest::Url::parse(uri)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none());
+                if !ok {
+                    return Err("obmd.uri must be an http:// or https:// URL of the node at obmd".into());
+                }
+                if admin_token.is_empty()
+                    || admin_token.len() > 256
+                    || !admin_token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err("obmd.admin_token must be 1-256 printable characters".into());
+                }
+                Ok(())
+            }
             ObmConfig::Upstream { url, project, node } => validate_upstream(url, project, node),
         }
     }
@@ -147,6 +176,11 @@ impl ObmConfig {
                 pxe_device: pxe_device.clone(),
             }),
             ObmConfig::None {} => Box::new(super::none::NoBmc),
+            ObmConfig::Obmd { uri, token: Some(token), .. } => {
+                Box::new(super::obmd::Obmd { uri: uri.trim_end_matches('/').to_string(), token: token.clone() })
+            }
+            // Callers check first (`app::nodes::obm`); a 501 if one does not.
+            ObmConfig::Obmd { token: None, .. } => Box::new(super::none::Disabled),
             ObmConfig::Upstream { url, project, node } => {
                 Box::new(super::upstream::UpstreamBmc { parent: parent_for(parent, url, project), node: node.clone() })
             }
@@ -251,6 +285,13 @@ impl SwitchConfig {
             }
             SwitchConfig::Upstream { url, project, node } => validate_upstream(url, project, node),
         }
+    }
+
+    /// HIL's capability names of this switch type. Every driver here can
+    /// carry tagged VLANs on a port with no native VLAN (a bridge port
+    /// without a PVID; VLAN sub-interfaces only; the parent's own switch).
+    pub fn capabilities(&self) -> &'static [&'static str] {
+        &["nativeless-trunk-mode"]
     }
 
     /// Check a port name for this switch type.

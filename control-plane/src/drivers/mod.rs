@@ -29,6 +29,7 @@ mod linux_bridge;
 #[cfg(test)]
 pub(crate) mod mock;
 mod none;
+pub mod obmd;
 pub mod parent;
 mod qmp;
 mod redfish;

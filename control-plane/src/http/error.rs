@@ -29,9 +29,12 @@ pub enum ApiError {
     /// A referenced object does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The object exists already, or is in use, or is busy.
+    /// The object is in use or busy (HIL's `BlockedError`).
     #[error("{0}")]
     Conflict(String),
+    /// The object to create exists already (HIL's `DuplicateError`).
+    #[error("{0}")]
+    Duplicate(String),
     /// Well-formed request whose values are not acceptable (e.g. illegal channel).
     #[error("{0}")]
     Unprocessable(String),
@@ -60,7 +63,7 @@ impl ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Duplicate(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Exhausted(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,10 +77,12 @@ impl ApiError {
     fn type_name(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "BadArgumentError",
-            ApiError::Unauthenticated => "AuthenticationError",
+            // HIL has one type for 401 and for denied access.
+            ApiError::Unauthenticated => "AuthorizationError",
             ApiError::Forbidden(_) => "AuthorizationError",
             ApiError::NotFound(_) => "NotFoundError",
             ApiError::Conflict(_) => "BlockedError",
+            ApiError::Duplicate(_) => "DuplicateError",
             ApiError::Unprocessable(_) => "BadArgumentError",
             ApiError::Exhausted(_) => "AllocationError",
             ApiError::Unavailable(_) => "ServiceUnavailableError",
@@ -102,6 +107,7 @@ impl From<crate::app::Error> for ApiError {
             E::Forbidden(m) => ApiError::Forbidden(m),
             E::NotFound(m) => ApiError::NotFound(m),
             E::Conflict(m) => ApiError::Conflict(m),
+            E::Duplicate(m) => ApiError::Duplicate(m),
             E::Unprocessable(m) => ApiError::Unprocessable(m),
             E::Exhausted(m) => ApiError::Exhausted(m),
             E::ShuttingDown(m) | E::Fenced(m) => ApiError::Unavailable(m),

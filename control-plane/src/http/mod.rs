@@ -69,7 +69,7 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     let text = String::from_utf8_lossy(&body).trim().to_string();
     let msg = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
     let kind = match status.as_u16() {
-        401 => "AuthenticationError",
+        401 => "AuthorizationError", // HIL has one type for 401 and 403
         403 => "AuthorizationError",
         404 => "NotFoundError",
         409 => "BlockedError",

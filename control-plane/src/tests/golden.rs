@@ -191,6 +191,21 @@ fn script() -> Vec<Step> {
         ("admin", "GET", "/v0/no/such/thing", None),
         ("admin", "GET", "/v0/project/%FF/nodes", None),
         ("admin", "GET", "/v0/network/pub/attachments?bogus=1", None),
+        // Added with the HIL-conformance work (issue 28): HIL's user list and
+        // admin flag, its extension list, and public networks for non-admins.
+        ("admin", "GET", "/v0/auth/basic/users", None),
+        ("bob", "GET", "/v0/auth/basic/users", None),
+        ("admin", "PATCH", "/v0/auth/basic/user/bob", Some(json!({"is_admin": true}))),
+        ("bob", "GET", "/v0/auth/basic/users", None),
+        ("bob", "PATCH", "/v0/auth/basic/user/bob", Some(json!({"is_admin": false}))),
+        ("admin", "PATCH", "/v0/auth/basic/user/bob", Some(json!({"is_admin": false}))),
+        ("admin", "PATCH", "/v0/auth/basic/user/ghost", Some(json!({"is_admin": true}))),
+        ("admin", "PATCH", "/v0/auth/basic/user/bob", Some(json!({"is_admin": "yes"}))),
+        ("bob", "GET", "/v0/active_extensions", None),
+        ("admin", "GET", "/v0/active_extensions", None),
+        ("anon", "GET", "/v0/networks", None),
+        ("bob", "GET", "/v0/networks", None),
+        ("admin", "GET", "/v0/networks", None),
     ]
 }
 

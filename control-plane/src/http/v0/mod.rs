@@ -7,6 +7,7 @@
 //! alphabetical order, the order HIL's own server (a JSON map) puts them in,
 //! so the bytes on the wire stay those of `tests/golden/hil_v0.txt`.
 
+mod extensions;
 mod networks;
 mod nodes;
 pub mod openapi;
@@ -48,6 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/project/{project}/networks", get(projects::networks))
         .route("/nodes/{is_free}", get(nodes::list))
         .route("/node/{node}", put(nodes::register).delete(nodes::delete).get(nodes::show))
+        .route("/node/{node}/obm", put(nodes::set_obm))
         .route("/node/{node}/power_on", post(nodes::power_on))
         .route("/node/{node}/power_off", post(nodes::power_off))
         .route("/node/{node}/power_cycle", post(nodes::power_cycle))
@@ -72,7 +74,9 @@ pub fn routes() -> Router<AppState> {
         .route("/switch/{switch}/port/{port}/detach_nic", post(switches::detach_nic))
         .route("/switch/{switch}/port/{port}/revert", post(switches::revert_port))
         .route("/networking_action/{id}", get(networks::show_action))
-        .route("/auth/basic/user/{user}", put(users::create).delete(users::delete))
+        .route("/auth/basic/users", get(users::list))
+        .route("/auth/basic/user/{user}", put(users::create).delete(users::delete).patch(users::set_admin))
+        .route("/active_extensions", get(extensions::list))
         .route("/auth/basic/user/{user}/add_project", post(users::add_project))
         .route("/auth/basic/user/{user}/remove_project", post(users::remove_project))
 }

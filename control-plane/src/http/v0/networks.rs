@@ -100,7 +100,7 @@ pub(super) struct ActionView {
     kind: String,
 }
 
-/// Every network: name -> VLAN and projects (admin).
+/// Every network (admin), or the public ones (everyone else, as in HIL): name -> VLAN and projects.
 #[utoipa::path(get, path = "/v0/networks", operation_id = "v0_network_list", responses((status = 200, body = BTreeMap<String, NetworkEntry>)))]
 pub(super) async fn list(State(st): State<AppState>, c: Caller) -> R<Json<BTreeMap<String, NetworkEntry>>> {
     let out = networks::list(&st, &c)

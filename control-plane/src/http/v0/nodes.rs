@@ -16,14 +16,33 @@ use crate::authz::Caller;
 use crate::drivers::{ObmConfig, PowerOp};
 use crate::http::{Body, Empty};
 
-/// A new node: its BMC (`obm`, `type` selects the driver) and optional metadata.
+/// A new node: its BMC and optional metadata. The BMC is either `obm`
+/// (`type` selects the driver) or, as HIL master sends it, `obmd`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeRegister {
-    obm: ObmConfig,
+    #[serde(default)]
+    obm: Option<ObmConfig>,
+    #[serde(default)]
+    obmd: Option<ObmdArg>,
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, Object>)]
     metadata: BTreeMap<String, Value>,
+}
+
+/// HIL master's `obmd` object: obmd's URL of the node and its admin token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ObmdArg {
+    uri: String,
+    admin_token: String,
+}
+
+/// `{"enabled": bool}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ObmEnabled {
+    enabled: bool,
 }
 
 /// `{"force": bool}` (optional).
@@ -107,7 +126,27 @@ pub(super) async fn register(
     Path(node): Path<String>,
     Body(req): Body<NodeRegister>,
 ) -> R<Response> {
-    nodes::register(&st, &c, &node, &req.obm, &req.metadata).await?;
+    let obm = match (req.obm, req.obmd) {
+        (Some(obm), None) => obm,
+        (None, Some(ObmdArg { uri, admin_token })) => ObmConfig::Obmd { uri, admin_token, token: None },
+        _ => return Err(crate::http::ApiError::BadRequest("give exactly one of obm and obmd".into())),
+    };
+    nodes::register(&st, &c, &node, &obm, &req.metadata).await?;
+    Ok(ok())
+}
+
+/// Enable or disable the node's OBM (its project's members; admins for a
+/// free node). For an obmd node, enabling gets a node token from obmd and
+/// disabling invalidates it; power, boot device and console need it. Other
+/// BMC types are always enabled: the call changes nothing.
+#[utoipa::path(put, path = "/v0/node/{node}/obm", operation_id = "v0_node_obm", params(("node" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = ObmEnabled, responses((status = 200, description = "done"), (status = 404), (status = 502)))]
+pub(super) async fn set_obm(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(node): Path<String>,
+    Body(ObmEnabled { enabled }): Body<ObmEnabled>,
+) -> R<Response> {
+    nodes::set_obm_enabled(&st, &c, &node, enabled).await?;
     Ok(ok())
 }
 

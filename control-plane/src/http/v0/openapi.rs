@@ -5,7 +5,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{StatusId, networks, nodes, projects, switches, users};
+use super::{StatusId, extensions, networks, nodes, projects, switches, users};
 use crate::http::Empty;
 use crate::http::error::ErrorBody;
 
@@ -30,6 +30,7 @@ use crate::http::error::ErrorBody;
         nodes::register,
         nodes::delete,
         nodes::show,
+        nodes::set_obm,
         nodes::power_on,
         nodes::power_off,
         nodes::power_cycle,
@@ -62,10 +63,13 @@ use crate::http::error::ErrorBody;
         switches::connect_nic,
         switches::detach_nic,
         switches::revert_port,
+        users::list,
         users::create,
+        users::set_admin,
         users::delete,
         users::add_project,
         users::remove_project,
+        extensions::list,
     ),
     components(schemas(Empty, StatusId, ErrorBody))
 )]

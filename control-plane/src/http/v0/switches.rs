@@ -22,11 +22,20 @@ pub(super) struct NodeNic {
     nic: String,
 }
 
-/// A switch and its ports.
+/// A switch, what its driver can do, and its ports (HIL's shape).
 #[derive(Serialize, ToSchema)]
 pub(super) struct SwitchView {
+    /// HIL's switch capabilities: `nativeless-trunk-mode` when a port can
+    /// carry tagged VLANs with no native one (every metalcast switch driver).
+    capabilities: Vec<String>,
     name: String,
-    ports: Vec<String>,
+    ports: Vec<PortLabel>,
+}
+
+/// `{"label": <port>}`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PortLabel {
+    label: String,
 }
 
 /// What is cabled to a port: empty (`{}`) if nothing.
@@ -71,8 +80,9 @@ pub(super) async fn delete(State(st): State<AppState>, c: Caller, Path(switch): 
 /// A switch and its ports (admin).
 #[utoipa::path(get, path = "/v0/switch/{switch}", operation_id = "v0_switch_show", params(("switch" = String, Path, description = "1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), responses((status = 200, body = SwitchView), (status = 404)))]
 pub(super) async fn show(State(st): State<AppState>, c: Caller, Path(switch): Path<String>) -> R<Json<SwitchView>> {
-    let ports = switches::ports(&st, &c, &switch).await?;
-    Ok(Json(SwitchView { name: switch, ports }))
+    let (capabilities, ports) = switches::show(&st, &c, &switch).await?;
+    let ports = ports.into_iter().map(|label| PortLabel { label }).collect();
+    Ok(Json(SwitchView { capabilities, name: switch, ports }))
 }
 
 /// Add a port (admin).
