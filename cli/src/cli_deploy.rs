@@ -236,7 +236,7 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
     if failed > 0 {
         if json_out {
             // As `main` prints answers: through a `Value` (keys sorted, like the server's).
-            println!("{}", serde_json::to_string_pretty(&out(&d)?).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&out(&d)?).unwrap_or_default());
         }
         return Err(CliError::Failed(format!(
             "deployment {id}: {failed} of {} node(s) failed (metalcast deploy retry {id})",
@@ -248,10 +248,10 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
 
 /// Prints the session line and the per-node table.
 pub fn print_summary(d: &Deployment) {
-    println!("deployment {} ({}): {} on {} node(s) of {}", d.id, d.state, d.image, d.nodes.len(), d.project);
+    outln!("deployment {} ({}): {} on {} node(s) of {}", d.id, d.state, d.image, d.nodes.len(), d.project);
     if let Some(s) = &d.summary {
         let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        println!(
+        outln!(
             "session {}: {:.2}s, wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols, {} reports rejected (forged or replayed)",
             d.session.as_deref().unwrap_or("-"),
             f("secs"),
@@ -276,7 +276,7 @@ pub fn print_summary(d: &Deployment) {
             n.reason.clone(),
         ]);
     }
-    print!("{}", crate::table::finish(t, &[2, 3, 4, 5]));
+    outp!("{}", crate::table::finish(t, &[2, 3, 4, 5]));
 }
 
 /// `metalcast node reclaim NODE [--wipe MODE]`.

@@ -7,6 +7,8 @@
 //! `metalcast_transport`) and `demo` stands up the README's main job on a
 //! namespace fabric ([`demo`], over `metalcast_fabric`).
 
+#[macro_use]
+mod stdout;
 mod cli;
 mod cli_client;
 mod cli_deploy;
@@ -20,7 +22,6 @@ mod send;
 mod serve_config;
 mod table;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
             return match send::run(a) {
                 Ok(s) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                        outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                     } else {
                         send::print_summary(&s);
                     }
@@ -163,7 +164,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "metalcast", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "metalcast", &mut script);
+            stdout::write_bytes(&script);
             ExitCode::SUCCESS
         }
         _ => match run_client(&cli).await {
@@ -172,7 +176,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                     Output::Json => format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
                     Output::Table => render_table(&v),
                 };
-                let _ = std::io::stdout().write_all(text.as_bytes());
+                stdout::write_bytes(text.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -366,10 +370,10 @@ async fn bootstrap(url: &str, user: &str, password: Option<String>) -> anyhow::R
     let b = metalcast_control_plane::app::tokens::bootstrap_admin(&st, user, password)
         .await
         .context("creating the admin user")?;
-    println!("user:     {}", b.user);
-    println!("password: {}", b.password);
-    println!("token:    {}", b.token.token);
-    println!("# export METALCAST_TOKEN={}", b.token.token);
+    outln!("user:     {}", b.user);
+    outln!("password: {}", b.password);
+    outln!("token:    {}", b.token.token);
+    outln!("# export METALCAST_TOKEN={}", b.token.token);
     Ok(())
 }
 

@@ -289,3 +289,21 @@ async fn image_quota_keypair_commands() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A reader that goes away (`metalcast completions bash | head -1`) ends
+/// the command quietly with exit code 0, not with a panic (exit 101).
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metalcast"))
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the only read end before the script is written: every write fails with EPIPE.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
