@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use metalcast_operator_api::v1::WipeSpec;
 
 /// Command line of the `metalcast` binary.
@@ -803,6 +803,48 @@ pub enum TokenCmd {
     },
 }
 
+/// The options of the client commands (the global ones of [`Cli`]).
+const CLIENT_ARGS: [&str; 6] = ["url", "token", "user", "password", "ca_cert", "output"];
+
+/// The commands that talk to no server: their help and completions leave
+/// out [`CLIENT_ARGS`], which would do nothing there.
+pub const LOCAL_COMMANDS: [&str; 5] = ["serve", "admin", "completions", "send", "demo"];
+
+/// The command line of `metalcast`: [`Cli`], with the client options hidden
+/// under [`LOCAL_COMMANDS`]. They stay global (so `metalcast -o json node
+/// list` and `metalcast node list -o json` both work) and are still
+/// accepted there, and ignored, so no existing invocation breaks.
+pub fn command() -> clap::Command {
+    let mut c = Cli::command();
+    // Building propagates the global options into every subcommand, where they can then be hidden.
+    c.build();
+    for name in LOCAL_COMMANDS {
+        c = c.mut_subcommand(name, hide_client_args);
+    }
+    c
+}
+
+/// `c` and its subcommands without the client options in their help.
+fn hide_client_args(c: clap::Command) -> clap::Command {
+    // mut_args keeps the arguments in place: the built command's key map
+    // indexes them (mut_arg would move one to the end and `--help` would
+    // then find another argument).
+    let mut c = c.mut_args(|a| if CLIENT_ARGS.contains(&a.get_id().as_str()) { a.hide(true) } else { a });
+    let subs: Vec<String> = c.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in subs {
+        c = c.mut_subcommand(name, hide_client_args);
+    }
+    c
+}
+
+/// True for a command that talks to a server (uses the client options).
+pub fn is_client(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Serve { .. } | Command::Admin(_) | Command::Completions { .. } | Command::Send(_) | Command::Demo(_)
+    )
+}
+
 fn parse_vlan_range(s: &str) -> Result<metalcast_control_plane::VlanPool, String> {
     let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
     let first: u16 = a.trim().parse().map_err(|_| "bad first VLAN id")?;
@@ -849,6 +891,46 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// `serve --help` and `admin bootstrap --help` do not offer the client
+    /// options; client commands still take them before or after the verb.
+    #[test]
+    fn client_options_only_where_they_apply() {
+        let mut c = command();
+        let help = |c: &mut clap::Command, path: &[&str]| {
+            let mut sc = &mut *c;
+            for p in path {
+                sc = sc.find_subcommand_mut(p).unwrap();
+            }
+            sc.render_long_help().to_string()
+        };
+        for path in [&["serve"][..], &["admin", "bootstrap"], &["admin"], &["completions"], &["send"], &["demo"]] {
+            let h = help(&mut c, path);
+            for flag in ["--url", "--token", "--user ", "--password", "--ca-cert", "--output"] {
+                assert!(!h.contains(flag), "{path:?} --help offers {flag}:\n{h}");
+            }
+        }
+        let h = help(&mut c, &["node", "list"]);
+        assert!(h.contains("--url") && h.contains("--output"), "{h}");
+        for argv in [
+            &["metalcast", "-o", "json", "--url", "http://x:1", "node", "list"][..],
+            &["metalcast", "node", "list", "-o", "json", "--url", "http://x:1"],
+        ] {
+            let c = Cli::from_arg_matches(&command().try_get_matches_from(argv).unwrap()).unwrap();
+            assert_eq!((c.output, c.url.as_str()), (Output::Json, "http://x:1"));
+        }
+        for argv in
+            [&["metalcast", "serve", "--help"][..], &["metalcast", "admin", "bootstrap", "-h"], &["metalcast", "-h"]]
+        {
+            let e = command().try_get_matches_from(argv).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{argv:?}: {e}");
+        }
+        // Still accepted (and ignored) where hidden: old scripts keep working.
+        assert!(
+            command().try_get_matches_from(["metalcast", "-o", "json", "serve", "--listen", "127.0.0.1:1"]).is_ok()
+        );
     }
 
     #[test]

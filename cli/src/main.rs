@@ -25,7 +25,7 @@ mod table;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use cli::{AdminCmd, Cli, Command, Output};
 use cli_client::run_client;
 use metalcast_control_plane::app::deployments::Provision;
@@ -42,12 +42,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let matches = Cli::command().get_matches_from(argv);
+    let matches = cli::command().get_matches_from(argv);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Err(msg) = cli.settle_credentials(&matches) {
+    // Only a client command uses credentials: `serve` must not fail over the caller's environment.
+    if cli::is_client(&cli.command)
+        && let Err(msg) = cli.settle_credentials(&matches)
+    {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
@@ -166,7 +169,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a failed write.
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "metalcast", &mut script);
+            clap_complete::generate(*shell, &mut cli::command(), "metalcast", &mut script);
             stdout::write_bytes(&script);
             ExitCode::SUCCESS
         }

@@ -21,9 +21,13 @@ async fn cli_against_server() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display());
 
-    // Bootstrap with the binary itself, directly on the database file.
+    // Bootstrap with the binary itself, directly on the database file. A
+    // client's credentials in the environment (token and user both) are no
+    // concern of a command that talks to no server.
     let out = Command::new(env!("CARGO_BIN_EXE_metalcast"))
         .args(["admin", "bootstrap", "--database-url", &db_url])
+        .env("METALCAST_TOKEN", "mct_unused")
+        .env("METALCAST_USER", "unused")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
