@@ -3,7 +3,8 @@
 //! [`crate::cli_client`]).
 //!
 //! Exit codes: 0 success; 1 other error (bad local input, I/O, server
-//! startup); 2 usage error (from clap); 3 cannot reach the server;
+//! startup); 2 usage error (from clap); 3 cannot reach the server (or a
+//! deployment's event stream was lost: `deploy watch ID` reattaches);
 //! 4 authentication/authorization refused (401/403); 5 not found (404);
 //! 6 conflict (409); 7 any other API error; 8 a deployment ended with failed nodes.
 
@@ -19,7 +20,7 @@ use metalcast_operator_api::v1::WipeSpec;
     name = "metalcast",
     version,
     about = "metalcast control plane: bare metal as a service (HIL-compatible API)",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable, \
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable or deployment stream lost, \
                   4 unauthorized/forbidden, 5 not found, 6 conflict, 7 other API error, \
                   8 deployment finished with failed nodes."
 )]

@@ -207,6 +207,7 @@ mod tests {
         assert_eq!(CliError::Api(Error::BadUrl("x".into())).exit_code(), 3);
         assert_eq!(CliError::Input("x".into()).exit_code(), 1);
         assert_eq!(CliError::Failed("x".into()).exit_code(), 8);
+        assert_eq!(CliError::StreamLost { id: 9, reason: "x".into() }.exit_code(), 3);
         assert_eq!(api(404).to_string(), "404: m");
     }
 }

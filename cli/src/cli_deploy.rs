@@ -179,7 +179,10 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
             Ok(DeploymentEvent::End) => break,
             // A snapshot this client cannot read: wait for the next one.
             Err(metalcast_operator_api::Error::Decode { .. }) => continue,
-            Err(e) => return Err(CliError::Input(e.to_string())),
+            Err(e) => {
+                multi.clear().ok();
+                return Err(lost(id, &e));
+            }
         };
         if d.nodes.len() <= BARS_PER_NODE_MAX {
             for n in &d.nodes {
@@ -224,13 +227,15 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
     let d = match (c.deployment(id).await, last) {
         (Ok(d), _) => d,
         (Err(metalcast_operator_api::Error::Decode { .. }), Some(last)) => last,
+        // The stream is gone and so is the server, or the deployment with it.
+        (Err(e @ metalcast_operator_api::Error::Transport { .. }), _) => return Err(lost(id, &e)),
         (Err(e), _) => return Err(e.into()),
     };
     if !json_out {
         print_summary(&d);
     }
     if d.state == DeploymentState::Running {
-        return Err(CliError::Input(format!("deployment {id} is still running (the event stream ended early)")));
+        return Err(CliError::StreamLost { id, reason: "the stream ended early".into() });
     }
     let failed = d.nodes.iter().filter(|n| n.state == NodeState::Failed).count();
     if failed > 0 {
@@ -244,6 +249,17 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
         )));
     }
     if json_out { out(d) } else { Ok(Value::Null) }
+}
+
+/// The stream of deployment `id` failed with `e`: the operator may reattach.
+fn lost(id: i64, e: &metalcast_operator_api::Error) -> CliError {
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        reason = format!("{reason}: {s}");
+        src = s.source();
+    }
+    CliError::StreamLost { id, reason }
 }
 
 /// Prints the session line and the per-node table.

@@ -311,3 +311,34 @@ fn closed_stdout_is_not_a_panic() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Answers the first connection to `listener` with `response` (raw HTTP,
+/// then the connection is closed), after which nothing listens any more;
+/// returns the request line.
+async fn answer_once(listener: tokio::net::TcpListener, response: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = listener.accept().await.unwrap();
+    drop(listener);
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).await.unwrap();
+    s.write_all(response).await.unwrap();
+    s.flush().await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+}
+
+/// A deployment's event stream cut before its end (and the server gone):
+/// exit code 3, as documented for a server that cannot be reached, and the
+/// command that reattaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_event_stream_exits_3_and_names_deploy_watch() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Headers and one chunk (an SSE comment), then the connection closes mid-body.
+    let cut: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\n: hi\n\n\r\n";
+    let server = tokio::spawn(answer_once(listener, cut));
+    let o = tokio::task::spawn_blocking(move || metalcast(&url, "mct_x", &["deploy", "watch", "9"])).await.unwrap();
+    assert_eq!(server.await.unwrap(), "GET /v1/deployments/9/events HTTP/1.1");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`metalcast deploy watch 9`"), "{o:?}");
+}
