@@ -54,7 +54,8 @@ pub struct DeployArgs {
     /// Seconds a node may take before it is failed (default 600).
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// Return once the deployment is created instead of following it.
+    /// Return once the deployment is created instead of following it: print
+    /// its id and the `deploy watch` command (`-o json`: the deployment).
     #[arg(long)]
     pub no_wait: bool,
 }
@@ -100,17 +101,26 @@ pub async fn run(c: &Client, a: &DeployArgs, json_out: bool) -> Result<Value, Cl
         Some(DeploySub::Watch { id }) => follow(c, *id, json_out).await,
         Some(DeploySub::Retry { id, no_wait }) => {
             let d = c.deployment_retry(*id).await?;
-            if *no_wait { out(d) } else { follow(c, *id, json_out).await }
+            match (*no_wait, json_out) {
+                (true, true) => out(d),
+                (true, false) => Ok(Value::String(started(&d, "retried"))),
+                (false, _) => follow(c, *id, json_out).await,
+            }
         }
         None => {
             let d = c.deploy(&request(a)?).await?;
             if a.no_wait {
-                return out(d);
+                return if json_out { out(d) } else { Ok(Value::String(started(&d, "created"))) };
             }
             eprintln!("deployment {}: {} to {} node(s) of {}", d.id, d.image, d.nodes.len(), d.project);
             follow(c, d.id, json_out).await
         }
     }
+}
+
+/// `--no-wait` for humans: what happened and how to follow it (`-o json` prints the deployment).
+fn started(d: &Deployment, what: &str) -> String {
+    format!("deployment {} {what}; follow it with `metalcast deploy watch {}`", d.id, d.id)
 }
 
 /// The `POST /v1/deployments` body of `metalcast deploy --image ...`.

@@ -342,3 +342,31 @@ async fn lost_event_stream_exits_3_and_names_deploy_watch() {
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("`metalcast deploy watch 9`"), "{o:?}");
 }
+
+/// `deploy --no-wait` for humans: the id and how to follow it; `-o json`:
+/// the deployment as the server answered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_no_wait_says_how_to_follow() {
+    const CREATED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 151\r\nconnection: close\r\n\r\n{\"id\":9,\"project\":\"p1\",\"image\":\"deb\",\"state\":\"running\",\"session\":null,\"summary\":null,\"created_by\":\"admin\",\"created_at\":0,\"finished_at\":null,\"nodes\":[]}";
+    for (args, expect) in [
+        (&["deploy", "--image", "deb", "--project", "p1", "--no-wait"][..], None),
+        (&["-o", "json", "deploy", "--image", "deb", "--project", "p1", "--no-wait"], Some(9)),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(answer_once(listener, CREATED));
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let o = tokio::task::spawn_blocking(move || {
+            metalcast(&url, "mct_x", &args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert_eq!(server.await.unwrap(), "POST /v1/deployments HTTP/1.1");
+        match expect {
+            None => {
+                assert_eq!(stdout(&o), "deployment 9 created; follow it with `metalcast deploy watch 9`\n", "{o:?}")
+            }
+            Some(id) => assert_eq!(json(&o)["id"], id),
+        }
+    }
+}
