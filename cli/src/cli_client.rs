@@ -39,6 +39,14 @@ fn done(r: Result<(), metalcast_operator_api::Error>) -> Result<Value, CliError>
     Ok(Value::Null)
 }
 
+/// A create or register call that answers nothing: for humans one line
+/// saying what was done (`node n1 registered`); under `-o json` nothing
+/// (`null`), as before, so scripts see no change.
+fn made(r: Result<(), metalcast_operator_api::Error>, human: bool, what: String) -> Result<Value, CliError> {
+    r?;
+    Ok(if human { Value::String(what) } else { Value::Null })
+}
+
 /// The id of an asynchronous networking call, as the server sent it.
 fn status_id(r: Result<String, metalcast_operator_api::Error>) -> Result<Value, CliError> {
     out(StatusId { status_id: r? })
@@ -47,6 +55,7 @@ fn status_id(r: Result<String, metalcast_operator_api::Error>) -> Result<Value, 
 /// Run a client (REST) command; returns the JSON to print.
 pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
     let c = client(cli)?;
+    let human = cli.output == Output::Table;
     use Command as C;
     match &cli.command {
         C::Serve { .. } | C::Admin(_) | C::Completions { .. } | C::Send(_) | C::Demo(_) => {
@@ -55,11 +64,11 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         C::Whoami => out(c.whoami().await?),
         C::Events { node } => out(c.events(node.as_deref()).await?),
         C::Action { status_id } => out(c.networking_action(status_id).await?),
-        C::Project(p) => project(&c, p).await,
-        C::Node(n) => node(&c, n).await,
-        C::Network(n) => network(&c, n).await,
-        C::Switch(s) => switch(&c, s).await,
-        C::User(u) => user(&c, u).await,
+        C::Project(p) => project(&c, p, human).await,
+        C::Node(n) => node(&c, n, human).await,
+        C::Network(n) => network(&c, n, human).await,
+        C::Switch(s) => switch(&c, s, human).await,
+        C::User(u) => user(&c, u, human).await,
         C::Token(t) => token(&c, t).await,
         C::Image(i) => crate::cli_registry::run_image(&c, i).await,
         C::Keypair(k) => crate::cli_registry::run_keypair(&c, k).await,
@@ -73,10 +82,12 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
 }
 
 /// `metalcast project ...`
-async fn project(c: &Client, cmd: &ProjectCmd) -> Result<Value, CliError> {
+async fn project(c: &Client, cmd: &ProjectCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         ProjectCmd::List => out(c.projects().await?),
-        ProjectCmd::Create { project } => done(c.project_create(project).await),
+        ProjectCmd::Create { project } => {
+            made(c.project_create(project).await, human, format!("project {project} created"))
+        }
         ProjectCmd::Delete { project } => done(c.project_delete(project).await),
         ProjectCmd::Networks { project } => out(c.project_networks(project).await?),
         ProjectCmd::Node(ProjectNodeCmd::Add { project, node }) => done(c.project_connect_node(project, node).await),
@@ -86,7 +97,7 @@ async fn project(c: &Client, cmd: &ProjectCmd) -> Result<Value, CliError> {
 }
 
 /// `metalcast node ...`
-async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
+async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         NodeCmd::List { which } => {
             let which = match which {
@@ -100,7 +111,8 @@ async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
         NodeCmd::Register { node, obm } => {
             let obm: Value =
                 serde_json::from_str(obm).map_err(|err| CliError::Input(format!("--obm is not JSON: {err}")))?;
-            done(c.node_register(node, &NodeRegister { obm, metadata: Default::default() }).await)
+            let r = c.node_register(node, &NodeRegister { obm, metadata: Default::default() }).await;
+            made(r, human, format!("node {node} registered"))
         }
         NodeCmd::Delete { node } => done(c.node_delete(node).await),
         NodeCmd::Power { verb, node } => match verb {
@@ -119,7 +131,11 @@ async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
         },
         NodeCmd::Boot { node, choice } => crate::cli_netboot::node_boot(c, node, *choice).await,
         NodeCmd::Bootdev { node, device } => done(c.set_bootdev(node, device).await),
-        NodeCmd::Nic(NicCmd::Add { node, nic, macaddr }) => done(c.nic_register(node, nic, macaddr).await),
+        NodeCmd::Nic(NicCmd::Add { node, nic, macaddr }) => made(
+            c.nic_register(node, nic, macaddr).await,
+            human,
+            format!("nic {nic} ({macaddr}) of node {node} registered"),
+        ),
         NodeCmd::Nic(NicCmd::Delete { node, nic }) => done(c.nic_delete(node, nic).await),
         NodeCmd::Metadata(MetadataCmd::Set { node, label, value }) => {
             let v = serde_json::from_str(value).unwrap_or(Value::String(value.clone()));
@@ -134,13 +150,13 @@ async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
 }
 
 /// `metalcast network ...`
-async fn network(c: &Client, cmd: &NetworkCmd) -> Result<Value, CliError> {
+async fn network(c: &Client, cmd: &NetworkCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         NetworkCmd::List => out(c.networks().await?),
         NetworkCmd::Show { network } => out(c.network(network).await?),
         NetworkCmd::Create { network, owner, access, net_id } => {
             let body = NetworkCreate { owner: owner.clone(), access: access.clone(), net_id: net_id.clone() };
-            done(c.network_create(network, &body).await)
+            made(c.network_create(network, &body).await, human, format!("network {network} created"))
         }
         NetworkCmd::Delete { network } => done(c.network_delete(network).await),
         NetworkCmd::Attachments { network, project } => out(c.network_attachments(network, project.as_deref()).await?),
@@ -150,17 +166,19 @@ async fn network(c: &Client, cmd: &NetworkCmd) -> Result<Value, CliError> {
 }
 
 /// `metalcast switch ...`
-async fn switch(c: &Client, cmd: &SwitchCmd) -> Result<Value, CliError> {
+async fn switch(c: &Client, cmd: &SwitchCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         SwitchCmd::List => out(c.switches().await?),
         SwitchCmd::Show { switch } => out(c.switch(switch).await?),
         SwitchCmd::Register { switch, bridge, netns } => {
             let body = SwitchRegister::LinuxBridge { bridge: bridge.clone(), netns: netns.clone() };
-            done(c.switch_register(switch, &body).await)
+            made(c.switch_register(switch, &body).await, human, format!("switch {switch} registered"))
         }
         SwitchCmd::Delete { switch } => done(c.switch_delete(switch).await),
         SwitchCmd::Port(p) => match p {
-            PortCmd::Add { switch, port } => done(c.port_register(switch, port).await),
+            PortCmd::Add { switch, port } => {
+                made(c.port_register(switch, port).await, human, format!("port {port} of switch {switch} registered"))
+            }
             PortCmd::Delete { switch, port } => done(c.port_delete(switch, port).await),
             PortCmd::Show { switch, port } => out(c.port(switch, port).await?),
             PortCmd::Connect { switch, port, node, nic } => done(c.port_connect_nic(switch, port, node, nic).await),
@@ -171,11 +189,12 @@ async fn switch(c: &Client, cmd: &SwitchCmd) -> Result<Value, CliError> {
 }
 
 /// `metalcast user ...`
-async fn user(c: &Client, cmd: &UserCmd) -> Result<Value, CliError> {
+async fn user(c: &Client, cmd: &UserCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         UserCmd::Create { user, admin, new_password } => {
             let body = UserCreate { password: new_password.clone(), is_admin: *admin };
-            done(c.user_create(user, &body).await)
+            let kind = if *admin { "admin user" } else { "user" };
+            made(c.user_create(user, &body).await, human, format!("{kind} {user} created"))
         }
         UserCmd::Delete { user } => done(c.user_delete(user).await),
         UserCmd::AddProject { user, project } => done(c.user_add_project(user, project).await),

@@ -53,7 +53,9 @@ async fn cli_against_server() {
     let (u, t) = (url.clone(), token.clone());
     tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| metalcast(&u, &t, args);
-        assert!(run(&["project", "create", "p1"]).status.success());
+        // Create and register commands confirm in one line for humans; -o json prints what it did before.
+        let o = run(&["project", "create", "p1"]);
+        assert_eq!(stdout(&o), "project p1 created\n", "{o:?}");
         let o = run(&[
             "node",
             "register",
@@ -61,8 +63,9 @@ async fn cli_against_server() {
             "--obm",
             r#"{"type":"ipmi","host":"127.0.0.1","user":"u","password":"p"}"#,
         ]);
-        assert!(o.status.success(), "{o:?}");
-        assert!(run(&["node", "nic", "add", "n1", "eth0", "52:54:00:12:34:56"]).status.success());
+        assert_eq!(stdout(&o), "node n1 registered\n", "{o:?}");
+        let o = run(&["-o", "json", "node", "nic", "add", "n1", "eth0", "52:54:00:12:34:56"]);
+        assert_eq!(stdout(&o), "null\n", "{o:?}");
         let o = run(&["node", "list", "free", "-o", "json"]);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), serde_json::json!(["n1"]));
         assert_eq!(stdout(&run(&["node", "list", "free"])), "n1\n");
@@ -81,7 +84,7 @@ async fn cli_against_server() {
         let o = run(&["node", "show", "n1"]);
         assert!(stdout(&o).contains("p1"), "{o:?}");
         let o = run(&["network", "create", "net1", "--owner", "p1", "--access", "p1"]);
-        assert!(o.status.success(), "{o:?}");
+        assert_eq!(stdout(&o), "network net1 created\n", "{o:?}");
         let o = run(&["network", "list"]);
         assert!(stdout(&o).starts_with("NAME"), "{o:?}");
         let o = run(&["whoami", "-o", "json"]);
