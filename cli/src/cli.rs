@@ -750,7 +750,9 @@ pub enum PortCmd {
 /// `metalcast user ...`
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
-    /// Create a user (admin); password from --new-password or METALCAST_NEW_PASSWORD.
+    /// Create a user (admin). The new user's password is asked for (twice,
+    /// not echoed) when stdin is a terminal; scripts give it on stdin with
+    /// --password-stdin, or in METALCAST_NEW_PASSWORD.
     Create {
         /// User name. (Its own id: the global --user is another argument.)
         #[arg(id = "user_name", value_name = "USER")]
@@ -758,9 +760,13 @@ pub enum UserCmd {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
-        /// The new user's password.
-        #[arg(long, env = "METALCAST_NEW_PASSWORD", hide_env_values = true)]
-        new_password: String,
+        /// Read the new user's password from stdin (its first line).
+        #[arg(long, conflicts_with = "new_password")]
+        password_stdin: bool,
+        /// Deprecated (other users can read a command line): the new user's
+        /// password. Use the prompt, --password-stdin or METALCAST_NEW_PASSWORD.
+        #[arg(long, value_name = "PASSWORD")]
+        new_password: Option<String>,
     },
     /// Delete a user (admin).
     Delete {
@@ -943,9 +949,8 @@ mod tests {
         assert!(matches!(c.command, Command::Project(ProjectCmd::Node(ProjectNodeCmd::Add { .. }))));
         assert!(Cli::try_parse_from(["metalcast", "serve", "--vlan-range", "5-1"]).is_err());
         // `user create alice` names the new user; it must not set the global --user.
-        let m = Cli::command()
-            .try_get_matches_from(["metalcast", "user", "create", "alice", "--new-password", "x"])
-            .unwrap();
+        let m =
+            Cli::command().try_get_matches_from(["metalcast", "user", "create", "alice", "--password-stdin"]).unwrap();
         let c = Cli::from_arg_matches(&m).unwrap();
         assert_eq!(c.user, None);
         assert!(matches!(c.command, Command::User(UserCmd::Create { ref user, .. }) if user == "alice"));

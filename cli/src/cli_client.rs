@@ -191,8 +191,9 @@ async fn switch(c: &Client, cmd: &SwitchCmd, human: bool) -> Result<Value, CliEr
 /// `metalcast user ...`
 async fn user(c: &Client, cmd: &UserCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
-        UserCmd::Create { user, admin, new_password } => {
-            let body = UserCreate { password: new_password.clone(), is_admin: *admin };
+        UserCmd::Create { user, admin, password_stdin, new_password } => {
+            let password = new_user_password(user, *password_stdin, new_password.as_deref())?;
+            let body = UserCreate { password, is_admin: *admin };
             let kind = if *admin { "admin user" } else { "user" };
             made(c.user_create(user, &body).await, human, format!("{kind} {user} created"))
         }
@@ -200,6 +201,47 @@ async fn user(c: &Client, cmd: &UserCmd, human: bool) -> Result<Value, CliError>
         UserCmd::AddProject { user, project } => done(c.user_add_project(user, project).await),
         UserCmd::RemoveProject { user, project } => done(c.user_remove_project(user, project).await),
     }
+}
+
+/// The password of `user create`: from stdin with `--password-stdin`, else
+/// the deprecated `--new-password` (with a warning), else
+/// `METALCAST_NEW_PASSWORD`, else asked for on the terminal.
+fn new_user_password(user: &str, from_stdin: bool, argv: Option<&str>) -> Result<String, CliError> {
+    use std::io::IsTerminal;
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Input(format!("reading the password from stdin: {e}")))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(p) = argv {
+        eprintln!(
+            "warning: --new-password is deprecated (other users can read a command line): \
+             use the prompt, --password-stdin or METALCAST_NEW_PASSWORD"
+        );
+        p.to_string()
+    } else if let Ok(p) = std::env::var("METALCAST_NEW_PASSWORD") {
+        p
+    } else if std::io::stdin().is_terminal() {
+        let ask = |prompt: String| {
+            rpassword::prompt_password(prompt).map_err(|e| CliError::Input(format!("reading the password: {e}")))
+        };
+        let first = ask(format!("password for {user}: "))?;
+        if ask(format!("password for {user} (again): "))? != first {
+            return Err(CliError::Input("the two passwords differ".into()));
+        }
+        first
+    } else {
+        return Err(CliError::Input(
+            "no password for the new user: stdin is not a terminal to ask on; give it with --password-stdin \
+             or METALCAST_NEW_PASSWORD"
+                .into(),
+        ));
+    };
+    if password.is_empty() {
+        return Err(CliError::Input("the password is empty".into()));
+    }
+    Ok(password)
 }
 
 /// `metalcast token ...`

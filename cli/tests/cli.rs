@@ -10,7 +10,7 @@ use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
 use serde_json::Value;
 
-use common::metalcast;
+use common::{metalcast, metalcast_with_stdin};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -93,8 +93,15 @@ async fn cli_against_server() {
         assert!(o.status.success() && stdout(&o).contains("metalcast"));
 
         // Credentials: a flag beats the environment; mixing a token and a user is refused.
-        let o = run(&["user", "create", "alice", "--new-password", "alicepw"]);
+        // The new user's password: on stdin for scripts; never needed on argv.
+        let o = metalcast_with_stdin(&u, &t, &["user", "create", "alice", "--password-stdin"], "alicepw\n");
+        assert_eq!(stdout(&o), "user alice created\n", "{o:?}");
+        let o = run(&["user", "create", "carol"]);
+        assert_eq!(o.status.code(), Some(1), "no terminal to ask on: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--password-stdin"), "{o:?}");
+        let o = run(&["user", "create", "carol", "--new-password", "carolpw"]);
         assert!(o.status.success(), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("deprecated"), "{o:?}");
         let o = run(&["--user", "alice", "--password", "alicepw", "whoami", "-o", "json"]);
         assert!(stdout(&o).contains("\"user\": \"alice\""), "the exported admin token won over --user: {o:?}");
         let o = run(&["--user", "alice", "--password", "wrong", "whoami"]);
