@@ -675,16 +675,31 @@ pub enum SwitchCmd {
         /// Switch name.
         switch: String,
     },
-    /// Register a Linux-bridge switch (admin).
+    /// Register a switch (admin): `--type linux-bridge --bridge BR [--netns NS]`,
+    /// `--type linux-vlan-bridges --netns NS`, or `--type upstream --parent-url URL
+    /// --parent-project P --parent-node N`.
     Register {
         /// Switch name.
         switch: String,
-        /// Bridge interface.
-        #[arg(long)]
-        bridge: String,
-        /// Network namespace of the bridge.
-        #[arg(long)]
+        /// Driver.
+        #[arg(long = "type", value_enum, default_value_t = SwitchType::LinuxBridge)]
+        kind: SwitchType,
+        /// linux-bridge: the bridge interface (vlan_filtering 1).
+        #[arg(long, required_if_eq("kind", "linux-bridge"))]
+        bridge: Option<String>,
+        /// linux-bridge: the bridge's network namespace (default: the host's);
+        /// linux-vlan-bridges: the namespace holding the ports.
+        #[arg(long, required_if_eq("kind", "linux-vlan-bridges"))]
         netns: Option<String>,
+        /// upstream: base URL of the parent control plane.
+        #[arg(long, value_name = "URL", required_if_eq("kind", "upstream"))]
+        parent_url: Option<String>,
+        /// upstream: project at the parent that holds the node.
+        #[arg(long, value_name = "PROJECT", required_if_eq("kind", "upstream"))]
+        parent_project: Option<String>,
+        /// upstream: the node's name at the parent.
+        #[arg(long, value_name = "NODE", required_if_eq("kind", "upstream"))]
+        parent_node: Option<String>,
     },
     /// Delete a switch (admin).
     Delete {
@@ -694,6 +709,17 @@ pub enum SwitchCmd {
     /// Ports.
     #[command(subcommand)]
     Port(PortCmd),
+}
+
+/// Switch drivers (the `type` of `PUT /v0/switch/<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SwitchType {
+    /// One Linux bridge with VLAN filtering; ports are its member interfaces.
+    LinuxBridge,
+    /// One Linux bridge per VLAN in a network namespace (no VLAN filtering needed).
+    LinuxVlanBridges,
+    /// A node's switch at a parent control plane (nested instances).
+    Upstream,
 }
 
 /// `metalcast switch port ...`

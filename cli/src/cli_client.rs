@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::cli::{
     Cli, Command, ConsoleVerb, MetadataCmd, NetworkCmd, NicCmd, NodeCmd, Output, PortCmd, PowerVerb, ProjectCmd,
-    ProjectNodeCmd, SwitchCmd, TokenCmd, UserCmd, Which,
+    ProjectNodeCmd, SwitchCmd, SwitchType, TokenCmd, UserCmd, Which,
 };
 use crate::cli_error::{CliError, out};
 
@@ -170,8 +170,8 @@ async fn switch(c: &Client, cmd: &SwitchCmd, human: bool) -> Result<Value, CliEr
     match cmd {
         SwitchCmd::List => out(c.switches().await?),
         SwitchCmd::Show { switch } => out(c.switch(switch).await?),
-        SwitchCmd::Register { switch, bridge, netns } => {
-            let body = SwitchRegister::LinuxBridge { bridge: bridge.clone(), netns: netns.clone() };
+        SwitchCmd::Register { switch, kind, bridge, netns, parent_url, parent_project, parent_node } => {
+            let body = switch_body(*kind, bridge, netns, parent_url, parent_project, parent_node)?;
             made(c.switch_register(switch, &body).await, human, format!("switch {switch} registered"))
         }
         SwitchCmd::Delete { switch } => done(c.switch_delete(switch).await),
@@ -186,6 +186,46 @@ async fn switch(c: &Client, cmd: &SwitchCmd, human: bool) -> Result<Value, CliEr
             PortCmd::Revert { switch, port } => status_id(c.port_revert(switch, port).await),
         },
     }
+}
+
+/// The body of `switch register`; a flag of another type is refused.
+fn switch_body(
+    kind: SwitchType,
+    bridge: &Option<String>,
+    netns: &Option<String>,
+    parent_url: &Option<String>,
+    parent_project: &Option<String>,
+    parent_node: &Option<String>,
+) -> Result<SwitchRegister, CliError> {
+    let flags = [
+        ("--bridge", bridge.is_some()),
+        ("--netns", netns.is_some()),
+        ("--parent-url", parent_url.is_some()),
+        ("--parent-project", parent_project.is_some()),
+        ("--parent-node", parent_node.is_some()),
+    ];
+    let (type_name, allowed): (&str, &[&str]) = match kind {
+        SwitchType::LinuxBridge => ("linux-bridge", &["--bridge", "--netns"]),
+        SwitchType::LinuxVlanBridges => ("linux-vlan-bridges", &["--netns"]),
+        SwitchType::Upstream => ("upstream", &["--parent-url", "--parent-project", "--parent-node"]),
+    };
+    if let Some((flag, _)) = flags.iter().find(|(f, given)| *given && !allowed.contains(f)) {
+        return Err(CliError::Input(format!("{flag} does not apply to --type {type_name}")));
+    }
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone().ok_or_else(|| CliError::Input(format!("--type {type_name} needs {flag}")))
+    };
+    Ok(match kind {
+        SwitchType::LinuxBridge => {
+            SwitchRegister::LinuxBridge { bridge: need(bridge, "--bridge")?, netns: netns.clone() }
+        }
+        SwitchType::LinuxVlanBridges => SwitchRegister::VlanBridges { netns: need(netns, "--netns")? },
+        SwitchType::Upstream => SwitchRegister::Upstream {
+            url: need(parent_url, "--parent-url")?,
+            project: need(parent_project, "--parent-project")?,
+            node: need(parent_node, "--parent-node")?,
+        },
+    })
 }
 
 /// `metalcast user ...`
@@ -260,6 +300,27 @@ mod tests {
 
     fn api(status: u16) -> CliError {
         CliError::Api(Error::Api { status, body: ErrorBody { msg: "m".into(), kind: "X".into() } })
+    }
+
+    #[test]
+    fn switch_bodies() {
+        let s = |v: &str| Some(v.to_string());
+        let body =
+            |kind, b, n, u, p, nd| serde_json::to_value(switch_body(kind, &b, &n, &u, &p, &nd).unwrap()).unwrap();
+        assert_eq!(
+            body(SwitchType::LinuxBridge, s("br0"), None, None, None, None),
+            serde_json::json!({"type": "linux-bridge", "bridge": "br0"})
+        );
+        assert_eq!(
+            body(SwitchType::LinuxVlanBridges, None, s("sw"), None, None, None),
+            serde_json::json!({"type": "linux-vlan-bridges", "netns": "sw"})
+        );
+        assert_eq!(
+            body(SwitchType::Upstream, None, None, s("http://p:7000"), s("pa"), s("n1")),
+            serde_json::json!({"type": "upstream", "url": "http://p:7000", "project": "pa", "node": "n1"})
+        );
+        let e = switch_body(SwitchType::LinuxVlanBridges, &s("br0"), &s("sw"), &None, &None, &None).unwrap_err();
+        assert_eq!(e.to_string(), "--bridge does not apply to --type linux-vlan-bridges");
     }
 
     #[test]

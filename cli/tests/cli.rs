@@ -87,6 +87,17 @@ async fn cli_against_server() {
         assert_eq!(stdout(&o), "network net1 created\n", "{o:?}");
         let o = run(&["network", "list"]);
         assert!(stdout(&o).starts_with("NAME"), "{o:?}");
+        // Every switch type the server knows.
+        let o = run(&["switch", "register", "up1", "--type", "upstream", "--parent-url", "http://127.0.0.1:1"]);
+        assert_eq!(o.status.code(), Some(2), "--parent-project and --parent-node are required: {o:?}");
+        let up = ["--parent-url", "http://127.0.0.1:1", "--parent-project", "pa", "--parent-node", "n9"];
+        let o = run(&[&["switch", "register", "up1", "--type", "upstream"][..], &up].concat());
+        assert_eq!(stdout(&o), "switch up1 registered\n", "{o:?}");
+        let o = run(&["switch", "register", "vb1", "--type", "linux-vlan-bridges", "--netns", "mcnoexist9"]);
+        assert_eq!(o.status.code(), Some(7), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("\"mcnoexist9\" does not exist"), "{o:?}");
+        let o = run(&["switch", "register", "br1", "--bridge", "br1"]);
+        assert_eq!(stdout(&o), "switch br1 registered\n", "linux-bridge stays the default: {o:?}");
         let o = run(&["whoami", "-o", "json"]);
         assert!(stdout(&o).contains("\"admin\": true"), "{o:?}");
         let o = run(&["completions", "bash"]);

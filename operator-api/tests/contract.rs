@@ -140,6 +140,9 @@ fn switch_bodies_are_the_drivers_shapes() {
     assert_eq!(serde_json::to_value(&b).unwrap(), json!({"type": "linux-bridge", "bridge": "br0"}));
     let b: SwitchRegister = serde_json::from_value(json!({"type": "linux-vlan-bridges", "netns": "sw"})).unwrap();
     assert_eq!(b, SwitchRegister::VlanBridges { netns: "sw".into() });
+    let up = json!({"type": "upstream", "url": "http://parent:7000", "project": "pa", "node": "n1"});
+    let b: SwitchRegister = serde_json::from_value(up.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&b).unwrap(), up);
 }
 
 #[test]
