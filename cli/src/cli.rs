@@ -547,7 +547,7 @@ pub enum NodeCmd {
     /// Metadata labels.
     #[command(subcommand)]
     Metadata(MetadataCmd),
-    /// Connect a NIC to a network (asynchronous; prints a status id).
+    /// Connect a NIC to a network (asynchronous: prints a status id; with --wait, waits for the switch).
     Connect {
         /// Node name.
         node: String,
@@ -558,8 +558,10 @@ pub enum NodeCmd {
         /// Channel (`vlan/native` default, or `vlan/<id>`).
         #[arg(long)]
         channel: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Detach a NIC from a network (asynchronous; prints a status id).
+    /// Detach a NIC from a network (asynchronous: prints a status id; with --wait, waits for the switch).
     Detach {
         /// Node name.
         node: String,
@@ -567,7 +569,21 @@ pub enum NodeCmd {
         nic: String,
         /// Network name.
         network: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
+}
+
+/// `--wait` of the asynchronous networking commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Wait until the switch is changed (the action is DONE); exit 1 if it
+    /// ends in ERROR or is still PENDING after --timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds --wait waits at most.
+    #[arg(long, default_value_t = 60, requires = "wait", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
 }
 
 /// `metalcast node nic ...`

@@ -52,6 +52,46 @@ fn status_id(r: Result<String, metalcast_operator_api::Error>) -> Result<Value, 
     out(StatusId { status_id: r? })
 }
 
+/// `--wait`: polls `GET /v0/networking_action/ID` until it is no longer
+/// PENDING, for at most `timeout` seconds. DONE answers the action (with its
+/// `status_id`; for humans one line); ERROR and the timeout are errors (exit 1).
+async fn wait_action(c: &Client, id: &str, timeout: u64, human: bool) -> Result<Value, CliError> {
+    use metalcast_operator_api::v0::ActionStatus;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        let a = c.networking_action(id).await?;
+        let what = match &a.new_network {
+            Some(net) => format!("nic {} of node {} on network {net} ({})", a.nic, a.node, a.channel),
+            None => format!("nic {} of node {} off its network ({})", a.nic, a.node, a.channel),
+        };
+        match a.status {
+            ActionStatus::Done if human => return Ok(Value::String(format!("action {id} done: {what}"))),
+            ActionStatus::Done => {
+                let mut v = out(&a)?;
+                v["status_id"] = Value::String(id.to_string());
+                return Ok(v);
+            }
+            ActionStatus::Error => {
+                return Err(CliError::Input(format!(
+                    "networking action {id} ended in ERROR: the switch was not changed ({what}); \
+                     see `metalcast events --node {}` and the server's log",
+                    a.node
+                )));
+            }
+            ActionStatus::Pending => {}
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(CliError::Input(format!(
+                "networking action {id} is still PENDING after {timeout} s; check it later with `metalcast action {id}`"
+            )));
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
 /// Run a client (REST) command; returns the JSON to print.
 pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
     let c = client(cli)?;
@@ -142,10 +182,14 @@ async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError>
             done(c.metadata_set(node, label, v).await)
         }
         NodeCmd::Metadata(MetadataCmd::Delete { node, label }) => done(c.metadata_delete(node, label).await),
-        NodeCmd::Connect { node, nic, network, channel } => {
-            status_id(c.connect_network(node, nic, network, channel.as_deref()).await)
+        NodeCmd::Connect { node, nic, network, channel, wait } => {
+            let id = c.connect_network(node, nic, network, channel.as_deref()).await;
+            if wait.wait { wait_action(c, &id?, wait.timeout, human).await } else { status_id(id) }
         }
-        NodeCmd::Detach { node, nic, network } => status_id(c.detach_network(node, nic, network).await),
+        NodeCmd::Detach { node, nic, network, wait } => {
+            let id = c.detach_network(node, nic, network).await;
+            if wait.wait { wait_action(c, &id?, wait.timeout, human).await } else { status_id(id) }
+        }
     }
 }
 

@@ -98,6 +98,21 @@ async fn cli_against_server() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("\"mcnoexist9\" does not exist"), "{o:?}");
         let o = run(&["switch", "register", "br1", "--bridge", "br1"]);
         assert_eq!(stdout(&o), "switch br1 registered\n", "linux-bridge stays the default: {o:?}");
+        // connect --wait: polls the action until it is no longer PENDING. The
+        // bridge and port do not exist, so the switch change ends in ERROR (exit 1).
+        assert!(run(&["switch", "port", "add", "br1", "mcnoport9"]).status.success());
+        assert!(run(&["switch", "port", "connect", "br1", "mcnoport9", "n1", "eth0"]).status.success());
+        let o = run(&["node", "connect", "n1", "eth0", "net1", "--wait", "--timeout", "30"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        match o.status.code() {
+            Some(0) => assert!(stdout(&o).contains("done: nic eth0 of node n1 on network net1"), "{o:?}"),
+            _ => assert!(o.status.code() == Some(1) && err.contains("ended in ERROR"), "{o:?}"),
+        }
+        assert_eq!(
+            run(&["node", "detach", "n1", "eth0", "net1", "--timeout", "5"]).status.code(),
+            Some(2),
+            "--timeout needs --wait"
+        );
         let o = run(&["whoami", "-o", "json"]);
         assert!(stdout(&o).contains("\"admin\": true"), "{o:?}");
         let o = run(&["completions", "bash"]);
