@@ -226,6 +226,7 @@ fn v1_types_match_the_openapi_document() {
             "Bid" => matches_schema::<Bid>(&doc, name),
             "BidCreate" => matches_schema::<BidCreate>(&doc, name),
             "BuyRequest" => matches_schema::<BuyRequest>(&doc, name),
+            "Change" => matches_schema::<DeploymentChange>(&doc, name),
             "Extend" => matches_schema::<Extend>(&doc, name),
             "Lease" => matches_schema::<Lease>(&doc, name),
             "LeaseState" => matches_schema::<LeaseState>(&doc, name),
@@ -273,7 +274,7 @@ fn v1_types_match_the_openapi_document() {
             other => panic!("the server's schema {other} has no type here"),
         }
     }
-    assert_eq!(names.len(), 51, "{names:?}");
+    assert_eq!(names.len(), 52, "{names:?}");
 }
 
 #[test]
