@@ -3,14 +3,15 @@
 //! [`crate::cli_client`]).
 //!
 //! Exit codes: 0 success; 1 other error (bad local input, I/O, server
-//! startup); 2 usage error (from clap); 3 cannot reach the server;
+//! startup); 2 usage error (from clap); 3 cannot reach the server (or a
+//! deployment's event stream was lost: `deploy watch ID` reattaches);
 //! 4 authentication/authorization refused (401/403); 5 not found (404);
 //! 6 conflict (409); 7 any other API error; 8 a deployment ended with failed nodes.
 
 use std::net::SocketAddr;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use metalcast_operator_api::v1::WipeSpec;
 
 /// Command line of the `metalcast` binary.
@@ -19,7 +20,7 @@ use metalcast_operator_api::v1::WipeSpec;
     name = "metalcast",
     version,
     about = "metalcast control plane: bare metal as a service (HIL-compatible API)",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable, \
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 server unreachable or deployment stream lost, \
                   4 unauthorized/forbidden, 5 not found, 6 conflict, 7 other API error, \
                   8 deployment finished with failed nodes."
 )]
@@ -546,7 +547,7 @@ pub enum NodeCmd {
     /// Metadata labels.
     #[command(subcommand)]
     Metadata(MetadataCmd),
-    /// Connect a NIC to a network (asynchronous; prints a status id).
+    /// Connect a NIC to a network (asynchronous: prints a status id; with --wait, waits for the switch).
     Connect {
         /// Node name.
         node: String,
@@ -557,8 +558,10 @@ pub enum NodeCmd {
         /// Channel (`vlan/native` default, or `vlan/<id>`).
         #[arg(long)]
         channel: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
-    /// Detach a NIC from a network (asynchronous; prints a status id).
+    /// Detach a NIC from a network (asynchronous: prints a status id; with --wait, waits for the switch).
     Detach {
         /// Node name.
         node: String,
@@ -566,7 +569,21 @@ pub enum NodeCmd {
         nic: String,
         /// Network name.
         network: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
+}
+
+/// `--wait` of the asynchronous networking commands.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Wait until the switch is changed (the action is DONE); exit 1 if it
+    /// ends in ERROR or is still PENDING after --timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds --wait waits at most.
+    #[arg(long, default_value_t = 60, requires = "wait", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
 }
 
 /// `metalcast node nic ...`
@@ -674,16 +691,31 @@ pub enum SwitchCmd {
         /// Switch name.
         switch: String,
     },
-    /// Register a Linux-bridge switch (admin).
+    /// Register a switch (admin): `--type linux-bridge --bridge BR [--netns NS]`,
+    /// `--type linux-vlan-bridges --netns NS`, or `--type upstream --parent-url URL
+    /// --parent-project P --parent-node N`.
     Register {
         /// Switch name.
         switch: String,
-        /// Bridge interface.
-        #[arg(long)]
-        bridge: String,
-        /// Network namespace of the bridge.
-        #[arg(long)]
+        /// Driver.
+        #[arg(long = "type", value_enum, default_value_t = SwitchType::LinuxBridge)]
+        kind: SwitchType,
+        /// linux-bridge: the bridge interface (vlan_filtering 1).
+        #[arg(long, required_if_eq("kind", "linux-bridge"))]
+        bridge: Option<String>,
+        /// linux-bridge: the bridge's network namespace (default: the host's);
+        /// linux-vlan-bridges: the namespace holding the ports.
+        #[arg(long, required_if_eq("kind", "linux-vlan-bridges"))]
         netns: Option<String>,
+        /// upstream: base URL of the parent control plane.
+        #[arg(long, value_name = "URL", required_if_eq("kind", "upstream"))]
+        parent_url: Option<String>,
+        /// upstream: project at the parent that holds the node.
+        #[arg(long, value_name = "PROJECT", required_if_eq("kind", "upstream"))]
+        parent_project: Option<String>,
+        /// upstream: the node's name at the parent.
+        #[arg(long, value_name = "NODE", required_if_eq("kind", "upstream"))]
+        parent_node: Option<String>,
     },
     /// Delete a switch (admin).
     Delete {
@@ -693,6 +725,17 @@ pub enum SwitchCmd {
     /// Ports.
     #[command(subcommand)]
     Port(PortCmd),
+}
+
+/// Switch drivers (the `type` of `PUT /v0/switch/<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SwitchType {
+    /// One Linux bridge with VLAN filtering; ports are its member interfaces.
+    LinuxBridge,
+    /// One Linux bridge per VLAN in a network namespace (no VLAN filtering needed).
+    LinuxVlanBridges,
+    /// A node's switch at a parent control plane (nested instances).
+    Upstream,
 }
 
 /// `metalcast switch port ...`
@@ -749,7 +792,9 @@ pub enum PortCmd {
 /// `metalcast user ...`
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
-    /// Create a user (admin); password from --new-password or METALCAST_NEW_PASSWORD.
+    /// Create a user (admin). The new user's password is asked for (twice,
+    /// not echoed) when stdin is a terminal; scripts give it on stdin with
+    /// --password-stdin, or in METALCAST_NEW_PASSWORD.
     Create {
         /// User name. (Its own id: the global --user is another argument.)
         #[arg(id = "user_name", value_name = "USER")]
@@ -757,9 +802,13 @@ pub enum UserCmd {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
-        /// The new user's password.
-        #[arg(long, env = "METALCAST_NEW_PASSWORD", hide_env_values = true)]
-        new_password: String,
+        /// Read the new user's password from stdin (its first line).
+        #[arg(long, conflicts_with = "new_password")]
+        password_stdin: bool,
+        /// Deprecated (other users can read a command line): the new user's
+        /// password. Use the prompt, --password-stdin or METALCAST_NEW_PASSWORD.
+        #[arg(long, value_name = "PASSWORD")]
+        new_password: Option<String>,
     },
     /// Delete a user (admin).
     Delete {
@@ -801,6 +850,48 @@ pub enum TokenCmd {
         /// Token id.
         id: String,
     },
+}
+
+/// The options of the client commands (the global ones of [`Cli`]).
+const CLIENT_ARGS: [&str; 6] = ["url", "token", "user", "password", "ca_cert", "output"];
+
+/// The commands that talk to no server: their help and completions leave
+/// out [`CLIENT_ARGS`], which would do nothing there.
+pub const LOCAL_COMMANDS: [&str; 5] = ["serve", "admin", "completions", "send", "demo"];
+
+/// The command line of `metalcast`: [`Cli`], with the client options hidden
+/// under [`LOCAL_COMMANDS`]. They stay global (so `metalcast -o json node
+/// list` and `metalcast node list -o json` both work) and are still
+/// accepted there, and ignored, so no existing invocation breaks.
+pub fn command() -> clap::Command {
+    let mut c = Cli::command();
+    // Building propagates the global options into every subcommand, where they can then be hidden.
+    c.build();
+    for name in LOCAL_COMMANDS {
+        c = c.mut_subcommand(name, hide_client_args);
+    }
+    c
+}
+
+/// `c` and its subcommands without the client options in their help.
+fn hide_client_args(c: clap::Command) -> clap::Command {
+    // mut_args keeps the arguments in place: the built command's key map
+    // indexes them (mut_arg would move one to the end and `--help` would
+    // then find another argument).
+    let mut c = c.mut_args(|a| if CLIENT_ARGS.contains(&a.get_id().as_str()) { a.hide(true) } else { a });
+    let subs: Vec<String> = c.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in subs {
+        c = c.mut_subcommand(name, hide_client_args);
+    }
+    c
+}
+
+/// True for a command that talks to a server (uses the client options).
+pub fn is_client(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Serve { .. } | Command::Admin(_) | Command::Completions { .. } | Command::Send(_) | Command::Demo(_)
+    )
 }
 
 fn parse_vlan_range(s: &str) -> Result<metalcast_control_plane::VlanPool, String> {
@@ -849,6 +940,46 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// `serve --help` and `admin bootstrap --help` do not offer the client
+    /// options; client commands still take them before or after the verb.
+    #[test]
+    fn client_options_only_where_they_apply() {
+        let mut c = command();
+        let help = |c: &mut clap::Command, path: &[&str]| {
+            let mut sc = &mut *c;
+            for p in path {
+                sc = sc.find_subcommand_mut(p).unwrap();
+            }
+            sc.render_long_help().to_string()
+        };
+        for path in [&["serve"][..], &["admin", "bootstrap"], &["admin"], &["completions"], &["send"], &["demo"]] {
+            let h = help(&mut c, path);
+            for flag in ["--url", "--token", "--user ", "--password", "--ca-cert", "--output"] {
+                assert!(!h.contains(flag), "{path:?} --help offers {flag}:\n{h}");
+            }
+        }
+        let h = help(&mut c, &["node", "list"]);
+        assert!(h.contains("--url") && h.contains("--output"), "{h}");
+        for argv in [
+            &["metalcast", "-o", "json", "--url", "http://x:1", "node", "list"][..],
+            &["metalcast", "node", "list", "-o", "json", "--url", "http://x:1"],
+        ] {
+            let c = Cli::from_arg_matches(&command().try_get_matches_from(argv).unwrap()).unwrap();
+            assert_eq!((c.output, c.url.as_str()), (Output::Json, "http://x:1"));
+        }
+        for argv in
+            [&["metalcast", "serve", "--help"][..], &["metalcast", "admin", "bootstrap", "-h"], &["metalcast", "-h"]]
+        {
+            let e = command().try_get_matches_from(argv).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{argv:?}: {e}");
+        }
+        // Still accepted (and ignored) where hidden: old scripts keep working.
+        assert!(
+            command().try_get_matches_from(["metalcast", "-o", "json", "serve", "--listen", "127.0.0.1:1"]).is_ok()
+        );
     }
 
     #[test]
@@ -860,9 +991,8 @@ mod tests {
         assert!(matches!(c.command, Command::Project(ProjectCmd::Node(ProjectNodeCmd::Add { .. }))));
         assert!(Cli::try_parse_from(["metalcast", "serve", "--vlan-range", "5-1"]).is_err());
         // `user create alice` names the new user; it must not set the global --user.
-        let m = Cli::command()
-            .try_get_matches_from(["metalcast", "user", "create", "alice", "--new-password", "x"])
-            .unwrap();
+        let m =
+            Cli::command().try_get_matches_from(["metalcast", "user", "create", "alice", "--password-stdin"]).unwrap();
         let c = Cli::from_arg_matches(&m).unwrap();
         assert_eq!(c.user, None);
         assert!(matches!(c.command, Command::User(UserCmd::Create { ref user, .. }) if user == "alice"));

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::cli::{
     Cli, Command, ConsoleVerb, MetadataCmd, NetworkCmd, NicCmd, NodeCmd, Output, PortCmd, PowerVerb, ProjectCmd,
-    ProjectNodeCmd, SwitchCmd, TokenCmd, UserCmd, Which,
+    ProjectNodeCmd, SwitchCmd, SwitchType, TokenCmd, UserCmd, Which,
 };
 use crate::cli_error::{CliError, out};
 
@@ -39,14 +39,63 @@ fn done(r: Result<(), metalcast_operator_api::Error>) -> Result<Value, CliError>
     Ok(Value::Null)
 }
 
+/// A create or register call that answers nothing: for humans one line
+/// saying what was done (`node n1 registered`); under `-o json` nothing
+/// (`null`), as before, so scripts see no change.
+fn made(r: Result<(), metalcast_operator_api::Error>, human: bool, what: String) -> Result<Value, CliError> {
+    r?;
+    Ok(if human { Value::String(what) } else { Value::Null })
+}
+
 /// The id of an asynchronous networking call, as the server sent it.
 fn status_id(r: Result<String, metalcast_operator_api::Error>) -> Result<Value, CliError> {
     out(StatusId { status_id: r? })
 }
 
+/// `--wait`: polls `GET /v0/networking_action/ID` until it is no longer
+/// PENDING, for at most `timeout` seconds. DONE answers the action (with its
+/// `status_id`; for humans one line); ERROR and the timeout are errors (exit 1).
+async fn wait_action(c: &Client, id: &str, timeout: u64, human: bool) -> Result<Value, CliError> {
+    use metalcast_operator_api::v0::ActionStatus;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        let a = c.networking_action(id).await?;
+        let what = match &a.new_network {
+            Some(net) => format!("nic {} of node {} on network {net} ({})", a.nic, a.node, a.channel),
+            None => format!("nic {} of node {} off its network ({})", a.nic, a.node, a.channel),
+        };
+        match a.status {
+            ActionStatus::Done if human => return Ok(Value::String(format!("action {id} done: {what}"))),
+            ActionStatus::Done => {
+                let mut v = out(&a)?;
+                v["status_id"] = Value::String(id.to_string());
+                return Ok(v);
+            }
+            ActionStatus::Error => {
+                return Err(CliError::Input(format!(
+                    "networking action {id} ended in ERROR: the switch was not changed ({what}); \
+                     see `metalcast events --node {}` and the server's log",
+                    a.node
+                )));
+            }
+            ActionStatus::Pending => {}
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(CliError::Input(format!(
+                "networking action {id} is still PENDING after {timeout} s; check it later with `metalcast action {id}`"
+            )));
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
 /// Run a client (REST) command; returns the JSON to print.
 pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
     let c = client(cli)?;
+    let human = cli.output == Output::Table;
     use Command as C;
     match &cli.command {
         C::Serve { .. } | C::Admin(_) | C::Completions { .. } | C::Send(_) | C::Demo(_) => {
@@ -55,11 +104,11 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         C::Whoami => out(c.whoami().await?),
         C::Events { node } => out(c.events(node.as_deref()).await?),
         C::Action { status_id } => out(c.networking_action(status_id).await?),
-        C::Project(p) => project(&c, p).await,
-        C::Node(n) => node(&c, n).await,
-        C::Network(n) => network(&c, n).await,
-        C::Switch(s) => switch(&c, s).await,
-        C::User(u) => user(&c, u).await,
+        C::Project(p) => project(&c, p, human).await,
+        C::Node(n) => node(&c, n, human).await,
+        C::Network(n) => network(&c, n, human).await,
+        C::Switch(s) => switch(&c, s, human).await,
+        C::User(u) => user(&c, u, human).await,
         C::Token(t) => token(&c, t).await,
         C::Image(i) => crate::cli_registry::run_image(&c, i).await,
         C::Keypair(k) => crate::cli_registry::run_keypair(&c, k).await,
@@ -73,10 +122,12 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
 }
 
 /// `metalcast project ...`
-async fn project(c: &Client, cmd: &ProjectCmd) -> Result<Value, CliError> {
+async fn project(c: &Client, cmd: &ProjectCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         ProjectCmd::List => out(c.projects().await?),
-        ProjectCmd::Create { project } => done(c.project_create(project).await),
+        ProjectCmd::Create { project } => {
+            made(c.project_create(project).await, human, format!("project {project} created"))
+        }
         ProjectCmd::Delete { project } => done(c.project_delete(project).await),
         ProjectCmd::Networks { project } => out(c.project_networks(project).await?),
         ProjectCmd::Node(ProjectNodeCmd::Add { project, node }) => done(c.project_connect_node(project, node).await),
@@ -86,7 +137,7 @@ async fn project(c: &Client, cmd: &ProjectCmd) -> Result<Value, CliError> {
 }
 
 /// `metalcast node ...`
-async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
+async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         NodeCmd::List { which } => {
             let which = match which {
@@ -100,7 +151,8 @@ async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
         NodeCmd::Register { node, obm } => {
             let obm: Value =
                 serde_json::from_str(obm).map_err(|err| CliError::Input(format!("--obm is not JSON: {err}")))?;
-            done(c.node_register(node, &NodeRegister { obm, metadata: Default::default() }).await)
+            let r = c.node_register(node, &NodeRegister { obm, metadata: Default::default() }).await;
+            made(r, human, format!("node {node} registered"))
         }
         NodeCmd::Delete { node } => done(c.node_delete(node).await),
         NodeCmd::Power { verb, node } => match verb {
@@ -119,28 +171,36 @@ async fn node(c: &Client, cmd: &NodeCmd) -> Result<Value, CliError> {
         },
         NodeCmd::Boot { node, choice } => crate::cli_netboot::node_boot(c, node, *choice).await,
         NodeCmd::Bootdev { node, device } => done(c.set_bootdev(node, device).await),
-        NodeCmd::Nic(NicCmd::Add { node, nic, macaddr }) => done(c.nic_register(node, nic, macaddr).await),
+        NodeCmd::Nic(NicCmd::Add { node, nic, macaddr }) => made(
+            c.nic_register(node, nic, macaddr).await,
+            human,
+            format!("nic {nic} ({macaddr}) of node {node} registered"),
+        ),
         NodeCmd::Nic(NicCmd::Delete { node, nic }) => done(c.nic_delete(node, nic).await),
         NodeCmd::Metadata(MetadataCmd::Set { node, label, value }) => {
             let v = serde_json::from_str(value).unwrap_or(Value::String(value.clone()));
             done(c.metadata_set(node, label, v).await)
         }
         NodeCmd::Metadata(MetadataCmd::Delete { node, label }) => done(c.metadata_delete(node, label).await),
-        NodeCmd::Connect { node, nic, network, channel } => {
-            status_id(c.connect_network(node, nic, network, channel.as_deref()).await)
+        NodeCmd::Connect { node, nic, network, channel, wait } => {
+            let id = c.connect_network(node, nic, network, channel.as_deref()).await;
+            if wait.wait { wait_action(c, &id?, wait.timeout, human).await } else { status_id(id) }
         }
-        NodeCmd::Detach { node, nic, network } => status_id(c.detach_network(node, nic, network).await),
+        NodeCmd::Detach { node, nic, network, wait } => {
+            let id = c.detach_network(node, nic, network).await;
+            if wait.wait { wait_action(c, &id?, wait.timeout, human).await } else { status_id(id) }
+        }
     }
 }
 
 /// `metalcast network ...`
-async fn network(c: &Client, cmd: &NetworkCmd) -> Result<Value, CliError> {
+async fn network(c: &Client, cmd: &NetworkCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         NetworkCmd::List => out(c.networks().await?),
         NetworkCmd::Show { network } => out(c.network(network).await?),
         NetworkCmd::Create { network, owner, access, net_id } => {
             let body = NetworkCreate { owner: owner.clone(), access: access.clone(), net_id: net_id.clone() };
-            done(c.network_create(network, &body).await)
+            made(c.network_create(network, &body).await, human, format!("network {network} created"))
         }
         NetworkCmd::Delete { network } => done(c.network_delete(network).await),
         NetworkCmd::Attachments { network, project } => out(c.network_attachments(network, project.as_deref()).await?),
@@ -150,17 +210,19 @@ async fn network(c: &Client, cmd: &NetworkCmd) -> Result<Value, CliError> {
 }
 
 /// `metalcast switch ...`
-async fn switch(c: &Client, cmd: &SwitchCmd) -> Result<Value, CliError> {
+async fn switch(c: &Client, cmd: &SwitchCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
         SwitchCmd::List => out(c.switches().await?),
         SwitchCmd::Show { switch } => out(c.switch(switch).await?),
-        SwitchCmd::Register { switch, bridge, netns } => {
-            let body = SwitchRegister::LinuxBridge { bridge: bridge.clone(), netns: netns.clone() };
-            done(c.switch_register(switch, &body).await)
+        SwitchCmd::Register { switch, kind, bridge, netns, parent_url, parent_project, parent_node } => {
+            let body = switch_body(*kind, bridge, netns, parent_url, parent_project, parent_node)?;
+            made(c.switch_register(switch, &body).await, human, format!("switch {switch} registered"))
         }
         SwitchCmd::Delete { switch } => done(c.switch_delete(switch).await),
         SwitchCmd::Port(p) => match p {
-            PortCmd::Add { switch, port } => done(c.port_register(switch, port).await),
+            PortCmd::Add { switch, port } => {
+                made(c.port_register(switch, port).await, human, format!("port {port} of switch {switch} registered"))
+            }
             PortCmd::Delete { switch, port } => done(c.port_delete(switch, port).await),
             PortCmd::Show { switch, port } => out(c.port(switch, port).await?),
             PortCmd::Connect { switch, port, node, nic } => done(c.port_connect_nic(switch, port, node, nic).await),
@@ -170,17 +232,100 @@ async fn switch(c: &Client, cmd: &SwitchCmd) -> Result<Value, CliError> {
     }
 }
 
+/// The body of `switch register`; a flag of another type is refused.
+fn switch_body(
+    kind: SwitchType,
+    bridge: &Option<String>,
+    netns: &Option<String>,
+    parent_url: &Option<String>,
+    parent_project: &Option<String>,
+    parent_node: &Option<String>,
+) -> Result<SwitchRegister, CliError> {
+    let flags = [
+        ("--bridge", bridge.is_some()),
+        ("--netns", netns.is_some()),
+        ("--parent-url", parent_url.is_some()),
+        ("--parent-project", parent_project.is_some()),
+        ("--parent-node", parent_node.is_some()),
+    ];
+    let (type_name, allowed): (&str, &[&str]) = match kind {
+        SwitchType::LinuxBridge => ("linux-bridge", &["--bridge", "--netns"]),
+        SwitchType::LinuxVlanBridges => ("linux-vlan-bridges", &["--netns"]),
+        SwitchType::Upstream => ("upstream", &["--parent-url", "--parent-project", "--parent-node"]),
+    };
+    if let Some((flag, _)) = flags.iter().find(|(f, given)| *given && !allowed.contains(f)) {
+        return Err(CliError::Input(format!("{flag} does not apply to --type {type_name}")));
+    }
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone().ok_or_else(|| CliError::Input(format!("--type {type_name} needs {flag}")))
+    };
+    Ok(match kind {
+        SwitchType::LinuxBridge => {
+            SwitchRegister::LinuxBridge { bridge: need(bridge, "--bridge")?, netns: netns.clone() }
+        }
+        SwitchType::LinuxVlanBridges => SwitchRegister::VlanBridges { netns: need(netns, "--netns")? },
+        SwitchType::Upstream => SwitchRegister::Upstream {
+            url: need(parent_url, "--parent-url")?,
+            project: need(parent_project, "--parent-project")?,
+            node: need(parent_node, "--parent-node")?,
+        },
+    })
+}
+
 /// `metalcast user ...`
-async fn user(c: &Client, cmd: &UserCmd) -> Result<Value, CliError> {
+async fn user(c: &Client, cmd: &UserCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
-        UserCmd::Create { user, admin, new_password } => {
-            let body = UserCreate { password: new_password.clone(), is_admin: *admin };
-            done(c.user_create(user, &body).await)
+        UserCmd::Create { user, admin, password_stdin, new_password } => {
+            let password = new_user_password(user, *password_stdin, new_password.as_deref())?;
+            let body = UserCreate { password, is_admin: *admin };
+            let kind = if *admin { "admin user" } else { "user" };
+            made(c.user_create(user, &body).await, human, format!("{kind} {user} created"))
         }
         UserCmd::Delete { user } => done(c.user_delete(user).await),
         UserCmd::AddProject { user, project } => done(c.user_add_project(user, project).await),
         UserCmd::RemoveProject { user, project } => done(c.user_remove_project(user, project).await),
     }
+}
+
+/// The password of `user create`: from stdin with `--password-stdin`, else
+/// the deprecated `--new-password` (with a warning), else
+/// `METALCAST_NEW_PASSWORD`, else asked for on the terminal.
+fn new_user_password(user: &str, from_stdin: bool, argv: Option<&str>) -> Result<String, CliError> {
+    use std::io::IsTerminal;
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Input(format!("reading the password from stdin: {e}")))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(p) = argv {
+        eprintln!(
+            "warning: --new-password is deprecated (other users can read a command line): \
+             use the prompt, --password-stdin or METALCAST_NEW_PASSWORD"
+        );
+        p.to_string()
+    } else if let Ok(p) = std::env::var("METALCAST_NEW_PASSWORD") {
+        p
+    } else if std::io::stdin().is_terminal() {
+        let ask = |prompt: String| {
+            rpassword::prompt_password(prompt).map_err(|e| CliError::Input(format!("reading the password: {e}")))
+        };
+        let first = ask(format!("password for {user}: "))?;
+        if ask(format!("password for {user} (again): "))? != first {
+            return Err(CliError::Input("the two passwords differ".into()));
+        }
+        first
+    } else {
+        return Err(CliError::Input(
+            "no password for the new user: stdin is not a terminal to ask on; give it with --password-stdin \
+             or METALCAST_NEW_PASSWORD"
+                .into(),
+        ));
+    };
+    if password.is_empty() {
+        return Err(CliError::Input("the password is empty".into()));
+    }
+    Ok(password)
 }
 
 /// `metalcast token ...`
@@ -202,11 +347,33 @@ mod tests {
     }
 
     #[test]
+    fn switch_bodies() {
+        let s = |v: &str| Some(v.to_string());
+        let body =
+            |kind, b, n, u, p, nd| serde_json::to_value(switch_body(kind, &b, &n, &u, &p, &nd).unwrap()).unwrap();
+        assert_eq!(
+            body(SwitchType::LinuxBridge, s("br0"), None, None, None, None),
+            serde_json::json!({"type": "linux-bridge", "bridge": "br0"})
+        );
+        assert_eq!(
+            body(SwitchType::LinuxVlanBridges, None, s("sw"), None, None, None),
+            serde_json::json!({"type": "linux-vlan-bridges", "netns": "sw"})
+        );
+        assert_eq!(
+            body(SwitchType::Upstream, None, None, s("http://p:7000"), s("pa"), s("n1")),
+            serde_json::json!({"type": "upstream", "url": "http://p:7000", "project": "pa", "node": "n1"})
+        );
+        let e = switch_body(SwitchType::LinuxVlanBridges, &s("br0"), &s("sw"), &None, &None, &None).unwrap_err();
+        assert_eq!(e.to_string(), "--bridge does not apply to --type linux-vlan-bridges");
+    }
+
+    #[test]
     fn exit_codes_follow_the_status() {
         assert_eq!([401, 403, 404, 409, 422, 502].map(|s| api(s).exit_code()), [4, 4, 5, 6, 7, 7]);
         assert_eq!(CliError::Api(Error::BadUrl("x".into())).exit_code(), 3);
         assert_eq!(CliError::Input("x".into()).exit_code(), 1);
         assert_eq!(CliError::Failed("x".into()).exit_code(), 8);
+        assert_eq!(CliError::StreamLost { id: 9, reason: "x".into() }.exit_code(), 3);
         assert_eq!(api(404).to_string(), "404: m");
     }
 }

@@ -54,7 +54,8 @@ pub struct DeployArgs {
     /// Seconds a node may take before it is failed (default 600).
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// Return once the deployment is created instead of following it.
+    /// Return once the deployment is created instead of following it: print
+    /// its id and the `deploy watch` command (`-o json`: the deployment).
     #[arg(long)]
     pub no_wait: bool,
 }
@@ -100,17 +101,26 @@ pub async fn run(c: &Client, a: &DeployArgs, json_out: bool) -> Result<Value, Cl
         Some(DeploySub::Watch { id }) => follow(c, *id, json_out).await,
         Some(DeploySub::Retry { id, no_wait }) => {
             let d = c.deployment_retry(*id).await?;
-            if *no_wait { out(d) } else { follow(c, *id, json_out).await }
+            match (*no_wait, json_out) {
+                (true, true) => out(d),
+                (true, false) => Ok(Value::String(started(&d, "retried"))),
+                (false, _) => follow(c, *id, json_out).await,
+            }
         }
         None => {
             let d = c.deploy(&request(a)?).await?;
             if a.no_wait {
-                return out(d);
+                return if json_out { out(d) } else { Ok(Value::String(started(&d, "created"))) };
             }
             eprintln!("deployment {}: {} to {} node(s) of {}", d.id, d.image, d.nodes.len(), d.project);
             follow(c, d.id, json_out).await
         }
     }
+}
+
+/// `--no-wait` for humans: what happened and how to follow it (`-o json` prints the deployment).
+fn started(d: &Deployment, what: &str) -> String {
+    format!("deployment {} {what}; follow it with `metalcast deploy watch {}`", d.id, d.id)
 }
 
 /// The `POST /v1/deployments` body of `metalcast deploy --image ...`.
@@ -179,7 +189,10 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
             Ok(DeploymentEvent::End) => break,
             // A snapshot this client cannot read: wait for the next one.
             Err(metalcast_operator_api::Error::Decode { .. }) => continue,
-            Err(e) => return Err(CliError::Input(e.to_string())),
+            Err(e) => {
+                multi.clear().ok();
+                return Err(lost(id, &e));
+            }
         };
         if d.nodes.len() <= BARS_PER_NODE_MAX {
             for n in &d.nodes {
@@ -224,19 +237,21 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
     let d = match (c.deployment(id).await, last) {
         (Ok(d), _) => d,
         (Err(metalcast_operator_api::Error::Decode { .. }), Some(last)) => last,
+        // The stream is gone and so is the server, or the deployment with it.
+        (Err(e @ metalcast_operator_api::Error::Transport { .. }), _) => return Err(lost(id, &e)),
         (Err(e), _) => return Err(e.into()),
     };
     if !json_out {
         print_summary(&d);
     }
     if d.state == DeploymentState::Running {
-        return Err(CliError::Input(format!("deployment {id} is still running (the event stream ended early)")));
+        return Err(CliError::StreamLost { id, reason: "the stream ended early".into() });
     }
     let failed = d.nodes.iter().filter(|n| n.state == NodeState::Failed).count();
     if failed > 0 {
         if json_out {
             // As `main` prints answers: through a `Value` (keys sorted, like the server's).
-            println!("{}", serde_json::to_string_pretty(&out(&d)?).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&out(&d)?).unwrap_or_default());
         }
         return Err(CliError::Failed(format!(
             "deployment {id}: {failed} of {} node(s) failed (metalcast deploy retry {id})",
@@ -246,12 +261,23 @@ async fn follow(c: &Client, id: i64, json_out: bool) -> Result<Value, CliError> 
     if json_out { out(d) } else { Ok(Value::Null) }
 }
 
+/// The stream of deployment `id` failed with `e`: the operator may reattach.
+fn lost(id: i64, e: &metalcast_operator_api::Error) -> CliError {
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        reason = format!("{reason}: {s}");
+        src = s.source();
+    }
+    CliError::StreamLost { id, reason }
+}
+
 /// Prints the session line and the per-node table.
 pub fn print_summary(d: &Deployment) {
-    println!("deployment {} ({}): {} on {} node(s) of {}", d.id, d.state, d.image, d.nodes.len(), d.project);
+    outln!("deployment {} ({}): {} on {} node(s) of {}", d.id, d.state, d.image, d.nodes.len(), d.project);
     if let Some(s) = &d.summary {
         let f = |k: &str| s.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-        println!(
+        outln!(
             "session {}: {:.2}s, wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols, {} reports rejected (forged or replayed)",
             d.session.as_deref().unwrap_or("-"),
             f("secs"),
@@ -276,7 +302,7 @@ pub fn print_summary(d: &Deployment) {
             n.reason.clone(),
         ]);
     }
-    print!("{}", crate::table::finish(t, &[2, 3, 4, 5]));
+    outp!("{}", crate::table::finish(t, &[2, 3, 4, 5]));
 }
 
 /// `metalcast node reclaim NODE [--wipe MODE]`.

@@ -17,6 +17,19 @@ pub enum CliError {
     /// A deployment ended with failed nodes.
     #[error("{0}")]
     Failed(String),
+    /// The event stream of a running deployment was lost before its end:
+    /// the deployment goes on in the server, `metalcast deploy watch ID`
+    /// reattaches. Exit code 3, as for a server that cannot be reached.
+    #[error(
+        "lost the event stream of deployment {id} before it ended ({reason}); it goes on in the server: \
+         follow it again with `metalcast deploy watch {id}`"
+    )]
+    StreamLost {
+        /// The deployment.
+        id: i64,
+        /// What happened to the stream.
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -32,6 +45,7 @@ impl CliError {
             CliError::Api(E::Build(_) | E::DotSegment(_) | E::Decode { .. } | E::Stream(_) | E::File { .. }) => 1,
             CliError::Input(_) => 1,
             CliError::Failed(_) => 8,
+            CliError::StreamLost { .. } => 3,
         }
     }
 }

@@ -548,11 +548,11 @@ async fn drive(
         let (line, seed) = wait_console(console, &[&format!("metalcast-marker: {MARKER}")], Duration::from_secs(120))
             .await
             .with_context(|| format!("guest {name}: no tenant marker after kexec"))?;
-        println!("guest {name}: the tenant kernel is running ({line})");
+        outln!("guest {name}: the tenant kernel is running ({line})");
         let Some(seed) = seed else { bail!("guest {name}: no metadata seed URL on its kernel command line") };
         let meta = c.get_url_text(&format!("{seed}meta-data")).await.context("reading the metadata seed")?;
         ensure!(meta.contains(&format!("local-hostname: \"{name}\"")), "guest {name}: metadata is not its own: {meta}");
-        println!("guest {name}: its metadata seed serves its own data ({})", meta.lines().next().unwrap_or_default());
+        outln!("guest {name}: its metadata seed serves its own data ({})", meta.lines().next().unwrap_or_default());
     }
     if let (Some(disk), Some(g)) = (reclaim_disk, guests.first()) {
         eprintln!("== metalcast node reclaim {g} --wipe zero (kexec back into the runtime image, erase its disk)");
@@ -560,10 +560,10 @@ async fn drive(
         let phases: Vec<String> = v.phases.iter().map(|p| format!("{} {:.2}s", p.phase, p.secs)).collect();
         let data = std::fs::read(disk).with_context(|| format!("reading {}", disk.display()))?;
         ensure!(data.iter().all(|&b| b == 0), "{g}'s disk still holds data after the wipe");
-        println!("{g}'s disk reads back as zeroes from the host ({} MiB)", data.len() >> 20);
+        outln!("{g}'s disk reads back as zeroes from the host ({} MiB)", data.len() >> 20);
         let free = c.nodes(NodeFilter::Free).await.context("listing free nodes")?;
         ensure!(free.contains(g), "{g} is not in the free pool: {free:?}");
-        println!(
+        outln!(
             "reclaimed {g} by {} in {:.2}s ({}); it is in the free pool, running the runtime",
             v.method,
             v.secs,
@@ -661,7 +661,7 @@ async fn market(
     wait(LeaseState::Active, 60).await?;
     let seen = bob.node(g).await.context("the lessee reads its node")?;
     ensure!(seen.project.as_deref() == Some("buyer"), "{g} is not in project buyer: {:?}", seen.project);
-    println!("market: buyer leased {g} (offer {}, lease {id}); it is in project buyer", offer.id);
+    outln!("market: buyer leased {g} (offer {}, lease {id}); it is in project buyer", offer.id);
 
     let console = consoles.iter().find(|(n, _)| n == g).map(|(_, c)| c.clone()).context("no console")?;
     let marker = format!("metalcast-marker: {MARKER}");
@@ -676,7 +676,7 @@ async fn market(
         ensure!(t0.elapsed() < Duration::from_secs(120), "{g}: no tenant marker after the lessee's deployment");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("market: the lessee deployed tenant-b to {g} by kexec; its kernel is running");
+    outln!("market: the lessee deployed tenant-b to {g} by kexec; its kernel is running");
 
     c.lease_recall(id, &key()).await.context("recalling the lease")?;
     let t0 = Instant::now();
@@ -689,7 +689,7 @@ async fn market(
         Err(e) if e.status() == Some(403) => {}
         other => bail!("the former lessee still sees {g}: {other:?}"),
     }
-    println!(
+    outln!(
         "market: demo recalled lease {id}; {g} reclaimed by kexec and wiped in {:.1}s, its disk reads back as zeroes, \
          it is back in project demo, and buyer gets 403 on it (paid {} milli-credits for {} s)",
         t0.elapsed().as_secs_f64(),

@@ -328,7 +328,7 @@ pub async fn run(
         }
         let d = wait_finished(watcher, id, Duration::from_secs(600)).await?;
         let total = t0.elapsed().as_secs_f64();
-        println!(
+        outln!(
             "crash timing {round}/{}: kill to resumed progress {takeover:.2}s; completion {total:.2}s against \
              {reference:.2}s without a kill ({:.2}x)",
             drill.rounds,
@@ -346,7 +346,7 @@ pub async fn run(
             (_, false) => "another replica",
             (_, true) => "another replica, the paused owner fenced",
         };
-        println!(
+        outln!(
             "crash round {round}/{}: deployment {id} {} at {at:.0}%, resumed by {by}: {} ({verified}/{} \
              verified); the most a node took in: {taken_in:.2}x the image; reports refused: {stale}",
             drill.rounds,

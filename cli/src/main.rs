@@ -7,6 +7,8 @@
 //! `metalcast_transport`) and `demo` stands up the README's main job on a
 //! namespace fabric ([`demo`], over `metalcast_fabric`).
 
+#[macro_use]
+mod stdout;
 mod cli;
 mod cli_client;
 mod cli_deploy;
@@ -20,11 +22,10 @@ mod send;
 mod serve_config;
 mod table;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use cli::{AdminCmd, Cli, Command, Output};
 use cli_client::run_client;
 use metalcast_control_plane::app::deployments::Provision;
@@ -41,12 +42,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let matches = Cli::command().get_matches_from(argv);
+    let matches = cli::command().get_matches_from(argv);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Err(msg) = cli.settle_credentials(&matches) {
+    // Only a client command uses credentials: `serve` must not fail over the caller's environment.
+    if cli::is_client(&cli.command)
+        && let Err(msg) = cli.settle_credentials(&matches)
+    {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
             return match send::run(a) {
                 Ok(s) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                        outln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                     } else {
                         send::print_summary(&s);
                     }
@@ -163,7 +167,10 @@ async fn async_main(cli: Cli) -> ExitCode {
             report(bootstrap(&db.database_url, admin_user, admin_password.clone()).await)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "metalcast", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cli::command(), "metalcast", &mut script);
+            stdout::write_bytes(&script);
             ExitCode::SUCCESS
         }
         _ => match run_client(&cli).await {
@@ -172,7 +179,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                     Output::Json => format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
                     Output::Table => render_table(&v),
                 };
-                let _ = std::io::stdout().write_all(text.as_bytes());
+                stdout::write_bytes(text.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -366,10 +373,10 @@ async fn bootstrap(url: &str, user: &str, password: Option<String>) -> anyhow::R
     let b = metalcast_control_plane::app::tokens::bootstrap_admin(&st, user, password)
         .await
         .context("creating the admin user")?;
-    println!("user:     {}", b.user);
-    println!("password: {}", b.password);
-    println!("token:    {}", b.token.token);
-    println!("# export METALCAST_TOKEN={}", b.token.token);
+    outln!("user:     {}", b.user);
+    outln!("password: {}", b.password);
+    outln!("token:    {}", b.token.token);
+    outln!("# export METALCAST_TOKEN={}", b.token.token);
     Ok(())
 }
 

@@ -140,7 +140,7 @@ pub fn run(a: SendArgs) -> anyhow::Result<SenderSummary> {
 
 /// Prints a summary table.
 pub fn print_summary(s: &SenderSummary) {
-    println!(
+    outln!(
         "session {:08x}: {} of {} receivers done in {:.2}s; wire/image {:.3} ({:.1} MiB on the wire for {:.1} MiB), {} source + {} repair symbols in {} bursts, {} reports rejected ({} bad MAC, {} stale/replayed, {} other session, {} malformed, {} invalid)",
         s.session_id,
         s.done(),
@@ -159,12 +159,18 @@ pub fn print_summary(s: &SenderSummary) {
         s.rejected_by_reason.malformed,
         s.rejected_by_reason.invalid,
     );
-    println!(
+    outln!(
         "{:>18} {:>22} {:>10} {:>8} {:>10} {:>9} {:>8}",
-        "RECEIVER", "ADDRESS", "STATE", "BLOCKS", "PACKETS", "REJECTED", "DONE_S"
+        "RECEIVER",
+        "ADDRESS",
+        "STATE",
+        "BLOCKS",
+        "PACKETS",
+        "REJECTED",
+        "DONE_S"
     );
     for r in &s.receivers {
-        println!(
+        outln!(
             "{:>18x} {:>22} {:>10} {:>8} {:>10} {:>9} {:>8}",
             r.id,
             r.addr,

@@ -10,7 +10,7 @@ use metalcast_control_plane::registry::Registry;
 use metalcast_control_plane::{AppState, VlanPool, db};
 use serde_json::Value;
 
-use common::metalcast;
+use common::{metalcast, metalcast_with_stdin};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -21,9 +21,13 @@ async fn cli_against_server() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display());
 
-    // Bootstrap with the binary itself, directly on the database file.
+    // Bootstrap with the binary itself, directly on the database file. A
+    // client's credentials in the environment (token and user both) are no
+    // concern of a command that talks to no server.
     let out = Command::new(env!("CARGO_BIN_EXE_metalcast"))
         .args(["admin", "bootstrap", "--database-url", &db_url])
+        .env("METALCAST_TOKEN", "mct_unused")
+        .env("METALCAST_USER", "unused")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -49,7 +53,9 @@ async fn cli_against_server() {
     let (u, t) = (url.clone(), token.clone());
     tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| metalcast(&u, &t, args);
-        assert!(run(&["project", "create", "p1"]).status.success());
+        // Create and register commands confirm in one line for humans; -o json prints what it did before.
+        let o = run(&["project", "create", "p1"]);
+        assert_eq!(stdout(&o), "project p1 created\n", "{o:?}");
         let o = run(&[
             "node",
             "register",
@@ -57,8 +63,9 @@ async fn cli_against_server() {
             "--obm",
             r#"{"type":"ipmi","host":"127.0.0.1","user":"u","password":"p"}"#,
         ]);
-        assert!(o.status.success(), "{o:?}");
-        assert!(run(&["node", "nic", "add", "n1", "eth0", "52:54:00:12:34:56"]).status.success());
+        assert_eq!(stdout(&o), "node n1 registered\n", "{o:?}");
+        let o = run(&["-o", "json", "node", "nic", "add", "n1", "eth0", "52:54:00:12:34:56"]);
+        assert_eq!(stdout(&o), "null\n", "{o:?}");
         let o = run(&["node", "list", "free", "-o", "json"]);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), serde_json::json!(["n1"]));
         assert_eq!(stdout(&run(&["node", "list", "free"])), "n1\n");
@@ -77,17 +84,50 @@ async fn cli_against_server() {
         let o = run(&["node", "show", "n1"]);
         assert!(stdout(&o).contains("p1"), "{o:?}");
         let o = run(&["network", "create", "net1", "--owner", "p1", "--access", "p1"]);
-        assert!(o.status.success(), "{o:?}");
+        assert_eq!(stdout(&o), "network net1 created\n", "{o:?}");
         let o = run(&["network", "list"]);
         assert!(stdout(&o).starts_with("NAME"), "{o:?}");
+        // Every switch type the server knows.
+        let o = run(&["switch", "register", "up1", "--type", "upstream", "--parent-url", "http://127.0.0.1:1"]);
+        assert_eq!(o.status.code(), Some(2), "--parent-project and --parent-node are required: {o:?}");
+        let up = ["--parent-url", "http://127.0.0.1:1", "--parent-project", "pa", "--parent-node", "n9"];
+        let o = run(&[&["switch", "register", "up1", "--type", "upstream"][..], &up].concat());
+        assert_eq!(stdout(&o), "switch up1 registered\n", "{o:?}");
+        let o = run(&["switch", "register", "vb1", "--type", "linux-vlan-bridges", "--netns", "mcnoexist9"]);
+        assert_eq!(o.status.code(), Some(7), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("\"mcnoexist9\" does not exist"), "{o:?}");
+        let o = run(&["switch", "register", "br1", "--bridge", "br1"]);
+        assert_eq!(stdout(&o), "switch br1 registered\n", "linux-bridge stays the default: {o:?}");
+        // connect --wait: polls the action until it is no longer PENDING. The
+        // bridge and port do not exist, so the switch change ends in ERROR (exit 1).
+        assert!(run(&["switch", "port", "add", "br1", "mcnoport9"]).status.success());
+        assert!(run(&["switch", "port", "connect", "br1", "mcnoport9", "n1", "eth0"]).status.success());
+        let o = run(&["node", "connect", "n1", "eth0", "net1", "--wait", "--timeout", "30"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        match o.status.code() {
+            Some(0) => assert!(stdout(&o).contains("done: nic eth0 of node n1 on network net1"), "{o:?}"),
+            _ => assert!(o.status.code() == Some(1) && err.contains("ended in ERROR"), "{o:?}"),
+        }
+        assert_eq!(
+            run(&["node", "detach", "n1", "eth0", "net1", "--timeout", "5"]).status.code(),
+            Some(2),
+            "--timeout needs --wait"
+        );
         let o = run(&["whoami", "-o", "json"]);
         assert!(stdout(&o).contains("\"admin\": true"), "{o:?}");
         let o = run(&["completions", "bash"]);
         assert!(o.status.success() && stdout(&o).contains("metalcast"));
 
         // Credentials: a flag beats the environment; mixing a token and a user is refused.
-        let o = run(&["user", "create", "alice", "--new-password", "alicepw"]);
+        // The new user's password: on stdin for scripts; never needed on argv.
+        let o = metalcast_with_stdin(&u, &t, &["user", "create", "alice", "--password-stdin"], "alicepw\n");
+        assert_eq!(stdout(&o), "user alice created\n", "{o:?}");
+        let o = run(&["user", "create", "carol"]);
+        assert_eq!(o.status.code(), Some(1), "no terminal to ask on: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--password-stdin"), "{o:?}");
+        let o = run(&["user", "create", "carol", "--new-password", "carolpw"]);
         assert!(o.status.success(), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("deprecated"), "{o:?}");
         let o = run(&["--user", "alice", "--password", "alicepw", "whoami", "-o", "json"]);
         assert!(stdout(&o).contains("\"user\": \"alice\""), "the exported admin token won over --user: {o:?}");
         let o = run(&["--user", "alice", "--password", "wrong", "whoami"]);
@@ -288,4 +328,81 @@ async fn image_quota_keypair_commands() {
     .unwrap();
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// A reader that goes away (`metalcast completions bash | head -1`) ends
+/// the command quietly with exit code 0, not with a panic (exit 101).
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metalcast"))
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the only read end before the script is written: every write fails with EPIPE.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Answers the first connection to `listener` with `response` (raw HTTP,
+/// then the connection is closed), after which nothing listens any more;
+/// returns the request line.
+async fn answer_once(listener: tokio::net::TcpListener, response: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = listener.accept().await.unwrap();
+    drop(listener);
+    let mut buf = vec![0u8; 8192];
+    let n = s.read(&mut buf).await.unwrap();
+    s.write_all(response).await.unwrap();
+    s.flush().await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+}
+
+/// A deployment's event stream cut before its end (and the server gone):
+/// exit code 3, as documented for a server that cannot be reached, and the
+/// command that reattaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_event_stream_exits_3_and_names_deploy_watch() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Headers and one chunk (an SSE comment), then the connection closes mid-body.
+    let cut: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\n: hi\n\n\r\n";
+    let server = tokio::spawn(answer_once(listener, cut));
+    let o = tokio::task::spawn_blocking(move || metalcast(&url, "mct_x", &["deploy", "watch", "9"])).await.unwrap();
+    assert_eq!(server.await.unwrap(), "GET /v1/deployments/9/events HTTP/1.1");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`metalcast deploy watch 9`"), "{o:?}");
+}
+
+/// `deploy --no-wait` for humans: the id and how to follow it; `-o json`:
+/// the deployment as the server answered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_no_wait_says_how_to_follow() {
+    const CREATED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 151\r\nconnection: close\r\n\r\n{\"id\":9,\"project\":\"p1\",\"image\":\"deb\",\"state\":\"running\",\"session\":null,\"summary\":null,\"created_by\":\"admin\",\"created_at\":0,\"finished_at\":null,\"nodes\":[]}";
+    for (args, expect) in [
+        (&["deploy", "--image", "deb", "--project", "p1", "--no-wait"][..], None),
+        (&["-o", "json", "deploy", "--image", "deb", "--project", "p1", "--no-wait"], Some(9)),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(answer_once(listener, CREATED));
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let o = tokio::task::spawn_blocking(move || {
+            metalcast(&url, "mct_x", &args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert_eq!(server.await.unwrap(), "POST /v1/deployments HTTP/1.1");
+        match expect {
+            None => {
+                assert_eq!(stdout(&o), "deployment 9 created; follow it with `metalcast deploy watch 9`\n", "{o:?}")
+            }
+            Some(id) => assert_eq!(json(&o)["id"], id),
+        }
+    }
 }

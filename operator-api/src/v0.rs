@@ -293,6 +293,18 @@ pub enum SwitchRegister {
         /// The namespace.
         netns: String,
     },
+    /// The per-node switch of a node at a parent control plane (nested
+    /// instances; normally written by the inventory sync): ports are the
+    /// node's NIC names.
+    #[serde(rename = "upstream")]
+    Upstream {
+        /// Base URL of the parent.
+        url: String,
+        /// Project at the parent that holds the node.
+        project: String,
+        /// The node's name at the parent.
+        node: String,
+    },
 }
 
 /// `GET /v0/switch/{switch}`.

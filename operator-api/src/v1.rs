@@ -430,6 +430,21 @@ impl Deployment {
     }
 }
 
+/// One change of a deployment, from its change log
+/// (`GET /v1/deployments/{id}/changes`, server-sent events; the schema `Change`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeploymentChange {
+    /// 1, 2, 3 ... per deployment (the SSE event id).
+    pub seq: i64,
+    /// `created`, `session`, `node`, `takeover`, `retry` or `end`.
+    pub kind: String,
+    /// Database clock, Unix seconds.
+    pub at: i64,
+    /// What changed (`node`: node, state, reason; `session`: session, owner;
+    /// `takeover`: owner, epoch; `end`: state, reason).
+    pub data: Value,
+}
+
 /// What the control plane last heard from a node's runtime
 /// (`GET /v1/nodes/{node}/runtime`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -140,6 +140,9 @@ fn switch_bodies_are_the_drivers_shapes() {
     assert_eq!(serde_json::to_value(&b).unwrap(), json!({"type": "linux-bridge", "bridge": "br0"}));
     let b: SwitchRegister = serde_json::from_value(json!({"type": "linux-vlan-bridges", "netns": "sw"})).unwrap();
     assert_eq!(b, SwitchRegister::VlanBridges { netns: "sw".into() });
+    let up = json!({"type": "upstream", "url": "http://parent:7000", "project": "pa", "node": "n1"});
+    let b: SwitchRegister = serde_json::from_value(up.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&b).unwrap(), up);
 }
 
 #[test]
@@ -223,6 +226,7 @@ fn v1_types_match_the_openapi_document() {
             "Bid" => matches_schema::<Bid>(&doc, name),
             "BidCreate" => matches_schema::<BidCreate>(&doc, name),
             "BuyRequest" => matches_schema::<BuyRequest>(&doc, name),
+            "Change" => matches_schema::<DeploymentChange>(&doc, name),
             "Extend" => matches_schema::<Extend>(&doc, name),
             "Lease" => matches_schema::<Lease>(&doc, name),
             "LeaseState" => matches_schema::<LeaseState>(&doc, name),
@@ -270,7 +274,7 @@ fn v1_types_match_the_openapi_document() {
             other => panic!("the server's schema {other} has no type here"),
         }
     }
-    assert_eq!(names.len(), 51, "{names:?}");
+    assert_eq!(names.len(), 52, "{names:?}");
 }
 
 #[test]
