@@ -16,8 +16,9 @@ use crate::path::{is_dot_segment, segment};
 use crate::v0::Attachment;
 use crate::v0::{
     BootDev, ConnectNetwork, DetachNetwork, MetadataValue, NetworkCreate, NetworkSummary, NetworkView,
-    NetworkingAction, NicRegister, NodeArg, NodeFilter, NodeNic, NodeRegister, NodeView, PortView, PowerCycle,
-    PowerState, PowerStatus, ProjectArg, StatusId, SwitchRegister, SwitchView, UserCreate,
+    NetworkingAction, NicRegister, NodeArg, NodeFilter, NodeNic, NodeRegister, NodeView, ObmEnabled, PortView,
+    PowerCycle, PowerState, PowerStatus, ProjectArg, StatusId, SwitchRegister, SwitchView, UserCreate, UserInfo,
+    UserPatch,
 };
 use crate::v1::{
     DeployRequest, Deployment, Health, ImageInfo, Keypair, KeypairCreate, NodeEvent, NodeRuntime, Quota, QuotaUsage,
@@ -481,6 +482,26 @@ impl Client {
     /// `PUT /v0/auth/basic/user/{user}`.
     pub async fn user_create(&self, user: &str, body: &UserCreate) -> Result<(), Error> {
         self.unit(Method::PUT, &format!("/v0/auth/basic/user/{}", seg(user)?), Some(body)).await
+    }
+
+    /// `GET /v0/auth/basic/users`: every user by name.
+    pub async fn users(&self) -> Result<std::collections::BTreeMap<String, UserInfo>, Error> {
+        self.json(Method::GET, "/v0/auth/basic/users", NO_BODY).await
+    }
+
+    /// `PATCH /v0/auth/basic/user/{user}`: make the user an admin or not.
+    pub async fn user_set_admin(&self, user: &str, is_admin: bool) -> Result<(), Error> {
+        self.unit(Method::PATCH, &format!("/v0/auth/basic/user/{}", seg(user)?), Some(&UserPatch { is_admin })).await
+    }
+
+    /// `GET /v0/active_extensions`.
+    pub async fn active_extensions(&self) -> Result<Vec<String>, Error> {
+        self.json(Method::GET, "/v0/active_extensions", NO_BODY).await
+    }
+
+    /// `PUT /v0/node/{node}/obm`: enable or disable the node's OBM.
+    pub async fn node_obm(&self, node: &str, enabled: bool) -> Result<(), Error> {
+        self.unit(Method::PUT, &format!("/v0/node/{}/obm", seg(node)?), Some(&ObmEnabled { enabled })).await
     }
 
     /// `DELETE /v0/auth/basic/user/{user}`.

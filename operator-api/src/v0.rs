@@ -365,6 +365,31 @@ pub struct UserCreate {
     pub is_admin: bool,
 }
 
+/// `PATCH /v0/auth/basic/user/{user}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// Administrator or not (not one's own).
+    pub is_admin: bool,
+}
+
+/// A user in `GET /v0/auth/basic/users` (a map from user name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Administrator.
+    pub is_admin: bool,
+    /// Projects the user is a member of, sorted.
+    pub projects: Vec<String>,
+}
+
+/// `PUT /v0/node/{node}/obm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObmEnabled {
+    /// Enable (an obmd node: get a node token) or disable.
+    pub enabled: bool,
+}
+
 /// `POST /v0/auth/basic/user/{user}/add_project` and `remove_project`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -83,7 +83,8 @@ fn v0_answers_round_trip_byte_for_byte() {
         }
         let p: Vec<&str> = x.path.split('?').next().unwrap_or_default().trim_start_matches('/').split('/').collect();
         match (x.method, p.as_slice()) {
-            ("GET", ["v0", "projects" | "switches"])
+            ("GET", ["v0", "auth", "basic", "users"]) => same_bytes::<BTreeMap<String, UserInfo>>(answer, &what),
+            ("GET", ["v0", "projects" | "switches" | "active_extensions"])
             | ("GET", ["v0", "nodes", _])
             | ("GET", ["v0", "project", _, "nodes" | "networks"]) => same_bytes::<Vec<String>>(answer, &what),
             ("GET", ["v0", "node", _]) => same_bytes::<NodeView>(answer, &what),
@@ -122,6 +123,7 @@ fn v0_accepted_requests_have_types() {
             ("PUT", ["v0", "network", _]) => same_value::<NetworkCreate>(body, &what),
             ("POST", ["v0", "switch", _, "port", _, "connect_nic"]) => same_value::<NodeNic>(body, &what),
             ("PUT", ["v0", "auth", "basic", "user", _]) => same_value::<UserCreate>(body, &what),
+            ("PATCH", ["v0", "auth", "basic", "user", _]) => same_value::<UserPatch>(body, &what),
             ("POST", ["v0", "auth", "basic", "user", _, "add_project" | "remove_project"]) => {
                 same_value::<ProjectArg>(body, &what)
             }
