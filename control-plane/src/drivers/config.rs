@@ -175,12 +175,12 @@ impl ObmConfig {
                 disk_device: disk_device.clone(),
                 pxe_device: pxe_device.clone(),
             }),
-            ObmConfig::None {} => Box::new(super::none::NoBmc),
+            ObmConfig::None {} => Box::new(super::none::NONE),
             ObmConfig::Obmd { uri, token: Some(token), .. } => {
                 Box::new(super::obmd::Obmd { uri: uri.trim_end_matches('/').to_string(), token: token.clone() })
             }
             // Callers check first (`app::nodes::obm`); a 501 if one does not.
-            ObmConfig::Obmd { token: None, .. } => Box::new(super::none::Disabled),
+            ObmConfig::Obmd { token: None, .. } => Box::new(super::none::DISABLED),
             ObmConfig::Upstream { url, project, node } => {
                 Box::new(super::upstream::UpstreamBmc { parent: parent_for(parent, url, project), node: node.clone() })
             }

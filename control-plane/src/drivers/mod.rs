@@ -121,6 +121,19 @@ async fn run(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Stri
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Sends an HTTP driver request (redfish, obmd): the status and the body
+/// text; a timeout is [`DriverError::Timeout`], any other transport failure
+/// a protocol error.
+async fn http_send(rb: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), DriverError> {
+    let resp = rb
+        .send()
+        .await
+        .map_err(|e| if e.is_timeout() { DriverError::Timeout } else { DriverError::Protocol(e.to_string()) })?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| DriverError::Protocol(e.to_string()))?;
+    Ok((status, body))
+}
+
 /// A power action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerOp {

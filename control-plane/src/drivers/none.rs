@@ -1,53 +1,33 @@
-//! The `none` BMC: a node without out-of-band management (e.g. a namespace
-//! node of the demo fabric). Every call is a 501; reclaim works only through
-//! the node's runtime.
+//! A BMC that cannot be driven: a node without out-of-band management
+//! (`none`, e.g. a namespace node of the demo fabric: reclaim works only
+//! through the node's runtime), or an obmd node whose OBM is not enabled.
+//! Every call is a 501 naming why.
 
 use super::{Bmc, ConsoleStream, DriverError, DriverFuture, PowerOp};
 
-/// No BMC.
+/// No usable BMC; the message says why.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct NoBmc;
+pub(super) struct NoBmc(pub(super) &'static str);
 
-const NONE: DriverError = DriverError::Unsupported("the node has no BMC (obm type none)");
+/// A node registered with `obm` type `none`.
+pub(super) const NONE: NoBmc = NoBmc("the node has no BMC (obm type none)");
+/// An obmd node without a node token.
+pub(super) const DISABLED: NoBmc = NoBmc("the node's OBM is not enabled (PUT /v0/node/<n>/obm)");
 
 impl Bmc for NoBmc {
     fn power(&self, _op: PowerOp) -> DriverFuture<'_, ()> {
-        Box::pin(async { Err(NONE) })
+        Box::pin(async { Err(DriverError::Unsupported(self.0)) })
     }
 
     fn power_status(&self) -> DriverFuture<'_, bool> {
-        Box::pin(async { Err(NONE) })
+        Box::pin(async { Err(DriverError::Unsupported(self.0)) })
     }
 
     fn set_bootdev<'a>(&'a self, _dev: &'a str) -> DriverFuture<'a, ()> {
-        Box::pin(async { Err(NONE) })
+        Box::pin(async { Err(DriverError::Unsupported(self.0)) })
     }
 
     fn open_console(&self) -> DriverFuture<'_, ConsoleStream> {
-        Box::pin(async { Err(NONE) })
-    }
-}
-
-/// An obmd node whose OBM is not enabled (no node token).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Disabled;
-
-const DISABLED: DriverError = DriverError::Unsupported("the node's OBM is not enabled (PUT /v0/node/<n>/obm)");
-
-impl Bmc for Disabled {
-    fn power(&self, _op: PowerOp) -> DriverFuture<'_, ()> {
-        Box::pin(async { Err(DISABLED) })
-    }
-
-    fn power_status(&self) -> DriverFuture<'_, bool> {
-        Box::pin(async { Err(DISABLED) })
-    }
-
-    fn set_bootdev<'a>(&'a self, _dev: &'a str) -> DriverFuture<'a, ()> {
-        Box::pin(async { Err(DISABLED) })
-    }
-
-    fn open_console(&self) -> DriverFuture<'_, ConsoleStream> {
-        Box::pin(async { Err(DISABLED) })
+        Box::pin(async { Err(DriverError::Unsupported(self.0)) })
     }
 }

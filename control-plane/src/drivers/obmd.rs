@@ -36,12 +36,7 @@ fn client(timeout: Option<std::time::Duration>) -> Result<reqwest::Client, Drive
 /// Sends a request to obmd; the body of a success. obmd answers 401 for a
 /// bad token, 404 for an unknown node, 400 for a bad boot device.
 async fn send(rb: reqwest::RequestBuilder) -> Result<String, DriverError> {
-    let resp = rb
-        .send()
-        .await
-        .map_err(|e| if e.is_timeout() { DriverError::Timeout } else { DriverError::Protocol(e.to_string()) })?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| DriverError::Protocol(e.to_string()))?;
+    let (status, body) = super::http_send(rb).await?;
     if !status.is_success() {
         let what = match status.as_u16() {
             401 => "obmd refused the token (was the OBM disabled elsewhere?)",

@@ -71,12 +71,7 @@ fn auth(rb: reqwest::RequestBuilder, user: Option<&str>, pw: Option<&str>) -> re
 }
 
 async fn send(rb: reqwest::RequestBuilder) -> Result<Value, DriverError> {
-    let resp = rb
-        .send()
-        .await
-        .map_err(|e| if e.is_timeout() { DriverError::Timeout } else { DriverError::Protocol(e.to_string()) })?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| DriverError::Protocol(e.to_string()))?;
+    let (status, body) = super::http_send(rb).await?;
     if !status.is_success() {
         return Err(DriverError::Protocol(format!("HTTP {status}: {body}")));
     }
