@@ -555,11 +555,17 @@ async fn two_hundred_calls_over_three_replicas(h: &Harness) {
         }
     });
 
-    // Two rounds of 200 concurrent calls (the second finds networks attached to detach), a
-    // fixed pseudo-random mix (so a failure can be replayed).
+    // Rounds of 200 concurrent calls (a later round finds networks attached to detach), a
+    // fixed pseudo-random mix (so a failure can be replayed). Which calls succeed depends on
+    // how they interleave (a network connect needs its node reserved first), so there are at
+    // least two rounds and more, up to six, until every kind of call has succeeded once.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut results = Vec::new();
-    for _round in 0..2 {
+    let mut results: Vec<(usize, usize, u64, usize, axum::http::StatusCode, serde_json::Value)> = Vec::new();
+    for round in 0..6 {
+        let succeeded = |op: u64| results.iter().any(|r| r.2 == op && r.4.is_success());
+        if round >= 2 && (0..4).all(succeeded) {
+            break;
+        }
         let mut calls = Vec::new();
         for n in 0..200 {
             x ^= x << 13;
