@@ -491,6 +491,13 @@ pub enum NodeCmd {
         #[arg(value_enum, default_value = "all")]
         which: Which,
     },
+    /// The node's runtime as this server last heard it: check-in (MAC,
+    /// address, boot id, how long ago), hardware inventory and the newest
+    /// phase report (e.g. why a wipe was refused).
+    Runtime {
+        /// Node name.
+        node: String,
+    },
     /// Show a node.
     Show {
         /// Node name.
@@ -809,6 +816,23 @@ pub enum UserCmd {
         /// password. Use the prompt, --password-stdin or METALCAST_NEW_PASSWORD.
         #[arg(long, value_name = "PASSWORD")]
         new_password: Option<String>,
+    },
+    /// List users with their admin flag and projects (admin).
+    List,
+    /// Show one user's admin flag and projects (admin).
+    Show {
+        /// User name. (Its own id: the global --user is another argument.)
+        #[arg(id = "user_name", value_name = "USER")]
+        user: String,
+    },
+    /// Make a user an administrator or not (admin; not yourself).
+    SetAdmin {
+        /// User name. (Its own id: the global --user is another argument.)
+        #[arg(id = "user_name", value_name = "USER")]
+        user: String,
+        /// yes or no (also true/false, on/off).
+        #[arg(action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "YES|NO")]
+        admin: bool,
     },
     /// Delete a user (admin).
     Delete {

@@ -147,6 +147,10 @@ async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError>
             out(c.nodes(which).await?)
         }
         NodeCmd::Show { node } => out(c.node(node).await?),
+        NodeCmd::Runtime { node } => {
+            let r = c.node_runtime(node).await?;
+            if human { Ok(runtime_rows(&r)) } else { out(r) }
+        }
         NodeCmd::Reclaim { node, wipe, timeout } => out(crate::cli_deploy::reclaim(c, node, *wipe, *timeout).await?),
         NodeCmd::Register { node, obm } => {
             let obm: Value =
@@ -281,6 +285,22 @@ async fn user(c: &Client, cmd: &UserCmd, human: bool) -> Result<Value, CliError>
             let kind = if *admin { "admin user" } else { "user" };
             made(c.user_create(user, &body).await, human, format!("{kind} {user} created"))
         }
+        UserCmd::List => out(c.users().await?),
+        UserCmd::Show { user } => match c.users().await?.remove(user) {
+            Some(info) => out(info),
+            None => Err(CliError::Api(metalcast_operator_api::Error::Api {
+                status: 404,
+                body: metalcast_operator_api::ErrorBody {
+                    kind: "NotFoundError".into(),
+                    msg: format!("user {user:?} does not exist"),
+                },
+            })),
+        },
+        UserCmd::SetAdmin { user, admin } => {
+            let r = c.user_set_admin(user, *admin).await;
+            let what = if *admin { "is now an administrator" } else { "is no longer an administrator" };
+            made(r, human, format!("user {user} {what}"))
+        }
         UserCmd::Delete { user } => done(c.user_delete(user).await),
         UserCmd::AddProject { user, project } => done(c.user_add_project(user, project).await),
         UserCmd::RemoveProject { user, project } => done(c.user_remove_project(user, project).await),
@@ -335,6 +355,46 @@ async fn token(c: &Client, cmd: &TokenCmd) -> Result<Value, CliError> {
         TokenCmd::List => out(c.tokens().await?),
         TokenCmd::Delete { id } => done(c.token_delete(id).await),
     }
+}
+
+/// `node runtime` for humans: one row per fact, sizes in GiB, the check-in's
+/// age in seconds, the inventory summed up (`-o json` has all of it).
+fn runtime_rows(r: &metalcast_operator_api::v1::NodeRuntime) -> Value {
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+    let mut rows = serde_json::Map::new();
+    rows.insert("node".into(), r.node.clone().into());
+    rows.insert("checked in".into(), (if r.checked_in { "yes" } else { "no" }).into());
+    rows.insert("role".into(), r.role.clone().into());
+    rows.insert("mac".into(), r.mac.clone().into());
+    rows.insert("address".into(), r.address.clone().into());
+    rows.insert("boot id".into(), r.boot_id.clone().into());
+    rows.insert("last check-in".into(), r.secs_since_checkin.map(|s| format!("{s:.0} s ago")).into());
+    // The inventory's fields as the runtime API defines them (`metalcast_runtime_api::Inventory`).
+    if let Some(i) = &r.inventory {
+        let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+        let list = |key: &str, f: &dyn Fn(&Value) -> String| {
+            i[key].as_array().map(|a| a.iter().map(f).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        };
+        rows.insert("kernel".into(), i["kernel"].clone());
+        rows.insert("cpus".into(), i["cpus"].clone());
+        rows.insert("memory".into(), i["memory_bytes"].as_u64().map(gib).into());
+        rows.insert(
+            "disks".into(),
+            list("disks", &|d| {
+                format!("{} {}", text(&d["name"]), d["size_bytes"].as_u64().map(gib).unwrap_or_default())
+            })
+            .into(),
+        );
+        rows.insert("nics".into(), list("nics", &|n| format!("{} {}", text(&n["name"]), text(&n["mac"]))).into());
+    }
+    if let Some(rep) = &r.last_report {
+        let field = |k: &str| rep[k].as_str().map(str::to_string).unwrap_or_else(|| rep[k].to_string());
+        rows.insert(
+            "last report".into(),
+            format!("{} {}: {}", field("phase"), field("status"), field("detail")).into(),
+        );
+    }
+    Value::Object(rows)
 }
 
 #[cfg(test)]

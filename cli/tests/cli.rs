@@ -122,6 +122,15 @@ async fn cli_against_server() {
         // The new user's password: on stdin for scripts; never needed on argv.
         let o = metalcast_with_stdin(&u, &t, &["user", "create", "alice", "--password-stdin"], "alicepw\n");
         assert_eq!(stdout(&o), "user alice created\n", "{o:?}");
+        let o = run(&["user", "list"]);
+        assert!(stdout(&o).lines().any(|l| l.starts_with("alice") && l.contains("false")), "{o:?}");
+        let o = run(&["user", "set-admin", "alice", "yes"]);
+        assert_eq!(stdout(&o), "user alice is now an administrator\n", "{o:?}");
+        let o = run(&["user", "show", "alice", "-o", "json"]);
+        assert!(stdout(&o).contains("\"is_admin\": true"), "{o:?}");
+        run(&["user", "set-admin", "alice", "no"]);
+        let o = run(&["user", "show", "nobody"]);
+        assert_eq!(o.status.code(), Some(5), "{o:?}");
         let o = run(&["user", "create", "carol"]);
         assert_eq!(o.status.code(), Some(1), "no terminal to ask on: {o:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("--password-stdin"), "{o:?}");

@@ -256,6 +256,16 @@ async fn market_commands_against_server() {
         let as_alice = |args: &[&str]| metalcast(&url, &alice, args);
         let as_bob = |args: &[&str]| metalcast(&url, &bob, args);
 
+        // The runtime's check-in, for humans: sizes in GiB, the inventory summed up.
+        let o = as_alice(&["node", "runtime", "n1"]);
+        let text = stdout(&o);
+        for want in ["52:54:00:00:32:01", "10.0.0.9", "64.0 GiB", "vda 1.0 GiB", "s ago"] {
+            assert!(text.contains(want), "{want:?} in {text}");
+        }
+        assert!(!text.contains("memory_bytes"), "no raw JSON cell: {text}");
+        let o = as_alice(&["node", "runtime", "n1", "-o", "json"]);
+        assert_eq!(json_of(&o)["inventory"]["cpus"], 16, "{o:?}");
+
         // The admin mints 5000 credits to pb.
         let o = as_admin(&["credits", "mint", "pb", "5000", "--memo", "welcome"]);
         let line = stdout(&o);
