@@ -13,7 +13,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in postgresql iproute2 iputils-ping openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86; do
+# prometheus: its promtool lints a scrape and checks docs/prometheus/alerts.yml (and its unit tests).
+for pkg in postgresql iproute2 iputils-ping openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86 prometheus; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -26,6 +26,7 @@ pub mod images;
 pub mod keypairs;
 pub mod market;
 pub mod metadata;
+pub mod metrics;
 pub mod netboot;
 pub mod networks;
 pub mod nodes;
@@ -75,8 +76,8 @@ pub struct Inner {
     pub db: Db,
     /// VLAN allocation pool.
     pub vlans: VlanPool,
-    /// Prometheus counters.
-    pub metrics: Metrics,
+    /// Prometheus series (shared with the BMC drivers' observer).
+    pub metrics: Arc<Metrics>,
     /// Verified-credential cache.
     pub auth_cache: AuthCache,
     /// Notified whenever a networking action finishes (DONE or ERROR).
@@ -118,7 +119,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             db,
             vlans,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             auth_cache: AuthCache::default(),
             action_done: tokio::sync::Notify::new(),
             registry: crate::registry::Registry::default(),
@@ -223,9 +224,19 @@ impl AppState {
 }
 
 impl AppState {
-    /// The driver of a node's BMC (an `upstream` one gets this server's parent client).
+    /// The driver of a node's BMC (an `upstream` one gets this server's parent
+    /// client); every call to a BMC is timed and counted in the metrics by
+    /// driver (a node without one, `none`, has nothing to measure).
     pub fn bmc(&self, obm: &crate::drivers::ObmConfig) -> Box<dyn crate::drivers::Bmc> {
-        self.drivers.bmc(obm, self.upstream.as_ref())
+        let inner = self.drivers.bmc(obm, self.upstream.as_ref());
+        if matches!(obm, crate::drivers::ObmConfig::None {}) {
+            return inner;
+        }
+        let (metrics, driver) = (Arc::clone(&self.metrics), obm.kind());
+        Box::new(crate::drivers::measured::Measured::new(
+            inner,
+            Arc::new(move |op, took, ok| metrics.bmc_call(driver, op, took, ok)),
+        ))
     }
 
     /// The driver of a switch (an `upstream` one gets this server's parent client).

@@ -579,3 +579,8 @@ pub async fn claim_orphaned_sessions(w: &Writer, me: &str, max_epoch: i64) -> Re
 pub async fn drop_session(w: &Writer, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM deployment_sessions WHERE deployment = $1").bind(id).execute(w.pool()).await.map(drop)
 }
+
+/// How many deployments are in each state (states with none are left out).
+pub async fn count_by_state(pool: &AnyPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT state, COUNT(*) FROM deployments GROUP BY state").fetch_all(pool).await
+}

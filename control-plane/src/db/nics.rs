@@ -124,3 +124,8 @@ pub async fn detach_port_of_free_node(w: &Writer, switch: &str, port: &str, node
     .await?;
     Ok(r.rows_affected() > 0)
 }
+
+/// Every NIC's node and MAC address (as registered).
+pub async fn all_macs(pool: &AnyPool) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT node, macaddr FROM nics ORDER BY node, name").fetch_all(pool).await
+}

@@ -59,6 +59,24 @@ pub async fn checkin(w: &Writer, backend: Backend, mac: &str, body: &str) -> Res
     Ok(())
 }
 
+/// A runtime's check-in count and the age of its last check-in.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckinAgeRow {
+    /// Normalized MAC.
+    pub mac: String,
+    /// Check-ins so far.
+    pub checkins: i64,
+    /// Seconds since the last one (database clock).
+    pub age: i64,
+}
+
+/// Every runtime that ever checked in, with the age of its last check-in.
+pub async fn checkin_ages(pool: &AnyPool, backend: Backend) -> Result<Vec<CheckinAgeRow>, sqlx::Error> {
+    let sql =
+        format!("SELECT mac, checkins, ({}) - checkin_at AS age FROM runtime_nodes ORDER BY mac", clock_sql(backend));
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await
+}
+
 /// `mac`'s check-ins, if it ever checked in.
 pub async fn node(pool: &AnyPool, mac: &str) -> Result<Option<NodeRow>, sqlx::Error> {
     sqlx::query_as("SELECT mac, checkins, last_checkin, checkin_at FROM runtime_nodes WHERE mac = $1")

@@ -97,6 +97,18 @@ pub enum ObmConfig {
 }
 
 impl ObmConfig {
+    /// The driver's name (its `type`), for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObmConfig::Ipmi { .. } => "ipmi",
+            ObmConfig::Redfish { .. } => "redfish",
+            ObmConfig::Qmp { .. } => "qmp",
+            ObmConfig::None {} => "none",
+            ObmConfig::Obmd { .. } => "obmd",
+            ObmConfig::Upstream { .. } => "upstream",
+        }
+    }
+
     /// Check driver-specific fields for obviously bad values.
     pub fn validate(&self) -> Result<(), String> {
         match self {

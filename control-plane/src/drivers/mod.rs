@@ -26,6 +26,7 @@
 mod config;
 mod ipmi;
 mod linux_bridge;
+pub mod measured;
 #[cfg(test)]
 pub(crate) mod mock;
 mod none;

@@ -79,20 +79,9 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     (status, axum::Json(serde_json::json!({ "type": kind, "msg": msg }))).into_response()
 }
 
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    let mut text = st.metrics.render();
-    text.push_str(
-        "# HELP metalcast_runtime_stale_reports_total Node reports refused: they named no instruction this server gave that node.\n\
-         # TYPE metalcast_runtime_stale_reports_total counter\n",
-    );
-    text.push_str(&format!("metalcast_runtime_stale_reports_total {}\n", st.runtime.stale_reports()));
-    text.push_str(
-        "# HELP metalcast_runtime_refused_checkins_total Node check-ins refused (a netboot token forged, expired or of another MAC; a rejected enrollment).\n\
-         # TYPE metalcast_runtime_refused_checkins_total counter\n",
-    );
-    text.push_str(&format!("metalcast_runtime_refused_checkins_total {}\n", st.runtime.refused_checkins()));
-    text.push_str(&st.metrics.render_netboot(&st.netboot.counters.snapshot()));
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let text = crate::app::metrics::scrape(&st).await?;
+    Ok(([(CONTENT_TYPE, crate::metrics::Metrics::content_type())], text))
 }
 
 /// Middleware counting every request by method, matched route and status.

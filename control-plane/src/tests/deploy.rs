@@ -230,6 +230,27 @@ async fn deployments(h: &Harness) {
     assert!(v["msg"].as_str().unwrap().contains(&format!("newer deployment {id2}")), "{v}");
     let (_, v) = h.call("GET", &format!("/v1/deployments/{id}"), &alice, None).await;
     assert_eq!(v["state"], "failed", "a refused retry changes nothing: {v}");
+
+    // The metrics: finished deployments and nodes by state, failures by reason, the database's gauge.
+    let (_, body) = h.raw_bytes("GET", "/metrics", &Who::Anon, Vec::new()).await;
+    let m = String::from_utf8(body).unwrap();
+    let value = |series: &str| m.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok());
+    let (_, all) = h.call("GET", "/v1/deployments", &h.admin.clone(), None).await;
+    let failed = all.as_array().unwrap().iter().filter(|d| d["state"] == "failed").count();
+    assert!(failed >= 2, "{all}");
+    assert_eq!(value("metalcast_deployments{state=\"failed\"}"), Some(failed as f64), "{m}");
+    assert!(value("metalcast_deployments_finished_total{state=\"failed\"}").unwrap_or(0.0) >= 2.0, "{m}");
+    assert!(value("metalcast_node_deploy_duration_seconds_count{state=\"failed\"}").unwrap_or(0.0) >= 2.0, "{m}");
+    let reasons: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("metalcast_node_failures_total{reason="))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        Some(reasons),
+        value("metalcast_node_deploy_duration_seconds_count{state=\"failed\"}"),
+        "every failed node has a reason: {m}"
+    );
 }
 both_backends!(deployments);
 

@@ -10,6 +10,7 @@ mod hil_conformance;
 mod ipmi;
 mod isolation;
 mod market;
+mod metrics;
 mod netboot;
 mod obmd;
 mod qmp;

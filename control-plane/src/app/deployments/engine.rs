@@ -78,16 +78,16 @@ pub async fn execute(
     let why = tokio::select! {
         r = run => r.err().map(|e| {
             tracing::error!(id, error = %e, "deployment failed");
-            format!("deployment error: {}", e.public_message())
+            ("deployment_error", format!("deployment error: {}", e.public_message()))
         }),
         () = st.tasks.shutting_down() => {
             tracing::warn!(id, "deployment stopped by shutdown");
-            Some(SHUT_DOWN.to_string())
+            Some(("shutdown", SHUT_DOWN.to_string()))
         }
     };
-    if let Some(why) = why {
+    if let Some((class, why)) = why {
         for n in &nodes {
-            let _ = set_node(st, &tx, id, n, |p| {
+            let _ = update_node(st, &tx, id, n, class, |p| {
                 if !p.state.is_terminal() {
                     p.state = NodeState::Failed;
                     p.reason = why.clone();
@@ -111,18 +111,56 @@ async fn set_node(
     node: &str,
     f: impl FnOnce(&mut NodeProgress),
 ) -> Result<()> {
-    let mut out = None;
+    update_node(st, tx, id, node, "other", f).await
+}
+
+/// Fails `node` with `reason`; `class` is the reason's kind for the metrics
+/// (`metalcast_node_failures_total{reason}`, a fixed set: docs/metrics.md).
+async fn fail_node(
+    st: &AppState,
+    tx: &watch::Sender<Deployment>,
+    id: i64,
+    node: &str,
+    class: &str,
+    reason: String,
+) -> Result<()> {
+    update_node(st, tx, id, node, class, |p| {
+        p.state = NodeState::Failed;
+        p.reason = reason;
+    })
+    .await
+}
+
+/// [`set_node`]; a node that fails here is counted under `failure`.
+async fn update_node(
+    st: &AppState,
+    tx: &watch::Sender<Deployment>,
+    id: i64,
+    node: &str,
+    failure: &str,
+    f: impl FnOnce(&mut NodeProgress),
+) -> Result<()> {
+    let (mut out, mut ended) = (None, None);
     tx.send_modify(|d| {
         if let Some(p) = d.nodes.iter_mut().find(|p| p.node == node) {
             f(p);
             if p.state.is_terminal() && p.elapsed_ms.is_none() {
-                p.elapsed_ms = Some((now_ms() - p.started_at_ms).max(0));
+                let ms = (now_ms() - p.started_at_ms).max(0);
+                p.elapsed_ms = Some(ms);
+                ended = Some((p.state, ms));
             }
             out = Some(p.clone());
         }
     });
     let Some(p) = out else { return Ok(()) };
-    owned(id, db::deployments::update_node(&st.db.writer, id, &st.replica.id, &p.to_row()).await?)
+    owned(id, db::deployments::update_node(&st.db.writer, id, &st.replica.id, &p.to_row()).await?)?;
+    if let Some((state, ms)) = ended {
+        st.metrics.node_finished(state.as_str(), ms as f64 / 1000.0);
+        if state == NodeState::Failed {
+            st.metrics.node_failed(failure);
+        }
+    }
+    Ok(())
 }
 
 /// A write of a running deployment that changed nothing: this replica no
@@ -141,9 +179,10 @@ async fn finish(st: &AppState, id: i64, tx: &watch::Sender<Deployment>) -> Resul
     let state = if failed { DeploymentState::Failed } else { DeploymentState::Done };
     let summary = tx.borrow().summary.clone();
     let summary = summary.map(|s| s.to_string());
-    let wrote =
-        db::deployments::finish(&st.db.writer, id, &st.replica.id, state, crate::now(), summary.as_deref()).await?;
+    let (now, created_at) = (crate::now(), tx.borrow().created_at);
+    let wrote = db::deployments::finish(&st.db.writer, id, &st.replica.id, state, now, summary.as_deref()).await?;
     owned(id, wrote)?;
+    st.metrics.deployment_finished(state.as_str(), (now - created_at) as f64);
     // The session can no longer be resumed: its key goes.
     db::deployments::drop_session(&st.db.writer, id).await?;
     let fresh = load(st, id).await?;
@@ -210,13 +249,7 @@ async fn drive(
         let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(60));
         match crate::app::provisioning::ensure(st, n, Some(&row.project), &format!("deployment {id}"), left).await {
             Ok(_) => reachable.push(n.clone()),
-            Err(e) => {
-                set_node(st, tx, id, n, |p| {
-                    p.state = NodeState::Failed;
-                    p.reason = e.public_message();
-                })
-                .await?
-            }
+            Err(e) => fail_node(st, tx, id, n, "provisioning_network", e.public_message()).await?,
         }
     }
     let nodes = &reachable;
@@ -231,21 +264,17 @@ async fn drive(
                 if let TargetSpec::Disk { device } = &params.target
                     && let Some(why) = not_in_inventory(st, &mac, device).await?
                 {
-                    set_node(st, tx, id, n, |p| {
-                        p.state = NodeState::Failed;
-                        p.reason = why;
-                    })
-                    .await?;
+                    fail_node(st, tx, id, n, "disk_not_in_inventory", why).await?;
                     continue;
                 }
                 members.push(Member { node: n.clone(), mac, ip, boot_id, instruction: 0 })
             }
             None => {
-                set_node(st, tx, id, n, |p| {
-                    p.state = NodeState::Failed;
-                    p.reason = format!("no runtime checked in from this node's NICs within {}s: is it booted into the metalcast runtime?", join.as_secs());
-                })
-                .await?;
+                let why = format!(
+                    "no runtime checked in from this node's NICs within {}s: is it booted into the metalcast runtime?",
+                    join.as_secs()
+                );
+                fail_node(st, tx, id, n, "no_runtime", why).await?;
             }
         }
     }
@@ -515,6 +544,18 @@ async fn run_session(
             crate::app::netboot::mark(st, &n, crate::db::netboot::Boot::Local).await?;
         }
     }
+    match &summary {
+        Ok(Ok(s)) => st.metrics.session_ended(Some(&crate::metrics::SessionNumbers {
+            secs: s.secs,
+            image_bytes: s.image_bytes,
+            wire_bytes: s.wire_bytes,
+            source_symbols: s.source_packets,
+            repair_symbols: s.repair_packets,
+            rejected_reports: s.rejected_reports,
+        })),
+        Ok(Err(_)) if receiving == 0 => {}
+        _ => st.metrics.session_ended(None),
+    }
     match summary {
         Ok(Ok(s)) => {
             let v = serde_json::to_value(&s).map_err(Error::internal)?;
@@ -574,7 +615,8 @@ async fn drive_upstream(
                                 == (state, n.reason.as_str(), n.blocks_done, n.blocks_total)
                     });
                     if !same {
-                        set_node(st, tx, id, &n.node, |p| {
+                        // A node failed at the parent is counted as such (its reason is the parent's).
+                        update_node(st, tx, id, &n.node, "parent", |p| {
                             p.state = state;
                             p.reason = n.reason.clone();
                             p.blocks_done = n.blocks_done;
@@ -654,7 +696,9 @@ async fn follow(
             let (phase, status) = (r.phase, r.status);
             let detail = r.detail.clone();
             let data = r.data.clone();
-            set_node(st, tx, id, &m.node, |p| match status {
+            // A phase that failed on the node is counted by phase (`runtime_receive`, `runtime_verify` ...).
+            let class = format!("runtime_{}", format!("{phase:?}").to_lowercase());
+            update_node(st, tx, id, &m.node, &class, |p| match status {
                 Status::Failed => {
                     p.state = NodeState::Failed;
                     p.reason =
@@ -723,11 +767,14 @@ async fn follow(
             } else {
                 format!("timed out in state {state}")
             };
-            set_node(st, tx, id, &m.node, |p| {
-                p.state = NodeState::Failed;
-                p.reason = why;
-            })
-            .await?;
+            let class = if !stuck_receiving {
+                "timeout"
+            } else if why.starts_with("no report") {
+                "no_report_after_session"
+            } else {
+                "instruction_not_picked_up"
+            };
+            fail_node(st, tx, id, &m.node, class, why).await?;
             return Ok(());
         }
         // Wait for anything that can move this node on.
