@@ -117,7 +117,27 @@ pub enum QuotaCmd {
         /// Most MiB of image bundles.
         #[arg(long)]
         max_image_mib: Option<u64>,
+        /// Set a limit below what the project uses now (nothing is taken
+        /// away; new requests are refused until use is back under).
+        #[arg(long)]
+        force: bool,
     },
+}
+
+/// Why one more image of `size` bytes would not fit `u`'s quota (the server's words).
+fn over_quota(u: &metalcast_operator_api::v1::QuotaUsage, size: u64) -> Option<String> {
+    if let Some(max) = u.quota.max_images
+        && u.images + 1 > max
+    {
+        return Some(format!("it owns {} of at most {max} images", u.images));
+    }
+    let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+    match u.quota.max_image_bytes {
+        Some(max) if u.image_bytes.saturating_add(size_i) > max => {
+            Some(format!("{} + {size} bytes of images exceed its limit of {max} bytes", u.image_bytes))
+        }
+        _ => None,
+    }
 }
 
 /// Run `metalcast image ...`.
@@ -139,6 +159,17 @@ pub async fn run_image(c: &Client, cmd: &ImageCmd) -> Result<Value, CliError> {
                 }
                 Err(Error::Api { status: 404, .. }) => {}
                 Err(other) => return Err(other.into()),
+            }
+            // Likewise the project's quota (the server checks the declared length first too).
+            if let Some(p) = project {
+                let size = std::fs::metadata(bundle).map(|m| m.len()).unwrap_or(0);
+                if let Some(why) = over_quota(&c.quota(p).await?, size) {
+                    let body = ErrorBody {
+                        msg: format!("quota exceeded for project {p:?}: {why}"),
+                        kind: "AuthorizationError".into(),
+                    };
+                    return Err(Error::Api { status: 403, body }.into());
+                }
             }
             let query = UploadQuery { project: project.clone(), visibility: *visibility };
             out(c.image_upload(image, &query, bundle).await?)
@@ -182,7 +213,7 @@ pub async fn run_keypair(c: &Client, cmd: &KeypairCmd) -> Result<Value, CliError
 pub async fn run_quota(c: &Client, cmd: &QuotaCmd) -> Result<Value, CliError> {
     match cmd {
         QuotaCmd::Show { project } => out(c.quota(project).await?),
-        QuotaCmd::Set { project, max_nodes, max_images, max_image_mib } => {
+        QuotaCmd::Set { project, max_nodes, max_images, max_image_mib, force } => {
             let limit = |flag: &str, v: Option<u64>| {
                 v.map(|n| i64::try_from(n).map_err(|_| CliError::Input(format!("--{flag} {n} is too large"))))
                     .transpose()
@@ -192,7 +223,7 @@ pub async fn run_quota(c: &Client, cmd: &QuotaCmd) -> Result<Value, CliError> {
                 max_images: limit("max-images", *max_images)?,
                 max_image_bytes: limit("max-image-mib", max_image_mib.map(|m| m.saturating_mul(1 << 20)))?,
             };
-            out(c.quota_set(project, &quota).await?)
+            out(c.quota_set(project, &quota, *force).await?)
         }
     }
 }

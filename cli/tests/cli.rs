@@ -320,6 +320,13 @@ async fn image_quota_keypair_commands() {
         assert_eq!((u["images"].as_i64(), u["quota"]["max_images"].as_i64()), (Some(1), Some(1)));
         let o = run(&["image", "upload", "deb2", bundle, "--project", "p1"]);
         assert!(String::from_utf8_lossy(&o.stderr).contains("quota exceeded"), "{o:?}");
+        // Below what p1 uses (1 image): refused with the way out, then forced.
+        let o = run(&["quota", "set", "p1", "--max-images", "0"]);
+        assert_eq!(o.status.code(), Some(6), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("max_images 0 < 1 images owned"), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--force"), "{o:?}");
+        assert!(run(&["quota", "set", "p1", "--max-images", "0", "--force"]).status.success());
+        assert!(run(&["quota", "set", "p1", "--max-images", "1", "--max-image-mib", "10"]).status.success());
 
         let pubkey = d.join("id.pub");
         std::fs::write(

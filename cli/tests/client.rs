@@ -92,7 +92,7 @@ async fn typed_client_against_server() {
     assert_eq!(all["net1"].projects.as_deref(), Some(&["p1".to_string()][..]));
     same_as_raw(&admin, &all, "/v0/networks").await;
 
-    let q = admin.quota_set("p1", &Quota { max_nodes: Some(3), ..Quota::default() }).await.unwrap();
+    let q = admin.quota_set("p1", &Quota { max_nodes: Some(3), ..Quota::default() }, false).await.unwrap();
     assert_eq!(q.max_nodes, Some(3));
     let usage = alice.quota("p1").await.unwrap();
     assert_eq!((usage.nodes, usage.quota.max_nodes), (1, Some(3)));

@@ -570,8 +570,10 @@ impl Client {
     }
 
     /// `PUT /v1/projects/{p}/quota` (admin); the quota as stored.
-    pub async fn quota_set(&self, project: &str, quota: &Quota) -> Result<Quota, Error> {
-        self.json(Method::PUT, &format!("/v1/projects/{}/quota", seg(project)?), Some(quota)).await
+    /// A limit below current use is refused (409) unless `force`.
+    pub async fn quota_set(&self, project: &str, quota: &Quota, force: bool) -> Result<Quota, Error> {
+        let q = if force { "?force=true" } else { "" };
+        self.json(Method::PUT, &format!("/v1/projects/{}/quota{q}", seg(project)?), Some(quota)).await
     }
 
     /// `GET /v1/keypairs`: own keys and those shared with the caller's projects.

@@ -203,6 +203,7 @@ pub async fn upload<S, B, E>(
     name: &str,
     project: Option<String>,
     visibility: Option<Visibility>,
+    declared: Option<u64>,
     mut body: S,
 ) -> Result<ImageInfo>
 where
@@ -232,6 +233,15 @@ where
     if load(st, name).await?.is_some() {
         return Err(Error::Duplicate(format!("image {name:?} already exists")));
     }
+    // Size limits before a byte is read: the declared length (Content-Length) against the
+    // server's limit and the project's quota; while reading, the bytes the quota has left.
+    if declared.is_some_and(|d| d > reg.max_upload) {
+        return Err(Error::TooLarge);
+    }
+    let left = match &project {
+        Some(p) => quotas::precheck_image(st, p, declared.unwrap_or(0)).await?,
+        None => None,
+    };
     reg.ensure_dirs().map_err(Error::internal)?;
     let tmp = tempfile::Builder::new().prefix(".upload-").tempfile_in(reg.images_dir()).map_err(Error::internal)?;
 
@@ -244,6 +254,11 @@ where
         len += chunk.len() as u64;
         if len > reg.max_upload {
             return Err(Error::TooLarge);
+        }
+        if let (Some(left), Some(p)) = (left, &project)
+            && len > left
+        {
+            return Err(quotas::upload_over_quota(p, left));
         }
         tokio::io::AsyncWriteExt::write_all(&mut file, chunk).await.map_err(Error::internal)?;
     }

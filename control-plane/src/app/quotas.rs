@@ -89,6 +89,25 @@ pub async fn check_image(tx: &mut Tx<'_>, project: &str, bytes: u64) -> Result<(
     Ok(())
 }
 
+/// Before an upload to `project` of `declared` bytes (0 when the length is
+/// not known): fails as the final check would, before a byte is read. The
+/// bytes of images the project may still store (`None`: no byte limit), for
+/// stopping an upload that passes them.
+pub async fn precheck_image(st: &AppState, project: &str, declared: u64) -> Result<Option<u64>> {
+    let mut tx = st.db.writer.begin().await?;
+    lock_project(&mut tx, st.db.backend, project).await?;
+    check_image(&mut tx, project, declared).await?;
+    let q = db::quotas::get(&mut *tx, project).await?;
+    let used = db::quotas::usage(&mut tx, project).await?.image_bytes;
+    drop(tx); // read only: rolled back
+    Ok(q.max_image_bytes.map(|max| u64::try_from(max.saturating_sub(used)).unwrap_or(0)))
+}
+
+/// The upload to `project` passed the `left` bytes of images it may still store.
+pub fn upload_over_quota(project: &str, left: u64) -> Error {
+    over_quota(project, format!("the upload passed the {left} bytes of images it may still store"))
+}
+
 fn over_quota(project: &str, why: String) -> Error {
     Error::Forbidden(format!("quota exceeded for project {project:?}: {why}"))
 }
@@ -105,9 +124,10 @@ pub async fn show(st: &AppState, c: &Caller, project: String) -> Result<QuotaUsa
     Ok(QuotaUsage { project, quota, nodes: u.nodes, images: u.images, image_bytes: u.image_bytes })
 }
 
-/// Sets a project's quota (admins). Lowering a limit below current use is
-/// allowed: nothing is taken away, new requests are refused.
-pub async fn set(st: &AppState, c: &Caller, project: String, q: Quota) -> Result<Quota> {
+/// Sets a project's quota (admins). Lowering a limit below what the project
+/// uses now is refused (409, naming the use) unless `force`: with it, nothing
+/// is taken away and new requests are refused until the use is back under.
+pub async fn set(st: &AppState, c: &Caller, project: String, q: Quota, force: bool) -> Result<Quota> {
     c.require_admin()?;
     check_name("project", &project)?;
     for (name, v) in [("max_nodes", q.max_nodes), ("max_images", q.max_images), ("max_image_bytes", q.max_image_bytes)]
@@ -118,6 +138,31 @@ pub async fn set(st: &AppState, c: &Caller, project: String, q: Quota) -> Result
     }
     let mut tx = st.db.writer.begin().await?;
     lock_project(&mut tx, st.db.backend, &project).await?;
+    if !force {
+        let old: Quota = db::quotas::get(&mut *tx, &project).await?.into();
+        let u = db::quotas::usage(&mut tx, &project).await?;
+        let mut below = Vec::new();
+        for (name, new, old, used, what) in [
+            ("max_nodes", q.max_nodes, old.max_nodes, u.nodes, "nodes held"),
+            ("max_images", q.max_images, old.max_images, u.images, "images owned"),
+            ("max_image_bytes", q.max_image_bytes, old.max_image_bytes, u.image_bytes, "bytes of images"),
+        ] {
+            // Lowered (from unlimited or a higher limit) to under what is used now.
+            if let Some(new) = new
+                && new < used
+                && old.is_none_or(|old| new < old)
+            {
+                below.push(format!("{name} {new} < {used} {what}"));
+            }
+        }
+        if !below.is_empty() {
+            return Err(Error::Conflict(format!(
+                "project {project:?} uses more than the new quota allows ({}); nothing would be taken away, \
+                 but new requests would be refused: set it anyway with force=true (metalcast quota set --force)",
+                below.join(", ")
+            )));
+        }
+    }
     let row =
         db::quotas::QuotaRow { max_nodes: q.max_nodes, max_images: q.max_images, max_image_bytes: q.max_image_bytes };
     db::quotas::set(&mut tx, &project, row).await?;

@@ -156,6 +156,36 @@ async fn images(h: &Harness) {
     h.ok("PUT", "/v1/projects/pa/quota", Some(json!({"max_image_bytes": good.len() + 10}))).await;
     let (s, v) = upload(h, &alice, "second", "?project=pa", bundle(Some(&h.signer), 5)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "byte quota: {v}");
+    // A declared length over the quota is refused before a byte is read: this body never ends.
+    let req = alice
+        .authorize(
+            axum::http::Request::builder()
+                .method("PUT")
+                .uri("/v1/images/third?project=pa")
+                .header("content-length", "1000000"),
+        )
+        .body(axum::body::Body::from_stream(futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>()))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), tower::ServiceExt::oneshot(h.app.clone(), req))
+        .await
+        .expect("refused without reading the body")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let v: serde_json::Value =
+        serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap()).unwrap();
+    assert!(v["msg"].as_str().unwrap().contains("exceed its limit"), "{v}");
+    // Without a declared length, the upload stops as soon as it passes what the quota has left.
+    let endless = futures_util::stream::iter(std::iter::repeat_with(|| Ok::<_, std::io::Error>(vec![0u8; 4096])));
+    let req = alice
+        .authorize(axum::http::Request::builder().method("PUT").uri("/v1/images/third?project=pa"))
+        .body(axum::body::Body::from_stream(endless))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), tower::ServiceExt::oneshot(h.app.clone(), req))
+        .await
+        .expect("stopped at the quota")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(registry_files(h), ["base.mcb", "deb12.mcb"], "a refused upload left a file");
 
     // A project with images cannot be deleted; after deleting them it can.
     assert_eq!(h.call("DELETE", "/v0/project/pa", &h.admin, None).await.0, StatusCode::CONFLICT);
@@ -190,6 +220,22 @@ async fn node_quota_race(h: &Harness) {
     }
     let held = h.ok("GET", "/v0/project/pa/nodes", None).await;
     assert_eq!(held.as_array().unwrap().len(), 2, "{held}");
+
+    // Lowering the limit below the 2 nodes held is refused, naming the use; with force it is set.
+    let (s, v) = h.call("PUT", "/v1/projects/pa/quota", &h.admin, Some(json!({"max_nodes": 1}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("max_nodes 1 < 2 nodes held"), "{v}");
+    assert_eq!(
+        h.ok("GET", "/v1/projects/pa/quota", None).await["quota"]["max_nodes"],
+        2,
+        "a refused set changes nothing"
+    );
+    h.ok("PUT", "/v1/projects/pa/quota?force=true", Some(json!({"max_nodes": 1}))).await;
+    // Already below: changing another limit does not need force again; nothing was taken away.
+    h.ok("PUT", "/v1/projects/pa/quota", Some(json!({"max_nodes": 1, "max_images": 3}))).await;
+    assert_eq!(h.ok("GET", "/v0/project/pa/nodes", None).await.as_array().unwrap().len(), 2);
+    let (s, v) = h.call("PUT", "/v1/projects/pa/quota?force=maybe", &h.admin, Some(json!({"max_nodes": 0}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 }
 both_backends!(node_quota_race);
 

@@ -75,9 +75,15 @@ async fn upload(
     c: Caller,
     Path(name): Path<String>,
     Query(q): Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
     body: RawBody,
 ) -> Result<(StatusCode, Json<ImageInfo>), ApiError> {
-    let img = images::upload(&st, &c, &name, q.project, q.visibility, body.into_data_stream()).await?;
+    // The declared length, so that size limits and quotas refuse before the upload, not after it.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let img = images::upload(&st, &c, &name, q.project, q.visibility, declared, body.into_data_stream()).await?;
     Ok((StatusCode::CREATED, Json(img)))
 }
 

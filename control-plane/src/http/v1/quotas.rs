@@ -29,14 +29,24 @@ async fn show(
     Ok(Json(quotas::show(&st, &c, project).await?))
 }
 
-/// Set a project's quota (admin only). Lowering a limit below current use is
-/// allowed: nothing is taken away, new requests are refused.
-#[utoipa::path(put, path = "/v1/projects/{project}/quota", operation_id = "quota_set", params(("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")), request_body = Quota, responses((status = 200, body = Quota)))]
+/// `?force=true` of `PUT .../quota`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Set a project's quota (admin only). Lowering a limit below what the
+/// project uses now is refused (409) unless `force=true`: then nothing is
+/// taken away, and new requests are refused until use is back under.
+#[utoipa::path(put, path = "/v1/projects/{project}/quota", operation_id = "quota_set", params(("project" = String, Path, description = "project name: 1-64 characters A-Z a-z 0-9 _ . - (not starting with - or .)", pattern = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"), ("force" = Option<bool>, Query, description = "set a limit below current use")), request_body = Quota, responses((status = 200, body = Quota), (status = 409, description = "a limit lowered below current use without force")))]
 async fn set(
     State(st): State<AppState>,
     c: crate::authz::Caller,
     Path(project): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<SetQuery>,
     Body(q): Body<Quota>,
 ) -> Result<Json<Quota>, ApiError> {
-    Ok(Json(quotas::set(&st, &c, project, q).await?))
+    Ok(Json(quotas::set(&st, &c, project, q, query.force).await?))
 }
