@@ -31,6 +31,99 @@ pub async fn list(st: &AppState, free: bool) -> Result<Vec<String>> {
     Ok(db::nodes::list(&st.db.pool, free).await?)
 }
 
+/// Where a node stands, at a glance (`GET /v1/nodes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// In no project.
+    Free,
+    /// In a project, not deployed by it (or its deployment is not its newest).
+    Allocated,
+    /// Its project's newest deployment of it is running.
+    Deploying,
+    /// Its project's newest deployment of it ended verified or booted.
+    Deployed,
+    /// Its project's newest deployment of it failed on it.
+    Failed,
+    /// A reclaim of it is running.
+    Reclaiming,
+}
+
+/// One row of the node list.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct NodeSummary {
+    /// Node name.
+    pub name: String,
+    /// Its project (`null`: free).
+    pub project: Option<String>,
+    /// Where it stands.
+    pub state: NodeStatus,
+    /// The newest deployment that included it, while it is in the project that made it.
+    pub last_deployment: Option<i64>,
+    /// The node's state in that deployment (`waiting` ... `verified`, `booted`, `failed`).
+    pub last_deployment_state: Option<String>,
+    /// Seconds since its runtime last checked in (database clock; `null`: never).
+    pub checkin_age_secs: Option<i64>,
+}
+
+/// The nodes a caller may see (admins: all; others: the free ones and their
+/// projects'), with where each stands; filtered by `project` and `state`.
+pub async fn overview(
+    st: &AppState,
+    c: &Caller,
+    project: Option<&str>,
+    state: Option<NodeStatus>,
+) -> Result<Vec<NodeSummary>> {
+    if let Some(p) = project {
+        check_name("project", p)?;
+    }
+    let ages: std::collections::HashMap<String, i64> =
+        db::runtime::checkin_ages(&st.db.pool, st.db.backend).await?.into_iter().map(|r| (r.mac, r.age)).collect();
+    let mut checkin: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for (node, mac) in db::nics::all_macs(&st.db.pool).await? {
+        if let Some(age) = super::netboot::normalize_mac(&mac).ok().and_then(|m| ages.get(&m)) {
+            let e = checkin.entry(node).or_insert(*age);
+            *e = (*e).min(*age);
+        }
+    }
+    let mut out = Vec::new();
+    for r in db::nodes::overview(&st.db.pool).await? {
+        let visible = c.admin || r.project.as_ref().is_none_or(|p| c.projects.contains(p));
+        if !visible || project.is_some_and(|p| r.project.as_deref() != Some(p)) {
+            continue;
+        }
+        // The newest deployment counts while the node is in the project that made it.
+        let (last, last_state) = match (&r.project, &r.last_project) {
+            (Some(p), Some(lp)) if p == lp => (r.last_deployment, r.last_state.clone()),
+            _ => (None, None),
+        };
+        let status = if r.reclaiming == 1 {
+            NodeStatus::Reclaiming
+        } else if r.project.is_none() {
+            NodeStatus::Free
+        } else {
+            match last_state.as_deref().map(str::parse::<db::deployments::NodeState>) {
+                Some(Ok(db::deployments::NodeState::Failed)) => NodeStatus::Failed,
+                Some(Ok(s)) if s.is_terminal() => NodeStatus::Deployed,
+                Some(Ok(_)) => NodeStatus::Deploying,
+                _ => NodeStatus::Allocated,
+            }
+        };
+        if state.is_some_and(|s| s != status) {
+            continue;
+        }
+        out.push(NodeSummary {
+            checkin_age_secs: checkin.get(&r.name).copied(),
+            name: r.name,
+            project: r.project,
+            state: status,
+            last_deployment: last,
+            last_deployment_state: last_state,
+        });
+    }
+    Ok(out)
+}
+
 /// Registers a free node with its BMC and metadata (admins).
 pub async fn register(
     st: &AppState,

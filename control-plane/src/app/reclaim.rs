@@ -103,6 +103,26 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
         return Err(Error::Conflict(format!("node {node:?} is being deployed by deployment {other}")));
     }
     let timeout = Duration::from_secs(req.timeout_secs.unwrap_or(300).clamp(5, 3600));
+    // Marked while it runs: every replica's node list shows it, and a second reclaim is refused.
+    if !crate::db::reclaim::begin(&st.db.writer, st.db.backend, &node, &project, &st.replica.id).await? {
+        return Err(Error::Conflict(format!("node {node:?} is being reclaimed already")));
+    }
+    let r = run(st, &user, node.clone(), project, &req, timeout).await;
+    if let Err(e) = crate::db::reclaim::end(&st.db.writer, &node, &st.replica.id).await {
+        tracing::warn!(%node, error = %e, "cannot clear the reclaim mark (a dead replica's mark is replaced)");
+    }
+    r
+}
+
+/// The reclaim's phases, once it is marked.
+async fn run(
+    st: &AppState,
+    user: &str,
+    node: String,
+    project: String,
+    req: &ReclaimRequest,
+    timeout: Duration,
+) -> Result<Reclaimed> {
     let t0 = Instant::now();
     let mut phases = Vec::new();
 
@@ -114,7 +134,7 @@ pub async fn reclaim(st: &AppState, c: &Caller, node: String, req: ReclaimReques
     } else {
         None
     };
-    let (method, detail) = back_to_runtime(st, Work::Request, &user, &project, &node, timeout).await?;
+    let (method, detail) = back_to_runtime(st, Work::Request, user, &project, &node, timeout).await?;
     let detail = match on_network {
         Some(n) => format!("{n}; {detail}"),
         None => detail,

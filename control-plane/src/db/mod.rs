@@ -51,6 +51,7 @@ pub mod nics;
 pub mod nodes;
 pub mod projects;
 pub mod quotas;
+pub mod reclaim;
 pub mod replicas;
 pub mod runtime;
 pub mod switches;

@@ -213,3 +213,37 @@ pub async fn quarantine(tx: &mut Tx<'_>, node: &str, project: &str) -> Result<bo
         .await?;
     Ok(r.rows_affected() > 0)
 }
+
+/// A node as the node list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OverviewRow {
+    /// Node name.
+    pub name: String,
+    /// Its project, if any.
+    pub project: Option<String>,
+    /// The newest deployment that included it.
+    pub last_deployment: Option<i64>,
+    /// That deployment's project.
+    pub last_project: Option<String>,
+    /// The node's state in it ([`super::deployments::NodeState`] name).
+    pub last_state: Option<String>,
+    /// Whether a live replica is reclaiming it (1) or not (0).
+    pub reclaiming: i64,
+}
+
+/// Every node with its newest deployment and whether it is being reclaimed, sorted by name.
+pub async fn overview(pool: &AnyPool) -> Result<Vec<OverviewRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT n.name, n.project, dn.deployment AS last_deployment, d.project AS last_project, \
+         dn.state AS last_state, \
+         CASE WHEN EXISTS (SELECT 1 FROM node_reclaims r WHERE r.node = n.name \
+              AND r.replica IN (SELECT id FROM replicas)) THEN 1 ELSE 0 END AS reclaiming \
+         FROM nodes n \
+         LEFT JOIN deployment_nodes dn ON dn.node = n.name \
+           AND dn.deployment = (SELECT MAX(x.deployment) FROM deployment_nodes x WHERE x.node = n.name) \
+         LEFT JOIN deployments d ON d.id = dn.deployment \
+         ORDER BY n.name",
+    )
+    .fetch_all(pool)
+    .await
+}

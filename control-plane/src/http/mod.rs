@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::deployments::routes())
         .merge(v1::metadata::routes())
         .merge(v1::reclaim::routes())
+        .merge(v1::nodes::routes())
         .merge(v1::events::routes())
         .merge(v1::market::routes())
         .merge(v1::ledger::routes())

@@ -251,6 +251,42 @@ async fn deployments(h: &Harness) {
         value("metalcast_node_deploy_duration_seconds_count{state=\"failed\"}"),
         "every failed node has a reason: {m}"
     );
+
+    // The node list: where each node stands, what a member may see, the filters.
+    let rows = h.ok("GET", "/v1/nodes", None).await;
+    let row = |n: &str| rows.as_array().unwrap().iter().find(|r| r["name"] == n).cloned().unwrap_or_default();
+    assert_eq!(
+        (row("n1")["state"].clone(), row("n1")["last_deployment"].clone()),
+        (json!("failed"), json!(id2)),
+        "{rows}"
+    );
+    assert_eq!(row("n1")["project"], "pa");
+    assert_eq!(row("n3")["state"], "free", "{rows}");
+    assert_eq!(row("n3")["last_deployment"], Value::Null, "{rows}");
+    let (_, mine) = h.call("GET", "/v1/nodes", &bob, None).await;
+    let names: Vec<&str> = mine.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"n3") && !names.contains(&"n1"), "{mine}");
+    assert!(
+        mine.as_array().unwrap().iter().all(|r| r["project"].is_null()),
+        "pb holds nothing, sees free nodes: {mine}"
+    );
+    assert!(
+        rows.as_array().unwrap().iter().any(|r| r["checkin_age_secs"].is_i64()),
+        "a runtime's check-in age: {rows}"
+    );
+    let (_, free) = h.call("GET", "/v1/nodes?state=free", &alice, None).await;
+    assert!(free.as_array().unwrap().iter().all(|r| r["state"] == "free" && r["project"].is_null()), "{free}");
+    let (_, of_pa) = h.call("GET", "/v1/nodes?project=pa", &alice, None).await;
+    assert!(of_pa.as_array().unwrap().iter().all(|r| r["project"] == "pa"), "{of_pa}");
+    assert_eq!(h.call("GET", "/v1/nodes?state=sleeping", &alice, None).await.0, StatusCode::BAD_REQUEST);
+    // A reclaim in progress (marked by this replica) shows, and a second one is refused.
+    assert!(crate::db::reclaim::begin(&h.st.db.writer, h.st.db.backend, "n1", "pa", &h.st.replica.id).await.unwrap());
+    assert_eq!(h.ok("GET", "/v1/nodes?state=reclaiming", None).await[0]["name"], "n1");
+    let (s, v) = h.call("POST", "/v1/nodes/n1/reclaim", &alice, Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("being reclaimed already"), "{v}");
+    crate::db::reclaim::end(&h.st.db.writer, "n1", &h.st.replica.id).await.unwrap();
+    assert_eq!(h.ok("GET", "/v1/nodes?state=reclaiming", None).await, json!([]));
 }
 both_backends!(deployments);
 

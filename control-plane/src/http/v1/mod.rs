@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod market;
 pub mod metadata;
 pub mod netboot;
+pub mod nodes;
 pub mod openapi;
 pub mod quotas;
 pub mod reclaim;

@@ -45,6 +45,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(super::images::ImagesDoc::openapi());
     doc.merge(super::deployments::DeploymentsDoc::openapi());
     doc.merge(super::reclaim::ReclaimDoc::openapi());
+    doc.merge(super::nodes::NodesDoc::openapi());
     doc.merge(super::keypairs::KeypairsDoc::openapi());
     doc.merge(super::quotas::QuotasDoc::openapi());
     doc.merge(super::events::EventsDoc::openapi());
