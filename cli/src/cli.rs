@@ -437,6 +437,37 @@ pub enum ProjectNodeCmd {
     },
 }
 
+/// A node's state, for `node list --state`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NodeStateArg {
+    /// In no project.
+    Free,
+    /// In a project, not deployed by it.
+    Allocated,
+    /// Its project's newest deployment of it is running.
+    Deploying,
+    /// That deployment ended verified or booted.
+    Deployed,
+    /// That deployment failed on it.
+    Failed,
+    /// Being reclaimed.
+    Reclaiming,
+}
+
+impl From<NodeStateArg> for metalcast_operator_api::v1::NodeStatus {
+    fn from(s: NodeStateArg) -> Self {
+        use metalcast_operator_api::v1::NodeStatus as S;
+        match s {
+            NodeStateArg::Free => S::Free,
+            NodeStateArg::Allocated => S::Allocated,
+            NodeStateArg::Deploying => S::Deploying,
+            NodeStateArg::Deployed => S::Deployed,
+            NodeStateArg::Failed => S::Failed,
+            NodeStateArg::Reclaiming => S::Reclaiming,
+        }
+    }
+}
+
 /// Which nodes to list.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Which {
@@ -485,11 +516,24 @@ pub enum NodeCmd {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// List nodes.
+    /// List nodes, one row each: project, state (free, allocated, deploying,
+    /// deployed, failed, reclaiming), newest deployment, last runtime check-in.
     List {
-        /// `all` or `free`.
+        /// `all` or `free` (free: the same as `--state free`).
         #[arg(value_enum, default_value = "all")]
         which: Which,
+        /// Only this project's nodes.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only nodes in this state.
+        #[arg(long, value_enum)]
+        state: Option<NodeStateArg>,
+        /// Also the power state, asked of each node's BMC (one call per node, 8 at a time).
+        #[arg(long)]
+        long: bool,
+        /// Names only, one per line (HIL's node list).
+        #[arg(long, conflicts_with_all = ["project", "state", "long"])]
+        names: bool,
     },
     /// The node's runtime as this server last heard it: check-in (MAC,
     /// address, boot id, how long ago), hardware inventory and the newest
@@ -1009,7 +1053,7 @@ mod tests {
     #[test]
     fn parses_hil_style_verbs() {
         let c = Cli::try_parse_from(["metalcast", "node", "list", "free", "-o", "json"]).unwrap();
-        assert!(matches!(c.command, Command::Node(NodeCmd::List { which: Which::Free })));
+        assert!(matches!(c.command, Command::Node(NodeCmd::List { which: Which::Free, .. })));
         assert_eq!(c.output, Output::Json);
         let c = Cli::try_parse_from(["metalcast", "project", "node", "add", "p1", "n1"]).unwrap();
         assert!(matches!(c.command, Command::Project(ProjectCmd::Node(ProjectNodeCmd::Add { .. }))));

@@ -139,12 +139,30 @@ async fn project(c: &Client, cmd: &ProjectCmd, human: bool) -> Result<Value, Cli
 /// `metalcast node ...`
 async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError> {
     match cmd {
-        NodeCmd::List { which } => {
+        NodeCmd::List { which, names: true, .. } => {
             let which = match which {
                 Which::All => NodeFilter::All,
                 Which::Free => NodeFilter::Free,
             };
             out(c.nodes(which).await?)
+        }
+        NodeCmd::List { which, project, state, long, names: false } => {
+            let state = match (which, state) {
+                (Which::Free, None) => Some(metalcast_operator_api::v1::NodeStatus::Free),
+                (_, s) => s.map(Into::into),
+            };
+            let rows = c.node_overview(project.as_deref(), state).await?;
+            let power = if *long { node_power(c, &rows).await } else { Vec::new() };
+            if human {
+                return Ok(Value::String(node_table(&rows, &power)));
+            }
+            let mut v = serde_json::to_value(&rows).map_err(|e| CliError::Failed(e.to_string()))?;
+            if let Some(a) = v.as_array_mut() {
+                for (row, p) in a.iter_mut().zip(&power) {
+                    row["power"] = p.clone().into();
+                }
+            }
+            Ok(v)
         }
         NodeCmd::Show { node } => out(c.node(node).await?),
         NodeCmd::Runtime { node } => {
@@ -357,6 +375,61 @@ async fn token(c: &Client, cmd: &TokenCmd) -> Result<Value, CliError> {
     }
 }
 
+/// Each node's power state as its BMC says it (`on`, `off`; `none` without
+/// a BMC; `?` when the call failed), 8 calls at a time, 10 s each.
+async fn node_power(c: &Client, rows: &[metalcast_operator_api::v1::NodeSummary]) -> Vec<String> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(rows.iter().map(|r| async move {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), c.power_status(&r.name)).await {
+            Ok(Ok(p)) => format!("{p:?}").to_lowercase(),
+            Ok(Err(metalcast_operator_api::Error::Api { status: 501, .. })) => "none".to_string(),
+            _ => "?".to_string(),
+        }
+    }))
+    .buffered(8)
+    .collect()
+    .await
+}
+
+/// Seconds ago, for humans: `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
+pub(crate) fn ago(secs: i64) -> String {
+    match secs.max(0) {
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 2 * 3600 => format!("{} min ago", s / 60),
+        s if s < 2 * 86400 => format!("{} h ago", s / 3600),
+        s => format!("{} d ago", s / 86400),
+    }
+}
+
+/// `node list` for humans: one row per node (`power` when `--long`).
+fn node_table(rows: &[metalcast_operator_api::v1::NodeSummary], power: &[String]) -> String {
+    let mut t = crate::table::plain();
+    let mut header = vec!["NAME", "PROJECT", "STATE", "LAST DEPLOYMENT", "CHECK-IN"];
+    if !power.is_empty() {
+        header.push("POWER");
+    }
+    t.set_header(header);
+    for (i, r) in rows.iter().enumerate() {
+        let last = match (r.last_deployment, &r.last_deployment_state) {
+            (Some(id), Some(s)) => format!("{id} ({s})"),
+            (Some(id), None) => id.to_string(),
+            _ => "-".to_string(),
+        };
+        let mut row = vec![
+            r.name.clone(),
+            r.project.clone().unwrap_or_else(|| "-".into()),
+            r.state.as_str().to_string(),
+            last,
+            r.checkin_age_secs.map_or_else(|| "never".to_string(), ago),
+        ];
+        if let Some(p) = power.get(i) {
+            row.push(p.clone());
+        }
+        t.add_row(row);
+    }
+    crate::table::finish(t, &[]).trim_end_matches('\n').to_string()
+}
+
 /// `node runtime` for humans: one row per fact, sizes in GiB, the check-in's
 /// age in seconds, the inventory summed up (`-o json` has all of it).
 fn runtime_rows(r: &metalcast_operator_api::v1::NodeRuntime) -> Value {
@@ -368,7 +441,7 @@ fn runtime_rows(r: &metalcast_operator_api::v1::NodeRuntime) -> Value {
     rows.insert("mac".into(), r.mac.clone().into());
     rows.insert("address".into(), r.address.clone().into());
     rows.insert("boot id".into(), r.boot_id.clone().into());
-    rows.insert("last check-in".into(), r.secs_since_checkin.map(|s| format!("{s:.0} s ago")).into());
+    rows.insert("last check-in".into(), r.secs_since_checkin.map(|s| ago(s as i64)).into());
     // The inventory's fields as the runtime API defines them (`metalcast_runtime_api::Inventory`).
     if let Some(i) = &r.inventory {
         let text = |v: &Value| v.as_str().unwrap_or("?").to_string();

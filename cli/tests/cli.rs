@@ -66,10 +66,28 @@ async fn cli_against_server() {
         assert_eq!(stdout(&o), "node n1 registered\n", "{o:?}");
         let o = run(&["-o", "json", "node", "nic", "add", "n1", "eth0", "52:54:00:12:34:56"]);
         assert_eq!(stdout(&o), "null\n", "{o:?}");
-        let o = run(&["node", "list", "free", "-o", "json"]);
+        let o = run(&["node", "list", "free", "--names", "-o", "json"]);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), serde_json::json!(["n1"]));
-        assert_eq!(stdout(&run(&["node", "list", "free"])), "n1\n");
+        assert_eq!(stdout(&run(&["node", "list", "free", "--names"])), "n1\n");
+        assert_eq!(
+            stdout(&run(&["node", "list", "free"])),
+            "NAME  PROJECT  STATE  LAST DEPLOYMENT  CHECK-IN\nn1    -        free   -                never\n"
+        );
         assert!(run(&["project", "node", "add", "p1", "n1"]).status.success());
+        // One row per node: its project and state; --long asks the BMC (this one is unreachable: `?`).
+        let o = run(&["-o", "json", "node", "list", "--long"]);
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (rows[0]["name"].clone(), rows[0]["project"].clone(), rows[0]["state"].clone(), rows[0]["power"].clone()),
+            (serde_json::json!("n1"), serde_json::json!("p1"), serde_json::json!("allocated"), serde_json::json!("?")),
+            "{rows}"
+        );
+        assert_eq!(
+            stdout(&run(&["node", "list", "--state", "free"])),
+            "NAME  PROJECT  STATE  LAST DEPLOYMENT  CHECK-IN\n"
+        );
+        assert!(stdout(&run(&["node", "list", "--project", "p1"])).contains("n1    p1       allocated"));
+        assert_eq!(run(&["node", "list", "--names", "--long"]).status.code(), Some(2), "--names conflicts with --long");
         // Documented exit codes.
         assert_eq!(run(&["project", "node", "add", "p1", "n1"]).status.code(), Some(6), "409");
         assert_eq!(run(&["node", "show", "ghost"]).status.code(), Some(5), "404");

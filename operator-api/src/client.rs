@@ -21,8 +21,9 @@ use crate::v0::{
     UserPatch,
 };
 use crate::v1::{
-    DeployRequest, Deployment, Health, ImageInfo, Keypair, KeypairCreate, NodeEvent, NodeRuntime, Quota, QuotaUsage,
-    ReclaimRequest, Reclaimed, SetVisibility, TokenCreate, TokenCreated, TokenInfo, UploadQuery, WhoAmI,
+    DeployRequest, Deployment, Health, ImageInfo, Keypair, KeypairCreate, NodeEvent, NodeRuntime, NodeStatus,
+    NodeSummary, Quota, QuotaUsage, ReclaimRequest, Reclaimed, SetVisibility, TokenCreate, TokenCreated, TokenInfo,
+    UploadQuery, WhoAmI,
 };
 
 /// Credentials sent with every request.
@@ -736,6 +737,23 @@ impl Client {
             std::future::ready(out)
         });
         Ok(events.boxed())
+    }
+
+    /// `GET /v1/nodes[?project=&state=]`: the nodes the caller may see, with where each stands.
+    pub async fn node_overview(
+        &self,
+        project: Option<&str>,
+        state: Option<NodeStatus>,
+    ) -> Result<Vec<NodeSummary>, Error> {
+        let mut q = Vec::new();
+        if let Some(p) = project {
+            q.push(format!("project={}", seg(p)?));
+        }
+        if let Some(s) = state {
+            q.push(format!("state={}", s.as_str()));
+        }
+        let q = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
+        self.json(Method::GET, &format!("/v1/nodes{q}"), NO_BODY).await
     }
 
     /// `GET /v1/nodes/{node}/runtime`: what the node's runtime last reported.

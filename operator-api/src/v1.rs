@@ -445,6 +445,55 @@ pub struct DeploymentChange {
     pub data: Value,
 }
 
+/// Where a node stands (`GET /v1/nodes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// In no project.
+    Free,
+    /// In a project, not deployed by it.
+    Allocated,
+    /// Its project's newest deployment of it is running.
+    Deploying,
+    /// That deployment ended verified or booted.
+    Deployed,
+    /// That deployment failed on it.
+    Failed,
+    /// A reclaim of it is running.
+    Reclaiming,
+}
+
+impl NodeStatus {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Free => "free",
+            NodeStatus::Allocated => "allocated",
+            NodeStatus::Deploying => "deploying",
+            NodeStatus::Deployed => "deployed",
+            NodeStatus::Failed => "failed",
+            NodeStatus::Reclaiming => "reclaiming",
+        }
+    }
+}
+
+/// One row of `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// Node name.
+    pub name: String,
+    /// Its project (`None`: free).
+    pub project: Option<String>,
+    /// Where it stands.
+    pub state: NodeStatus,
+    /// Its project's newest deployment of it.
+    pub last_deployment: Option<i64>,
+    /// The node's state in that deployment.
+    pub last_deployment_state: Option<String>,
+    /// Seconds since its runtime last checked in.
+    pub checkin_age_secs: Option<i64>,
+}
+
 /// What the control plane last heard from a node's runtime
 /// (`GET /v1/nodes/{node}/runtime`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

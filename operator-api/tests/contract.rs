@@ -255,6 +255,8 @@ fn v1_types_match_the_openapi_document() {
             "NodeProgress" => matches_schema::<NodeProgress>(&doc, name),
             "NodeRuntime" => matches_schema::<NodeRuntime>(&doc, name),
             "NodeState" => matches_schema::<v1::NodeState>(&doc, name),
+            "NodeStatus" => matches_schema::<v1::NodeStatus>(&doc, name),
+            "NodeSummary" => matches_schema::<v1::NodeSummary>(&doc, name),
             "Quota" => matches_schema::<Quota>(&doc, name),
             "QuotaUsage" => matches_schema::<QuotaUsage>(&doc, name),
             "ReclaimPhase" => matches_schema::<ReclaimPhase>(&doc, name),
@@ -276,7 +278,7 @@ fn v1_types_match_the_openapi_document() {
             other => panic!("the server's schema {other} has no type here"),
         }
     }
-    assert_eq!(names.len(), 52, "{names:?}");
+    assert_eq!(names.len(), 54, "{names:?}");
 }
 
 #[test]
