@@ -23,13 +23,55 @@ pub fn finish(mut t: Table, right_aligned: &[usize]) -> String {
     t.lines().map(|l| l.trim_end().to_string() + "\n").collect()
 }
 
-/// One cell: `-` for null, lists comma-separated, objects as JSON.
+/// One cell: `-` for null, lists comma-separated, objects as `k=v` pairs.
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        Value::Object(o) => o.iter().map(|(k, v)| format!("{k}={}", field(k, v))).collect::<Vec<_>>().join(" "),
         other => other.to_string(),
+    }
+}
+
+/// A cell of field `key`: sizes (`*_bytes`) in binary units, Unix times
+/// (`*_at`, seconds) as UTC RFC 3339; everything else as [`cell`].
+fn field(key: &str, v: &Value) -> String {
+    match v.as_i64() {
+        Some(n) if key.ends_with("_bytes") && n >= 1024 => format!("{} ({n})", size(n.unsigned_abs())),
+        Some(n) if key.ends_with("_at") && n > 1_000_000_000 && n < 100_000_000_000 => crate::cli_market::rfc3339(n),
+        _ => cell(v),
+    }
+}
+
+/// Bytes in binary units with one decimal: `1.5 GiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Key/value rows of `o`, nested objects flattened (`quota.max_nodes`).
+fn object_rows(t: &mut Table, prefix: &str, o: &serde_json::Map<String, Value>) {
+    for (k, v) in o {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Object(inner) if !inner.is_empty() => object_rows(t, &key, inner),
+            // A list of objects (a node's NICs): one row each.
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+                for i in items {
+                    t.add_row([key.clone(), cell(i)]);
+                }
+            }
+            _ => {
+                t.add_row([key.clone(), field(k, v)]);
+            }
+        }
     }
 }
 
@@ -57,7 +99,7 @@ pub fn render_table(v: &Value) -> String {
             let mut t = plain();
             t.set_header(cols.iter().map(|c| c.to_uppercase()));
             for i in items {
-                t.add_row(cols.iter().map(|c| cell(&i[c])));
+                t.add_row(cols.iter().map(|c| field(c, &i[c])));
             }
             finish(t, &[])
         }
@@ -66,15 +108,13 @@ pub fn render_table(v: &Value) -> String {
             let mut t = plain();
             t.set_header(std::iter::once("NAME".to_string()).chain(cols.iter().map(|c| c.to_uppercase())));
             for (k, i) in o {
-                t.add_row(std::iter::once(k.clone()).chain(cols.iter().map(|c| cell(&i[c]))));
+                t.add_row(std::iter::once(k.clone()).chain(cols.iter().map(|c| field(c, &i[c]))));
             }
             finish(t, &[])
         }
         Value::Object(o) => {
             let mut t = plain();
-            for (k, v) in o {
-                t.add_row([k.clone(), cell(v)]);
-            }
+            object_rows(&mut t, "", o);
             finish(t, &[])
         }
         other => cell(other) + "\n",
@@ -98,7 +138,27 @@ mod tests {
     fn objects_and_rows() {
         assert_eq!(render_table(&json!({"a": 1, "bb": [1, 2]})), "a   1\nbb  1,2\n");
         let t = render_table(&json!([{"id": 1, "user": "admin"}, {"id": 22, "extra": {"k": true}}]));
-        assert_eq!(t, "ID  USER   EXTRA\n1   admin  -\n22  -      {\"k\":true}\n");
+        assert_eq!(t, "ID  USER   EXTRA\n1   admin  -\n22  -      k=true\n");
+    }
+
+    #[test]
+    fn nested_objects_sizes_and_times_for_humans() {
+        // `quota show`: the limits flattened, bytes in binary units (the exact number kept).
+        let t = render_table(&json!({"project": "p1", "quota": {"max_nodes": 3, "max_image_bytes": 10_485_760},
+            "image_bytes": 1_610_612_736_u64, "images": 1}));
+        assert_eq!(
+            t,
+            "image_bytes            1.5 GiB (1610612736)\nimages                 1\nproject                p1\n\
+             quota.max_image_bytes  10.0 MiB (10485760)\nquota.max_nodes        3\n"
+        );
+        // `node show`: NICs one row each, `k=v` pairs.
+        let t = render_table(&json!({"nics": [{"label": "eth0", "macaddr": "52:54:00:00:00:01"}, {"label": "eth1"}]}));
+        assert_eq!(t, "nics  label=eth0 macaddr=52:54:00:00:00:01\nnics  label=eth1\n");
+        // Times: Unix seconds in `*_at` fields as RFC 3339, in tables too.
+        let t = render_table(&json!([{"id": 1, "created_at": 1_796_660_721}]));
+        assert_eq!(t, "CREATED_AT            ID\n2026-12-07T16:25:21Z  1\n");
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1 << 40), "1.0 TiB");
     }
 
     #[test]
