@@ -69,6 +69,11 @@ pub struct DemoArgs {
     /// Keep the work directory (bundles, keys, database, guest consoles) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// After the demo, leave everything up (fabric, control plane, node
+    /// runtimes, guests) for experiments until Ctrl-C or SIGTERM, printing how
+    /// to reach the control plane; then remove it all as usual.
+    #[arg(long, conflicts_with = "kill_server_at")]
+    pub keep_fabric: bool,
     /// Crash drill instead of the plain deployment: kill the control plane
     /// with SIGKILL when this share of the blocks (percent) is through,
     /// restart it at once, and require that it resumes the session: every
@@ -444,7 +449,7 @@ fn run_in(a: &DemoArgs, dir: &Path, dropped_db: &MadeDb) -> anyhow::Result<()> {
         pause: a.pause_server,
     });
     let servers2 = std::sync::Arc::clone(&servers);
-    let (urls2, token2) = (urls.clone(), token.clone());
+    let (urls2, token2, token_kept) = (urls.clone(), token.clone(), token.clone());
     fabric
         .sender()
         .run_in(move || -> anyhow::Result<()> {
@@ -462,8 +467,44 @@ fn run_in(a: &DemoArgs, dir: &Path, dropped_db: &MadeDb) -> anyhow::Result<()> {
             ))
         })
         .context("entering the control plane's namespace")??;
+    if a.keep_fabric {
+        stay_up(dir, &fabric, &cp_url, &token_kept)?;
+    }
     drop(vms);
     drop(agents);
+    Ok(())
+}
+
+/// `--keep-fabric`: everything stays up until SIGINT or SIGTERM; says how to reach it.
+fn stay_up(dir: &Path, fabric: &Fabric, url: &str, token: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token_file = dir.join("admin-token");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&token_file)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .with_context(|| format!("writing {}", token_file.display()))?;
+    let ns = fabric.sender().netns().name();
+    eprintln!("== the demo stays up until Ctrl-C or SIGTERM (--keep-fabric)");
+    eprintln!("   control plane {url}, in network namespace {ns}; namespaces: {}", fabric.namespaces().join(" "));
+    eprintln!(
+        "   try: ip netns exec {ns} env METALCAST_URL={url} METALCAST_TOKEN=$(cat {}) metalcast node list",
+        token_file.display()
+    );
+    outln!("demo kept up: url {url} netns {ns} token-file {}", token_file.display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })
+    .context("waiting for Ctrl-C or SIGTERM")?;
+    eprintln!("== stopping: removing everything the demo made");
     Ok(())
 }
 
