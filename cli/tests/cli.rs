@@ -114,12 +114,14 @@ async fn cli_against_server() {
         let o = run(&["switch", "register", "vb1", "--type", "linux-vlan-bridges", "--netns", "mcnoexist9"]);
         assert_eq!(o.status.code(), Some(7), "{o:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("\"mcnoexist9\" does not exist"), "{o:?}");
-        let o = run(&["switch", "register", "br1", "--bridge", "br1"]);
-        assert_eq!(stdout(&o), "switch br1 registered\n", "linux-bridge stays the default: {o:?}");
+        // linux-bridge stays the default type; its bridge must exist.
+        let o = run(&["switch", "register", "br1", "--bridge", "mcnobr9"]);
+        assert_eq!(o.status.code(), Some(7), "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("bridge \"mcnobr9\" does not exist"), "{o:?}");
         // connect --wait: polls the action until it is no longer PENDING. The
-        // bridge and port do not exist, so the switch change ends in ERROR (exit 1).
-        assert!(run(&["switch", "port", "add", "br1", "mcnoport9"]).status.success());
-        assert!(run(&["switch", "port", "connect", "br1", "mcnoport9", "n1", "eth0"]).status.success());
+        // parent of switch up1 does not answer, so the switch change ends in ERROR (exit 1).
+        assert!(run(&["switch", "port", "add", "up1", "mcnoport9"]).status.success());
+        assert!(run(&["switch", "port", "connect", "up1", "mcnoport9", "n1", "eth0"]).status.success());
         let o = run(&["node", "connect", "n1", "eth0", "net1", "--wait", "--timeout", "30"]);
         let err = String::from_utf8_lossy(&o.stderr);
         match o.status.code() {

@@ -35,6 +35,7 @@ pub async fn register(st: &AppState, c: &Caller, switch: &str, cfg: &SwitchConfi
     c.require_admin()?;
     check_name("switch", switch)?;
     cfg.validate().map_err(Error::BadRequest)?;
+    crate::drivers::check_switch(cfg).await.map_err(Error::BadRequest)?;
     let text = serde_json::to_string(cfg).map_err(Error::internal)?;
     duplicate(db::switches::insert(&st.db.writer, switch, &text).await, || format!("switch {switch:?} already exists"))
 }

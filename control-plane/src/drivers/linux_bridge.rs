@@ -34,6 +34,33 @@ impl Switch for LinuxBridge {
     }
 }
 
+/// Checks that `bridge` exists (in `netns`, or the host's namespace) and is
+/// a Linux bridge, before a switch is registered on it.
+pub(super) async fn check_exists(bridge: &str, netns: Option<&str>) -> Result<(), String> {
+    let Some(ns) = netns else {
+        // The host's namespace: sysfs says it directly.
+        let dev = std::path::Path::new("/sys/class/net").join(bridge);
+        if !dev.exists() {
+            return Err(format!("bridge {bridge:?} does not exist"));
+        }
+        if !dev.join("bridge").is_dir() {
+            return Err(format!("{bridge:?} is not a Linux bridge"));
+        }
+        return Ok(());
+    };
+    if !std::path::Path::new("/run/netns").join(ns).exists() {
+        return Err(format!("network namespace {ns:?} does not exist"));
+    }
+    let out = run("ip", &["-n", ns, "-d", "-j", "link", "show", "dev", bridge], &[])
+        .await
+        .map_err(|_| format!("bridge {bridge:?} does not exist in network namespace {ns:?}"))?;
+    let links: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("ip -j link: {e}"))?;
+    if links[0]["linkinfo"]["info_kind"] != "bridge" {
+        return Err(format!("{bridge:?} in network namespace {ns:?} is not a Linux bridge"));
+    }
+    Ok(())
+}
+
 impl LinuxBridge {
     async fn bridge_cmd(&self, args: &[&str]) -> Result<(), DriverError> {
         match &self.netns {

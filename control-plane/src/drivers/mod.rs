@@ -175,6 +175,16 @@ pub trait Switch: Send + Sync {
     fn del_vlan<'a>(&'a self, port: &'a str, vlan: u16, native: bool) -> DriverFuture<'a, ()>;
 }
 
+/// Checks that what a switch configuration names is there (a `linux-bridge`'s
+/// bridge, a `linux-vlan-bridges`' namespace), before it is registered.
+pub async fn check_switch(cfg: &SwitchConfig) -> Result<(), String> {
+    match cfg {
+        SwitchConfig::LinuxBridge { bridge, netns } => linux_bridge::check_exists(bridge, netns.as_deref()).await,
+        // `validate` checks its namespace; its bridges are made on demand.
+        SwitchConfig::VlanBridges { .. } | SwitchConfig::Upstream { .. } => Ok(()),
+    }
+}
+
 /// Picks the driver for a configuration. The server holds one; production
 /// uses [`Standard`], unit tests one that answers some configurations with
 /// their mock.

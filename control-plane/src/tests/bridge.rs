@@ -94,6 +94,13 @@ async fn linux_bridge_switch_in_netns() {
 
     let h = Harness::sqlite().await;
     h.ok("PUT", "/v0/switch/br", Some(json!({"type": "linux-bridge", "bridge": "br0", "netns": n}))).await;
+    // What a switch names must be there and be a bridge.
+    for (bridge, why) in [("nobr0", "does not exist"), ("vp0", "is not a Linux bridge")] {
+        let body = json!({"type": "linux-bridge", "bridge": bridge, "netns": n});
+        let (s, v) = h.call("PUT", "/v0/switch/bad", &h.admin, Some(body)).await;
+        assert_eq!(s, axum::http::StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["msg"].as_str().unwrap().contains(why), "{bridge}: {v}");
+    }
     h.ok("PUT", "/v0/switch/br/port/vp0", None).await;
     h.ok("PUT", "/v0/switch/br/port/nope0", None).await;
     h.ok("PUT", "/v0/project/pa", None).await;
