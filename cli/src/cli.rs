@@ -437,35 +437,12 @@ pub enum ProjectNodeCmd {
     },
 }
 
-/// A node's state, for `node list --state`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum NodeStateArg {
-    /// In no project.
-    Free,
-    /// In a project, not deployed by it.
-    Allocated,
-    /// Its project's newest deployment of it is running.
-    Deploying,
-    /// That deployment ended verified or booted.
-    Deployed,
-    /// That deployment failed on it.
-    Failed,
-    /// Being reclaimed.
-    Reclaiming,
-}
-
-impl From<NodeStateArg> for metalcast_operator_api::v1::NodeStatus {
-    fn from(s: NodeStateArg) -> Self {
-        use metalcast_operator_api::v1::NodeStatus as S;
-        match s {
-            NodeStateArg::Free => S::Free,
-            NodeStateArg::Allocated => S::Allocated,
-            NodeStateArg::Deploying => S::Deploying,
-            NodeStateArg::Deployed => S::Deployed,
-            NodeStateArg::Failed => S::Failed,
-            NodeStateArg::Reclaiming => S::Reclaiming,
-        }
-    }
+/// `--state`: one of the server's node states by name.
+fn node_state() -> impl clap::builder::TypedValueParser<Value = metalcast_operator_api::v1::NodeStatus> {
+    use clap::builder::TypedValueParser;
+    use metalcast_operator_api::v1::NodeStatus;
+    clap::builder::PossibleValuesParser::new(NodeStatus::ALL.map(NodeStatus::as_str))
+        .map(|s| NodeStatus::ALL.into_iter().find(|v| v.as_str() == s).expect("one of the possible values"))
 }
 
 /// Which nodes to list.
@@ -526,8 +503,8 @@ pub enum NodeCmd {
         #[arg(long)]
         project: Option<String>,
         /// Only nodes in this state.
-        #[arg(long, value_enum)]
-        state: Option<NodeStateArg>,
+        #[arg(long, value_parser = node_state())]
+        state: Option<metalcast_operator_api::v1::NodeStatus>,
         /// Also the power state, asked of each node's BMC (one call per node, 8 at a time).
         #[arg(long)]
         long: bool,

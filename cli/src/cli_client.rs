@@ -149,7 +149,7 @@ async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError>
         NodeCmd::List { which, project, state, long, names: false } => {
             let state = match (which, state) {
                 (Which::Free, None) => Some(metalcast_operator_api::v1::NodeStatus::Free),
-                (_, s) => s.map(Into::into),
+                (_, s) => *s,
             };
             let rows = c.node_overview(project.as_deref(), state).await?;
             let power = if *long { node_power(c, &rows).await } else { Vec::new() };

@@ -464,6 +464,16 @@ pub enum NodeStatus {
 }
 
 impl NodeStatus {
+    /// Every state, in the order a node usually passes through them.
+    pub const ALL: [NodeStatus; 6] = [
+        NodeStatus::Free,
+        NodeStatus::Allocated,
+        NodeStatus::Deploying,
+        NodeStatus::Deployed,
+        NodeStatus::Failed,
+        NodeStatus::Reclaiming,
+    ];
+
     /// The name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
