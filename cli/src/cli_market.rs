@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli_error::{CliError, out};
-use crate::table::{finish, plain};
+use crate::table::{finish, plain, rfc3339};
 
 const TIME_HELP: &str = "unix seconds, `now`, or `+30s`/`+30m`/`+2h`/`+1d` from now";
 
@@ -424,23 +424,6 @@ pub fn credits(milli: i64) -> String {
     let sign = if milli < 0 { "-" } else { "" };
     let m = milli.unsigned_abs();
     format!("{sign}{}.{:03}", m / 1000, m % 1000)
-}
-
-/// Unix seconds as UTC RFC 3339, e.g. `2026-12-06T02:46:37Z`.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A duration as its two largest units: `1d2h`, `3h5m`, `42s`.
