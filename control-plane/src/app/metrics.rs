@@ -20,15 +20,9 @@ pub async fn scrape(st: &AppState) -> Result<String> {
         states.iter().map(|s| (s.as_str(), counts.get(s.as_str()).copied().unwrap_or(0))).collect();
     m.set_deployments(&by_state);
     // Runtime check-ins: their total, and each runtime's age named by the node its MAC belongs to.
-    let node_of: HashMap<String, String> = db::nics::all_macs(&st.db.pool)
-        .await?
-        .into_iter()
-        .filter_map(|(node, mac)| super::netboot::normalize_mac(&mac).ok().map(|mac| (mac, node)))
-        .collect();
-    let rows = db::runtime::checkin_ages(&st.db.pool, st.db.backend).await?;
+    let rows = super::runtime::checkin_ages(st).await?;
     m.set_checkins(rows.iter().map(|r| u64::try_from(r.checkins).unwrap_or(0)).sum());
-    let ages: Vec<(String, String, i64)> =
-        rows.into_iter().map(|r| (node_of.get(&r.mac).cloned().unwrap_or_default(), r.mac, r.age)).collect();
+    let ages: Vec<(String, String, i64)> = rows.into_iter().map(|r| (r.node, r.mac, r.age)).collect();
     m.set_checkin_ages(&ages);
     m.copy_runtime(st.runtime.stale_reports(), st.runtime.refused_checkins());
     m.copy_netboot(&st.netboot.counters.snapshot());

@@ -77,14 +77,11 @@ pub async fn overview(
     if let Some(p) = project {
         check_name("project", p)?;
     }
-    let ages: std::collections::HashMap<String, i64> =
-        db::runtime::checkin_ages(&st.db.pool, st.db.backend).await?.into_iter().map(|r| (r.mac, r.age)).collect();
+    // A node with several NICs: its newest check-in.
     let mut checkin: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for (node, mac) in db::nics::all_macs(&st.db.pool).await? {
-        if let Some(age) = super::netboot::normalize_mac(&mac).ok().and_then(|m| ages.get(&m)) {
-            let e = checkin.entry(node).or_insert(*age);
-            *e = (*e).min(*age);
-        }
+    for r in super::runtime::checkin_ages(st).await?.into_iter().filter(|r| !r.node.is_empty()) {
+        let e = checkin.entry(r.node).or_insert(r.age);
+        *e = (*e).min(r.age);
     }
     let mut out = Vec::new();
     for r in db::nodes::overview(&st.db.pool).await? {

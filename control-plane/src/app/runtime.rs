@@ -238,6 +238,39 @@ pub async fn node(st: &AppState, mac: &str) -> Result<Option<RuntimeNode>, Error
 }
 
 /// The latest check-in of `mac`.
+/// A runtime's check-ins, named by the registered node that has its MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckinAge {
+    /// The node with a NIC of this MAC (empty: none).
+    pub node: String,
+    /// Normalized MAC.
+    pub mac: String,
+    /// Check-ins so far.
+    pub checkins: i64,
+    /// Seconds since the last one (database clock).
+    pub age: i64,
+}
+
+/// Every runtime that ever checked in, with the node its MAC belongs to.
+pub async fn checkin_ages(st: &AppState) -> Result<Vec<CheckinAge>, Error> {
+    let node_of: HashMap<String, String> = db::nics::all_macs(&st.db.pool)
+        .await?
+        .into_iter()
+        .filter_map(|(node, mac)| super::netboot::normalize_mac(&mac).ok().map(|mac| (mac, node)))
+        .collect();
+    let rows = db::runtime::checkin_ages(&st.db.pool, st.db.backend).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| CheckinAge {
+            node: node_of.get(&r.mac).cloned().unwrap_or_default(),
+            mac: r.mac,
+            checkins: r.checkins,
+            age: r.age,
+        })
+        .collect())
+}
+
+/// The latest check-in of `mac`, decoded.
 pub async fn last_checkin(st: &AppState, mac: &str) -> Result<Option<CheckIn>, Error> {
     Ok(node(st, mac).await?.map(|n| n.last))
 }
