@@ -758,21 +758,15 @@ async fn follow(
         let stuck_receiving = after_sender.is_some_and(|t| now.duration_since(t) > Duration::from_secs(60))
             && matches!(state, NodeState::Waiting | NodeState::Receiving);
         if stuck_receiving || now >= deadline {
-            let why = if stuck_receiving {
-                if crate::app::runtime::delivered(st, m.instruction).await? {
-                    "no report from the node's runtime after the session ended (it timed out or died)".to_string()
-                } else {
-                    "the node's runtime never picked up the instruction".to_string()
-                }
+            let (class, why) = if !stuck_receiving {
+                ("timeout", format!("timed out in state {state}"))
+            } else if crate::app::runtime::delivered(st, m.instruction).await? {
+                (
+                    "no_report_after_session",
+                    "no report from the node's runtime after the session ended (it timed out or died)".to_string(),
+                )
             } else {
-                format!("timed out in state {state}")
-            };
-            let class = if !stuck_receiving {
-                "timeout"
-            } else if why.starts_with("no report") {
-                "no_report_after_session"
-            } else {
-                "instruction_not_picked_up"
+                ("instruction_not_picked_up", "the node's runtime never picked up the instruction".to_string())
             };
             fail_node(st, tx, id, &m.node, class, why).await?;
             return Ok(());
