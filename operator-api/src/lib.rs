@@ -20,6 +20,7 @@
 //!   [`market::Keyed`].
 //! * [`netboot`]: built-in netboot: a node's boot choice, full mode's
 //!   address leases, enrollments of unknown machines.
+//! * [`display`]: sizes, times and ages as people read them (CLI, web console).
 //! * [`path`]: the percent-encoder for path segments and query values.
 //! * [`carrier`]: the names a nested control plane's networks and images
 //!   carry at its parent, which the parent reserves for it.
@@ -35,6 +36,7 @@ pub mod carrier;
 mod client;
 mod client_market;
 mod client_netboot;
+pub mod display;
 mod error;
 pub mod market;
 pub mod netboot;
