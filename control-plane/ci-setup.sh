@@ -14,7 +14,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 need=()
 # prometheus: its promtool lints a scrape and checks docs/prometheus/alerts.yml (and its unit tests).
-for pkg in postgresql iproute2 iputils-ping openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86 prometheus; do
+# chromium, chromium-driver: the web console's browser test (cli/tests/web_console.rs), over WebDriver;
+# fonts-dejavu-core so its screenshots have readable text.
+for pkg in postgresql iproute2 iputils-ping openipmi ipmitool wrk curl openssl python3-pip qemu-system-x86 prometheus \
+    chromium chromium-driver fonts-dejavu-core; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -96,7 +96,7 @@ pub async fn serve_tls(
     });
     let r = axum_server::from_tcp_rustls(listener.into_std()?, config)?
         .handle(handle)
-        .serve(app(state.clone()).into_make_service())
+        .serve(app(state.clone()).layer(axum::Extension(crate::http::ui::Tls)).into_make_service())
         .await;
     drain(&state).await;
     r

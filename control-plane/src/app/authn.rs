@@ -35,7 +35,6 @@ pub async fn authenticate(state: &AppState, header: Option<&[u8]>) -> Result<Cal
 }
 
 async fn verify_header(state: &AppState, value: &str) -> Result<String, Error> {
-    let pool = &state.db.pool;
     let fail = || {
         state.metrics.auth_failure();
         Error::Unauthenticated
@@ -44,17 +43,39 @@ async fn verify_header(state: &AppState, value: &str) -> Result<String, Error> {
         let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| fail())?;
         let raw = String::from_utf8(raw).map_err(|_| fail())?;
         let (user, password) = raw.split_once(':').ok_or_else(fail)?;
-        // A token can also be given as the Basic password (user "token"),
-        // for HIL clients that only speak Basic.
-        if user == "token" && password.starts_with(TOKEN_PREFIX) {
-            return verify_token(state, password).await?.ok_or_else(fail);
-        }
-        let Some(phc) = crate::db::users::password_hash(pool, user).await? else { return Err(fail()) };
-        if verify_secret(password.to_string(), phc).await { Ok(user.to_string()) } else { Err(fail()) }
+        verify_password(state, user, password).await
     } else if let Some(tok) = value.strip_prefix("Bearer ") {
-        verify_token(state, tok.trim()).await?.ok_or_else(fail)
+        verify_bearer(state, tok.trim()).await
     } else {
         Err(fail())
+    }
+}
+
+/// Checks a user's password, as HTTP Basic does (user `token` with an API
+/// token as the password is the token's user); the user it names. A failure
+/// is counted.
+pub async fn verify_password(state: &AppState, user: &str, password: &str) -> Result<String, Error> {
+    let fail = || {
+        state.metrics.auth_failure();
+        Error::Unauthenticated
+    };
+    // A token can also be given as the Basic password (user "token"),
+    // for HIL clients that only speak Basic.
+    if user == "token" && password.starts_with(TOKEN_PREFIX) {
+        return verify_bearer(state, password).await;
+    }
+    let Some(phc) = crate::db::users::password_hash(&state.db.pool, user).await? else { return Err(fail()) };
+    if verify_secret(password.to_string(), phc).await { Ok(user.to_string()) } else { Err(fail()) }
+}
+
+/// Checks an API token (`mct_...`); the user it belongs to. A failure is counted.
+pub async fn verify_bearer(state: &AppState, token: &str) -> Result<String, Error> {
+    match verify_token(state, token).await? {
+        Some(user) => Ok(user),
+        None => {
+            state.metrics.auth_failure();
+            Err(Error::Unauthenticated)
+        }
     }
 }
 
@@ -67,7 +88,8 @@ async fn verify_token(state: &AppState, token: &str) -> Result<Option<String>, E
     Ok(verify_secret(secret.to_string(), phc).await.then_some(user))
 }
 
-async fn load_caller(state: &AppState, user: &str) -> Result<Caller, Error> {
+/// The caller `user` is now: admin or not, its projects (a deleted user: refused).
+pub async fn load_caller(state: &AppState, user: &str) -> Result<Caller, Error> {
     let pool = &state.db.pool;
     let Some(admin) = crate::db::users::is_admin(pool, user).await? else {
         return Err(Error::Unauthenticated);

@@ -36,6 +36,7 @@ pub mod quotas;
 pub mod reclaim;
 pub mod replicas;
 pub mod runtime;
+pub mod sessions;
 pub mod switches;
 pub mod tokens;
 pub mod upstream;

@@ -21,6 +21,17 @@ pub async fn list(st: &AppState, c: &Caller) -> Result<Vec<String>> {
     Ok(db::projects::list(&st.db.pool).await?)
 }
 
+/// The projects the caller may look into: every project for admins, its
+/// own for others (the web console's project list).
+pub async fn visible(st: &AppState, c: &Caller) -> Result<Vec<String>> {
+    if c.admin {
+        return list(st, c).await;
+    }
+    let mut mine: Vec<String> = c.projects.iter().cloned().collect();
+    mine.sort();
+    Ok(mine)
+}
+
 /// Creates a project (admins).
 pub async fn create(st: &AppState, c: &Caller, project: &str) -> Result<()> {
     c.require_admin()?;

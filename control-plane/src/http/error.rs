@@ -121,7 +121,21 @@ impl From<crate::app::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
+        let msg = self.logged_message();
+        let mut resp = (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response();
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
+        }
+        resp
+    }
+}
+
+impl ApiError {
+    /// Logs the error (an internal cause only here) and returns what the
+    /// caller is told.
+    pub fn logged_message(&self) -> String {
+        let status = self.status();
+        match self {
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, debug = ?cause, "internal error");
             }
@@ -130,15 +144,10 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(%status, error = %self, "client error"),
         }
-        let msg = match &self {
+        match self {
             ApiError::Driver(e) => format!("driver error: {}", e.public_message()),
             _ => self.to_string(),
-        };
-        let mut resp = (status, Json(json!({ "type": self.type_name(), "msg": msg }))).into_response();
-        if matches!(self, ApiError::Unavailable(_)) {
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
         }
-        resp
     }
 }
 

@@ -3,12 +3,14 @@
 //! and the request extractors. No SQL and no policy here.
 //!
 //! `/v0` ([`v0`]) is HIL's API, one file per resource; `/v1` ([`v1`]) is
-//! metalcast's own, one file per resource too.
+//! metalcast's own, one file per resource too; `/ui` ([`ui`]) is the web
+//! console, HTML over the same use cases.
 
 mod error;
 mod extract;
 mod netboot;
 mod openapi;
+pub mod ui;
 pub mod v0;
 pub mod v1;
 
@@ -23,7 +25,8 @@ pub use extract::{Body, Empty, MAX_BODY};
 
 use crate::app::AppState;
 
-/// The whole HTTP API: `/v0` (HIL-compatible), `/v1`, `/boot` (netboot), `/metrics`.
+/// The whole HTTP API: `/v0` (HIL-compatible), `/v1`, `/boot` (netboot),
+/// `/metrics`, and the web console under `/ui`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/v0", v0::routes())
@@ -43,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::enrollments::routes())
         .merge(netboot::routes())
         .route("/metrics", get(metrics))
+        .merge(ui::routes(state.clone()))
         .with_state(state.clone())
         // The node runtimes' API (`docs/runtime-api.md`), with its own state and error shape.
         .merge(state.runtime.router())
@@ -58,12 +62,13 @@ pub fn app(state: AppState) -> Router {
 async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json = resp
+    // JSON errors, and the web console's own HTML error pages, stay as they are.
+    let own = resp
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || own {
         return resp;
     }
     let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();

@@ -21,6 +21,7 @@ mod replicas;
 mod runtime;
 mod schemathesis;
 mod shutdown;
+mod ui;
 mod vlan_isolation;
 
 use axum::Router;

@@ -1,0 +1,216 @@
+//! The web console over HTTP, as a browser would drive it (cookies, forms),
+//! without a browser: sign-in, the session cookie's flags, security
+//! headers, the same authorization as the API, anti-forgery tokens, hostile
+//! text escaped, sign-out. The browser test (`cli/tests/web_console.rs`)
+//! drives the same pages in Chromium.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::{Harness, Who};
+use crate::both_backends;
+
+/// One browser: its cookie jar (name -> value).
+#[derive(Default)]
+struct Browser {
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: String,
+    set_cookies: Vec<String>,
+    csp: String,
+    body: String,
+}
+
+impl Browser {
+    async fn send(
+        &mut self,
+        h: &Harness,
+        method: &str,
+        path: &str,
+        form: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Page {
+        let mut rb = Request::builder().method(method).uri(path).header(header::HOST, "console.test");
+        if !self.cookies.is_empty() {
+            let c: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            rb = rb.header(header::COOKIE, c.join("; "));
+        }
+        for (k, v) in extra {
+            rb = rb.header(*k, *v);
+        }
+        let body = if method == "POST" {
+            rb = rb.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish()
+        } else {
+            String::new()
+        };
+        let resp = h.app.clone().oneshot(rb.body(Body::from(body)).unwrap()).await.unwrap();
+        let hv =
+            |n: header::HeaderName| resp.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let (location, csp) = (hv(header::LOCATION), hv(header::CONTENT_SECURITY_POLICY));
+        let set_cookies: Vec<String> =
+            resp.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        for c in &set_cookies {
+            let (kv, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") || v.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap();
+        Page { status, location, set_cookies, csp, body: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    async fn get(&mut self, h: &Harness, path: &str) -> Page {
+        self.send(h, "GET", path, &[], &[]).await
+    }
+
+    /// Signs in through the form; returns the page's anti-forgery token.
+    async fn sign_in(&mut self, h: &Harness, fields: &[(&str, &str)]) -> Page {
+        let form = self.get(h, "/ui/login").await;
+        let csrf = hidden(&form.body, "csrf");
+        let mut all = vec![("csrf", csrf.as_str()), ("next", "/ui/nodes")];
+        all.extend_from_slice(fields);
+        self.send(h, "POST", "/ui/login", &all, &[]).await
+    }
+}
+
+/// The value of the first hidden input `name` in `html`.
+fn hidden(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+async fn web_console(h: &Harness) {
+    let key = format!("ui-{}", crate::auth::random_hex(4));
+    h.ok("PUT", "/v0/project/pa", None).await;
+    h.ok("PUT", "/v0/project/pb", None).await;
+    h.user("alice", &["pa"]).await;
+    h.user("bob", &["pb"]).await;
+    let obm = json!({"obm": crate::drivers::mock::obm(&key)});
+    for n in ["na", "nb", "nf"] {
+        h.ok("PUT", &format!("/v0/node/{n}"), Some(obm.clone())).await;
+    }
+    h.ok("PUT", "/v0/node/na/nic/eth0", Some(json!({"macaddr": "52:54:00:00:00:01"}))).await;
+    h.ok("POST", "/v0/project/pa/connect_node", Some(json!({"node": "na"}))).await;
+    h.ok("POST", "/v0/project/pb/connect_node", Some(json!({"node": "nb"}))).await;
+    // Text from outside, full of markup, quotes and Unicode.
+    let hostile = "<script>alert(\"x\")</script>' onmouseover='x' é€😀";
+    h.ok("PUT", "/v0/node/na/metadata/note", Some(json!({"value": hostile}))).await;
+
+    // Not signed in: pages go to the sign-in form, which comes back afterwards.
+    let mut b = Browser::default();
+    let p = b.get(h, "/ui/nodes?state=free").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location, "/ui/login?next=%2Fui%2Fnodes");
+    let p = b.get(h, "/ui/login").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.csp.contains("default-src 'none'") && p.csp.contains("script-src 'self'"), "{}", p.csp);
+    assert!(!p.csp.contains("unsafe"), "{}", p.csp);
+
+    // A wrong password: back to the form, no session.
+    let p = b.sign_in(h, &[("user", "alice"), ("password", "nope")]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert!(p.location.starts_with("/ui/login?failed=1"), "{}", p.location);
+    assert!(!b.cookies.contains_key("metalcast_session"));
+    // A sign-in form posted without its own token (forged from elsewhere) is refused.
+    let p = b.send(h, "POST", "/ui/login", &[("csrf", "x"), ("user", "alice"), ("password", "alice-pw")], &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert!(!b.cookies.contains_key("metalcast_session"));
+
+    // Alice signs in: a session cookie, HttpOnly, SameSite=Strict, for /ui, not Secure on plain HTTP.
+    let p = b.sign_in(h, &[("user", "alice"), ("password", "alice-pw")]).await;
+    assert_eq!((p.status, p.location.as_str()), (StatusCode::SEE_OTHER, "/ui/nodes"));
+    let session = p.set_cookies.iter().find(|c| c.starts_with("metalcast_session=")).expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(session.contains(flag), "{session} lacks {flag}");
+    }
+    assert!(!session.contains("Secure"), "{session}");
+    assert!(!p.location.contains("alice-pw"));
+
+    // The fleet as the API shows it to her: her project's node and the free one, not B's.
+    let p = b.get(h, "/ui/nodes").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("data-node=\"na\"") && p.body.contains("data-node=\"nf\""), "{}", p.body);
+    assert!(!p.body.contains("data-node=\"nb\""), "alice sees bob's node: {}", p.body);
+    assert_eq!(b.get(h, "/ui/nodes?project=pb").await.body.matches("data-node=").count(), 0);
+    let p = b.get(h, "/ui/nodes/nb").await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    let p = b.get(h, "/ui/projects").await;
+    assert!(p.body.contains(">pa<") && !p.body.contains(">pb<"), "{}", p.body);
+
+    // Hostile text renders as text.
+    let p = b.get(h, "/ui/nodes/na").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(!p.body.contains("<script>alert"), "unescaped: {}", p.body);
+    assert!(p.body.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;' onmouseover='x' é€😀"), "{}", p.body);
+
+    // Forms need the session's anti-forgery token, checked before anything runs.
+    let csrf = hidden(&p.body, "csrf");
+    let before = h.snapshot().await;
+    let p = b.send(h, "POST", "/ui/nodes/na/power", &[("op", "off")], &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("anti-forgery token"), "{}", p.body);
+    let p = b.send(h, "POST", "/ui/nodes/na/power", &[("op", "off"), ("csrf", "0123")], &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // With the token, but posted from another site.
+    let p = b
+        .send(h, "POST", "/ui/nodes/na/power", &[("op", "off"), ("csrf", &csrf)], &[("origin", "https://evil.test")])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let p = b
+        .send(h, "POST", "/ui/nodes/na/power", &[("op", "off"), ("csrf", &csrf)], &[("sec-fetch-site", "cross-site")])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.snapshot().await, before);
+    let calls = crate::drivers::mock::with(&key, |m| m.log.clone());
+    assert!(!calls.iter().any(|c| c.starts_with("power")), "a refused form reached the BMC: {calls:?}");
+    // The real thing: same origin, right token.
+    let p = b
+        .send(h, "POST", "/ui/nodes/na/power", &[("op", "off"), ("csrf", &csrf)], &[("origin", "http://console.test")])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(p.location.starts_with("/ui/nodes/na?done="), "{}", p.location);
+    let calls = crate::drivers::mock::with(&key, |m| m.log.clone());
+    assert!(calls.iter().any(|c| c == "power Off"), "no BMC call: {calls:?}");
+    // Alice cannot power bob's node through the console either.
+    let p = b.send(h, "POST", "/ui/nodes/nb/power", &[("op", "off"), ("csrf", &csrf)], &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+
+    // A forged session cookie is no session.
+    let mut forged = Browser::default();
+    let real = b.cookies["metalcast_session"].clone();
+    forged.cookies.insert("metalcast_session".into(), format!("{}.{}", &real[..32], "00".repeat(24)));
+    assert_eq!(forged.get(h, "/ui/nodes").await.status, StatusCode::SEE_OTHER);
+
+    // Signing in with an API token works too; signing out ends the session on the server.
+    let mut admin = Browser::default();
+    let Who::Bearer(token) = &h.admin else { panic!("the harness's admin uses a token") };
+    let p = admin.sign_in(h, &[("token", token)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = admin.get(h, "/ui/nodes").await;
+    assert!(p.body.contains("data-node=\"nb\""), "the admin sees every node: {}", p.body);
+    let old = admin.cookies.clone();
+    let csrf = hidden(&p.body, "csrf");
+    let p = admin.send(h, "POST", "/ui/logout", &[("csrf", &csrf)], &[]).await;
+    assert_eq!((p.status, p.location.as_str()), (StatusCode::SEE_OTHER, "/ui/login"));
+    admin.cookies = old;
+    assert_eq!(admin.get(h, "/ui/nodes").await.status, StatusCode::SEE_OTHER, "the old cookie still works");
+
+    // Static files: the vendored scripts, cached, typed.
+    let p = b.get(h, "/ui/assets/htmx-2.0.11.min.js").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("htmx"));
+    assert_eq!(b.get(h, "/ui/assets/..%2Fsecret").await.status, StatusCode::NOT_FOUND);
+}
+
+both_backends!(web_console);
