@@ -185,8 +185,17 @@ fn grid(d: &Deployment) -> Markup {
             }
             @if let Some(summary) = d.summary.as_ref().and_then(|s| s.as_object()) {
                 h2 { "Sender" }
+                // Scalars only: the per-receiver list is the summary table above.
                 dl.facts {
-                    @for (k, v) in summary { dt { (k) } dd { (views::json_text(v)) } }
+                    @for (k, v) in summary.iter().filter(|(_, v)| !v.is_array() && !v.is_object()) {
+                        dt { (k) }
+                        dd {
+                            @match v.as_u64() {
+                                Some(b) if k.ends_with("_bytes") => (size(b)),
+                                _ => (views::json_text(v)),
+                            }
+                        }
+                    }
                 }
             }
         }
