@@ -1,6 +1,7 @@
 //! The committed plots (`perf/plots/*.svg`) are what `metalcast-bench
-//! plot-results` draws from the committed `perf/RESULTS.md`, byte for byte.
-//! Unprivileged, about a second.
+//! plot-results` draws from the committed `perf/RESULTS.md`, byte for byte,
+//! and RESULTS.md's links to its own sections resolve. Unprivileged, about a
+//! second.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,4 +68,29 @@ fn a_renamed_section_is_named_in_the_error() {
     assert!(err.contains("issue9-session9-n16-200mbit.svg (from the section"), "names the plot: {err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!tmp.path().join("plots").exists(), "nothing is written when a plot cannot be drawn");
+}
+
+#[test]
+fn section_links_resolve() {
+    let md = std::fs::read_to_string(perf_dir().join("RESULTS.md")).expect("RESULTS.md");
+    let anchors = metalcast_bench::results::anchors(&md);
+    let mut links = Vec::new();
+    for (i, part) in md.split("](#").enumerate().skip(1) {
+        let target = part.split(')').next().unwrap_or_default();
+        links.push(target.to_owned());
+        assert!(anchors.iter().any(|a| a == target), "link {i} of RESULTS.md, #{target}, matches no heading");
+    }
+    assert!(!links.is_empty(), "RESULTS.md's summary links to its sections");
+    for image in md.split("](plots/").skip(1) {
+        let file = image.split(')').next().unwrap_or_default();
+        assert!(perf_dir().join("plots").join(file).is_file(), "RESULTS.md shows plots/{file}, which does not exist");
+    }
+    let readme = std::fs::read_to_string(perf_dir().join("../README.md")).expect("README.md");
+    for image in readme.split("](perf/plots/").skip(1) {
+        let file = image.split(')').next().unwrap_or_default();
+        assert!(
+            perf_dir().join("plots").join(file).is_file(),
+            "README.md shows perf/plots/{file}, which does not exist"
+        );
+    }
 }
