@@ -5,7 +5,6 @@
 #   udpcast            udp-sender / udp-receiver
 #   nginx-light, curl  HTTP unicast
 #   aria2, opentracker, mktorrent   BitTorrent the BootTorrent way
-#   fonts-dejavu-core  glyphs for the PNG plots
 #   ethtool, iproute2  veth offloads, fabric setup
 #
 # nginx and opentracker ship system services: they are installed with service
@@ -13,7 +12,7 @@
 # the bench starts them itself, inside the fabric's namespaces only.
 set -euo pipefail
 
-packages=(udpcast nginx-light curl aria2 opentracker mktorrent fonts-dejavu-core ethtool iproute2)
+packages=(udpcast nginx-light curl aria2 opentracker mktorrent ethtool iproute2)
 
 missing=()
 for p in "${packages[@]}"; do

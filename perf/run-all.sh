@@ -6,7 +6,7 @@
 #   bash perf/run-all.sh --quick    # a few minutes: N=2,4, 32 MiB, 0% and 1% loss, one repetition
 #
 # Installs the contenders (perf/ci-setup.sh: udpcast, nginx, curl, aria2,
-# opentracker, mktorrent, fonts), builds metalcast-bench in release mode, then
+# opentracker, mktorrent), builds metalcast-bench in release mode, then
 # writes into $OUT (default perf/out/<UTC time>/):
 #   suite/report.md, suite/report.json, suite/time-vs-*.svg|png  every contender, every scenario
 #   simulate.md, simulate.json      10..10,000 receivers: metalcast repair vs NACK vs unicast

@@ -1,4 +1,4 @@
-//! Arguments and drivers of the `suite`, `simulate` and `recursion` subcommands.
+//! Arguments and drivers of the `suite`, `simulate`, `recursion`, `plot` and `plot-results` subcommands.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -265,6 +265,17 @@ pub fn plot(json: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()>
     println!("{}", report::markdown(&r));
     for f in report::write(&r, out)? {
         eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// Draws the plots of `results::PLOTS` from the tables of `results` (a RESULTS.md) into `out`.
+pub fn plot_results(results: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let md = std::fs::read_to_string(results).with_context(|| format!("reading {}", results.display()))?;
+    let files = metalcast_bench::results::write(&md, out)
+        .with_context(|| format!("drawing the plots of {} into {}", results.display(), out.display()))?;
+    for (f, p) in files.iter().zip(metalcast_bench::results::PLOTS) {
+        eprintln!("wrote {} (from \"{}\")", f.display(), p.heading);
     }
     Ok(())
 }

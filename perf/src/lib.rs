@@ -9,6 +9,8 @@
 //!   [`contenders`] entry (metalcast, udpcast, HTTP, BitTorrent, and the
 //!   [`blaster`] as the fabric's limit) over scenarios of N, loss, image size
 //!   and link rate; [`report`] writes the table, JSON and plots;
+//! - [`results`]: the plots of `perf/plots/`, drawn from the tables
+//!   `perf/RESULTS.md` quotes (`metalcast-bench plot-results`);
 //! - [`contender`]: the contract between them (a contender, the image and
 //!   environment of one run, its outcome), which `suite`, `contenders` and
 //!   `blaster` import and which imports none of them;
@@ -37,6 +39,7 @@ pub mod netboot;
 pub mod outliers;
 pub mod recursion;
 pub mod report;
+pub mod results;
 pub mod rx_path;
 pub mod sim;
 pub mod stats;

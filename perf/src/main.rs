@@ -182,6 +182,21 @@ enum Cmd {
         #[arg(long, default_value = "bench-out")]
         out: PathBuf,
     },
+    /// Draws perf/plots/*.svg from the tables perf/RESULTS.md quotes (metalcast beside udpcast, HTTP, BitTorrent
+    /// and the blaster).
+    ///
+    /// Which section, table, rows and columns each plot takes is listed in perf/src/results.rs; a section, table,
+    /// column, row or number it cannot find is an error naming it, and then nothing is written. Run it from the
+    /// workspace root after editing one of those tables and commit the SVGs: `cargo test -p metalcast-bench --test
+    /// plots` fails while a committed SVG differs from what the tables draw.
+    PlotResults {
+        /// The markdown file to read the tables from.
+        #[arg(long, default_value = "perf/RESULTS.md")]
+        results: PathBuf,
+        /// Output directory for the SVGs (created if missing; files of the same name are replaced).
+        #[arg(long, default_value = "perf/plots")]
+        out: PathBuf,
+    },
     /// In a QEMU guest (TCG): last byte received -> tenant init by kexec, vs firmware boot + iPXE (root).
     KexecBoot {
         /// Unpacked Debian kernel package (node-runtime/fetch-kernel.sh).
@@ -338,6 +353,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Plot { json, out } => cli::plot(&json, &out)?,
+        Cmd::PlotResults { results, out } => cli::plot_results(&results, &out)?,
         Cmd::Netboot { cfg, json } => {
             let rows = metalcast_bench::netboot::run(&cfg)?;
             println!("{}", metalcast_bench::netboot::markdown(&rows));

@@ -10,8 +10,16 @@ use plotters::prelude::*;
 
 use crate::suite::{Report, Row};
 
-/// Where PNG text gets its glyphs (Debian package fonts-dejavu-core).
-pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+/// The font every plot's text is laid out with (and PNG glyphs drawn from):
+/// DejaVu Sans cut down to Latin-1, compiled in (perf/fonts/README.md). SVG
+/// text needs a font's metrics too (caption, legend box, label widths), so a
+/// font from the machine would make the same SVG differ between machines.
+const FONT_TTF: &[u8] = include_bytes!("../fonts/DejaVuSans-subset.ttf");
+
+/// A plot that could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("plotting: {0}")]
+pub struct DrawError(String);
 
 fn link_label(mbit: u64) -> String {
     if mbit == 0 { "none".into() } else { format!("{mbit} Mbit/s") }
@@ -159,16 +167,11 @@ pub fn targets(r: &Report) -> String {
     s
 }
 
-/// Loads the PNG font once; `false` when it is missing (PNGs are then skipped).
-fn png_font() -> bool {
+/// Registers [`FONT_TTF`] as "sans-serif" once, the only font plotters knows in this process.
+fn font() -> Result<(), DrawError> {
     static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LOADED.get_or_init(|| match std::fs::read(FONT) {
-        Ok(bytes) => {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-        }
-        Err(_) => false,
-    })
+    let ok = *LOADED.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_TTF).is_ok());
+    if ok { Ok(()) } else { Err(DrawError("the compiled-in font does not parse".into())) }
 }
 
 /// Line colours (ColorBrewer Set1, then black), readable on white.
@@ -182,19 +185,41 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(166, 86, 40),
 ];
 
-/// One chart: a line per contender over x points (with labels for categorical x).
-struct Chart {
-    title: String,
-    x_desc: String,
-    x_labels: Option<Vec<String>>,
-    series: Vec<(String, Vec<(f64, f64)>)>,
+/// A contender's line colour: the same in every plot (its place in
+/// [`contenders::ALL`](crate::contenders::ALL)); other series take the
+/// colours after those.
+fn color(name: &str, i: usize) -> RGBColor {
+    let all = crate::contenders::ALL;
+    COLORS[all.iter().position(|c| *c == name).unwrap_or(all.len() + i) % COLORS.len()]
 }
 
-fn draw<DB: DrawingBackend>(area: DrawingArea<DB, Shift>, c: &Chart) -> anyhow::Result<()>
+/// Size of every plot, pixels.
+pub(crate) const SIZE: (u32, u32) = (900, 560);
+
+/// One chart: a line per contender over x points (with labels for categorical x).
+#[derive(Debug)]
+pub(crate) struct Chart {
+    pub(crate) title: String,
+    pub(crate) x_desc: String,
+    pub(crate) x_labels: Option<Vec<String>>,
+    pub(crate) series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Where the legend goes (upper left unless lines run there).
+    pub(crate) legend: SeriesLabelPosition,
+}
+
+/// The chart as an SVG document.
+pub(crate) fn svg(c: &Chart) -> Result<String, DrawError> {
+    let mut out = String::new();
+    draw(SVGBackend::with_string(&mut out, SIZE).into_drawing_area(), c)?;
+    Ok(out)
+}
+
+fn draw<DB: DrawingBackend>(area: DrawingArea<DB, Shift>, c: &Chart) -> Result<(), DrawError>
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("plotting: {e}");
+    font()?;
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| DrawError(e.to_string());
     area.fill(&WHITE).map_err(err)?;
     let pts = c.series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0f64);
@@ -230,7 +255,7 @@ where
         .draw()
         .map_err(err)?;
     for (i, (name, points)) in c.series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()].to_rgba();
+        let color = color(name, i).to_rgba();
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
             .map_err(err)?
@@ -242,7 +267,7 @@ where
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(c.legend.clone())
         .draw()
         .map_err(err)?;
     area.present().map_err(err)?;
@@ -291,7 +316,16 @@ fn charts(r: &Report) -> Vec<(String, Chart)> {
                     .collect();
                 let slug = format!("time-vs-n_{size}mib_link-{link}_loss-{}", slug(loss));
                 let title = format!("{size} MiB, link {}, loss {loss}", link_label(link));
-                out.push((slug, Chart { title, x_desc: "receivers (N)".into(), x_labels: None, series }));
+                out.push((
+                    slug,
+                    Chart {
+                        title,
+                        x_desc: "receivers (N)".into(),
+                        x_labels: None,
+                        series,
+                        legend: SeriesLabelPosition::UpperLeft,
+                    },
+                ));
             }
             for &n in &ns {
                 let rows: Vec<&Row> = here.iter().copied().filter(|x| x.scenario.receivers == n).collect();
@@ -311,7 +345,16 @@ fn charts(r: &Report) -> Vec<(String, Chart)> {
                     .collect();
                 let slug = format!("time-vs-loss_{size}mib_link-{link}_n-{n}");
                 let title = format!("{size} MiB, link {}, N = {n}", link_label(link));
-                out.push((slug, Chart { title, x_desc: "loss".into(), x_labels: Some(losses.clone()), series }));
+                out.push((
+                    slug,
+                    Chart {
+                        title,
+                        x_desc: "loss".into(),
+                        x_labels: Some(losses.clone()),
+                        series,
+                        legend: SeriesLabelPosition::UpperLeft,
+                    },
+                ));
             }
         }
     }
@@ -332,19 +375,13 @@ pub fn write(r: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = vec![dir.join("report.md"), dir.join("report.json")];
     std::fs::write(&files[0], markdown(r))?;
     std::fs::write(&files[1], serde_json::to_string_pretty(r)?)?;
-    let png = png_font();
-    if !png {
-        eprintln!("PNG plots skipped: no font at {FONT} (apt-get install fonts-dejavu-core); SVGs are written");
-    }
     for (name, chart) in charts(r) {
-        let svg = dir.join(format!("{name}.svg"));
-        draw(SVGBackend::new(&svg, (900, 560)).into_drawing_area(), &chart)?;
-        files.push(svg);
-        if png {
-            let p = dir.join(format!("{name}.png"));
-            draw(BitMapBackend::new(&p, (900, 560)).into_drawing_area(), &chart)?;
-            files.push(p);
-        }
+        let p = dir.join(format!("{name}.svg"));
+        std::fs::write(&p, svg(&chart)?).with_context(|| format!("writing {}", p.display()))?;
+        files.push(p);
+        let p = dir.join(format!("{name}.png"));
+        draw(BitMapBackend::new(&p, SIZE).into_drawing_area(), &chart)?;
+        files.push(p);
     }
     Ok(files)
 }
@@ -405,10 +442,8 @@ mod tests {
         assert_eq!(svgs.len(), 4, "{files:?}");
         let svg = std::fs::read_to_string(dir.path().join("time-vs-n_8mib_link-0_loss-0pct.svg")).unwrap();
         assert!(svg.contains("udpcast") && svg.contains("<polyline"), "{svg}");
-        if std::path::Path::new(FONT).exists() {
-            let png = std::fs::read(dir.path().join("time-vs-loss_8mib_link-0_n-2.png")).unwrap();
-            assert_eq!(&png[1..4], b"PNG");
-        }
+        let png = std::fs::read(dir.path().join("time-vs-loss_8mib_link-0_n-2.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
         let mut failed = row("http", 2, Loss::BURSTY, 1.0);
         (failed.secs, failed.wire_ip) = (None, f64::NAN);
         let mut with_failure = r.clone();
