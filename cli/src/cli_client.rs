@@ -164,7 +164,13 @@ async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError>
             }
             Ok(v)
         }
-        NodeCmd::Show { node } => out(c.node(node).await?),
+        NodeCmd::Show { node } => {
+            let mut v = out(c.node(node).await?)?;
+            if human {
+                decode_metadata(&mut v);
+            }
+            Ok(v)
+        }
         NodeCmd::Runtime { node } => {
             let r = c.node_runtime(node).await?;
             if human { Ok(runtime_rows(&r)) } else { out(r) }
@@ -391,6 +397,19 @@ async fn node_power(c: &Client, rows: &[metalcast_operator_api::v1::NodeSummary]
     .await
 }
 
+/// `node show` for humans: each metadata value as the value it is. The API
+/// sends every value as its JSON text (HIL's format: the string `rack 4` is
+/// `"\"rack 4\""`), which `-o json` keeps; a table shows `rack 4`, a number
+/// as the number, a list or an object as the table shows any other.
+fn decode_metadata(node: &mut Value) {
+    let Some(labels) = node.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    for value in labels.values_mut() {
+        if let Some(decoded) = value.as_str().and_then(|text| serde_json::from_str::<Value>(text).ok()) {
+            *value = decoded;
+        }
+    }
+}
+
 /// Seconds ago, for humans: `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
 pub(crate) fn ago(secs: i64) -> String {
     match secs.max(0) {
@@ -498,6 +517,24 @@ mod tests {
         );
         let e = switch_body(SwitchType::LinuxVlanBridges, &s("br0"), &s("sw"), &None, &None, &None).unwrap_err();
         assert_eq!(e.to_string(), "--bridge does not apply to --type linux-vlan-bridges");
+    }
+
+    #[test]
+    fn metadata_values_for_humans() {
+        let mut v = serde_json::json!({"name": "n1", "metadata": {
+            "rack": "\"rack 4\"", "slots": "4", "tags": "[\"gpu\",\"ssd\"]", "bmc": "{\"vendor\":\"x\"}",
+            "raw": "not json"}});
+        decode_metadata(&mut v);
+        assert_eq!(
+            v["metadata"],
+            serde_json::json!({"rack": "rack 4", "slots": 4, "tags": ["gpu", "ssd"], "bmc": {"vendor": "x"},
+                "raw": "not json"})
+        );
+        assert_eq!(
+            crate::table::render_table(&v),
+            "metadata.bmc.vendor  x\nmetadata.rack        rack 4\nmetadata.raw         not json\n\
+             metadata.slots       4\nmetadata.tags        gpu,ssd\nname                 n1\n"
+        );
     }
 
     #[test]
