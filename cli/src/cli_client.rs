@@ -115,7 +115,7 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         C::Quota(q) => crate::cli_registry::run_quota(&c, q).await,
         C::Market(m) => crate::cli_market::run_market(&c, m, cli.output == Output::Json).await,
         C::Credits(m) => crate::cli_market::run_credits(&c, m, cli.output == Output::Json).await,
-        C::Enrollment(e) => crate::cli_netboot::run_enrollment(&c, e).await,
+        C::Enrollment(e) => crate::cli_netboot::run_enrollment(&c, e, human).await,
         C::Netboot(n) => crate::cli_netboot::run_netboot(&c, n).await,
         C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
     }
