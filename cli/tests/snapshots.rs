@@ -571,6 +571,7 @@ fn list_and_show(f: &Fleet) {
     f.show("node_list_project", Admin, &["node", "list", "--project", "beta", "--state", "failed"]);
     f.show("node_show", Admin, &["node", "show", "n1"]);
     f.show("node_runtime", Alice, &["node", "runtime", "n1"]);
+    f.show("node_runtime_never", Admin, &["node", "runtime", "n3"]);
     f.show("node_power_status", Bob, &["node", "power", "status", "n2"]);
     f.show("node_boot", Alice, &["node", "boot", "n1"]);
     // The bench console is captured by a task of the server: wait for its text.
@@ -615,11 +616,14 @@ fn list_and_show(f: &Fleet) {
     f.show("market_offer_list", Bob, &["market", "offer", "list"]);
     f.show("market_offer_show", Bob, &["market", "offer", "show", "2"]);
     f.show("market_bid_list", Bob, &["market", "bid", "list"]);
+    // Sealed: until its auction settles, the offer's owner sees none of its bids.
+    f.show("market_bid_list_offer", Alice, &["market", "bid", "list", "--offer", "2"]);
     f.show("market_lease_list", Bob, &["market", "lease", "list"]);
     f.show("market_lease_show", Alice, &["market", "lease", "show", "1"]);
     f.show("market_autobuy_list", Bob, &["market", "autobuy", "list"]);
     f.show("market_stats", Admin, &["market", "stats"]);
     f.show("credits_balance", Bob, &["credits", "balance", "beta"]);
+    f.show("credits_balance_all", Admin, &["credits", "balance"]);
     f.show("credits_history", Admin, &["credits", "history"]);
     f.show("credits_audit", Admin, &["credits", "audit"]);
 }
