@@ -39,9 +39,10 @@ fn done(r: Result<(), metalcast_operator_api::Error>) -> Result<Value, CliError>
     Ok(Value::Null)
 }
 
-/// A create or register call that answers nothing: for humans one line
-/// saying what was done (`node n1 registered`); under `-o json` nothing
-/// (`null`), as before, so scripts see no change.
+/// A call that creates, registers, adds, grants, connects or sets something
+/// and answers nothing: for humans one line saying what was done (`node n1
+/// registered`); under `-o json` nothing (`null`), as before, so scripts see
+/// no change.
 fn made(r: Result<(), metalcast_operator_api::Error>, human: bool, what: String) -> Result<Value, CliError> {
     r?;
     Ok(if human { Value::String(what) } else { Value::Null })
@@ -115,7 +116,7 @@ pub async fn run_client(cli: &Cli) -> Result<Value, CliError> {
         C::Quota(q) => crate::cli_registry::run_quota(&c, q).await,
         C::Market(m) => crate::cli_market::run_market(&c, m, cli.output == Output::Json).await,
         C::Credits(m) => crate::cli_market::run_credits(&c, m, cli.output == Output::Json).await,
-        C::Enrollment(e) => crate::cli_netboot::run_enrollment(&c, e).await,
+        C::Enrollment(e) => crate::cli_netboot::run_enrollment(&c, e, human).await,
         C::Netboot(n) => crate::cli_netboot::run_netboot(&c, n).await,
         C::Deploy(a) => crate::cli_deploy::run(&c, a, cli.output == Output::Json).await,
     }
@@ -130,7 +131,9 @@ async fn project(c: &Client, cmd: &ProjectCmd, human: bool) -> Result<Value, Cli
         }
         ProjectCmd::Delete { project } => done(c.project_delete(project).await),
         ProjectCmd::Networks { project } => out(c.project_networks(project).await?),
-        ProjectCmd::Node(ProjectNodeCmd::Add { project, node }) => done(c.project_connect_node(project, node).await),
+        ProjectCmd::Node(ProjectNodeCmd::Add { project, node }) => {
+            made(c.project_connect_node(project, node).await, human, format!("node {node} added to project {project}"))
+        }
         ProjectCmd::Node(ProjectNodeCmd::Remove { project, node }) => done(c.project_detach_node(project, node).await),
         ProjectCmd::Node(ProjectNodeCmd::List { project }) => out(c.project_nodes(project).await?),
     }
@@ -164,7 +167,13 @@ async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError>
             }
             Ok(v)
         }
-        NodeCmd::Show { node } => out(c.node(node).await?),
+        NodeCmd::Show { node } => {
+            let mut v = out(c.node(node).await?)?;
+            if human {
+                decode_metadata(&mut v);
+            }
+            Ok(v)
+        }
         NodeCmd::Runtime { node } => {
             let r = c.node_runtime(node).await?;
             if human { Ok(runtime_rows(&r)) } else { out(r) }
@@ -201,7 +210,7 @@ async fn node(c: &Client, cmd: &NodeCmd, human: bool) -> Result<Value, CliError>
         NodeCmd::Nic(NicCmd::Delete { node, nic }) => done(c.nic_delete(node, nic).await),
         NodeCmd::Metadata(MetadataCmd::Set { node, label, value }) => {
             let v = serde_json::from_str(value).unwrap_or(Value::String(value.clone()));
-            done(c.metadata_set(node, label, v).await)
+            made(c.metadata_set(node, label, v).await, human, format!("metadata {label} of node {node} set"))
         }
         NodeCmd::Metadata(MetadataCmd::Delete { node, label }) => done(c.metadata_delete(node, label).await),
         NodeCmd::Connect { node, nic, network, channel, wait } => {
@@ -226,7 +235,9 @@ async fn network(c: &Client, cmd: &NetworkCmd, human: bool) -> Result<Value, Cli
         }
         NetworkCmd::Delete { network } => done(c.network_delete(network).await),
         NetworkCmd::Attachments { network, project } => out(c.network_attachments(network, project.as_deref()).await?),
-        NetworkCmd::Grant { network, project } => done(c.network_grant(network, project).await),
+        NetworkCmd::Grant { network, project } => {
+            made(c.network_grant(network, project).await, human, format!("project {project} may use network {network}"))
+        }
         NetworkCmd::Revoke { network, project } => done(c.network_revoke(network, project).await),
     }
 }
@@ -247,7 +258,11 @@ async fn switch(c: &Client, cmd: &SwitchCmd, human: bool) -> Result<Value, CliEr
             }
             PortCmd::Delete { switch, port } => done(c.port_delete(switch, port).await),
             PortCmd::Show { switch, port } => out(c.port(switch, port).await?),
-            PortCmd::Connect { switch, port, node, nic } => done(c.port_connect_nic(switch, port, node, nic).await),
+            PortCmd::Connect { switch, port, node, nic } => made(
+                c.port_connect_nic(switch, port, node, nic).await,
+                human,
+                format!("nic {nic} of node {node} connected to port {port} of switch {switch}"),
+            ),
             PortCmd::Detach { switch, port } => done(c.port_detach_nic(switch, port).await),
             PortCmd::Revert { switch, port } => status_id(c.port_revert(switch, port).await),
         },
@@ -320,7 +335,9 @@ async fn user(c: &Client, cmd: &UserCmd, human: bool) -> Result<Value, CliError>
             made(r, human, format!("user {user} {what}"))
         }
         UserCmd::Delete { user } => done(c.user_delete(user).await),
-        UserCmd::AddProject { user, project } => done(c.user_add_project(user, project).await),
+        UserCmd::AddProject { user, project } => {
+            made(c.user_add_project(user, project).await, human, format!("user {user} added to project {project}"))
+        }
         UserCmd::RemoveProject { user, project } => done(c.user_remove_project(user, project).await),
     }
 }
@@ -389,6 +406,19 @@ async fn node_power(c: &Client, rows: &[metalcast_operator_api::v1::NodeSummary]
     .buffered(8)
     .collect()
     .await
+}
+
+/// `node show` for humans: each metadata value as the value it is. The API
+/// sends every value as its JSON text (HIL's format: the string `rack 4` is
+/// `"\"rack 4\""`), which `-o json` keeps; a table shows `rack 4`, a number
+/// as the number, a list or an object as the table shows any other.
+fn decode_metadata(node: &mut Value) {
+    let Some(labels) = node.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    for value in labels.values_mut() {
+        if let Some(decoded) = value.as_str().and_then(|text| serde_json::from_str::<Value>(text).ok()) {
+            *value = decoded;
+        }
+    }
 }
 
 /// Seconds ago, for humans: `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
@@ -498,6 +528,24 @@ mod tests {
         );
         let e = switch_body(SwitchType::LinuxVlanBridges, &s("br0"), &s("sw"), &None, &None, &None).unwrap_err();
         assert_eq!(e.to_string(), "--bridge does not apply to --type linux-vlan-bridges");
+    }
+
+    #[test]
+    fn metadata_values_for_humans() {
+        let mut v = serde_json::json!({"name": "n1", "metadata": {
+            "rack": "\"rack 4\"", "slots": "4", "tags": "[\"gpu\",\"ssd\"]", "bmc": "{\"vendor\":\"x\"}",
+            "raw": "not json"}});
+        decode_metadata(&mut v);
+        assert_eq!(
+            v["metadata"],
+            serde_json::json!({"rack": "rack 4", "slots": 4, "tags": ["gpu", "ssd"], "bmc": {"vendor": "x"},
+                "raw": "not json"})
+        );
+        assert_eq!(
+            crate::table::render_table(&v),
+            "metadata.bmc.vendor  x\nmetadata.rack        rack 4\nmetadata.raw         not json\n\
+             metadata.slots       4\nmetadata.tags        gpu,ssd\nname                 n1\n"
+        );
     }
 
     #[test]

@@ -23,10 +23,13 @@ pub fn finish(mut t: Table, right_aligned: &[usize]) -> String {
     t.lines().map(|l| l.trim_end().to_string() + "\n").collect()
 }
 
-/// One cell: `-` for null, lists comma-separated, objects as `k=v` pairs.
+/// One cell: `-` for null and for an empty list or object, lists
+/// comma-separated, objects as `k=v` pairs.
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Object(o) if o.is_empty() => "-".into(),
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
         Value::Object(o) => o.iter().map(|(k, v)| format!("{k}={}", field(k, v))).collect::<Vec<_>>().join(" "),
@@ -35,11 +38,12 @@ fn cell(v: &Value) -> String {
 }
 
 /// A cell of field `key`: sizes (`*_bytes`) in binary units, Unix times
-/// (`*_at`, seconds) as UTC RFC 3339; everything else as [`cell`].
+/// (`*_at`, `*_seen`; seconds) as UTC RFC 3339; everything else as [`cell`].
 fn field(key: &str, v: &Value) -> String {
+    let time = key.ends_with("_at") || key.ends_with("_seen");
     match v.as_i64() {
         Some(n) if key.ends_with("_bytes") && n >= 1024 => format!("{} ({n})", size(n.unsigned_abs())),
-        Some(n) if key.ends_with("_at") && n > 1_000_000_000 && n < 100_000_000_000 => rfc3339(n),
+        Some(n) if time && n > 1_000_000_000 && n < 100_000_000_000 => rfc3339(n),
         _ => cell(v),
     }
 }
@@ -149,6 +153,9 @@ mod tests {
         let t = render_table(&json!({"net1": {"network_id": "100", "projects": null}}));
         assert_eq!(t, "NAME  NETWORK_ID  PROJECTS\nnet1  100         -\n");
         assert_eq!(render_table(&json!(null)), "");
+        // Nothing in a list or an object is `-`, as null is (an image without members).
+        let t = render_table(&json!({"members": [], "networks": {}, "name": "debian"}));
+        assert_eq!(t, "members   -\nname      debian\nnetworks  -\n");
     }
 
     #[test]
@@ -174,6 +181,9 @@ mod tests {
         // Times: Unix seconds in `*_at` fields as RFC 3339, in tables too.
         let t = render_table(&json!([{"id": 1, "created_at": 1_796_660_721}]));
         assert_eq!(t, "CREATED_AT            ID\n2026-12-07T16:25:21Z  1\n");
+        // An enrollment's `first_seen` and `last_seen` too.
+        let t = render_table(&json!({"first_seen": 1_796_660_721, "last_seen": 1_796_660_722}));
+        assert_eq!(t, "first_seen  2026-12-07T16:25:21Z\nlast_seen   2026-12-07T16:25:22Z\n");
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1 << 40), "1.0 TiB");
     }
