@@ -421,15 +421,7 @@ fn decode_metadata(node: &mut Value) {
     }
 }
 
-/// Seconds ago, for humans: `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
-pub(crate) fn ago(secs: i64) -> String {
-    match secs.max(0) {
-        s if s < 120 => format!("{s} s ago"),
-        s if s < 2 * 3600 => format!("{} min ago", s / 60),
-        s if s < 2 * 86400 => format!("{} h ago", s / 3600),
-        s => format!("{} d ago", s / 86400),
-    }
-}
+pub(crate) use metalcast_operator_api::display::ago;
 
 /// `node list` for humans: one row per node (`power` when `--long`).
 fn node_table(rows: &[metalcast_operator_api::v1::NodeSummary], power: &[String]) -> String {
