@@ -280,23 +280,6 @@ fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o:?}"))
 }
 
-/// A signed bundle of `len` pseudo-random kernel bytes.
-fn bundle(dir: &std::path::Path, key: &metalcast_image::SecretKey, len: usize) -> std::path::PathBuf {
-    let kernel = dir.join("vmlinuz");
-    let mut x = 0x1234_5678_u64;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect();
-    std::fs::write(&kernel, data).unwrap();
-    let spec = metalcast_image::spec_from_inputs("cli", Some(kernel), vec![], String::new(), None, None, None).unwrap();
-    let out = dir.join("cli.mcb");
-    metalcast_image::build(&spec, &out, Some(key), &indicatif::ProgressBar::hidden()).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_quota_keypair_commands() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,7 +296,7 @@ async fn image_quota_keypair_commands() {
         let _ = rx.await;
     }));
 
-    let path = bundle(dir.path(), &key, 3 << 20);
+    let path = common::bundle(dir.path(), &key, "cli", 3 << 20);
     let d = dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| metalcast(&url, &token, args);

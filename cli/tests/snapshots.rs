@@ -24,6 +24,8 @@
 //! missing snapshot fails, and this test refuses to run with settings that
 //! would accept new output unseen.
 
+mod common;
+
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -272,23 +274,6 @@ impl Fleet {
     }
 }
 
-/// A signed bundle of `len` pseudo-random kernel bytes named `name`.
-fn bundle(dir: &std::path::Path, key: &metalcast_image::SecretKey, name: &str, len: usize) -> std::path::PathBuf {
-    let kernel = dir.join(format!("{name}.vmlinuz"));
-    let mut x = 0x1234_5678_u64;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect();
-    std::fs::write(&kernel, data).unwrap();
-    let spec = metalcast_image::spec_from_inputs(name, Some(kernel), vec![], String::new(), None, None, None).unwrap();
-    let out = dir.join(format!("{name}.mcb"));
-    metalcast_image::build(&spec, &out, Some(key), &indicatif::ProgressBar::hidden()).unwrap();
-    out
-}
-
 /// A runtime's check-in from `mac` (with `token`, a netboot one), with a fixed inventory.
 async fn checkin(url: &str, mac: &str, token: Option<&str>) {
     let mut c = json!({"node": mac, "role": "runtime", "boot_id": "3f1c0b6e", "version": "0.1.0",
@@ -388,7 +373,7 @@ async fn every_list_and_show_command() {
     let admin_token = admin.token.token.clone();
     let rt = tokio::runtime::Handle::current();
     let d = d.to_path_buf();
-    let bundles = [bundle(&d, &key, "debian", 1 << 20), bundle(&d, &key, "alpine", 300 << 10)];
+    let bundles = [common::bundle(&d, &key, "debian", 1 << 20), common::bundle(&d, &key, "alpine", 300 << 10)];
     std::fs::write(
         d.join("id.pub"),
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDo+XGOeX+3vjzikf9qkLbyd736n0DaIyWea5yDqgTHb me@host\n",

@@ -4,6 +4,7 @@ use std::process::{Command, Output};
 
 /// Runs the `metalcast` binary against `url` with API token `token`
 /// (no user or password from the environment).
+#[allow(dead_code, reason = "not every test binary that shares this module uses it")]
 pub fn metalcast(url: &str, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_metalcast"))
         .args(args)
@@ -34,4 +35,22 @@ pub fn metalcast_with_stdin(url: &str, token: &str, args: &[&str], input: &str) 
         .expect("run metalcast");
     child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     child.wait_with_output().expect("wait for metalcast")
+}
+
+/// A signed bundle of `len` pseudo-random kernel bytes named `name`.
+#[allow(dead_code, reason = "not every test binary that shares this module uses it")]
+pub fn bundle(dir: &std::path::Path, key: &metalcast_image::SecretKey, name: &str, len: usize) -> std::path::PathBuf {
+    let kernel = dir.join(format!("{name}.vmlinuz"));
+    let mut x = 0x1234_5678_u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect();
+    std::fs::write(&kernel, data).unwrap();
+    let spec = metalcast_image::spec_from_inputs(name, Some(kernel), vec![], String::new(), None, None, None).unwrap();
+    let out = dir.join(format!("{name}.mcb"));
+    metalcast_image::build(&spec, &out, Some(key), &indicatif::ProgressBar::hidden()).unwrap();
+    out
 }

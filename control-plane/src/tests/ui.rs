@@ -143,6 +143,10 @@ async fn web_console(h: &Harness) {
     assert!(p.body.contains("data-node=\"na\"") && p.body.contains("data-node=\"nf\""), "{}", p.body);
     assert!(!p.body.contains("data-node=\"nb\""), "alice sees bob's node: {}", p.body);
     assert_eq!(b.get(h, "/ui/nodes?project=pb").await.body.matches("data-node=").count(), 0);
+    let free = b.get(h, "/ui/nodes?state=free").await.body;
+    assert!(free.contains("data-node=\"nf\"") && !free.contains("data-node=\"na\""), "{free}");
+    assert!(free.contains("<option value=\"free\" selected>"), "{free}");
+    assert_eq!(b.get(h, "/ui/nodes?state=bogus").await.status, StatusCode::BAD_REQUEST);
     let p = b.get(h, "/ui/nodes/nb").await;
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     let p = b.get(h, "/ui/projects").await;

@@ -24,24 +24,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/nodes/{node}/reclaim", post(reclaim))
 }
 
-const STATES: [NodeStatus; 6] = [
-    NodeStatus::Free,
-    NodeStatus::Allocated,
-    NodeStatus::Deploying,
-    NodeStatus::Deployed,
-    NodeStatus::Failed,
-    NodeStatus::Reclaiming,
-];
+/// Every state's word, as the API has them.
+const STATES: [metalcast_operator_api::v1::NodeStatus; 6] = metalcast_operator_api::v1::NodeStatus::ALL;
 
-fn status_word(s: NodeStatus) -> &'static str {
-    match s {
-        NodeStatus::Free => "free",
-        NodeStatus::Allocated => "allocated",
-        NodeStatus::Deploying => "deploying",
-        NodeStatus::Deployed => "deployed",
-        NodeStatus::Failed => "failed",
-        NodeStatus::Reclaiming => "reclaiming",
-    }
+/// A state's word on the wire (its serde name, as `GET /v1/nodes` sends it).
+fn status_word(s: NodeStatus) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,10 +45,8 @@ async fn fleet(State(st): State<AppState>, s: Session, Query(f): Query<Filter>) 
     let state = match f.state.as_str() {
         "" => None,
         w => Some(
-            STATES
-                .into_iter()
-                .find(|s| status_word(*s) == w)
-                .ok_or_else(|| UiError::BadRequest(format!("unknown state {w:?}")))?,
+            serde_json::from_value::<NodeStatus>(serde_json::Value::String(w.to_string()))
+                .map_err(|_| UiError::BadRequest(format!("unknown state {w:?}")))?,
         ),
     };
     let rows = nodes::overview(&st, &s.caller, project, state).await?;
@@ -79,7 +65,7 @@ async fn fleet(State(st): State<AppState>, s: Session, Query(f): Query<Filter>) 
             label { "State"
                 select name="state" {
                     option value="" { "any" }
-                    @for w in STATES.map(status_word) {
+                    @for w in STATES.map(|s| s.as_str()) {
                         option value=(w) selected[f.state == w] { (w) }
                     }
                 }
@@ -93,7 +79,7 @@ async fn fleet(State(st): State<AppState>, s: Session, Query(f): Query<Filter>) 
                     tr data-node=(r.name) {
                         td { (views::node_link(&r.name)) }
                         td { (views::or_dash(r.project.as_deref())) }
-                        td { (views::state(status_word(r.state))) }
+                        td { (views::state(&status_word(r.state))) }
                         td {
                             @if let Some(id) = r.last_deployment {
                                 a href=(format!("/ui/deployments/{id}")) { "#" (id) }
