@@ -23,6 +23,8 @@
 //! The cheaper API-level checks (isolation between projects, conflicts,
 //! retry, restart recovery, metadata tokens) are in `src/tests/deploy.rs`.
 
+mod common;
+
 use std::process::Command;
 use std::time::Instant;
 
@@ -158,36 +160,9 @@ fn crash_drill_ten_rounds() {
 /// deployed; SIGTERM then removes every namespace the demo made.
 #[test]
 fn demo_keep_fabric_stays_up_until_sigterm() {
-    use std::io::BufRead;
     skip_unless_root!();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metalcast"))
-        .args(["demo", "--nodes", "2", "--disk-mib", "16", "--keep-fabric"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("running metalcast demo --keep-fabric");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + std::time::Duration::from_secs(300);
-    let kept = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.starts_with("demo kept up:") => break l,
-            Ok(_) => continue,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no 'demo kept up' line within 300 s: {e}");
-            }
-        }
-    };
-    let words: Vec<&str> = kept.split_whitespace().collect();
-    let after = |k: &str| words.iter().position(|w| *w == k).map(|i| words[i + 1].to_string()).unwrap();
-    let (url, ns, token_file) = (after("url"), after("netns"), after("token-file"));
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let demo = common::KeptDemo::start(&["--nodes", "2", "--disk-mib", "16"]);
+    let (url, ns, token) = (demo.url.clone(), demo.netns.clone(), demo.token());
     let out = Command::new("ip")
         .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_metalcast"), "-o", "json", "node", "list"])
         .env("METALCAST_URL", &url)
@@ -198,15 +173,7 @@ fn demo_keep_fabric_stays_up_until_sigterm() {
     let states: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["deployed", "deployed"], "{rows}");
     // SIGTERM: the demo stops and removes its namespaces (bounded wait).
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < std::time::Duration::from_secs(60), "the demo did not stop within 60 s of SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    let status = demo.stop();
     assert!(status.success(), "{status}");
     let left =
         String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();

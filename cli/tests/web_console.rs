@@ -17,7 +17,8 @@
 //! - screenshots of the main pages in `$CARGO_TARGET_TMPDIR/web-console/`
 //!   (CI keeps them as artefacts).
 
-use std::io::BufRead;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,32 +50,8 @@ fn web_console_in_chromium() {
         eprintln!("SKIP: {why}");
         return;
     }
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_metalcast"))
-        .args(["demo", "--nodes", "2", "--disk-mib", "16", "--keep-fabric"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("running metalcast demo --keep-fabric");
-    let stdout = demo.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let kept = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.starts_with("demo kept up:") => break l,
-            Ok(_) => continue,
-            Err(e) => {
-                let _ = demo.kill();
-                panic!("no 'demo kept up' line within 300 s: {e}");
-            }
-        }
-    };
-    let words: Vec<&str> = kept.split_whitespace().collect();
-    let after = |k: &str| words.iter().position(|w| *w == k).map(|i| words[i + 1].to_string()).unwrap();
-    let (url, ns, token_file) = (after("url"), after("netns"), after("token-file"));
+    let demo = common::KeptDemo::start(&["--nodes", "2", "--disk-mib", "16"]);
+    let (url, ns, token_file) = (demo.url.clone(), demo.netns.clone(), demo.token_file.clone());
     let out = output_dir();
     std::fs::create_dir_all(&out).unwrap();
     let inner = Command::new("ip")
@@ -85,15 +62,7 @@ fn web_console_in_chromium() {
         .env("METALCAST_UI_TEST_TOKEN_FILE", &token_file)
         .env("METALCAST_UI_TEST_OUT", &out)
         .status();
-    assert!(Command::new("kill").args(["-TERM", &demo.id().to_string()]).status().unwrap().success());
-    let t = Instant::now();
-    while demo.try_wait().unwrap().is_none() {
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = demo.kill();
-            panic!("the demo did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    demo.stop();
     let inner = inner.expect("running the browser session in the demo's namespace");
     assert!(inner.success(), "the browser session failed ({inner}); its output is above");
     eprintln!("screenshots in {}", out.display());

@@ -65,7 +65,7 @@ async fn list(State(st): State<AppState>, s: Session) -> Result<Response, UiErro
                     @for n in &nodes {
                         label.check {
                             input type="checkbox" name="nodes" value=(n.name);
-                            " " (n.name) " " span.muted { "(" (n.project.as_deref().unwrap_or("")) ", " (format!("{:?}", n.state).to_lowercase()) ")" }
+                            " " (n.name) " " span.muted { "(" (n.project.as_deref().unwrap_or("")) ", " (views::node_status(n.state)) ")" }
                         }
                         " "
                     }

@@ -27,11 +27,6 @@ pub fn routes() -> Router<AppState> {
 /// Every state's word, as the API has them.
 const STATES: [metalcast_operator_api::v1::NodeStatus; 6] = metalcast_operator_api::v1::NodeStatus::ALL;
 
-/// A state's word on the wire (its serde name, as `GET /v1/nodes` sends it).
-fn status_word(s: NodeStatus) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 #[derive(Debug, Deserialize)]
 struct Filter {
     #[serde(default)]
@@ -79,7 +74,7 @@ async fn fleet(State(st): State<AppState>, s: Session, Query(f): Query<Filter>) 
                     tr data-node=(r.name) {
                         td { (views::node_link(&r.name)) }
                         td { (views::or_dash(r.project.as_deref())) }
-                        td { (views::state(&status_word(r.state))) }
+                        td { (views::state(&views::node_status(r.state))) }
                         td {
                             @if let Some(id) = r.last_deployment {
                                 a href=(format!("/ui/deployments/{id}")) { "#" (id) }

@@ -67,6 +67,11 @@ pub fn state(word: &str) -> Markup {
     html! { span class=(class) { (word) } }
 }
 
+/// A node state's word on the wire (its serde name, as `GET /v1/nodes` sends it).
+pub fn node_status(s: crate::app::nodes::NodeStatus) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// A Unix time as UTC RFC 3339, in a `<time>` element.
 pub fn time(secs: i64) -> Markup {
     let t = metalcast_operator_api::display::rfc3339(secs);
