@@ -250,18 +250,39 @@ impl Fleet {
     /// Snapshots a list or show command as `name` (table) and `name_json`
     /// (`-o json`, which must parse); both must succeed.
     fn show(&self, name: &str, who: Who, args: &[&str]) {
-        let o = self.exec(who, args, None);
+        self.show_sorted(name, who, args, None)
+    }
+
+    /// [`Self::show`] for a list whose order the test cannot fix (newest
+    /// first, at one-second resolution): its rows are sorted first, table
+    /// lines by the column `KEY` and JSON items by the field `key`.
+    fn show_sorted(&self, name: &str, who: Who, args: &[&str], key: Option<&str>) {
+        let mut o = self.exec(who, args, None);
+        if let Some(key) = key {
+            let mut lines: Vec<&str> = std::str::from_utf8(&o.stdout).expect("utf-8 table").lines().collect();
+            let column = lines.first().and_then(|h| h.find(&key.to_uppercase())).expect("the key is a column");
+            if lines.len() > 1 {
+                lines[1..].sort_by_key(|l| l.get(column..).unwrap_or_default());
+            }
+            o.stdout = lines.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+        }
         let text = transcript(who.name(), args, &o);
         assert_eq!(o.status.code(), Some(0), "{text}");
         assert!(!o.stdout.is_empty(), "prints nothing: {text}");
         insta::assert_snapshot!(name, text);
         let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
-        let o = self.exec(who, &args, None);
+        let mut o = self.exec(who, &args, None);
         let text = transcript(who.name(), &args, &o);
         assert_eq!(o.status.code(), Some(0), "{text}");
-        if let Err(e) = serde_json::from_slice::<Value>(&o.stdout) {
-            panic!("-o json is not JSON ({e}): {text}");
+        let mut v = match serde_json::from_slice::<Value>(&o.stdout) {
+            Ok(v) => v,
+            Err(e) => panic!("-o json is not JSON ({e}): {text}"),
+        };
+        if let (Some(key), Some(items)) = (key, v.as_array_mut()) {
+            items.sort_by(|a, b| a[key].to_string().cmp(&b[key].to_string()));
+            o.stdout = format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON")).into_bytes();
         }
+        let text = transcript(who.name(), &args, &o);
         insta::assert_snapshot!(format!("{name}_json"), text);
     }
 
@@ -594,7 +615,7 @@ fn list_and_show(f: &Fleet) {
     f.show("deploy_list", Bob, &["deploy", "list"]);
     f.show("deploy_show", Bob, &["deploy", "show", "1"]);
 
-    f.show("enrollment_list", Admin, &["enrollment", "list"]);
+    f.show_sorted("enrollment_list", Admin, &["enrollment", "list"], Some("mac"));
     f.show("enrollment_show", Admin, &["enrollment", "show", "52:54:00:bb:00:09"]);
     f.show("netboot_leases", Admin, &["netboot", "leases"]);
 
