@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::cli_error::{CliError, out};
 use crate::table::{finish, plain, rfc3339};
+use metalcast_operator_api::display::{credits, parse_credits, span};
 
 const TIME_HELP: &str = "unix seconds, `now`, or `+30s`/`+30m`/`+2h`/`+1d` from now";
 
@@ -376,30 +377,6 @@ fn parse_time(s: &str) -> Result<i64, String> {
     parse_time_at(s, now_secs())
 }
 
-/// An amount: credits with up to three decimals, or milli-credits with an `m` suffix.
-fn parse_credits(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Some(m) = s.strip_suffix('m') {
-        return m.parse::<i64>().map_err(|_| format!("{s:?} is not a whole number of milli-credits"));
-    }
-    let bad = || format!("{s:?} is not an amount: credits with up to 3 decimals (1.5) or milli-credits (1500m)");
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, s),
-    };
-    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty() && frac.is_empty()
-        || frac.len() > 3
-        || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let frac: i64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
-    let v = whole.checked_mul(1000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
-    Ok(if neg { -v } else { v })
-}
-
 fn parse_key(s: &str) -> Result<String, String> {
     if valid_key(s) {
         Ok(s.to_string())
@@ -418,25 +395,6 @@ fn random_key() -> Result<String, CliError> {
 // ---------------------------------------------------------------------------
 // Formatting
 // ---------------------------------------------------------------------------
-
-/// Milli-credits as credits with three decimals: `12500` is `12.500`.
-pub fn credits(milli: i64) -> String {
-    let sign = if milli < 0 { "-" } else { "" };
-    let m = milli.unsigned_abs();
-    format!("{sign}{}.{:03}", m / 1000, m % 1000)
-}
-
-/// A duration as its two largest units: `1d2h`, `3h5m`, `42s`.
-pub fn span(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m, s) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m{s}s"),
-        (0, _, _) => format!("{h}h{m}m"),
-        _ => format!("{d}d{h}h"),
-    }
-}
 
 /// The half-open window `[start, end)` in UTC.
 fn window(start: i64, end: i64) -> String {
@@ -1020,21 +978,6 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_798_599_997), "2026-12-30T03:06:37Z");
-        assert_eq!([span(42), span(125), span(7260), span(90_000)], ["42s", "2m5s", "2h1m", "1d1h"]);
-    }
-
-    #[test]
-    fn amounts() {
-        assert_eq!(parse_credits("12"), Ok(12_000));
-        assert_eq!(parse_credits("1.5"), Ok(1500));
-        assert_eq!(parse_credits("0.001"), Ok(1));
-        assert_eq!(parse_credits(".25"), Ok(250));
-        assert_eq!(parse_credits("1500m"), Ok(1500));
-        assert_eq!(parse_credits("-2.5"), Ok(-2500));
-        for bad in ["", ".", "1.2345", "1,5", "abc", "1.5m", "m"] {
-            assert!(parse_credits(bad).is_err(), "{bad}");
-        }
-        assert_eq!([credits(12_500), credits(1), credits(-2500), credits(0)], ["12.500", "0.001", "-2.500", "0.000"]);
     }
 
     #[test]
@@ -1063,6 +1006,7 @@ mod tests {
             mean_time_to_fill_secs: 60.0,
             open_offers: 1,
             live_leases: 2,
+            hourly: vec![],
             revenue: vec![],
         };
         // 16c: (2000 + 3 * 4000) / 4 = 3500, the full bar; 8c: 1750, half of it.

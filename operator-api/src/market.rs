@@ -417,6 +417,20 @@ pub struct Stats {
     pub live_leases: i64,
     /// Earnings of the owners the caller may see (admins: all).
     pub revenue: Vec<Revenue>,
+    /// Offered and leased node-seconds per hour, oldest first (at most a week).
+    #[serde(default)]
+    pub hourly: Vec<UsePoint>,
+}
+
+/// How much of the offered time was leased in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsePoint {
+    /// Start of the hour, unix seconds.
+    pub hour: i64,
+    /// Node-seconds offered in it (up to now).
+    pub offered_node_secs: i64,
+    /// Node-seconds leased in it (up to now).
+    pub leased_node_secs: i64,
 }
 
 // ---------------------------------------------------------------------------

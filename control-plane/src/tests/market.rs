@@ -9,7 +9,7 @@ use crate::both_backends;
 
 /// Registers `node` (mock BMC, one NIC) in `project` and checks its runtime
 /// in with an inventory (what offers snapshot).
-async fn node_in(h: &Harness, node: &str, project: &str, mac: &str) {
+pub(super) async fn node_in(h: &Harness, node: &str, project: &str, mac: &str) {
     h.ok("PUT", &format!("/v0/node/{node}"), Some(json!({ "obm": crate::drivers::mock::obm(node) }))).await;
     h.ok("PUT", &format!("/v0/node/{node}/nic/eth0"), Some(json!({ "macaddr": mac }))).await;
     h.ok("POST", &format!("/v0/project/{project}/connect_node"), Some(json!({ "node": node }))).await;
@@ -25,11 +25,11 @@ async fn node_in(h: &Harness, node: &str, project: &str, mac: &str) {
     assert_eq!(s, StatusCode::OK);
 }
 
-async fn now(h: &Harness) -> i64 {
+pub(super) async fn now(h: &Harness) -> i64 {
     crate::db::market::now_pool(&h.st.db.pool, h.st.db.backend).await.unwrap()
 }
 
-async fn mint(h: &Harness, project: &str, amount: i64) {
+pub(super) async fn mint(h: &Harness, project: &str, amount: i64) {
     let key = format!("mint-{project}-{}", crate::auth::random_hex(4));
     let (s, v, _) = h
         .keyed(
@@ -43,13 +43,13 @@ async fn mint(h: &Harness, project: &str, amount: i64) {
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
-async fn balance(h: &Harness, project: &str, kind: &str) -> i64 {
+pub(super) async fn balance(h: &Harness, project: &str, kind: &str) -> i64 {
     let v = h.ok("GET", &format!("/v1/ledger/accounts?project={project}"), None).await;
     v.as_array().unwrap().iter().find(|a| a["kind"] == kind).map_or(0, |a| a["balance"].as_i64().unwrap())
 }
 
 /// The ledger's four checks are all zero.
-async fn audit_clean(h: &Harness) {
+pub(super) async fn audit_clean(h: &Harness) {
     let a = h.ok("GET", "/v1/ledger/audit", None).await;
     assert_eq!(
         a,

@@ -218,3 +218,181 @@ async fn web_console(h: &Harness) {
 }
 
 both_backends!(web_console);
+
+/// The value of hidden input `name` in the part of `html` after `marker`
+/// (a form's `id="..."`).
+fn hidden_after(html: &str, marker: &str, name: &str) -> String {
+    let at = html.find(marker).unwrap_or_else(|| panic!("no {marker} in {html}"));
+    hidden(&html[at..], name)
+}
+
+/// The `data-balance` of account `kind` on a credits page.
+fn shown_balance(html: &str, kind: &str) -> i64 {
+    let marker = format!("data-account=\"{kind}\" data-balance=\"");
+    let at = html.find(&marker).unwrap_or_else(|| panic!("no {kind}: {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].parse().unwrap()
+}
+
+async fn signed_in(h: &Harness, user: &str) -> Browser {
+    let mut b = Browser::default();
+    let p = b.sign_in(h, &[("user", user), ("password", &format!("{user}-pw"))]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    b
+}
+
+/// The marketplace through the console's forms: a bid placed from the offer
+/// page (its form sent twice does one bid), sealed from the owner, won at
+/// the close at the second price; the lease and the credits move on the
+/// leases and credits pages; a transfer, an autobuy rule, a cancel; the
+/// analytics charts. Checked against the API and the ledger's audit.
+async fn web_console_market(h: &Harness) {
+    use super::market::{audit_clean, balance, mint, node_in, now};
+    for p in ["pa", "pb", "pc"] {
+        h.ok("PUT", &format!("/v0/project/{p}"), None).await;
+    }
+    h.user("alice", &["pa"]).await;
+    h.user("bob", &["pb"]).await;
+    let carol = h.user("carol", &["pc"]).await;
+    node_in(h, "n1", "pa", "52:54:00:00:07:01").await;
+    mint(h, "pc", 10_000).await;
+    let t = now(h).await;
+    // One node for an hour starting in ten minutes; sealed bids close in 4 s.
+    let offer = json!({"project": "pa", "nodes": ["n1"], "start": t + 600, "end": t + 4200,
+                       "reserve_mph": 1000, "closes_at": t + 4});
+    let (s, o, _) = h.keyed("POST", "/v1/market/offers", &h.admin.clone(), "ui-o", offer).await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    let id = o["id"].as_i64().unwrap();
+
+    // The admin mints credits for pb through the console.
+    let mut admin = Browser::default();
+    let Who::Bearer(token) = &h.admin else { panic!("the harness's admin uses a token") };
+    admin.sign_in(h, &[("token", token)]).await;
+    let p = admin.get(h, "/ui/market/credits?project=pb").await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let (csrf, key) = (hidden(&p.body, "csrf"), hidden_after(&p.body, "id=\"mint\"", "key"));
+    let form = [("csrf", csrf.as_str()), ("key", &key), ("project", "pb"), ("amount", "10"), ("memo", "welcome")];
+    let p = admin.send(h, "POST", "/ui/market/credits/mint", &form, &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(p.location.starts_with("/ui/market/credits?project=pb&done="), "{}", p.location);
+    assert_eq!(balance(h, "pb", "available").await, 10_000);
+
+    // Bob finds the offer by its resources; a filter it does not meet hides it.
+    let mut bob = signed_in(h, "bob").await;
+    let listed = bob.get(h, "/ui/market?cpus=16&memory_gib=64").await;
+    assert!(listed.body.contains(&format!("data-offer=\"{id}\"")), "{}", listed.body);
+    assert!(!bob.get(h, "/ui/market?cpus=32").await.body.contains("data-offer="));
+    assert!(!bob.get(h, "/ui/market?filter=cpus%3E%3D32").await.body.contains("data-offer="));
+    assert_eq!(bob.get(h, "/ui/market?filter=gpus%3E1").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bob.get(h, "/ui/market/credits").await.status, StatusCode::OK);
+    assert_eq!(bob.get(h, "/ui/market/credits?project=pa").await.status, StatusCode::FORBIDDEN);
+
+    // Bob bids 2.5 credits per node-hour; the same form sent twice is one bid.
+    let page = bob.get(h, &format!("/ui/market/offers/{id}")).await;
+    assert!(page.body.contains("id=\"bid\""), "no bid form: {}", page.body);
+    assert!(!page.body.contains("id=\"buy\""), "a buy-now form on an auction-only offer");
+    let (csrf, key) = (hidden(&page.body, "csrf"), hidden_after(&page.body, "id=\"bid\"", "key"));
+    let bid = [("csrf", csrf.as_str()), ("key", &key), ("project", "pb"), ("quantity", "1"), ("max", "2.5")];
+    let path = format!("/ui/market/offers/{id}/bid");
+    let p = bob.send(h, "POST", &path, &bid[1..], &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "a bid without the anti-forgery token: {}", p.body);
+    let p = bob.send(h, "POST", &path, &bid, &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(p.location.starts_with(&format!("/ui/market/offers/{id}?done=bid")), "{}", p.location);
+    let again = bob.send(h, "POST", &path, &bid, &[]).await;
+    assert!(again.location.contains("nothing+done+twice"), "{}", again.location);
+    let bids = h.ok("GET", &format!("/v1/market/offers/{id}/bids"), None).await;
+    assert_eq!(bids.as_array().unwrap().len(), 1, "{bids}");
+    let credits = bob.get(h, "/ui/market/credits?project=pb").await.body;
+    assert_eq!((shown_balance(&credits, "available"), shown_balance(&credits, "escrow")), (7500, 2500));
+    // Over his means, bob is told why, and nothing is held.
+    let page = bob.get(h, &format!("/ui/market/offers/{id}")).await;
+    let key = hidden_after(&page.body, "id=\"bid\"", "key");
+    let p = bob.send(h, "POST", &path, &[("csrf", &csrf), ("key", &key), ("project", "pb"), ("max", "100")], &[]).await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    assert!(p.body.contains("not enough available credits"), "{}", p.body);
+    // Carol bids 1.5 through the API; alice, the owner, sees no bid while they are sealed.
+    let (s, v, _) = h
+        .keyed("POST", &format!("/v1/market/offers/{id}/bids"), &carol, "c1", json!({"project": "pc", "max_mph": 1500}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut alice = signed_in(h, "alice").await;
+    let sealed = alice.get(h, &format!("/ui/market/offers/{id}")).await.body;
+    assert!(!sealed.contains("data-bid="), "{sealed}");
+    assert!(!sealed.contains("id=\"bid\""), "the owner is offered a bid form: {sealed}");
+
+    // The close: bob wins at carol's price (the highest losing bid).
+    let settled = crate::app::market::driver::run_until(&h.st, std::time::Duration::from_secs(30), async || {
+        h.ok("GET", &format!("/v1/market/offers/{id}"), None).await["state"] == "settled"
+    })
+    .await;
+    assert!(settled, "the auction did not settle");
+    let page = bob.get(h, &format!("/ui/market/offers/{id}")).await.body;
+    assert!(page.contains("data-state=\"won\""), "{page}");
+    let leases = bob.get(h, "/ui/market/leases").await.body;
+    assert!(leases.contains("data-state=\"scheduled\""), "{leases}");
+    assert!(leases.contains("1.500/node-h") && leases.contains(">n1</a>"), "{leases}");
+    let credits = bob.get(h, "/ui/market/credits?project=pb").await.body;
+    assert_eq!((shown_balance(&credits, "available"), shown_balance(&credits, "escrow")), (8500, 1500));
+    assert_eq!(balance(h, "pb", "available").await, 8500);
+    assert!(credits.contains("data-kind=\"release\""), "{credits}");
+    // The owner sees the settled bids and the lease.
+    assert!(alice.get(h, &format!("/ui/market/offers/{id}")).await.body.contains("data-bid="));
+    assert!(alice.get(h, "/ui/market/leases").await.body.contains("data-lease="));
+    // Carol's losing bid came back whole.
+    assert_eq!(balance(h, "pc", "available").await, 10_000);
+
+    // Analytics: the clearing price on its chart and in its table.
+    let page = bob.get(h, "/ui/market/analytics").await.body;
+    assert!(page.contains("<svg id=\"price-chart\""), "{page}");
+    assert!(page.contains("16c-64g-1d"), "{page}");
+    assert!(page.contains("<svg id=\"use-chart\""), "{page}");
+
+    // A transfer, an autobuy rule made and deleted, a cancelled lease.
+    let key = hidden_after(&credits, "id=\"transfer\"", "key");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("key", &key),
+        ("from_project", "pb"),
+        ("from_account", "available"),
+        ("to_project", "pa"),
+        ("amount", "0.5"),
+        ("memo", "<thanks>"),
+    ];
+    let p = bob.send(h, "POST", "/ui/market/credits/transfer", &form, &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(balance(h, "pb", "available").await, 8000);
+    assert!(bob.get(h, "/ui/market/credits?project=pb").await.body.contains("&lt;thanks&gt;"));
+    let page = bob.get(h, "/ui/market/autobuy").await.body;
+    let key = hidden_after(&page, "id=\"new-autobuy\"", "key");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("key", &key),
+        ("project", "pb"),
+        ("filter", "cpus>=8"),
+        ("target", "1"),
+        ("max", "1"),
+        ("budget", "2"),
+        ("hours", "1"),
+    ];
+    let p = bob.send(h, "POST", "/ui/market/autobuy", &form, &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = bob.get(h, "/ui/market/autobuy").await.body;
+    let rule = h.ok("GET", "/v1/market/autobuy", None).await[0]["id"].as_i64().unwrap();
+    assert!(page.contains(&format!("data-rule=\"{rule}\"")), "{page}");
+    let key = hidden_after(&page, &format!("/ui/market/autobuy/{rule}/delete"), "key");
+    let p =
+        bob.send(h, "POST", &format!("/ui/market/autobuy/{rule}/delete"), &[("csrf", &csrf), ("key", &key)], &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(h.ok("GET", "/v1/market/autobuy", None).await.as_array().unwrap().is_empty());
+    let lease = h.ok("GET", "/v1/market/leases", None).await[0]["id"].as_i64().unwrap();
+    let page = bob.get(h, "/ui/market/leases").await.body;
+    let key = hidden_after(&page, &format!("/ui/market/leases/{lease}/cancel"), "key");
+    let p =
+        bob.send(h, "POST", &format!("/ui/market/leases/{lease}/cancel"), &[("csrf", &csrf), ("key", &key)], &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(bob.get(h, "/ui/market/leases").await.body.contains("data-state=\"cancelled\""));
+    audit_clean(h).await;
+}
+
+both_backends!(web_console_market);

@@ -273,6 +273,12 @@ async fn apply(
     })
 }
 
+/// The market's one clock (the database's), unix seconds: what windows,
+/// closes and time left are measured against.
+pub async fn clock(st: &AppState) -> Result<i64> {
+    Ok(db::market::now_pool(&st.db.pool, st.db.backend).await?)
+}
+
 /// A ledger refusal in the caller's words.
 pub(crate) fn insufficient(e: Insufficient) -> Error {
     Error::Conflict(format!(

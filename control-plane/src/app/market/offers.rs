@@ -315,12 +315,30 @@ pub async fn list(st: &AppState, c: &Caller, state: &str, filter: &str) -> Resul
     Ok(out)
 }
 
-/// One offer (404 when the caller may not see it).
+/// Whether one of the caller's projects bid on offer `id` or leases from it
+/// (it may see the offer after it closed).
+async fn party(st: &AppState, c: &Caller, id: i64) -> Result<bool> {
+    if db::market::bids::list(&st.db.pool, "", id).await?.iter().any(|b| c.has_project(&b.project)) {
+        return Ok(true);
+    }
+    for p in &c.projects {
+        if db::market::leases::list(&st.db.pool, p).await?.iter().any(|l| l.offer == id && l.lessee == *p) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// One offer (404 when the caller may not see it: see [`visible`]; a
+/// bidder or lessee also sees it after it closed).
 pub async fn show(st: &AppState, c: &Caller, id: i64) -> Result<Offer> {
     if c.user.is_none() {
         return Err(Error::Unauthenticated);
     }
-    let o = db::market::offers::get(&st.db.pool, id).await?.filter(|o| visible(c, o));
+    let o = match db::market::offers::get(&st.db.pool, id).await? {
+        Some(o) if visible(c, &o) || party(st, c, id).await? => Some(o),
+        _ => None,
+    };
     let o = o.ok_or_else(|| Error::NotFound(format!("offer {id} does not exist")))?;
     let now = db::market::now_pool(&st.db.pool, st.db.backend).await?;
     view(st, o, now).await

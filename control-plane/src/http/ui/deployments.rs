@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::{Form, Path};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum_extra::extract::Form;
 use futures_util::Stream;
 use maud::{Markup, html};
 use serde::Deserialize;

@@ -12,9 +12,12 @@
 //! credential ever in a URL.
 
 mod assets;
+mod charts;
 mod deployments;
 mod error;
+mod extract;
 mod images;
+mod market;
 mod nodes;
 mod projects;
 mod sessions;
@@ -59,6 +62,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(deployments::routes())
         .merge(projects::routes())
         .merge(images::routes())
+        .merge(market::routes())
         .merge(assets::routes())
         .fallback(|| async { UiError::NotFound("no such page".into()) })
         .layer(axum::middleware::from_fn_with_state(state, check_forms))

@@ -3,7 +3,9 @@
 //! console log's tail, and the power and reclaim buttons for those allowed.
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Form, Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};

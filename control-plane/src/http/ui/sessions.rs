@@ -3,7 +3,9 @@
 //! token never appears in a URL and is never logged.
 
 use axum::Router;
-use axum::extract::{Form, Query, State};
+use axum::extract::State;
+
+use super::extract::{Form, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;

@@ -45,6 +45,7 @@ fn nav(s: &Session) -> Markup {
             a href="/ui/deployments" accesskey="d" { "Deployments" }
             a href="/ui/projects" accesskey="p" { "Projects" }
             a href="/ui/images" accesskey="i" { "Images" }
+            a href="/ui/market" accesskey="m" { "Market" }
             span.who {
                 (who) @if s.caller.admin { " (admin)" }
                 form.inline method="post" action="/ui/logout" {

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::app::market::autobuy::{Autobuy, AutobuyCreate};
 use crate::app::market::leases::{Extend, Lease};
 use crate::app::market::offers::{Offer, OfferCreate};
-use crate::app::market::stats::{PricePoint, Revenue, Stats};
+use crate::app::market::stats::{PricePoint, Revenue, Stats, UsePoint};
 use crate::app::market::trade::{Bid, BidCreate, BuyRequest, Settlement};
 use crate::app::market::{self, Op};
 use crate::authz::Caller;
@@ -60,6 +60,7 @@ use crate::http::{ApiError, Body, Empty};
         AutobuyCreate,
         Stats,
         PricePoint,
+        UsePoint,
         Revenue,
         crate::app::market::filter::Resources
     ))
