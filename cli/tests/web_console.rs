@@ -14,6 +14,10 @@
 //! - a metadata value full of markup, quotes and Unicode renders as text,
 //!   and the page runs no script but the two vendored ones;
 //! - a form post without the anti-forgery token is refused (403);
+//! - the marketplace: a member of another project bids on a demo node from
+//!   the offer page, the bid wins at the auction's close, the lease becomes
+//!   active (the node appears in that member's fleet), and the credits page
+//!   shows the hold, the payment at the clearing price and the release;
 //! - screenshots of the main pages in `$CARGO_TARGET_TMPDIR/web-console/`
 //!   (CI keeps them as artefacts).
 
@@ -108,13 +112,28 @@ fn browser_session_in_the_demo_namespace() {
 }
 
 /// The API, for the setup a browser user would not do (another project's user, hostile metadata).
-fn api(url: &str, token: &str, method: &str, path: &str, body: &str) {
+fn api(url: &str, token: &str, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let key = format!("Idempotency-Key: web-console-{}", std::process::id());
+    let key = format!("{key}-{}", path.replace('/', "-"));
     let o = Command::new("curl")
-        .args(["-sS", "-f", "-X", method, "-H", &format!("Authorization: Bearer {token}"), "--data", body])
+        .args(["-sS", "-f", "-X", method, "-H", &format!("Authorization: Bearer {token}"), "-H", &key])
+        .args(["-H", "Content-Type: application/json", "--data", body])
         .arg(format!("{url}{path}"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{method} {path}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The `data-balance` of account `kind` on the credits page shown now.
+async fn balance(c: &fantoccini::Client, kind: &str) -> i64 {
+    let css = format!("#accounts tr[data-account={kind}]");
+    let el = c.find(fantoccini::Locator::Css(&css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.attr("data-balance").await.unwrap().unwrap().parse().unwrap()
 }
 
 async fn connect(port: u16) -> fantoccini::Client {
@@ -270,5 +289,69 @@ async fn session(url: &str, token: &str, port: u16, out: &std::path::Path) {
     assert!(refused.contains("403"), "{refused}");
     c.goto(&format!("{url}/ui/projects")).await.unwrap();
     shot(&c, out, "projects-other-member").await;
+
+    // The marketplace: demo offers its second node, sealed bids closing in
+    // 40 s, the lease starting then; rita bids for project rival from the
+    // offer page, the bid wins at the close, the lease is granted (the node
+    // appears in her fleet) and her credits move.
+    let close = unix_now() + 40;
+    let offer = serde_json::json!({"project": "demo", "nodes": [nodes[1]], "start": close, "end": close + 3600,
+                                   "reserve_mph": 1000, "closes_at": close});
+    let offer = api(url, token, "POST", "/v1/market/offers", &offer.to_string())["id"].as_i64().unwrap();
+    api(url, token, "POST", "/v1/ledger/mint", r#"{"project": "rival", "amount": 10000, "memo": "web console test"}"#);
+    c.goto(&format!("{url}/ui/market")).await.unwrap();
+    wait_for(&c, &format!("#offers tr[data-offer='{offer}']"), Duration::from_secs(10)).await;
+    shot(&c, out, "market-offers").await;
+    c.find(Css(&format!("#offers tr[data-offer='{offer}'] a"))).await.unwrap().click().await.unwrap();
+    wait_for(&c, "form#bid", Duration::from_secs(10)).await;
+    c.find(Css("form#bid input[name=max]")).await.unwrap().send_keys("2.5").await.unwrap();
+    c.find(Css("form#bid button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "p.notice", Duration::from_secs(10)).await;
+    let notice = text(&c, "p.notice").await;
+    assert!(notice.starts_with("bid ") && notice.ends_with(" placed"), "{notice}");
+    shot(&c, out, "market-offer").await;
+    c.goto(&format!("{url}/ui/market/credits?project=rival")).await.unwrap();
+    wait_for(&c, "#accounts", Duration::from_secs(10)).await;
+    // The bid's highest price for the hour is held.
+    assert_eq!((balance(&c, "available").await, balance(&c, "escrow").await), (7500, 2500));
+    assert!(unix_now() < close, "the bid was placed after the close: the test is too slow for its window");
+    // The close: the only bid wins at the reserve; the lease is granted at its start.
+    let t = Instant::now();
+    let state = loop {
+        c.goto(&format!("{url}/ui/market/leases")).await.unwrap();
+        let rows = c.find_all(Css("#leases tbody tr")).await.unwrap();
+        let state = match rows.first() {
+            Some(r) => r.attr("data-state").await.unwrap().unwrap_or_default(),
+            None => String::new(),
+        };
+        if state == "active" || state == "failed" {
+            break state;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "no active lease within 120 s (state {state:?})");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(state, "active", "{}", text(&c, "#leases").await);
+    let row = text(&c, "#leases tbody tr").await;
+    assert!(row.contains(nodes[1].as_str()) && row.contains("1.000/node-h"), "{row}");
+    shot(&c, out, "market-leases").await;
+    c.goto(&format!("{url}/ui/market/credits?project=rival")).await.unwrap();
+    wait_for(&c, "#accounts", Duration::from_secs(10)).await;
+    // 2.5 held, 1.0 paid for the hour (the clearing price), 1.5 released.
+    assert_eq!(balance(&c, "available").await, 9000);
+    let kinds: Vec<String> = {
+        let mut v = Vec::new();
+        for r in c.find_all(Css("#transfers tbody tr")).await.unwrap() {
+            v.push(r.attr("data-kind").await.unwrap().unwrap_or_default());
+        }
+        v
+    };
+    assert!(kinds.iter().any(|k| k == "release") && kinds.iter().any(|k| k == "hold"), "{kinds:?}");
+    shot(&c, out, "market-credits").await;
+    c.goto(&format!("{url}/ui/nodes")).await.unwrap();
+    let fleet = text(&c, "#fleet").await;
+    assert!(fleet.contains(nodes[1].as_str()), "the leased node is not in rita's fleet: {fleet}");
+    c.goto(&format!("{url}/ui/market/analytics")).await.unwrap();
+    wait_for(&c, "svg#price-chart", Duration::from_secs(10)).await;
+    shot(&c, out, "market-analytics").await;
     c.close().await.unwrap();
 }

@@ -215,6 +215,13 @@ async fn web_console(h: &Harness) {
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains("htmx"));
     assert_eq!(b.get(h, "/ui/assets/..%2Fsecret").await.status, StatusCode::NOT_FOUND);
+    // The stylesheet a page links to, named by its content's hash.
+    let page = b.get(h, "/ui/nodes").await.body;
+    let at = page.find("href=\"/ui/assets/console-").expect("a stylesheet link") + 6;
+    let css = &page[at..at + page[at..].find('"').unwrap()];
+    let p = b.get(h, css).await;
+    assert_eq!(p.status, StatusCode::OK, "{css}");
+    assert!(p.body.contains("nav.tabs"), "{css}");
 }
 
 both_backends!(web_console);

@@ -22,7 +22,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="htmx-config" content=(HTMX_CONFIG);
                 title { (title) " · metalcast" }
-                link rel="stylesheet" href=(super::assets::CSS);
+                link rel="stylesheet" href=(super::assets::css());
                 script src=(super::assets::HTMX) defer {}
                 script src=(super::assets::HTMX_SSE) defer {}
             }
