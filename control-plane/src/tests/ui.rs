@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use serde_json::json;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{Harness, Who};
@@ -353,7 +353,8 @@ async fn web_console_market(h: &Harness) {
     let page = bob.get(h, "/ui/market/analytics").await.body;
     assert!(page.contains("<svg id=\"price-chart\""), "{page}");
     assert!(page.contains("16c-64g-1d"), "{page}");
-    assert!(page.contains("<svg id=\"use-chart\""), "{page}");
+    // Hourly utilization starts at the first offer's start (ten minutes ahead): a chart or "no data yet".
+    assert!(page.contains("id=\"use-chart\""), "{page}");
 
     // A transfer, an autobuy rule made and deleted, a cancelled lease.
     let key = hidden_after(&credits, "id=\"transfer\"", "key");
@@ -399,6 +400,34 @@ async fn web_console_market(h: &Harness) {
         bob.send(h, "POST", &format!("/ui/market/leases/{lease}/cancel"), &[("csrf", &csrf), ("key", &key)], &[]).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     assert!(bob.get(h, "/ui/market/leases").await.body.contains("data-state=\"cancelled\""));
+
+    // Buy-now: one node of a second offer for one hour at 2 credits per node-hour; the form sent twice buys once.
+    node_in(h, "n2", "pa", "52:54:00:00:07:02").await;
+    let t = now(h).await;
+    let offer = json!({"project": "pa", "nodes": ["n2"], "start": t + 60, "end": t + 7260,
+                       "reserve_mph": 1000, "buy_now_mph": 2000});
+    let (s, o, _) = h.keyed("POST", "/v1/market/offers", &h.admin.clone(), "ui-o2", offer).await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    let id2 = o["id"].as_i64().unwrap();
+    let page = bob.get(h, &format!("/ui/market/offers/{id2}")).await.body;
+    assert!(!page.contains("id=\"bid\""), "a bid form on a buy-now-only offer: {page}");
+    let key = hidden_after(&page, "id=\"buy\"", "key");
+    let before = balance(h, "pb", "available").await;
+    let form = [("csrf", csrf.as_str()), ("key", &key), ("project", "pb"), ("quantity", "1"), ("hours", "1")];
+    for _ in 0..2 {
+        let p = bob.send(h, "POST", &format!("/ui/market/offers/{id2}/buy"), &form, &[]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+        assert!(p.location.starts_with("/ui/market/leases?done=bought+1+lease"), "{}", p.location);
+    }
+    assert_eq!(balance(h, "pb", "available").await, before - 2000, "one hour at 2 credits, paid once");
+    let leases = h.ok("GET", "/v1/market/leases?project=pb", None).await;
+    let bought: Vec<&Value> = leases.as_array().unwrap().iter().filter(|l| l["offer"] == id2).collect();
+    assert_eq!(bought.len(), 1, "{leases}");
+    assert_eq!(bought[0]["end"].as_i64().unwrap() - bought[0]["start"].as_i64().unwrap(), 3600);
+    assert!(bob.get(h, "/ui/market/leases").await.body.contains("2.000/node-h"));
+    // Alice cannot buy her own project's offer: the form offers her no project.
+    let page = alice.get(h, &format!("/ui/market/offers/{id2}")).await.body;
+    assert!(!page.contains("id=\"buy\""), "{page}");
     audit_clean(h).await;
 }
 

@@ -93,16 +93,11 @@ async fn fleet(State(st): State<AppState>, s: Session, Query(f): Query<Filter>) 
     Ok(views::page("Fleet", Some(&s), body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
 async fn node(
     State(st): State<AppState>,
     s: Session,
     Path(name): Path<String>,
-    Query(q): Query<Done>,
+    Query(q): Query<views::Done>,
 ) -> Result<Response, UiError> {
     crate::app::error::check_name("node", &name)?;
     let d = nodes::show(&st, &s.caller, &name).await?;

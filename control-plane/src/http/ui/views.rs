@@ -101,6 +101,13 @@ pub fn json_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// The query of a page a form sends the browser back to: what was done.
+#[derive(Debug, serde::Deserialize)]
+pub struct Done {
+    /// Shown as the page's notice.
+    pub done: Option<String>,
+}
+
 /// A notice at the top of a page (from a `?done=` after a form post).
 pub fn notice(text: Option<&str>) -> Markup {
     match text {

@@ -23,12 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/market/autobuy/{id}/delete", post(delete))
 }
 
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
-async fn list(State(st): State<AppState>, s: Session, Query(q): Query<Done>) -> Result<Response, UiError> {
+async fn list(State(st): State<AppState>, s: Session, Query(q): Query<views::Done>) -> Result<Response, UiError> {
     let rules = autobuy::list(&st, &s.caller, "").await?;
     let projects = crate::app::projects::visible(&st, &s.caller).await?;
     let body = html! {

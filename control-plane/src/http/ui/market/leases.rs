@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::html;
-use serde::Deserialize;
 
 use super::{Keyed, after, price, run, tabs};
 use crate::app::AppState;
@@ -26,12 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/market/leases/{id}/recall", post(recall))
 }
 
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
-async fn list(State(st): State<AppState>, s: Session, Query(q): Query<Done>) -> Result<Response, UiError> {
+async fn list(State(st): State<AppState>, s: Session, Query(q): Query<views::Done>) -> Result<Response, UiError> {
     let all = leases::list(&st, &s.caller, "").await?;
     let body = html! {
         (tabs("Leases"))

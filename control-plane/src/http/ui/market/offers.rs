@@ -113,16 +113,11 @@ async fn list(State(st): State<AppState>, s: Session, Query(q): Query<ListQuery>
     Ok(views::page("Market", Some(&s), body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
 async fn show(
     State(st): State<AppState>,
     s: Session,
     Path(id): Path<i64>,
-    Query(q): Query<Done>,
+    Query(q): Query<views::Done>,
 ) -> Result<Response, UiError> {
     let o = offers::show(&st, &s.caller, id).await?;
     let bids = trade::list_bids(&st, &s.caller, id).await?;
