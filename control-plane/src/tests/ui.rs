@@ -203,8 +203,25 @@ async fn web_console(h: &Harness) {
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let p = admin.get(h, "/ui/nodes").await;
     assert!(p.body.contains("data-node=\"nb\""), "the admin sees every node: {}", p.body);
+    // Quotas: only the admin gets the form; lowering under use needs force.
+    assert!(!b.get(h, "/ui/projects").await.body.contains("id=\"quota\""));
+    let projects = admin.get(h, "/ui/projects").await.body;
+    assert!(projects.contains("id=\"quota\""), "{projects}");
+    let csrf = hidden(&projects, "csrf");
+    let form = [("csrf", csrf.as_str()), ("project", "pa"), ("max_nodes", "0"), ("max_image_mib", "64")];
+    let p = admin.send(h, "POST", "/ui/projects/quota", &form, &[]).await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "pa holds a node: {}", p.body);
+    assert!(p.body.contains("force"), "{}", p.body);
+    let forced = [&form[..], &[("force", "true")]].concat();
+    let p = admin.send(h, "POST", "/ui/projects/quota", &forced, &[]).await;
+    assert_eq!((p.status, p.location.as_str()), (StatusCode::SEE_OTHER, "/ui/projects?done=quota+of+pa+set"));
+    let q = h.ok("GET", "/v1/projects/pa/quota", None).await;
+    assert_eq!((q["quota"]["max_nodes"].as_i64(), q["quota"]["max_image_bytes"].as_i64()), (Some(0), Some(64 << 20)));
+    assert!(q["quota"]["max_images"].is_null(), "{q}");
+    let alice_csrf = hidden(&b.get(h, "/ui/nodes").await.body, "csrf");
+    let p = b.send(h, "POST", "/ui/projects/quota", &[("csrf", &alice_csrf), ("project", "pa")], &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "alice sets quotas: {}", p.body);
     let old = admin.cookies.clone();
-    let csrf = hidden(&p.body, "csrf");
     let p = admin.send(h, "POST", "/ui/logout", &[("csrf", &csrf)], &[]).await;
     assert_eq!((p.status, p.location.as_str()), (StatusCode::SEE_OTHER, "/ui/login"));
     admin.cookies = old;

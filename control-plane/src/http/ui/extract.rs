@@ -8,6 +8,14 @@ use serde::de::DeserializeOwned;
 
 use super::UiError;
 
+/// A whole number from a form field, or `None` when it is empty.
+pub fn whole_number(what: &str, v: &str) -> Result<Option<i64>, UiError> {
+    match v.trim() {
+        "" => Ok(None),
+        t => t.parse().map(Some).map_err(|_| UiError::BadRequest(format!("{what} {t:?} is not a whole number"))),
+    }
+}
+
 /// A form body.
 #[derive(Debug)]
 pub struct Form<T>(pub T);

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Keyed, after, parse_amount, parse_opt, price, project_select, run, tabs};
+use super::{Keyed, after, parse_amount, price, project_select, run, tabs, whole_number};
 use crate::app::AppState;
 use crate::app::market::Op;
 use crate::app::market::autobuy::{self, AutobuyCreate};
@@ -87,10 +87,10 @@ async fn create(State(st): State<AppState>, s: Session, Form(f): Form<NewRule>) 
     let req = AutobuyCreate {
         project: f.project,
         filter: f.filter.trim().to_string(),
-        target: parse_opt("nodes to keep", &f.target)?.unwrap_or(1),
+        target: whole_number("nodes to keep", &f.target)?.unwrap_or(1),
         max_mph: parse_amount("highest price", &f.max)?,
         daily_budget: parse_amount("daily budget", &f.budget)?,
-        hours: parse_opt("hours per lease", &f.hours)?.unwrap_or(1),
+        hours: whole_number("hours per lease", &f.hours)?.unwrap_or(1),
     };
     let a = run(&st, &s, &f.key, Op::CreateAutobuy(req)).await?;
     let id = a.body.get("id").and_then(serde_json::Value::as_i64).unwrap_or_default();

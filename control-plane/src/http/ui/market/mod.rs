@@ -16,6 +16,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::UiError;
+use super::extract::whole_number;
 use crate::app::AppState;
 use crate::app::market::{self, Answer, Op};
 use crate::app::sessions::Session;
@@ -75,14 +76,6 @@ fn price(mph: i64) -> String {
 /// A price field's credits (`1.5`, `1500m`) as milli-credits.
 fn parse_amount(what: &str, v: &str) -> Result<i64, UiError> {
     metalcast_operator_api::display::parse_credits(v).map_err(|e| UiError::BadRequest(format!("{what}: {e}")))
-}
-
-/// A whole number from a form field, or `None` when empty.
-fn parse_opt(what: &str, v: &str) -> Result<Option<i64>, UiError> {
-    match v.trim() {
-        "" => Ok(None),
-        t => t.parse().map(Some).map_err(|_| UiError::BadRequest(format!("{what} {t:?} is not a whole number"))),
-    }
 }
 
 /// A `<select>` of the caller's projects, `selected` chosen.

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Keyed, after, parse_amount, parse_opt, price, project_select, run, tabs};
+use super::{Keyed, after, parse_amount, price, project_select, run, tabs, whole_number};
 use crate::app::AppState;
 use crate::app::market::offers::{self, Offer};
 use crate::app::market::trade::{self, BidCreate, BuyRequest};
@@ -58,7 +58,7 @@ async fn list(State(st): State<AppState>, s: Session, Query(q): Query<ListQuery>
     let mut filter: Vec<String> =
         Some(q.filter.trim()).filter(|f| !f.is_empty()).map(str::to_string).into_iter().collect();
     for (field, v) in [("cpus", &q.cpus), ("memory_gib", &q.memory_gib), ("disk_gib", &q.disk_gib), ("nics", &q.nics)] {
-        if let Some(n) = parse_opt(field, v)? {
+        if let Some(n) = whole_number(field, v)? {
             filter.push(format!("{field}>={n}"));
         }
     }
@@ -238,8 +238,8 @@ async fn buy(
     Path(id): Path<i64>,
     Form(f): Form<BuyForm>,
 ) -> Result<Response, UiError> {
-    let quantity = parse_opt("nodes", &f.quantity)?.unwrap_or(1);
-    let end = match parse_opt("hours", &f.hours)? {
+    let quantity = whole_number("nodes", &f.quantity)?.unwrap_or(1);
+    let end = match whole_number("hours", &f.hours)? {
         Some(h) => {
             let o = offers::show(&st, &s.caller, id).await?;
             Some(o.start.max(market::clock(&st).await?).saturating_add(h.saturating_mul(3600)))
@@ -271,7 +271,7 @@ async fn bid(
 ) -> Result<Response, UiError> {
     let req = BidCreate {
         project: f.project,
-        quantity: parse_opt("nodes", &f.quantity)?.unwrap_or(1),
+        quantity: whole_number("nodes", &f.quantity)?.unwrap_or(1),
         max_mph: parse_amount("highest price", &f.max)?,
         all_or_nothing: f.all_or_nothing.is_some(),
     };
