@@ -236,6 +236,7 @@ fn v1_types_match_the_openapi_document() {
             "Offer" => matches_schema::<Offer>(&doc, name),
             "OfferCreate" => matches_schema::<OfferCreate>(&doc, name),
             "PricePoint" => matches_schema::<PricePoint>(&doc, name),
+            "UsePoint" => matches_schema::<UsePoint>(&doc, name),
             "Resources" => matches_schema::<Resources>(&doc, name),
             "Revenue" => matches_schema::<Revenue>(&doc, name),
             "Settlement" => matches_schema::<Settlement>(&doc, name),
@@ -278,7 +279,7 @@ fn v1_types_match_the_openapi_document() {
             other => panic!("the server's schema {other} has no type here"),
         }
     }
-    assert_eq!(names.len(), 54, "{names:?}");
+    assert_eq!(names.len(), 55, "{names:?}");
 }
 
 #[test]
