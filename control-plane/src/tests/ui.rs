@@ -281,9 +281,10 @@ async fn web_console_market(h: &Harness) {
     node_in(h, "n1", "pa", "52:54:00:00:07:01").await;
     mint(h, "pc", 10_000).await;
     let t = now(h).await;
-    // One node for an hour starting in ten minutes; sealed bids close in 4 s.
+    // One node for an hour starting in ten minutes; sealed bids close in 12 s
+    // (three password checks come before it, on a loaded two-core CI machine).
     let offer = json!({"project": "pa", "nodes": ["n1"], "start": t + 600, "end": t + 4200,
-                       "reserve_mph": 1000, "closes_at": t + 4});
+                       "reserve_mph": 1000, "closes_at": t + 12});
     let (s, o, _) = h.keyed("POST", "/v1/market/offers", &h.admin.clone(), "ui-o", offer).await;
     assert_eq!(s, StatusCode::CREATED, "{o}");
     let id = o["id"].as_i64().unwrap();
@@ -346,7 +347,7 @@ async fn web_console_market(h: &Harness) {
     assert!(!sealed.contains("id=\"bid\""), "the owner is offered a bid form: {sealed}");
 
     // The close: bob wins at carol's price (the highest losing bid).
-    let settled = crate::app::market::driver::run_until(&h.st, std::time::Duration::from_secs(30), async || {
+    let settled = crate::app::market::driver::run_until(&h.st, std::time::Duration::from_secs(60), async || {
         h.ok("GET", &format!("/v1/market/offers/{id}"), None).await["state"] == "settled"
     })
     .await;
