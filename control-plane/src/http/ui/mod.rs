@@ -155,3 +155,11 @@ async fn security_headers(req: Request, next: Next) -> Response {
 fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
+
+/// [`see_other`] to `to` with `done` as the notice the page shows
+/// ([`views::Done`]).
+fn see_other_done(to: &str, done: &str) -> Response {
+    let done: String = form_urlencoded::byte_serialize(done.as_bytes()).collect();
+    let sep = if to.contains('?') { '&' } else { '?' };
+    see_other(&format!("{to}{sep}done={done}"))
+}

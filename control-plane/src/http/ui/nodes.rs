@@ -284,8 +284,7 @@ async fn reclaim(
     let r = crate::app::reclaim::reclaim(&st, &s.caller, name.clone(), req).await?;
     let seg = metalcast_operator_api::path::segment(&name);
     let done = format!("reclaimed from {} by {} in {:.1} s", r.project, r.method, r.secs);
-    let done: String = form_urlencoded::byte_serialize(done.as_bytes()).collect();
-    Ok(super::see_other(&format!("/ui/nodes/{seg}?done={done}")))
+    Ok(super::see_other_done(&format!("/ui/nodes/{seg}"), &done))
 }
 
 #[cfg(test)]

@@ -90,6 +90,5 @@ async fn set_quota(State(st): State<AppState>, s: Session, Form(f): Form<QuotaFo
     };
     crate::app::quotas::set(&st, &s.caller, f.project.clone(), quota, f.force.is_some()).await?;
     let done = format!("quota of {} set", f.project);
-    let done: String = form_urlencoded::byte_serialize(done.as_bytes()).collect();
-    Ok(super::see_other(&format!("/ui/projects?done={done}")))
+    Ok(super::see_other_done("/ui/projects", &done))
 }

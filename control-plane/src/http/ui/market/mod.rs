@@ -49,11 +49,11 @@ async fn run(st: &AppState, s: &Session, key: &str, op: Op) -> Result<Answer, Ui
 /// Where to go after a form: `to` with `done` as its notice (saying so
 /// when the form had been sent before and nothing was done again).
 fn after(to: &str, done: &str, a: &Answer) -> axum::response::Response {
-    let done =
-        if a.replayed { format!("{done} (this form had been sent already: nothing done twice)") } else { done.into() };
-    let done: String = form_urlencoded::byte_serialize(done.as_bytes()).collect();
-    let sep = if to.contains('?') { '&' } else { '?' };
-    super::see_other(&format!("{to}{sep}done={done}"))
+    if a.replayed {
+        super::see_other_done(to, &format!("{done} (this form had been sent already: nothing done twice)"))
+    } else {
+        super::see_other_done(to, done)
+    }
 }
 
 /// The market's own navigation, above each of its pages.
